@@ -1,0 +1,1 @@
+"""Benchmarks: each hot path against its natural peer in the same process."""

@@ -1,0 +1,186 @@
+"""Shared benchmark machinery: timing (median, IQR), rooflines, tables, JSON rows.
+
+Speed is measured here and never asserted in tests. Every row records the
+commit, device, backend, dtype and shapes so results from different machines
+can be compared.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Timing:
+    """Seconds per call over repeats after warm-up."""
+
+    median: float
+    q1: float
+    q3: float
+    repeats: int
+
+    @property
+    def iqr(self) -> float:
+        return self.q3 - self.q1
+
+
+def measure(fn: Callable[[], Any], *, repeats: int = 30, warmup: int = 3, min_time: float = 0.0,
+            sync: Optional[Callable[[], None]] = None) -> Timing:
+    """Times ``fn`` (synchronising with ``sync`` for asynchronous devices).
+
+    Runs ``warmup`` untimed calls, then ``repeats`` timed ones (more if the total is
+    below ``min_time`` seconds) and returns median and quartiles.
+    """
+    sync = sync or (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    samples: list[float] = []
+    start_all = time.perf_counter()
+    while len(samples) < repeats or time.perf_counter() - start_all < min_time:
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        samples.append(time.perf_counter() - t0)
+        if len(samples) > 100 * repeats:
+            break
+    q = statistics.quantiles(samples, n=4) if len(samples) >= 2 else [samples[0]] * 3
+    return Timing(median=statistics.median(samples), q1=q[0], q3=q[2], repeats=len(samples))
+
+
+def cuda_sync(device: torch.device) -> Callable[[], None]:
+    """A synchronise function for ``device`` (no-op on CPU)."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def memcpy_bandwidth(device: torch.device, n_bytes: int = 256 << 20) -> float:
+    """Achieved copy bandwidth in GB/s, counting bytes read plus bytes written."""
+    n = n_bytes // 4
+    src = torch.ones(n, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    if device.type == "cpu":
+        src_np, dst_np = src.numpy(), dst.numpy()
+        t = measure(lambda: np.copyto(dst_np, src_np), repeats=10)
+    else:
+        t = measure(lambda: dst.copy_(src), repeats=20, sync=cuda_sync(device))
+    return 2 * n * 4 / t.median / 1e9
+
+
+def gemm_rate(device: torch.device, n: int = 1024) -> float:
+    """Achieved fp32 GEMM rate in GFLOP/s (torch.mm, n x n x n)."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    t = measure(lambda: torch.mm(a, b), repeats=10, sync=cuda_sync(device))
+    return 2 * n**3 / t.median / 1e9
+
+
+def git_commit() -> str:
+    """The current commit (with '-dirty' for local changes), or 'unknown'."""
+    try:
+        root = Path(__file__).resolve().parent.parent
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    """Human-readable device, e.g. 'cpu x86_64 (2 threads)' or the CUDA device name."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu {platform.machine()} {platform.processor() or ''} ({torch.get_num_threads()} threads)".replace("  ", " ")
+
+
+@dataclass
+class Row:
+    """One benchmark measurement: an op on one backend, or its peer."""
+
+    op: str
+    impl: str  # "edgert-cpu", "edgert-cuda", "torch-eager", "numpy", ...
+    device: str
+    dtype: str
+    shapes: str
+    time: Timing
+    bytes_moved: float = 0.0
+    flops: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gbps(self) -> float:
+        return self.bytes_moved / self.time.median / 1e9 if self.bytes_moved else 0.0
+
+    @property
+    def gflops(self) -> float:
+        return self.flops / self.time.median / 1e9 if self.flops else 0.0
+
+
+def speedups(rows: list[Row], baseline_impl: str) -> dict[tuple[str, str], float]:
+    """Median-time ratio baseline/impl for every (op, shapes) that has the baseline."""
+    base = {(r.op, r.shapes): r.time.median for r in rows if r.impl == baseline_impl}
+    return {(r.op, r.impl): base[(r.op, r.shapes)] / r.time.median for r in rows if (r.op, r.shapes) in base}
+
+
+def markdown_table(rows: list[Row], roofline: dict[str, float]) -> str:
+    """Rows as a markdown table; speedup is against the op's peer rows marked in extra['peer']."""
+    lines = ["| op | impl | shapes | dtype | median | IQR | GB/s | %memcpy | GFLOP/s | vs peer |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    peer_time = {(r.op, r.shapes): r.time.median for r in rows if r.extra.get("peer")}
+    for r in rows:
+        ratio = peer_time.get((r.op, r.shapes))
+        vs = f"{ratio / r.time.median:.2f}x" if ratio and not r.extra.get("peer") else ("peer" if r.extra.get("peer") else "")
+        pct = f"{100 * r.gbps / roofline['memcpy_gbps']:.0f}%" if r.gbps and roofline.get("memcpy_gbps") else ""
+        lines.append(
+            f"| {r.op} | {r.impl} | {r.shapes} | {r.dtype} | {_fmt_time(r.time.median)} | {_fmt_time(r.time.iqr)} | "
+            f"{r.gbps:.1f} | {pct} | {r.gflops:.1f} | {vs} |".replace("| 0.0 |", "|  |")
+        )
+    return "\n".join(lines)
+
+
+def _fmt_time(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} us"
+
+
+def write_json(name: str, rows: list[Row], roofline: dict[str, float], config: dict[str, Any],
+               out_dir: Path = RESULTS_DIR) -> Path:
+    """Writes rows with commit/device metadata to ``bench/results/<name>-<device>.json``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = config.get("device", "cpu")
+    payload = {
+        "commit": git_commit(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "host": platform.node(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "config": config,
+        "roofline": roofline,
+        "rows": [
+            {**{k: v for k, v in asdict(r).items() if k != "time"}, "median_s": r.time.median, "q1_s": r.time.q1,
+             "q3_s": r.time.q3, "repeats": r.time.repeats, "gbps": r.gbps, "gflops": r.gflops}
+            for r in rows
+        ],
+    }
+    path = out_dir / f"{name}-{device}.json"
+    path.write_text(json.dumps(payload, indent=2))
+    return path

@@ -1,0 +1,56 @@
+"""Hot-path benchmarks: every edgert kernel against its natural peer, same process.
+
+    python -m bench.hotpaths [--quick] [--device cpu|cuda] [--threads N] [--only OP]
+
+Prints a markdown table (median, IQR, GB/s, % of the measured memcpy bandwidth,
+GFLOP/s, speedup vs peer) and writes JSON rows to bench/results/.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+import torch
+
+from bench.harness import device_name, gemm_rate, markdown_table, memcpy_bandwidth, write_json
+
+# One module per hot path; each exposes run(device, quick) -> list[Row].
+OP_MODULES = {
+    "block_average": "bench.bench_block_average",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="few shapes and repeats (CI / README smoke run)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--threads", type=int, default=0, help="torch and edgert CPU threads (0 = default)")
+    parser.add_argument("--only", action="append", choices=sorted(OP_MODULES), help="run only these ops")
+    parser.add_argument("--no-json", action="store_true", help="do not write bench/results/*.json")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device here: nothing to benchmark on cuda", file=sys.stderr)
+        return 2
+    if args.threads:
+        # Same thread count for the peer (torch) and edgert (OpenMP reads OMP_NUM_THREADS at start-up).
+        torch.set_num_threads(args.threads)
+    roofline = {"memcpy_gbps": memcpy_bandwidth(device), "gemm_fp32_gflops": gemm_rate(device)}
+    print(f"device: {device_name(device)}  memcpy {roofline['memcpy_gbps']:.1f} GB/s  "
+          f"fp32 GEMM {roofline['gemm_fp32_gflops']:.1f} GFLOP/s  torch threads {torch.get_num_threads()}")
+    rows = []
+    for name in args.only or OP_MODULES:
+        rows.extend(importlib.import_module(OP_MODULES[name]).run(device, args.quick))
+    print(markdown_table(rows, roofline))
+    if not args.no_json:
+        config = {"device": device.type, "device_name": device_name(device), "quick": args.quick,
+                  "threads": torch.get_num_threads(), "ops": args.only or list(OP_MODULES)}
+        path = write_json("hotpaths" + ("-quick" if args.quick else ""), rows, roofline, config)
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from edgert.cli import main
+
+sys.exit(main())

@@ -1,0 +1,34 @@
+"""The ``edgert`` command. Each system adds its own subcommand group here."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from edgert import info
+
+    runtime = info()
+    print(json.dumps(runtime.as_dict(), indent=2) if args.json else runtime)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgert", description="edgert edge runtime for continuous learning")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_info = sub.add_parser("info", help="version, backends, devices and build flags")
+    p_info.add_argument("--json", action="store_true", help="print as JSON")
+    p_info.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``edgert`` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

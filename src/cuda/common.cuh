@@ -1,0 +1,29 @@
+// Internal helpers shared by the CUDA kernels.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "core/error.hpp"
+#include "edgert/edgert.h"
+
+namespace edgert::cuda_detail {
+
+// Turns a CUDA error into EDGERT_ERR_CUDA (or BACKEND_UNAVAILABLE for a missing
+// driver/device) with the call site in the message.
+inline edgert_status check(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return EDGERT_OK;
+  const edgert_status st = (err == cudaErrorInsufficientDriver || err == cudaErrorNoDevice)
+                               ? EDGERT_ERR_BACKEND_UNAVAILABLE
+                               : EDGERT_ERR_CUDA;
+  return edgert::detail::fail(st, "%s: %s (%s)", what, cudaGetErrorString(err), cudaGetErrorName(err));
+}
+
+inline cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
+
+inline unsigned blocks_for(long long n, int threads) {
+  long long b = (n + threads - 1) / threads;
+  if (b > 65535LL * 32) b = 65535LL * 32;
+  return static_cast<unsigned>(b < 1 ? 1 : b);
+}
+
+}  // namespace edgert::cuda_detail

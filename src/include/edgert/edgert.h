@@ -1,0 +1,185 @@
+/*
+ * edgert.h — the C API of libedgert, the embeddable edgert runtime.
+ *
+ * Conventions
+ * - Every fallible call returns an edgert_status. On failure a thread-local
+ *   message describing the problem is available from edgert_last_error() until
+ *   the next failing call on the same thread. Nothing aborts on bad input.
+ * - Objects are opaque handles created by edgert_<noun>_create() and released
+ *   by edgert_<noun>_free(); free(NULL) is a no-op.
+ * - Buffers are owned by the caller unless a function says otherwise.
+ * - Thread safety is documented per handle. Free functions that take no handle
+ *   are thread-safe.
+ */
+#ifndef EDGERT_EDGERT_H
+#define EDGERT_EDGERT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#define EDGERT_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define EDGERT_API __attribute__((visibility("default")))
+#else
+#define EDGERT_API
+#endif
+
+#if defined(__cplusplus) && __cplusplus >= 201703L
+#define EDGERT_NODISCARD [[nodiscard]]
+#else
+#define EDGERT_NODISCARD
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Status codes, grouped by range:
+ *   0        success
+ *   1..99    argument errors (the caller passed something malformed)
+ *   100..199 update-packet and stream errors (what arrived is bad)
+ *   200..299 resource and I/O errors
+ *   300..399 backend errors (CUDA missing or failing)
+ *   900..    internal errors (a bug in edgert: please report) */
+typedef enum edgert_status {
+  EDGERT_OK = 0,
+
+  EDGERT_ERR_INVALID_ARGUMENT = 1, /* null pointer, bad enum, bad option */
+  EDGERT_ERR_SHAPE = 2,            /* dimensions inconsistent or unsupported */
+  EDGERT_ERR_DTYPE = 3,            /* element type unsupported */
+  EDGERT_ERR_INDEX_OUT_OF_RANGE = 4,
+  EDGERT_ERR_INDEX_UNSORTED = 5, /* indices not strictly increasing */
+  EDGERT_ERR_BUFFER_TOO_SMALL = 6,
+
+  EDGERT_ERR_PACKET_TRUNCATED = 100,
+  EDGERT_ERR_PACKET_BAD_MAGIC = 101,
+  EDGERT_ERR_PACKET_UNSUPPORTED_VERSION = 102,
+  EDGERT_ERR_PACKET_BAD_CRC = 103,
+  EDGERT_ERR_PACKET_BAD_MAC = 104,
+  EDGERT_ERR_PACKET_WRONG_MODEL = 105,
+  EDGERT_ERR_PACKET_VERSION_MISMATCH = 106, /* base version != active version */
+  EDGERT_ERR_PACKET_STALE = 107,            /* target version not newer */
+  EDGERT_ERR_PACKET_MALFORMED = 108,        /* inconsistent lengths/counts/codings */
+  EDGERT_ERR_PACKET_BAD_TENSOR = 109,       /* unknown or duplicate tensor id, size mismatch */
+  EDGERT_ERR_PACKET_MAC_REQUIRED = 110,     /* slot has a key but packet is unauthenticated */
+
+  EDGERT_ERR_OUT_OF_MEMORY = 200,
+  EDGERT_ERR_IO = 201,
+  EDGERT_ERR_NOT_FOUND = 202,
+  EDGERT_ERR_CORRUPT_FILE = 203,
+
+  EDGERT_ERR_BACKEND_UNAVAILABLE = 300, /* backend not compiled in or no device */
+  EDGERT_ERR_CUDA = 301,                /* a CUDA call failed; see last error */
+
+  EDGERT_ERR_INTERNAL = 900
+} edgert_status;
+
+/* Short constant name of a status ("EDGERT_ERR_SHAPE"); never NULL. */
+EDGERT_API const char* edgert_status_name(edgert_status status);
+
+/* Message of the last failing call on this thread ("" if none). The pointer is
+ * valid until the next edgert call on this thread. */
+EDGERT_API const char* edgert_last_error(void);
+
+/* Library version, e.g. "0.1.0", and its parts. */
+EDGERT_API const char* edgert_version_string(void);
+EDGERT_API void edgert_version(int* major, int* minor, int* patch);
+
+/* ---- Backends ---------------------------------------------------------- */
+
+typedef enum edgert_backend {
+  EDGERT_BACKEND_CPU = 0,
+  EDGERT_BACKEND_CUDA = 1
+} edgert_backend;
+
+typedef struct edgert_backend_info {
+  int compiled;     /* 1 if this backend's kernels are in the library */
+  int usable;       /* 1 if it can run now (CUDA: driver and device present) */
+  int device_count; /* CPU: 1; CUDA: devices visible */
+  int num_threads;  /* CPU: worker threads used by kernels; CUDA: 0 */
+  char detail[160]; /* human-readable, e.g. "openmp, 2 threads" or the CUDA error */
+} edgert_backend_info;
+
+/* Fills *info for one backend. Never fails for a valid backend value:
+ * a CUDA backend that is not compiled in reports compiled = 0. */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_backend_query(edgert_backend backend,
+                                                               edgert_backend_info* info);
+
+/* Compile-time flags as a string ("openmp=1 cuda=0 sanitize= build=Release"). */
+EDGERT_API const char* edgert_build_flags(void);
+
+/* ---- Sparse delta patching -------------------------------------------- */
+
+typedef enum edgert_dtype {
+  EDGERT_F32 = 0,
+  EDGERT_F16 = 1,
+  EDGERT_I32 = 2,
+  EDGERT_U32 = 3,
+  EDGERT_C64 = 4
+} edgert_dtype;
+
+typedef enum edgert_patch_mode { EDGERT_PATCH_ADD = 0, EDGERT_PATCH_SET = 1 } edgert_patch_mode;
+
+/* Applies weights[indices[i]] (+)= values[i] for i < count on the CPU.
+ * weights: n_weights elements of weights_dtype (F32 or F16), contiguous.
+ * indices: count elements of index_dtype (I32 or U32), strictly increasing.
+ * values:  count elements of values_dtype (F32 or F16).
+ * All indices are checked before anything is written: on any failure the
+ * weights are unchanged (EDGERT_ERR_INDEX_OUT_OF_RANGE, _UNSORTED, _DTYPE). */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_sparse_patch(void* weights, edgert_dtype weights_dtype,
+                                                              size_t n_weights, const void* indices,
+                                                              edgert_dtype index_dtype, const void* values,
+                                                              edgert_dtype values_dtype, size_t count,
+                                                              edgert_patch_mode mode);
+
+/* ---- MMNet detector ------------------------------------------------------
+ * A detector holds the trained parameters for G channel groups and detects
+ * batches of received vectors y = H x + n. Complex numbers are interleaved
+ * (re, im) float pairs (C99 float _Complex layout).
+ * Thread safety: one handle may be used by one thread at a time. */
+
+typedef enum edgert_modulation {
+  EDGERT_QAM4 = 4,
+  EDGERT_QAM16 = 16,
+  EDGERT_QAM64 = 64
+} edgert_modulation;
+
+typedef struct edgert_mmnet_params {
+  int32_t n_layers;    /* T */
+  int32_t n_rx;        /* Nr */
+  int32_t n_tx;        /* Nt */
+  int32_t n_groups;    /* G: channels held at once */
+  edgert_modulation modulation;
+  int32_t iid_form;    /* 1: A_t = theta1_t H^H (theta1 [T, G]); 0: full A_t [T, G, Nt, Nr] */
+} edgert_mmnet_params;
+
+typedef struct edgert_mmnet edgert_mmnet;
+
+EDGERT_API edgert_mmnet_params edgert_mmnet_default_params(void);
+
+/* Creates a detector; parameters are zero until set. */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_mmnet_create(const edgert_mmnet_params* params,
+                                                              edgert_mmnet** out);
+EDGERT_API void edgert_mmnet_free(edgert_mmnet* det);
+
+/* Copies in the channels H [G, Nr, Nt], noise variances sigma2 [G] (complex
+ * noise power per receive antenna), the linear operators (A [T, G, Nt, Nr]
+ * complex, or theta1 [T, G] real for the iid form) and theta2 [T, G, Nt].
+ * On failure the detector keeps its previous parameters. */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_mmnet_set(edgert_mmnet* det, const float* H,
+                                                           const float* sigma2, const float* A_or_theta1,
+                                                           const float* theta2);
+
+/* Detects y [G, B, Nr] into x_hat [G, B, Nt] (soft, complex) and, if
+ * decisions != NULL, constellation indices [G, B, Nt] (row-major QAM index:
+ * (real level) * sqrt(M) + (imag level), levels ascending). */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_mmnet_detect(edgert_mmnet* det, const float* y,
+                                                              int64_t batch, float* x_hat,
+                                                              int32_t* decisions);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* EDGERT_EDGERT_H */

@@ -1,0 +1,32 @@
+"""Shared pytest configuration: markers for optional dependencies and devices.
+
+`needs_cuda`, `needs_av`, ... are built once here; tests that need something
+absent are skipped with the reason, never xfailed.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+import edgert
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+needs_cuda = pytest.mark.skipif(not edgert.cuda_available(), reason="no usable CUDA device / kernels not compiled")
+needs_av = pytest.mark.skipif(not _has("av"), reason="PyAV not installed (extra [video])")
+needs_cv2 = pytest.mark.skipif(not _has("cv2"), reason="OpenCV not installed (extra [video])")
+needs_scipy = pytest.mark.skipif(not _has("scipy"), reason="scipy not installed (extra [dev])")
+needs_matplotlib = pytest.mark.skipif(not _has("matplotlib"), reason="matplotlib not installed (extra [dev])")
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """tests/data: small golden files shared with the C++ tests."""
+    return DATA_DIR
