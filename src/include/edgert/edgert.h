@@ -178,6 +178,103 @@ EDGERT_NODISCARD EDGERT_API edgert_status edgert_mmnet_detect(edgert_mmnet* det,
                                                               int64_t batch, float* x_hat,
                                                               int32_t* decisions);
 
+/* ---- Model manifests, update packets and model slots ----------------------
+ * The binary formats are specified in docs/update-packet.md. A manifest names
+ * a model (128-bit id) and its tensor table (names, dtypes, shapes, and a hash
+ * of the table); an update packet moves a model from a base version to a
+ * target version by sparse, dense or full-snapshot tensor updates.
+ *
+ * A slot holds one model on the device: the manifest plus two weight buffers
+ * (active and shadow). edgert_slot_apply() verifies a whole packet (magic,
+ * format version, model id, version chain, sizes, bounds, CRC32C, and the
+ * HMAC-SHA256 when a key is set) before touching memory, decodes it into the
+ * shadow buffer and swaps atomically; readers never see a torn model. On any
+ * failure the active weights and version are byte-identical to before.
+ *
+ * Thread safety: edgert_slot_apply/_load/_set_key/_set_hook are serialised by
+ * the slot (one writer at a time); readers (_acquire/_release, _read_tensor,
+ * _version) may run concurrently with a writer from any thread. */
+
+#define EDGERT_MODEL_ID_BYTES 16
+#define EDGERT_MAX_DIMS 8
+
+typedef struct edgert_tensor_info {
+  char name[128];      /* NUL-terminated, truncated if longer */
+  edgert_dtype dtype;  /* F32 or F16 */
+  int32_t ndim;
+  int64_t shape[EDGERT_MAX_DIMS];
+  uint64_t numel;
+  uint64_t byte_offset; /* offset of this tensor inside the slot's weight buffer */
+  uint64_t byte_size;
+} edgert_tensor_info;
+
+typedef struct edgert_packet_header {
+  uint16_t format_version;
+  uint16_t flags;
+  uint8_t model_id[EDGERT_MODEL_ID_BYTES];
+  uint64_t base_version;
+  uint64_t target_version;
+  uint32_t tensor_count;
+  uint64_t payload_length;
+  int full_snapshot; /* 1 if the packet replaces every tensor (resync) */
+  int authenticated; /* 1 if the packet carries an HMAC-SHA256 */
+} edgert_packet_header;
+
+/* Parses and checks only the fixed header (magic, format version, lengths);
+ * does not verify CRC or MAC. */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_packet_inspect(const uint8_t* packet, size_t len,
+                                                                edgert_packet_header* out);
+
+typedef struct edgert_slot edgert_slot;
+
+/* Called after a new version became active, on the applying thread, with the
+ * ids of the tensors the packet changed (valid only during the call). */
+typedef void (*edgert_slot_hook)(void* user, uint64_t version, const uint32_t* changed_tensor_ids,
+                                 size_t changed_count);
+
+/* Creates a slot for the model described by a serialized manifest. Weights
+ * start as zeros at version 0 (a device normally loads a snapshot or receives
+ * a full-snapshot packet first). */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_slot_create(const uint8_t* manifest, size_t manifest_len,
+                                                             edgert_slot** out);
+EDGERT_API void edgert_slot_free(edgert_slot* slot);
+
+/* Requires every later packet to carry a valid HMAC-SHA256 under `key`
+ * (per-device key, 16..64 bytes). key_len 0 removes the requirement. */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_slot_set_key(edgert_slot* slot, const uint8_t* key, size_t key_len);
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_slot_set_hook(edgert_slot* slot, edgert_slot_hook hook, void* user);
+
+/* Verifies and applies one update packet (see above). The packet's base
+ * version must equal the active version, except for full snapshots, which
+ * only need a target version newer than the active one. */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_slot_apply(edgert_slot* slot, const uint8_t* packet, size_t len);
+
+EDGERT_API uint64_t edgert_slot_version(const edgert_slot* slot);
+EDGERT_API void edgert_slot_model_id(const edgert_slot* slot, uint8_t out[EDGERT_MODEL_ID_BYTES]);
+EDGERT_API uint32_t edgert_slot_tensor_count(const edgert_slot* slot);
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_slot_tensor_info(const edgert_slot* slot, uint32_t tensor_id,
+                                                                  edgert_tensor_info* out);
+/* Total bytes of the weight buffer (all tensors, packed as in tensor_info). */
+EDGERT_API uint64_t edgert_slot_weights_size(const edgert_slot* slot);
+
+/* Pins the active weights for reading: *weights points at the whole buffer
+ * (edgert_slot_weights_size bytes), *version is its version. The buffer stays
+ * valid and unchanged until edgert_slot_release(); appliers never write into
+ * a pinned buffer. Pins are cheap; hold them for one inference. */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_slot_acquire(edgert_slot* slot, const void** weights,
+                                                              uint64_t* version);
+EDGERT_API void edgert_slot_release(edgert_slot* slot, const void* weights);
+
+/* Copies one tensor of the active model (consistent with *version). */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_slot_read_tensor(edgert_slot* slot, uint32_t tensor_id, void* dst,
+                                                                  size_t dst_bytes, uint64_t* version);
+
+/* Saves manifest hash, model id, version and weights atomically (temp file,
+ * fsync, rename). Load replaces the slot's state only if the file is intact
+ * and matches the slot's manifest; otherwise the slot is unchanged. */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_slot_save(edgert_slot* slot, const char* path);
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_slot_load(edgert_slot* slot, const char* path);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif
