@@ -2,6 +2,7 @@
 
 #include <array>
 
+#include "edgert/edgert.h"
 #include "packet/bytes.hpp"
 
 namespace edgert::packet {
@@ -42,3 +43,8 @@ uint32_t crc32c_update(uint32_t crc, const void* data, size_t len) {
 }
 
 }  // namespace edgert::packet
+
+extern "C" uint32_t edgert_crc32c(uint32_t crc, const void* data, size_t len) {
+  if (data == nullptr) return crc;
+  return edgert::packet::crc32c_update(crc, data, len);
+}
