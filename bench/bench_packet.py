@@ -49,12 +49,16 @@ def size_report(m: Manifest, update: dict) -> dict:
         mask[offset + idx] = True
         values16.append(vals.astype("<f2"))
         offset += t.numel
-    mask_gzip = len(gzip.compress(np.packbits(mask).tobytes() + np.concatenate(values16).tobytes()))
+    mask_bits = np.packbits(mask).tobytes()
+    mask_gzip = len(gzip.compress(mask_bits + np.concatenate(values16).tobytes()))
+    values32 = np.concatenate([update[t.name][1].astype("<f4") for t in m.tensors]).tobytes()
+    mask_gzip32 = len(gzip.compress(mask_bits + values32))
     bound = sum(index_entropy_bound_bits(t.numel, update[t.name][0].size) for t in m.tensors)
     return {
         "params": numel, "updated": count,
         "edgert_fp16": len(pkt), "edgert_int8": len(pkt8),
-        "fp16_u32": count * 6, "mask_gzip": mask_gzip,
+        "fp16_u32": count * 6, "mask_gzip": mask_gzip, "mask_gzip_fp32": mask_gzip32,
+        "mask_gzip_index_only": len(gzip.compress(mask_bits)),
         "index_bits_per_param": pkt.index_bits / numel, "bound_bits_per_param": bound / numel,
     }
 
@@ -68,7 +72,7 @@ def run(device: torch.device, quick: bool) -> list[Row]:
     sizes = size_report(m, _update(m, rng))
     print(f"packet sizes, {numel / 1e6:.2f}M params, {DENSITY:.0%} mask ({sizes['updated']} coordinates):")
     print("| format | bytes | vs edgert fp16 |\n|---|---|---|")
-    for name in ("edgert_fp16", "edgert_int8", "fp16_u32", "mask_gzip"):
+    for name in ("edgert_fp16", "edgert_int8", "fp16_u32", "mask_gzip", "mask_gzip_fp32", "mask_gzip_index_only"):
         print(f"| {name} | {sizes[name]} | {sizes[name] / sizes['edgert_fp16']:.2f}x |")
     print(f"index bits/param: {sizes['index_bits_per_param']:.4f} (entropy bound "
           f"{sizes['bound_bits_per_param']:.4f}, +{100 * (sizes['index_bits_per_param'] / sizes['bound_bits_per_param'] - 1):.1f}%)\n")
