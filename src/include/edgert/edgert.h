@@ -225,6 +225,11 @@ typedef struct edgert_packet_header {
 EDGERT_NODISCARD EDGERT_API edgert_status edgert_packet_inspect(const uint8_t* packet, size_t len,
                                                                 edgert_packet_header* out);
 
+/* CRC32C (Castagnoli) of len bytes, continuing from crc (0 to start), as used
+ * by packets, manifests and snapshot files; exposed for transports that frame
+ * packets. crc32c("123456789") == 0xE3069283. Thread-safe. */
+EDGERT_API uint32_t edgert_crc32c(uint32_t crc, const void* data, size_t len);
+
 typedef struct edgert_slot edgert_slot;
 
 /* Called after a new version became active, on the applying thread, with the

@@ -1,0 +1,105 @@
+"""Model-update packets: size vs naive formats, and decode+verify+apply time through the binding.
+
+Model: 2.2M float32 parameters; update: a random 5% mask per tensor (add mode). Sizes compare
+the edgert packet (Golomb-Rice indices) against fp16 values + 32-bit indices and against a
+1-bit mask + fp16 values compressed with gzip (the original AMS code's format), at the same
+values. Timing: Slot.apply (verify everything, decode into the shadow buffer, swap) vs a NumPy
+scatter-add of already-decoded indices (no checks) as the peer. The packet path is single
+threaded by design (run with OMP_NUM_THREADS=1 to confirm).
+"""
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import torch
+
+from bench.harness import Row, measure
+from edgert._edgert import Slot
+from edgert.stream import Manifest, TensorSpec, encode_update, index_entropy_bound_bits
+
+SHAPES = [(256, 256, 3, 3), (256, 128, 3, 3), (512, 1024), (1024, 768), (256,), (512,), (1024,)]
+DENSITY = 0.05
+KEY = bytes(range(32))
+
+
+def _model() -> Manifest:
+    return Manifest(b"\x5a" * 16, tuple(TensorSpec(f"layer{i}", "float32", s) for i, s in enumerate(SHAPES)))
+
+
+def _update(m: Manifest, rng: np.random.Generator) -> dict:
+    out = {}
+    for t in m.tensors:
+        idx = np.flatnonzero(rng.random(t.numel) < DENSITY)
+        out[t.name] = (idx, (1e-3 * rng.standard_normal(idx.size)).astype(np.float32))
+    return out
+
+
+def size_report(m: Manifest, update: dict) -> dict:
+    """Bytes of each format for one update, plus index bits per parameter vs the entropy bound."""
+    numel = sum(t.numel for t in m.tensors)
+    count = sum(v[0].size for v in update.values())
+    pkt = encode_update(m, 0, 1, update, value_coding="fp16")
+    pkt8 = encode_update(m, 0, 1, update, value_coding="int8")
+    mask = np.zeros(numel, dtype=bool)
+    values16 = []
+    offset = 0
+    for t in m.tensors:
+        idx, vals = update[t.name]
+        mask[offset + idx] = True
+        values16.append(vals.astype("<f2"))
+        offset += t.numel
+    mask_bits = np.packbits(mask).tobytes()
+    mask_gzip = len(gzip.compress(mask_bits + np.concatenate(values16).tobytes()))
+    values32 = np.concatenate([update[t.name][1].astype("<f4") for t in m.tensors]).tobytes()
+    mask_gzip32 = len(gzip.compress(mask_bits + values32))
+    bound = sum(index_entropy_bound_bits(t.numel, update[t.name][0].size) for t in m.tensors)
+    return {
+        "params": numel, "updated": count,
+        "edgert_fp16": len(pkt), "edgert_int8": len(pkt8),
+        "fp16_u32": count * 6, "mask_gzip": mask_gzip, "mask_gzip_fp32": mask_gzip32,
+        "mask_gzip_index_only": len(gzip.compress(mask_bits)),
+        "index_bits_per_param": pkt.index_bits / numel, "bound_bits_per_param": bound / numel,
+    }
+
+
+def run(device: torch.device, quick: bool) -> list[Row]:
+    if device.type != "cpu":
+        return []
+    rng = np.random.default_rng(0)
+    m = _model()
+    numel = sum(t.numel for t in m.tensors)
+    sizes = size_report(m, _update(m, rng))
+    print(f"packet sizes, {numel / 1e6:.2f}M params, {DENSITY:.0%} mask ({sizes['updated']} coordinates):")
+    print("| format | bytes | vs edgert fp16 |\n|---|---|---|")
+    for name in ("edgert_fp16", "edgert_int8", "fp16_u32", "mask_gzip", "mask_gzip_fp32", "mask_gzip_index_only"):
+        print(f"| {name} | {sizes[name]} | {sizes[name] / sizes['edgert_fp16']:.2f}x |")
+    print(f"index bits/param: {sizes['index_bits_per_param']:.4f} (entropy bound "
+          f"{sizes['bound_bits_per_param']:.4f}, +{100 * (sizes['index_bits_per_param'] / sizes['bound_bits_per_param'] - 1):.1f}%)\n")
+
+    repeats, warmup = (10, 2) if quick else (30, 3)
+    rows: list[Row] = []
+    shape = f"{numel / 1e6:.1f}M params, {DENSITY:.0%}"
+    for coding, key in (("fp16", None), ("int8", None), ("fp16", KEY)):
+        packets = [encode_update(m, v, v + 1, _update(m, rng), value_coding=coding, key=key).data
+                   for v in range(repeats + warmup)]
+        slot = Slot(m.to_bytes())
+        if key is not None:
+            slot.set_key(key)
+        it = iter(packets)
+        t = measure(lambda: slot.apply(next(it)), repeats=repeats, warmup=warmup)
+        impl = "edgert-cpu" + ("+hmac" if key else "")
+        rows.append(Row("packet_apply", impl, "cpu", coding, shape, t, bytes_moved=float(len(packets[0])),
+                        extra={"packet_bytes": len(packets[0]), **sizes}))
+    # Peer: scatter-add of already-decoded fp16 values with 32-bit indices, no verification.
+    upd = _update(m, rng)
+    weights = [np.zeros(t.numel, dtype=np.float32) for t in m.tensors]
+    decoded = [(upd[t.name][0].astype(np.uint32), upd[t.name][1].astype(np.float16)) for t in m.tensors]
+
+    def peer() -> None:
+        for w, (idx, vals) in zip(weights, decoded):
+            w[idx] += vals.astype(np.float32)
+
+    rows.append(Row("packet_apply", "numpy-scatter", "cpu", "fp16", shape, measure(peer, repeats=repeats),
+                    bytes_moved=float(sizes["fp16_u32"]), extra={"peer": True}))
+    return rows

@@ -1,0 +1,231 @@
+// edgert._edgert.Slot and inspect_packet: model slots that verify and apply
+// update packets (docs/update-packet.md). CPU module only: slots live in host
+// memory on the device side.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bindings.hpp"
+#include "edgert/edgert.h"
+
+namespace edgert::py {
+
+#if !defined(EDGERT_CUDA_MODULE)
+namespace {
+
+namespace pyb = pybind11;
+
+// Borrowed read-only bytes of any buffer-protocol object (bytes, bytearray, memoryview, numpy).
+struct Bytes {
+  explicit Bytes(const pyb::buffer& obj) : info(obj.request()) {
+    if (info.ndim > 1 || (info.ndim == 1 && info.strides[0] != info.itemsize)) {
+      throw pyb::type_error("expected a contiguous bytes-like object");
+    }
+    size = static_cast<size_t>(info.size * info.itemsize);
+  }
+  const uint8_t* data() const { return static_cast<const uint8_t*>(info.ptr); }
+  pyb::buffer_info info;
+  size_t size = 0;
+};
+
+pyb::dict header_dict(const edgert_packet_header& h) {
+  pyb::dict d;
+  d["format_version"] = h.format_version;
+  d["flags"] = h.flags;
+  d["model_id"] = pyb::bytes(reinterpret_cast<const char*>(h.model_id), EDGERT_MODEL_ID_BYTES);
+  d["base_version"] = h.base_version;
+  d["target_version"] = h.target_version;
+  d["tensor_count"] = h.tensor_count;
+  d["payload_length"] = h.payload_length;
+  d["full_snapshot"] = h.full_snapshot != 0;
+  d["authenticated"] = h.authenticated != 0;
+  return d;
+}
+
+class Slot {
+ public:
+  explicit Slot(const pyb::buffer& manifest) {
+    Bytes m(manifest);
+    check(edgert_slot_create(m.data(), m.size, &slot_), "Slot");
+  }
+  ~Slot() { edgert_slot_free(slot_); }
+  Slot(const Slot&) = delete;
+  Slot& operator=(const Slot&) = delete;
+
+  void set_key(const pyb::buffer& key) {
+    Bytes k(key);
+    check(edgert_slot_set_key(slot_, k.data(), k.size), "Slot.set_key");
+  }
+
+  void set_hook(pyb::object fn) {
+    hook_ = std::move(fn);
+    check(edgert_slot_set_hook(slot_, hook_.is_none() ? nullptr : &Slot::trampoline, this), "Slot.set_hook");
+  }
+
+  void apply(const pyb::buffer& packet) {
+    Bytes p(packet);
+    edgert_status st;
+    {
+      pyb::gil_scoped_release release;
+      st = edgert_slot_apply(slot_, p.data(), p.size);
+    }
+    if (hook_error_) {  // the packet was applied; the Python hook raised
+      pyb::error_already_set err = std::move(*hook_error_);
+      hook_error_.reset();
+      throw err;
+    }
+    check(st, "Slot.apply");
+  }
+
+  uint64_t version() const { return edgert_slot_version(slot_); }
+  pyb::bytes model_id() const {
+    uint8_t id[EDGERT_MODEL_ID_BYTES];
+    edgert_slot_model_id(slot_, id);
+    return pyb::bytes(reinterpret_cast<const char*>(id), sizeof(id));
+  }
+  uint32_t tensor_count() const { return edgert_slot_tensor_count(slot_); }
+  uint64_t weights_size() const { return edgert_slot_weights_size(slot_); }
+
+  uint32_t resolve(const pyb::object& key) const {
+    if (pyb::isinstance<pyb::int_>(key)) {
+      const long long id = key.cast<long long>();
+      if (id < 0 || id >= static_cast<long long>(tensor_count())) {
+        throw pyb::index_error("tensor id " + std::to_string(id) + " out of range [0, " +
+                               std::to_string(tensor_count()) + ")");
+      }
+      return static_cast<uint32_t>(id);
+    }
+    const std::string name = key.cast<std::string>();
+    for (uint32_t i = 0; i < tensor_count(); ++i) {
+      edgert_tensor_info info;
+      check(edgert_slot_tensor_info(slot_, i, &info), "Slot");
+      if (name == info.name) return i;
+    }
+    throw pyb::key_error("no tensor named '" + name + "'");
+  }
+
+  pyb::dict tensor_info(const pyb::object& key) const {
+    edgert_tensor_info info;
+    check(edgert_slot_tensor_info(slot_, resolve(key), &info), "Slot.tensor_info");
+    pyb::dict d;
+    d["name"] = std::string(info.name);
+    d["dtype"] = info.dtype == EDGERT_F16 ? "float16" : "float32";
+    d["shape"] = pyb::tuple(pyb::cast(std::vector<int64_t>(info.shape, info.shape + info.ndim)));
+    d["numel"] = info.numel;
+    d["byte_offset"] = info.byte_offset;
+    d["byte_size"] = info.byte_size;
+    return d;
+  }
+
+  pyb::tuple read_tensor(const pyb::object& key) {
+    const uint32_t id = resolve(key);
+    edgert_tensor_info info;
+    check(edgert_slot_tensor_info(slot_, id, &info), "Slot.read_tensor");
+    std::vector<pyb::ssize_t> shape(info.shape, info.shape + info.ndim);
+    pyb::array out = info.dtype == EDGERT_F16 ? pyb::array(pyb::dtype("float16"), shape)
+                                              : pyb::array(pyb::dtype("float32"), shape);
+    uint64_t version = 0;
+    edgert_status st;
+    {
+      pyb::gil_scoped_release release;
+      st = edgert_slot_read_tensor(slot_, id, out.mutable_data(), static_cast<size_t>(info.byte_size), &version);
+    }
+    check(st, "Slot.read_tensor");
+    return pyb::make_tuple(out, version);
+  }
+
+  pyb::tuple weights() {
+    const void* w = nullptr;
+    uint64_t version = 0;
+    check(edgert_slot_acquire(slot_, &w, &version), "Slot.weights");
+    pyb::bytes out(static_cast<const char*>(w), static_cast<size_t>(weights_size()));
+    edgert_slot_release(slot_, w);
+    return pyb::make_tuple(out, version);
+  }
+
+  void save(const std::string& path) {
+    edgert_status st;
+    {
+      pyb::gil_scoped_release release;
+      st = edgert_slot_save(slot_, path.c_str());
+    }
+    check(st, "Slot.save");
+  }
+  void load(const std::string& path) {
+    edgert_status st;
+    {
+      pyb::gil_scoped_release release;
+      st = edgert_slot_load(slot_, path.c_str());
+    }
+    check(st, "Slot.load");
+  }
+
+ private:
+  static void trampoline(void* user, uint64_t version, const uint32_t* ids, size_t n) {
+    Slot* self = static_cast<Slot*>(user);
+    pyb::gil_scoped_acquire gil;
+    try {
+      self->hook_(version, std::vector<uint32_t>(ids, ids + n));
+    } catch (pyb::error_already_set& e) {
+      if (!self->hook_error_) self->hook_error_ = std::make_unique<pyb::error_already_set>(std::move(e));
+    }
+  }
+
+  edgert_slot* slot_ = nullptr;
+  pyb::object hook_ = pyb::none();
+  std::unique_ptr<pyb::error_already_set> hook_error_;
+};
+
+}  // namespace
+#endif
+
+void bind_packet(pybind11::module_& m) {
+#if !defined(EDGERT_CUDA_MODULE)
+  namespace pyb = pybind11;
+  pyb::class_<Slot>(m, "Slot",
+                    "A model slot on the device: verifies and applies update packets with an atomic swap.\n"
+                    "Slot(manifest: bytes). Weights start as zeros at version 0.")
+      .def(pyb::init<const pyb::buffer&>(), pyb::arg("manifest"))
+      .def("set_key", &Slot::set_key, pyb::arg("key"),
+           "Require an HMAC-SHA256 under `key` (16..64 bytes; b'' removes the requirement).")
+      .def("set_hook", &Slot::set_hook, pyb::arg("fn"),
+           "Call fn(version, changed_tensor_ids) after each swap (None removes it).")
+      .def("apply", &Slot::apply, pyb::arg("packet"),
+           "Verify and apply one packet; raises edgert.PacketError (.status, .status_name) and leaves the\n"
+           "active weights and version untouched on rejection.")
+      .def_property_readonly("version", &Slot::version)
+      .def_property_readonly("model_id", &Slot::model_id)
+      .def_property_readonly("tensor_count", &Slot::tensor_count)
+      .def_property_readonly("weights_size", &Slot::weights_size)
+      .def("tensor_info", &Slot::tensor_info, pyb::arg("tensor"), "dict(name, dtype, shape, numel, byte_offset, byte_size)")
+      .def("read_tensor", &Slot::read_tensor, pyb::arg("tensor"),
+           "(numpy array shaped as in the manifest, version) of the active model; tensor by id or name.")
+      .def("weights", &Slot::weights, "(bytes of the whole active weight buffer, version)")
+      .def("save", &Slot::save, pyb::arg("path"), "Atomic snapshot file (temp file, fsync, rename).")
+      .def("load", &Slot::load, pyb::arg("path"), "Replace the state from a verified snapshot file.");
+  m.def(
+      "inspect_packet",
+      [](const pyb::buffer& packet) {
+        Bytes p(packet);
+        edgert_packet_header h;
+        check(edgert_packet_inspect(p.data(), p.size, &h), "inspect_packet");
+        return header_dict(h);
+      },
+      pyb::arg("packet"), "Parse the fixed header (no CRC/MAC check) into a dict.");
+  m.def(
+      "crc32c",
+      [](const pyb::buffer& data, uint32_t crc) {
+        Bytes d(data);
+        return edgert_crc32c(crc, d.data(), d.size);
+      },
+      pyb::arg("data"), pyb::arg("crc") = 0, "CRC32C (Castagnoli) of data, continuing from crc.");
+#else
+  (void)m;
+#endif
+}
+
+}  // namespace edgert::py

@@ -1,0 +1,36 @@
+"""Model streaming: the update-packet codec (server-side encoder, device mirror).
+
+The binary formats are specified in ``docs/update-packet.md``; libedgert decodes
+and applies them on the device (:class:`edgert.Slot` through the binding).
+"""
+from __future__ import annotations
+
+from edgert.stream.packet import (
+    DeviceMirror,
+    EncodedPacket,
+    Manifest,
+    PacketEncoder,
+    TensorSpec,
+    TensorUpdate,
+    binary_entropy,
+    crc32c,
+    encode_snapshot,
+    encode_update,
+    index_entropy_bound_bits,
+    rice_encode,
+)
+
+__all__ = [
+    "DeviceMirror",
+    "EncodedPacket",
+    "Manifest",
+    "PacketEncoder",
+    "TensorSpec",
+    "TensorUpdate",
+    "binary_entropy",
+    "crc32c",
+    "encode_snapshot",
+    "encode_update",
+    "index_entropy_bound_bits",
+    "rice_encode",
+]

@@ -1,0 +1,504 @@
+"""Model-update packets: manifest, encoder and the server's mirror of the device.
+
+Format: ``docs/update-packet.md`` (little-endian throughout). This module is the
+server-side half (encode); libedgert is the device-side half (verify, decode,
+apply). Both test suites share the golden packets in ``tests/data/packets``.
+
+Device arithmetic (what :class:`DeviceMirror` reproduces bit for bit):
+
+* a value ``v`` is an fp32 number: fp16 values widen exactly, fp32 values are
+  taken as is, int8 values are ``v = float32(q) * scale`` (one fp32 rounding);
+* fp32 weights: add ``w = w + v`` (fp32), set ``w = v``;
+* fp16 weights: add ``w = fp16(fp32(w) + v)``, set ``w = fp16(v)``
+  (round-to-nearest-even, once per update).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from edgert import _edgert
+
+MANIFEST_MAGIC = b"ERTM"
+PACKET_MAGIC = b"ERTP"
+FORMAT_VERSION = 1
+PACKET_HEADER_BYTES = 72
+ENTRY_HEADER_BYTES = 48
+MAC_BYTES = 32
+HASH_BYTES = 16
+MODEL_ID_BYTES = 16
+TENSOR_ALIGNMENT = 64
+MAX_RICE_PARAMETER = 31
+MAX_TENSOR_NUMEL = 0xFFFFFFFF
+
+FLAG_AUTHENTICATED = 1
+FLAG_FULL_SNAPSHOT = 2
+INDEX_DENSE, INDEX_RICE = 0, 1
+VALUE_CODINGS = {"fp16": 0, "fp32": 1, "int8": 2}
+MODES = {"add": 0, "set": 1}
+DTYPES = {"float32": 0, "float16": 1}
+_NP_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
+
+
+def crc32c(data: Union[bytes, bytearray, memoryview], crc: int = 0) -> int:
+    """CRC32C (Castagnoli) of ``data``, continuing from ``crc`` (libedgert's implementation)."""
+    return _edgert.crc32c(bytes(data), crc)
+
+
+# ---- manifest -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One tensor of a model: UTF-8 name (1..127 bytes), dtype 'float32'|'float16', shape (<= 8 dims)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        encoded = self.name.encode("utf-8")
+        if not 1 <= len(encoded) <= 127 or b"\0" in encoded:
+            raise ValueError(f"tensor name must be 1..127 UTF-8 bytes without NUL, got {self.name!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"tensor {self.name!r}: dtype must be float32 or float16, got {self.dtype!r}")
+        if len(self.shape) > 8 or any(int(d) < 0 for d in self.shape):
+            raise ValueError(f"tensor {self.name!r}: shape must have <= 8 non-negative dims, got {self.shape}")
+        object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
+        if self.numel > MAX_TENSOR_NUMEL:
+            raise ValueError(f"tensor {self.name!r}: {self.numel} elements, at most {MAX_TENSOR_NUMEL}")
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def itemsize(self) -> int:
+        return 4 if self.dtype == "float32" else 2
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.itemsize
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return _NP_DTYPES[self.dtype]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A model's identity (128-bit id) and tensor table; tensor ids are indices into ``tensors``."""
+
+    model_id: bytes
+    tensors: tuple[TensorSpec, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.model_id) != MODEL_ID_BYTES:
+            raise ValueError(f"model_id must be {MODEL_ID_BYTES} bytes, got {len(self.model_id)}")
+        object.__setattr__(self, "tensors", tuple(self.tensors))
+        names = [t.name for t in self.tensors]
+        if len(set(names)) != len(names):
+            raise ValueError("tensor names must be unique")
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any], model_id: bytes, dtype: Optional[str] = None) -> "Manifest":
+        """Manifest of every floating tensor in a state dict (torch tensors or numpy arrays), in order.
+
+        ``dtype`` ('float32'|'float16') overrides the device storage type; by default
+        float16 tensors stay float16 and every other floating type is stored as float32.
+        """
+        specs = []
+        for name, value in state.items():
+            arr_dtype = str(value.dtype).replace("torch.", "")
+            if not (arr_dtype.startswith("float") or arr_dtype.startswith("bfloat")):
+                continue
+            chosen = dtype or ("float16" if arr_dtype == "float16" else "float32")
+            specs.append(TensorSpec(name, chosen, tuple(value.shape)))
+        return cls(model_id, tuple(specs))
+
+    @classmethod
+    def from_module(cls, module: Any, model_id: bytes, dtype: Optional[str] = None) -> "Manifest":
+        """Manifest of a torch module's named parameters (trainable state streamed to devices)."""
+        return cls.from_state_dict({n: p.detach() for n, p in module.named_parameters()}, model_id, dtype)
+
+    def table_bytes(self) -> bytes:
+        """Canonical tensor-table encoding (u32 count, then name/dtype/ndim/shape per tensor)."""
+        out = bytearray(struct.pack("<I", len(self.tensors)))
+        for t in self.tensors:
+            name = t.name.encode("utf-8")
+            out += struct.pack("<B", len(name)) + name + struct.pack("<BB", DTYPES[t.dtype], len(t.shape))
+            out += struct.pack(f"<{len(t.shape)}Q", *t.shape)
+        return bytes(out)
+
+    @property
+    def table_hash(self) -> bytes:
+        """First 16 bytes of SHA-256 over :meth:`table_bytes`."""
+        return hashlib.sha256(self.table_bytes()).digest()[:HASH_BYTES]
+
+    def to_bytes(self) -> bytes:
+        body = MANIFEST_MAGIC + struct.pack("<HH", FORMAT_VERSION, 0) + self.model_id + self.table_hash
+        body += self.table_bytes()
+        return body + struct.pack("<I", crc32c(body))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Manifest":
+        """Parses a serialized manifest (checks magic, version, CRC, table hash)."""
+        if len(data) < 48 or data[:4] != MANIFEST_MAGIC:
+            raise ValueError("not an edgert manifest (bad magic or too short)")
+        version, flags = struct.unpack_from("<HH", data, 4)
+        if version != FORMAT_VERSION or flags != 0:
+            raise ValueError(f"manifest format version {version} flags {flags:#x}: this encoder writes version 1")
+        if crc32c(data[:-4]) != struct.unpack_from("<I", data, len(data) - 4)[0]:
+            raise ValueError("manifest CRC32C mismatch")
+        model_id, table_hash = bytes(data[8:24]), bytes(data[24:40])
+        (count,) = struct.unpack_from("<I", data, 40)
+        pos, specs = 44, []
+        for _ in range(count):
+            n = data[pos]
+            name = data[pos + 1:pos + 1 + n].decode("utf-8")
+            pos += 1 + n
+            dtype_code, ndim = data[pos], data[pos + 1]
+            pos += 2
+            shape = struct.unpack_from(f"<{ndim}Q", data, pos)
+            pos += 8 * ndim
+            specs.append(TensorSpec(name, {v: k for k, v in DTYPES.items()}[dtype_code], shape))
+        if pos != len(data) - 4:
+            raise ValueError("manifest has trailing bytes after the tensor table")
+        manifest = cls(model_id, tuple(specs))
+        if manifest.table_hash != table_hash:
+            raise ValueError("manifest table hash does not match its tensor table")
+        return manifest
+
+    def tensor_id(self, key: Union[int, str]) -> int:
+        if isinstance(key, (int, np.integer)):
+            if not 0 <= int(key) < len(self.tensors):
+                raise KeyError(f"tensor id {key} out of range [0, {len(self.tensors)})")
+            return int(key)
+        for i, t in enumerate(self.tensors):
+            if t.name == key:
+                return i
+        raise KeyError(f"no tensor named {key!r} in the manifest")
+
+    def offsets(self) -> list[int]:
+        """Byte offset of each tensor in the device's weight buffer (64-byte aligned, packed in order)."""
+        out, pos = [], 0
+        for t in self.tensors:
+            out.append(pos)
+            pos += -(-t.nbytes // TENSOR_ALIGNMENT) * TENSOR_ALIGNMENT
+        return out
+
+    @property
+    def weights_size(self) -> int:
+        return sum(-(-t.nbytes // TENSOR_ALIGNMENT) * TENSOR_ALIGNMENT for t in self.tensors)
+
+
+# ---- index coding ----------------------------------------------------------------
+
+
+def rice_cost_bits(gaps: np.ndarray, k: int) -> int:
+    """Bits of Golomb-Rice coding ``gaps`` with parameter ``k``: sum(g >> k) + n (1 + k)."""
+    return int(np.sum(gaps >> np.uint64(k), dtype=np.uint64)) + gaps.size * (1 + k)
+
+
+def best_rice_parameter(gaps: np.ndarray) -> int:
+    """The k in 0..31 minimising the coded size (exact search; ties pick the smaller k)."""
+    if gaps.size == 0:
+        return 0
+    costs = [rice_cost_bits(gaps, k) for k in range(MAX_RICE_PARAMETER + 1)]
+    return int(np.argmin(costs))
+
+
+def rice_encode(indices: np.ndarray, k: Optional[int] = None) -> tuple[bytes, int]:
+    """Golomb-Rice codes strictly increasing indices as gaps (i_j - i_{j-1} - 1, i_{-1} = -1).
+
+    Each gap g = (q << k) | r is written as q one-bits, a zero bit, then r in k
+    bits, least significant first; bits fill bytes from bit 0; padding is zero.
+    Returns (bytes, k).
+    """
+    idx = np.asarray(indices, dtype=np.int64)
+    if idx.ndim != 1:
+        raise ValueError(f"indices must be 1-D, got shape {idx.shape}")
+    if idx.size and idx[0] < 0:
+        raise ValueError(f"indices must be non-negative, got {idx[0]}")
+    gaps_signed = np.diff(idx, prepend=-1) - 1
+    if np.any(gaps_signed < 0):
+        bad = int(np.argmax(gaps_signed < 0))
+        raise ValueError(f"indices must be strictly increasing: position {bad} holds {idx[bad]} after {idx[bad - 1]}")
+    gaps = gaps_signed.astype(np.uint64)
+    if k is None:
+        k = best_rice_parameter(gaps)
+    if not 0 <= k <= MAX_RICE_PARAMETER:
+        raise ValueError(f"Rice parameter must be in [0, {MAX_RICE_PARAMETER}], got {k}")
+    n = gaps.size
+    if n == 0:
+        return b"", k
+    q = (gaps >> np.uint64(k)).astype(np.int64)
+    r = gaps & np.uint64((1 << k) - 1)
+    lengths = q + 1 + k
+    starts = np.cumsum(lengths) - lengths
+    total = int(starts[-1] + lengths[-1])
+    bits = np.zeros(total, dtype=np.uint8)
+    n_ones = int(q.sum())
+    if n_ones:
+        run_start = np.repeat(starts, q)
+        offset_in_run = np.arange(n_ones, dtype=np.int64) - np.repeat(np.cumsum(q) - q, q)
+        bits[run_start + offset_in_run] = 1
+    if k:
+        pos = (starts + q + 1)[:, None] + np.arange(k, dtype=np.int64)[None, :]
+        vals = ((r[:, None] >> np.arange(k, dtype=np.uint64)[None, :]) & np.uint64(1)).astype(np.uint8)
+        bits[pos.ravel()] = vals.ravel()
+    return np.packbits(bits, bitorder="little").tobytes(), k
+
+
+def binary_entropy(p: float) -> float:
+    """H(p) in bits."""
+    if p <= 0.0 or p >= 1.0:
+        return 0.0
+    return -p * math.log2(p) - (1 - p) * math.log2(1 - p)
+
+
+def index_entropy_bound_bits(numel: int, count: int) -> float:
+    """Entropy bound for coding which ``count`` of ``numel`` coordinates changed: numel * H(count/numel)."""
+    return numel * binary_entropy(count / numel) if numel else 0.0
+
+
+# ---- values ------------------------------------------------------------------------
+
+
+def _encode_values(values: np.ndarray, coding: str) -> tuple[bytes, float, np.ndarray]:
+    """Returns (value bytes, int8 scale or 0.0, the fp32 values the device will use)."""
+    v = np.asarray(values, dtype=np.float32).ravel()
+    if coding == "fp16":
+        h = v.astype("<f2")
+        return h.tobytes(), 0.0, h.astype(np.float32)
+    if coding == "fp32":
+        f = v.astype("<f4")
+        return f.tobytes(), 0.0, f.astype(np.float32)
+    if coding == "int8":
+        if not np.all(np.isfinite(v)):
+            raise ValueError("int8 value coding needs finite values")
+        peak = float(np.max(np.abs(v))) if v.size else 0.0
+        scale = np.float32(peak / 127.0)
+        if scale == 0 or not np.isfinite(scale):
+            scale = np.float32(0.0)
+            q = np.zeros(v.size, dtype=np.int8)
+        else:
+            q = np.clip(np.rint(v / scale), -127, 127).astype(np.int8)
+        applied = q.astype(np.float32) * scale  # fp32 product, exactly as the device computes it
+        return q.tobytes(), float(scale), applied.astype(np.float32)
+    raise ValueError(f"value coding must be one of {sorted(VALUE_CODINGS)}, got {coding!r}")
+
+
+# ---- packets -------------------------------------------------------------------------
+
+
+@dataclass
+class TensorUpdate:
+    """An update of one tensor: ``indices`` (strictly increasing flat indices, or None for all
+    coordinates in order), ``values`` (float, one per index or numel), ``mode`` 'add'|'set',
+    and an optional per-tensor ``value_coding`` overriding the packet's."""
+
+    values: np.ndarray
+    indices: Optional[np.ndarray] = None
+    mode: str = "add"
+    value_coding: Optional[str] = None
+
+
+@dataclass
+class AppliedUpdate:
+    """What the device will do to one tensor: indices (None = all), fp32 values, mode."""
+
+    tensor_id: int
+    indices: Optional[np.ndarray]
+    values: np.ndarray
+    mode: str
+
+
+@dataclass
+class EncodedPacket:
+    """An encoded packet plus the exact updates the device will apply (for :class:`DeviceMirror`)."""
+
+    data: bytes
+    base_version: int
+    target_version: int
+    full_snapshot: bool
+    applied: list[AppliedUpdate] = field(default_factory=list)
+    index_bits: int = 0  # bits spent on Golomb-Rice index sections (without padding)
+
+    def __bytes__(self) -> bytes:
+        return self.data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+UpdateLike = Union[TensorUpdate, np.ndarray, tuple]
+
+
+def _as_update(u: UpdateLike) -> TensorUpdate:
+    if isinstance(u, TensorUpdate):
+        return u
+    if isinstance(u, tuple):
+        return TensorUpdate(values=u[1], indices=u[0], mode=u[2] if len(u) > 2 else "add")
+    return TensorUpdate(values=np.asarray(u))
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def encode_update(manifest: Manifest, base_version: int, target_version: int,
+                  updates: Mapping[Union[int, str], UpdateLike], value_coding: str = "fp16",
+                  key: Optional[bytes] = None, *, full_snapshot: bool = False) -> EncodedPacket:
+    """Encodes one update packet moving ``manifest``'s model from ``base_version`` to ``target_version``.
+
+    ``updates`` maps tensor name or id to a :class:`TensorUpdate`, an ``(indices, values[, mode])``
+    tuple, or a dense array of numel deltas (add mode). Sparse index sets are Golomb-Rice coded with
+    the best parameter; an index set covering every coordinate is sent dense. ``key`` (16..64 bytes)
+    appends an HMAC-SHA256. Entries are written in tensor-id order, so equal inputs give equal bytes.
+    """
+    if not 0 <= base_version < target_version < 2**64:
+        raise ValueError(f"versions must satisfy 0 <= base ({base_version}) < target ({target_version}) < 2^64")
+    if key is not None and not 16 <= len(key) <= 64:
+        raise ValueError(f"key must be 16..64 bytes, got {len(key)}")
+    by_id: dict[int, TensorUpdate] = {}
+    for name, u in updates.items():
+        tid = manifest.tensor_id(name)
+        if tid in by_id:
+            raise ValueError(f"tensor {name!r} updated twice")
+        by_id[tid] = _as_update(u)
+    payload = bytearray()
+    applied: list[AppliedUpdate] = []
+    index_bits = 0
+    for tid in sorted(by_id):
+        spec, u = manifest.tensors[tid], by_id[tid]
+        coding = u.value_coding or value_coding
+        if u.mode not in MODES:
+            raise ValueError(f"tensor {spec.name!r}: mode must be 'add' or 'set', got {u.mode!r}")
+        values = _to_numpy(u.values).astype(np.float32, copy=False).ravel()
+        indices = None if u.indices is None else _to_numpy(u.indices).astype(np.int64, copy=False).ravel()
+        if indices is not None and indices.size and (indices[-1] >= spec.numel or indices.min() < 0):
+            raise ValueError(f"tensor {spec.name!r}: indices must lie in [0, {spec.numel})")
+        if indices is not None and indices.size == spec.numel and spec.numel > 0:
+            if np.array_equal(indices, np.arange(spec.numel)):
+                indices = None
+        count = spec.numel if indices is None else indices.size
+        if values.size != count:
+            raise ValueError(f"tensor {spec.name!r}: {values.size} values for {count} coordinates")
+        if full_snapshot and (indices is not None or u.mode != "set"):
+            raise ValueError(f"tensor {spec.name!r}: a full snapshot sends every tensor dense in set mode")
+        if indices is None:
+            index_bytes, k, coding_id = b"", 0, INDEX_DENSE
+        else:
+            index_bytes, k = rice_encode(indices)
+            coding_id = INDEX_RICE
+            gaps = (np.diff(indices, prepend=-1) - 1).astype(np.uint64)
+            index_bits += rice_cost_bits(gaps, k) if gaps.size else 0
+        value_bytes, scale, applied_values = _encode_values(values, coding)
+        payload += struct.pack("<IBBBBQQQQfI", tid, coding_id, VALUE_CODINGS[coding], MODES[u.mode], k, spec.numel,
+                               count, len(index_bytes), len(value_bytes), scale, 0)
+        payload += index_bytes + value_bytes
+        applied.append(AppliedUpdate(tid, indices, applied_values, u.mode))
+    flags = (FLAG_AUTHENTICATED if key is not None else 0) | (FLAG_FULL_SNAPSHOT if full_snapshot else 0)
+    header = PACKET_MAGIC + struct.pack("<HH", FORMAT_VERSION, flags) + manifest.model_id + manifest.table_hash
+    header += struct.pack("<QQIIQ", base_version, target_version, len(by_id), 0, len(payload))
+    body = header + bytes(payload)
+    body += struct.pack("<I", crc32c(body))
+    if key is not None:
+        body += hmac.new(key, body, hashlib.sha256).digest()
+    return EncodedPacket(bytes(body), base_version, target_version, full_snapshot, applied, index_bits)
+
+
+def encode_snapshot(manifest: Manifest, target_version: int, weights: Mapping[Union[int, str], Any],
+                    value_coding: Optional[str] = None, key: Optional[bytes] = None,
+                    base_version: int = 0) -> EncodedPacket:
+    """A full-snapshot packet: every tensor dense in set mode (device resync).
+
+    ``weights`` maps every tensor (name or id) to its values. ``value_coding`` None sends each tensor in
+    its own dtype (lossless); 'fp16' or 'int8' trade exactness for size.
+    """
+    ids = {manifest.tensor_id(k) for k in weights}
+    if len(ids) != len(manifest.tensors):
+        missing = [t.name for i, t in enumerate(manifest.tensors) if i not in ids]
+        raise ValueError(f"a snapshot needs every tensor; missing {missing}")
+    updates = {}
+    for key_, w in weights.items():
+        spec = manifest.tensors[manifest.tensor_id(key_)]
+        coding = value_coding or ("fp32" if spec.dtype == "float32" else "fp16")
+        updates[key_] = TensorUpdate(values=_to_numpy(w), indices=None, mode="set", value_coding=coding)
+    return encode_update(manifest, base_version, target_version, updates, key=key, full_snapshot=True)
+
+
+class PacketEncoder:
+    """Server-side encoder for one device: tracks the version chain and keeps a :class:`DeviceMirror`."""
+
+    def __init__(self, manifest: Manifest, value_coding: str = "fp16", key: Optional[bytes] = None) -> None:
+        self.manifest = manifest
+        self.value_coding = value_coding
+        self.key = key
+        self.mirror = DeviceMirror(manifest)
+
+    @property
+    def version(self) -> int:
+        return self.mirror.version
+
+    def update(self, updates: Mapping[Union[int, str], UpdateLike]) -> EncodedPacket:
+        """Encodes the next packet (version + 1) and applies it to the mirror."""
+        pkt = encode_update(self.manifest, self.version, self.version + 1, updates, self.value_coding, self.key)
+        self.mirror.apply(pkt)
+        return pkt
+
+    def snapshot(self, weights: Mapping[Union[int, str], Any]) -> EncodedPacket:
+        """Encodes a full snapshot (version + 1) and applies it to the mirror."""
+        pkt = encode_snapshot(self.manifest, self.version + 1, weights, key=self.key, base_version=self.version)
+        self.mirror.apply(pkt)
+        return pkt
+
+
+class DeviceMirror:
+    """The server's exact copy of a device slot: same buffer layout, same arithmetic.
+
+    After applying the same packets, :meth:`weights_bytes` equals the device's
+    ``Slot.weights()`` byte for byte.
+    """
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self.buffer = np.zeros(manifest.weights_size, dtype=np.uint8)
+        self.version = 0
+        self._views = [
+            self.buffer[off:off + t.nbytes].view(t.np_dtype)
+            for off, t in zip(manifest.offsets(), manifest.tensors)
+        ]
+
+    def tensor(self, key: Union[int, str]) -> np.ndarray:
+        """A copy of one tensor, shaped as in the manifest."""
+        tid = self.manifest.tensor_id(key)
+        return self._views[tid].reshape(self.manifest.tensors[tid].shape).copy()
+
+    def weights_bytes(self) -> bytes:
+        return self.buffer.tobytes()
+
+    def apply(self, packet: EncodedPacket) -> None:
+        """Applies an encoded packet as the device would (checks the version chain)."""
+        if packet.target_version <= self.version:
+            raise ValueError(f"stale packet: target {packet.target_version} <= mirror version {self.version}")
+        if not packet.full_snapshot and packet.base_version != self.version:
+            raise ValueError(f"packet base {packet.base_version} != mirror version {self.version}")
+        for u in packet.applied:
+            w = self._views[u.tensor_id]
+            sel = slice(None) if u.indices is None else u.indices
+            if w.dtype == np.float32:
+                w[sel] = u.values if u.mode == "set" else w[sel] + u.values
+            else:
+                new = u.values if u.mode == "set" else w[sel].astype(np.float32) + u.values
+                w[sel] = new.astype(np.float16)
+        self.version = packet.target_version

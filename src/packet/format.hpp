@@ -1,0 +1,109 @@
+// Internal: constants and parsed views of the manifest and update-packet
+// formats (docs/update-packet.md). Everything on the wire is little-endian.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "edgert/edgert.h"
+
+namespace edgert::packet {
+
+constexpr uint8_t kManifestMagic[4] = {'E', 'R', 'T', 'M'};
+constexpr uint8_t kPacketMagic[4] = {'E', 'R', 'T', 'P'};
+constexpr uint8_t kSnapshotFileMagic[4] = {'E', 'R', 'T', 'S'};
+
+// The newest format version this decoder understands (manifest, packet and
+// snapshot file share the number). Older versions it still accepts: 1..kFormatVersion.
+constexpr uint16_t kFormatVersion = 1;
+
+constexpr size_t kManifestHeaderBytes = 44;  // magic .. tensor_count
+constexpr size_t kPacketHeaderBytes = 72;
+constexpr size_t kEntryHeaderBytes = 48;
+constexpr size_t kCrcBytes = 4;
+constexpr size_t kMacBytes = 32;
+constexpr size_t kHashBytes = 16;  // truncated SHA-256 of the tensor table
+constexpr size_t kSnapshotFileHeaderBytes = 56;
+
+enum PacketFlags : uint16_t {
+  kFlagAuthenticated = 1u << 0,
+  kFlagFullSnapshot = 1u << 1,
+  kKnownFlags = kFlagAuthenticated | kFlagFullSnapshot,
+};
+enum IndexCoding : uint8_t { kIndexDense = 0, kIndexRice = 1 };
+enum ValueCoding : uint8_t { kValueF16 = 0, kValueF32 = 1, kValueQ8 = 2 };
+enum PatchMode : uint8_t { kModeAdd = 0, kModeSet = 1 };
+
+constexpr uint32_t kMaxTensors = 1u << 16;
+constexpr size_t kMaxNameBytes = 127;
+constexpr uint64_t kMaxTensorNumel = 0xFFFFFFFFull;  // indices fit in 32 bits
+constexpr uint64_t kMaxWeightsBytes = 1ull << 40;
+constexpr unsigned kMaxRiceParameter = 31;
+constexpr uint64_t kTensorAlignment = 64;  // byte alignment of each tensor in the slot buffer
+
+struct TensorDesc {
+  char name[kMaxNameBytes + 1];
+  edgert_dtype dtype;  // F32 or F16
+  int32_t ndim;
+  int64_t shape[EDGERT_MAX_DIMS];
+  uint64_t numel;
+  uint64_t elem_bytes;
+  uint64_t offset;  // in the slot's weight buffer
+  uint64_t bytes;
+};
+
+struct Manifest {
+  uint8_t model_id[EDGERT_MODEL_ID_BYTES];
+  uint8_t table_hash[kHashBytes];
+  std::vector<TensorDesc> tensors;
+  uint64_t weights_bytes = 0;  // padded total
+};
+
+// Parses and fully checks a serialized manifest (allocates: called once per slot).
+edgert_status parse_manifest(const uint8_t* data, size_t len, Manifest* out);
+
+// One verified tensor entry of a packet (pointers into the packet bytes).
+struct Entry {
+  uint32_t tensor_id;
+  uint8_t index_coding, value_coding, mode, rice_k;
+  uint64_t count;
+  const uint8_t* index;
+  uint64_t index_bytes;
+  const uint8_t* values;
+  uint64_t value_bytes;
+  float scale;
+  uint64_t stored_at;  // offset of the decoded indices in the scratch, or kNotStored
+};
+constexpr uint64_t kNotStored = ~0ull;
+
+// Caller-owned working memory for verify_packet (owned by the slot: no
+// allocation per packet). entries/seen hold manifest.tensors.size() items.
+struct VerifyScratch {
+  Entry* entries;
+  uint8_t* seen;
+  uint32_t* indices;  // decoded sparse indices are kept here when they fit
+  uint64_t index_capacity;
+  uint64_t index_used;
+};
+
+// Header checks shared by inspect and verify: truncation, magic, format
+// version, flags, reserved fields, version order, lengths.
+edgert_status parse_header(const uint8_t* p, size_t len, edgert_packet_header* out);
+
+// Verifies everything (see docs/update-packet.md, "Decoder checks") against
+// the manifest, the active version and the key; writes no weights.
+edgert_status verify_packet(const uint8_t* p, size_t len, const Manifest& manifest, uint64_t active_version,
+                            const uint8_t* key, size_t key_len, VerifyScratch* scratch, edgert_packet_header* header);
+
+// Decodes `count` Golomb-Rice coded gaps (LSB-first bit order) into absolute
+// indices < numel, calling sink(indices, n) on chunks. Returns MALFORMED on any
+// overrun, out-of-range index or non-canonical padding, and then `sink` may
+// have seen a prefix of the indices.
+template <typename Sink>
+edgert_status decode_rice(const uint8_t* data, uint64_t nbytes, unsigned k, uint64_t count, uint64_t numel,
+                          Sink&& sink);
+
+}  // namespace edgert::packet
+
+#include "packet/rice.inl"

@@ -1,0 +1,238 @@
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+#include "core/error.hpp"
+#include "packet/bytes.hpp"
+#include "packet/crc32c.hpp"
+#include "packet/format.hpp"
+#include "packet/sha256.hpp"
+
+namespace edgert::packet {
+
+using detail::fail;
+
+namespace {
+
+using ull = unsigned long long;
+
+size_t trailer_bytes(uint16_t flags) { return kCrcBytes + ((flags & kFlagAuthenticated) ? kMacBytes : 0); }
+
+uint64_t value_size(uint8_t coding) { return coding == kValueF32 ? 4 : coding == kValueF16 ? 2 : 1; }
+
+}  // namespace
+
+edgert_status parse_header(const uint8_t* p, size_t len, edgert_packet_header* out) {
+  if (p == nullptr && len > 0) return fail(EDGERT_ERR_INVALID_ARGUMENT, "packet: null data");
+  if (len < kPacketHeaderBytes) {
+    return fail(EDGERT_ERR_PACKET_TRUNCATED, "packet: %zu bytes, the header alone has %zu", len, kPacketHeaderBytes);
+  }
+  if (std::memcmp(p, kPacketMagic, 4) != 0) {
+    return fail(EDGERT_ERR_PACKET_BAD_MAGIC, "packet: bad magic %02x %02x %02x %02x (expected 'ERTP')", p[0], p[1],
+                p[2], p[3]);
+  }
+  edgert_packet_header h{};
+  h.format_version = load_u16(p + 4);
+  h.flags = load_u16(p + 6);
+  if (h.format_version == 0 || h.format_version > kFormatVersion) {
+    return fail(EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "packet: format version %u, this decoder reads 1..%u",
+                h.format_version, kFormatVersion);
+  }
+  if (h.flags & ~kKnownFlags) {
+    return fail(EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "packet: flag bits 0x%04x not known to this decoder",
+                static_cast<unsigned>(h.flags & ~kKnownFlags));
+  }
+  std::memcpy(h.model_id, p + 8, EDGERT_MODEL_ID_BYTES);
+  h.base_version = load_u64(p + 40);
+  h.target_version = load_u64(p + 48);
+  h.tensor_count = load_u32(p + 56);
+  const uint32_t reserved = load_u32(p + 60);
+  h.payload_length = load_u64(p + 64);
+  h.full_snapshot = (h.flags & kFlagFullSnapshot) ? 1 : 0;
+  h.authenticated = (h.flags & kFlagAuthenticated) ? 1 : 0;
+  if (reserved != 0) {
+    return fail(EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "packet: reserved header field is 0x%08x (must be 0)",
+                reserved);
+  }
+  const size_t trailer = trailer_bytes(h.flags);
+  const size_t room = len - kPacketHeaderBytes;  // >= 0 here
+  if (room < trailer || h.payload_length > room - trailer) {
+    return fail(EDGERT_ERR_PACKET_TRUNCATED, "packet: %zu bytes, header announces %llu payload + %zu trailer bytes",
+                len, static_cast<ull>(h.payload_length), trailer);
+  }
+  if (h.payload_length != room - trailer) {
+    return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: %llu bytes after the announced end",
+                static_cast<ull>(room - trailer - h.payload_length));
+  }
+  if (h.target_version <= h.base_version) {
+    return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: target version %llu is not after base version %llu",
+                static_cast<ull>(h.target_version), static_cast<ull>(h.base_version));
+  }
+  if (out) *out = h;
+  return EDGERT_OK;
+}
+
+edgert_status verify_packet(const uint8_t* p, size_t len, const Manifest& manifest, uint64_t active_version,
+                            const uint8_t* key, size_t key_len, VerifyScratch* scratch, edgert_packet_header* header) {
+  edgert_packet_header h;
+  if (edgert_status st = parse_header(p, len, &h); st != EDGERT_OK) return st;
+  const size_t body = kPacketHeaderBytes + static_cast<size_t>(h.payload_length);
+  if (crc32c(p, body) != load_u32(p + body)) return fail(EDGERT_ERR_PACKET_BAD_CRC, "packet: CRC32C mismatch");
+  if (key_len > 0) {
+    if (!h.authenticated) {
+      return fail(EDGERT_ERR_PACKET_MAC_REQUIRED, "packet: the slot has a key but the packet carries no MAC");
+    }
+    uint8_t tag[kMacBytes];
+    hmac_sha256(key, key_len, p, body + kCrcBytes, tag);
+    if (!constant_time_equal(tag, p + body + kCrcBytes, kMacBytes)) {
+      return fail(EDGERT_ERR_PACKET_BAD_MAC, "packet: HMAC-SHA256 does not verify under the slot key");
+    }
+  }
+  if (std::memcmp(h.model_id, manifest.model_id, EDGERT_MODEL_ID_BYTES) != 0) {
+    return fail(EDGERT_ERR_PACKET_WRONG_MODEL, "packet: model id differs from the slot's model");
+  }
+  if (std::memcmp(p + 24, manifest.table_hash, kHashBytes) != 0) {
+    return fail(EDGERT_ERR_PACKET_WRONG_MODEL, "packet: tensor table hash differs from the slot's manifest");
+  }
+  if (h.target_version <= active_version) {
+    return fail(EDGERT_ERR_PACKET_STALE, "packet: target version %llu is not newer than the active version %llu",
+                static_cast<ull>(h.target_version), static_cast<ull>(active_version));
+  }
+  if (!h.full_snapshot && h.base_version != active_version) {
+    return fail(EDGERT_ERR_PACKET_VERSION_MISMATCH, "packet: base version %llu, the active version is %llu",
+                static_cast<ull>(h.base_version), static_cast<ull>(active_version));
+  }
+  const size_t n_tensors = manifest.tensors.size();
+  if (h.tensor_count > n_tensors) {
+    return fail(EDGERT_ERR_PACKET_BAD_TENSOR, "packet: %u tensor entries, the model has %zu tensors", h.tensor_count,
+                n_tensors);
+  }
+  if (h.full_snapshot && h.tensor_count != n_tensors) {
+    return fail(EDGERT_ERR_PACKET_BAD_TENSOR, "packet: full snapshot with %u of the model's %zu tensors",
+                h.tensor_count, n_tensors);
+  }
+
+  std::memset(scratch->seen, 0, n_tensors);
+  scratch->index_used = 0;
+  const uint8_t* cur = p + kPacketHeaderBytes;
+  uint64_t remaining = h.payload_length;
+  for (uint32_t e = 0; e < h.tensor_count; ++e) {
+    if (remaining < kEntryHeaderBytes) {
+      return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: entry %u header runs past the payload", e);
+    }
+    Entry& en = scratch->entries[e];
+    en.tensor_id = load_u32(cur);
+    en.index_coding = cur[4];
+    en.value_coding = cur[5];
+    en.mode = cur[6];
+    en.rice_k = cur[7];
+    const uint64_t numel = load_u64(cur + 8);
+    en.count = load_u64(cur + 16);
+    en.index_bytes = load_u64(cur + 24);
+    en.value_bytes = load_u64(cur + 32);
+    const uint32_t scale_bits = load_u32(cur + 40);
+    en.scale = load_f32(cur + 40);
+    const uint32_t reserved = load_u32(cur + 44);
+    cur += kEntryHeaderBytes;
+    remaining -= kEntryHeaderBytes;
+
+    if (en.tensor_id >= n_tensors) {
+      return fail(EDGERT_ERR_PACKET_BAD_TENSOR, "packet: entry %u names tensor id %u, the model has %zu tensors", e,
+                  en.tensor_id, n_tensors);
+    }
+    const TensorDesc& d = manifest.tensors[en.tensor_id];
+    if (scratch->seen[en.tensor_id]) {
+      return fail(EDGERT_ERR_PACKET_BAD_TENSOR, "packet: tensor %u ('%s') appears twice", en.tensor_id, d.name);
+    }
+    scratch->seen[en.tensor_id] = 1;
+    if (numel != d.numel) {
+      return fail(EDGERT_ERR_PACKET_BAD_TENSOR, "packet: tensor %u ('%s') has %llu elements, the packet says %llu",
+                  en.tensor_id, d.name, static_cast<ull>(d.numel), static_cast<ull>(numel));
+    }
+    if (en.index_coding > kIndexRice || en.value_coding > kValueQ8 || en.mode > kModeSet || reserved != 0) {
+      return fail(EDGERT_ERR_PACKET_UNSUPPORTED_VERSION,
+                  "packet: tensor %u uses index coding %u, value coding %u, mode %u, reserved 0x%x; "
+                  "this decoder knows codings <= %u, <= %u, modes <= %u, reserved 0",
+                  en.tensor_id, en.index_coding, en.value_coding, en.mode, reserved, kIndexRice, kValueQ8, kModeSet);
+    }
+    if (en.count > numel) {
+      return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: tensor %u updates %llu of %llu elements", en.tensor_id,
+                  static_cast<ull>(en.count), static_cast<ull>(numel));
+    }
+    if (en.index_coding == kIndexDense) {
+      if (en.count != numel || en.index_bytes != 0 || en.rice_k != 0) {
+        return fail(EDGERT_ERR_PACKET_MALFORMED,
+                    "packet: dense tensor %u must update all %llu elements with no index bytes and k = 0",
+                    en.tensor_id, static_cast<ull>(numel));
+      }
+    } else if (en.rice_k > kMaxRiceParameter) {
+      return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: tensor %u Rice parameter %u > %u", en.tensor_id, en.rice_k,
+                  kMaxRiceParameter);
+    }
+    if (en.value_coding == kValueQ8) {
+      if (!std::isfinite(en.scale)) {
+        return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: tensor %u has a non-finite int8 scale", en.tensor_id);
+      }
+    } else if (scale_bits != 0) {
+      return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: tensor %u has a scale but no int8 values", en.tensor_id);
+    }
+    if (h.full_snapshot && (en.index_coding != kIndexDense || en.mode != kModeSet)) {
+      return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: full snapshot entry for tensor %u is not dense set-mode",
+                  en.tensor_id);
+    }
+    if (en.index_bytes > remaining) {
+      return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: tensor %u index section (%llu bytes) runs past the payload",
+                  en.tensor_id, static_cast<ull>(en.index_bytes));
+    }
+    en.index = cur;
+    cur += en.index_bytes;
+    remaining -= en.index_bytes;
+    if (en.value_bytes > remaining) {
+      return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: tensor %u value section (%llu bytes) runs past the payload",
+                  en.tensor_id, static_cast<ull>(en.value_bytes));
+    }
+    if (en.value_bytes != en.count * value_size(en.value_coding)) {
+      return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: tensor %u has %llu value bytes for %llu values of %llu bytes",
+                  en.tensor_id, static_cast<ull>(en.value_bytes), static_cast<ull>(en.count),
+                  static_cast<ull>(value_size(en.value_coding)));
+    }
+    en.values = cur;
+    cur += en.value_bytes;
+    remaining -= en.value_bytes;
+
+    en.stored_at = kNotStored;
+    if (en.index_coding == kIndexRice) {
+      const bool store = en.count <= scratch->index_capacity - scratch->index_used;
+      uint32_t* dst = store ? scratch->indices + scratch->index_used : nullptr;
+      edgert_status st = decode_rice(en.index, en.index_bytes, en.rice_k, en.count, numel,
+                                     [&](const uint32_t* idx, size_t n) {
+                                       if (dst) {
+                                         std::memcpy(dst, idx, n * sizeof(uint32_t));
+                                         dst += n;
+                                       }
+                                     });
+      if (st != EDGERT_OK) {
+        char inner[256];
+        std::snprintf(inner, sizeof(inner), "%s", edgert_last_error());
+        return fail(st, "packet: tensor %u ('%s'): %s", en.tensor_id, d.name, inner);
+      }
+      if (store) {
+        en.stored_at = scratch->index_used;
+        scratch->index_used += en.count;
+      }
+    }
+  }
+  if (remaining != 0) {
+    return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: %llu payload bytes after the last tensor entry",
+                static_cast<ull>(remaining));
+  }
+  if (header) *header = h;
+  return EDGERT_OK;
+}
+
+}  // namespace edgert::packet
+
+extern "C" edgert_status edgert_packet_inspect(const uint8_t* packet, size_t len, edgert_packet_header* out) {
+  if (out == nullptr) return edgert::detail::fail(EDGERT_ERR_INVALID_ARGUMENT, "packet_inspect: null output");
+  return edgert::packet::parse_header(packet, len, out);
+}

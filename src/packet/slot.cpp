@@ -1,0 +1,579 @@
+// Model slots: three weight buffers, a lock-free reader protocol and a
+// verified, atomic apply path. Design notes in docs/update-packet.md ("Slots").
+//
+// Buffers. One buffer is active; readers pin it (per-buffer pin counts). The
+// writer builds each new version in a non-active buffer whose pin count is 0,
+// so readers never wait and never see a partly written model. With three
+// buffers a writer finds a free one unless readers still hold pins on both
+// older versions; then it yields until one pin drops (readers are never
+// blocked, only the writer waits).
+//
+// Catch-up. The buffer the writer picks holds an older generation. Instead of
+// copying the whole model it replays the coordinates changed by the last two
+// packets (kept in change sets owned by the slot) from the active buffer, and
+// falls back to a full copy when the history does not reach back far enough.
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <string>
+#include <thread>
+#include <vector>
+
+#if defined(_WIN32)
+#include <io.h>
+#else
+#include <fcntl.h>
+#include <unistd.h>
+#endif
+
+#include "core/error.hpp"
+#include "core/half.hpp"
+#include "packet/bytes.hpp"
+#include "packet/crc32c.hpp"
+#include "packet/format.hpp"
+
+using edgert::detail::fail;
+namespace pk = edgert::packet;
+
+namespace {
+
+constexpr int kBuffers = 3;
+constexpr size_t kMaxKeyBytes = 64;
+constexpr size_t kMinKeyBytes = 16;
+
+struct Change {
+  uint32_t tensor_id;
+  bool dense;
+  uint64_t stored_at;  // into ChangeSet::indices, or kNotStored
+  uint64_t count;
+};
+
+// Coordinates written by one applied packet (generation from_gen -> to_gen).
+struct ChangeSet {
+  bool valid = false;
+  bool complete = false;  // every sparse change has its indices stored
+  uint64_t from_gen = 0;
+  uint64_t to_gen = 0;
+  std::vector<Change> changes;
+  size_t n_changes = 0;
+  std::vector<uint32_t> indices;
+};
+
+struct Buffer {
+  uint8_t* data = nullptr;
+  std::atomic<int32_t> pins{0};
+  uint64_t version = 0;
+  uint64_t gen = 0;  // identifies the content: equal gens hold equal bytes; 0 = unknown
+};
+
+}  // namespace
+
+struct edgert_slot {
+  pk::Manifest manifest;
+  std::mutex writer;
+  Buffer buffers[kBuffers];
+  std::atomic<int> active{0};
+  std::atomic<uint64_t> active_version{0};
+  uint64_t next_gen = 2;
+  uint8_t key[kMaxKeyBytes] = {0};
+  size_t key_len = 0;
+  edgert_slot_hook hook = nullptr;
+  void* hook_user = nullptr;
+  std::vector<pk::Entry> entries;
+  std::vector<uint8_t> seen;
+  std::vector<uint32_t> changed_ids;
+  ChangeSet sets[kBuffers];
+  int fill_set = 0;  // the set the next packet records into
+
+  ~edgert_slot() {
+    for (Buffer& b : buffers) ::operator delete(b.data, std::align_val_t(pk::kTensorAlignment), std::nothrow);
+  }
+  uint64_t alloc_bytes() const { return manifest.weights_bytes ? manifest.weights_bytes : pk::kTensorAlignment; }
+};
+
+namespace {
+
+using ull = unsigned long long;
+
+int pick_buffer(edgert_slot* s) {
+  for (;;) {
+    const int a = s->active.load();
+    int best = -1;
+    for (int i = 0; i < kBuffers; ++i) {
+      if (i == a || s->buffers[i].pins.load() != 0) continue;
+      if (best < 0 || s->buffers[i].gen > s->buffers[best].gen) best = i;
+    }
+    if (best >= 0) return best;
+    std::this_thread::yield();
+  }
+}
+
+const ChangeSet* find_set(const edgert_slot* s, uint64_t to_gen) {
+  for (const ChangeSet& c : s->sets) {
+    if (c.valid && c.complete && c.to_gen == to_gen) return &c;
+  }
+  return nullptr;
+}
+
+void replay(const edgert_slot* s, const ChangeSet& c, const uint8_t* src, uint8_t* dst) {
+  for (size_t i = 0; i < c.n_changes; ++i) {
+    const Change& ch = c.changes[i];
+    const pk::TensorDesc& d = s->manifest.tensors[ch.tensor_id];
+    if (ch.dense) {
+      std::memcpy(dst + d.offset, src + d.offset, d.bytes);
+      continue;
+    }
+    const uint32_t* idx = c.indices.data() + ch.stored_at;
+    if (d.elem_bytes == 4) {
+      const float* from = reinterpret_cast<const float*>(src + d.offset);
+      float* to = reinterpret_cast<float*>(dst + d.offset);
+      for (uint64_t j = 0; j < ch.count; ++j) to[idx[j]] = from[idx[j]];
+    } else {
+      const uint16_t* from = reinterpret_cast<const uint16_t*>(src + d.offset);
+      uint16_t* to = reinterpret_cast<uint16_t*>(dst + d.offset);
+      for (uint64_t j = 0; j < ch.count; ++j) to[idx[j]] = from[idx[j]];
+    }
+  }
+}
+
+// Brings buffer x to the active buffer's content.
+void catch_up(edgert_slot* s, int x, int a) {
+  Buffer& bx = s->buffers[x];
+  const Buffer& ba = s->buffers[a];
+  if (bx.gen != 0 && bx.gen == ba.gen) return;
+  const ChangeSet* last = find_set(s, ba.gen);
+  if (bx.gen != 0 && last != nullptr) {
+    if (last->from_gen == bx.gen) {
+      replay(s, *last, ba.data, bx.data);
+      return;
+    }
+    const ChangeSet* before = find_set(s, last->from_gen);
+    if (before != nullptr && before->from_gen == bx.gen) {
+      replay(s, *before, ba.data, bx.data);
+      replay(s, *last, ba.data, bx.data);
+      return;
+    }
+  }
+  std::memcpy(bx.data, ba.data, s->manifest.weights_bytes);
+}
+
+// ---- value application: the device-side arithmetic of docs/update-packet.md
+
+template <uint8_t kCoding>
+inline float value_at(const uint8_t* v, uint64_t j, float scale) {
+  if constexpr (kCoding == pk::kValueF16) {
+    return edgert::detail::half_to_float(pk::load_u16(v + 2 * j));
+  } else if constexpr (kCoding == pk::kValueF32) {
+    return pk::load_f32(v + 4 * j);
+  } else {
+    const float q = static_cast<float>(static_cast<int8_t>(v[j]));
+    return q * scale;  // fp32 product, rounded once (built with -ffp-contract=off)
+  }
+}
+
+template <bool kF16Weights, uint8_t kCoding, bool kSet, bool kDense>
+void apply_run(uint8_t* w, const uint32_t* idx, const uint8_t* values, uint64_t n, float scale) {
+  for (uint64_t j = 0; j < n; ++j) {
+    const uint64_t i = kDense ? j : idx[j];
+    if constexpr (kF16Weights) {
+      uint16_t* wp = reinterpret_cast<uint16_t*>(w) + i;
+      if constexpr (kSet && kCoding == pk::kValueF16) {
+        *wp = pk::load_u16(values + 2 * j);
+      } else {
+        const float v = value_at<kCoding>(values, j, scale);
+        *wp = edgert::detail::float_to_half(kSet ? v : edgert::detail::half_to_float(*wp) + v);
+      }
+    } else {
+      float* wp = reinterpret_cast<float*>(w) + i;
+      const float v = value_at<kCoding>(values, j, scale);
+      *wp = kSet ? v : *wp + v;
+    }
+  }
+}
+
+using RunFn = void (*)(uint8_t*, const uint32_t*, const uint8_t*, uint64_t, float);
+
+template <bool kF16Weights, uint8_t kCoding, bool kSet>
+RunFn pick_run3(bool dense) {
+  return dense ? &apply_run<kF16Weights, kCoding, kSet, true> : &apply_run<kF16Weights, kCoding, kSet, false>;
+}
+template <bool kF16Weights, uint8_t kCoding>
+RunFn pick_run2(bool set, bool dense) {
+  return set ? pick_run3<kF16Weights, kCoding, true>(dense) : pick_run3<kF16Weights, kCoding, false>(dense);
+}
+template <bool kF16Weights>
+RunFn pick_run1(uint8_t coding, bool set, bool dense) {
+  switch (coding) {
+    case pk::kValueF16: return pick_run2<kF16Weights, pk::kValueF16>(set, dense);
+    case pk::kValueF32: return pick_run2<kF16Weights, pk::kValueF32>(set, dense);
+    default: return pick_run2<kF16Weights, pk::kValueQ8>(set, dense);
+  }
+}
+
+uint64_t value_size(uint8_t coding) { return coding == pk::kValueF32 ? 4 : coding == pk::kValueF16 ? 2 : 1; }
+
+// Writes one verified entry into buffer `w` (cannot fail: verify_packet ran).
+void apply_entry(const edgert_slot* s, const pk::Entry& e, const uint32_t* stored, uint8_t* base) {
+  const pk::TensorDesc& d = s->manifest.tensors[e.tensor_id];
+  uint8_t* w = base + d.offset;
+  const bool dense = e.index_coding == pk::kIndexDense;
+  const bool set = e.mode == pk::kModeSet;
+  const RunFn run = d.dtype == EDGERT_F16 ? pick_run1<true>(e.value_coding, set, dense)
+                                          : pick_run1<false>(e.value_coding, set, dense);
+  if (dense) {
+    run(w, nullptr, e.values, e.count, e.scale);
+  } else if (e.stored_at != pk::kNotStored) {
+    run(w, stored + e.stored_at, e.values, e.count, e.scale);
+  } else {
+    uint64_t done = 0;
+    const uint64_t vsize = value_size(e.value_coding);
+    const edgert_status st =
+        pk::decode_rice(e.index, e.index_bytes, e.rice_k, e.count, d.numel, [&](const uint32_t* idx, size_t n) {
+          run(w, idx, e.values + done * vsize, n, e.scale);
+          done += n;
+        });
+    (void)st;  // verified before: decoding the same bytes again succeeds
+  }
+}
+
+void publish(edgert_slot* s, int x, uint64_t version) {
+  Buffer& b = s->buffers[x];
+  b.version = version;
+  b.gen = s->next_gen++;
+  s->active.store(x);
+  s->active_version.store(version);
+}
+
+bool valid_slot(const edgert_slot* s, const char* op) {
+  if (s == nullptr) {
+    fail(EDGERT_ERR_INVALID_ARGUMENT, "%s: null slot", op);
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+extern "C" {
+
+edgert_status edgert_slot_create(const uint8_t* manifest, size_t manifest_len, edgert_slot** out) {
+  if (out == nullptr) return fail(EDGERT_ERR_INVALID_ARGUMENT, "slot_create: null output");
+  *out = nullptr;
+  if (manifest == nullptr) return fail(EDGERT_ERR_INVALID_ARGUMENT, "slot_create: null manifest");
+  edgert_slot* s = new (std::nothrow) edgert_slot();
+  if (s == nullptr) return fail(EDGERT_ERR_OUT_OF_MEMORY, "slot_create: out of memory");
+  if (edgert_status st = pk::parse_manifest(manifest, manifest_len, &s->manifest); st != EDGERT_OK) {
+    delete s;
+    return st;
+  }
+  const size_t n = s->manifest.tensors.size();
+  uint64_t total_numel = 0;
+  for (const pk::TensorDesc& d : s->manifest.tensors) total_numel += d.numel;
+  try {
+    s->entries.resize(n);
+    s->seen.resize(n);
+    s->changed_ids.resize(n);
+    // Sparse updates up to 25% dense keep their indices for catch-up; denser
+    // ones fall back to copying (which then costs about as much).
+    const uint64_t capacity = total_numel / 4 + 1024;
+    for (ChangeSet& c : s->sets) {
+      c.changes.resize(n);
+      c.indices.resize(capacity);
+    }
+  } catch (const std::bad_alloc&) {
+    delete s;
+    return fail(EDGERT_ERR_OUT_OF_MEMORY, "slot_create: out of memory for %zu tensors", n);
+  }
+  for (Buffer& b : s->buffers) {
+    b.data = static_cast<uint8_t*>(
+        ::operator new(s->alloc_bytes(), std::align_val_t(pk::kTensorAlignment), std::nothrow));
+    if (b.data == nullptr) {
+      const ull bytes = s->manifest.weights_bytes;
+      delete s;
+      return fail(EDGERT_ERR_OUT_OF_MEMORY, "slot_create: cannot allocate 3 x %llu weight bytes", bytes);
+    }
+    std::memset(b.data, 0, s->alloc_bytes());
+    b.gen = 1;  // all three start as identical zeros
+  }
+  *out = s;
+  edgert::detail::clear_error();
+  return EDGERT_OK;
+}
+
+void edgert_slot_free(edgert_slot* slot) { delete slot; }
+
+edgert_status edgert_slot_set_key(edgert_slot* slot, const uint8_t* key, size_t key_len) {
+  if (!valid_slot(slot, "slot_set_key")) return EDGERT_ERR_INVALID_ARGUMENT;
+  if (key_len != 0 && (key == nullptr || key_len < kMinKeyBytes || key_len > kMaxKeyBytes)) {
+    return fail(EDGERT_ERR_INVALID_ARGUMENT, "slot_set_key: key must be %zu..%zu bytes, got %zu", kMinKeyBytes,
+                kMaxKeyBytes, key_len);
+  }
+  std::lock_guard<std::mutex> lock(slot->writer);
+  std::memset(slot->key, 0, sizeof(slot->key));
+  if (key_len) std::memcpy(slot->key, key, key_len);
+  slot->key_len = key_len;
+  return EDGERT_OK;
+}
+
+edgert_status edgert_slot_set_hook(edgert_slot* slot, edgert_slot_hook hook, void* user) {
+  if (!valid_slot(slot, "slot_set_hook")) return EDGERT_ERR_INVALID_ARGUMENT;
+  std::lock_guard<std::mutex> lock(slot->writer);
+  slot->hook = hook;
+  slot->hook_user = user;
+  return EDGERT_OK;
+}
+
+edgert_status edgert_slot_apply(edgert_slot* slot, const uint8_t* packet, size_t len) {
+  if (!valid_slot(slot, "slot_apply")) return EDGERT_ERR_INVALID_ARGUMENT;
+  if (packet == nullptr && len > 0) return fail(EDGERT_ERR_INVALID_ARGUMENT, "slot_apply: null packet");
+  std::lock_guard<std::mutex> lock(slot->writer);
+  ChangeSet& set = slot->sets[slot->fill_set];
+  set.valid = false;  // its storage is about to be overwritten
+  pk::VerifyScratch scratch{slot->entries.data(), slot->seen.data(), set.indices.data(), set.indices.size(), 0};
+  edgert_packet_header h;
+  const uint64_t active_version = slot->active_version.load();
+  if (edgert_status st = pk::verify_packet(packet, len, slot->manifest, active_version, slot->key, slot->key_len,
+                                           &scratch, &h);
+      st != EDGERT_OK) {
+    return st;
+  }
+  const int a = slot->active.load();
+  const int x = pick_buffer(slot);
+  catch_up(slot, x, a);
+  uint8_t* dst = slot->buffers[x].data;
+  set.complete = true;
+  set.n_changes = h.tensor_count;
+  for (uint32_t i = 0; i < h.tensor_count; ++i) {
+    const pk::Entry& e = slot->entries[i];
+    apply_entry(slot, e, set.indices.data(), dst);
+    const bool dense = e.index_coding == pk::kIndexDense;
+    set.changes[i] = Change{e.tensor_id, dense, e.stored_at, e.count};
+    if (!dense && e.stored_at == pk::kNotStored) set.complete = false;
+    slot->changed_ids[i] = e.tensor_id;
+  }
+  set.from_gen = slot->buffers[a].gen;
+  publish(slot, x, h.target_version);
+  set.to_gen = slot->buffers[x].gen;
+  set.valid = true;
+  slot->fill_set = (slot->fill_set + 1) % kBuffers;
+  edgert::detail::clear_error();
+  if (slot->hook) slot->hook(slot->hook_user, h.target_version, slot->changed_ids.data(), h.tensor_count);
+  return EDGERT_OK;
+}
+
+uint64_t edgert_slot_version(const edgert_slot* slot) { return slot ? slot->active_version.load() : 0; }
+
+void edgert_slot_model_id(const edgert_slot* slot, uint8_t out[EDGERT_MODEL_ID_BYTES]) {
+  if (slot == nullptr || out == nullptr) return;
+  std::memcpy(out, slot->manifest.model_id, EDGERT_MODEL_ID_BYTES);
+}
+
+uint32_t edgert_slot_tensor_count(const edgert_slot* slot) {
+  return slot ? static_cast<uint32_t>(slot->manifest.tensors.size()) : 0;
+}
+
+edgert_status edgert_slot_tensor_info(const edgert_slot* slot, uint32_t tensor_id, edgert_tensor_info* out) {
+  if (!valid_slot(slot, "slot_tensor_info")) return EDGERT_ERR_INVALID_ARGUMENT;
+  if (out == nullptr) return fail(EDGERT_ERR_INVALID_ARGUMENT, "slot_tensor_info: null output");
+  if (tensor_id >= slot->manifest.tensors.size()) {
+    return fail(EDGERT_ERR_INDEX_OUT_OF_RANGE, "slot_tensor_info: tensor id %u, the model has %zu tensors", tensor_id,
+                slot->manifest.tensors.size());
+  }
+  const pk::TensorDesc& d = slot->manifest.tensors[tensor_id];
+  edgert_tensor_info info{};
+  std::memcpy(info.name, d.name, sizeof(info.name) < sizeof(d.name) ? sizeof(info.name) : sizeof(d.name));
+  info.name[sizeof(info.name) - 1] = '\0';
+  info.dtype = d.dtype;
+  info.ndim = d.ndim;
+  for (int i = 0; i < EDGERT_MAX_DIMS; ++i) info.shape[i] = d.shape[i];
+  info.numel = d.numel;
+  info.byte_offset = d.offset;
+  info.byte_size = d.bytes;
+  *out = info;
+  return EDGERT_OK;
+}
+
+uint64_t edgert_slot_weights_size(const edgert_slot* slot) { return slot ? slot->manifest.weights_bytes : 0; }
+
+edgert_status edgert_slot_acquire(edgert_slot* slot, const void** weights, uint64_t* version) {
+  if (!valid_slot(slot, "slot_acquire")) return EDGERT_ERR_INVALID_ARGUMENT;
+  if (weights == nullptr) return fail(EDGERT_ERR_INVALID_ARGUMENT, "slot_acquire: null weights pointer");
+  for (;;) {
+    const int a = slot->active.load();
+    Buffer& b = slot->buffers[a];
+    b.pins.fetch_add(1);
+    // Re-check after pinning: if the writer swapped meanwhile it may already be
+    // rebuilding this buffer, so drop the pin and retry (seq_cst on both sides).
+    if (slot->active.load() == a) {
+      *weights = b.data;
+      if (version) *version = b.version;
+      return EDGERT_OK;
+    }
+    b.pins.fetch_sub(1);
+  }
+}
+
+void edgert_slot_release(edgert_slot* slot, const void* weights) {
+  if (slot == nullptr || weights == nullptr) return;
+  for (Buffer& b : slot->buffers) {
+    if (b.data != weights) continue;
+    int32_t cur = b.pins.load();
+    while (cur > 0 && !b.pins.compare_exchange_weak(cur, cur - 1)) {
+    }
+    return;
+  }
+}
+
+edgert_status edgert_slot_read_tensor(edgert_slot* slot, uint32_t tensor_id, void* dst, size_t dst_bytes,
+                                      uint64_t* version) {
+  if (!valid_slot(slot, "slot_read_tensor")) return EDGERT_ERR_INVALID_ARGUMENT;
+  if (tensor_id >= slot->manifest.tensors.size()) {
+    return fail(EDGERT_ERR_INDEX_OUT_OF_RANGE, "slot_read_tensor: tensor id %u, the model has %zu tensors", tensor_id,
+                slot->manifest.tensors.size());
+  }
+  const pk::TensorDesc& d = slot->manifest.tensors[tensor_id];
+  if (dst_bytes < d.bytes) {
+    return fail(EDGERT_ERR_BUFFER_TOO_SMALL, "slot_read_tensor: tensor '%s' needs %llu bytes, got %zu", d.name,
+                static_cast<ull>(d.bytes), dst_bytes);
+  }
+  if (dst == nullptr && d.bytes > 0) return fail(EDGERT_ERR_INVALID_ARGUMENT, "slot_read_tensor: null destination");
+  const void* w = nullptr;
+  uint64_t v = 0;
+  if (edgert_status st = edgert_slot_acquire(slot, &w, &v); st != EDGERT_OK) return st;
+  if (d.bytes) std::memcpy(dst, static_cast<const uint8_t*>(w) + d.offset, d.bytes);
+  edgert_slot_release(slot, w);
+  if (version) *version = v;
+  return EDGERT_OK;
+}
+
+// ---- snapshot files ---------------------------------------------------------
+
+edgert_status edgert_slot_save(edgert_slot* slot, const char* path) {
+  if (!valid_slot(slot, "slot_save")) return EDGERT_ERR_INVALID_ARGUMENT;
+  if (path == nullptr) return fail(EDGERT_ERR_INVALID_ARGUMENT, "slot_save: null path");
+  const void* w = nullptr;
+  uint64_t version = 0;
+  if (edgert_status st = edgert_slot_acquire(slot, &w, &version); st != EDGERT_OK) return st;
+  const uint64_t size = slot->manifest.weights_bytes;
+  uint8_t header[pk::kSnapshotFileHeaderBytes] = {0};
+  std::memcpy(header, pk::kSnapshotFileMagic, 4);
+  pk::store_u16(header + 4, pk::kFormatVersion);
+  std::memcpy(header + 8, slot->manifest.model_id, EDGERT_MODEL_ID_BYTES);
+  std::memcpy(header + 24, slot->manifest.table_hash, pk::kHashBytes);
+  pk::store_u64(header + 40, version);
+  pk::store_u64(header + 48, size);
+  uint8_t trailer[4];
+  pk::store_u32(trailer, pk::crc32c_update(pk::crc32c(header, sizeof(header)), w, size));
+
+  std::string tmp;
+  try {
+    tmp = std::string(path) + ".tmp";
+  } catch (const std::bad_alloc&) {
+    edgert_slot_release(slot, w);
+    return fail(EDGERT_ERR_OUT_OF_MEMORY, "slot_save: out of memory");
+  }
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (f == nullptr) {
+    edgert_slot_release(slot, w);
+    return fail(EDGERT_ERR_IO, "slot_save: cannot create '%s': %s", tmp.c_str(), std::strerror(errno));
+  }
+  bool ok = std::fwrite(header, 1, sizeof(header), f) == sizeof(header) &&
+            (size == 0 || std::fwrite(w, 1, size, f) == size) && std::fwrite(trailer, 1, 4, f) == 4 &&
+            std::fflush(f) == 0;
+  edgert_slot_release(slot, w);
+#if !defined(_WIN32)
+  ok = ok && ::fsync(fileno(f)) == 0;
+#else
+  ok = ok && ::_commit(_fileno(f)) == 0;
+#endif
+  ok = (std::fclose(f) == 0) && ok;
+  if (!ok) {
+    std::remove(tmp.c_str());
+    return fail(EDGERT_ERR_IO, "slot_save: writing '%s' failed: %s", tmp.c_str(), std::strerror(errno));
+  }
+  if (std::rename(tmp.c_str(), path) != 0) {
+    std::remove(tmp.c_str());
+    return fail(EDGERT_ERR_IO, "slot_save: cannot rename '%s' to '%s': %s", tmp.c_str(), path, std::strerror(errno));
+  }
+#if !defined(_WIN32)
+  // Make the rename itself durable: fsync the directory (best effort).
+  std::string dir(path);
+  const size_t slash = dir.find_last_of('/');
+  dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : dir.substr(0, slash));
+  const int fd = ::open(dir.c_str(), O_RDONLY);
+  if (fd >= 0) {
+    (void)::fsync(fd);
+    ::close(fd);
+  }
+#endif
+  edgert::detail::clear_error();
+  return EDGERT_OK;
+}
+
+edgert_status edgert_slot_load(edgert_slot* slot, const char* path) {
+  if (!valid_slot(slot, "slot_load")) return EDGERT_ERR_INVALID_ARGUMENT;
+  if (path == nullptr) return fail(EDGERT_ERR_INVALID_ARGUMENT, "slot_load: null path");
+  std::lock_guard<std::mutex> lock(slot->writer);
+  FILE* f = std::fopen(path, "rb");
+  if (f == nullptr) {
+    return fail(errno == ENOENT ? EDGERT_ERR_NOT_FOUND : EDGERT_ERR_IO, "slot_load: cannot open '%s': %s", path,
+                std::strerror(errno));
+  }
+  struct Closer {
+    FILE* f;
+    ~Closer() { std::fclose(f); }
+  } closer{f};
+  uint8_t header[pk::kSnapshotFileHeaderBytes];
+  if (std::fread(header, 1, sizeof(header), f) != sizeof(header)) {
+    return fail(EDGERT_ERR_CORRUPT_FILE, "slot_load: '%s' is shorter than a snapshot header", path);
+  }
+  if (std::memcmp(header, pk::kSnapshotFileMagic, 4) != 0) {
+    return fail(EDGERT_ERR_CORRUPT_FILE, "slot_load: '%s' is not an edgert snapshot (bad magic)", path);
+  }
+  const uint16_t format = pk::load_u16(header + 4);
+  if (format == 0 || format > pk::kFormatVersion || pk::load_u16(header + 6) != 0) {
+    return fail(EDGERT_ERR_CORRUPT_FILE, "slot_load: '%s' has snapshot format %u, this build reads 1..%u", path,
+                format, pk::kFormatVersion);
+  }
+  const uint64_t version = pk::load_u64(header + 40);
+  const uint64_t size = pk::load_u64(header + 48);
+  if (size != slot->manifest.weights_bytes) {
+    return fail(EDGERT_ERR_PACKET_WRONG_MODEL, "slot_load: '%s' holds %llu weight bytes, the model has %llu", path,
+                static_cast<ull>(size), static_cast<ull>(slot->manifest.weights_bytes));
+  }
+  const int x = pick_buffer(slot);
+  Buffer& b = slot->buffers[x];
+  b.gen = 0;  // contents unknown from here until published
+  uint8_t trailer[5];
+  const bool read_ok = (size == 0 || std::fread(b.data, 1, size, f) == size) &&
+                       std::fread(trailer, 1, sizeof(trailer), f) == 4;
+  if (!read_ok) return fail(EDGERT_ERR_CORRUPT_FILE, "slot_load: '%s' has the wrong length", path);
+  if (pk::crc32c_update(pk::crc32c(header, sizeof(header)), b.data, size) != pk::load_u32(trailer)) {
+    return fail(EDGERT_ERR_CORRUPT_FILE, "slot_load: '%s' fails its CRC32C", path);
+  }
+  if (std::memcmp(header + 8, slot->manifest.model_id, EDGERT_MODEL_ID_BYTES) != 0 ||
+      std::memcmp(header + 24, slot->manifest.table_hash, pk::kHashBytes) != 0) {
+    return fail(EDGERT_ERR_PACKET_WRONG_MODEL, "slot_load: '%s' is a snapshot of another model or manifest", path);
+  }
+  // Padding between tensors must be zero so that equal models are equal bytes.
+  uint64_t end = 0;
+  for (const pk::TensorDesc& d : slot->manifest.tensors) {
+    for (uint64_t i = end; i < d.offset; ++i) {
+      if (b.data[i] != 0) return fail(EDGERT_ERR_CORRUPT_FILE, "slot_load: '%s' has non-zero padding", path);
+    }
+    end = d.offset + d.bytes;
+  }
+  for (uint64_t i = end; i < size; ++i) {
+    if (b.data[i] != 0) return fail(EDGERT_ERR_CORRUPT_FILE, "slot_load: '%s' has non-zero padding", path);
+  }
+  for (ChangeSet& c : slot->sets) c.valid = false;
+  publish(slot, x, version);
+  edgert::detail::clear_error();
+  return EDGERT_OK;
+}
+
+}  // extern "C"

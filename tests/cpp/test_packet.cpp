@@ -1,0 +1,701 @@
+// Update packets, manifests and model slots: golden packets shared with the
+// Python encoder, crypto test vectors, the malformed-packet suite (exact
+// status, weights and version unchanged), snapshots and reader concurrency.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <limits>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "edgert/edgert.h"
+#include "packet/bytes.hpp"
+#include "packet/crc32c.hpp"
+#include "packet/format.hpp"
+#include "packet/sha256.hpp"
+
+namespace {
+
+using Bytes = std::vector<uint8_t>;
+namespace pk = edgert::packet;
+
+Bytes read_golden(const std::string& name) {
+  std::ifstream f(std::string(EDGERT_TEST_DATA_DIR) + "/packets/" + name, std::ios::binary);
+  EXPECT_TRUE(f.good()) << "missing golden file " << name;
+  return Bytes(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+std::string hex(const uint8_t* p, size_t n) {
+  static const char* digits = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < n; ++i) {
+    s += digits[p[i] >> 4];
+    s += digits[p[i] & 15];
+  }
+  return s;
+}
+
+struct SlotPtr {
+  edgert_slot* s = nullptr;
+  ~SlotPtr() { edgert_slot_free(s); }
+};
+
+Bytes weights_of(edgert_slot* s) {
+  const void* w = nullptr;
+  uint64_t v = 0;
+  EXPECT_EQ(edgert_slot_acquire(s, &w, &v), EDGERT_OK);
+  const auto* p = static_cast<const uint8_t*>(w);
+  Bytes out(p, p + edgert_slot_weights_size(s));
+  edgert_slot_release(s, w);
+  return out;
+}
+
+// Recomputes the CRC (and the MAC under `key` if the packet is authenticated)
+// after a test edits the bytes, so that the check under test is the one that fires.
+void reseal(Bytes& p, const Bytes& key = {}) {
+  const uint64_t payload = pk::load_u64(p.data() + 64);
+  const size_t body = pk::kPacketHeaderBytes + payload;
+  pk::store_u32(p.data() + body, pk::crc32c(p.data(), body));
+  if ((pk::load_u16(p.data() + 6) & pk::kFlagAuthenticated) && !key.empty()) {
+    pk::hmac_sha256(key.data(), key.size(), p.data(), body + 4, p.data() + body + 4);
+  }
+}
+
+struct EntrySpec {
+  uint32_t id;
+  uint8_t index_coding, value_coding, mode, k;
+  uint64_t numel, count;
+  Bytes index, values;
+  float scale = 0.0f;
+};
+
+// Builds a packet from raw parts (no validation: tests craft bad packets).
+Bytes build_packet(const Bytes& manifest, uint64_t base, uint64_t target, const std::vector<EntrySpec>& entries,
+                   uint16_t flags = 0, const Bytes& key = {}) {
+  Bytes payload;
+  for (const EntrySpec& e : entries) {
+    uint8_t h[pk::kEntryHeaderBytes] = {0};
+    pk::store_u32(h, e.id);
+    h[4] = e.index_coding;
+    h[5] = e.value_coding;
+    h[6] = e.mode;
+    h[7] = e.k;
+    pk::store_u64(h + 8, e.numel);
+    pk::store_u64(h + 16, e.count);
+    pk::store_u64(h + 24, e.index.size());
+    pk::store_u64(h + 32, e.values.size());
+    uint32_t bits;
+    std::memcpy(&bits, &e.scale, 4);
+    pk::store_u32(h + 40, bits);
+    payload.insert(payload.end(), h, h + sizeof(h));
+    payload.insert(payload.end(), e.index.begin(), e.index.end());
+    payload.insert(payload.end(), e.values.begin(), e.values.end());
+  }
+  Bytes p(pk::kPacketHeaderBytes, 0);
+  std::memcpy(p.data(), "ERTP", 4);
+  pk::store_u16(p.data() + 4, 1);
+  pk::store_u16(p.data() + 6, flags);
+  std::memcpy(p.data() + 8, manifest.data() + 8, 32);  // model id + table hash
+  pk::store_u64(p.data() + 40, base);
+  pk::store_u64(p.data() + 48, target);
+  pk::store_u32(p.data() + 56, static_cast<uint32_t>(entries.size()));
+  pk::store_u64(p.data() + 64, payload.size());
+  p.insert(p.end(), payload.begin(), payload.end());
+  p.resize(p.size() + 4 + ((flags & pk::kFlagAuthenticated) ? 32 : 0));
+  reseal(p, key);
+  return p;
+}
+
+Bytes f32_values(const std::vector<float>& v) {
+  Bytes out(v.size() * 4);
+  for (size_t i = 0; i < v.size(); ++i) {
+    uint32_t b;
+    std::memcpy(&b, &v[i], 4);
+    pk::store_u32(out.data() + 4 * i, b);
+  }
+  return out;
+}
+
+// ---- crypto and checksums -------------------------------------------------------
+
+TEST(PacketCrypto, Crc32cKnownValues) {
+  EXPECT_EQ(pk::crc32c("123456789", 9), 0xE3069283u);
+  EXPECT_EQ(pk::crc32c("", 0), 0u);
+  Bytes zeros(32, 0);
+  EXPECT_EQ(pk::crc32c(zeros.data(), zeros.size()), 0x8A9136AAu);  // RFC 3720 B.4
+  Bytes ones(32, 0xff);
+  EXPECT_EQ(pk::crc32c(ones.data(), ones.size()), 0x62A8AB43u);
+  // Incremental over odd splits equals one shot (slicing-by-8 tail handling).
+  Bytes data(1000);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 7 + 3);
+  const uint32_t whole = pk::crc32c(data.data(), data.size());
+  for (size_t split : {0u, 1u, 7u, 8u, 9u, 500u, 999u}) {
+    EXPECT_EQ(pk::crc32c_update(pk::crc32c(data.data(), split), data.data() + split, data.size() - split), whole);
+  }
+  EXPECT_EQ(edgert_crc32c(0, "123456789", 9), 0xE3069283u);
+}
+
+TEST(PacketCrypto, Sha256Fips180Vectors) {
+  uint8_t d[32];
+  pk::sha256("abc", 3, d);
+  EXPECT_EQ(hex(d, 32), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  pk::sha256("", 0, d);
+  EXPECT_EQ(hex(d, 32), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  const char* two_blocks = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+  pk::sha256(two_blocks, std::strlen(two_blocks), d);
+  EXPECT_EQ(hex(d, 32), "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  pk::Sha256 h;  // one million 'a', fed in uneven pieces
+  const std::string chunk(997, 'a');
+  size_t left = 1000000;
+  while (left) {
+    const size_t n = left < chunk.size() ? left : chunk.size();
+    h.update(chunk.data(), n);
+    left -= n;
+  }
+  h.finish(d);
+  EXPECT_EQ(hex(d, 32), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+TEST(PacketCrypto, HmacSha256Rfc4231Vectors) {
+  uint8_t tag[32];
+  const Bytes key1(20, 0x0b);
+  pk::hmac_sha256(key1.data(), key1.size(), "Hi There", 8, tag);
+  EXPECT_EQ(hex(tag, 32), "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+  const char* jefe_msg = "what do ya want for nothing?";
+  pk::hmac_sha256(reinterpret_cast<const uint8_t*>("Jefe"), 4, jefe_msg, std::strlen(jefe_msg), tag);
+  EXPECT_EQ(hex(tag, 32), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+  const Bytes key6(131, 0xaa);
+  const char* msg6 = "Test Using Larger Than Block-Size Key - Hash Key First";
+  pk::hmac_sha256(key6.data(), key6.size(), msg6, std::strlen(msg6), tag);
+  EXPECT_EQ(hex(tag, 32), "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+  const Bytes a(32, 1), b(32, 1);
+  Bytes c = a;
+  c[31] = 2;
+  EXPECT_TRUE(pk::constant_time_equal(a.data(), b.data(), 32));
+  EXPECT_FALSE(pk::constant_time_equal(a.data(), c.data(), 32));
+}
+
+// ---- golden packets ----------------------------------------------------------------
+
+const char* kChain[] = {"full_snapshot.bin", "sparse_fp16.bin", "dense_fp32.bin", "int8.bin", "authenticated.bin"};
+
+TEST(PacketGolden, ManifestDescribesTheModel) {
+  const Bytes m = read_golden("manifest.bin");
+  SlotPtr slot;
+  ASSERT_EQ(edgert_slot_create(m.data(), m.size(), &slot.s), EDGERT_OK) << edgert_last_error();
+  EXPECT_EQ(edgert_slot_version(slot.s), 0u);
+  ASSERT_EQ(edgert_slot_tensor_count(slot.s), 6u);
+  edgert_tensor_info info;
+  ASSERT_EQ(edgert_slot_tensor_info(slot.s, 2, &info), EDGERT_OK);
+  EXPECT_STREQ(info.name, "fc.weight");
+  EXPECT_EQ(info.dtype, EDGERT_F16);
+  EXPECT_EQ(info.ndim, 2);
+  EXPECT_EQ(info.shape[0], 10);
+  EXPECT_EQ(info.shape[1], 20);
+  EXPECT_EQ(info.numel, 200u);
+  EXPECT_EQ(info.byte_offset % 64, 0u);
+  ASSERT_EQ(edgert_slot_tensor_info(slot.s, 4, &info), EDGERT_OK);
+  EXPECT_EQ(info.ndim, 0);
+  EXPECT_EQ(info.numel, 1u);
+  EXPECT_EQ(edgert_slot_tensor_info(slot.s, 6, &info), EDGERT_ERR_INDEX_OUT_OF_RANGE);
+  uint8_t id[16];
+  edgert_slot_model_id(slot.s, id);
+  EXPECT_EQ(std::memcmp(id, m.data() + 8, 16), 0);
+  EXPECT_EQ(weights_of(slot.s), Bytes(edgert_slot_weights_size(slot.s), 0));
+}
+
+TEST(PacketGolden, ChainDecodesToExpectedWeights) {
+  const Bytes m = read_golden("manifest.bin");
+  const Bytes key = read_golden("key.bin");
+  SlotPtr slot;
+  ASSERT_EQ(edgert_slot_create(m.data(), m.size(), &slot.s), EDGERT_OK);
+  for (int v = 1; v <= 5; ++v) {
+    const Bytes p = read_golden(kChain[v - 1]);
+    edgert_packet_header h;
+    ASSERT_EQ(edgert_packet_inspect(p.data(), p.size(), &h), EDGERT_OK);
+    EXPECT_EQ(h.target_version, static_cast<uint64_t>(v));
+    EXPECT_EQ(h.full_snapshot, v == 1 ? 1 : 0);
+    EXPECT_EQ(h.authenticated, v == 5 ? 1 : 0);
+    if (v == 5) ASSERT_EQ(edgert_slot_set_key(slot.s, key.data(), key.size()), EDGERT_OK);
+    ASSERT_EQ(edgert_slot_apply(slot.s, p.data(), p.size()), EDGERT_OK) << kChain[v - 1] << ": " << edgert_last_error();
+    EXPECT_EQ(edgert_slot_version(slot.s), static_cast<uint64_t>(v));
+    EXPECT_EQ(weights_of(slot.s), read_golden("weights_v" + std::to_string(v) + ".bin")) << kChain[v - 1];
+  }
+  // read_tensor agrees with the buffer.
+  edgert_tensor_info info;
+  ASSERT_EQ(edgert_slot_tensor_info(slot.s, 2, &info), EDGERT_OK);
+  Bytes t(info.byte_size);
+  uint64_t version = 0;
+  ASSERT_EQ(edgert_slot_read_tensor(slot.s, 2, t.data(), t.size(), &version), EDGERT_OK);
+  EXPECT_EQ(version, 5u);
+  const Bytes all = weights_of(slot.s);
+  EXPECT_EQ(Bytes(all.begin() + info.byte_offset, all.begin() + info.byte_offset + info.byte_size), t);
+  EXPECT_EQ(edgert_slot_read_tensor(slot.s, 2, t.data(), t.size() - 1, &version), EDGERT_ERR_BUFFER_TOO_SMALL);
+}
+
+TEST(PacketGolden, SnapshotResyncsFromAnyVersion) {
+  const Bytes m = read_golden("manifest.bin");
+  SlotPtr slot;
+  ASSERT_EQ(edgert_slot_create(m.data(), m.size(), &slot.s), EDGERT_OK);
+  for (int v = 1; v <= 4; ++v) {
+    const Bytes p = read_golden(kChain[v - 1]);
+    ASSERT_EQ(edgert_slot_apply(slot.s, p.data(), p.size()), EDGERT_OK);
+  }
+  // A snapshot v4 -> v9 (base ignored) replaces everything.
+  Bytes snap = read_golden("full_snapshot.bin");
+  pk::store_u64(snap.data() + 48, 9);
+  reseal(snap);
+  ASSERT_EQ(edgert_slot_apply(slot.s, snap.data(), snap.size()), EDGERT_OK) << edgert_last_error();
+  EXPECT_EQ(edgert_slot_version(slot.s), 9u);
+  EXPECT_EQ(weights_of(slot.s), read_golden("weights_v1.bin"));
+}
+
+// ---- malformed packets ---------------------------------------------------------------
+
+class Malformed : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    manifest = read_golden("manifest.bin");
+    ASSERT_EQ(edgert_slot_create(manifest.data(), manifest.size(), &slot.s), EDGERT_OK);
+    const Bytes snap = read_golden("full_snapshot.bin");
+    ASSERT_EQ(edgert_slot_apply(slot.s, snap.data(), snap.size()), EDGERT_OK);
+    sparse = read_golden("sparse_fp16.bin");  // v1 -> v2
+  }
+  // Applies `p`, expects `status`, and that weights and version did not move.
+  void expect_rejected(const Bytes& p, edgert_status status, const std::string& what) {
+    const Bytes before = weights_of(slot.s);
+    const uint64_t version = edgert_slot_version(slot.s);
+    EXPECT_EQ(edgert_slot_apply(slot.s, p.data(), p.size()), status)
+        << what << ": got message '" << edgert_last_error() << "'";
+    EXPECT_EQ(weights_of(slot.s), before) << what;
+    EXPECT_EQ(edgert_slot_version(slot.s), version) << what;
+  }
+  size_t entry_offset(const Bytes& p, int entry) const {  // header offset of entry `entry`
+    size_t off = pk::kPacketHeaderBytes;
+    for (int i = 0; i < entry; ++i) off += pk::kEntryHeaderBytes + pk::load_u64(&p[off + 24]) + pk::load_u64(&p[off + 32]);
+    return off;
+  }
+  Bytes manifest;
+  SlotPtr slot;
+  Bytes sparse;
+};
+
+TEST_F(Malformed, EveryTruncationPoint) {
+  for (size_t n = 0; n < sparse.size(); ++n) {
+    expect_rejected(Bytes(sparse.begin(), sparse.begin() + n), EDGERT_ERR_PACKET_TRUNCATED,
+                    "truncated to " + std::to_string(n));
+  }
+  EXPECT_EQ(edgert_slot_apply(slot.s, nullptr, 0), EDGERT_ERR_PACKET_TRUNCATED);
+}
+
+TEST_F(Malformed, TrailingBytes) {
+  Bytes p = sparse;
+  p.push_back(0);
+  expect_rejected(p, EDGERT_ERR_PACKET_MALFORMED, "one extra byte");
+}
+
+TEST_F(Malformed, HeaderFields) {
+  Bytes p = sparse;
+  p[0] ^= 1;
+  expect_rejected(p, EDGERT_ERR_PACKET_BAD_MAGIC, "bad magic");
+  p = sparse;
+  pk::store_u16(p.data() + 4, 2);
+  reseal(p);
+  expect_rejected(p, EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "future format version");
+  p = sparse;
+  pk::store_u16(p.data() + 4, 0);
+  reseal(p);
+  expect_rejected(p, EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "format version 0");
+  p = sparse;
+  p[6] |= 0x80;
+  reseal(p);
+  expect_rejected(p, EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "unknown flag");
+  p = sparse;
+  p[60] = 1;
+  reseal(p);
+  expect_rejected(p, EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "reserved header field");
+  p = sparse;
+  p[8] ^= 1;
+  reseal(p);
+  expect_rejected(p, EDGERT_ERR_PACKET_WRONG_MODEL, "wrong model id");
+  p = sparse;
+  p[24 + 15] ^= 1;
+  reseal(p);
+  expect_rejected(p, EDGERT_ERR_PACKET_WRONG_MODEL, "wrong table hash");
+  p = sparse;
+  pk::store_u64(p.data() + 64, std::numeric_limits<uint64_t>::max());
+  reseal(p);
+  expect_rejected(p, EDGERT_ERR_PACKET_TRUNCATED, "payload length 2^64-1");
+  p = sparse;
+  pk::store_u64(p.data() + 48, 1);  // target == base
+  reseal(p);
+  expect_rejected(p, EDGERT_ERR_PACKET_MALFORMED, "target not after base");
+}
+
+TEST_F(Malformed, VersionChain) {
+  Bytes p = sparse;
+  pk::store_u64(p.data() + 40, 0);  // base 0 while active is 1
+  reseal(p);
+  expect_rejected(p, EDGERT_ERR_PACKET_VERSION_MISMATCH, "wrong base version");
+  ASSERT_EQ(edgert_slot_apply(slot.s, sparse.data(), sparse.size()), EDGERT_OK);
+  expect_rejected(sparse, EDGERT_ERR_PACKET_STALE, "replayed packet");
+  expect_rejected(read_golden("full_snapshot.bin"), EDGERT_ERR_PACKET_STALE, "replayed old snapshot");
+}
+
+TEST_F(Malformed, IntegrityAndAuthentication) {
+  Bytes p = sparse;
+  p[p.size() / 2] ^= 0x10;
+  expect_rejected(p, EDGERT_ERR_PACKET_BAD_CRC, "flipped payload bit");
+  p = sparse;
+  p.back() ^= 1;
+  expect_rejected(p, EDGERT_ERR_PACKET_BAD_CRC, "flipped CRC bit");
+
+  const Bytes key = read_golden("key.bin");
+  ASSERT_EQ(edgert_slot_set_key(slot.s, key.data(), key.size()), EDGERT_OK);
+  expect_rejected(sparse, EDGERT_ERR_PACKET_MAC_REQUIRED, "unauthenticated packet with key set");
+  // Authenticated v1 -> v2 with the right and a wrong key.
+  Bytes auth = sparse;
+  pk::store_u16(auth.data() + 6, pk::kFlagAuthenticated);
+  auth.resize(auth.size() + 32);
+  Bytes wrong_key = key;
+  wrong_key[0] ^= 1;
+  reseal(auth, wrong_key);
+  expect_rejected(auth, EDGERT_ERR_PACKET_BAD_MAC, "MAC under another key");
+  reseal(auth, key);
+  Bytes bad = auth;
+  bad.back() ^= 1;
+  expect_rejected(bad, EDGERT_ERR_PACKET_BAD_MAC, "flipped MAC bit");
+  EXPECT_EQ(edgert_slot_set_key(slot.s, key.data(), 8), EDGERT_ERR_INVALID_ARGUMENT);
+  ASSERT_EQ(edgert_slot_apply(slot.s, auth.data(), auth.size()), EDGERT_OK) << edgert_last_error();
+  EXPECT_EQ(weights_of(slot.s), read_golden("weights_v2.bin"));
+}
+
+TEST_F(Malformed, TensorEntries) {
+  const size_t e0 = entry_offset(sparse, 0), e1 = entry_offset(sparse, 1);
+  Bytes p = sparse;
+  pk::store_u32(p.data() + e1, pk::load_u32(p.data() + e0));
+  reseal(p);
+  expect_rejected(p, EDGERT_ERR_PACKET_BAD_TENSOR, "duplicate tensor id");
+  p = sparse;
+  pk::store_u32(p.data() + e0, 99);
+  reseal(p);
+  expect_rejected(p, EDGERT_ERR_PACKET_BAD_TENSOR, "unknown tensor id");
+  p = sparse;
+  pk::store_u64(p.data() + e0 + 8, pk::load_u64(p.data() + e0 + 8) + 1);
+  reseal(p);
+  expect_rejected(p, EDGERT_ERR_PACKET_BAD_TENSOR, "element count mismatch");
+  p = sparse;
+  pk::store_u32(p.data() + 56, 7);
+  reseal(p);
+  expect_rejected(p, EDGERT_ERR_PACKET_BAD_TENSOR, "more entries than tensors");
+  p = sparse;
+  pk::store_u32(p.data() + 56, 5);
+  reseal(p);
+  expect_rejected(p, EDGERT_ERR_PACKET_MALFORMED, "entry count beyond payload");
+  p = sparse;
+  pk::store_u32(p.data() + 56, 3);
+  reseal(p);
+  expect_rejected(p, EDGERT_ERR_PACKET_MALFORMED, "payload left after the last entry");
+  for (size_t field : {24u, 32u}) {
+    p = sparse;
+    pk::store_u64(p.data() + e0 + field, std::numeric_limits<uint64_t>::max());
+    reseal(p);
+    expect_rejected(p, EDGERT_ERR_PACKET_MALFORMED, "section length 2^64-1 at +" + std::to_string(field));
+    p = sparse;
+    pk::store_u64(p.data() + e0 + field, pk::load_u64(p.data() + e0 + field) + 1);
+    reseal(p);
+    expect_rejected(p, EDGERT_ERR_PACKET_MALFORMED, "section length + 1 at +" + std::to_string(field));
+  }
+  p = sparse;
+  pk::store_u64(p.data() + e0 + 16, pk::load_u64(p.data() + e0 + 16) + 1);
+  reseal(p);
+  expect_rejected(p, EDGERT_ERR_PACKET_MALFORMED, "count disagrees with sections");
+  p = sparse;
+  p[e0 + 5] = 7;
+  reseal(p);
+  expect_rejected(p, EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "unknown value coding");
+  p = sparse;
+  p[e0 + 4] = 9;
+  reseal(p);
+  expect_rejected(p, EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "unknown index coding");
+  p = sparse;
+  p[e0 + 6] = 2;
+  reseal(p);
+  expect_rejected(p, EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "unknown mode");
+  p = sparse;
+  p[e0 + 7] = 32;
+  reseal(p);
+  expect_rejected(p, EDGERT_ERR_PACKET_MALFORMED, "Rice parameter 32");
+  p = sparse;
+  p[e0 + 40] = 1;
+  reseal(p);
+  expect_rejected(p, EDGERT_ERR_PACKET_MALFORMED, "scale without int8 values");
+}
+
+TEST_F(Malformed, RiceIndexSections) {
+  // conv.bias (id 1): numel 4, fp32 values.
+  auto one = [&](uint64_t count, Bytes index, uint8_t k = 0) {
+    EntrySpec e{1, pk::kIndexRice, pk::kValueF32, pk::kModeAdd, k, 4, count, std::move(index),
+                f32_values(std::vector<float>(count, 1.0f))};
+    return build_packet(manifest, 1, 2, {e});
+  };
+  // Gap 3 -> index 3: bits 1110 (LSB first) = 0x07. Valid.
+  expect_rejected(one(1, {0x0F}), EDGERT_ERR_PACKET_MALFORMED, "index 4 out of range [0, 4)");
+  expect_rejected(one(2, {0x07}), EDGERT_ERR_PACKET_MALFORMED, "second index past the end");
+  expect_rejected(one(1, {0x00, 0x00}), EDGERT_ERR_PACKET_MALFORMED, "extra index byte");
+  expect_rejected(one(1, {0xF0 | 0x07}), EDGERT_ERR_PACKET_MALFORMED, "non-zero padding");
+  expect_rejected(one(1, {}), EDGERT_ERR_PACKET_MALFORMED, "empty index section");
+  expect_rejected(one(1, Bytes(20, 0xFF)), EDGERT_ERR_PACKET_MALFORMED, "long unary run");
+  expect_rejected(one(1, {0x00}, 8), EDGERT_ERR_PACKET_MALFORMED, "remainder past the end");
+  // Gaps 0,0 -> indices 0,1 with k = 0: bits 00 -> 0x00; then index 3 from gap 1 (bits 10).
+  const Bytes ok = one(3, {0x01 << 2});
+  ASSERT_EQ(edgert_slot_apply(slot.s, ok.data(), ok.size()), EDGERT_OK) << edgert_last_error();
+  float bias[4];
+  uint64_t version = 0;
+  const Bytes v1 = read_golden("weights_v1.bin");
+  ASSERT_EQ(edgert_slot_read_tensor(slot.s, 1, bias, sizeof(bias), &version), EDGERT_OK);
+  edgert_tensor_info info;
+  ASSERT_EQ(edgert_slot_tensor_info(slot.s, 1, &info), EDGERT_OK);
+  float before[4];
+  std::memcpy(before, v1.data() + info.byte_offset, sizeof(before));
+  EXPECT_EQ(bias[0], before[0] + 1.0f);
+  EXPECT_EQ(bias[1], before[1] + 1.0f);
+  EXPECT_EQ(bias[2], before[2]);
+  EXPECT_EQ(bias[3], before[3] + 1.0f);
+}
+
+TEST_F(Malformed, SnapshotRules) {
+  Bytes snap = read_golden("full_snapshot.bin");
+  pk::store_u64(snap.data() + 48, 5);
+  pk::store_u32(snap.data() + 56, 5);  // drop the last (empty) tensor's entry
+  const size_t cut = entry_offset(snap, 5);
+  snap.erase(snap.begin() + cut, snap.begin() + cut + pk::kEntryHeaderBytes);
+  pk::store_u64(snap.data() + 64, snap.size() - pk::kPacketHeaderBytes - 4);
+  reseal(snap);
+  expect_rejected(snap, EDGERT_ERR_PACKET_BAD_TENSOR, "snapshot missing a tensor");
+  EntrySpec sparse_entry{1, pk::kIndexRice, pk::kValueF32, pk::kModeSet, 0, 4, 1, {0x00}, f32_values({1.0f})};
+  Bytes s2 = build_packet(manifest, 0, 5, {sparse_entry}, pk::kFlagFullSnapshot);
+  expect_rejected(s2, EDGERT_ERR_PACKET_BAD_TENSOR, "snapshot with one sparse entry");
+}
+
+TEST_F(Malformed, NonFiniteInt8Scale) {
+  EntrySpec e{1, pk::kIndexDense, pk::kValueQ8, pk::kModeAdd, 0, 4, 4, {}, {1, 2, 3, 4},
+              std::numeric_limits<float>::infinity()};
+  expect_rejected(build_packet(manifest, 1, 2, {e}), EDGERT_ERR_PACKET_MALFORMED, "infinite scale");
+  e.scale = std::nanf("");
+  expect_rejected(build_packet(manifest, 1, 2, {e}), EDGERT_ERR_PACKET_MALFORMED, "NaN scale");
+}
+
+TEST(PacketManifest, RejectsBadManifests) {
+  const Bytes m = read_golden("manifest.bin");
+  edgert_slot* s = nullptr;
+  for (size_t n = 0; n < m.size(); ++n) {
+    EXPECT_NE(edgert_slot_create(m.data(), n, &s), EDGERT_OK) << n;
+    EXPECT_EQ(s, nullptr);
+  }
+  Bytes bad = m;
+  bad[0] = 'X';
+  EXPECT_EQ(edgert_slot_create(bad.data(), bad.size(), &s), EDGERT_ERR_PACKET_BAD_MAGIC);
+  bad = m;
+  bad[50] ^= 1;
+  EXPECT_EQ(edgert_slot_create(bad.data(), bad.size(), &s), EDGERT_ERR_PACKET_BAD_CRC);
+  bad = m;
+  bad[24] ^= 1;  // table hash
+  pk::store_u32(bad.data() + bad.size() - 4, pk::crc32c(bad.data(), bad.size() - 4));
+  EXPECT_EQ(edgert_slot_create(bad.data(), bad.size(), &s), EDGERT_ERR_PACKET_MALFORMED);
+  bad = m;
+  pk::store_u16(bad.data() + 4, 2);
+  pk::store_u32(bad.data() + bad.size() - 4, pk::crc32c(bad.data(), bad.size() - 4));
+  EXPECT_EQ(edgert_slot_create(bad.data(), bad.size(), &s), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION);
+  EXPECT_EQ(s, nullptr);
+}
+
+// ---- snapshots, hooks --------------------------------------------------------------------
+
+TEST(PacketSlot, SaveAndLoad) {
+  const Bytes m = read_golden("manifest.bin");
+  SlotPtr a, b;
+  ASSERT_EQ(edgert_slot_create(m.data(), m.size(), &a.s), EDGERT_OK);
+  ASSERT_EQ(edgert_slot_create(m.data(), m.size(), &b.s), EDGERT_OK);
+  for (int v = 1; v <= 4; ++v) {
+    const Bytes p = read_golden(kChain[v - 1]);
+    ASSERT_EQ(edgert_slot_apply(a.s, p.data(), p.size()), EDGERT_OK);
+  }
+  const std::string path = ::testing::TempDir() + "edgert_slot_test.snap";
+  ASSERT_EQ(edgert_slot_save(a.s, path.c_str()), EDGERT_OK) << edgert_last_error();
+  ASSERT_EQ(edgert_slot_load(b.s, path.c_str()), EDGERT_OK) << edgert_last_error();
+  EXPECT_EQ(edgert_slot_version(b.s), 4u);
+  EXPECT_EQ(weights_of(b.s), read_golden("weights_v4.bin"));
+  // The loaded slot continues the chain.
+  Bytes p5 = read_golden("authenticated.bin");
+  ASSERT_EQ(edgert_slot_apply(b.s, p5.data(), p5.size()), EDGERT_OK);
+  EXPECT_EQ(weights_of(b.s), read_golden("weights_v5.bin"));
+
+  std::ifstream in(path, std::ios::binary);
+  const Bytes file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto write = [&](const Bytes& data) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
+  };
+  const Bytes before = weights_of(b.s);
+  auto expect_load = [&](edgert_status status, const char* what) {
+    EXPECT_EQ(edgert_slot_load(b.s, path.c_str()), status) << what << ": " << edgert_last_error();
+    EXPECT_EQ(weights_of(b.s), before) << what;
+    EXPECT_EQ(edgert_slot_version(b.s), 5u) << what;
+  };
+  Bytes bad = file;
+  bad[100] ^= 1;
+  write(bad);
+  expect_load(EDGERT_ERR_CORRUPT_FILE, "flipped weight bit");
+  write(Bytes(file.begin(), file.end() - 1));
+  expect_load(EDGERT_ERR_CORRUPT_FILE, "truncated file");
+  bad = file;
+  bad.push_back(0);
+  write(bad);
+  expect_load(EDGERT_ERR_CORRUPT_FILE, "trailing byte");
+  bad = file;
+  bad[0] = 'X';
+  write(bad);
+  expect_load(EDGERT_ERR_CORRUPT_FILE, "bad magic");
+  bad = file;
+  bad[8] ^= 1;  // model id, CRC resealed
+  pk::store_u32(bad.data() + bad.size() - 4, pk::crc32c(bad.data(), bad.size() - 4));
+  write(bad);
+  expect_load(EDGERT_ERR_PACKET_WRONG_MODEL, "other model");
+  std::remove(path.c_str());
+  expect_load(EDGERT_ERR_NOT_FOUND, "missing file");
+}
+
+struct HookLog {
+  int calls = 0;
+  uint64_t version = 0;
+  std::vector<uint32_t> ids;
+};
+
+void record_hook(void* user, uint64_t version, const uint32_t* ids, size_t n) {
+  auto* log = static_cast<HookLog*>(user);
+  ++log->calls;
+  log->version = version;
+  log->ids.assign(ids, ids + n);
+}
+
+TEST(PacketSlot, HookSeesChangedTensors) {
+  const Bytes m = read_golden("manifest.bin");
+  SlotPtr slot;
+  ASSERT_EQ(edgert_slot_create(m.data(), m.size(), &slot.s), EDGERT_OK);
+  HookLog log;
+  ASSERT_EQ(edgert_slot_set_hook(slot.s, record_hook, &log), EDGERT_OK);
+  for (int v = 1; v <= 3; ++v) {
+    const Bytes p = read_golden(kChain[v - 1]);
+    ASSERT_EQ(edgert_slot_apply(slot.s, p.data(), p.size()), EDGERT_OK);
+  }
+  EXPECT_EQ(log.calls, 3);
+  EXPECT_EQ(log.version, 3u);
+  EXPECT_EQ(log.ids, (std::vector<uint32_t>{1, 2}));
+  const Bytes stale = read_golden("sparse_fp16.bin");
+  EXPECT_EQ(edgert_slot_apply(slot.s, stale.data(), stale.size()), EDGERT_ERR_PACKET_STALE);
+  EXPECT_EQ(log.calls, 3);
+}
+
+// ---- concurrency -------------------------------------------------------------------------
+
+// Manifest with three f32 tensors, built by hand (the layout of docs/update-packet.md).
+Bytes make_manifest(const std::vector<uint64_t>& sizes) {
+  Bytes table(4);
+  pk::store_u32(table.data(), static_cast<uint32_t>(sizes.size()));
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const std::string name = "t" + std::to_string(i);
+    table.push_back(static_cast<uint8_t>(name.size()));
+    table.insert(table.end(), name.begin(), name.end());
+    table.push_back(EDGERT_F32);
+    table.push_back(1);
+    uint8_t dim[8];
+    pk::store_u64(dim, sizes[i]);
+    table.insert(table.end(), dim, dim + 8);
+  }
+  Bytes m(40, 0);
+  std::memcpy(m.data(), "ERTM", 4);
+  pk::store_u16(m.data() + 4, 1);
+  for (int i = 0; i < 16; ++i) m[8 + i] = static_cast<uint8_t>(i);
+  uint8_t digest[32];
+  pk::sha256(table.data(), table.size(), digest);
+  std::memcpy(m.data() + 24, digest, 16);
+  m.insert(m.end(), table.begin(), table.end());
+  m.resize(m.size() + 4);
+  pk::store_u32(m.data() + m.size() - 4, pk::crc32c(m.data(), m.size() - 4));
+  return m;
+}
+
+TEST(PacketSlot, ReadersAlwaysSeeOneVersion) {
+  const std::vector<uint64_t> sizes = {4096, 257, 64};
+  const Bytes m = make_manifest(sizes);
+  SlotPtr slot;
+  ASSERT_EQ(edgert_slot_create(m.data(), m.size(), &slot.s), EDGERT_OK) << edgert_last_error();
+  std::vector<edgert_tensor_info> infos(sizes.size());
+  for (uint32_t i = 0; i < sizes.size(); ++i) ASSERT_EQ(edgert_slot_tensor_info(slot.s, i, &infos[i]), EDGERT_OK);
+
+  // Odd versions: dense set to v. Even versions: Rice-coded add of 1 on every
+  // coordinate (gaps all 0, k = 0), which exercises the sparse catch-up path.
+  constexpr uint64_t kVersions = 300;
+  std::vector<Bytes> packets;
+  for (uint64_t v = 1; v <= kVersions; ++v) {
+    std::vector<EntrySpec> entries;
+    for (uint32_t t = 0; t < sizes.size(); ++t) {
+      if (v % 2) {
+        entries.push_back({t, pk::kIndexDense, pk::kValueF32, pk::kModeSet, 0, sizes[t], sizes[t], {},
+                           f32_values(std::vector<float>(sizes[t], static_cast<float>(v)))});
+      } else {
+        entries.push_back({t, pk::kIndexRice, pk::kValueF32, pk::kModeAdd, 0, sizes[t], sizes[t],
+                           Bytes((sizes[t] + 7) / 8, 0), f32_values(std::vector<float>(sizes[t], 1.0f))});
+      }
+    }
+    packets.push_back(build_packet(m, v - 1, v, entries));
+  }
+  std::atomic<bool> done{false};
+  std::atomic<int> bad{0};
+  std::atomic<long> reads{0};
+  auto reader = [&] {
+    while (!done.load()) {
+      const void* w = nullptr;
+      uint64_t version = 0;
+      if (edgert_slot_acquire(slot.s, &w, &version) != EDGERT_OK) {
+        ++bad;
+        return;
+      }
+      const float expect = static_cast<float>(version);
+      for (const edgert_tensor_info& info : infos) {
+        const float* data = reinterpret_cast<const float*>(static_cast<const uint8_t*>(w) + info.byte_offset);
+        for (uint64_t i = 0; i < info.numel; ++i) {
+          if (data[i] != expect) {
+            ++bad;
+            break;
+          }
+        }
+      }
+      edgert_slot_release(slot.s, w);
+      ++reads;
+    }
+  };
+  std::vector<std::thread> readers;
+  for (int i = 0; i < 3; ++i) readers.emplace_back(reader);
+  for (const Bytes& p : packets) {
+    ASSERT_EQ(edgert_slot_apply(slot.s, p.data(), p.size()), EDGERT_OK) << edgert_last_error();
+  }
+  done = true;
+  for (std::thread& t : readers) t.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_GT(reads.load(), 0);
+  EXPECT_EQ(edgert_slot_version(slot.s), kVersions);
+  float last[64];
+  uint64_t version = 0;
+  ASSERT_EQ(edgert_slot_read_tensor(slot.s, 2, last, sizeof(last), &version), EDGERT_OK);
+  EXPECT_EQ(last[63], static_cast<float>(kVersions));
+}
+
+}  // namespace

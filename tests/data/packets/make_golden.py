@@ -1,0 +1,90 @@
+"""Generates the golden update packets shared by tests/cpp/test_packet.cpp and tests/test_packet.py.
+
+    PYTHONPATH=python python tests/data/packets/make_golden.py   # rewrites the files here
+
+Deterministic (fixed seed, fixed versions). The chain, applied in order to a fresh slot:
+
+    full_snapshot.bin  v0 -> v1  every tensor dense set-mode, own dtype (lossless)
+    sparse_fp16.bin    v1 -> v2  ~10% Rice-coded masks, fp16 values, add
+    dense_fp32.bin     v2 -> v3  dense fp32: add on conv.bias, set on fc.weight
+    int8.bin           v3 -> v4  Rice-coded masks, int8 values with per-tensor scale, add
+    authenticated.bin  v4 -> v5  sparse fp16 with HMAC-SHA256 under key.bin
+
+weights_vN.bin is the whole device weight buffer after the packet reaching vN.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from edgert.stream.packet import DeviceMirror, Manifest, TensorSpec, TensorUpdate, encode_snapshot, encode_update
+
+HERE = Path(__file__).resolve().parent
+SEED = 20240611
+MODEL_ID = bytes(range(0xA0, 0xB0))
+KEY = bytes(range(1, 33))
+
+MANIFEST = Manifest(MODEL_ID, (
+    TensorSpec("conv.weight", "float32", (4, 3, 3, 3)),
+    TensorSpec("conv.bias", "float32", (4,)),
+    TensorSpec("fc.weight", "float16", (10, 20)),
+    TensorSpec("fc.bias", "float16", (10,)),
+    TensorSpec("gain", "float32", ()),
+    TensorSpec("empty", "float32", (0,)),
+))
+
+
+def _mask(rng: np.random.Generator, numel: int, p: float) -> np.ndarray:
+    idx = np.flatnonzero(rng.random(numel) < p)
+    return idx if idx.size else np.array([numel - 1], dtype=np.int64)
+
+
+def generate() -> dict[str, bytes]:
+    """Every golden file's bytes, by file name."""
+    rng = np.random.default_rng(SEED)
+    mirror = DeviceMirror(MANIFEST)
+    out: dict[str, bytes] = {"manifest.bin": MANIFEST.to_bytes(), "key.bin": KEY}
+
+    def emit(name: str, pkt) -> None:
+        out[name] = pkt.data
+        mirror.apply(pkt)
+        out[f"weights_v{pkt.target_version}.bin"] = mirror.weights_bytes()
+
+    weights = {t.name: rng.standard_normal(t.shape).astype(np.float32) for t in MANIFEST.tensors}
+    emit("full_snapshot.bin", encode_snapshot(MANIFEST, 1, weights))
+
+    sparse = {}
+    for t in MANIFEST.tensors[:4]:
+        idx = _mask(rng, t.numel, 0.1)
+        sparse[t.name] = (idx, 0.05 * rng.standard_normal(idx.size))
+    emit("sparse_fp16.bin", encode_update(MANIFEST, 1, 2, sparse, value_coding="fp16"))
+
+    dense = {
+        "conv.bias": TensorUpdate(values=0.01 * rng.standard_normal(4)),
+        "fc.weight": TensorUpdate(values=rng.standard_normal(200), mode="set"),
+    }
+    emit("dense_fp32.bin", encode_update(MANIFEST, 2, 3, dense, value_coding="fp32"))
+
+    q = {}
+    for t in (MANIFEST.tensors[0], MANIFEST.tensors[2], MANIFEST.tensors[4]):
+        idx = _mask(rng, t.numel, 0.3)
+        q[t.name] = (idx, 0.02 * rng.standard_normal(idx.size))
+    emit("int8.bin", encode_update(MANIFEST, 3, 4, q, value_coding="int8"))
+
+    idx = np.array([0, 7, 8, 9, 100, 107])
+    auth = {"conv.weight": (idx, 0.1 * rng.standard_normal(idx.size)), "fc.bias": (np.array([3]), np.array([1.5]))}
+    emit("authenticated.bin", encode_update(MANIFEST, 4, 5, auth, value_coding="fp16", key=KEY))
+    return out
+
+
+def main() -> int:
+    for name, data in generate().items():
+        (HERE / name).write_bytes(data)
+        print(f"{name}: {len(data)} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

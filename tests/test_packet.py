@@ -1,0 +1,262 @@
+"""Update packets: the Python encoder against the golden packets, the device (Slot) against the
+encoder's DeviceMirror, and the malformed-packet suite through the binding."""
+from __future__ import annotations
+
+import importlib.util
+import struct
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgert
+from edgert._edgert import Slot, inspect_packet
+from edgert.stream import (DeviceMirror, Manifest, PacketEncoder, TensorSpec, TensorUpdate, crc32c, encode_snapshot,
+                           encode_update, index_entropy_bound_bits, rice_encode)
+
+PACKETS = Path(__file__).resolve().parent / "data" / "packets"
+CHAIN = ["full_snapshot.bin", "sparse_fp16.bin", "dense_fp32.bin", "int8.bin", "authenticated.bin"]
+
+
+def _golden_module():
+    spec = importlib.util.spec_from_file_location("make_golden", PACKETS / "make_golden.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def golden(name: str) -> bytes:
+    return (PACKETS / name).read_bytes()
+
+
+def reseal(p: bytearray, key: bytes | None = None) -> bytes:
+    """Recomputes CRC (and MAC) after an edit so that the check under test is the one that fires."""
+    import hashlib
+    import hmac
+
+    (payload,) = struct.unpack_from("<Q", p, 64)
+    body = 72 + payload
+    struct.pack_into("<I", p, body, crc32c(bytes(p[:body])))
+    if key is not None:
+        p[body + 4:body + 36] = hmac.new(key, bytes(p[:body + 4]), hashlib.sha256).digest()
+    return bytes(p)
+
+
+def test_crc32c_known_value() -> None:
+    assert crc32c(b"123456789") == 0xE3069283
+    assert crc32c(b"6789", crc32c(b"12345")) == 0xE3069283
+
+
+def test_encoder_reproduces_golden_packets_byte_for_byte() -> None:
+    generated = _golden_module().generate()
+    assert sorted(generated) == sorted(p.name for p in PACKETS.glob("*.bin"))
+    for name, data in generated.items():
+        assert data == golden(name), f"{name} differs from the checked-in golden file"
+
+
+def test_manifest_roundtrip() -> None:
+    m = Manifest.from_bytes(golden("manifest.bin"))
+    assert m.to_bytes() == golden("manifest.bin")
+    assert m.tensors[2] == TensorSpec("fc.weight", "float16", (10, 20))
+    assert m.weights_size == Slot(golden("manifest.bin")).weights_size
+
+
+def test_manifest_from_module() -> None:
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Linear(4, 2).half())
+    m = Manifest.from_module(net, b"\x01" * 16)
+    assert [(t.name, t.dtype, t.shape) for t in m.tensors] == [
+        ("0.weight", "float32", (4, 3, 3, 3)), ("0.bias", "float32", (4,)),
+        ("2.weight", "float16", (2, 4)), ("2.bias", "float16", (2,))]
+    slot = Slot(m.to_bytes())
+    assert slot.tensor_info("2.weight")["dtype"] == "float16"
+
+
+def test_golden_chain_through_binding() -> None:
+    slot = Slot(golden("manifest.bin"))
+    versions = []
+    slot.set_hook(lambda version, ids: versions.append((version, ids)))
+    for v, name in enumerate(CHAIN, 1):
+        if name == "authenticated.bin":
+            slot.set_key(golden("key.bin"))
+        slot.apply(golden(name))
+        weights, version = slot.weights()
+        assert version == v == slot.version
+        assert weights == golden(f"weights_v{v}.bin"), name
+    assert versions[2] == (3, [1, 2])
+    header = inspect_packet(golden("authenticated.bin"))
+    assert header["authenticated"] and not header["full_snapshot"]
+    assert (header["base_version"], header["target_version"], header["tensor_count"]) == (4, 5, 2)
+
+
+def test_rice_coding_close_to_entropy_bound() -> None:
+    rng = np.random.default_rng(0)
+    numel = 1 << 20
+    idx = np.flatnonzero(rng.random(numel) < 0.05)
+    data, k = rice_encode(idx)
+    bound = index_entropy_bound_bits(numel, idx.size)
+    assert bound / numel == pytest.approx(0.286, abs=0.002)
+    assert len(data) * 8 <= 1.05 * bound  # Golomb-Rice with the best k is within ~3% here
+    assert k == 4
+
+
+def test_encoder_rejects_unsorted_duplicate_and_out_of_range_indices() -> None:
+    m = Manifest.from_bytes(golden("manifest.bin"))
+    with pytest.raises(ValueError, match="strictly increasing"):
+        encode_update(m, 1, 2, {"conv.bias": (np.array([2, 1]), np.ones(2))})
+    with pytest.raises(ValueError, match="strictly increasing"):
+        encode_update(m, 1, 2, {"conv.bias": (np.array([1, 1]), np.ones(2))})
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        encode_update(m, 1, 2, {"conv.bias": (np.array([4]), np.ones(1))})
+    with pytest.raises(ValueError, match="base"):
+        encode_update(m, 2, 2, {})
+
+
+@pytest.mark.parametrize("coding", ["fp16", "fp32", "int8"])
+def test_mirror_matches_device_over_many_packets(coding: str) -> None:
+    rng = np.random.default_rng(1)
+    m = Manifest(b"\x42" * 16, (TensorSpec("a", "float32", (300, 7)), TensorSpec("b", "float16", (513,)),
+                                TensorSpec("c", "float32", (1,))))
+    enc = PacketEncoder(m, value_coding=coding)
+    slot = Slot(m.to_bytes())
+    slot.apply(enc.snapshot({t.name: rng.standard_normal(t.shape) for t in m.tensors}).data)
+    for step in range(40):
+        updates = {}
+        for t in m.tensors:
+            if rng.random() < 0.3:
+                continue
+            density = rng.choice([0.01, 0.05, 0.5, 1.0])
+            idx = np.flatnonzero(rng.random(t.numel) < density)
+            mode = "set" if rng.random() < 0.2 else "add"
+            updates[t.name] = TensorUpdate(values=0.1 * rng.standard_normal(idx.size), indices=idx, mode=mode)
+        pkt = enc.update(updates)
+        slot.apply(pkt.data)
+        weights, version = slot.weights()
+        assert version == enc.version == step + 2
+        assert weights == enc.mirror.weights_bytes(), f"step {step}"
+    for i, t in enumerate(m.tensors):
+        np.testing.assert_array_equal(slot.read_tensor(i)[0], enc.mirror.tensor(i))
+
+
+def _rejects(slot: Slot, packet: bytes, status_name: str) -> None:
+    before, version = slot.weights()
+    with pytest.raises(edgert.PacketError) as info:
+        slot.apply(packet)
+    assert info.value.status_name == status_name, str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert slot.weights() == (before, version)
+
+
+@pytest.fixture
+def slot_v1() -> Slot:
+    slot = Slot(golden("manifest.bin"))
+    slot.apply(golden("full_snapshot.bin"))
+    return slot
+
+
+def test_malformed_every_truncation_point(slot_v1: Slot) -> None:
+    p = golden("sparse_fp16.bin")
+    for n in range(len(p)):
+        _rejects(slot_v1, p[:n], "EDGERT_ERR_PACKET_TRUNCATED")
+
+
+def test_malformed_packets(slot_v1: Slot) -> None:
+    p = golden("sparse_fp16.bin")
+    m = Manifest.from_bytes(golden("manifest.bin"))
+    cases = []
+    b = bytearray(p); b[0] ^= 1; cases.append((bytes(b), "EDGERT_ERR_PACKET_BAD_MAGIC"))  # noqa: E702
+    b = bytearray(p); struct.pack_into("<H", b, 4, 2); cases.append((reseal(b), "EDGERT_ERR_PACKET_UNSUPPORTED_VERSION"))  # noqa: E501,E702
+    b = bytearray(p); b[7] |= 0x40; cases.append((reseal(b), "EDGERT_ERR_PACKET_UNSUPPORTED_VERSION"))  # noqa: E702
+    b = bytearray(p); b[9] ^= 1; cases.append((reseal(b), "EDGERT_ERR_PACKET_WRONG_MODEL"))  # noqa: E702
+    b = bytearray(p); b[30] ^= 1; cases.append((reseal(b), "EDGERT_ERR_PACKET_WRONG_MODEL"))  # noqa: E702
+    b = bytearray(p); b[40:48] = struct.pack("<Q", 0); cases.append((reseal(b), "EDGERT_ERR_PACKET_VERSION_MISMATCH"))  # noqa: E501,E702
+    b = bytearray(p); b[-1] ^= 1; cases.append((bytes(b), "EDGERT_ERR_PACKET_BAD_CRC"))  # noqa: E702
+    b = bytearray(p); b[72 + 24:72 + 32] = struct.pack("<Q", 2**64 - 1); cases.append((reseal(b), "EDGERT_ERR_PACKET_MALFORMED"))  # noqa: E501,E702
+    b = bytearray(p); b[72:76] = struct.pack("<I", 77); cases.append((reseal(b), "EDGERT_ERR_PACKET_BAD_TENSOR"))  # noqa: E702
+    b = bytearray(p); b[72 + 8:72 + 16] = struct.pack("<Q", 109); cases.append((reseal(b), "EDGERT_ERR_PACKET_BAD_TENSOR"))  # noqa: E501,E702
+    # Duplicate tensor: the same entry twice (encoder refuses, so splice by hand).
+    one = encode_update(m, 1, 2, {"conv.bias": (np.array([0, 3]), np.ones(2))}).data
+    entry = one[72:-4]
+    dup = bytearray(one[:72] + entry + entry + b"\0" * 4)
+    struct.pack_into("<I", dup, 56, 2)
+    struct.pack_into("<Q", dup, 64, 2 * len(entry))
+    cases.append((reseal(dup), "EDGERT_ERR_PACKET_BAD_TENSOR"))
+    # Index out of range: conv.bias has 4 elements; gap 4 with k = 0 is 1111 0.
+    oor = bytearray(one)
+    struct.pack_into("<Q", oor, 72 + 16, 1)  # count 1
+    struct.pack_into("<B", oor, 72 + 7, 0)  # k = 0
+    body = bytearray(oor[:72 + 48]) + bytes([0x0F]) + np.float16(1).tobytes()
+    struct.pack_into("<QQ", body, 72 + 24, 1, 2)
+    struct.pack_into("<Q", body, 64, len(body) - 72)
+    cases.append((reseal(bytearray(body + b"\0" * 4)), "EDGERT_ERR_PACKET_MALFORMED"))
+    for packet, status in cases:
+        _rejects(slot_v1, packet, status)
+    slot_v1.apply(p)
+    _rejects(slot_v1, p, "EDGERT_ERR_PACKET_STALE")
+
+
+def test_authentication(slot_v1: Slot) -> None:
+    m = Manifest.from_bytes(golden("manifest.bin"))
+    key = golden("key.bin")
+    update = {"conv.bias": (np.array([1]), np.array([0.5]))}
+    slot_v1.set_key(key)
+    _rejects(slot_v1, encode_update(m, 1, 2, update).data, "EDGERT_ERR_PACKET_MAC_REQUIRED")
+    _rejects(slot_v1, encode_update(m, 1, 2, update, key=bytes(32)).data, "EDGERT_ERR_PACKET_BAD_MAC")
+    good = bytearray(encode_update(m, 1, 2, update, key=key).data)
+    good[-1] ^= 1
+    _rejects(slot_v1, bytes(good), "EDGERT_ERR_PACKET_BAD_MAC")
+    good[-1] ^= 1
+    slot_v1.apply(bytes(good))
+    assert slot_v1.version == 2
+    with pytest.raises(ValueError):
+        slot_v1.set_key(b"short")
+
+
+def test_save_load(tmp_path: Path, slot_v1: Slot) -> None:
+    path = tmp_path / "model.snap"
+    slot_v1.save(str(path))
+    other = Slot(golden("manifest.bin"))
+    other.load(str(path))
+    assert other.weights() == slot_v1.weights()
+    data = bytearray(path.read_bytes())
+    data[200] ^= 1
+    path.write_bytes(bytes(data))
+    before = other.weights()
+    with pytest.raises(edgert.EdgertError):
+        other.load(str(path))
+    assert other.weights() == before
+
+
+def test_hook_exception_propagates_after_apply(slot_v1: Slot) -> None:
+    def hook(version: int, ids: list[int]) -> None:
+        raise RuntimeError(f"hook saw {version}")
+
+    slot_v1.set_hook(hook)
+    with pytest.raises(RuntimeError, match="hook saw 2"):
+        slot_v1.apply(golden("sparse_fp16.bin"))
+    assert slot_v1.version == 2  # the swap happened before the hook ran
+
+
+def test_readers_see_consistent_versions() -> None:
+    m = Manifest(b"\x07" * 16, (TensorSpec("x", "float32", (2048,)), TensorSpec("y", "float16", (100,))))
+    slot = Slot(m.to_bytes())
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            x, vx = slot.read_tensor("x")
+            if not np.all(x == np.float32(vx)):
+                errors.append(f"x at version {vx}")
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for v in range(1, 60):
+        slot.apply(encode_snapshot(m, v, {"x": np.full(2048, v), "y": np.full(100, v)}, base_version=v - 1).data)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert slot.version == 59
