@@ -139,6 +139,14 @@ TEST(PacketCrypto, Crc32cKnownValues) {
     EXPECT_EQ(pk::crc32c_update(pk::crc32c(data.data(), split), data.data() + split, data.size() - split), whole);
   }
   EXPECT_EQ(edgert_crc32c(0, "123456789", 9), 0xE3069283u);
+  // The hardware path (when the CPU has one) agrees with the tables on every length and alignment.
+  for (size_t offset = 0; offset < 8; ++offset) {
+    for (size_t len = 0; len + offset <= 64; ++len) {
+      ASSERT_EQ(pk::crc32c_update(0x12345678u, data.data() + offset, len),
+                pk::crc32c_update_portable(0x12345678u, data.data() + offset, len))
+          << "offset " << offset << " len " << len;
+    }
+  }
 }
 
 TEST(PacketCrypto, Sha256Fips180Vectors) {
