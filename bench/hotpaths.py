@@ -17,6 +17,7 @@ from bench.harness import device_name, gemm_rate, markdown_table, memcpy_bandwid
 
 # One module per hot path; each exposes run(device, quick) -> list[Row].
 OP_MODULES = {
+    "adaptive_conv": "bench.bench_adaptive_conv",
     "block_average": "bench.bench_block_average",
     "packet": "bench.bench_packet",
 }

@@ -22,5 +22,6 @@ PYBIND11_MODULE(EDGERT_MODULE_NAME, m) {
 #endif
   edgert::py::bind_info(m);
   edgert::py::bind_block_average(m);
+  edgert::py::bind_adaptive_conv(m);
   edgert::py::bind_packet(m);
 }

@@ -32,7 +32,30 @@ def _block_average_inputs(shape, device, gen):
     return {"grad": torch.randn(n, c, h, w, generator=gen).to(device), "block": b}
 
 
+def _adaptive_conv_inputs(shape, device, gen):
+    n, c_in, h, w, f_out, patch, activation = shape
+    gh, gw = ops.patch_grid(h, w, patch)
+    return {
+        "x": torch.randn(n, c_in, h, w, generator=gen).to(device),
+        "kernels": (0.3 * torch.randn(n, gh, gw, f_out, c_in, 3, 3, generator=gen)).to(device),
+        "bias": (0.1 * torch.randn(n, gh, gw, f_out, generator=gen)).to(device),
+        "patch": patch,
+        "activation": activation,
+    }
+
+
 CASES: list[Case] = [
+    Case(
+        op="adaptive_conv",
+        make_inputs=_adaptive_conv_inputs,
+        run=lambda backend, **kw: ops.adaptive_conv(**kw, backend=backend),
+        # (N, Cin, H, W, F, P, activation)
+        shapes=((1, 3, 1, 1, 32, 5, "relu"), (2, 3, 7, 11, 8, 5, "relu"), (1, 3, 10, 10, 32, 5, "none"),
+                (1, 1, 9, 4, 16, 3, "relu"), (3, 3, 6, 6, 5, 1, "none"), (0, 3, 10, 10, 32, 5, "relu"),
+                (1, 3, 13, 17, 64, 5, "relu"), (1, 2, 8, 8, 1, 4, "none"), (1, 3, 270, 480, 32, 5, "relu")),
+        rtol=1e-4,
+        atol=1e-4,
+    ),
     Case(
         op="block_average",
         make_inputs=_block_average_inputs,

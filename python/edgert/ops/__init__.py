@@ -6,9 +6,13 @@ accepts ``backend="auto"|"cuda"|"cpu"|"torch"``. The ``*_reference`` functions
 are the ground truth used by the parity tests.
 """
 from edgert.ops._dispatch import available_backends
+from edgert.ops.adaptive_conv import adaptive_conv, adaptive_conv_reference, patch_grid
 from edgert.ops.block_average import block_average, block_average_reference
 
 __all__ = [
+    "adaptive_conv",
+    "adaptive_conv_reference",
+    "patch_grid",
     "available_backends",
     "block_average",
     "block_average_reference",

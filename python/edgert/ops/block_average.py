@@ -51,5 +51,5 @@ def block_average(grad: ArrayLike, block: int = DEFAULT_BLOCK, *, backend: Backe
         return block_average_reference(grad, block)
     n, _, h, w = grad.shape
     out = torch.empty((n, -(-h // block), -(-w // block)), dtype=torch.float32, device=grad.device)
-    native(chosen).block_average(grad, block, out, stream_of(grad))
+    native(chosen).block_average(grad.detach(), block, out, stream_of(grad))
     return out

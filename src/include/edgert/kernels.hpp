@@ -41,6 +41,9 @@ struct MMNetShape {
 // for an unsupported M.
 int qam_levels(int32_t modulation, float* levels);
 
+// Activation after the adaptive convolution (shared by the CPU and CUDA kernels).
+enum Activation : int32_t { kActNone = 0, kActRelu = 1 };
+
 namespace cpu {
 
 // Posterior mean and variance of x ~ Uniform(QAM_M) given z = x + w,
@@ -87,7 +90,6 @@ edgert_status sparse_gather(const void* weights, edgert_dtype weights_dtype, siz
 // kernels [N, Ph, Pw, F, Cin, 3, 3] and bias [N, Ph, Pw, F].
 // out [N, F, H, W] = act(conv3x3(patch, W_p) + b_p) where the convolution sees
 // zeros outside its own patch (and outside the frame).
-enum Activation : int32_t { kActNone = 0, kActRelu = 1 };
 edgert_status adaptive_conv(const float* x, const float* kernels, const float* bias, int64_t n, int64_t c_in,
                             int64_t height, int64_t width, int64_t f_out, int64_t patch, int32_t activation,
                             float* out);

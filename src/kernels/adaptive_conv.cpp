@@ -1,0 +1,146 @@
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "core/error.hpp"
+#include "core/parallel.hpp"
+#include "edgert/kernels.hpp"
+
+// Multiversioned hot loop: AVX2+FMA where the CPU has it, baseline otherwise
+// (ifunc dispatch at load time, GCC on x86-64 Linux only).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define EDGERT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define EDGERT_CLONES
+#endif
+
+namespace edgert::cpu {
+
+using detail::fail;
+
+namespace {
+
+// One patch: tile is the zero-ringed (P+2) x (P+2) x Cin neighbourhood, wt the
+// kernel transposed to [Cin*9][F] so that the F outputs of a pixel are one
+// contiguous, vectorisable accumulation.
+template <int kF>
+EDGERT_CLONES void patch_fixed(const float* tile, const float* wt, const float* bias, int64_t c_in, int64_t tile_w,
+                               int64_t ph, int64_t pw, int32_t activation, float* out_tile) {
+  for (int64_t y = 0; y < ph; ++y) {
+    for (int64_t x = 0; x < pw; ++x) {
+      float acc[kF];
+      for (int f = 0; f < kF; ++f) acc[f] = bias[f];
+      const float* w = wt;
+      for (int64_t c = 0; c < c_in; ++c) {
+        const float* base = tile + (c * tile_w + y) * tile_w + x;
+        for (int ky = 0; ky < 3; ++ky) {
+          for (int kx = 0; kx < 3; ++kx, w += kF) {
+            const float v = base[ky * tile_w + kx];
+            for (int f = 0; f < kF; ++f) acc[f] += v * w[f];
+          }
+        }
+      }
+      float* dst = out_tile + (y * pw + x) * kF;
+      if (activation == kActRelu) {
+        for (int f = 0; f < kF; ++f) dst[f] = acc[f] > 0.0f ? acc[f] : 0.0f;
+      } else {
+        for (int f = 0; f < kF; ++f) dst[f] = acc[f];
+      }
+    }
+  }
+}
+
+EDGERT_CLONES void patch_generic(const float* tile, const float* wt, const float* bias, int64_t c_in, int64_t tile_w,
+                                 int64_t ph, int64_t pw, int64_t f_out, int32_t activation, float* out_tile) {
+  for (int64_t y = 0; y < ph; ++y) {
+    for (int64_t x = 0; x < pw; ++x) {
+      float* acc = out_tile + (y * pw + x) * f_out;
+      for (int64_t f = 0; f < f_out; ++f) acc[f] = bias[f];
+      const float* w = wt;
+      for (int64_t c = 0; c < c_in; ++c) {
+        const float* base = tile + (c * tile_w + y) * tile_w + x;
+        for (int ky = 0; ky < 3; ++ky) {
+          for (int kx = 0; kx < 3; ++kx, w += f_out) {
+            const float v = base[ky * tile_w + kx];
+            for (int64_t f = 0; f < f_out; ++f) acc[f] += v * w[f];
+          }
+        }
+      }
+      if (activation == kActRelu) {
+        for (int64_t f = 0; f < f_out; ++f) acc[f] = acc[f] > 0.0f ? acc[f] : 0.0f;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+edgert_status adaptive_conv(const float* x, const float* kernels, const float* bias, int64_t n, int64_t c_in,
+                            int64_t height, int64_t width, int64_t f_out, int64_t patch, int32_t activation,
+                            float* out) {
+  if (n < 0 || c_in < 0 || height < 0 || width < 0 || f_out < 0) {
+    return fail(EDGERT_ERR_SHAPE, "adaptive_conv: negative shape (N=%lld, Cin=%lld, H=%lld, W=%lld, F=%lld)",
+                (long long)n, (long long)c_in, (long long)height, (long long)width, (long long)f_out);
+  }
+  if (patch <= 0) return fail(EDGERT_ERR_INVALID_ARGUMENT, "adaptive_conv: patch must be positive, got %lld", (long long)patch);
+  if (patch > 256) return fail(EDGERT_ERR_INVALID_ARGUMENT, "adaptive_conv: patch %lld is larger than 256", (long long)patch);
+  if (activation != kActNone && activation != kActRelu) {
+    return fail(EDGERT_ERR_INVALID_ARGUMENT, "adaptive_conv: activation must be 0 (none) or 1 (relu), got %d", activation);
+  }
+  if (n == 0 || height == 0 || width == 0 || f_out == 0) return EDGERT_OK;
+  if (x == nullptr || kernels == nullptr || bias == nullptr || out == nullptr) {
+    return fail(EDGERT_ERR_INVALID_ARGUMENT, "adaptive_conv: null buffer");
+  }
+  const int64_t grid_h = (height + patch - 1) / patch, grid_w = (width + patch - 1) / patch;
+  const int64_t tile_w = patch + 2, taps = c_in * 9;
+  const int64_t plane = height * width;
+
+  // Work item: one row of patches of one image (output rows are disjoint).
+  detail::parallel_for(n * grid_h, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> tile(static_cast<size_t>(c_in * tile_w * tile_w));
+    std::vector<float> wt(static_cast<size_t>(taps * f_out));
+    std::vector<float> out_tile(static_cast<size_t>(patch * patch * f_out));
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t img = item / grid_h, gy = item % grid_h;
+      const int64_t y0 = gy * patch, ph = std::min(patch, height - y0);
+      for (int64_t gx = 0; gx < grid_w; ++gx) {
+        const int64_t x0 = gx * patch, pw = std::min(patch, width - x0);
+        // Zero ring and out-of-frame pixels: the convolution sees only its own patch.
+        std::fill(tile.begin(), tile.end(), 0.0f);
+        for (int64_t c = 0; c < c_in; ++c) {
+          for (int64_t y = 0; y < ph; ++y) {
+            const float* src = x + ((img * c_in + c) * height + y0 + y) * width + x0;
+            std::memcpy(&tile[static_cast<size_t>((c * tile_w + y + 1) * tile_w + 1)], src,
+                        static_cast<size_t>(pw) * sizeof(float));
+          }
+        }
+        const int64_t p_index = (img * grid_h + gy) * grid_w + gx;
+        const float* k = kernels + p_index * f_out * taps;  // [F][Cin*9]
+        for (int64_t f = 0; f < f_out; ++f) {
+          for (int64_t t = 0; t < taps; ++t) wt[static_cast<size_t>(t * f_out + f)] = k[f * taps + t];
+        }
+        const float* b = bias + p_index * f_out;
+        switch (f_out) {
+          case 8: patch_fixed<8>(tile.data(), wt.data(), b, c_in, tile_w, ph, pw, activation, out_tile.data()); break;
+          case 16: patch_fixed<16>(tile.data(), wt.data(), b, c_in, tile_w, ph, pw, activation, out_tile.data()); break;
+          case 32: patch_fixed<32>(tile.data(), wt.data(), b, c_in, tile_w, ph, pw, activation, out_tile.data()); break;
+          case 64: patch_fixed<64>(tile.data(), wt.data(), b, c_in, tile_w, ph, pw, activation, out_tile.data()); break;
+          default:
+            patch_generic(tile.data(), wt.data(), b, c_in, tile_w, ph, pw, f_out, activation, out_tile.data());
+        }
+        // [pixel][F] -> out[img][F][H][W]
+        for (int64_t f = 0; f < f_out; ++f) {
+          float* plane_out = out + (img * f_out + f) * plane;
+          for (int64_t y = 0; y < ph; ++y) {
+            float* row = plane_out + (y0 + y) * width + x0;
+            const float* src = out_tile.data() + (y * pw) * f_out + f;
+            for (int64_t xx = 0; xx < pw; ++xx) row[xx] = src[xx * f_out];
+          }
+        }
+      }
+    }
+  });
+  return EDGERT_OK;
+}
+
+}  // namespace edgert::cpu
