@@ -57,7 +57,7 @@ std::string join_shape(const std::vector<int64_t>& shape) {
 ArrayArg::ArrayArg(const pyb::handle& obj, std::string name) : name_(std::move(name)) {
   if (!pyb::hasattr(obj, "__dlpack__")) {
     throw pyb::type_error(name_ + ": expected an array (numpy, torch or cupy), got " +
-                          std::string(pyb::str(obj.get_type().attr("__name__"))));
+                          std::string(pyb::str(pyb::type::handle_of(obj).attr("__name__"))));
   }
   capsule_ = obj.attr("__dlpack__")();
   auto* raw = PyCapsule_GetPointer(capsule_.ptr(), "dltensor");
