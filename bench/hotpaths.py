@@ -19,6 +19,7 @@ from bench.harness import device_name, gemm_rate, markdown_table, memcpy_bandwid
 OP_MODULES = {
     "adaptive_conv": "bench.bench_adaptive_conv",
     "block_average": "bench.bench_block_average",
+    "mmnet_detect": "bench.bench_mmnet",
     "packet": "bench.bench_packet",
 }
 

@@ -73,7 +73,9 @@ ArrayArg::ArrayArg(const pyb::handle& obj, std::string name) : name_(std::move(n
   shape_.assign(t.shape, t.shape + t.ndim);
   device_type_ = t.device.device_type;
   device_id_ = t.device.device_id;
-  if (t.strides != nullptr) {
+  bool empty = false;
+  for (int i = 0; i < t.ndim; ++i) empty = empty || t.shape[i] == 0;
+  if (t.strides != nullptr && !empty) {
     int64_t expected = 1;
     for (int i = t.ndim - 1; i >= 0; --i) {
       if (t.shape[i] != 1 && t.strides[i] != expected) contiguous_ = false;

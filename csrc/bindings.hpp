@@ -7,6 +7,8 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <memory>
+#include <vector>
 
 #include "array.hpp"
 #include "edgert/kernels.hpp"
@@ -30,6 +32,7 @@ using StreamHandle = std::uintptr_t;
 void bind_info(pybind11::module_& m);
 void bind_block_average(pybind11::module_& m);
 void bind_adaptive_conv(pybind11::module_& m);
+void bind_mmnet(pybind11::module_& m);
 void bind_packet(pybind11::module_& m);  // CPU module only (Slot, inspect_packet, crc32c)
 
 }  // namespace edgert::py

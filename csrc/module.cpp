@@ -23,5 +23,6 @@ PYBIND11_MODULE(EDGERT_MODULE_NAME, m) {
   edgert::py::bind_info(m);
   edgert::py::bind_block_average(m);
   edgert::py::bind_adaptive_conv(m);
+  edgert::py::bind_mmnet(m);
   edgert::py::bind_packet(m);
 }

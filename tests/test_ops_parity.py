@@ -44,7 +44,53 @@ def _adaptive_conv_inputs(shape, device, gen):
     }
 
 
+def _mmnet_inputs(shape, device, gen):
+    """A noisy MIMO batch with a random (not trained) detector: exercises every term of the layer."""
+    groups, batch, n_rx, n_tx, layers, modulation, form, all_layers = shape
+    H = (torch.randn(groups, n_rx, n_tx, generator=gen, dtype=torch.complex64) / n_rx**0.5)
+    symbols = ops.indices_to_symbols(torch.randint(0, modulation, (groups, batch, n_tx), generator=gen), modulation)
+    sigma2 = 0.01 + 0.2 * torch.rand(groups, generator=gen)
+    noise = torch.randn(groups, batch, n_rx, generator=gen, dtype=torch.complex64) * sigma2.sqrt()[:, None, None]
+    y = torch.einsum("grt,gbt->gbr", H, symbols) + noise
+    theta2 = 0.5 + torch.rand(layers, groups, n_tx, generator=gen)
+    inputs = {"H": H, "y": y, "sigma2": sigma2, "theta2": theta2, "modulation": modulation, "all_layers": all_layers}
+    if form == "full":
+        pinv = torch.linalg.pinv(H) if groups else H.transpose(-1, -2)
+        jitter = 0.05 * torch.randn(layers, groups, n_tx, n_rx, generator=gen, dtype=torch.complex64)
+        inputs["A"] = (pinv[None] * (0.6 + 0.4 * torch.rand(layers, groups, 1, 1, generator=gen)) + jitter).contiguous()
+    else:
+        inputs["theta1"] = 0.5 + torch.rand(layers, groups, generator=gen)
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
+def _denoise_inputs(shape, device, gen):
+    n, modulation, scale = shape
+    z = 1.5 * torch.randn(n, generator=gen, dtype=torch.complex64)
+    var = scale * torch.rand(n, generator=gen)
+    return {"z": z.to(device), "var": var.to(device), "modulation": modulation}
+
+
 CASES: list[Case] = [
+    Case(
+        op="mmnet_detect",
+        make_inputs=_mmnet_inputs,
+        run=lambda backend, H, y, sigma2, theta2, **kw: ops.mmnet_detect(H, y, sigma2, theta2, backend=backend, **kw),
+        # (G, B, Nr, Nt, T, M, form, all_layers)
+        shapes=((1, 1, 8, 4, 1, 4, "full", False), (2, 5, 7, 3, 3, 16, "full", True), (3, 4, 16, 8, 4, 64, "iid", False),
+                (1, 0, 8, 4, 2, 16, "full", False), (0, 3, 8, 4, 2, 16, "iid", False),
+                (4, 100, 64, 16, 10, 16, "full", False), (2, 32, 64, 16, 10, 4, "iid", True)),
+        rtol=1e-3,
+        atol=2e-4,
+    ),
+    Case(
+        op="gaussian_denoise",
+        make_inputs=_denoise_inputs,
+        run=lambda backend, **kw: ops.gaussian_denoise(**kw, backend=backend),
+        # (N, M, variance scale): mid, high (tiny variance) and low SNR
+        shapes=((1, 4, 0.5), (0, 16, 0.5), (1001, 16, 0.5), (777, 64, 1e-6), (513, 4, 10.0), (4096, 64, 0.05)),
+        rtol=1e-4,
+        atol=1e-5,
+    ),
     Case(
         op="adaptive_conv",
         make_inputs=_adaptive_conv_inputs,

@@ -8,6 +8,16 @@ are the ground truth used by the parity tests.
 from edgert.ops._dispatch import available_backends
 from edgert.ops.adaptive_conv import adaptive_conv, adaptive_conv_reference, patch_grid
 from edgert.ops.block_average import block_average, block_average_reference
+from edgert.ops.mmnet import (
+    gaussian_denoise,
+    gaussian_denoise_reference,
+    hard_decision,
+    indices_to_symbols,
+    mmnet_detect,
+    mmnet_detect_reference,
+    qam_constellation,
+    qam_levels,
+)
 
 __all__ = [
     "adaptive_conv",
@@ -16,4 +26,12 @@ __all__ = [
     "available_backends",
     "block_average",
     "block_average_reference",
+    "gaussian_denoise",
+    "gaussian_denoise_reference",
+    "hard_decision",
+    "indices_to_symbols",
+    "mmnet_detect",
+    "mmnet_detect_reference",
+    "qam_constellation",
+    "qam_levels",
 ]

@@ -41,11 +41,16 @@ def as_tensor(x: ArrayLike, name: str) -> torch.Tensor:
     raise TypeError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
 
 
+def _contiguous(t: torch.Tensor) -> bool:
+    # An empty tensor has no memory to lay out; its strides are arbitrary.
+    return t.numel() == 0 or t.is_contiguous()
+
+
 def describe(t: torch.Tensor) -> str:
     """'float32 [2, 3] on cpu' (plus ' (non-contiguous)')."""
     dtype = _DTYPE_NAMES.get(t.dtype, str(t.dtype).replace("torch.", ""))
     text = f"{dtype} {list(t.shape)} on {t.device}"
-    return text if t.is_contiguous() else text + " (non-contiguous)"
+    return text if _contiguous(t) else text + " (non-contiguous)"
 
 
 def check_tensor(
@@ -63,7 +68,7 @@ def check_tensor(
     dtype_ok = t.dtype in dtypes
     shape_ok = t.dim() == len(shape) and all(s is None or s == d for s, d in zip(shape, t.shape))
     device_ok = device is None or t.device == device
-    if dtype_ok and shape_ok and device_ok and t.is_contiguous():
+    if dtype_ok and shape_ok and device_ok and _contiguous(t):
         return
     want = "|".join(_DTYPE_NAMES.get(d, str(d)) for d in dtypes)
     fixed = "" if all(s is None for s in shape) else " = [" + ", ".join("*" if s is None else str(s) for s in shape) + "]"

@@ -1,0 +1,64 @@
+"""MMNet detection and the Gaussian denoiser vs PyTorch eager (the reference) on the same threads.
+
+FLOPs are counted for the direct layer (r = y - Hx and A r: 2 * Nr * Nt complex
+multiply-adds = 16 Nr Nt real flops per vector and layer), the work a reader
+would count; the C++ kernel does less (it hoists H^H H and I - A H per channel).
+"""
+from __future__ import annotations
+
+import torch
+
+from bench.harness import Row, cuda_sync, measure
+from edgert import ops
+
+
+def _problem(groups: int, batch: int, n_rx: int, n_tx: int, layers: int, modulation: int, device: torch.device):
+    gen = torch.Generator().manual_seed(0)
+    H = torch.randn(groups, n_rx, n_tx, generator=gen, dtype=torch.complex64) / n_rx**0.5
+    x = ops.indices_to_symbols(torch.randint(0, modulation, (groups, batch, n_tx), generator=gen), modulation)
+    sigma2 = torch.full((groups,), n_tx / 10 ** (15 / 10) / n_rx)
+    y = torch.einsum("grt,gbt->gbr", H, x) + torch.randn(groups, batch, n_rx, generator=gen,
+                                                         dtype=torch.complex64) * sigma2.sqrt()[:, None, None]
+    A = (torch.linalg.pinv(H)[None] * torch.linspace(0.7, 1.0, layers)[:, None, None, None]).to(torch.complex64)
+    theta2 = torch.ones(layers, groups, n_tx)
+    return {k: v.contiguous().to(device) for k, v in dict(H=H, y=y, sigma2=sigma2, theta2=theta2, A=A).items()}
+
+
+def run(device: torch.device, quick: bool) -> list[Row]:
+    rows: list[Row] = []
+    sync = cuda_sync(device)
+    repeats = 10 if quick else 30
+    configs = [(1, 100)] if quick else [(1, 100), (64, 100)]
+    n_rx, n_tx, layers, modulation = 64, 16, 10, 16
+    for groups, batch in configs:
+        p = _problem(groups, batch, n_rx, n_tx, layers, modulation, device)
+        shape = f"G={groups} B={batch} {n_rx}x{n_tx} T={layers} QAM{modulation}"
+        vectors = groups * batch
+        flops = 16.0 * n_rx * n_tx * layers * vectors
+        with torch.no_grad():
+            t = measure(lambda: ops.mmnet_detect_reference(p["H"], p["y"], p["sigma2"], p["theta2"], A=p["A"],
+                                                           modulation=modulation), repeats=repeats, sync=sync)
+        rows.append(Row("mmnet_detect", "torch-eager", str(device), "complex64", shape, t, flops=flops,
+                        extra={"peer": True, "vectors_per_s": vectors / t.median}))
+        for backend in ops.available_backends(device):
+            if backend == "torch":
+                continue
+            t = measure(lambda: ops.mmnet_detect(p["H"], p["y"], p["sigma2"], p["theta2"], A=p["A"],
+                                                 modulation=modulation, backend=backend), repeats=repeats, sync=sync)
+            rows.append(Row("mmnet_detect", f"edgert-{backend}", str(device), "complex64", shape, t, flops=flops,
+                            extra={"vectors_per_s": vectors / t.median}))
+
+    gen = torch.Generator().manual_seed(1)
+    n = 16 * 100 * 64
+    z = torch.randn(n, generator=gen, dtype=torch.complex64).to(device)
+    var = (0.1 * torch.rand(n, generator=gen)).to(device)
+    shape = f"N={n} QAM16"
+    bytes_moved = n * (8 + 4 + 8 + 4)
+    t = measure(lambda: ops.gaussian_denoise_reference(z, var, 16), repeats=repeats, sync=sync)
+    rows.append(Row("gaussian_denoise", "torch-eager", str(device), "complex64", shape, t, bytes_moved,
+                    extra={"peer": True}))
+    for backend in ops.available_backends(device):
+        if backend != "torch":
+            t = measure(lambda: ops.gaussian_denoise(z, var, 16, backend=backend), repeats=repeats, sync=sync)
+            rows.append(Row("gaussian_denoise", f"edgert-{backend}", str(device), "complex64", shape, t, bytes_moved))
+    return rows

@@ -1,0 +1,98 @@
+#include <pybind11/pybind11.h>
+
+#include "bindings.hpp"
+
+namespace edgert::py {
+
+namespace pyb = pybind11;
+
+void bind_mmnet(pyb::module_& m) {
+  m.def(
+      "gaussian_denoise",
+      [](pyb::handle z_obj, pyb::handle var_obj, int32_t modulation, pyb::handle mean_obj, pyb::handle var_out_obj,
+         StreamHandle stream) {
+        ArrayArg z(z_obj, "z");
+        z.require({Dtype::c64}, std::vector<int64_t>(static_cast<size_t>(z.ndim()), -1), "[...]", kOnCuda);
+        ArrayArg var(var_obj, "var");
+        var.require({Dtype::f32}, z.shape(), "like z", kOnCuda);
+        ArrayArg mean(mean_obj, "mean");
+        mean.require({Dtype::c64}, z.shape(), "like z", kOnCuda);
+        std::unique_ptr<ArrayArg> var_out;
+        if (!var_out_obj.is_none()) {
+          var_out = std::make_unique<ArrayArg>(var_out_obj, "var_out");
+          var_out->require({Dtype::f32}, z.shape(), "like z", kOnCuda);
+        }
+        edgert_status st;
+        {
+          pyb::gil_scoped_release nogil;
+          st = EDGERT_BACKEND_NS::gaussian_denoise(z.ptr<const cfloat>(), var.ptr<const float>(), z.numel(), modulation,
+                                                   mean.ptr<cfloat>(), var_out ? var_out->ptr<float>() : nullptr
+                                                   EDGERT_STREAM_ARG);
+        }
+        check(st, "gaussian_denoise");
+      },
+      pyb::arg("z"), pyb::arg("var"), pyb::arg("modulation"), pyb::arg("mean"), pyb::arg("var_out") = pyb::none(),
+      pyb::arg("stream") = 0, "Posterior mean (and variance) of unit-energy QAM symbols given z = x + CN(0, var).");
+
+  m.def(
+      "mmnet_detect",
+      [](pyb::handle H_obj, pyb::handle y_obj, pyb::handle A_obj, pyb::handle theta1_obj, pyb::handle theta2_obj,
+         pyb::handle sigma2_obj, int32_t modulation, bool all_layers, pyb::handle x_obj, pyb::handle dec_obj,
+         StreamHandle stream) {
+        ArrayArg H(H_obj, "H");
+        H.require({Dtype::c64}, {-1, -1, -1}, "[G, Nr, Nt]", kOnCuda);
+        const int64_t g = H.dim(0), nr = H.dim(1), nt = H.dim(2);
+        ArrayArg y(y_obj, "y");
+        y.require({Dtype::c64}, {g, -1, nr}, "[G, B, Nr]", kOnCuda);
+        const int64_t b = y.dim(1);
+        ArrayArg theta2(theta2_obj, "theta2");
+        theta2.require({Dtype::f32}, {-1, g, nt}, "[T, G, Nt]", kOnCuda);
+        const int64_t t = theta2.dim(0);
+        std::unique_ptr<ArrayArg> A, theta1;
+        if (A_obj.is_none() == theta1_obj.is_none()) {
+          throw pyb::value_error("mmnet_detect: pass exactly one of A (full form) and theta1 (iid form)");
+        }
+        if (!A_obj.is_none()) {
+          A = std::make_unique<ArrayArg>(A_obj, "A");
+          A->require({Dtype::c64}, {t, g, nt, nr}, "[T, G, Nt, Nr]", kOnCuda);
+        } else {
+          theta1 = std::make_unique<ArrayArg>(theta1_obj, "theta1");
+          theta1->require({Dtype::f32}, {t, g}, "[T, G]", kOnCuda);
+        }
+        ArrayArg sigma2(sigma2_obj, "sigma2");
+        sigma2.require({Dtype::f32}, {g}, "[G]", kOnCuda);
+        ArrayArg x(x_obj, "x_out");
+        if (all_layers) {
+          x.require({Dtype::c64}, {t, g, b, nt}, "[T, G, B, Nt]", kOnCuda);
+        } else {
+          x.require({Dtype::c64}, {g, b, nt}, "[G, B, Nt]", kOnCuda);
+        }
+        std::unique_ptr<ArrayArg> dec;
+        if (!dec_obj.is_none()) {
+          dec = std::make_unique<ArrayArg>(dec_obj, "decisions");
+          dec->require({Dtype::i32}, {g, b, nt}, "[G, B, Nt]", kOnCuda);
+        }
+        MMNetShape shape;
+        shape.layers = t;
+        shape.groups = g;
+        shape.batch = b;
+        shape.n_rx = nr;
+        shape.n_tx = nt;
+        shape.modulation = modulation;
+        edgert_status st;
+        {
+          pyb::gil_scoped_release nogil;
+          st = EDGERT_BACKEND_NS::mmnet_detect(shape, H.ptr<const cfloat>(), y.ptr<const cfloat>(),
+                                               A ? A->ptr<const cfloat>() : nullptr,
+                                               theta1 ? theta1->ptr<const float>() : nullptr,
+                                               theta2.ptr<const float>(), sigma2.ptr<const float>(), all_layers,
+                                               x.ptr<cfloat>(), dec ? dec->ptr<int32_t>() : nullptr EDGERT_STREAM_ARG);
+        }
+        check(st, "mmnet_detect");
+      },
+      pyb::arg("H"), pyb::arg("y"), pyb::arg("A"), pyb::arg("theta1"), pyb::arg("theta2"), pyb::arg("sigma2"),
+      pyb::arg("modulation"), pyb::arg("all_layers"), pyb::arg("x_out"), pyb::arg("decisions") = pyb::none(),
+      pyb::arg("stream") = 0, "Batched MMNet detection (see edgert/kernels.hpp for the layer equations).");
+}
+
+}  // namespace edgert::py

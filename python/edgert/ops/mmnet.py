@@ -1,0 +1,216 @@
+"""MMNet detection and the complex Gaussian (QAM posterior) denoiser.
+
+Model: y = H x + n with x uniform over square M-QAM normalised to unit average
+energy (E|x_i|^2 = 1) and n ~ CN(0, sigma2 I) (sigma2 = E|n_j|^2 per receive
+antenna). Per real axis the QAM levels are (2k - sqrt(M) + 1) * sqrt(3 / (2 (M - 1))),
+k = 0 .. sqrt(M) - 1; the constellation index of a symbol is
+``re_level * sqrt(M) + im_level``.
+
+MMNet layer t (Khani et al., eq. 3.14), starting from x = 0:
+
+    r = y - H x
+    z = x + A_t r
+    v = theta2_t / Nt * ( ||I - A_t H||_F^2 / ||H||_F^2 * max(||r||^2 - Nr sigma2, 0)
+                          + ||A_t||_F^2 / ||H||_F^2 * sigma2 )
+    x = E[x | z, v]      (posterior mean under z = x + CN(0, v))
+
+with either full operators A_t [T, G, Nt, Nr] (MMNet) or the iid form
+A_t = theta1_t H^H (MMNet-iid).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Optional
+
+import torch
+
+from edgert.ops._dispatch import (
+    ArrayLike,
+    Backend,
+    as_tensor,
+    check_tensor,
+    native,
+    resolve,
+    same_device,
+    stream_of,
+)
+
+MODULATIONS = (4, 16, 64)
+# The denoiser's variance floor (also in the C++ and CUDA kernels): the posterior
+# collapses onto the nearest point instead of dividing by zero.
+MIN_VARIANCE = 1e-9
+
+
+def _check_modulation(modulation: int) -> int:
+    if modulation not in MODULATIONS:
+        raise ValueError(f"modulation: expected one of {MODULATIONS} (QAM order), got {modulation!r}")
+    return int(math.isqrt(modulation))
+
+
+@functools.lru_cache(maxsize=None)
+def _levels_cpu(modulation: int) -> torch.Tensor:
+    k = _check_modulation(modulation)
+    scale = math.sqrt(3.0 / (2.0 * (modulation - 1)))
+    return torch.tensor([(2 * i - k + 1) * scale for i in range(k)], dtype=torch.float64)
+
+
+def qam_levels(modulation: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The sqrt(M) levels of one real axis of unit-energy square M-QAM, ascending."""
+    return _levels_cpu(modulation).to(dtype=dtype, device=device)
+
+
+def qam_constellation(modulation: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """complex64 [M] constellation; entry ``re_level * sqrt(M) + im_level``. Unit average energy."""
+    levels = qam_levels(modulation, torch.float32, device)
+    return torch.complex(levels[:, None].expand(-1, levels.numel()), levels[None, :].expand(levels.numel(), -1)).reshape(-1)
+
+
+def hard_decision(x: torch.Tensor, modulation: int) -> torch.Tensor:
+    """Nearest-constellation indices (int32, same shape as complex ``x``)."""
+    k = _check_modulation(modulation)
+    spacing = 2.0 * math.sqrt(3.0 / (2.0 * (modulation - 1)))
+
+    def axis(u: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(torch.round(u / spacing + 0.5 * (k - 1)), 0, k - 1).to(torch.int32)
+
+    return axis(x.real) * k + axis(x.imag)
+
+
+def indices_to_symbols(indices: torch.Tensor, modulation: int) -> torch.Tensor:
+    """Constellation indices (any integer dtype) -> complex64 symbols."""
+    return qam_constellation(modulation, indices.device)[indices.long()]
+
+
+def _posterior_axis(u: torch.Tensor, var: torch.Tensor, levels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # Real-axis noise variance is var / 2, so the log-likelihood is -(u - a)^2 / var.
+    logits = -(u[..., None] - levels) ** 2 / var.clamp_min(MIN_VARIANCE)[..., None]
+    weights = torch.softmax(logits, dim=-1)
+    mean = (weights * levels).sum(-1)
+    second = (weights * levels**2).sum(-1)
+    return mean, (second - mean**2).clamp_min(0.0)
+
+
+def gaussian_denoise_reference(z: torch.Tensor, var: torch.Tensor, modulation: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pure-PyTorch posterior mean (complex) and variance (real, E|x - mean|^2) of QAM symbols.
+
+    z is complex [...], var real [...] (E|w|^2 of the complex noise). Differentiable.
+    """
+    levels = qam_levels(modulation, var.dtype, z.device)
+    mean_re, var_re = _posterior_axis(z.real, var, levels)
+    mean_im, var_im = _posterior_axis(z.imag, var, levels)
+    return torch.complex(mean_re, mean_im), var_re + var_im
+
+
+def gaussian_denoise(z: ArrayLike, var: ArrayLike, modulation: int = 16, *,
+                     backend: Backend = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Complex Gaussian denoiser: posterior mean and variance of unit-energy M-QAM symbols.
+
+    Args:
+        z: complex64 [...] observations z = x + w, w ~ CN(0, var).
+        var: float32, same shape as z: E|w|^2 per element (>= 0; floored at 1e-9).
+        modulation: QAM order, 4, 16 or 64.
+    Returns:
+        (mean complex64 [...], variance float32 [...]).
+    """
+    z, var = as_tensor(z, "z"), as_tensor(var, "var")
+    _check_modulation(modulation)
+    check_tensor(z, "z", (torch.complex64,), (None,) * z.dim(), "[...]")
+    check_tensor(var, "var", (torch.float32,), tuple(z.shape), "like z")
+    chosen = resolve(backend, same_device({"z": z, "var": var}))
+    if chosen == "torch":
+        return gaussian_denoise_reference(z, var, modulation)
+    mean = torch.empty_like(z)
+    var_out = torch.empty_like(var)
+    native(chosen).gaussian_denoise(z.detach(), var.detach(), modulation, mean, var_out, stream_of(z))
+    return mean, var_out
+
+
+def mmnet_detect_reference(H: torch.Tensor, y: torch.Tensor, sigma2: torch.Tensor, theta2: torch.Tensor, *,
+                           A: Optional[torch.Tensor] = None, theta1: Optional[torch.Tensor] = None,
+                           modulation: int = 16, all_layers: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pure-PyTorch MMNet forward (differentiable in A / theta1 / theta2); see the module docstring.
+
+    Shapes: H [G, Nr, Nt], y [G, B, Nr] complex; A [T, G, Nt, Nr] complex or theta1 [T, G] real;
+    theta2 [T, G, Nt], sigma2 [G] real. Returns x_hat [G, B, Nt] (or [T, G, B, Nt] with
+    all_layers) and int32 hard decisions [G, B, Nt] of the last layer.
+    """
+    if (A is None) == (theta1 is None):
+        raise ValueError("mmnet_detect: pass exactly one of A (full form) and theta1 (iid form)")
+    levels = qam_levels(modulation, theta2.dtype, H.device)
+    n_rx, n_tx = H.shape[-2], H.shape[-1]
+    layers = theta2.shape[0]
+    h_norm = (H.real**2 + H.imag**2).sum(dim=(-2, -1))  # [G]
+    eye = torch.eye(n_tx, dtype=H.dtype, device=H.device)
+    x = torch.zeros(y.shape[:-1] + (n_tx,), dtype=H.dtype, device=H.device)
+    outputs = []
+    for t in range(layers):
+        a_t = A[t] if A is not None else theta1[t][:, None, None].to(H.dtype) * H.conj().transpose(-1, -2)
+        r = y - x @ H.transpose(-1, -2)
+        z = x + r @ a_t.transpose(-1, -2)
+        m_t = eye - a_t @ H
+        ratio_m = (m_t.real**2 + m_t.imag**2).sum(dim=(-2, -1)) / h_norm
+        ratio_a = (a_t.real**2 + a_t.imag**2).sum(dim=(-2, -1)) / h_norm
+        excess = torch.relu((r.real**2 + r.imag**2).sum(-1) - n_rx * sigma2[:, None])  # [G, B]
+        v = theta2[t][:, None, :] / n_tx * (ratio_m[:, None, None] * excess[..., None]
+                                            + (ratio_a * sigma2)[:, None, None])
+        mean_re, _ = _posterior_axis(z.real, v, levels)
+        mean_im, _ = _posterior_axis(z.imag, v, levels)
+        x = torch.complex(mean_re, mean_im)
+        outputs.append(x)
+    decisions = hard_decision(x, modulation)
+    return (torch.stack(outputs) if all_layers else x), decisions
+
+
+def mmnet_detect(H: ArrayLike, y: ArrayLike, sigma2: ArrayLike, theta2: ArrayLike, *,
+                 A: Optional[ArrayLike] = None, theta1: Optional[ArrayLike] = None, modulation: int = 16,
+                 all_layers: bool = False, backend: Backend = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched MMNet detection (inference; train through :func:`mmnet_detect_reference`).
+
+    Args:
+        H: complex64 [G, Nr, Nt] channels; each is shared by the B received vectors of its group.
+        y: complex64 [G, B, Nr] received vectors.
+        sigma2: float32 [G] noise variance per receive antenna (E|n_j|^2).
+        theta2: float32 [T, G, Nt] per-layer, per-symbol noise scales.
+        A: complex64 [T, G, Nt, Nr] per-layer linear operators (MMNet), or
+        theta1: float32 [T, G] (MMNet-iid: A_t = theta1_t H^H).
+        modulation: QAM order (4, 16, 64).
+        all_layers: return x after every layer ([T, G, B, Nt]) instead of the last ([G, B, Nt]).
+        backend: "auto", "cuda", "cpu" or "torch".
+    Returns:
+        (x_hat complex64, decisions int32 [G, B, Nt] constellation indices).
+    """
+    H, y, sigma2, theta2 = (as_tensor(H, "H"), as_tensor(y, "y"), as_tensor(sigma2, "sigma2"),
+                            as_tensor(theta2, "theta2"))
+    _check_modulation(modulation)
+    if (A is None) == (theta1 is None):
+        raise ValueError("mmnet_detect: pass exactly one of A (full form) and theta1 (iid form)")
+    check_tensor(H, "H", (torch.complex64,), (None, None, None), "[G, Nr, Nt]")
+    groups, n_rx, n_tx = H.shape
+    check_tensor(y, "y", (torch.complex64,), (groups, None, n_rx), "[G, B, Nr]")
+    check_tensor(theta2, "theta2", (torch.float32,), (None, groups, n_tx), "[T, G, Nt]")
+    layers = theta2.shape[0]
+    if layers == 0:
+        raise ValueError("theta2: need at least one layer (T >= 1)")
+    check_tensor(sigma2, "sigma2", (torch.float32,), (groups,), "[G]")
+    tensors = {"H": H, "y": y, "theta2": theta2, "sigma2": sigma2}
+    if A is not None:
+        A = as_tensor(A, "A")
+        check_tensor(A, "A", (torch.complex64,), (layers, groups, n_tx, n_rx), "[T, G, Nt, Nr]")
+        tensors["A"] = A
+    else:
+        theta1 = as_tensor(theta1, "theta1")
+        check_tensor(theta1, "theta1", (torch.float32,), (layers, groups), "[T, G]")
+        tensors["theta1"] = theta1
+    chosen = resolve(backend, same_device(tensors))
+    if chosen == "torch":
+        return mmnet_detect_reference(H, y, sigma2, theta2, A=A, theta1=theta1, modulation=modulation,
+                                      all_layers=all_layers)
+    batch = y.shape[1]
+    x_shape = (layers, groups, batch, n_tx) if all_layers else (groups, batch, n_tx)
+    x_hat = torch.empty(x_shape, dtype=torch.complex64, device=H.device)
+    decisions = torch.empty((groups, batch, n_tx), dtype=torch.int32, device=H.device)
+    native(chosen).mmnet_detect(H.detach(), y.detach(), None if A is None else A.detach(),
+                                None if theta1 is None else theta1.detach(), theta2.detach(), sigma2.detach(),
+                                modulation, all_layers, x_hat, decisions, stream_of(H))
+    return x_hat, decisions

@@ -1,0 +1,141 @@
+"""MMNet detection and the Gaussian denoiser: exact recovery, brute-force posterior, stability, autograd, errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edgert import _edgert, ops
+
+BACKENDS = ["cpu", "torch"]
+
+
+def _system(groups=2, batch=16, n_rx=16, n_tx=4, modulation=16, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    H = torch.randn(groups, n_rx, n_tx, generator=gen, dtype=torch.complex64)
+    idx = torch.randint(0, modulation, (groups, batch, n_tx), generator=gen)
+    x = ops.indices_to_symbols(idx, modulation)
+    return H, idx.to(torch.int32), x
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("modulation", [4, 16, 64])
+def test_pinv_operator_recovers_noise_free_symbols_exactly(backend, modulation):
+    H, idx, x = _system(modulation=modulation)
+    y = torch.einsum("grt,gbt->gbr", H, x)
+    layers = 3
+    A = torch.linalg.pinv(H)[None].repeat(layers, 1, 1, 1).contiguous()
+    theta2 = torch.ones(layers, 2, 4)
+    x_hat, decisions = ops.mmnet_detect(H, y, torch.zeros(2), theta2, A=A, modulation=modulation, backend=backend)
+    assert torch.equal(decisions, idx)
+    torch.testing.assert_close(x_hat, x, rtol=0, atol=1e-5)
+
+
+def test_constellation_is_unit_energy_and_indexed_re_major():
+    for m in (4, 16, 64):
+        c = ops.qam_constellation(m)
+        assert c.shape == (m,)
+        assert abs((c.abs() ** 2).mean().item() - 1.0) < 1e-6
+        assert torch.equal(ops.hard_decision(c, m), torch.arange(m, dtype=torch.int32))
+    levels = ops.qam_levels(16)
+    assert torch.equal(ops.qam_constellation(16)[1 * 4 + 2], torch.complex(levels[1], levels[2]))
+
+
+def _brute_force_posterior(z, var, modulation):
+    """float64 posterior over the full complex constellation (no separability assumed)."""
+    points = ops.qam_constellation(modulation).to(torch.complex128)
+    d2 = (z.to(torch.complex128)[:, None] - points[None]).abs() ** 2
+    weights = torch.softmax(-d2 / var.double()[:, None], dim=1)
+    mean = (weights * points).sum(1)
+    second = (weights * points.abs() ** 2).sum(1).real
+    return mean, second - mean.abs() ** 2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("modulation", [4, 16, 64])
+def test_denoiser_matches_brute_force_float64_posterior(backend, modulation):
+    gen = torch.Generator().manual_seed(modulation)
+    z = 1.3 * torch.randn(2000, generator=gen, dtype=torch.complex64)
+    var = torch.exp(torch.empty(2000).uniform_(-6, 2, generator=gen))
+    mean, variance = ops.gaussian_denoise(z, var, modulation, backend=backend)
+    want_mean, want_var = _brute_force_posterior(z, var, modulation)
+    torch.testing.assert_close(mean.to(torch.complex128), want_mean, rtol=0, atol=2e-5)
+    torch.testing.assert_close(variance.double(), want_var, rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_high_snr_is_finite_and_snaps_to_the_nearest_point(backend):
+    z = torch.tensor([3.0 + 40j, -100.0 - 0.2j, 0.316 + 0.95j, 1e4 + 1e4j], dtype=torch.complex64)
+    for var in (0.0, 1e-30, 1e-12, 1e-6):
+        mean, variance = ops.gaussian_denoise(z, torch.full((4,), var), 16, backend=backend)
+        assert torch.isfinite(mean.real).all() and torch.isfinite(mean.imag).all() and torch.isfinite(variance).all()
+        torch.testing.assert_close(mean, ops.indices_to_symbols(ops.hard_decision(z, 16), 16), rtol=0, atol=1e-6)
+    H, idx, x = _system(n_rx=64, n_tx=16, batch=32)
+    y = torch.einsum("grt,gbt->gbr", H, x) + 1e-4 * torch.randn(2, 32, 64, dtype=torch.complex64)
+    x_hat, _ = ops.mmnet_detect(H, y, torch.full((2,), 1e-8), torch.ones(5, 2, 16), theta1=torch.full((5, 2), 1 / 64),
+                                backend=backend, all_layers=True)
+    assert torch.isfinite(x_hat.real).all() and torch.isfinite(x_hat.imag).all()
+
+
+def test_reference_is_differentiable_in_the_trainable_parameters():
+    H, _, x = _system(groups=1, batch=32)
+    y = torch.einsum("grt,gbt->gbr", H, x) + 0.3 * torch.randn(1, 32, 16, dtype=torch.complex64)
+    A = (0.5 * torch.linalg.pinv(H)[None].repeat(4, 1, 1, 1)).requires_grad_()
+    theta2 = torch.ones(4, 1, 4, requires_grad=True)
+    theta1 = torch.full((4, 1), 0.05, requires_grad=True)
+    for kwargs in ({"A": A}, {"theta1": theta1}):
+        x_all, _ = ops.mmnet_detect_reference(H, y, torch.full((1,), 0.09), theta2, all_layers=True, **kwargs)
+        loss = ((x_all - x[None]).abs() ** 2).mean()
+        loss.backward()
+    for p in (A, theta2, theta1):
+        assert p.grad is not None and torch.isfinite(p.grad.abs()).all() and p.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rejects_bad_input_naming_what_was_expected(backend):
+    H, _, x = _system()
+    y = torch.einsum("grt,gbt->gbr", H, x)
+    s2, th2, th1 = torch.zeros(2), torch.ones(3, 2, 4), torch.ones(3, 2)
+    with pytest.raises(TypeError, match=r"H: expected contiguous complex64 \[G, Nr, Nt\], got complex128"):
+        ops.mmnet_detect(H.to(torch.complex128), y, s2, th2, theta1=th1, backend=backend)
+    with pytest.raises(ValueError, match=r"y: expected contiguous complex64 \[G, B, Nr\] = \[2, \*, 16\], got complex64 \[2, 16, 15\]"):
+        ops.mmnet_detect(H, y[..., :15].contiguous(), s2, th2, theta1=th1, backend=backend)
+    with pytest.raises(ValueError, match=r"A: expected contiguous complex64 \[T, G, Nt, Nr\] = \[3, 2, 4, 16\]"):
+        ops.mmnet_detect(H, y, s2, th2, A=torch.zeros(3, 2, 16, 4, dtype=torch.complex64), backend=backend)
+    with pytest.raises(ValueError, match="exactly one of A"):
+        ops.mmnet_detect(H, y, s2, th2, backend=backend)
+    with pytest.raises(ValueError, match=r"modulation: expected one of \(4, 16, 64\)"):
+        ops.mmnet_detect(H, y, s2, th2, theta1=th1, modulation=8, backend=backend)
+    with pytest.raises(ValueError, match=r"non-contiguous"):
+        ops.mmnet_detect(H.transpose(1, 2).contiguous().transpose(1, 2), y, s2, th2, theta1=th1, backend=backend)
+    with pytest.raises(TypeError, match=r"var: expected contiguous float32 like z"):
+        ops.gaussian_denoise(torch.zeros(3, dtype=torch.complex64), torch.zeros(3, dtype=torch.float64), backend=backend)
+
+
+def test_raw_bindings_check_independently():
+    H, _, x = _system()
+    y = torch.einsum("grt,gbt->gbr", H, x)
+    out = torch.empty(2, 16, 4, dtype=torch.complex64)
+    with pytest.raises(ValueError, match=r"theta1: expected float32 \[T, G\] = \[3, 2\]"):
+        _edgert.mmnet_detect(H, y, None, torch.ones(3), torch.ones(3, 2, 4), torch.zeros(2), 16, False, out)
+    with pytest.raises(ValueError, match=r"x_out: expected complex64 \[T, G, B, Nt\]"):
+        _edgert.mmnet_detect(H, y, None, torch.ones(3, 2), torch.ones(3, 2, 4), torch.zeros(2), 16, True, out)
+    with pytest.raises(ValueError, match=r"modulation must be 4, 16 or 64, got 32"):
+        _edgert.mmnet_detect(H, y, None, torch.ones(3, 2), torch.ones(3, 2, 4), torch.zeros(2), 32, False, out)
+    with pytest.raises(ValueError, match=r"sigma2\[1\] = nan"):
+        _edgert.mmnet_detect(H, y, None, torch.ones(3, 2), torch.ones(3, 2, 4), torch.tensor([0.1, float("nan")]), 16,
+                             False, out)
+    with pytest.raises(ValueError, match=r"element 1 has z = \(inf"):
+        _edgert.gaussian_denoise(torch.tensor([0, complex(float("inf"), 0)], dtype=torch.complex64), torch.ones(2), 4,
+                                 torch.empty(2, dtype=torch.complex64))
+
+
+def test_hard_decision_is_the_nearest_constellation_point():
+    gen = torch.Generator().manual_seed(1)
+    for m in (4, 16, 64):
+        z = 1.6 * torch.randn(5000, generator=gen, dtype=torch.complex64)
+        distances = (z[:, None] - ops.qam_constellation(m)[None]).abs()
+        nearest = distances.argmin(1).to(torch.int32)
+        # Skip points within 1e-4 of a decision boundary (ties may round either way).
+        top2 = distances.topk(2, dim=1, largest=False).values
+        clear = (top2[:, 1] - top2[:, 0]) > 1e-4
+        assert torch.equal(ops.hard_decision(z, m)[clear], nearest[clear])
