@@ -1,5 +1,8 @@
 #include "packet/sha256.hpp"
 
+#include "core/error.hpp"
+#include "edgert/edgert.h"
+
 #include <cstring>
 
 namespace edgert::packet {
@@ -148,3 +151,17 @@ bool constant_time_equal(const uint8_t* a, const uint8_t* b, size_t n) {
 }
 
 }  // namespace edgert::packet
+
+extern "C" edgert_status edgert_hmac_sha256(const uint8_t* key, size_t key_len, const void* data, size_t len,
+                                           uint8_t out[32]) {
+  if (out == nullptr || (key == nullptr && key_len > 0) || (data == nullptr && len > 0)) {
+    return edgert::detail::fail(EDGERT_ERR_INVALID_ARGUMENT, "hmac_sha256: null buffer");
+  }
+  edgert::packet::hmac_sha256(key, key_len, data, len, out);
+  return EDGERT_OK;
+}
+
+extern "C" int edgert_mac_equal(const uint8_t* a, const uint8_t* b, size_t n) {
+  if (a == nullptr || b == nullptr) return 0;
+  return edgert::packet::constant_time_equal(a, b, n) ? 1 : 0;
+}

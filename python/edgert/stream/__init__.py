@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from edgert.stream.packet import (
     DeviceMirror,
+    authenticate,
     EncodedPacket,
     Manifest,
     PacketEncoder,
@@ -20,8 +21,14 @@ from edgert.stream.packet import (
     rice_encode,
 )
 
+from edgert.stream.server import DeviceStatus, EdgeClient, ModelServer
+
 __all__ = [
     "DeviceMirror",
+    "DeviceStatus",
+    "EdgeClient",
+    "ModelServer",
+    "authenticate",
     "EncodedPacket",
     "Manifest",
     "PacketEncoder",

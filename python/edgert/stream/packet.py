@@ -502,3 +502,22 @@ class DeviceMirror:
                 new = u.values if u.mode == "set" else w[sel].astype(np.float32) + u.values
                 w[sel] = new.astype(np.float16)
         self.version = packet.target_version
+
+
+def authenticate(packet: Union[bytes, EncodedPacket], key: bytes) -> bytes:
+    """The same packet with an HMAC-SHA256 under ``key`` (per-device keys on a shared stream).
+
+    Sets the authenticated flag, recomputes the CRC32C and appends the MAC, exactly as
+    :func:`encode_update` with ``key`` would. An already authenticated packet is re-keyed.
+    """
+    data = bytes(packet)
+    if not 16 <= len(key) <= 64:
+        raise ValueError(f"key must be 16..64 bytes, got {len(key)}")
+    if len(data) < PACKET_HEADER_BYTES + 4 or data[:4] != PACKET_MAGIC:
+        raise ValueError("not an edgert update packet")
+    (flags,) = struct.unpack_from("<H", data, 6)
+    body_end = len(data) - 4 - (32 if flags & FLAG_AUTHENTICATED else 0)
+    body = bytearray(data[:body_end])
+    struct.pack_into("<H", body, 6, flags | FLAG_AUTHENTICATED)
+    body += struct.pack("<I", crc32c(bytes(body)))
+    return bytes(body) + hmac.new(key, bytes(body), hashlib.sha256).digest()

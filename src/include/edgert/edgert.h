@@ -220,6 +220,13 @@ typedef struct edgert_packet_header {
   int authenticated; /* 1 if the packet carries an HMAC-SHA256 */
 } edgert_packet_header;
 
+/* HMAC-SHA256 (RFC 2104) of data under key, written to out[32]; the same
+ * primitive that authenticates packets, for transports' handshakes. */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_hmac_sha256(const uint8_t* key, size_t key_len, const void* data,
+                                                             size_t len, uint8_t out[32]);
+/* Constant-time comparison of two n-byte MAC tags: 1 if equal. */
+EDGERT_API int edgert_mac_equal(const uint8_t* a, const uint8_t* b, size_t n);
+
 /* Parses and checks only the fixed header (magic, format version, lengths);
  * does not verify CRC or MAC. */
 EDGERT_NODISCARD EDGERT_API edgert_status edgert_packet_inspect(const uint8_t* packet, size_t len,

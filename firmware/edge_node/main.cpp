@@ -1,0 +1,86 @@
+// edgert_edge_node: keeps a device's model in sync with an edgert model server.
+//   edgert_edge_node --server HOST:PORT --device-id ID --key-file FILE
+//                    [--state-dir DIR] [--serve SOCKET] [--max-frame BYTES]
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <string>
+
+#include "node.hpp"
+
+namespace {
+
+edgert::node::EdgeNode* g_node = nullptr;
+
+void on_signal(int) {
+  if (g_node != nullptr) g_node->stop();
+}
+
+int usage(const char* argv0) {
+  std::fprintf(stderr,
+               "usage: %s --server HOST:PORT --device-id ID --key-file FILE [--state-dir DIR] [--serve SOCKET] "
+               "[--max-frame BYTES]\n",
+               argv0);
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  edgert::node::NodeConfig config;
+  std::string key_file;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (i + 1 >= argc) return usage(argv[0]);
+    const std::string value = argv[++i];
+    if (arg == "--server") {
+      const size_t colon = value.rfind(':');
+      if (colon == std::string::npos) return usage(argv[0]);
+      config.host = value.substr(0, colon);
+      const long port = std::strtol(value.c_str() + colon + 1, nullptr, 10);
+      if (port <= 0 || port > 65535) return usage(argv[0]);
+      config.port = static_cast<uint16_t>(port);
+    } else if (arg == "--device-id") {
+      config.device_id = value;
+    } else if (arg == "--key-file") {
+      key_file = value;
+    } else if (arg == "--state-dir") {
+      config.state_dir = value;
+    } else if (arg == "--serve") {
+      config.serve_path = value;
+    } else if (arg == "--max-frame") {
+      config.max_frame = static_cast<uint32_t>(std::strtoul(value.c_str(), nullptr, 10));
+    } else {
+      return usage(argv[0]);
+    }
+  }
+  if (config.port == 0 || config.device_id.empty() || config.device_id.size() > edgert::wire::kMaxDeviceId ||
+      key_file.empty()) {
+    return usage(argv[0]);
+  }
+  FILE* f = std::fopen(key_file.c_str(), "rb");
+  if (f == nullptr) {
+    std::fprintf(stderr, "cannot read key file %s\n", key_file.c_str());
+    return 2;
+  }
+  uint8_t key[65];
+  const size_t key_len = std::fread(key, 1, sizeof(key), f);
+  std::fclose(f);
+  if (key_len < 16 || key_len > 64) {
+    std::fprintf(stderr, "key file %s must hold 16..64 bytes, has %zu\n", key_file.c_str(), key_len);
+    return 2;
+  }
+  config.key.assign(key, key + key_len);
+
+  edgert::node::EdgeNode node(config, [](const std::string& line) {
+    std::fprintf(stderr, "[edge_node %ld] %s\n", static_cast<long>(std::time(nullptr)), line.c_str());
+    std::fflush(stderr);
+  });
+  g_node = &node;
+  std::signal(SIGTERM, on_signal);
+  std::signal(SIGINT, on_signal);
+  node.run();
+  return 0;
+}

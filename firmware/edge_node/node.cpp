@@ -1,0 +1,402 @@
+#include "node.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <thread>
+
+namespace edgert::node {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using wire::Bytes;
+using wire::FrameType;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Writes all bytes (MSG_NOSIGNAL: a closed peer is an error, not a signal).
+bool send_all(int fd, const uint8_t* data, size_t len) {
+  while (len > 0) {
+    const ssize_t n = ::send(fd, data, len, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    data += n;
+    len -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+bool send_frame(int fd, FrameType type, const Bytes& body) {
+  const Bytes frame = wire::encode_frame(type, body);
+  return send_all(fd, frame.data(), frame.size());
+}
+
+// Reads exactly len bytes, waiting at most timeout_s for each chunk.
+bool recv_exact(int fd, uint8_t* out, size_t len, double timeout_s) {
+  while (len > 0) {
+    pollfd p{fd, POLLIN, 0};
+    const int r = ::poll(&p, 1, static_cast<int>(timeout_s * 1000));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    const ssize_t n = ::recv(fd, out, len, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    out += n;
+    len -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+int connect_to(const std::string& host, uint16_t port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res) != 0) return -1;
+  int fd = -1;
+  for (addrinfo* a = res; a != nullptr; a = a->ai_next) {
+    fd = ::socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+    if (fd < 0) continue;
+    if (::connect(fd, a->ai_addr, a->ai_addrlen) == 0) break;
+    ::close(fd);
+    fd = -1;
+  }
+  ::freeaddrinfo(res);
+  if (fd >= 0) {
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  }
+  return fd;
+}
+
+bool read_file(const std::string& path, Bytes* out) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return false;
+  Bytes data;
+  uint8_t buf[65536];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) data.insert(data.end(), buf, buf + n);
+  const bool ok = !std::ferror(f);
+  std::fclose(f);
+  if (ok) out->swap(data);
+  return ok;
+}
+
+// temp file + fsync + rename, like edgert_slot_save.
+bool write_file_atomic(const std::string& path, const Bytes& data) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return false;
+  bool ok = true;
+  size_t off = 0;
+  while (ok && off < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + off, data.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    ok = n > 0;
+    off += ok ? static_cast<size_t>(n) : 0;
+  }
+  ok = ok && ::fsync(fd) == 0;
+  ::close(fd);
+  return ok && ::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+void random_bytes(uint8_t* out, size_t n) {
+  std::random_device rd;
+  for (size_t i = 0; i < n; ++i) out[i] = static_cast<uint8_t>(rd());
+}
+
+}  // namespace
+
+struct EdgeNode::SlotHandle {
+  edgert_slot* slot = nullptr;
+  ~SlotHandle() { edgert_slot_free(slot); }
+};
+
+EdgeNode::EdgeNode(NodeConfig config, LogFn log) : config_(std::move(config)), log_(std::move(log)) {}
+
+EdgeNode::~EdgeNode() = default;
+
+void EdgeNode::log(const std::string& line) const {
+  if (log_) log_(line);
+}
+
+std::shared_ptr<EdgeNode::SlotHandle> EdgeNode::current_slot() const {
+  std::lock_guard<std::mutex> lock(slot_mutex_);
+  return slot_;
+}
+
+uint64_t EdgeNode::version() const {
+  const auto s = current_slot();
+  return s ? edgert_slot_version(s->slot) : 0;
+}
+
+void EdgeNode::load_state() {
+  if (config_.state_dir.empty()) return;
+  ::mkdir(config_.state_dir.c_str(), 0755);
+  Bytes manifest;
+  if (!read_file(config_.state_dir + "/manifest.bin", &manifest)) return;
+  if (!handle_manifest(manifest)) return;
+  const auto s = current_slot();
+  const std::string snap = config_.state_dir + "/slot.snap";
+  if (edgert_slot_load(s->slot, snap.c_str()) == EDGERT_OK) {
+    log("resumed from " + snap + " at version " + std::to_string(edgert_slot_version(s->slot)));
+  } else {
+    log(std::string("no usable snapshot (") + edgert_last_error() + "), starting at version 0");
+  }
+}
+
+bool EdgeNode::handle_manifest(const Bytes& body) {
+  if (body == manifest_ && current_slot()) return true;  // same model: keep weights and version
+  auto handle = std::make_shared<SlotHandle>();
+  if (edgert_slot_create(body.data(), body.size(), &handle->slot) != EDGERT_OK) {
+    log(std::string("rejected manifest: ") + edgert_last_error());
+    return false;
+  }
+  if (!config_.key.empty() && edgert_slot_set_key(handle->slot, config_.key.data(), config_.key.size()) != EDGERT_OK) {
+    log(std::string("cannot set key: ") + edgert_last_error());
+    return false;
+  }
+  {
+    std::lock_guard<std::mutex> lock(slot_mutex_);
+    slot_ = handle;
+    manifest_ = body;
+  }
+  if (!config_.state_dir.empty() && !write_file_atomic(config_.state_dir + "/manifest.bin", body)) {
+    log("warning: could not save the manifest");
+  }
+  log("model manifest installed (" + std::to_string(edgert_slot_tensor_count(handle->slot)) + " tensors)");
+  return true;
+}
+
+bool EdgeNode::handle_packet(int fd, const Bytes& body) {
+  const auto s = current_slot();
+  if (!s) return send_frame(fd, FrameType::kResync, wire::encode_u64(0));
+  const edgert_status st = edgert_slot_apply(s->slot, body.data(), body.size());
+  const uint64_t v = edgert_slot_version(s->slot);
+  if (st == EDGERT_OK || st == EDGERT_ERR_PACKET_STALE) {
+    if (st == EDGERT_OK) {
+      log("applied version " + std::to_string(v));
+      if (!config_.state_dir.empty()) {
+        const std::string snap = config_.state_dir + "/slot.snap";
+        if (edgert_slot_save(s->slot, snap.c_str()) != EDGERT_OK) log(std::string("save failed: ") + edgert_last_error());
+      }
+    }
+    return send_frame(fd, FrameType::kAck, wire::encode_u64(v));
+  }
+  const std::string message = std::string(edgert_status_name(st)) + ": " + edgert_last_error();
+  log("rejected packet: " + message);
+  if (st == EDGERT_ERR_PACKET_VERSION_MISMATCH) return send_frame(fd, FrameType::kResync, wire::encode_u64(v));
+  wire::Nack nack;
+  nack.active_version = v;
+  nack.status = static_cast<uint32_t>(st);
+  nack.message = message;
+  return send_frame(fd, FrameType::kNack, wire::encode_nack(nack));
+}
+
+bool EdgeNode::session(int fd) {
+  wire::Hello hello;
+  hello.device_id = config_.device_id;
+  if (const auto s = current_slot()) {
+    edgert_slot_model_id(s->slot, hello.model_id);
+    hello.active_version = edgert_slot_version(s->slot);
+  }
+  random_bytes(hello.client_nonce, wire::kNonceBytes);
+  if (!send_frame(fd, FrameType::kHello, wire::encode_hello(hello))) return false;
+
+  auto read_frame = [&](FrameType* type, Bytes* body, double first_byte_timeout) -> bool {
+    uint8_t header[wire::kHeaderBytes];
+    uint32_t len = 0;
+    std::string error;
+    if (!recv_exact(fd, header, 1, first_byte_timeout) || !recv_exact(fd, header + 1, wire::kHeaderBytes - 1, config_.drop_after_s)) {
+      return false;
+    }
+    if (!wire::parse_header(header, config_.max_frame, type, &len, &error)) {
+      log("bad frame from server: " + error);
+      return false;
+    }
+    body->resize(len);
+    return len == 0 || recv_exact(fd, body->data(), len, config_.drop_after_s);
+  };
+
+  FrameType type;
+  Bytes body;
+  if (!read_frame(&type, &body, config_.drop_after_s)) return false;
+  if (type == FrameType::kError) {
+    wire::ErrorMessage e;
+    std::string err;
+    if (wire::parse_error(body, &e, &err)) log("server refused: " + e.message);
+    return false;
+  }
+  wire::Challenge challenge;
+  std::string error;
+  if (type != FrameType::kChallenge || !wire::parse_challenge(body, &challenge, &error)) {
+    log("handshake: expected CHALLENGE, got " + std::string(wire::frame_name(type)) + " " + error);
+    return false;
+  }
+  uint8_t expected[wire::kProofBytes];
+  wire::server_proof(config_.key, hello.client_nonce, challenge.server_nonce, config_.device_id, expected);
+  if (!edgert_mac_equal(expected, challenge.server_proof, wire::kProofBytes)) {
+    log("handshake: the server does not know this device's key; disconnecting");
+    return false;
+  }
+  uint8_t proof[wire::kProofBytes];
+  wire::device_proof(config_.key, challenge.server_nonce, hello.client_nonce, config_.device_id, proof);
+  if (!send_frame(fd, FrameType::kAuth, wire::encode_auth(proof))) return false;
+  log("connected and authenticated");
+
+  auto last_traffic = Clock::now();
+  auto last_ping = Clock::now();
+  while (!stopping_) {
+    pollfd p{fd, POLLIN, 0};
+    const int r = ::poll(&p, 1, 200);
+    if (r < 0 && errno != EINTR) return true;
+    if (r <= 0) {
+      if (seconds_since(last_traffic) > config_.drop_after_s) {
+        log("server silent; dropping the connection");
+        return true;
+      }
+      if (seconds_since(last_traffic) > config_.ping_after_s && seconds_since(last_ping) > config_.ping_after_s) {
+        last_ping = Clock::now();
+        if (!send_frame(fd, FrameType::kPing, wire::encode_u64(0))) return true;
+      }
+      continue;
+    }
+    if (!read_frame(&type, &body, config_.drop_after_s)) return true;
+    last_traffic = Clock::now();
+    bool ok = true;
+    switch (type) {
+      case FrameType::kManifest:
+        ok = handle_manifest(body);  // a manifest we cannot parse: drop and retry later
+        break;
+      case FrameType::kPacket:
+        ok = handle_packet(fd, body);
+        break;
+      case FrameType::kPing: {
+        uint64_t nonce = 0;
+        ok = wire::parse_u64(body, &nonce, &error) && send_frame(fd, FrameType::kPong, wire::encode_u64(nonce));
+        break;
+      }
+      case FrameType::kPong:
+        break;
+      case FrameType::kError: {
+        wire::ErrorMessage e;
+        if (wire::parse_error(body, &e, &error)) log("server error " + std::to_string(e.code) + ": " + e.message);
+        return true;
+      }
+      default:
+        log(std::string("unexpected ") + wire::frame_name(type) + " from the server");
+        return true;
+    }
+    if (!ok) return true;
+  }
+  return true;
+}
+
+void EdgeNode::serve_loop(int listen_fd) {
+  while (!stopping_) {
+    pollfd p{listen_fd, POLLIN, 0};
+    if (::poll(&p, 1, 200) <= 0) continue;
+    const int client = ::accept(listen_fd, nullptr, nullptr);
+    if (client < 0) continue;
+    uint8_t request = 0;
+    while (recv_exact(client, &request, 1, 5.0)) {
+      Bytes reply;
+      const auto s = current_slot();
+      if (request == 'V') {
+        reply = wire::encode_u64(s ? edgert_slot_version(s->slot) : 0);
+      } else if (request == 'W') {
+        const void* weights = nullptr;
+        uint64_t version = 0;
+        uint64_t size = 0;
+        if (s && edgert_slot_acquire(s->slot, &weights, &version) == EDGERT_OK) {
+          size = edgert_slot_weights_size(s->slot);
+          reply = wire::encode_u64(version);
+          const Bytes sz = wire::encode_u64(size);
+          reply.insert(reply.end(), sz.begin(), sz.end());
+          const auto* w = static_cast<const uint8_t*>(weights);
+          reply.insert(reply.end(), w, w + size);
+          edgert_slot_release(s->slot, weights);
+        } else {
+          reply = wire::encode_u64(0);
+          const Bytes sz = wire::encode_u64(0);
+          reply.insert(reply.end(), sz.begin(), sz.end());
+        }
+      } else if (request == 'M') {
+        Bytes manifest;
+        {
+          std::lock_guard<std::mutex> lock(slot_mutex_);
+          manifest = manifest_;
+        }
+        reply = wire::encode_u64(manifest.size());
+        reply.insert(reply.end(), manifest.begin(), manifest.end());
+      } else {
+        break;  // unknown request: close
+      }
+      if (!send_all(client, reply.data(), reply.size())) break;
+    }
+    ::close(client);
+  }
+}
+
+void EdgeNode::run() {
+  load_state();
+  int listen_fd = -1;
+  std::thread server;
+  if (!config_.serve_path.empty()) {
+    listen_fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (config_.serve_path.size() >= sizeof(addr.sun_path)) {
+      log("serve path too long");
+    } else {
+      std::strncpy(addr.sun_path, config_.serve_path.c_str(), sizeof(addr.sun_path) - 1);
+      ::unlink(config_.serve_path.c_str());
+      if (listen_fd >= 0 && ::bind(listen_fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+          ::listen(listen_fd, 8) == 0) {
+        server = std::thread([this, listen_fd] { serve_loop(listen_fd); });
+        log("serving weights on " + config_.serve_path);
+      } else {
+        log("cannot serve on " + config_.serve_path + ": " + std::strerror(errno));
+      }
+    }
+  }
+  std::mt19937 rng(std::random_device{}());
+  double backoff = config_.backoff_min_s;
+  while (!stopping_) {
+    const int fd = connect_to(config_.host, config_.port);
+    bool authenticated = false;
+    if (fd >= 0) {
+      authenticated = session(fd);
+      ::close(fd);
+    }
+    if (stopping_) break;
+    backoff = authenticated ? config_.backoff_min_s : std::min(backoff * 2, config_.backoff_max_s);
+    std::uniform_real_distribution<double> jitter(0.75, 1.25);
+    const double wait = backoff * jitter(rng);
+    log("disconnected; retrying in " + std::to_string(wait).substr(0, 5) + " s (keeping version " +
+        std::to_string(version()) + ")");
+    const auto until = Clock::now() + std::chrono::duration<double>(wait);
+    while (!stopping_ && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (server.joinable()) server.join();
+  if (listen_fd >= 0) {
+    ::close(listen_fd);
+    ::unlink(config_.serve_path.c_str());
+  }
+}
+
+}  // namespace edgert::node

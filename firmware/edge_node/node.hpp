@@ -1,0 +1,65 @@
+// The edge node: keeps one model slot in sync with a model server over the
+// wire protocol and serves the active weights to a local inference process.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "edgert/edgert.h"
+#include "protocol.hpp"
+
+namespace edgert::node {
+
+struct NodeConfig {
+  std::string host = "127.0.0.1";
+  uint16_t port = 0;
+  std::string device_id;
+  wire::Bytes key;           // per-device key (16..64 bytes)
+  std::string state_dir;     // manifest.bin + slot.snap survive restarts
+  std::string serve_path;    // Unix socket for the inference process ("" = none)
+  uint32_t max_frame = wire::kDefaultMaxFrame;
+  double ping_after_s = 5.0;     // send PING after this much silence
+  double drop_after_s = 15.0;    // give up on a silent connection
+  double backoff_min_s = 0.1;
+  double backoff_max_s = 5.0;
+};
+
+using LogFn = std::function<void(const std::string&)>;
+
+class EdgeNode {
+ public:
+  EdgeNode(NodeConfig config, LogFn log);
+  ~EdgeNode();
+  EdgeNode(const EdgeNode&) = delete;
+  EdgeNode& operator=(const EdgeNode&) = delete;
+
+  // Loads the saved state (if any), starts the local server and runs the
+  // connect / sync / reconnect loop until stop() is called.
+  void run();
+  void stop() { stopping_ = true; }
+
+  uint64_t version() const;
+
+ private:
+  struct SlotHandle;
+  bool session(int fd);  // one connection; returns after disconnect/failure
+  bool handle_manifest(const wire::Bytes& body);
+  bool handle_packet(int fd, const wire::Bytes& body);
+  void load_state();
+  void serve_loop(int listen_fd);
+  std::shared_ptr<SlotHandle> current_slot() const;
+  void log(const std::string& line) const;
+
+  NodeConfig config_;
+  LogFn log_;
+  std::atomic<bool> stopping_{false};
+  mutable std::mutex slot_mutex_;  // guards the pointer; the slot itself is thread-safe for readers
+  std::shared_ptr<SlotHandle> slot_;
+  wire::Bytes manifest_;
+};
+
+}  // namespace edgert::node

@@ -1,0 +1,81 @@
+// The edgert wire protocol (docs/wire-protocol.md): frame header checks and
+// message encoding/decoding on byte buffers. No I/O here, so it is unit-tested
+// directly and shared by the node's network loop.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace edgert::wire {
+
+enum class FrameType : uint8_t {
+  kHello = 1,
+  kChallenge = 2,
+  kAuth = 3,
+  kManifest = 4,
+  kPacket = 5,
+  kAck = 6,
+  kNack = 7,
+  kResync = 8,
+  kPing = 9,
+  kPong = 10,
+  kError = 11,
+};
+
+constexpr uint16_t kProtocolVersion = 1;
+constexpr size_t kHeaderBytes = 6;
+constexpr uint32_t kDefaultMaxFrame = 64u << 20;
+constexpr size_t kNonceBytes = 16;
+constexpr size_t kProofBytes = 32;
+constexpr size_t kModelIdBytes = 16;
+constexpr size_t kMaxDeviceId = 64;
+
+using Bytes = std::vector<uint8_t>;
+
+// Checks a 6-byte frame header: known type, reserved byte 0, length <= max_length.
+// On failure returns false and says why in *error.
+bool parse_header(const uint8_t* header, uint32_t max_length, FrameType* type, uint32_t* length, std::string* error);
+Bytes encode_frame(FrameType type, const Bytes& body);
+const char* frame_name(FrameType type);
+
+struct Hello {
+  std::string device_id;
+  uint8_t model_id[kModelIdBytes] = {};
+  uint64_t active_version = 0;
+  uint8_t client_nonce[kNonceBytes] = {};
+};
+struct Challenge {
+  uint16_t protocol = kProtocolVersion;
+  uint8_t server_nonce[kNonceBytes] = {};
+  uint8_t server_proof[kProofBytes] = {};
+};
+struct Nack {
+  uint64_t active_version = 0;
+  uint32_t status = 0;
+  std::string message;
+};
+struct ErrorMessage {
+  uint32_t code = 0;
+  std::string message;
+};
+
+Bytes encode_hello(const Hello& m);
+Bytes encode_auth(const uint8_t proof[kProofBytes]);
+Bytes encode_u64(uint64_t v);  // ACK, RESYNC, PING, PONG bodies
+Bytes encode_nack(const Nack& m);
+
+// Parsers: strict (exact lengths, no trailing bytes); false + *error on malformed input.
+bool parse_hello(const Bytes& body, Hello* out, std::string* error);
+bool parse_challenge(const Bytes& body, Challenge* out, std::string* error);
+bool parse_u64(const Bytes& body, uint64_t* out, std::string* error);
+bool parse_error(const Bytes& body, ErrorMessage* out, std::string* error);
+
+// The handshake proofs (HMAC-SHA256 under the device key, see the spec).
+void server_proof(const Bytes& key, const uint8_t client_nonce[kNonceBytes], const uint8_t server_nonce[kNonceBytes],
+                  const std::string& device_id, uint8_t out[kProofBytes]);
+void device_proof(const Bytes& key, const uint8_t server_nonce[kNonceBytes], const uint8_t client_nonce[kNonceBytes],
+                  const std::string& device_id, uint8_t out[kProofBytes]);
+
+}  // namespace edgert::wire

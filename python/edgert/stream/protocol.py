@@ -1,0 +1,189 @@
+"""The edgert wire protocol (``docs/wire-protocol.md``): frames, messages, handshake proofs.
+
+Shared by :mod:`edgert.stream.server` (model server, Python edge client) and
+matched byte for byte by ``firmware/edge_node`` (C++).
+"""
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import select
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Optional
+
+PROTOCOL_VERSION = 1
+HEADER = struct.Struct("<BBI")
+DEFAULT_MAX_FRAME = 64 << 20
+NONCE_BYTES = 16
+PROOF_BYTES = 32
+MODEL_ID_BYTES = 16
+MAX_DEVICE_ID = 64
+HELLO_MAGIC = b"ERTW"
+
+
+class FrameType(enum.IntEnum):
+    HELLO = 1
+    CHALLENGE = 2
+    AUTH = 3
+    MANIFEST = 4
+    PACKET = 5
+    ACK = 6
+    NACK = 7
+    RESYNC = 8
+    PING = 9
+    PONG = 10
+    ERROR = 11
+
+
+class ErrorCode(enum.IntEnum):
+    UNKNOWN_DEVICE = 1
+    AUTH_FAILED = 2
+    PROTOCOL = 3
+
+
+class ProtocolError(ValueError):
+    """A malformed or unexpected frame: the connection is closed."""
+
+
+class ConnectionClosed(ConnectionError):
+    """The peer closed the connection or went silent past the timeout."""
+
+
+def encode_frame(frame_type: FrameType, body: bytes = b"") -> bytes:
+    """One frame: type u8, reserved u8 (0), length u32 LE, body."""
+    return HEADER.pack(int(frame_type), 0, len(body)) + body
+
+
+def parse_header(header: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> tuple[FrameType, int]:
+    """Validates a 6-byte header before anything is allocated for the body."""
+    frame_type, reserved, length = HEADER.unpack(header)
+    if frame_type not in FrameType.__members__.values():
+        raise ProtocolError(f"unknown frame type {frame_type}")
+    if reserved != 0:
+        raise ProtocolError(f"reserved header byte is {reserved}, not 0")
+    if length > max_frame:
+        raise ProtocolError(f"frame of {length} bytes exceeds the limit of {max_frame}")
+    return FrameType(frame_type), length
+
+
+def recv_exact(sock: socket.socket, n: int, timeout: float) -> bytes:
+    """Reads exactly n bytes; raises ConnectionClosed on EOF or when a chunk takes longer than timeout."""
+    chunks = bytearray()
+    while len(chunks) < n:
+        ready, _, _ = select.select([sock], [], [], timeout)
+        if not ready:
+            raise ConnectionClosed(f"peer silent for {timeout:.1f} s")
+        try:
+            data = sock.recv(min(n - len(chunks), 1 << 20))
+        except OSError as exc:
+            raise ConnectionClosed(str(exc)) from exc
+        if not data:
+            raise ConnectionClosed("connection closed by peer")
+        chunks += data
+    return bytes(chunks)
+
+
+def read_frame(sock: socket.socket, timeout: float, max_frame: int = DEFAULT_MAX_FRAME) -> tuple[FrameType, bytes]:
+    """Reads one frame (header checked before the body is read)."""
+    frame_type, length = parse_header(recv_exact(sock, HEADER.size, timeout), max_frame)
+    return frame_type, recv_exact(sock, length, timeout) if length else b""
+
+
+def send_frame(sock: socket.socket, frame_type: FrameType, body: bytes = b"") -> None:
+    try:
+        sock.sendall(encode_frame(frame_type, body))
+    except OSError as exc:
+        raise ConnectionClosed(str(exc)) from exc
+
+
+@dataclass
+class Hello:
+    device_id: str
+    model_id: bytes
+    active_version: int
+    client_nonce: bytes
+
+    def encode(self) -> bytes:
+        device = self.device_id.encode()
+        return (HELLO_MAGIC + struct.pack("<HH", PROTOCOL_VERSION, len(device)) + device + self.model_id
+                + struct.pack("<Q", self.active_version) + self.client_nonce)
+
+    @classmethod
+    def decode(cls, body: bytes) -> "Hello":
+        if len(body) < 8 or body[:4] != HELLO_MAGIC:
+            raise ProtocolError("HELLO: bad magic or truncated")
+        protocol, id_len = struct.unpack_from("<HH", body, 4)
+        if protocol != PROTOCOL_VERSION:
+            raise ProtocolError(f"HELLO: unsupported protocol version {protocol}")
+        if not 1 <= id_len <= MAX_DEVICE_ID:
+            raise ProtocolError(f"HELLO: device id must be 1..{MAX_DEVICE_ID} bytes, got {id_len}")
+        expected = 8 + id_len + MODEL_ID_BYTES + 8 + NONCE_BYTES
+        if len(body) != expected:
+            raise ProtocolError(f"HELLO: expected {expected} bytes, got {len(body)}")
+        device = body[8:8 + id_len].decode(errors="replace")
+        off = 8 + id_len
+        model_id = body[off:off + MODEL_ID_BYTES]
+        (version,) = struct.unpack_from("<Q", body, off + MODEL_ID_BYTES)
+        return cls(device, model_id, version, body[off + MODEL_ID_BYTES + 8:])
+
+
+def encode_challenge(server_nonce: bytes, proof: bytes) -> bytes:
+    return struct.pack("<H", PROTOCOL_VERSION) + server_nonce + proof
+
+
+def decode_challenge(body: bytes) -> tuple[bytes, bytes]:
+    if len(body) != 2 + NONCE_BYTES + PROOF_BYTES:
+        raise ProtocolError("CHALLENGE: wrong length")
+    (protocol,) = struct.unpack_from("<H", body)
+    if protocol != PROTOCOL_VERSION:
+        raise ProtocolError(f"CHALLENGE: unsupported protocol version {protocol}")
+    return body[2:2 + NONCE_BYTES], body[2 + NONCE_BYTES:]
+
+
+def encode_u64(value: int) -> bytes:
+    return struct.pack("<Q", value)
+
+
+def decode_u64(body: bytes, what: str) -> int:
+    if len(body) != 8:
+        raise ProtocolError(f"{what}: expected 8 bytes, got {len(body)}")
+    return struct.unpack("<Q", body)[0]
+
+
+def encode_nack(active_version: int, status: int, message: str) -> bytes:
+    return struct.pack("<QI", active_version, status) + message.encode()[:255]
+
+
+def decode_nack(body: bytes) -> tuple[int, int, str]:
+    if len(body) < 12:
+        raise ProtocolError("NACK: truncated")
+    version, status = struct.unpack_from("<QI", body)
+    return version, status, body[12:].decode(errors="replace")
+
+
+def encode_error(code: int, message: str) -> bytes:
+    return struct.pack("<I", code) + message.encode()
+
+
+def server_proof(key: bytes, client_nonce: bytes, server_nonce: bytes, device_id: str) -> bytes:
+    return hmac.new(key, b"edgert-server" + client_nonce + server_nonce + device_id.encode(), hashlib.sha256).digest()
+
+
+def device_proof(key: bytes, server_nonce: bytes, client_nonce: bytes, device_id: str) -> bytes:
+    return hmac.new(key, b"edgert-device" + server_nonce + client_nonce + device_id.encode(), hashlib.sha256).digest()
+
+
+def backoff_delays(minimum: float = 0.1, maximum: float = 5.0, jitter: float = 0.25,
+                   rng: Optional[object] = None):
+    """Exponential backoff with ±jitter: 0.1, 0.2, 0.4 ... capped at maximum."""
+    import random
+
+    rng = rng or random.Random()
+    delay = minimum
+    while True:
+        yield delay * rng.uniform(1 - jitter, 1 + jitter)  # type: ignore[attr-defined]
+        delay = min(delay * 2, maximum)
+

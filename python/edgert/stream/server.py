@@ -1,0 +1,458 @@
+"""Model server and Python edge client over the wire protocol (``docs/wire-protocol.md``).
+
+:class:`ModelServer` holds one model (manifest + the device-exact weights in a
+:class:`~edgert.stream.packet.DeviceMirror`), a bounded history of update packets
+and one thread per connected device. It answers each device with the packets
+that lead from the device's version to its own, or with a full snapshot, MACs
+every packet with that device's key, and pushes new versions as they are
+published. :class:`EdgeClient` is the device side in Python (the C++ one is
+``firmware/edge_node``), applying packets to an :class:`edgert._edgert.Slot`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Union
+
+import numpy as np
+
+from edgert import _edgert
+from edgert.stream.packet import DeviceMirror, EncodedPacket, Manifest, authenticate, encode_snapshot, encode_update
+from edgert.stream.protocol import (
+    DEFAULT_MAX_FRAME,
+    MODEL_ID_BYTES,
+    NONCE_BYTES,
+    ConnectionClosed,
+    ErrorCode,
+    FrameType,
+    Hello,
+    ProtocolError,
+    backoff_delays,
+    decode_challenge,
+    decode_nack,
+    decode_u64,
+    device_proof,
+    encode_challenge,
+    encode_error,
+    encode_nack,
+    encode_u64,
+    read_frame,
+    send_frame,
+    server_proof,
+)
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class DeviceStatus:
+    """What the server knows of one device."""
+
+    device_id: str
+    connected: bool = False
+    acked_version: int = 0
+    nacks: list[str] = field(default_factory=list)
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+
+class _Session:
+    def __init__(self, server: "ModelServer", sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+        self.device_id = ""
+        self.key = b""
+        self.sent_version = 0
+        self.lock = threading.Lock()  # one writer at a time (session thread and publishers)
+
+    def send(self, frame_type: FrameType, body: bytes = b"") -> None:
+        with self.lock:
+            send_frame(self.sock, frame_type, body)
+        self.server._account(self.device_id, sent=len(body) + 6)
+
+    def send_packet(self, packet: Union[bytes, EncodedPacket], target_version: int) -> None:
+        self.send(FrameType.PACKET, authenticate(packet, self.key))
+        self.sent_version = target_version
+
+
+class ModelServer:
+    """Serves one model to many devices (one thread per connection).
+
+    Args:
+        manifest: the model's tensor table.
+        keys: per-device keys (16..64 bytes), by device id.
+        weights: initial weights by tensor name (published as version 1), or None.
+        host, port: where to listen (port 0 picks a free one; see :attr:`address`).
+        history: how many recent packets are kept to serve update chains.
+        value_coding: "fp16" (default), "fp32" or "int8" for sparse updates.
+        state_dir: if given, the model state (manifest, weights, version) is saved
+            there after every publish and restored on start, so a restarted
+            server continues its version sequence.
+    """
+
+    def __init__(self, manifest: Manifest, keys: Mapping[str, bytes], weights: Optional[Mapping[str, Any]] = None, *,
+                 host: str = "127.0.0.1", port: int = 0, history: int = 64, value_coding: str = "fp16",
+                 state_dir: Optional[Union[str, Path]] = None, max_frame: int = DEFAULT_MAX_FRAME,
+                 idle_timeout: float = 30.0, log: Optional[Log] = None) -> None:
+        for device, key in keys.items():
+            if not 16 <= len(key) <= 64:
+                raise ValueError(f"key of device {device!r} must be 16..64 bytes, got {len(key)}")
+        self.manifest = manifest
+        self.keys = dict(keys)
+        self.value_coding = value_coding
+        self.max_frame = max_frame
+        self.idle_timeout = idle_timeout
+        self.mirror = DeviceMirror(manifest)
+        self.history: deque[EncodedPacket] = deque(maxlen=history)
+        self.devices: dict[str, DeviceStatus] = {}
+        self._log = log or (lambda line: None)
+        self._lock = threading.RLock()
+        self._sessions: set[_Session] = set()
+        self._state_dir = Path(state_dir) if state_dir is not None else None
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._listener = socket.create_server((host, port))
+        self._listener.settimeout(0.2)
+        if self._state_dir is not None and (self._state_dir / "state.json").exists():
+            self._restore()
+        elif weights is not None:
+            self.publish_snapshot(weights)
+
+    # ---- lifecycle -----------------------------------------------------------------
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._listener.getsockname()[:2]
+
+    @property
+    def version(self) -> int:
+        return self.mirror.version
+
+    def start(self) -> "ModelServer":
+        thread = threading.Thread(target=self._accept_loop, name="edgert-model-server", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return self
+
+    def stop(self, abrupt: bool = False) -> None:
+        """Stops listening and closes every connection (``abrupt``: reset, as a killed process would)."""
+        self._stopping.set()
+        self._listener.close()
+        with self._lock:
+            sessions = list(self._sessions)
+        for s in sessions:
+            try:
+                if abrupt:
+                    s.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                s.sock.close()
+            except OSError:
+                pass
+        for t in self._threads:
+            t.join(timeout=5)
+
+    def __enter__(self) -> "ModelServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # ---- publishing --------------------------------------------------------------------
+    def publish(self, updates: Mapping[Union[int, str], Any]) -> EncodedPacket:
+        """Encodes the next version from sparse/dense updates and pushes it to connected devices."""
+        with self._lock:
+            packet = encode_update(self.manifest, self.version, self.version + 1, updates, self.value_coding)
+            return self._commit(packet)
+
+    def publish_snapshot(self, weights: Mapping[Union[int, str], Any], target_version: Optional[int] = None) -> EncodedPacket:
+        """Publishes complete weights as a full snapshot (version + 1, or ``target_version``)."""
+        with self._lock:
+            target = self.version + 1 if target_version is None else target_version
+            packet = encode_snapshot(self.manifest, target, weights, base_version=self.version)
+            return self._commit(packet)
+
+    def weights_bytes(self) -> bytes:
+        """The exact bytes every in-sync device holds."""
+        with self._lock:
+            return self.mirror.weights_bytes()
+
+    def _commit(self, packet: EncodedPacket) -> EncodedPacket:
+        self.mirror.apply(packet)
+        self.history.append(packet)
+        self._save()
+        with self._lock:
+            sessions = list(self._sessions)
+        for s in sessions:
+            try:
+                self._push(s)
+            except ConnectionClosed:
+                pass
+        return packet
+
+    def _snapshot_packet(self) -> EncodedPacket:
+        weights = {t.name: self.mirror.tensor(i) for i, t in enumerate(self.manifest.tensors)}
+        return encode_snapshot(self.manifest, self.version, weights, base_version=0)
+
+    def _push(self, s: _Session) -> None:
+        """Sends the session whatever brings it from its last sent version to ours."""
+        with self._lock:
+            if not s.device_id or s.sent_version == self.version:
+                return
+            chain = self._chain_from(s.sent_version)
+            if chain is None:
+                s.send_packet(self._snapshot_packet(), self.version)
+                return
+            for packet in chain:
+                s.send_packet(packet, packet.target_version)
+
+    def _chain_from(self, version: int) -> Optional[list[EncodedPacket]]:
+        """Packets from ``version`` to ours, if the history still holds an unbroken chain.
+
+        A full snapshot newer than ``version`` is a valid start: it applies to any older model.
+        """
+        packets = list(self.history)
+        for i, p in enumerate(packets):
+            if p.base_version == version or (p.full_snapshot and p.target_version > version):
+                chain = packets[i:]
+                linked = all(b.base_version == a.target_version or b.full_snapshot for a, b in zip(chain, chain[1:]))
+                return chain if linked else None
+        return None
+
+    # ---- persistence ---------------------------------------------------------------------
+    def _save(self) -> None:
+        if self._state_dir is None:
+            return
+        self._state_dir.mkdir(parents=True, exist_ok=True)
+        weights = self._state_dir / "weights.bin"
+        tmp = weights.with_suffix(".tmp")
+        tmp.write_bytes(self.mirror.weights_bytes())
+        os.replace(tmp, weights)
+        (self._state_dir / "manifest.bin").write_bytes(self.manifest.to_bytes())
+        state = self._state_dir / "state.json"
+        state.with_suffix(".tmp").write_text(json.dumps({"version": self.version}))
+        os.replace(state.with_suffix(".tmp"), state)
+
+    def _restore(self) -> None:
+        assert self._state_dir is not None
+        if (self._state_dir / "manifest.bin").read_bytes() != self.manifest.to_bytes():
+            raise ValueError(f"{self._state_dir} holds the state of a different model")
+        self.mirror.buffer[:] = np.frombuffer((self._state_dir / "weights.bin").read_bytes(), dtype=np.uint8)
+        self.mirror.version = json.loads((self._state_dir / "state.json").read_text())["version"]
+        self._log(f"restored model state at version {self.version}")
+
+    # ---- connections -------------------------------------------------------------------------
+    def _account(self, device_id: str, sent: int = 0, received: int = 0) -> None:
+        with self._lock:
+            st = self.devices.setdefault(device_id, DeviceStatus(device_id))
+            st.bytes_sent += sent
+            st.bytes_received += received
+
+    def _accept_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                sock, _ = self._listener.accept()
+            except (socket.timeout, TimeoutError):
+                continue
+            except OSError:
+                return
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(10.0)  # a device that stops reading cannot block publishers forever
+            session = _Session(self, sock)
+            with self._lock:
+                self._sessions.add(session)
+            thread = threading.Thread(target=self._serve, args=(session,), daemon=True)
+            thread.start()
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+
+    def _serve(self, s: _Session) -> None:
+        try:
+            self._handshake(s)
+            self._conversation(s)
+        except (ConnectionClosed, ProtocolError, OSError) as exc:
+            self._log(f"{s.device_id or 'unauthenticated peer'}: {exc}")
+        finally:
+            with self._lock:
+                self._sessions.discard(s)
+                if s.device_id in self.devices:
+                    self.devices[s.device_id].connected = False
+            try:
+                s.sock.close()
+            except OSError:
+                pass
+
+    def _handshake(self, s: _Session) -> None:
+        frame_type, body = read_frame(s.sock, 10.0, self.max_frame)
+        if frame_type != FrameType.HELLO:
+            raise ProtocolError(f"expected HELLO, got {frame_type.name}")
+        hello = Hello.decode(body)
+        key = self.keys.get(hello.device_id)
+        if key is None:
+            send_frame(s.sock, FrameType.ERROR, encode_error(ErrorCode.UNKNOWN_DEVICE, f"unknown device {hello.device_id!r}"))
+            raise ProtocolError(f"unknown device {hello.device_id!r}")
+        server_nonce = secrets.token_bytes(NONCE_BYTES)
+        send_frame(s.sock, FrameType.CHALLENGE,
+                   encode_challenge(server_nonce, server_proof(key, hello.client_nonce, server_nonce, hello.device_id)))
+        frame_type, body = read_frame(s.sock, 10.0, self.max_frame)
+        expected = device_proof(key, server_nonce, hello.client_nonce, hello.device_id)
+        if frame_type != FrameType.AUTH or not secrets.compare_digest(body, expected):
+            send_frame(s.sock, FrameType.ERROR, encode_error(ErrorCode.AUTH_FAILED, "authentication failed"))
+            raise ProtocolError(f"device {hello.device_id!r} failed authentication")
+        s.device_id, s.key = hello.device_id, key
+        with self._lock:
+            st = self.devices.setdefault(hello.device_id, DeviceStatus(hello.device_id))
+            st.connected = True
+            same_model = hello.model_id == self.manifest.model_id
+            if not same_model:
+                s.send(FrameType.MANIFEST, self.manifest.to_bytes())
+            s.sent_version = hello.active_version if same_model else 0
+            if same_model and hello.active_version > self.version:
+                # The device is ahead of us (we lost state): jump past it with a snapshot.
+                weights = {t.name: self.mirror.tensor(i) for i, t in enumerate(self.manifest.tensors)}
+                self.publish_snapshot(weights, target_version=hello.active_version + 1)
+            self._log(f"{hello.device_id}: connected at version {hello.active_version}, server at {self.version}")
+        self._push(s)
+
+    def _conversation(self, s: _Session) -> None:
+        while not self._stopping.is_set():
+            frame_type, body = read_frame(s.sock, self.idle_timeout, self.max_frame)
+            self._account(s.device_id, received=len(body) + 6)
+            if frame_type == FrameType.ACK:
+                version = decode_u64(body, "ACK")
+                with self._lock:
+                    self.devices[s.device_id].acked_version = version
+            elif frame_type == FrameType.NACK:
+                version, status, message = decode_nack(body)
+                with self._lock:
+                    self.devices[s.device_id].nacks.append(message)
+                self._log(f"{s.device_id}: rejected a packet at version {version}: {message}")
+                with self._lock:
+                    s.sent_version = version
+                    s.send_packet(self._snapshot_packet(), self.version)
+            elif frame_type == FrameType.RESYNC:
+                version = decode_u64(body, "RESYNC")
+                with self._lock:
+                    s.sent_version = version
+                    s.send_packet(self._snapshot_packet(), self.version)
+            elif frame_type == FrameType.PING:
+                s.send(FrameType.PONG, body)
+            elif frame_type == FrameType.PONG:
+                continue
+            else:
+                raise ProtocolError(f"unexpected {frame_type.name} from a device")
+
+    # ---- fault injection (tests and drills) -------------------------------------------
+    def inject(self, device_id: str, raw: bytes, close: bool = False) -> bool:
+        """Writes raw bytes to a connected device's socket (e.g. half a frame), optionally closing it."""
+        with self._lock:
+            sessions = [s for s in self._sessions if s.device_id == device_id]
+        for s in sessions:
+            with s.lock:
+                try:
+                    s.sock.sendall(raw)
+                    if close:
+                        s.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    return False
+        return bool(sessions)
+
+
+class EdgeClient:
+    """The device side in Python: keeps an :class:`edgert._edgert.Slot` in sync with a server.
+
+    Runs in a background thread with reconnect and exponential backoff; the slot
+    (``self.slot``) is readable at any time. ``on_version`` is called after each
+    applied version.
+    """
+
+    def __init__(self, address: tuple[str, int], device_id: str, key: bytes, *,
+                 on_version: Optional[Callable[[int], None]] = None, max_frame: int = DEFAULT_MAX_FRAME,
+                 log: Optional[Log] = None) -> None:
+        self.address = address
+        self.device_id = device_id
+        self.key = key
+        self.slot: Optional[Any] = None
+        self._manifest = b""
+        self.on_version = on_version
+        self.max_frame = max_frame
+        self._log = log or (lambda line: None)
+        self._stopping = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._sock: Optional[socket.socket] = None
+
+    @property
+    def version(self) -> int:
+        return self.slot.version if self.slot is not None else 0
+
+    def start(self) -> "EdgeClient":
+        self._thread = threading.Thread(target=self._run, name=f"edgert-edge-{self.device_id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        delays = backoff_delays()
+        while not self._stopping.is_set():
+            try:
+                with socket.create_connection(self.address, timeout=5) as sock:
+                    self._sock = sock
+                    self._session(sock)
+                    delays = backoff_delays()
+            except (ConnectionClosed, ProtocolError, OSError) as exc:
+                self._log(f"{self.device_id}: {exc}")
+            self._stopping.wait(next(delays))
+
+    def _session(self, sock: socket.socket) -> None:
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        model_id = bytes(self.slot.model_id) if self.slot is not None else bytes(MODEL_ID_BYTES)
+        send_frame(sock, FrameType.HELLO, Hello(self.device_id, model_id, self.version, nonce).encode())
+        frame_type, body = read_frame(sock, 10.0, self.max_frame)
+        if frame_type != FrameType.CHALLENGE:
+            raise ProtocolError(f"expected CHALLENGE, got {frame_type.name}")
+        server_nonce, proof = decode_challenge(body)
+        if not secrets.compare_digest(proof, server_proof(self.key, nonce, server_nonce, self.device_id)):
+            raise ProtocolError("the server does not know this device's key")
+        send_frame(sock, FrameType.AUTH, device_proof(self.key, server_nonce, nonce, self.device_id))
+        while not self._stopping.is_set():
+            frame_type, body = read_frame(sock, 15.0, self.max_frame)
+            if frame_type == FrameType.MANIFEST:
+                if body != self._manifest or self.slot is None:
+                    slot = _edgert.Slot(body)
+                    slot.set_key(self.key)
+                    self.slot, self._manifest = slot, body
+            elif frame_type == FrameType.PACKET:
+                self._apply(sock, body)
+            elif frame_type == FrameType.PING:
+                send_frame(sock, FrameType.PONG, body)
+            elif frame_type == FrameType.ERROR:
+                raise ProtocolError(f"server error: {body[4:].decode(errors='replace')}")
+
+    def _apply(self, sock: socket.socket, packet: bytes) -> None:
+        if self.slot is None:
+            send_frame(sock, FrameType.RESYNC, encode_u64(0))
+            return
+        try:
+            self.slot.apply(packet)
+        except _edgert.PacketError as exc:
+            if exc.status_name == "EDGERT_ERR_PACKET_STALE":
+                send_frame(sock, FrameType.ACK, encode_u64(self.version))
+            elif exc.status_name == "EDGERT_ERR_PACKET_VERSION_MISMATCH":
+                send_frame(sock, FrameType.RESYNC, encode_u64(self.version))
+            else:
+                send_frame(sock, FrameType.NACK, encode_nack(self.version, exc.status, str(exc)))
+            return
+        send_frame(sock, FrameType.ACK, encode_u64(self.version))
+        if self.on_version is not None:
+            self.on_version(self.version)

@@ -1,0 +1,104 @@
+// Unit tests of the wire protocol codec used by the edge node (no sockets).
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+
+#include "protocol.hpp"
+
+using edgert::wire::Bytes;
+using edgert::wire::FrameType;
+namespace wire = edgert::wire;
+
+TEST(WireProtocol, FrameHeaderRoundTripAndLimits) {
+  const Bytes frame = wire::encode_frame(FrameType::kAck, wire::encode_u64(42));
+  ASSERT_EQ(frame.size(), wire::kHeaderBytes + 8);
+  FrameType type;
+  uint32_t len = 0;
+  std::string error;
+  ASSERT_TRUE(wire::parse_header(frame.data(), 1024, &type, &len, &error)) << error;
+  EXPECT_EQ(type, FrameType::kAck);
+  EXPECT_EQ(len, 8u);
+  uint64_t v = 0;
+  ASSERT_TRUE(wire::parse_u64(Bytes(frame.begin() + 6, frame.end()), &v, &error));
+  EXPECT_EQ(v, 42u);
+
+  EXPECT_FALSE(wire::parse_header(frame.data(), 7, &type, &len, &error));  // longer than the limit
+  EXPECT_EQ(error, "frame longer than the limit");
+  Bytes bad = frame;
+  bad[0] = 0;
+  EXPECT_FALSE(wire::parse_header(bad.data(), 1024, &type, &len, &error));
+  bad[0] = 12;
+  EXPECT_FALSE(wire::parse_header(bad.data(), 1024, &type, &len, &error));
+  EXPECT_EQ(error, "unknown frame type");
+  bad = frame;
+  bad[1] = 1;
+  EXPECT_FALSE(wire::parse_header(bad.data(), 1024, &type, &len, &error));
+  // A length of 2^32 - 1 is refused before any allocation.
+  const uint8_t huge[6] = {5, 0, 0xff, 0xff, 0xff, 0xff};
+  EXPECT_FALSE(wire::parse_header(huge, wire::kDefaultMaxFrame, &type, &len, &error));
+}
+
+TEST(WireProtocol, HelloRoundTripAndEveryTruncation) {
+  wire::Hello hello;
+  hello.device_id = "drone-7";
+  hello.active_version = 0x0102030405060708ull;
+  for (size_t i = 0; i < wire::kNonceBytes; ++i) hello.client_nonce[i] = static_cast<uint8_t>(i * 3);
+  hello.model_id[0] = 0xab;
+  const Bytes body = wire::encode_hello(hello);
+  wire::Hello parsed;
+  std::string error;
+  ASSERT_TRUE(wire::parse_hello(body, &parsed, &error)) << error;
+  EXPECT_EQ(parsed.device_id, "drone-7");
+  EXPECT_EQ(parsed.active_version, hello.active_version);
+  EXPECT_EQ(0, std::memcmp(parsed.client_nonce, hello.client_nonce, wire::kNonceBytes));
+  EXPECT_EQ(parsed.model_id[0], 0xab);
+  for (size_t cut = 0; cut < body.size(); ++cut) {
+    EXPECT_FALSE(wire::parse_hello(Bytes(body.begin(), body.begin() + static_cast<std::ptrdiff_t>(cut)), &parsed, &error))
+        << "cut " << cut;
+  }
+  Bytes longer = body;
+  longer.push_back(0);
+  EXPECT_FALSE(wire::parse_hello(longer, &parsed, &error));
+  EXPECT_EQ(error, "HELLO: trailing bytes");
+  Bytes future = body;
+  future[4] = 2;  // protocol version 2
+  EXPECT_FALSE(wire::parse_hello(future, &parsed, &error));
+}
+
+TEST(WireProtocol, ProofsBindKeyNoncesAndDevice) {
+  const Bytes key(32, 7), other_key(32, 8);
+  uint8_t a[wire::kNonceBytes] = {1}, b[wire::kNonceBytes] = {2};
+  uint8_t p1[32], p2[32], p3[32], p4[32];
+  wire::server_proof(key, a, b, "dev", p1);
+  wire::server_proof(other_key, a, b, "dev", p2);
+  wire::server_proof(key, a, b, "dev2", p3);
+  wire::device_proof(key, b, a, "dev", p4);
+  EXPECT_NE(0, std::memcmp(p1, p2, 32));
+  EXPECT_NE(0, std::memcmp(p1, p3, 32));
+  EXPECT_NE(0, std::memcmp(p1, p4, 32));  // server and device proofs are domain-separated
+  uint8_t again[32];
+  wire::server_proof(key, a, b, "dev", again);
+  EXPECT_EQ(0, std::memcmp(p1, again, 32));
+}
+
+TEST(WireProtocol, ChallengeAndNackAndError) {
+  Bytes challenge = {1, 0};
+  challenge.resize(2 + wire::kNonceBytes + wire::kProofBytes, 9);
+  wire::Challenge c;
+  std::string error;
+  ASSERT_TRUE(wire::parse_challenge(challenge, &c, &error));
+  EXPECT_EQ(c.server_nonce[0], 9);
+  challenge.pop_back();
+  EXPECT_FALSE(wire::parse_challenge(challenge, &c, &error));
+  wire::Nack nack;
+  nack.active_version = 3;
+  nack.status = 103;
+  nack.message = std::string(300, 'x');
+  EXPECT_EQ(wire::encode_nack(nack).size(), 8u + 4u + 255u);  // message capped
+  wire::ErrorMessage e;
+  EXPECT_FALSE(wire::parse_error(Bytes{1, 2}, &e, &error));
+  ASSERT_TRUE(wire::parse_error(Bytes{2, 0, 0, 0, 'n', 'o'}, &e, &error));
+  EXPECT_EQ(e.code, 2u);
+  EXPECT_EQ(e.message, "no");
+}

@@ -1,0 +1,100 @@
+"""Wire protocol: frame codec, Python model server <-> Python edge client on localhost."""
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+import numpy as np
+import pytest
+
+from edgert.stream import EdgeClient, Manifest, ModelServer, TensorSpec, authenticate, encode_update
+from edgert.stream.protocol import (
+    FrameType,
+    Hello,
+    ProtocolError,
+    encode_frame,
+    parse_header,
+    read_frame,
+)
+
+MANIFEST = Manifest(bytes(range(16)), (TensorSpec("w", "float32", (64, 32)), TensorSpec("b", "float16", (32,))))
+KEYS = {"cam-1": b"k" * 32, "cam-2": b"q" * 24}
+
+
+def _weights(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"w": rng.standard_normal((64, 32)).astype(np.float32), "b": rng.standard_normal(32).astype(np.float16)}
+
+
+def _sparse_update(rng):
+    idx = np.sort(rng.choice(64 * 32, 100, replace=False))
+    return {"w": (idx, (0.01 * rng.standard_normal(100)).astype(np.float32))}
+
+
+def _wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_frame_header_is_validated_before_the_body():
+    assert parse_header(encode_frame(FrameType.ACK, b"x" * 8)[:6]) == (FrameType.ACK, 8)
+    with pytest.raises(ProtocolError, match="unknown frame type 99"):
+        parse_header(struct.pack("<BBI", 99, 0, 0))
+    with pytest.raises(ProtocolError, match="reserved header byte"):
+        parse_header(struct.pack("<BBI", 5, 1, 0))
+    with pytest.raises(ProtocolError, match="exceeds the limit"):
+        parse_header(struct.pack("<BBI", 5, 0, 2**32 - 1))
+    hello = Hello("cam-1", bytes(16), 7, bytes(range(16)))
+    assert Hello.decode(hello.encode()) == hello
+    for cut in range(len(hello.encode())):
+        with pytest.raises(ProtocolError):
+            Hello.decode(hello.encode()[:cut])
+
+
+def test_authenticate_matches_encoding_with_the_key():
+    rng = np.random.default_rng(1)
+    update = _sparse_update(rng)
+    plain = encode_update(MANIFEST, 3, 4, update)
+    keyed = encode_update(MANIFEST, 3, 4, update, key=KEYS["cam-1"])
+    assert authenticate(plain, KEYS["cam-1"]) == keyed.data
+    assert authenticate(keyed, KEYS["cam-1"]) == keyed.data
+
+
+def test_two_python_devices_follow_the_server(tmp_path):
+    rng = np.random.default_rng(2)
+    with ModelServer(MANIFEST, KEYS, _weights()) as server:
+        clients = [EdgeClient(server.address, d, k).start() for d, k in KEYS.items()]
+        try:
+            for _ in range(5):
+                server.publish(_sparse_update(rng))
+            assert _wait_for(lambda: all(c.version == server.version for c in clients))
+            for c in clients:
+                assert c.slot.weights()[0] == server.weights_bytes()
+            assert _wait_for(lambda: all(server.devices[d].acked_version == server.version for d in KEYS))
+            assert server.devices["cam-1"].bytes_sent > 0
+        finally:
+            for c in clients:
+                c.stop()
+
+
+def test_unknown_device_and_wrong_key_are_refused():
+    with ModelServer(MANIFEST, KEYS, _weights()) as server:
+        stranger = EdgeClient(server.address, "cam-9", b"k" * 32).start()
+        impostor = EdgeClient(server.address, "cam-1", b"z" * 32).start()
+        try:
+            time.sleep(0.5)
+            assert stranger.slot is None and impostor.slot is None
+        finally:
+            stranger.stop()
+            impostor.stop()
+        # A raw peer sending garbage is dropped without harming the server.
+        with socket.create_connection(server.address) as sock:
+            sock.sendall(struct.pack("<BBI", 77, 0, 0))
+            with pytest.raises(Exception):
+                read_frame(sock, 2.0)
+        assert server.version == 1
