@@ -29,5 +29,6 @@ using StreamHandle = std::uintptr_t;
 
 void bind_info(pybind11::module_& m);
 void bind_block_average(pybind11::module_& m);
+void bind_sparse(pybind11::module_& m);
 
 }  // namespace edgert::py

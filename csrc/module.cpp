@@ -22,4 +22,5 @@ PYBIND11_MODULE(EDGERT_MODULE_NAME, m) {
 #endif
   edgert::py::bind_info(m);
   edgert::py::bind_block_average(m);
+  edgert::py::bind_sparse(m);
 }

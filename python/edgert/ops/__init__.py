@@ -7,9 +7,14 @@ are the ground truth used by the parity tests.
 """
 from edgert.ops._dispatch import available_backends
 from edgert.ops.block_average import block_average, block_average_reference
+from edgert.ops.sparse import sparse_gather, sparse_gather_reference, sparse_patch, sparse_patch_reference
 
 __all__ = [
     "available_backends",
     "block_average",
     "block_average_reference",
+    "sparse_gather",
+    "sparse_gather_reference",
+    "sparse_patch",
+    "sparse_patch_reference",
 ]

@@ -133,6 +133,15 @@ EDGERT_NODISCARD EDGERT_API edgert_status edgert_sparse_patch(void* weights, edg
                                                               edgert_dtype values_dtype, size_t count,
                                                               edgert_patch_mode mode);
 
+/* Reads out[i] = weights[indices[i]] converted to out_dtype (F32 or F16), for
+ * i < count: the values a patch is about to overwrite (undo) or has written
+ * (verification). Same index rules as edgert_sparse_patch; on failure `out`
+ * is unchanged. */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_sparse_gather(const void* weights, edgert_dtype weights_dtype,
+                                                               size_t n_weights, const void* indices,
+                                                               edgert_dtype index_dtype, size_t count, void* out,
+                                                               edgert_dtype out_dtype);
+
 /* ---- MMNet detector ------------------------------------------------------
  * A detector holds the trained parameters for G channel groups and detects
  * batches of received vectors y = H x + n. Complex numbers are interleaved
