@@ -18,6 +18,7 @@ from bench.harness import device_name, gemm_rate, markdown_table, memcpy_bandwid
 # One module per hot path; each exposes run(device, quick) -> list[Row].
 OP_MODULES = {
     "block_average": "bench.bench_block_average",
+    "sparse_patch": "bench.bench_sparse",
 }
 
 

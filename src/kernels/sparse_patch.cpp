@@ -1,6 +1,6 @@
 // Sparse delta patching: weights[indices[i]] (+)= values[i] and its inverse,
-// the gather. Two passes: a branch-free streaming check of all indices (so
-// nothing is written on failure), then the apply. Values are converted to fp32
+// the gather. Two passes in one parallel region: a branch-free streaming check
+// of all indices, a barrier (so nothing is written on failure), then the apply. Values are converted to fp32
 // in blocks (F16C / NEON where available) and scattered with plain scalar
 // stores, which is what random single-element updates cost anyway.
 #include <algorithm>
@@ -12,6 +12,10 @@
 #include "core/half.hpp"
 #include "core/half_convert.hpp"
 #include "core/parallel.hpp"
+
+#if defined(EDGERT_WITH_OPENMP)
+#include <omp.h>
+#endif
 #include "edgert/kernels.hpp"
 
 namespace edgert::cpu {
@@ -20,8 +24,9 @@ using detail::fail;
 
 namespace {
 
-// Indices per parallel work item (large enough to amortise a fork/join).
-constexpr int64_t kGrain = 1 << 14;
+// Indices per thread below which fewer threads are used. Small: sparse updates
+// are bound by cache-miss latency, so a second thread pays off early.
+constexpr size_t kGrain = 4096;
 // Elements converted at a time: the block buffers stay in L1.
 constexpr size_t kBlock = 512;
 
@@ -29,24 +34,50 @@ struct F16 {
   uint16_t bits;
 };
 
-// True iff every index is valid: strictly increasing (in the index type's own
-// order) and, given that, first >= 0 and last < n. One vectorisable pass with
-// no early exit per element.
+// True iff indices [begin, end) are valid given that the ones before are:
+// strictly increasing (in the index type's own order, also across the slice
+// start) and, given that, first >= 0 and last < n. One vectorisable pass with
+// no early exit.
 template <typename I>
-bool all_valid(const I* idx, size_t count, size_t n) {
-  if (std::is_signed_v<I> && idx[0] < 0) return false;
-  if (static_cast<uint64_t>(idx[count - 1]) >= n) return false;
-  std::atomic<bool> unsorted{false};
-  detail::parallel_for(static_cast<int64_t>(count) - 1, 4 * kGrain, [&](int64_t begin, int64_t end) {
-    unsigned bad = 0;
-    const I* p = idx + begin;
-    for (int64_t i = 0; i < end - begin; ++i) bad |= static_cast<unsigned>(!(p[i] < p[i + 1]));
-    if (bad) unsorted.store(true, std::memory_order_relaxed);
-  });
-  return !unsorted.load(std::memory_order_relaxed);
+bool slice_valid(const I* idx, size_t begin, size_t end, size_t n) {
+  if (begin >= end) return true;
+  if (std::is_signed_v<I> && idx[begin] < 0) return false;
+  if (static_cast<uint64_t>(idx[end - 1]) >= n) return false;
+  const size_t from = begin > 0 ? begin - 1 : 0;
+  const I* p = idx + from;
+  unsigned bad = 0;
+  for (size_t i = 0; i + 1 < end - from; ++i) bad |= static_cast<unsigned>(!(p[i] < p[i + 1]));
+  return bad == 0;
 }
 
-// The slow path after all_valid() failed: finds the lowest offending position
+// Validates all `count` indices, then (only if all are valid) calls
+// body(begin, end) over slices of [0, count). With several threads each one
+// checks its slice, all meet at a barrier, and each applies the slice it has
+// just read (its indices are still in that core's cache): one fork/join.
+// Returns false (nothing done) if an index is invalid.
+template <typename I, typename Body>
+bool validate_then_run(const I* idx, size_t count, size_t n, Body&& body) {
+#if defined(EDGERT_WITH_OPENMP)
+  const int threads = static_cast<int>(std::min<size_t>(static_cast<size_t>(detail::max_threads()), count / kGrain));
+  if (threads > 1) {
+    std::atomic<bool> bad{false};
+#pragma omp parallel num_threads(threads)
+    {
+      const size_t t = static_cast<size_t>(omp_get_thread_num()), nt = static_cast<size_t>(omp_get_num_threads());
+      const size_t begin = count * t / nt, end = count * (t + 1) / nt;
+      if (!slice_valid(idx, begin, end, n)) bad.store(true, std::memory_order_relaxed);
+#pragma omp barrier
+      if (!bad.load(std::memory_order_relaxed)) body(begin, end);
+    }
+    return !bad.load(std::memory_order_relaxed);
+  }
+#endif
+  if (!slice_valid(idx, 0, count, n)) return false;
+  body(size_t{0}, count);
+  return true;
+}
+
+// The slow path after validation failed: finds the lowest offending position
 // so the message is deterministic, sets it and returns its status.
 template <typename I>
 edgert_status report_first_bad(const I* idx, size_t count, size_t n, const char* op) {
@@ -63,12 +94,6 @@ edgert_status report_first_bad(const I* idx, size_t count, size_t n, const char*
     }
   }
   return fail(EDGERT_ERR_INTERNAL, "%s: index validation disagreed with itself", op);
-}
-
-template <typename I>
-edgert_status validate(const void* indices, size_t count, size_t n, const char* op) {
-  const I* idx = static_cast<const I*>(indices);
-  return all_valid(idx, count, n) ? EDGERT_OK : report_first_bad(idx, count, n, op);
 }
 
 // Values [b, b + m) as fp32: a pointer into the input, or converted into buf.
@@ -122,38 +147,33 @@ void apply_f16(F16* w, const I* idx, const V* val, size_t begin, size_t end, edg
 }
 
 template <typename W, typename I, typename V>
-void apply(W* w, const I* idx, const V* val, size_t count, edgert_patch_mode mode) {
-  detail::parallel_for(static_cast<int64_t>(count), kGrain, [&](int64_t begin, int64_t end) {
-    if constexpr (std::is_same_v<W, float>) {
-      apply_f32(w, idx, val, static_cast<size_t>(begin), static_cast<size_t>(end), mode);
-    } else {
-      apply_f16(w, idx, val, static_cast<size_t>(begin), static_cast<size_t>(end), mode);
-    }
-  });
+void apply(W* w, const I* idx, const V* val, size_t begin, size_t end, edgert_patch_mode mode) {
+  if constexpr (std::is_same_v<W, float>) {
+    apply_f32(w, idx, val, begin, end, mode);
+  } else {
+    apply_f16(w, idx, val, begin, end, mode);
+  }
 }
 
 template <typename W, typename I, typename O>
-void gather(const W* w, const I* idx, size_t count, O* out) {
-  detail::parallel_for(static_cast<int64_t>(count), kGrain, [&](int64_t begin, int64_t end) {
-    const size_t b0 = static_cast<size_t>(begin), e0 = static_cast<size_t>(end);
-    if constexpr (std::is_same_v<W, O>) {
-      for (size_t i = b0; i < e0; ++i) out[i] = w[static_cast<size_t>(idx[i])];
-    } else if constexpr (std::is_same_v<W, float>) {  // fp32 -> fp16
-      float buf[kBlock];
-      for (size_t b = b0; b < e0; b += kBlock) {
-        const size_t m = std::min(kBlock, e0 - b);
-        for (size_t j = 0; j < m; ++j) buf[j] = w[static_cast<size_t>(idx[b + j])];
-        detail::float_to_half_n(buf, &out[b].bits, m);
-      }
-    } else {  // fp16 -> fp32
-      uint16_t buf[kBlock];
-      for (size_t b = b0; b < e0; b += kBlock) {
-        const size_t m = std::min(kBlock, e0 - b);
-        for (size_t j = 0; j < m; ++j) buf[j] = w[static_cast<size_t>(idx[b + j])].bits;
-        detail::half_to_float_n(buf, out + b, m);
-      }
+void gather(const W* w, const I* idx, size_t b0, size_t e0, O* out) {
+  if constexpr (std::is_same_v<W, O>) {
+    for (size_t i = b0; i < e0; ++i) out[i] = w[static_cast<size_t>(idx[i])];
+  } else if constexpr (std::is_same_v<W, float>) {  // fp32 -> fp16
+    float buf[kBlock];
+    for (size_t b = b0; b < e0; b += kBlock) {
+      const size_t m = std::min(kBlock, e0 - b);
+      for (size_t j = 0; j < m; ++j) buf[j] = w[static_cast<size_t>(idx[b + j])];
+      detail::float_to_half_n(buf, &out[b].bits, m);
     }
-  });
+  } else {  // fp16 -> fp32
+    uint16_t buf[kBlock];
+    for (size_t b = b0; b < e0; b += kBlock) {
+      const size_t m = std::min(kBlock, e0 - b);
+      for (size_t j = 0; j < m; ++j) buf[j] = w[static_cast<size_t>(idx[b + j])].bits;
+      detail::half_to_float_n(buf, out + b, m);
+    }
+  }
 }
 
 bool is_float(edgert_dtype d) { return d == EDGERT_F32 || d == EDGERT_F16; }
@@ -177,9 +197,17 @@ edgert_status check_args(const void* weights, edgert_dtype wdt, const void* indi
   return EDGERT_OK;
 }
 
-edgert_status validate_any(const void* indices, edgert_dtype index_dtype, size_t count, size_t n, const char* op) {
-  return index_dtype == EDGERT_I32 ? validate<int32_t>(indices, count, n, op)
-                                   : validate<uint32_t>(indices, count, n, op);
+// Validates, then runs body(idx, begin, end) with the typed index pointer;
+// on an invalid index reports the first one and runs nothing.
+template <typename Body>
+edgert_status checked(const void* indices, edgert_dtype index_dtype, size_t count, size_t n, const char* op,
+                      Body&& body) {
+  auto run = [&](auto* idx) {
+    const bool ok = validate_then_run(idx, count, n, [&](size_t begin, size_t end) { body(idx, begin, end); });
+    return ok ? EDGERT_OK : report_first_bad(idx, count, n, op);
+  };
+  return index_dtype == EDGERT_I32 ? run(static_cast<const int32_t*>(indices))
+                                   : run(static_cast<const uint32_t*>(indices));
 }
 
 }  // namespace
@@ -196,25 +224,16 @@ edgert_status sparse_patch(void* weights, edgert_dtype weights_dtype, size_t n_w
     return fail(EDGERT_ERR_INVALID_ARGUMENT, "%s: mode must be add (0) or set (1), got %d", op, static_cast<int>(mode));
   }
   if (count == 0) return EDGERT_OK;
-  if (edgert_status st = validate_any(indices, index_dtype, count, n_weights, op); st != EDGERT_OK) return st;
-
-  auto dispatch_values = [&](auto* w, auto* idx) {
-    if (values_dtype == EDGERT_F32)
-      apply(w, idx, static_cast<const float*>(values), count, mode);
-    else
-      apply(w, idx, static_cast<const F16*>(values), count, mode);
+  auto with_values = [&](auto* w) {
+    return checked(indices, index_dtype, count, n_weights, op, [&](auto* idx, size_t begin, size_t end) {
+      if (values_dtype == EDGERT_F32)
+        apply(w, idx, static_cast<const float*>(values), begin, end, mode);
+      else
+        apply(w, idx, static_cast<const F16*>(values), begin, end, mode);
+    });
   };
-  auto dispatch_index = [&](auto* w) {
-    if (index_dtype == EDGERT_I32)
-      dispatch_values(w, static_cast<const int32_t*>(indices));
-    else
-      dispatch_values(w, static_cast<const uint32_t*>(indices));
-  };
-  if (weights_dtype == EDGERT_F32)
-    dispatch_index(static_cast<float*>(weights));
-  else
-    dispatch_index(static_cast<F16*>(weights));
-  return EDGERT_OK;
+  return weights_dtype == EDGERT_F32 ? with_values(static_cast<float*>(weights))
+                                     : with_values(static_cast<F16*>(weights));
 }
 
 edgert_status sparse_gather(const void* weights, edgert_dtype weights_dtype, size_t n_weights, const void* indices,
@@ -224,24 +243,16 @@ edgert_status sparse_gather(const void* weights, edgert_dtype weights_dtype, siz
       st != EDGERT_OK)
     return st;
   if (count == 0) return EDGERT_OK;
-  if (edgert_status st = validate_any(indices, index_dtype, count, n_weights, op); st != EDGERT_OK) return st;
-  auto dispatch_out = [&](auto* w, auto* idx) {
-    if (out_dtype == EDGERT_F32)
-      gather(w, idx, count, static_cast<float*>(out));
-    else
-      gather(w, idx, count, static_cast<F16*>(out));
+  auto with_out = [&](auto* w) {
+    return checked(indices, index_dtype, count, n_weights, op, [&](auto* idx, size_t begin, size_t end) {
+      if (out_dtype == EDGERT_F32)
+        gather(w, idx, begin, end, static_cast<float*>(out));
+      else
+        gather(w, idx, begin, end, static_cast<F16*>(out));
+    });
   };
-  auto dispatch_index = [&](auto* w) {
-    if (index_dtype == EDGERT_I32)
-      dispatch_out(w, static_cast<const int32_t*>(indices));
-    else
-      dispatch_out(w, static_cast<const uint32_t*>(indices));
-  };
-  if (weights_dtype == EDGERT_F32)
-    dispatch_index(static_cast<const float*>(weights));
-  else
-    dispatch_index(static_cast<const F16*>(weights));
-  return EDGERT_OK;
+  return weights_dtype == EDGERT_F32 ? with_out(static_cast<const float*>(weights))
+                                     : with_out(static_cast<const F16*>(weights));
 }
 
 }  // namespace edgert::cpu

@@ -17,6 +17,7 @@ from typing import Optional, Union
 
 import torch
 
+from edgert import _edgert
 from edgert.ops._dispatch import ArrayLike, Backend, as_tensor, check_tensor, native, resolve, same_device, stream_of
 
 _FLOATS = (torch.float32, torch.float16)
@@ -75,6 +76,14 @@ def sparse_gather_reference(weights: torch.Tensor, indices: torch.Tensor,
     return weights[idx].to(dtype)
 
 
+def _fast_path_ok(weights: torch.Tensor, indices: torch.Tensor, values: torch.Tensor) -> bool:
+    """True for well-formed 1-D contiguous inputs on one device (anything else takes the checked path)."""
+    return (weights.dtype in _FLOATS and indices.dtype in _INDICES and values.dtype in _FLOATS
+            and weights.dim() == 1 and indices.dim() == 1 and values.shape == indices.shape
+            and weights.is_contiguous() and indices.is_contiguous() and values.is_contiguous()
+            and weights.device == indices.device == values.device)
+
+
 def _check(weights: torch.Tensor, indices: torch.Tensor) -> torch.device:
     check_tensor(weights, "weights", _FLOATS, (None,), "[P]")
     check_tensor(indices, "indices", _INDICES, (None,), "[K]")
@@ -99,10 +108,15 @@ def sparse_patch(weights: ArrayLike, indices: ArrayLike, values: ArrayLike, mode
             unsorted or repeated; the weights are then unchanged.
     """
     weights, indices, values = as_tensor(weights, "weights"), as_tensor(indices, "indices"), as_tensor(values, "values")
+    name = mode if mode == "add" or mode == "set" else _mode_name(mode)
+    if backend in ("auto", "cpu") and _fast_path_ok(weights, indices, values) and weights.device.type == "cpu":
+        # The common CPU call: a few microseconds of checks matter for small patches
+        # (the binding re-checks dtype, shape and contiguity in C++).
+        _edgert.sparse_patch(weights, indices, values, name, 0)
+        return
     device = _check(weights, indices)
     check_tensor(values, "values", _FLOATS, (indices.shape[0],), "[K]")
     same_device({"weights": weights, "values": values})
-    name = _mode_name(mode)
     chosen = resolve(backend, device)
     if chosen == "torch":
         sparse_patch_reference(weights, indices, values, name)

@@ -126,7 +126,9 @@ typedef enum edgert_patch_mode { EDGERT_PATCH_ADD = 0, EDGERT_PATCH_SET = 1 } ed
  * indices: count elements of index_dtype (I32 or U32), strictly increasing.
  * values:  count elements of values_dtype (F32 or F16).
  * All indices are checked before anything is written: on any failure the
- * weights are unchanged (EDGERT_ERR_INDEX_OUT_OF_RANGE, _UNSORTED, _DTYPE). */
+ * weights are unchanged (EDGERT_ERR_INDEX_OUT_OF_RANGE, _UNSORTED, _DTYPE,
+ * _INVALID_ARGUMENT for a null buffer or bad mode). ADD sums in fp32 and
+ * rounds once to the weights' dtype (nearest even). */
 EDGERT_NODISCARD EDGERT_API edgert_status edgert_sparse_patch(void* weights, edgert_dtype weights_dtype,
                                                               size_t n_weights, const void* indices,
                                                               edgert_dtype index_dtype, const void* values,
