@@ -77,8 +77,10 @@ def sparse_gather_reference(weights: torch.Tensor, indices: torch.Tensor,
 
 
 def _fast_path_ok(weights: torch.Tensor, indices: torch.Tensor, values: torch.Tensor) -> bool:
-    """True for well-formed 1-D contiguous inputs on one device (anything else takes the checked path)."""
-    return (weights.dtype in _FLOATS and indices.dtype in _INDICES and values.dtype in _FLOATS
+    """True for well-formed 1-D contiguous inputs on one device, none requiring grad
+    (anything else takes the checked path)."""
+    return (not (weights.requires_grad or indices.requires_grad or values.requires_grad)
+            and weights.dtype in _FLOATS and indices.dtype in _INDICES and values.dtype in _FLOATS
             and weights.dim() == 1 and indices.dim() == 1 and values.shape == indices.shape
             and weights.is_contiguous() and indices.is_contiguous() and values.is_contiguous()
             and weights.device == indices.device == values.device)
@@ -110,9 +112,11 @@ def sparse_patch(weights: ArrayLike, indices: ArrayLike, values: ArrayLike, mode
     weights, indices, values = as_tensor(weights, "weights"), as_tensor(indices, "indices"), as_tensor(values, "values")
     name = mode if mode == "add" or mode == "set" else _mode_name(mode)
     if backend in ("auto", "cpu") and _fast_path_ok(weights, indices, values) and weights.device.type == "cpu":
-        # The common CPU call: a few microseconds of checks matter for small patches
-        # (the binding re-checks dtype, shape and contiguity in C++).
-        _edgert.sparse_patch(weights, indices, values, name, 0)
+        # The common CPU call, where microseconds matter for small patches: NumPy views
+        # cross into the binding several times faster than torch's Python-level
+        # __dlpack__, and the binding re-checks dtype, shape and contiguity in C++.
+        if indices.shape[0]:  # (an empty update has nothing to check or write)
+            _edgert.sparse_patch(weights.numpy(), indices.numpy(), values.numpy(), name, 0)
         return
     device = _check(weights, indices)
     check_tensor(values, "values", _FLOATS, (indices.shape[0],), "[K]")
@@ -145,6 +149,11 @@ def sparse_gather(weights: ArrayLike, indices: ArrayLike, *, out_dtype: Optional
     chosen = resolve(backend, device)
     if chosen == "torch":
         return sparse_gather_reference(weights, indices, dtype)
+    if chosen == "cpu" and not (weights.requires_grad or indices.requires_grad):
+        out = torch.empty(indices.shape[0], dtype=dtype)
+        if indices.shape[0]:
+            _edgert.sparse_gather(weights.numpy(), indices.numpy(), out.numpy(), 0)  # see sparse_patch
+        return out
     out = torch.empty(indices.shape[0], dtype=dtype, device=device)
     native(chosen).sparse_gather(weights, indices, out, stream_of(weights))
     return out
