@@ -21,6 +21,7 @@ OP_MODULES = {
     "block_average": "bench.bench_block_average",
     "mmnet_detect": "bench.bench_mmnet",
     "packet": "bench.bench_packet",
+    "sparse_patch": "bench.bench_sparse",
 }
 
 

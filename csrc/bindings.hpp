@@ -34,5 +34,6 @@ void bind_block_average(pybind11::module_& m);
 void bind_adaptive_conv(pybind11::module_& m);
 void bind_mmnet(pybind11::module_& m);
 void bind_packet(pybind11::module_& m);  // CPU module only (Slot, inspect_packet, crc32c)
+void bind_sparse(pybind11::module_& m);
 
 }  // namespace edgert::py

@@ -25,4 +25,5 @@ PYBIND11_MODULE(EDGERT_MODULE_NAME, m) {
   edgert::py::bind_adaptive_conv(m);
   edgert::py::bind_mmnet(m);
   edgert::py::bind_packet(m);
+  edgert::py::bind_sparse(m);
 }

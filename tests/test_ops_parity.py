@@ -70,6 +70,61 @@ def _denoise_inputs(shape, device, gen):
     return {"z": z.to(device), "var": var.to(device), "modulation": modulation}
 
 
+_DTYPES = {"f32": torch.float32, "f16": torch.float16, "i32": torch.int32, "u32": torch.uint32}
+
+
+def _sorted_indices(size, count, gen):
+    """``count`` distinct indices of [0, size), increasing (all of them when count == size)."""
+    if count == size:
+        return torch.arange(size)
+    return torch.randperm(size, generator=gen)[:count].sort().values
+
+
+def _sparse_patch_inputs(shape, device, gen):
+    size, count, wdt, vdt, idt, mode = shape
+    return {
+        "weights": torch.randn(size, generator=gen).to(_DTYPES[wdt]).to(device),
+        "indices": _sorted_indices(size, count, gen).to(_DTYPES[idt]).to(device),
+        "values": torch.randn(count, generator=gen).to(_DTYPES[vdt]).to(device),
+        "mode": mode,
+    }
+
+
+def _run_sparse_patch(backend, weights, indices, values, mode):
+    ops.sparse_patch(weights, indices, values, mode, backend=backend)  # in place: the harness passes clones
+    return weights
+
+
+def _sparse_gather_inputs(shape, device, gen):
+    size, count, wdt, odt, idt = shape
+    return {
+        "weights": torch.randn(size, generator=gen).to(_DTYPES[wdt]).to(device),
+        "indices": _sorted_indices(size, count, gen).to(_DTYPES[idt]).to(device),
+        "out_dtype": _DTYPES[odt],
+    }
+
+
+# Sizes (P, K): empty update, one index, odd sizes, dense 100%, 5% of a 2.2M-parameter model.
+_SPARSE_SIZES = ((17, 0), (1, 1), (1001, 37), (333, 333), (2_200_000, 110_000))
+_SPARSE_PATCH_SHAPES = tuple(
+    (p, k, wdt, vdt, idt, mode)
+    for p, k in _SPARSE_SIZES
+    for wdt in ("f32", "f16")
+    for vdt in ("f32", "f16")
+    for idt in ("i32", "u32")
+    for mode in ("add", "set")
+    # The large size once per weight/value dtype pair and mode is enough.
+    if p < 1_000_000 or idt == "i32"
+)
+_SPARSE_GATHER_SHAPES = tuple(
+    (p, k, wdt, odt, idt)
+    for p, k in _SPARSE_SIZES
+    for wdt in ("f32", "f16")
+    for odt in ("f32", "f16")
+    for idt in ("i32", "u32")
+    if p < 1_000_000 or idt == "u32"
+)
+
 CASES: list[Case] = [
     Case(
         op="mmnet_detect",
@@ -110,6 +165,24 @@ CASES: list[Case] = [
                 (1, 0, 8, 8, 4), (2, 3, 270, 480, 16)),
         rtol=1e-5,
         atol=1e-6,
+    ),
+    # Exact: every backend adds in float32 and rounds once to the weights' dtype.
+    Case(
+        op="sparse_patch",
+        make_inputs=_sparse_patch_inputs,
+        run=_run_sparse_patch,
+        shapes=_SPARSE_PATCH_SHAPES,
+        rtol=0.0,
+        atol=0.0,
+    ),
+    Case(
+        op="sparse_gather",
+        make_inputs=_sparse_gather_inputs,
+        run=lambda backend, weights, indices, out_dtype: ops.sparse_gather(weights, indices, out_dtype=out_dtype,
+                                                                          backend=backend),
+        shapes=_SPARSE_GATHER_SHAPES,
+        rtol=0.0,
+        atol=0.0,
     ),
 ]
 

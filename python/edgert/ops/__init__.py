@@ -18,6 +18,7 @@ from edgert.ops.mmnet import (
     qam_constellation,
     qam_levels,
 )
+from edgert.ops.sparse import sparse_gather, sparse_gather_reference, sparse_patch, sparse_patch_reference
 
 __all__ = [
     "adaptive_conv",
@@ -34,4 +35,8 @@ __all__ = [
     "mmnet_detect_reference",
     "qam_constellation",
     "qam_levels",
+    "sparse_gather",
+    "sparse_gather_reference",
+    "sparse_patch",
+    "sparse_patch_reference",
 ]

@@ -126,12 +126,23 @@ typedef enum edgert_patch_mode { EDGERT_PATCH_ADD = 0, EDGERT_PATCH_SET = 1 } ed
  * indices: count elements of index_dtype (I32 or U32), strictly increasing.
  * values:  count elements of values_dtype (F32 or F16).
  * All indices are checked before anything is written: on any failure the
- * weights are unchanged (EDGERT_ERR_INDEX_OUT_OF_RANGE, _UNSORTED, _DTYPE). */
+ * weights are unchanged (EDGERT_ERR_INDEX_OUT_OF_RANGE, _UNSORTED, _DTYPE,
+ * _INVALID_ARGUMENT for a null buffer or bad mode). ADD sums in fp32 and
+ * rounds once to the weights' dtype (nearest even). */
 EDGERT_NODISCARD EDGERT_API edgert_status edgert_sparse_patch(void* weights, edgert_dtype weights_dtype,
                                                               size_t n_weights, const void* indices,
                                                               edgert_dtype index_dtype, const void* values,
                                                               edgert_dtype values_dtype, size_t count,
                                                               edgert_patch_mode mode);
+
+/* Reads out[i] = weights[indices[i]] converted to out_dtype (F32 or F16), for
+ * i < count: the values a patch is about to overwrite (undo) or has written
+ * (verification). Same index rules as edgert_sparse_patch; on failure `out`
+ * is unchanged. */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_sparse_gather(const void* weights, edgert_dtype weights_dtype,
+                                                               size_t n_weights, const void* indices,
+                                                               edgert_dtype index_dtype, size_t count, void* out,
+                                                               edgert_dtype out_dtype);
 
 /* ---- MMNet detector ------------------------------------------------------
  * A detector holds the trained parameters for G channel groups and detects

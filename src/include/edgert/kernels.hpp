@@ -73,7 +73,11 @@ edgert_status mmnet_detect(const MMNetShape& shape, const cfloat* H, const cfloa
 // ---- Sparse delta patching ---------------------------------------------
 // weights[indices[i]] (+)= values[i]; dtypes: weights F32|F16, indices I32|U32,
 // values F32|F16. Indices must be strictly increasing and < n_weights; this is
-// checked for all of them before anything is written.
+// checked for all of them before anything is written (on failure the weights
+// are unchanged and the message names the first offending position).
+// ADD sums in fp32 and rounds once (to nearest even) to the weights' dtype;
+// SET converts the value (same dtype: the bits are copied). Uses the kernel
+// thread pool; not safe against concurrent writers of the same weights.
 edgert_status sparse_patch(void* weights, edgert_dtype weights_dtype, size_t n_weights, const void* indices,
                            edgert_dtype index_dtype, const void* values, edgert_dtype values_dtype,
                            size_t count, edgert_patch_mode mode);
