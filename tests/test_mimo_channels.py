@@ -80,3 +80,13 @@ def test_imperfect_csi_error_variance():
 def test_unknown_modulation_rejected():
     with pytest.raises(ValueError, match="modulation: expected one of"):
         ch.sample_batch(torch.ones(1, 4, 2, dtype=torch.complex64), 10.0, 8, 4, torch.Generator())
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("sionna") is None, reason="sionna-no-rt not installed")
+def test_uma_generation_follows_convention(tmp_path):
+    from edgert.mimo.generate import UMaConfig, generate_uma
+
+    H = generate_uma(UMaConfig(drops=1, users=4, seed=5), tmp_path / "uma.npz")
+    assert H.shape == (1, 256, 64, 4) and H.dtype == np.complex64
+    cs = ch.load_channels(tmp_path / "uma.npz")
+    assert torch.allclose(ch.column_power(cs.H), torch.ones(4), atol=1e-3)
