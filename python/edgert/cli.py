@@ -21,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_info = sub.add_parser("info", help="version, backends, devices and build flags")
     p_info.add_argument("--json", action="store_true", help="print as JSON")
     p_info.set_defaults(func=_cmd_info)
+    from edgert.mimo.cli import register as register_mimo
+
+    register_mimo(sub)
     return parser
 
 

@@ -1,0 +1,12 @@
+"""Massive-MIMO uplink detection (MMNet, Khani et al.) with classical baselines and SER evaluation.
+
+* :mod:`~edgert.mimo.channels`: i.i.d./file channel sets, imperfect CSI, symbol and noise sampling.
+* :mod:`~edgert.mimo.detectors`: MF, ZF, MMSE, AMP, OAMP/OAMPNet, EP, V-BLAST, K-Best, ML, MMNet(-iid).
+* :mod:`~edgert.mimo.online`: Algorithm 1 (online MMNet training with time/frequency warm starts).
+* :mod:`~edgert.mimo.evaluate`: SER sweeps, SNR at SER 1e-3, gap to ML, plots, resumable run folders.
+* :mod:`~edgert.mimo.complexity`: analytic multiplications per detected vector.
+* :mod:`~edgert.mimo.generate`: 3GPP UMa channels via the optional ``sionna-no-rt``.
+
+Conventions (y = Hx + n, unit column power, unit-energy QAM, sigma2 = Nt / 10^(SNR/10)) are in
+:mod:`edgert.mimo.channels`.
+"""

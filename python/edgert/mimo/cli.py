@@ -1,0 +1,165 @@
+"""``edgert mimo ...``: SER sweeps, complexity tables, online-training timing, 3GPP channel generation."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional
+
+from edgert.mimo.detectors import DETECTORS
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
+    return values
+
+
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _snr_list(text: str) -> list[float]:
+    """``8,10,12`` or ``lo:hi:step`` (inclusive)."""
+    if ":" in text:
+        parts = _floats(text.replace(":", ","))
+        if len(parts) != 3 or parts[2] <= 0 or parts[1] < parts[0]:
+            raise argparse.ArgumentTypeError(f"expected lo:hi:step with step > 0 and hi >= lo, got {text!r}")
+        lo, hi, step = parts
+        n = int(round((hi - lo) / step)) + 1
+        if n > 1000:
+            raise argparse.ArgumentTypeError(f"{text!r} gives {n} SNR points (at most 1000)")
+        return [round(lo + i * step, 6) for i in range(n)]
+    return _floats(text)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from edgert.mimo.evaluate import SweepConfig, run_sweep
+
+    cfg = SweepConfig(detectors=args.detectors, channels=args.channels, nr=args.nr, nt=args.nt,
+                      modulation=args.modulation, snr_db=args.snr, matrices=args.matrices,
+                      vectors_per_matrix=args.vectors, seed=args.seed, layers=args.layers, kbest_k=args.kbest_k,
+                      ml_node_budget=args.ml_node_budget, train_snr_db=args.train_snr,
+                      offline_iterations=args.offline_iterations, online_psi=args.psi, online_phi=args.phi,
+                      online_batch=args.batch, threads=args.threads)
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        print(f"edgert mimo sweep: {exc}", file=sys.stderr)
+        return 2
+    results = run_sweep(cfg, args.out, plots=not args.no_plots)
+    for name, s in results["summary"].items():
+        snr = "not reached" if s["snr_at_target"] is None else f"{s['snr_at_target']:.2f} dB"
+        gap = "" if s["gap_db"] is None else f", gap {s['gap_db']:+.2f} dB"
+        print(f"{name:10s} SNR at SER {cfg.target_ser:g}: {snr}{gap}, "
+              f"{s['complexity']['amortized_per_vector']:.3g} mults/vector")
+    print(f"results in {args.out}")
+    return 0
+
+
+def _cmd_complexity(args: argparse.Namespace) -> int:
+    from edgert.mimo.complexity import multiplications
+
+    rows = {}
+    for name in args.detectors:
+        if name in ("ep64", "oampnet"):
+            name_c = name.replace("ep64", "ep")
+        else:
+            name_c = name
+        rows[name] = multiplications(name_c, args.nr, args.nt, args.modulation, args.vectors,
+                                     training_iterations=args.training_iterations).as_dict()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"| detector | per vector | per channel | amortized over {args.vectors} vectors |")
+        print("| --- | ---: | ---: | ---: |")
+        for name, r in rows.items():
+            print(f"| {name} | {r['per_vector']:.3g} | {r['per_channel']:.3g} | {r['amortized_per_vector']:.3g} |")
+    return 0
+
+
+def _cmd_time_online(args: argparse.Namespace) -> int:
+    import torch
+
+    from edgert.mimo.channels import iid_rayleigh
+    from edgert.mimo.online import OnlineConfig, train_online
+
+    H = iid_rayleigh(1, args.nr, args.nt, torch.Generator().manual_seed(0))
+    cfg = OnlineConfig(modulation=args.modulation, psi=args.iterations, batch=args.batch, threads=args.threads)
+    res = train_online(H[:, None], cfg)
+    print(f"{args.iterations} iterations (batch {args.batch}, {args.nr}x{args.nt} QAM{args.modulation}, "
+          f"{args.threads} thread(s)): {res.seconds:.2f} s, final loss {float(res.final_loss[0, 0]):.4f}")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from edgert.mimo.generate import UMaConfig, generate_uma
+
+    cfg = UMaConfig(drops=args.drops, users=args.users, seed=args.seed)
+    generate_uma(cfg, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Adds the ``mimo`` command group to the ``edgert`` parser."""
+    p = subparsers.add_parser("mimo", help="massive-MIMO detection: SER sweeps, complexity, MMNet online training")
+    sub = p.add_subparsers(dest="mimo_command", required=True)
+
+    s = sub.add_parser("sweep", help="SER vs SNR per detector (resumable run folder)")
+    s.add_argument("--detectors", type=_names, default=["mmse", "ep"], help=f"comma list of {', '.join(DETECTORS)}")
+    s.add_argument("--channels", default="iid", help="'iid' or a channel .npz (H complex64 [..., Nr, Nt])")
+    s.add_argument("--nr", type=int, default=64)
+    s.add_argument("--nt", type=int, default=16)
+    s.add_argument("--modulation", type=int, default=16, help="QAM order: 4, 16 or 64")
+    s.add_argument("--snr", type=_snr_list, default=[8.0, 10.0, 12.0, 14.0], help="'8,10,12' or 'lo:hi:step' (dB)")
+    s.add_argument("--train-snr", type=_floats, default=None, help="training SNR range 'lo,hi' (default: sweep range)")
+    s.add_argument("--matrices", type=int, default=256, help="i.i.d. matrices (files use all)")
+    s.add_argument("--vectors", type=int, default=32, help="vectors per matrix and SNR point")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--layers", type=int, default=10)
+    s.add_argument("--kbest-k", type=int, default=32)
+    s.add_argument("--ml-node-budget", type=int, default=200_000)
+    s.add_argument("--offline-iterations", type=int, default=2000, help="MMNet-iid / OAMPNet training iterations")
+    s.add_argument("--psi", type=int, default=1000, help="online MMNet: iterations on the first subcarrier")
+    s.add_argument("--phi", type=int, default=5, help="online MMNet: iterations per further subcarrier")
+    s.add_argument("--batch", type=int, default=500, help="online MMNet training batch")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--no-plots", action="store_true")
+    s.add_argument("--out", required=True, help="run folder (config.json, results.json, plots)")
+    s.set_defaults(func=_cmd_sweep)
+
+    c = sub.add_parser("complexity", help="analytic multiplications per detected vector")
+    c.add_argument("--detectors", type=_names, default=[d for d in DETECTORS if d not in ("ep64", "oampnet")])
+    c.add_argument("--nr", type=int, default=64)
+    c.add_argument("--nt", type=int, default=16)
+    c.add_argument("--modulation", type=int, default=16)
+    c.add_argument("--vectors", type=int, default=32, help="vectors sharing one channel")
+    c.add_argument("--training-iterations", type=float, default=10.0, help="online MMNet iterations per channel")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=_cmd_complexity)
+
+    t = sub.add_parser("time-online", help="wall time of online MMNet training on one i.i.d. channel")
+    t.add_argument("--iterations", type=int, default=1000)
+    t.add_argument("--batch", type=int, default=500)
+    t.add_argument("--nr", type=int, default=64)
+    t.add_argument("--nt", type=int, default=16)
+    t.add_argument("--modulation", type=int, default=16)
+    t.add_argument("--threads", type=int, default=1)
+    t.set_defaults(func=_cmd_time_online)
+
+    g = sub.add_parser("generate", help="3GPP UMa NLOS channels with sionna-no-rt (optional extra [mimo])")
+    g.add_argument("--drops", type=int, default=1)
+    g.add_argument("--users", type=int, default=32)
+    g.add_argument("--seed", type=int, default=20240601)
+    g.add_argument("--out", required=True, help="output .npz")
+    g.set_defaults(func=_cmd_generate)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="edgert")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)

@@ -1,0 +1,341 @@
+"""SER-vs-SNR sweeps with confidence intervals, SNR at a target SER, gap to ML, plots, resumable runs.
+
+SER here is the true QAM symbol error rate: a symbol is wrong when its detected constellation index
+differs from the transmitted one. (The MMNet authors' code counted errors per real component, i.e. per
+PAM decision, which gives a different number for the same detector; compare with the paper's curves
+with that in mind.)
+
+A run folder holds ``config.json`` (the :class:`SweepConfig`), ``results.json`` (one entry per
+finished (detector, SNR) point plus summaries), ``models/`` (trained detectors) and ``ser.png`` /
+``gap.png``. Re-running into the same folder skips finished points.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import numpy as np
+import torch
+
+from edgert.mimo.channels import ChannelSet, check_modulation, iid_rayleigh, load_channels, sample_batch
+from edgert.mimo.complexity import multiplications
+from edgert.mimo.detectors import DETECTORS, MMNetIID, OAMP, SphereDecoder, make_detector
+from edgert.mimo.online import OnlineConfig, OnlineResult, train_online
+from edgert.mimo.training import OfflineConfig, train_offline
+
+Log = Callable[[str], None]
+
+
+def wilson_interval(errors: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval (95% by default) for a binomial proportion ``errors / trials``."""
+    if trials <= 0:
+        return (0.0, 1.0)
+    p = errors / trials
+    den = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / den
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / den
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def snr_at_ser(snr_db: list[float], ser: list[float], target: float = 1e-3) -> Optional[float]:
+    """SNR where the SER curve crosses ``target``, interpolating log10(SER) linearly in SNR (dB).
+
+    Uses the first crossing from above; returns None when the curve never reaches ``target`` or when the
+    first point below it has SER 0 (no log-interpolation possible; see :func:`snr_upper_bound`).
+    """
+    pts = sorted(zip(snr_db, ser))
+    for (s0, e0), (s1, e1) in zip(pts, pts[1:]):
+        if e0 >= target > e1:
+            if e1 <= 0:
+                return None
+            a, b = math.log10(e0), math.log10(e1)
+            return s0 + (math.log10(target) - a) * (s1 - s0) / (b - a)
+    return None
+
+
+def snr_upper_bound(snr_db: list[float], ser: list[float], target: float = 1e-3) -> Optional[float]:
+    """Lowest SNR whose measured SER is below ``target`` (bounds the crossing when SER hits 0 there)."""
+    below = [s for s, e in zip(snr_db, ser) if e < target]
+    return min(below) if below else None
+
+
+@dataclass
+class SweepConfig:
+    """One SER sweep: detectors x SNRs on one channel set, system size and modulation.
+
+    Attributes:
+        detectors: names from :data:`edgert.mimo.detectors.DETECTORS`.
+        channels: ``"iid"`` or a path to a channel ``.npz`` (:func:`edgert.mimo.channels.load_channels`).
+        snr_db: SNR points (dB), SNR = 10 log10(E||Hx||^2 / E||n||^2).
+        matrices: i.i.d. matrices to draw (ignored for files, which use every matrix).
+        vectors_per_matrix: transmitted vectors per channel matrix and SNR point.
+        train_snr_db: SNR range for training (default: the sweep's range).
+    """
+
+    detectors: list[str] = field(default_factory=lambda: ["mmse", "ep"])
+    channels: str = "iid"
+    nr: int = 64
+    nt: int = 16
+    modulation: int = 16
+    snr_db: list[float] = field(default_factory=lambda: [8.0, 10.0, 12.0, 14.0])
+    matrices: int = 256
+    vectors_per_matrix: int = 32
+    seed: int = 0
+    layers: int = 10
+    kbest_k: int = 32
+    ml_node_budget: int = 200_000
+    chunk_matrices: int = 64
+    target_ser: float = 1e-3
+    train_snr_db: Optional[list[float]] = None
+    offline_iterations: int = 2000
+    online_psi: int = 1000
+    online_phi: int = 5
+    online_batch: int = 500
+    threads: int = 1
+
+    def validate(self) -> None:
+        """Rejects bad input before any work starts (ValueError naming the problem)."""
+        check_modulation(self.modulation)
+        if not self.detectors:
+            raise ValueError("detectors: expected at least one detector")
+        unknown = [d for d in self.detectors if d not in DETECTORS]
+        if unknown:
+            raise ValueError(f"unknown detector(s) {unknown}; expected names from {list(DETECTORS)}")
+        if len(set(self.detectors)) != len(self.detectors):
+            raise ValueError(f"detectors: duplicates in {self.detectors}")
+        if not self.snr_db:
+            raise ValueError("snr_db: empty SNR list")
+        bad = [s for s in self.snr_db if not isinstance(s, (int, float)) or not math.isfinite(s) or not -20 <= s <= 60]
+        if bad:
+            raise ValueError(f"snr_db: values must be finite and within [-20, 60] dB, got {bad}")
+        if len(set(self.snr_db)) != len(self.snr_db):
+            raise ValueError(f"snr_db: duplicate SNR points in {self.snr_db}")
+        if self.channels != "iid" and not Path(self.channels).is_file():
+            raise ValueError(f"channels: expected 'iid' or an existing .npz file, got {self.channels!r}")
+        for name in ("nr", "nt", "matrices", "vectors_per_matrix", "layers", "kbest_k", "chunk_matrices", "threads"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"{name}: expected > 0, got {getattr(self, name)}")
+        if self.nr < self.nt:
+            raise ValueError(f"expected nr >= nt, got nr={self.nr}, nt={self.nt}")
+        if not 0 < self.target_ser < 1:
+            raise ValueError(f"target_ser: expected in (0, 1), got {self.target_ser}")
+        if self.train_snr_db is not None and (len(self.train_snr_db) != 2 or self.train_snr_db[0] > self.train_snr_db[1]):
+            raise ValueError(f"train_snr_db: expected [lo, hi], got {self.train_snr_db}")
+
+    def training_range(self) -> tuple[float, float]:
+        if self.train_snr_db is not None:
+            return (float(self.train_snr_db[0]), float(self.train_snr_db[1]))
+        return (float(min(self.snr_db)), float(max(self.snr_db)))
+
+
+def snr_key(snr: float) -> str:
+    return f"{float(snr):g}"
+
+
+def load_set(cfg: SweepConfig) -> ChannelSet:
+    """The sweep's channel set (i.i.d. matrices are drawn from ``cfg.seed``)."""
+    if cfg.channels == "iid":
+        gen = torch.Generator().manual_seed(cfg.seed)
+        return ChannelSet(iid_rayleigh(cfg.matrices, cfg.nr, cfg.nt, gen), ("matrix",), "iid")
+    cs = load_channels(cfg.channels, nt=cfg.nt)
+    if cs.nr != cfg.nr:
+        raise ValueError(f"{cfg.channels}: the file has Nr={cs.nr}, the sweep asks for nr={cfg.nr}")
+    return cs
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _prepare(name: str, cfg: SweepConfig, cs: ChannelSet, models: Path, training: dict, log: Log):
+    """Builds (and trains, or loads the cached training of) detector ``name``."""
+    if name in ("mmnet_iid", "oampnet"):
+        det = MMNetIID(layers=cfg.layers, nr=cfg.nr) if name == "mmnet_iid" else OAMP(iterations=cfg.layers,
+                                                                                        name="oampnet")
+        path = models / f"{name}.pt"
+        if path.is_file():
+            state = torch.load(path)
+            if name == "mmnet_iid":
+                det.load_state_dict(state)
+            else:
+                det.gamma, det.theta = state["gamma"], state["theta"]
+            return det
+        ocfg = OfflineConfig(nr=cfg.nr, nt=cfg.nt, modulation=cfg.modulation, snr_db=cfg.training_range(),
+                             iterations=cfg.offline_iterations, seed=cfg.seed + 17)
+        t0 = time.perf_counter()
+        losses = train_offline(det, ocfg)
+        training[name] = {"iterations": cfg.offline_iterations, "seconds": time.perf_counter() - t0,
+                          "final_loss": float(np.mean(losses[-50:])), "snr_db": list(ocfg.snr_db),
+                          "channels": "fresh i.i.d. Rayleigh per iteration"}
+        log(f"  trained {name}: {cfg.offline_iterations} iterations, loss {training[name]['final_loss']:.4f}, "
+            f"{training[name]['seconds']:.1f} s")
+        torch.save(det.state_dict() if name == "mmnet_iid" else {"gamma": det.gamma, "theta": det.theta}, path)
+        return det
+    if name == "mmnet":
+        path = models / "mmnet_online.pt"
+        if path.is_file():
+            return OnlineResult.load(path).detector()
+        seq = cs.sequences()  # [S, K, F, Nr, Nt]
+        ocfg = OnlineConfig(modulation=cfg.modulation, snr_db=cfg.training_range(), layers=cfg.layers,
+                            psi=cfg.online_psi, psi_time=cfg.online_psi, phi=cfg.online_phi,
+                            batch=cfg.online_batch, seed=cfg.seed + 29, threads=cfg.threads)
+        res = train_online(seq, ocfg)
+        res.save(path)
+        training["mmnet"] = {"iterations_per_channel": res.iterations_per_channel, "seconds": res.seconds,
+                             "sequences": int(seq.shape[0]), "time_steps": int(seq.shape[1]),
+                             "subcarriers": int(seq.shape[2]),
+                             "psi": cfg.online_psi, "phi": cfg.online_phi, "batch": cfg.online_batch,
+                             "snr_db": list(ocfg.snr_db), "final_loss_mean": float(res.final_loss.mean())}
+        log(f"  trained mmnet online: {res.iterations_per_channel:.2f} iterations per channel, {res.seconds:.1f} s")
+        return res.detector()
+    return make_detector(name, layers=cfg.layers, kbest_k=cfg.kbest_k, ml_node_budget=cfg.ml_node_budget)
+
+
+def run_sweep(cfg: SweepConfig, out_dir: Union[str, Path], log: Log = print, plots: bool = True) -> dict:
+    """Runs (or resumes) the sweep into ``out_dir``; returns the results dictionary.
+
+    Raises ValueError before any work when the config is invalid or ``out_dir`` holds a different sweep.
+    """
+    cfg.validate()
+    out = Path(out_dir)
+    cfg_dict = asdict(cfg)
+    cfg_path, res_path = out / "config.json", out / "results.json"
+    if cfg_path.is_file():
+        old = json.loads(cfg_path.read_text())
+        fixed = [k for k in cfg_dict if k not in ("detectors", "snr_db") and old.get(k) != cfg_dict[k]]
+        if fixed:
+            raise ValueError(f"{out} holds a sweep with a different config ({', '.join(fixed)}); use another folder")
+    cs = load_set(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "models").mkdir(exist_ok=True)
+    _write_json(cfg_path, cfg_dict)
+    results = json.loads(res_path.read_text()) if res_path.is_file() else {}
+    results.setdefault("points", {})
+    results.setdefault("training", {})
+    H = cs.flat()
+    g_total = H.shape[0]
+    log(f"channel set {cs.source}: {g_total} matrices {cs.nr}x{cs.nt}, QAM{cfg.modulation}, "
+        f"{cfg.vectors_per_matrix} vectors per matrix")
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        dets = {}
+        for name in cfg.detectors:
+            pending = [s for s in cfg.snr_db if snr_key(s) not in results["points"].get(name, {})]
+            if pending:
+                dets[name] = _prepare(name, cfg, cs, out / "models", results["training"], log)
+        _write_json(res_path, results)
+        for si, snr in enumerate(cfg.snr_db):
+            todo = [n for n in dets if snr_key(snr) not in results["points"].get(n, {})]
+            if not todo:
+                continue
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + int(round(float(snr) * 1000)) + 7)
+            errs = {n: torch.zeros(g_total, dtype=torch.long) for n in todo}
+            secs = {n: 0.0 for n in todo}
+            for a in range(0, g_total, cfg.chunk_matrices):
+                b = min(g_total, a + cfg.chunk_matrices)
+                batch = sample_batch(H[a:b], snr, cfg.modulation, cfg.vectors_per_matrix, gen)
+                for n in todo:
+                    det = dets[n].for_channels(a, b) if hasattr(dets[n], "for_channels") else dets[n]
+                    t0 = time.perf_counter()
+                    _, idx = det(H[a:b], batch.y, batch.sigma2, cfg.modulation)
+                    secs[n] += time.perf_counter() - t0
+                    errs[n][a:b] = (idx != batch.indices).sum((1, 2))
+            per_matrix_symbols = cfg.vectors_per_matrix * cfg.nt
+            for n in todo:
+                e = int(errs[n].sum())
+                sym = g_total * per_matrix_symbols
+                pm = errs[n].double().numpy() / per_matrix_symbols
+                point = {"errors": e, "symbols": sym, "vectors": g_total * cfg.vectors_per_matrix, "ser": e / sym,
+                         "ci95": list(wilson_interval(e, sym)), "seconds": secs[n],
+                         "us_per_vector": 1e6 * secs[n] / (g_total * cfg.vectors_per_matrix),
+                         "per_matrix_ser_p50": float(np.percentile(pm, 50)),
+                         "per_matrix_ser_p90": float(np.percentile(pm, 90)),
+                         "per_matrix_ser_p99": float(np.percentile(pm, 99)),
+                         "matrices_with_errors": int((errs[n] > 0).sum())}
+                if isinstance(dets[n], SphereDecoder):
+                    st = dets[n].stats
+                    point.update(ml_fallbacks=st.fallbacks, ml_nodes_per_vector=st.nodes / max(st.vectors, 1))
+                    dets[n].stats = type(st)()
+                results["points"].setdefault(n, {})[snr_key(snr)] = point
+                log(f"  {n:10s} SNR {snr:5.1f} dB  SER {e / sym:.3e}  ({e} / {sym} symbols, "
+                    f"{point['us_per_vector']:.1f} us/vector)")
+            _write_json(res_path, results)
+    finally:
+        torch.set_num_threads(previous_threads)
+    results["summary"] = summarize(results, cfg)
+    _write_json(res_path, results)
+    if plots:
+        plot_results(results, cfg, out)
+    return results
+
+
+def summarize(results: dict, cfg: SweepConfig) -> dict:
+    """Per detector: SNR at ``cfg.target_ser``, gap to ML (or to the best detector), complexity."""
+    summary: dict = {}
+    for name, pts in results["points"].items():
+        snrs = [float(k) for k in pts]
+        sers = [pts[k]["ser"] for k in pts]
+        summary[name] = {"snr_at_target": snr_at_ser(snrs, sers, cfg.target_ser), "target_ser": cfg.target_ser,
+                         "snr_below_target": snr_upper_bound(snrs, sers, cfg.target_ser),
+                         "symbols_per_point": max(p["symbols"] for p in pts.values())}
+    ref_name = "ml" if summary.get("ml", {}).get("snr_at_target") is not None else None
+    reached = {n: s["snr_at_target"] for n, s in summary.items() if s["snr_at_target"] is not None}
+    ref = reached.get("ml") if ref_name else (min(reached.values()) if reached else None)
+    for name, s in summary.items():
+        s["gap_reference"] = ref_name or "best detector in this sweep"
+        s["gap_db"] = None if ref is None or s["snr_at_target"] is None else s["snr_at_target"] - ref
+        train = results.get("training", {}).get(name, {})
+        nodes = [p.get("ml_nodes_per_vector", 0.0) for p in results["points"][name].values()]
+        c = multiplications(name.replace("ep64", "ep"), cfg.nr, cfg.nt, cfg.modulation, cfg.vectors_per_matrix,
+                            layers=cfg.layers, kbest_k=cfg.kbest_k,
+                            training_iterations=train.get("iterations_per_channel", 0.0), batch=cfg.online_batch,
+                            sphere_nodes=float(np.mean(nodes)) if nodes else 0.0)
+        s["complexity"] = c.as_dict()
+    return summary
+
+
+def plot_results(results: dict, cfg: SweepConfig, out: Path) -> None:
+    """``ser.png`` (SER vs SNR with 95% intervals) and ``gap.png`` (SNR gap at the target SER)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, pts in results["points"].items():
+        items = sorted((float(k), v) for k, v in pts.items())
+        s = [k for k, _ in items]
+        e = np.array([max(v["ser"], 1e-7) for _, v in items])
+        lo = np.array([v["ci95"][0] for _, v in items])
+        hi = np.array([v["ci95"][1] for _, v in items])
+        ax.errorbar(s, e, yerr=[np.clip(e - lo, 0, None), np.clip(hi - e, 0, None)], marker="o", ms=3, capsize=2,
+                    label=name)
+    ax.axhline(cfg.target_ser, color="gray", lw=0.8, ls="--")
+    ax.set_yscale("log")
+    ax.set_xlabel("SNR (dB)")
+    ax.set_ylabel("symbol error rate")
+    src = "i.i.d." if cfg.channels == "iid" else Path(cfg.channels).stem
+    ax.set_title(f"{src} {cfg.nr}x{cfg.nt} QAM{cfg.modulation}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "ser.png", dpi=120)
+    plt.close(fig)
+    summary = results.get("summary", {})
+    gaps = {n: s["gap_db"] for n, s in summary.items() if s.get("gap_db") is not None}
+    if gaps:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.bar(list(gaps), list(gaps.values()))
+        ax.set_ylabel(f"gap at SER {cfg.target_ser:g} (dB)")
+        ax.set_title(f"gap to {next(iter(summary.values()))['gap_reference']}")
+        fig.tight_layout()
+        fig.savefig(out / "gap.png", dpi=120)
+        plt.close(fig)

@@ -1,0 +1,203 @@
+"""Online training of MMNet per channel with time/frequency warm starts (Algorithm 1 of Khani et al.).
+
+For a channel sequence ``H[k, f]`` (time step k, subcarrier f):
+
+* ``(k=0, f=0)``: ``psi`` Adam iterations from :func:`~edgert.mimo.detectors.mmnet.init_mmnet_params`;
+* ``(k>0, f=0)``: start from the model of ``(k-1, 0)`` and train ``psi_time`` iterations;
+* ``(k, f>0)``: start from the model of ``(k, f-1)`` and train ``phi`` iterations.
+
+Each iteration: batch of ``batch`` vectors (split into ``snr_groups`` groups, one SNR each, uniform
+in ``snr_db``), loss = mean over layers of ``||x_hat_t - x||^2``, Adam with ``lr`` (its moments carry
+over between subcarriers). Independent sequences (drops, user groups) are trained side by side in one
+batched graph: each has its own parameters and its own loss term, so this equals training them one by
+one. Training uses :func:`edgert.ops.mmnet_detect_reference` with autograd.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from edgert.mimo.channels import check_modulation, sample_batch
+from edgert.mimo.detectors.mmnet import MMNet, init_mmnet_params
+from edgert.mimo.training import layer_loss, uniform_snr
+from edgert.ops.mmnet import mmnet_detect_reference
+
+
+@dataclass
+class OnlineConfig:
+    """Algorithm 1 hyper-parameters; defaults are the paper's (Psi=1000, Phi in 3..10, batch 500, lr 1e-3)."""
+
+    modulation: int = 16
+    snr_db: tuple[float, float] = (10.0, 20.0)
+    layers: int = 10
+    psi: int = 1000
+    psi_time: int = 1000
+    phi: int = 5
+    batch: int = 500
+    snr_groups: int = 10
+    lr: float = 1e-3
+    seed: int = 0
+    threads: int = 1
+
+    def validate(self) -> None:
+        check_modulation(self.modulation)
+        lo, hi = self.snr_db
+        if not (-20.0 <= lo <= hi <= 60.0):
+            raise ValueError(f"snr_db: expected -20 <= lo <= hi <= 60 dB, got {self.snr_db}")
+        for name in ("layers", "batch", "snr_groups"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: expected > 0, got {getattr(self, name)}")
+        for name in ("psi", "psi_time", "phi"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
+        if self.batch % self.snr_groups:
+            raise ValueError(f"batch ({self.batch}) must be a multiple of snr_groups ({self.snr_groups})")
+
+
+@dataclass
+class OnlineResult:
+    """Trained per-channel MMNet models and what the training cost.
+
+    Attributes:
+        A: complex64 ``[K, F, T, S, Nt, Nr]`` (time steps, subcarriers, layers, sequences).
+        theta2: float32 ``[K, F, T, S, Nt]``.
+        iterations: int ``[K, F]`` Adam iterations spent on each channel.
+        final_loss: float ``[K, F]`` training loss at the last iteration for that channel (sum over S / S).
+        seconds: wall time of the whole training.
+    """
+
+    A: torch.Tensor
+    theta2: torch.Tensor
+    iterations: np.ndarray
+    final_loss: np.ndarray
+    seconds: float
+    config: dict = field(default_factory=dict)
+
+    @property
+    def iterations_per_channel(self) -> float:
+        """Average Adam iterations per channel realization (the paper's amortized training cost)."""
+        return float(self.iterations.mean())
+
+    def detector(self) -> MMNet:
+        """An :class:`MMNet` whose channel index follows ``[S, K, F]`` flattened (as ``ChannelSet.flat()``
+        orders ``[drop, time, subcarrier]``)."""
+        k, f, t, s, nt, nr = self.A.shape
+        A = self.A.permute(2, 3, 0, 1, 4, 5).reshape(t, s * k * f, nt, nr).contiguous()
+        th = self.theta2.permute(2, 3, 0, 1, 4).reshape(t, s * k * f, nt).contiguous()
+        return MMNet(A, th)
+
+    def save(self, path: Union[str, Path]) -> None:
+        torch.save({"A": self.A, "theta2": self.theta2, "iterations": self.iterations,
+                    "final_loss": self.final_loss, "seconds": self.seconds, "config": self.config}, path)
+
+    @staticmethod
+    def load(path: Union[str, Path]) -> "OnlineResult":
+        d = torch.load(path, weights_only=False)
+        return OnlineResult(d["A"], d["theta2"], d["iterations"], d["final_loss"], d["seconds"], d["config"])
+
+
+class _Trainer:
+    """Adam on per-sequence MMNet parameters for a batch of S channels (one per sequence)."""
+
+    def __init__(self, A: torch.Tensor, theta2: torch.Tensor, cfg: OnlineConfig, gen: torch.Generator):
+        self.A = A.clone().requires_grad_(True)
+        self.theta2 = theta2.clone().requires_grad_(True)
+        self.cfg = cfg
+        self.gen = gen
+        self.opt = torch.optim.Adam([self.A, self.theta2], lr=cfg.lr)
+
+    def step(self, H: torch.Tensor) -> float:
+        """One iteration on channels ``H`` ``[S, Nr, Nt]``; returns the mean over sequences of the loss."""
+        cfg = self.cfg
+        s, nr, nt = H.shape
+        gs = cfg.snr_groups
+        Hg = H.repeat_interleave(gs, dim=0)  # [S*gs, Nr, Nt], sequence-major
+        b = sample_batch(Hg, uniform_snr(s * gs, cfg.snr_db, self.gen), cfg.modulation, cfg.batch // gs, self.gen)
+        t = cfg.layers
+        A = self.A.repeat_interleave(gs, dim=1)
+        th = self.theta2.repeat_interleave(gs, dim=1)
+        xs, _ = mmnet_detect_reference(Hg, b.y, b.sigma2, th, A=A, modulation=cfg.modulation, all_layers=True)
+        per_seq = (xs - b.x.unsqueeze(0)).abs().pow(2).sum(-1).reshape(t, s, -1).mean((0, 2))
+        loss = per_seq.sum()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return float(loss.detach()) / s
+
+    def train(self, H: torch.Tensor, iterations: int) -> float:
+        last = float("nan")
+        for _ in range(iterations):
+            last = self.step(H)
+        return last
+
+    def snapshot(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.A.detach().clone(), self.theta2.detach().clone()
+
+    def load(self, A: torch.Tensor, theta2: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.A.copy_(A)
+            self.theta2.copy_(theta2)
+
+
+def train_online(H: torch.Tensor, cfg: OnlineConfig) -> OnlineResult:
+    """Runs Algorithm 1 on channel sequences.
+
+    Args:
+        H: complex64 ``[S, K, F, Nr, Nt]`` (sequences, time steps, subcarriers) or ``[S, F, Nr, Nt]``
+            (one time step).
+        cfg: hyper-parameters.
+
+    Returns:
+        The per-(time, subcarrier) models and the iterations spent on each channel.
+    """
+    cfg.validate()
+    if H.dim() == 4:
+        H = H.unsqueeze(1)
+    if H.dim() != 5 or not H.is_complex():
+        raise ValueError(f"H: expected complex [S, K, F, Nr, Nt] or [S, F, Nr, Nt], got {H.dtype} {list(H.shape)}")
+    s, k, f, nr, nt = H.shape
+    torch.manual_seed(cfg.seed)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    A0, th0 = init_mmnet_params(H[:, 0, 0].contiguous(), cfg.layers)
+    trainer = _Trainer(A0, th0, cfg, gen)
+    A_out = torch.empty(k, f, cfg.layers, s, nt, nr, dtype=torch.complex64)
+    th_out = torch.empty(k, f, cfg.layers, s, nt)
+    iters = np.zeros((k, f), dtype=np.int64)
+    losses = np.zeros((k, f))
+    t0 = time.perf_counter()
+    try:
+        for ki in range(k):
+            for fi in range(f):
+                if fi == 0 and ki > 0:
+                    trainer.load(A_out[ki - 1, 0], th_out[ki - 1, 0])
+                n = cfg.psi if (ki == 0 and fi == 0) else (cfg.psi_time if fi == 0 else cfg.phi)
+                losses[ki, fi] = trainer.train(H[:, ki, fi].contiguous(), n)
+                iters[ki, fi] = n
+                A_out[ki, fi], th_out[ki, fi] = trainer.snapshot()
+    finally:
+        torch.set_num_threads(previous_threads)
+    return OnlineResult(A_out, th_out, iters, losses, time.perf_counter() - t0, asdict(cfg))
+
+
+def iterations_to_loss(H: torch.Tensor, cfg: OnlineConfig, target: float, max_iterations: int,
+                       start: Optional[tuple[torch.Tensor, torch.Tensor]] = None, window: int = 5) -> int:
+    """Iterations until the running mean (``window``) of the training loss on channels ``H`` ``[S, Nr, Nt]``
+    is <= ``target``, from ``start`` (A, theta2) or from the default init; ``max_iterations`` if never."""
+    cfg.validate()
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    A0, th0 = start if start is not None else init_mmnet_params(H, cfg.layers)
+    trainer = _Trainer(A0, th0, cfg, gen)
+    recent: list[float] = []
+    for it in range(1, max_iterations + 1):
+        recent.append(trainer.step(H))
+        recent = recent[-window:]
+        if len(recent) == window and sum(recent) / window <= target:
+            return it
+    return max_iterations
