@@ -47,7 +47,7 @@ class VBLAST:
             d = hard_decision(est, modulation)
             s = indices_to_symbols(d, modulation).to(H.dtype)
             x[rows, :, k] = est
-            idx[rows, :, k] = d
+            idx[rows, :, k] = d.to(idx.dtype)
             yr = yr - s[..., None] * hk[:, None, :]
             active[rows, k] = False
         return x, idx
