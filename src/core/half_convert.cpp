@@ -5,6 +5,7 @@
 #include "core/half.hpp"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 #define EDGERT_X86_F16C 1
 #endif
@@ -40,8 +41,15 @@ __attribute__((target("avx,f16c"))) void float_to_half_f16c(const float* src, ui
   for (; i < n; ++i) dst[i] = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
+// CPUID leaf 1: ECX bit 29 = F16C, bit 28 = AVX, bit 27 = OSXSAVE (the OS saves
+// the YMM state). Read directly: clang's __builtin_cpu_supports has no "f16c".
 bool cpu_has_f16c() {
-  static const bool has = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+  static const bool has = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
+    const unsigned need = (1u << 29) | (1u << 28) | (1u << 27);
+    return (ecx & need) == need;
+  }();
   return has;
 }
 #endif
