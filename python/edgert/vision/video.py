@@ -1,0 +1,292 @@
+"""Video I/O through PyAV (FFmpeg): read frames from files or URLs, encode/decode in memory.
+
+Frames are RGB ``uint8`` arrays ``[H, W, 3]`` (a clip is ``[N, H, W, 3]``); timestamps are seconds
+from the stream's start. Encoding targets the codecs the systems use: libx264 (AMS uplink) and libx265
+(SRVC content stream); the byte counts reported are the compressed packets' sizes, which is what a
+link carries. PyAV is the optional extra ``[video]``; it is imported on first use.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence, Union
+
+import numpy as np
+
+VideoSource = Union[str, Path]
+
+
+class VideoError(ValueError):
+    """A video that cannot be opened, decoded or encoded; the message says which and why."""
+
+
+def _av() -> Any:
+    try:
+        import av  # noqa: PLC0415 - optional extra, imported lazily
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("edgert.vision.video needs PyAV: pip install 'edgert[video]'") from exc
+    return av
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Geometry and timing of a video stream."""
+
+    width: int
+    height: int
+    fps: float
+    frames: int  # as declared by the container; 0 when unknown (live streams)
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame: RGB ``uint8 [H, W, 3]`` and its presentation time in seconds."""
+
+    rgb: np.ndarray
+    time_s: float
+
+
+def _open_input(source: VideoSource) -> Any:
+    av = _av()
+    text = str(source)
+    is_url = "://" in text
+    if not is_url and not Path(text).is_file():
+        raise VideoError(f"video {text!r}: no such file")
+    try:
+        container = av.open(text, mode="r", timeout=10.0 if is_url else None)
+    except (av.FFmpegError, OSError) as exc:
+        raise VideoError(f"video {text!r}: cannot open ({exc})") from exc
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"video {text!r}: has no video stream")
+    return container
+
+
+def probe(source: VideoSource) -> VideoInfo:
+    """Width, height, frame rate, declared frame count and duration of ``source``'s first video stream."""
+    container = _open_input(source)
+    try:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+        duration = float(stream.duration * stream.time_base) if stream.duration else (
+            container.duration / 1e6 if container.duration else 0.0)
+        return VideoInfo(stream.codec_context.width, stream.codec_context.height, fps, int(stream.frames or 0),
+                         duration)
+    finally:
+        container.close()
+
+
+def iter_frames(source: VideoSource, size: Optional[tuple[int, int]] = None, *, start_s: float = 0.0,
+                duration_s: Optional[float] = None, fps: Optional[float] = None,
+                max_frames: Optional[int] = None) -> Iterator[Frame]:
+    """Decode ``source`` frame by frame.
+
+    Args:
+        source: a file path or an FFmpeg URL (``rtsp://``, ``http://``, a camera device).
+        size: ``(width, height)`` to resize to (FFmpeg's area/bicubic scaler), or None to keep the source size.
+        start_s: skip frames before this time.
+        duration_s: stop after this many seconds of stream time.
+        fps: keep at most this many frames per second (drops frames, never duplicates); None keeps all.
+        max_frames: stop after this many frames.
+
+    Raises:
+        VideoError: the source cannot be opened or decoding fails midway (the message names the frame).
+    """
+    if size is not None and (len(size) != 2 or min(size) <= 0):
+        raise ValueError(f"size: expected (width, height) > 0, got {size!r}")
+    if fps is not None and fps <= 0:
+        raise ValueError(f"fps: expected > 0, got {fps}")
+    av = _av()
+    container = _open_input(source)
+    produced = 0
+    next_keep = start_s
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        t0: Optional[float] = None
+        for index, frame in enumerate(container.decode(stream)):
+            t = float(frame.time) if frame.time is not None else index / float(stream.average_rate or 30)
+            if t0 is None:
+                t0 = t
+            t -= t0
+            if t + 1e-9 < start_s:
+                continue
+            if duration_s is not None and t >= start_s + duration_s:
+                break
+            if fps is not None:
+                if t + 1e-9 < next_keep:
+                    continue
+                next_keep = max(next_keep + 1.0 / fps, t)
+            if size is not None:
+                frame = frame.reformat(width=size[0], height=size[1], format="rgb24", interpolation="AREA")
+                rgb = frame.to_ndarray()
+            else:
+                rgb = frame.to_ndarray(format="rgb24")
+            yield Frame(rgb, t)
+            produced += 1
+            if max_frames is not None and produced >= max_frames:
+                break
+    except av.FFmpegError as exc:
+        raise VideoError(f"video {str(source)!r}: decoding failed after {produced} frames ({exc})") from exc
+    finally:
+        container.close()
+
+
+def read_clip(source: VideoSource, size: Optional[tuple[int, int]] = None, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+    """All frames of :func:`iter_frames` as ``(uint8 [N, H, W, 3], float64 times [N])``."""
+    frames, times = [], []
+    for f in iter_frames(source, size, **kwargs):
+        frames.append(f.rgb)
+        times.append(f.time_s)
+    if not frames:
+        raise VideoError(f"video {str(source)!r}: no frames in the requested range")
+    return np.stack(frames), np.asarray(times)
+
+
+@dataclass(frozen=True)
+class EncodedVideo:
+    """A clip compressed in memory.
+
+    ``data`` is a complete Matroska file (decodable by :func:`decode` or any player); ``payload_bytes``
+    counts only the codec's packets, i.e. the bits a link must carry for the pictures.
+    """
+
+    data: bytes
+    payload_bytes: int
+    frames: int
+    width: int
+    height: int
+    fps: float
+    codec: str
+
+    @property
+    def kbps(self) -> float:
+        """Average payload bitrate in kbit/s."""
+        return self.payload_bytes * 8 / 1000 / (self.frames / self.fps) if self.frames else 0.0
+
+    def bits_per_pixel(self) -> float:
+        """Payload bits per pixel of the encoded resolution."""
+        return self.payload_bytes * 8 / max(1, self.frames * self.width * self.height)
+
+
+_CODECS = {"h264": "libx264", "libx264": "libx264", "h265": "libx265", "hevc": "libx265", "libx265": "libx265"}
+
+
+def encode(frames: np.ndarray, fps: float, codec: str = "libx264", *, crf: Optional[float] = None,
+           bitrate_kbps: Optional[float] = None, preset: str = "medium", gop: Optional[int] = None) -> EncodedVideo:
+    """Encode RGB frames ``uint8 [N, H, W, 3]`` (H, W even) with libx264/libx265 in yuv420p.
+
+    Exactly one of ``crf`` (constant quality) and ``bitrate_kbps`` (average bitrate) may be given;
+    neither means the codec's default CRF. ``gop`` sets the keyframe interval (default: the codec's).
+    """
+    av = _av()
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames: expected uint8 [N, H, W, 3], got {frames.dtype} {list(frames.shape)}")
+    n, h, w, _ = frames.shape
+    if n == 0:
+        raise ValueError("frames: expected at least one frame, got 0")
+    if h % 2 or w % 2:
+        raise ValueError(f"frames: yuv420p needs even width and height, got {w}x{h}")
+    if codec not in _CODECS:
+        raise ValueError(f"codec: expected one of {sorted(_CODECS)}, got {codec!r}")
+    if crf is not None and bitrate_kbps is not None:
+        raise ValueError("give crf or bitrate_kbps, not both")
+    if fps <= 0:
+        raise ValueError(f"fps: expected > 0, got {fps}")
+    lib = _CODECS[codec]
+    options = {"preset": preset}
+    if crf is not None:
+        options["crf"] = f"{crf:g}"
+    if lib == "libx265":
+        options["x265-params"] = "log-level=error"
+    buf = io.BytesIO()
+    payload = 0
+    from fractions import Fraction
+
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(buf, mode="w", format="matroska") as out:
+        stream = out.add_stream(lib, rate=rate, options=options)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        if bitrate_kbps is not None:
+            stream.bit_rate = int(bitrate_kbps * 1000)
+        if gop is not None:
+            stream.codec_context.gop_size = int(gop)
+        for i in range(n):
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
+            vf.pts = i
+            for packet in stream.encode(vf):
+                payload += packet.size
+                out.mux(packet)
+        for packet in stream.encode(None):
+            payload += packet.size
+            out.mux(packet)
+    return EncodedVideo(buf.getvalue(), payload, n, w, h, float(fps), lib)
+
+
+def decode(data: Union[bytes, EncodedVideo]) -> np.ndarray:
+    """Decode an in-memory video (as made by :func:`encode`) to RGB ``uint8 [N, H, W, 3]``.
+
+    Raises:
+        VideoError: the bytes are not a decodable video; the message says after how many frames it failed.
+    """
+    av = _av()
+    raw = data.data if isinstance(data, EncodedVideo) else bytes(data)
+    if not raw:
+        raise VideoError("video bytes: empty")
+    frames: list[np.ndarray] = []
+    try:
+        with av.open(io.BytesIO(raw), mode="r") as container:
+            if not container.streams.video:
+                raise VideoError("video bytes: no video stream")
+            for frame in container.decode(container.streams.video[0]):
+                frames.append(frame.to_ndarray(format="rgb24"))
+    except av.FFmpegError as exc:
+        raise VideoError(f"video bytes ({len(raw)} B): decoding failed after {len(frames)} frames ({exc})") from exc
+    if not frames:
+        raise VideoError(f"video bytes ({len(raw)} B): no decodable frame")
+    return np.stack(frames)
+
+
+def resize(frames: np.ndarray, size: tuple[int, int], mode: str = "area") -> np.ndarray:
+    """Resize ``uint8 [N, H, W, 3]`` (or one ``[H, W, 3]``) to ``(width, height)``.
+
+    ``mode``: ``area`` (box average, the downsampler SRVC uses), ``bicubic`` or ``bilinear``.
+    Computed in float32 with PyTorch and rounded back to uint8.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if mode not in ("area", "bicubic", "bilinear"):
+        raise ValueError(f"mode: expected area, bicubic or bilinear, got {mode!r}")
+    arr = np.asarray(frames)
+    single = arr.ndim == 3
+    if single:
+        arr = arr[None]
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError(f"frames: expected uint8 [N, H, W, 3], got {arr.dtype} {list(arr.shape)}")
+    w, h = size
+    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
+    kwargs: dict[str, Any] = {} if mode == "area" else {"align_corners": False}
+    y = F.interpolate(x, size=(h, w), mode=mode, **kwargs)
+    out = y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    return out[0] if single else out
+
+
+def frames_to_tensor(frames: Sequence[np.ndarray] | np.ndarray) -> "Any":
+    """``uint8 [N, H, W, 3]`` -> float32 torch ``[N, 3, H, W]`` in [0, 1]."""
+    import torch
+
+    arr = np.asarray(frames)
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError(f"frames: expected uint8 [N, H, W, 3], got {arr.dtype} {list(arr.shape)}")
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def tensor_to_frames(x: "Any") -> np.ndarray:
+    """float torch ``[N, 3, H, W]`` in [0, 1] -> ``uint8 [N, H, W, 3]`` (rounded, clamped)."""
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"x: expected [N, 3, H, W], got {list(x.shape)}")
+    return (x.detach().clamp(0, 1) * 255).round().to("cpu").byte().permute(0, 2, 3, 1).contiguous().numpy()
