@@ -139,3 +139,60 @@ def test_hard_decision_is_the_nearest_constellation_point():
         top2 = distances.topk(2, dim=1, largest=False).values
         clear = (top2[:, 1] - top2[:, 0]) > 1e-4
         assert torch.equal(ops.hard_decision(z, m)[clear], nearest[clear])
+
+
+def _train_problem(dtype=torch.complex64, groups=2, batch=40, n_rx=32, n_tx=8, layers=4, seed=3):
+    gen = torch.Generator().manual_seed(seed)
+    H = torch.randn(groups, n_rx, n_tx, generator=gen, dtype=dtype)
+    x = ops.indices_to_symbols(torch.randint(0, 16, (groups, batch, n_tx), generator=gen), 16).to(dtype)
+    sigma2 = torch.linspace(0.02, 0.6, groups * batch, dtype=dtype.to_real()).reshape(groups, batch)
+    noise = torch.randn(groups, batch, n_rx, generator=gen, dtype=dtype) * sigma2.sqrt()[..., None]
+    y = x @ H.transpose(1, 2) + noise
+    A = 0.8 * torch.linalg.pinv(H)[None].repeat(layers, 1, 1, 1)
+    A = A + 0.05 * torch.randn(A.shape, generator=gen, dtype=dtype)
+    theta2 = 0.5 + torch.rand(layers, groups, n_tx, generator=gen, dtype=dtype.to_real())
+    return H, y, sigma2, x, A, theta2
+
+
+def test_train_forward_matches_the_reference_values_and_gradients():
+    from edgert.ops.mmnet import mmnet_train_forward, real_to_complex
+
+    H, y, sigma2, x, A, theta2 = _train_problem()
+    # the reference takes one sigma2 per group: compare group by group
+    for g in range(2):
+        s = sigma2[g, :1].expand(1, y.shape[1]).contiguous()
+        A_ref = A[:, g:g + 1].clone().requires_grad_()
+        th_ref = theta2[:, g:g + 1].clone().requires_grad_()
+        xs, _ = ops.mmnet_detect_reference(H[g:g + 1], y[g:g + 1], s[:, 0], th_ref, A=A_ref, all_layers=True)
+        ((xs - x[g:g + 1]).abs() ** 2).sum(-1).mean().backward()
+        A_ri = torch.view_as_real(A[:, g:g + 1]).clone().requires_grad_()
+        th = theta2[:, g:g + 1].clone().requires_grad_()
+        out = mmnet_train_forward(H[g:g + 1], y[g:g + 1], s, A_ri, th, 16)
+        assert out.shape == (4, 1, 40, 2, 8)
+        torch.testing.assert_close(real_to_complex(out), xs.detach(), rtol=0, atol=2e-5)
+        target = torch.stack([x[g:g + 1].real, x[g:g + 1].imag], -2)
+        (out - target).pow(2).sum((-2, -1)).mean().backward()
+        torch.testing.assert_close(A_ri.grad, torch.view_as_real(A_ref.grad), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(th.grad, th_ref.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_train_forward_gradients_pass_gradcheck_in_float64():
+    from edgert.ops.mmnet import mmnet_train_forward
+
+    H, y, sigma2, _, A, theta2 = _train_problem(torch.complex128, groups=2, batch=3, n_rx=6, n_tx=2, layers=3)
+    A_ri = torch.view_as_real(A).clone().requires_grad_()
+    theta2 = theta2.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, t: mmnet_train_forward(H, y, sigma2, a, t, 16), (A_ri, theta2))
+
+
+def test_train_forward_is_finite_and_exact_in_the_noise_free_limit():
+    from edgert.ops.mmnet import mmnet_train_forward, real_to_complex
+
+    H, y, _, x, _, _ = _train_problem(batch=16)
+    y = x @ H.transpose(1, 2)
+    A_ri = torch.view_as_real(torch.linalg.pinv(H)[None].repeat(3, 1, 1, 1).contiguous()).clone().requires_grad_()
+    theta2 = torch.ones(3, 2, 8, requires_grad=True)
+    out = mmnet_train_forward(H, y, torch.zeros(2), A_ri, theta2, 16)
+    torch.testing.assert_close(real_to_complex(out[-1]), x, rtol=0, atol=1e-5)
+    out.sum().backward()
+    assert torch.isfinite(A_ri.grad).all() and torch.isfinite(theta2.grad).all()

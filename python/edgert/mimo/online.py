@@ -10,7 +10,8 @@ Each iteration: batch of ``batch`` vectors (split into ``snr_groups`` groups, on
 in ``snr_db``), loss = mean over layers of ``||x_hat_t - x||^2``, Adam with ``lr`` (its moments carry
 over between subcarriers). Independent sequences (drops, user groups) are trained side by side in one
 batched graph: each has its own parameters and its own loss term, so this equals training them one by
-one. Training uses :func:`edgert.ops.mmnet_detect_reference` with autograd.
+one. Training runs :func:`edgert.ops.mmnet.mmnet_train_forward` (the math of
+:func:`edgert.ops.mmnet_detect_reference`, real-valued with a fused denoiser backward) under autograd.
 """
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ import torch
 
 from edgert.mimo.channels import check_modulation, sample_batch
 from edgert.mimo.detectors.mmnet import MMNet, init_mmnet_params
-from edgert.mimo.training import layer_loss, uniform_snr
-from edgert.ops.mmnet import mmnet_detect_reference
+from edgert.mimo.training import uniform_snr
+from edgert.ops.mmnet import mmnet_train_forward
 
 
 @dataclass
@@ -102,27 +103,34 @@ class OnlineResult:
 
 
 class _Trainer:
-    """Adam on per-sequence MMNet parameters for a batch of S channels (one per sequence)."""
+    """Adam on per-sequence MMNet parameters for a batch of S channels (one per sequence).
+
+    ``A`` is optimised through its real view ``[T, S, Nt, Nr, 2]`` (what ``torch.optim.Adam`` does for a
+    complex parameter internally, so the updates are the same) and the forward pass is
+    :func:`edgert.ops.mmnet.mmnet_train_forward` (the reference's math without complex autograd).
+    """
 
     def __init__(self, A: torch.Tensor, theta2: torch.Tensor, cfg: OnlineConfig, gen: torch.Generator):
-        self.A = A.clone().requires_grad_(True)
-        self.theta2 = theta2.clone().requires_grad_(True)
+        self.A_ri = torch.view_as_real(A.to(torch.complex64)).clone().requires_grad_(True)
+        self.theta2 = theta2.clone().float().requires_grad_(True)
         self.cfg = cfg
         self.gen = gen
-        self.opt = torch.optim.Adam([self.A, self.theta2], lr=cfg.lr)
+        self.opt = torch.optim.Adam([self.A_ri, self.theta2], lr=cfg.lr)
 
     def step(self, H: torch.Tensor) -> float:
         """One iteration on channels ``H`` ``[S, Nr, Nt]``; returns the mean over sequences of the loss."""
         cfg = self.cfg
         s, nr, nt = H.shape
         gs = cfg.snr_groups
+        per = cfg.batch // gs
         Hg = H.repeat_interleave(gs, dim=0)  # [S*gs, Nr, Nt], sequence-major
-        b = sample_batch(Hg, uniform_snr(s * gs, cfg.snr_db, self.gen), cfg.modulation, cfg.batch // gs, self.gen)
-        t = cfg.layers
-        A = self.A.repeat_interleave(gs, dim=1)
-        th = self.theta2.repeat_interleave(gs, dim=1)
-        xs, _ = mmnet_detect_reference(Hg, b.y, b.sigma2, th, A=A, modulation=cfg.modulation, all_layers=True)
-        per_seq = (xs - b.x.unsqueeze(0)).abs().pow(2).sum(-1).reshape(t, s, -1).mean((0, 2))
+        b = sample_batch(Hg, uniform_snr(s * gs, cfg.snr_db, self.gen), cfg.modulation, per, self.gen)
+        y = b.y.reshape(s, cfg.batch, nr)
+        sigma2 = b.sigma2.reshape(s, gs, 1).expand(s, gs, per).reshape(s, cfg.batch)
+        x = b.x.reshape(s, cfg.batch, nt)
+        target = torch.stack([x.real, x.imag], -2)  # [S, B, 2, Nt]
+        xs = mmnet_train_forward(H, y, sigma2, self.A_ri, self.theta2, cfg.modulation)  # [T, S, B, 2, Nt]
+        per_seq = (xs - target).pow(2).sum((-2, -1)).mean((0, 2))
         loss = per_seq.sum()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -135,12 +143,16 @@ class _Trainer:
             last = self.step(H)
         return last
 
+    @property
+    def A(self) -> torch.Tensor:
+        return torch.view_as_complex(self.A_ri.detach())
+
     def snapshot(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.A.detach().clone(), self.theta2.detach().clone()
+        return self.A.clone(), self.theta2.detach().clone()
 
     def load(self, A: torch.Tensor, theta2: torch.Tensor) -> None:
         with torch.no_grad():
-            self.A.copy_(A)
+            self.A_ri.copy_(torch.view_as_real(A.to(torch.complex64)))
             self.theta2.copy_(theta2)
 
 
