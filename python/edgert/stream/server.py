@@ -62,13 +62,37 @@ class DeviceStatus:
     bytes_received: int = 0
 
 
+class _Stream:
+    """One model's stream: manifest, the device-exact weights, the packet history, persistence."""
+
+    def __init__(self, manifest: Manifest, history: int, state_dir: Optional[Path]) -> None:
+        self.manifest = manifest
+        self.mirror = DeviceMirror(manifest)
+        self.history: deque[EncodedPacket] = deque(maxlen=history)
+        self.state_dir = state_dir
+
+    @property
+    def version(self) -> int:
+        return self.mirror.version
+
+
+def _safe_dir_name(device_id: str) -> str:
+    """A device id usable as a folder name (hex-encoded when it holds anything but [A-Za-z0-9._-])."""
+    if device_id and device_id[0] != "." and all(c.isascii() and (c.isalnum() or c in "._-") for c in device_id):
+        return device_id
+    return "hex-" + device_id.encode().hex()
+
+
 class _Session:
+    """One device connection. Extension frame handlers receive it: ``device_id`` and :meth:`send`."""
+
     def __init__(self, server: "ModelServer", sock: socket.socket) -> None:
         self.server = server
         self.sock = sock
         self.device_id = ""
         self.key = b""
         self.sent_version = 0
+        self.stream: Optional[_Stream] = None
         self.lock = threading.Lock()  # one writer at a time (session thread and publishers)
 
     def send(self, frame_type: FrameType, body: bytes = b"") -> None:
@@ -94,12 +118,21 @@ class ModelServer:
         state_dir: if given, the model state (manifest, weights, version) is saved
             there after every publish and restored on start, so a restarted
             server continues its version sequence.
+        per_device: every device gets its own model stream (same manifest, own
+            weights and versions, all starting from ``weights``); publish with
+            ``device_id=``. State is saved under ``state_dir/<device id>``.
+        handlers: extension frames a device may send (frame type -> ``fn(session, body)``,
+            called on the connection's thread; ``session.send(type, body)`` answers).
+            Types without a handler are protocol errors, as before.
+        on_disconnect: called with the device id when an authenticated connection ends.
     """
 
     def __init__(self, manifest: Manifest, keys: Mapping[str, bytes], weights: Optional[Mapping[str, Any]] = None, *,
                  host: str = "127.0.0.1", port: int = 0, history: int = 64, value_coding: str = "fp16",
                  state_dir: Optional[Union[str, Path]] = None, max_frame: int = DEFAULT_MAX_FRAME,
-                 idle_timeout: float = 30.0, log: Optional[Log] = None) -> None:
+                 idle_timeout: float = 30.0, log: Optional[Log] = None, per_device: bool = False,
+                 handlers: Optional[Mapping[FrameType, Callable[["_Session", bytes], None]]] = None,
+                 on_disconnect: Optional[Callable[[str], None]] = None) -> None:
         for device, key in keys.items():
             if not 16 <= len(key) <= 64:
                 raise ValueError(f"key of device {device!r} must be 16..64 bytes, got {len(key)}")
@@ -108,8 +141,9 @@ class ModelServer:
         self.value_coding = value_coding
         self.max_frame = max_frame
         self.idle_timeout = idle_timeout
-        self.mirror = DeviceMirror(manifest)
-        self.history: deque[EncodedPacket] = deque(maxlen=history)
+        self.per_device = per_device
+        self.handlers = dict(handlers or {})
+        self.on_disconnect = on_disconnect
         self.devices: dict[str, DeviceStatus] = {}
         self._log = log or (lambda line: None)
         self._lock = threading.RLock()
@@ -117,21 +151,52 @@ class ModelServer:
         self._state_dir = Path(state_dir) if state_dir is not None else None
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        if per_device:
+            self._streams = {d: _Stream(manifest, history, None if self._state_dir is None
+                                        else self._state_dir / _safe_dir_name(d)) for d in self.keys}
+        else:
+            self._streams = {"": _Stream(manifest, history, self._state_dir)}
         self._listener = socket.create_server((host, port))
         self._listener.settimeout(0.2)
-        if self._state_dir is not None and (self._state_dir / "state.json").exists():
-            self._restore()
-        elif weights is not None:
-            self.publish_snapshot(weights)
+        for device, stream in self._streams.items():
+            if stream.state_dir is not None and (stream.state_dir / "state.json").exists():
+                self._restore(stream)
+            elif weights is not None:
+                self.publish_snapshot(weights, device_id=device or None)
 
     # ---- lifecycle -----------------------------------------------------------------
     @property
     def address(self) -> tuple[str, int]:
         return self._listener.getsockname()[:2]
 
+    def _stream(self, device_id: Optional[str]) -> _Stream:
+        if not self.per_device:
+            return self._streams[""]
+        if device_id is None:
+            raise ValueError("this server keeps one model per device: pass device_id")
+        if device_id not in self._streams:
+            raise KeyError(f"unknown device {device_id!r}")
+        return self._streams[device_id]
+
+    @property
+    def mirror(self) -> DeviceMirror:
+        """The device-exact weights of the shared model (per-device servers: :meth:`mirror_of`)."""
+        return self._stream(None).mirror
+
+    @property
+    def history(self) -> "deque[EncodedPacket]":
+        return self._stream(None).history
+
     @property
     def version(self) -> int:
-        return self.mirror.version
+        return self._stream(None).version
+
+    def mirror_of(self, device_id: Optional[str] = None) -> DeviceMirror:
+        """The weights ``device_id`` holds once in sync (the shared model when not per-device)."""
+        return self._stream(device_id).mirror
+
+    def version_of(self, device_id: Optional[str] = None) -> int:
+        return self._stream(device_id).version
 
     def start(self) -> "ModelServer":
         thread = threading.Thread(target=self._accept_loop, name="edgert-model-server", daemon=True)
@@ -162,30 +227,36 @@ class ModelServer:
         self.stop()
 
     # ---- publishing --------------------------------------------------------------------
-    def publish(self, updates: Mapping[Union[int, str], Any]) -> EncodedPacket:
-        """Encodes the next version from sparse/dense updates and pushes it to connected devices."""
-        with self._lock:
-            packet = encode_update(self.manifest, self.version, self.version + 1, updates, self.value_coding)
-            return self._commit(packet)
+    def publish(self, updates: Mapping[Union[int, str], Any], device_id: Optional[str] = None) -> EncodedPacket:
+        """Encodes the next version from sparse/dense updates and pushes it to connected devices.
 
-    def publish_snapshot(self, weights: Mapping[Union[int, str], Any], target_version: Optional[int] = None) -> EncodedPacket:
+        ``device_id`` names the device's own stream on a per-device server (ignored otherwise).
+        """
+        with self._lock:
+            stream = self._stream(device_id)
+            packet = encode_update(self.manifest, stream.version, stream.version + 1, updates, self.value_coding)
+            return self._commit(stream, packet)
+
+    def publish_snapshot(self, weights: Mapping[Union[int, str], Any], target_version: Optional[int] = None,
+                         device_id: Optional[str] = None) -> EncodedPacket:
         """Publishes complete weights as a full snapshot (version + 1, or ``target_version``)."""
         with self._lock:
-            target = self.version + 1 if target_version is None else target_version
-            packet = encode_snapshot(self.manifest, target, weights, base_version=self.version)
-            return self._commit(packet)
+            stream = self._stream(device_id)
+            target = stream.version + 1 if target_version is None else target_version
+            packet = encode_snapshot(self.manifest, target, weights, base_version=stream.version)
+            return self._commit(stream, packet)
 
-    def weights_bytes(self) -> bytes:
-        """The exact bytes every in-sync device holds."""
+    def weights_bytes(self, device_id: Optional[str] = None) -> bytes:
+        """The exact bytes every in-sync device (of ``device_id``'s stream) holds."""
         with self._lock:
-            return self.mirror.weights_bytes()
+            return self._stream(device_id).mirror.weights_bytes()
 
-    def _commit(self, packet: EncodedPacket) -> EncodedPacket:
-        self.mirror.apply(packet)
-        self.history.append(packet)
-        self._save()
+    def _commit(self, stream: _Stream, packet: EncodedPacket) -> EncodedPacket:
+        stream.mirror.apply(packet)
+        stream.history.append(packet)
+        self._save(stream)
         with self._lock:
-            sessions = list(self._sessions)
+            sessions = [s for s in self._sessions if s.stream is stream]
         for s in sessions:
             try:
                 self._push(s)
@@ -193,28 +264,29 @@ class ModelServer:
                 pass
         return packet
 
-    def _snapshot_packet(self) -> EncodedPacket:
-        weights = {t.name: self.mirror.tensor(i) for i, t in enumerate(self.manifest.tensors)}
-        return encode_snapshot(self.manifest, self.version, weights, base_version=0)
+    def _snapshot_packet(self, stream: _Stream) -> EncodedPacket:
+        weights = {t.name: stream.mirror.tensor(i) for i, t in enumerate(self.manifest.tensors)}
+        return encode_snapshot(self.manifest, stream.version, weights, base_version=0)
 
     def _push(self, s: _Session) -> None:
-        """Sends the session whatever brings it from its last sent version to ours."""
+        """Sends the session whatever brings it from its last sent version to its stream's."""
         with self._lock:
-            if not s.device_id or s.sent_version == self.version:
+            stream = s.stream
+            if not s.device_id or stream is None or s.sent_version == stream.version:
                 return
-            chain = self._chain_from(s.sent_version)
+            chain = self._chain_from(stream, s.sent_version)
             if chain is None:
-                s.send_packet(self._snapshot_packet(), self.version)
+                s.send_packet(self._snapshot_packet(stream), stream.version)
                 return
             for packet in chain:
                 s.send_packet(packet, packet.target_version)
 
-    def _chain_from(self, version: int) -> Optional[list[EncodedPacket]]:
-        """Packets from ``version`` to ours, if the history still holds an unbroken chain.
+    def _chain_from(self, stream: _Stream, version: int) -> Optional[list[EncodedPacket]]:
+        """Packets from ``version`` to the stream's, if its history still holds an unbroken chain.
 
         A full snapshot newer than ``version`` is a valid start: it applies to any older model.
         """
-        packets = list(self.history)
+        packets = list(stream.history)
         for i, p in enumerate(packets):
             if p.base_version == version or (p.full_snapshot and p.target_version > version):
                 chain = packets[i:]
@@ -223,26 +295,28 @@ class ModelServer:
         return None
 
     # ---- persistence ---------------------------------------------------------------------
-    def _save(self) -> None:
-        if self._state_dir is None:
+    def _save(self, stream: _Stream) -> None:
+        folder = stream.state_dir
+        if folder is None:
             return
-        self._state_dir.mkdir(parents=True, exist_ok=True)
-        weights = self._state_dir / "weights.bin"
+        folder.mkdir(parents=True, exist_ok=True)
+        weights = folder / "weights.bin"
         tmp = weights.with_suffix(".tmp")
-        tmp.write_bytes(self.mirror.weights_bytes())
+        tmp.write_bytes(stream.mirror.weights_bytes())
         os.replace(tmp, weights)
-        (self._state_dir / "manifest.bin").write_bytes(self.manifest.to_bytes())
-        state = self._state_dir / "state.json"
-        state.with_suffix(".tmp").write_text(json.dumps({"version": self.version}))
+        (folder / "manifest.bin").write_bytes(self.manifest.to_bytes())
+        state = folder / "state.json"
+        state.with_suffix(".tmp").write_text(json.dumps({"version": stream.version}))
         os.replace(state.with_suffix(".tmp"), state)
 
-    def _restore(self) -> None:
-        assert self._state_dir is not None
-        if (self._state_dir / "manifest.bin").read_bytes() != self.manifest.to_bytes():
-            raise ValueError(f"{self._state_dir} holds the state of a different model")
-        self.mirror.buffer[:] = np.frombuffer((self._state_dir / "weights.bin").read_bytes(), dtype=np.uint8)
-        self.mirror.version = json.loads((self._state_dir / "state.json").read_text())["version"]
-        self._log(f"restored model state at version {self.version}")
+    def _restore(self, stream: _Stream) -> None:
+        folder = stream.state_dir
+        assert folder is not None
+        if (folder / "manifest.bin").read_bytes() != self.manifest.to_bytes():
+            raise ValueError(f"{folder} holds the state of a different model")
+        stream.mirror.buffer[:] = np.frombuffer((folder / "weights.bin").read_bytes(), dtype=np.uint8)
+        stream.mirror.version = json.loads((folder / "state.json").read_text())["version"]
+        self._log(f"restored model state of {folder} at version {stream.version}")
 
     # ---- connections -------------------------------------------------------------------------
     def _account(self, device_id: str, sent: int = 0, received: int = 0) -> None:
@@ -283,6 +357,8 @@ class ModelServer:
                 s.sock.close()
             except OSError:
                 pass
+            if s.device_id and self.on_disconnect is not None:
+                self.on_disconnect(s.device_id)
 
     def _handshake(self, s: _Session) -> None:
         frame_type, body = read_frame(s.sock, 10.0, self.max_frame)
@@ -303,17 +379,20 @@ class ModelServer:
             raise ProtocolError(f"device {hello.device_id!r} failed authentication")
         s.device_id, s.key = hello.device_id, key
         with self._lock:
+            stream = self._stream(hello.device_id)
+            s.stream = stream
             st = self.devices.setdefault(hello.device_id, DeviceStatus(hello.device_id))
             st.connected = True
             same_model = hello.model_id == self.manifest.model_id
             if not same_model:
                 s.send(FrameType.MANIFEST, self.manifest.to_bytes())
             s.sent_version = hello.active_version if same_model else 0
-            if same_model and hello.active_version > self.version:
+            if same_model and hello.active_version > stream.version:
                 # The device is ahead of us (we lost state): jump past it with a snapshot.
-                weights = {t.name: self.mirror.tensor(i) for i, t in enumerate(self.manifest.tensors)}
-                self.publish_snapshot(weights, target_version=hello.active_version + 1)
-            self._log(f"{hello.device_id}: connected at version {hello.active_version}, server at {self.version}")
+                weights = {t.name: stream.mirror.tensor(i) for i, t in enumerate(self.manifest.tensors)}
+                self.publish_snapshot(weights, target_version=hello.active_version + 1,
+                                      device_id=hello.device_id if self.per_device else None)
+            self._log(f"{hello.device_id}: connected at version {hello.active_version}, server at {stream.version}")
         self._push(s)
 
     def _conversation(self, s: _Session) -> None:
@@ -331,18 +410,33 @@ class ModelServer:
                 self._log(f"{s.device_id}: rejected a packet at version {version}: {message}")
                 with self._lock:
                     s.sent_version = version
-                    s.send_packet(self._snapshot_packet(), self.version)
+                    s.send_packet(self._snapshot_packet(s.stream), s.stream.version)
             elif frame_type == FrameType.RESYNC:
                 version = decode_u64(body, "RESYNC")
                 with self._lock:
                     s.sent_version = version
-                    s.send_packet(self._snapshot_packet(), self.version)
+                    s.send_packet(self._snapshot_packet(s.stream), s.stream.version)
             elif frame_type == FrameType.PING:
                 s.send(FrameType.PONG, body)
             elif frame_type == FrameType.PONG:
                 continue
+            elif frame_type in self.handlers:
+                self.handlers[frame_type](s, body)
             else:
                 raise ProtocolError(f"unexpected {frame_type.name} from a device")
+
+    def send_to(self, device_id: str, frame_type: FrameType, body: bytes = b"") -> bool:
+        """Sends one frame to every connection of ``device_id``; False when none is connected."""
+        with self._lock:
+            sessions = [s for s in self._sessions if s.device_id == device_id]
+        sent = False
+        for s in sessions:
+            try:
+                s.send(frame_type, body)
+                sent = True
+            except ConnectionClosed:
+                pass
+        return sent
 
     # ---- fault injection (tests and drills) -------------------------------------------
     def inject(self, device_id: str, raw: bytes, close: bool = False) -> bool:
@@ -365,27 +459,48 @@ class EdgeClient:
 
     Runs in a background thread with reconnect and exponential backoff; the slot
     (``self.slot``) is readable at any time. ``on_version`` is called after each
-    applied version.
+    applied version. Like the firmware node it pings after ``ping_after`` seconds
+    without traffic and drops the connection after ``silence_timeout``.
+
+    Extensions (the AMS uplink): ``on_connect()`` runs on the network thread right
+    after a successful handshake, ``handlers`` maps extension frame types the server
+    may send to ``fn(body)``, and :meth:`send` writes a frame from any thread.
     """
 
     def __init__(self, address: tuple[str, int], device_id: str, key: bytes, *,
                  on_version: Optional[Callable[[int], None]] = None, max_frame: int = DEFAULT_MAX_FRAME,
-                 log: Optional[Log] = None) -> None:
+                 log: Optional[Log] = None, on_connect: Optional[Callable[[], None]] = None,
+                 handlers: Optional[Mapping[FrameType, Callable[[bytes], None]]] = None,
+                 ping_after: float = 5.0, silence_timeout: float = 15.0) -> None:
         self.address = address
         self.device_id = device_id
         self.key = key
         self.slot: Optional[Any] = None
         self._manifest = b""
         self.on_version = on_version
+        self.on_connect = on_connect
+        self.handlers = dict(handlers or {})
         self.max_frame = max_frame
+        self.ping_after = ping_after
+        self.silence_timeout = silence_timeout
         self._log = log or (lambda line: None)
         self._stopping = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._sock: Optional[socket.socket] = None
+        self._send_lock = threading.Lock()
+        self.connected = threading.Event()
+        self.connections = 0  # successful handshakes so far
+        self.bytes_sent = 0
+        self.bytes_received = 0
 
     @property
     def version(self) -> int:
         return self.slot.version if self.slot is not None else 0
+
+    @property
+    def manifest_bytes(self) -> bytes:
+        """The manifest of the model in :attr:`slot` (empty before the first one arrives)."""
+        return self._manifest
 
     def start(self) -> "EdgeClient":
         self._thread = threading.Thread(target=self._run, name=f"edgert-edge-{self.device_id}", daemon=True)
@@ -396,37 +511,87 @@ class EdgeClient:
         self._stopping.set()
         if self._sock is not None:
             try:
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes the network thread's select()
+            except OSError:
+                pass
+            try:
                 self._sock.close()
             except OSError:
                 pass
         if self._thread is not None:
             self._thread.join(timeout=5)
 
+    def send(self, frame_type: FrameType, body: bytes = b"") -> None:
+        """Writes one frame on the current connection (any thread); raises ConnectionClosed when there is none."""
+        sock = self._sock
+        if sock is None or not self.connected.is_set():
+            raise ConnectionClosed("not connected")
+        self._write(sock, frame_type, body)
+
+    def _write(self, sock: socket.socket, frame_type: FrameType, body: bytes = b"") -> None:
+        with self._send_lock:
+            send_frame(sock, frame_type, body)
+            self.bytes_sent += len(body) + 6
+
     def _run(self) -> None:
         delays = backoff_delays()
         while not self._stopping.is_set():
             try:
                 with socket.create_connection(self.address, timeout=5) as sock:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     self._sock = sock
-                    self._session(sock)
+                    try:
+                        self._session(sock)
+                    finally:
+                        self.connected.clear()
                     delays = backoff_delays()
             except (ConnectionClosed, ProtocolError, OSError) as exc:
                 self._log(f"{self.device_id}: {exc}")
+            except ValueError as exc:  # select() on a socket that stop() closed
+                if not self._stopping.is_set():
+                    raise
+                self._log(f"{self.device_id}: stopped ({exc})")
             self._stopping.wait(next(delays))
+
+    def _read(self, sock: socket.socket) -> tuple[FrameType, bytes]:
+        """Next frame; pings when the server is quiet, gives up after ``silence_timeout``."""
+        import select
+        import time
+
+        quiet_since = time.monotonic()
+        pinged = False
+        while True:
+            ready, _, _ = select.select([sock], [], [], self.ping_after)
+            if ready:
+                break
+            if self._stopping.is_set():
+                raise ConnectionClosed("stopping")
+            if time.monotonic() - quiet_since >= self.silence_timeout:
+                raise ConnectionClosed(f"server silent for {self.silence_timeout:.1f} s")
+            if not pinged:
+                self._write(sock, FrameType.PING, encode_u64(int(quiet_since)))
+                pinged = True
+        frame_type, body = read_frame(sock, self.silence_timeout, self.max_frame)
+        self.bytes_received += len(body) + 6
+        return frame_type, body
 
     def _session(self, sock: socket.socket) -> None:
         nonce = secrets.token_bytes(NONCE_BYTES)
         model_id = bytes(self.slot.model_id) if self.slot is not None else bytes(MODEL_ID_BYTES)
-        send_frame(sock, FrameType.HELLO, Hello(self.device_id, model_id, self.version, nonce).encode())
+        self._write(sock, FrameType.HELLO, Hello(self.device_id, model_id, self.version, nonce).encode())
         frame_type, body = read_frame(sock, 10.0, self.max_frame)
         if frame_type != FrameType.CHALLENGE:
             raise ProtocolError(f"expected CHALLENGE, got {frame_type.name}")
         server_nonce, proof = decode_challenge(body)
         if not secrets.compare_digest(proof, server_proof(self.key, nonce, server_nonce, self.device_id)):
             raise ProtocolError("the server does not know this device's key")
-        send_frame(sock, FrameType.AUTH, device_proof(self.key, server_nonce, nonce, self.device_id))
+        self._write(sock, FrameType.AUTH, device_proof(self.key, server_nonce, nonce, self.device_id))
+        self.connected.set()
+        self.connections += 1
+        if self.on_connect is not None:
+            self.on_connect()
         while not self._stopping.is_set():
-            frame_type, body = read_frame(sock, 15.0, self.max_frame)
+            frame_type, body = self._read(sock)
             if frame_type == FrameType.MANIFEST:
                 if body != self._manifest or self.slot is None:
                     slot = _edgert.Slot(body)
@@ -435,24 +600,30 @@ class EdgeClient:
             elif frame_type == FrameType.PACKET:
                 self._apply(sock, body)
             elif frame_type == FrameType.PING:
-                send_frame(sock, FrameType.PONG, body)
+                self._write(sock, FrameType.PONG, body)
+            elif frame_type == FrameType.PONG:
+                continue
             elif frame_type == FrameType.ERROR:
                 raise ProtocolError(f"server error: {body[4:].decode(errors='replace')}")
+            elif frame_type in self.handlers:
+                self.handlers[frame_type](body)
+            else:
+                raise ProtocolError(f"unexpected {frame_type.name} from the server")
 
     def _apply(self, sock: socket.socket, packet: bytes) -> None:
         if self.slot is None:
-            send_frame(sock, FrameType.RESYNC, encode_u64(0))
+            self._write(sock, FrameType.RESYNC, encode_u64(0))
             return
         try:
             self.slot.apply(packet)
         except _edgert.PacketError as exc:
             if exc.status_name == "EDGERT_ERR_PACKET_STALE":
-                send_frame(sock, FrameType.ACK, encode_u64(self.version))
+                self._write(sock, FrameType.ACK, encode_u64(self.version))
             elif exc.status_name == "EDGERT_ERR_PACKET_VERSION_MISMATCH":
-                send_frame(sock, FrameType.RESYNC, encode_u64(self.version))
+                self._write(sock, FrameType.RESYNC, encode_u64(self.version))
             else:
-                send_frame(sock, FrameType.NACK, encode_nack(self.version, exc.status, str(exc)))
+                self._write(sock, FrameType.NACK, encode_nack(self.version, exc.status, str(exc)))
             return
-        send_frame(sock, FrameType.ACK, encode_u64(self.version))
+        self._write(sock, FrameType.ACK, encode_u64(self.version))
         if self.on_version is not None:
             self.on_version(self.version)
