@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edgert.mimo.cli import register as register_mimo
 
     register_mimo(sub)
+    from edgert.data import register as register_data; register_data(sub)  # noqa: E702
     return parser
 
 
