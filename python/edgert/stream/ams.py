@@ -241,6 +241,7 @@ class DeviceReport:
     updates: int = 0
     upload_bytes: int = 0
     update_bytes: int = 0
+    update_sizes: dict[int, int] = field(default_factory=dict)  # target version -> packet bytes
     train_seconds: float = 0.0
     label_seconds: float = 0.0
     rate_history: list[dict[str, float]] = field(default_factory=list)
@@ -510,6 +511,7 @@ class AMSServer:
             packet = self.models.publish(trained, device_id=dev.device_id)
             rep.updates += 1
             rep.update_bytes += len(packet)
+            rep.update_sizes[packet.target_version] = len(packet)
             status = UploadStatus.OK
         # the training copy continues from exactly what the device holds (fp16 deltas round)
         load_weights(dev.model, self.manifest, self.models.weights_bytes(dev.device_id))
@@ -679,8 +681,8 @@ class AMSEdge:
         with self._control_cond:
             while seq not in self._controls:
                 left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
+                if left <= 0 or (seq > 0 and not self.client.connected.is_set()):
+                    return None  # timed out, or the connection (and with it the answer) is gone
                 self._control_cond.wait(timeout=min(left, 0.5))
             control = self._controls[seq]
         # the packet precedes its CONTROL on the stream; the swap follows on the network thread
