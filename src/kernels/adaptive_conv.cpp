@@ -10,8 +10,11 @@
 // (ifunc dispatch at load time, GCC on x86-64 Linux only).
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
 #define EDGERT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+// flatten: inline every helper (templates included) so that it is compiled for the clone's target.
+#define EDGERT_CLONES_FLAT __attribute__((target_clones("arch=x86-64-v3", "default"), flatten))
 #else
 #define EDGERT_CLONES
+#define EDGERT_CLONES_FLAT
 #endif
 
 namespace edgert::cpu {
@@ -24,10 +27,41 @@ namespace {
 // kernel transposed to [Cin*9][F] so that the F outputs of a pixel are one
 // contiguous, vectorisable accumulation.
 template <int kF>
-EDGERT_CLONES void patch_fixed(const float* tile, const float* wt, const float* bias, int64_t c_in, int64_t tile_w,
-                               int64_t ph, int64_t pw, int32_t activation, float* out_tile) {
+inline void store_pixel(const float* acc, int32_t activation, float* dst) {
+  if (activation == kActRelu) {
+    for (int f = 0; f < kF; ++f) dst[f] = acc[f] > 0.0f ? acc[f] : 0.0f;
+  } else {
+    for (int f = 0; f < kF; ++f) dst[f] = acc[f];
+  }
+}
+
+// Two horizontally adjacent pixels per step share every weight load (the loop
+// is bound by loads of the [taps][F] weights otherwise).
+template <int kF>
+inline void patch_fixed(const float* tile, const float* wt, const float* bias, int64_t c_in, int64_t tile_w,
+                        int64_t ph, int64_t pw, int32_t activation, float* out_tile) {
   for (int64_t y = 0; y < ph; ++y) {
-    for (int64_t x = 0; x < pw; ++x) {
+    int64_t x = 0;
+    for (; x + 2 <= pw; x += 2) {
+      float acc0[kF], acc1[kF];
+      for (int f = 0; f < kF; ++f) acc0[f] = acc1[f] = bias[f];
+      const float* w = wt;
+      for (int64_t c = 0; c < c_in; ++c) {
+        const float* base = tile + (c * tile_w + y) * tile_w + x;
+        for (int ky = 0; ky < 3; ++ky) {
+          for (int kx = 0; kx < 3; ++kx, w += kF) {
+            const float v0 = base[ky * tile_w + kx], v1 = base[ky * tile_w + kx + 1];
+            for (int f = 0; f < kF; ++f) {
+              acc0[f] += v0 * w[f];
+              acc1[f] += v1 * w[f];
+            }
+          }
+        }
+      }
+      store_pixel<kF>(acc0, activation, out_tile + (y * pw + x) * kF);
+      store_pixel<kF>(acc1, activation, out_tile + (y * pw + x + 1) * kF);
+    }
+    for (; x < pw; ++x) {
       float acc[kF];
       for (int f = 0; f < kF; ++f) acc[f] = bias[f];
       const float* w = wt;
@@ -40,17 +74,12 @@ EDGERT_CLONES void patch_fixed(const float* tile, const float* wt, const float* 
           }
         }
       }
-      float* dst = out_tile + (y * pw + x) * kF;
-      if (activation == kActRelu) {
-        for (int f = 0; f < kF; ++f) dst[f] = acc[f] > 0.0f ? acc[f] : 0.0f;
-      } else {
-        for (int f = 0; f < kF; ++f) dst[f] = acc[f];
-      }
+      store_pixel<kF>(acc, activation, out_tile + (y * pw + x) * kF);
     }
   }
 }
 
-EDGERT_CLONES void patch_generic(const float* tile, const float* wt, const float* bias, int64_t c_in, int64_t tile_w,
+inline void patch_generic(const float* tile, const float* wt, const float* bias, int64_t c_in, int64_t tile_w,
                                  int64_t ph, int64_t pw, int64_t f_out, int32_t activation, float* out_tile) {
   for (int64_t y = 0; y < ph; ++y) {
     for (int64_t x = 0; x < pw; ++x) {
@@ -68,6 +97,52 @@ EDGERT_CLONES void patch_generic(const float* tile, const float* wt, const float
       }
       if (activation == kActRelu) {
         for (int64_t f = 0; f < f_out; ++f) acc[f] = acc[f] > 0.0f ? acc[f] : 0.0f;
+      }
+    }
+  }
+}
+
+// One row of patches of one image (output rows of different items are disjoint).
+EDGERT_CLONES_FLAT void patch_row(const float* x, const float* kernels, const float* bias, int64_t c_in, int64_t height,
+                                  int64_t width, int64_t f_out, int64_t patch, int32_t activation, int64_t item,
+                                  float* tile_buf, float* wt_buf, float* out_buf, float* out) {
+  const int64_t grid_h = (height + patch - 1) / patch, grid_w = (width + patch - 1) / patch;
+  const int64_t tile_w = patch + 2, taps = c_in * 9;
+  const int64_t plane = height * width;
+  const int64_t img = item / grid_h, gy = item % grid_h;
+  const int64_t y0 = gy * patch, ph = std::min(patch, height - y0);
+  for (int64_t gx = 0; gx < grid_w; ++gx) {
+    const int64_t x0 = gx * patch, pw = std::min(patch, width - x0);
+    // Zero ring and out-of-frame pixels: the convolution sees only its own patch.
+    std::fill(tile_buf, tile_buf + c_in * tile_w * tile_w, 0.0f);
+    for (int64_t c = 0; c < c_in; ++c) {
+      for (int64_t y = 0; y < ph; ++y) {
+        const float* src = x + ((img * c_in + c) * height + y0 + y) * width + x0;
+        std::memcpy(tile_buf + (c * tile_w + y + 1) * tile_w + 1, src,
+                    static_cast<size_t>(pw) * sizeof(float));
+      }
+    }
+    const int64_t p_index = (img * grid_h + gy) * grid_w + gx;
+    const float* k = kernels + p_index * f_out * taps;  // [F][Cin*9]
+    for (int64_t f = 0; f < f_out; ++f) {
+      for (int64_t t = 0; t < taps; ++t) wt_buf[t * f_out + f] = k[f * taps + t];
+    }
+    const float* b = bias + p_index * f_out;
+    switch (f_out) {
+      case 8: patch_fixed<8>(tile_buf, wt_buf, b, c_in, tile_w, ph, pw, activation, out_buf); break;
+      case 16: patch_fixed<16>(tile_buf, wt_buf, b, c_in, tile_w, ph, pw, activation, out_buf); break;
+      case 32: patch_fixed<32>(tile_buf, wt_buf, b, c_in, tile_w, ph, pw, activation, out_buf); break;
+      case 64: patch_fixed<64>(tile_buf, wt_buf, b, c_in, tile_w, ph, pw, activation, out_buf); break;
+      default:
+        patch_generic(tile_buf, wt_buf, b, c_in, tile_w, ph, pw, f_out, activation, out_buf);
+    }
+    // [pixel][F] -> out[img][F][H][W]
+    for (int64_t f = 0; f < f_out; ++f) {
+      float* plane_out = out + (img * f_out + f) * plane;
+      for (int64_t y = 0; y < ph; ++y) {
+        float* row = plane_out + (y0 + y) * width + x0;
+        const float* src = out_buf + (y * pw) * f_out + f;
+        for (int64_t xx = 0; xx < pw; ++xx) row[xx] = src[xx * f_out];
       }
     }
   }
@@ -91,53 +166,17 @@ edgert_status adaptive_conv(const float* x, const float* kernels, const float* b
   if (x == nullptr || kernels == nullptr || bias == nullptr || out == nullptr) {
     return fail(EDGERT_ERR_INVALID_ARGUMENT, "adaptive_conv: null buffer");
   }
-  const int64_t grid_h = (height + patch - 1) / patch, grid_w = (width + patch - 1) / patch;
+  const int64_t grid_h = (height + patch - 1) / patch;
   const int64_t tile_w = patch + 2, taps = c_in * 9;
-  const int64_t plane = height * width;
 
-  // Work item: one row of patches of one image (output rows are disjoint).
+  // Work item: one row of patches of one image.
   detail::parallel_for(n * grid_h, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> tile(static_cast<size_t>(c_in * tile_w * tile_w));
     std::vector<float> wt(static_cast<size_t>(taps * f_out));
     std::vector<float> out_tile(static_cast<size_t>(patch * patch * f_out));
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t img = item / grid_h, gy = item % grid_h;
-      const int64_t y0 = gy * patch, ph = std::min(patch, height - y0);
-      for (int64_t gx = 0; gx < grid_w; ++gx) {
-        const int64_t x0 = gx * patch, pw = std::min(patch, width - x0);
-        // Zero ring and out-of-frame pixels: the convolution sees only its own patch.
-        std::fill(tile.begin(), tile.end(), 0.0f);
-        for (int64_t c = 0; c < c_in; ++c) {
-          for (int64_t y = 0; y < ph; ++y) {
-            const float* src = x + ((img * c_in + c) * height + y0 + y) * width + x0;
-            std::memcpy(&tile[static_cast<size_t>((c * tile_w + y + 1) * tile_w + 1)], src,
-                        static_cast<size_t>(pw) * sizeof(float));
-          }
-        }
-        const int64_t p_index = (img * grid_h + gy) * grid_w + gx;
-        const float* k = kernels + p_index * f_out * taps;  // [F][Cin*9]
-        for (int64_t f = 0; f < f_out; ++f) {
-          for (int64_t t = 0; t < taps; ++t) wt[static_cast<size_t>(t * f_out + f)] = k[f * taps + t];
-        }
-        const float* b = bias + p_index * f_out;
-        switch (f_out) {
-          case 8: patch_fixed<8>(tile.data(), wt.data(), b, c_in, tile_w, ph, pw, activation, out_tile.data()); break;
-          case 16: patch_fixed<16>(tile.data(), wt.data(), b, c_in, tile_w, ph, pw, activation, out_tile.data()); break;
-          case 32: patch_fixed<32>(tile.data(), wt.data(), b, c_in, tile_w, ph, pw, activation, out_tile.data()); break;
-          case 64: patch_fixed<64>(tile.data(), wt.data(), b, c_in, tile_w, ph, pw, activation, out_tile.data()); break;
-          default:
-            patch_generic(tile.data(), wt.data(), b, c_in, tile_w, ph, pw, f_out, activation, out_tile.data());
-        }
-        // [pixel][F] -> out[img][F][H][W]
-        for (int64_t f = 0; f < f_out; ++f) {
-          float* plane_out = out + (img * f_out + f) * plane;
-          for (int64_t y = 0; y < ph; ++y) {
-            float* row = plane_out + (y0 + y) * width + x0;
-            const float* src = out_tile.data() + (y * pw) * f_out + f;
-            for (int64_t xx = 0; xx < pw; ++xx) row[xx] = src[xx * f_out];
-          }
-        }
-      }
+      patch_row(x, kernels, bias, c_in, height, width, f_out, patch, activation, item, tile.data(), wt.data(),
+                out_tile.data(), out);
     }
   });
   return EDGERT_OK;

@@ -118,6 +118,8 @@ inline void denoise_axis_scalar(const Constellation& c, const float* u, const fl
 }
 
 #if defined(__GNUC__)
+// Internal (anonymous-namespace) helpers only, always inlined: the vector ABI note does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
 // Eight symbols at a time with GCC/Clang vector extensions (AVX on x86-64-v3,
 // two SSE/NEON registers otherwise): the scalar loop above does not vectorise
 // on its own because of the per-symbol max over the K logits.
