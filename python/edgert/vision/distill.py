@@ -63,7 +63,7 @@ def balanced_class_weights(labels: Union[np.ndarray, torch.Tensor], num_classes:
     weights = torch.ones(num_classes, dtype=torch.float64)
     if present.any():
         freq = counts / counts.sum()
-        med = freq[present].median()
+        med = float(np.median(freq[present].numpy()))  # the mean of the middle two for an even count
         weights[present] = (med / freq[present]).clamp(max=max_weight)
     return weights.float()
 

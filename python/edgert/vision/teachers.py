@@ -15,7 +15,8 @@ Built in (:func:`load_teacher` specs), all from files that ship inside installed
 * ``mobilenetv2-imagenet``: ImageNet MobileNetV2 (1000 classes), torchvision preprocessing (shorter side
   256, centre crop 224).
 
-Any other PyTorch model: a TorchScript file (``.pt``, ``.pth``, ``.ts``, ``.torchscript``), an ``.onnx``
+Any other PyTorch model: a TorchScript file (``.pt``, ``.pth``, ``.ts``, ``.torchscript``), a
+``torch.export`` program (``.pt2``), an ``.onnx``
 model (needs ``onnxruntime``, imported lazily), or an ``nn.Module`` object. These receive float
 ``[N, 3, H, W]`` RGB in ``[0, 1]`` (optionally resized to ``input_size`` and normalized with
 ``mean``/``std``) and must return logits ``[N, C]`` or ``[N, C, h, w]`` (upsampled bilinearly to the
@@ -40,7 +41,7 @@ CLASSIFICATION = "classification"
 TASKS = (SEGMENTATION, CLASSIFICATION)
 BUILTIN_TEACHERS = ("mediapipe-selfie", "mediapipe-selfie-general", "mediapipe-selfie-landscape",
                     "mobilenetv2-imagenet")
-_TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
+_TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit", ".pt2")
 
 
 class TeacherError(ValueError):
@@ -327,27 +328,33 @@ class ModelTeacher(Teacher):
 
 
 class TorchTeacher(ModelTeacher):
-    """A PyTorch ``nn.Module`` or TorchScript file as a teacher (see :class:`ModelTeacher` for options)."""
+    """A PyTorch ``nn.Module``, TorchScript file or ``torch.export`` program (``.pt2``) as a teacher (see
+    :class:`ModelTeacher` for options)."""
 
     def __init__(self, model: Union[nn.Module, str, Path], *, device: Union[str, torch.device] = "cpu",
                  **kwargs: Any) -> None:
         self.device = torch.device(device)
-        if isinstance(model, (str, Path)):
+        if isinstance(model, (str, Path)):  # TorchScript archive, or a torch.export program (.pt2)
             path = Path(model)
             if not path.is_file():
                 raise TeacherError(f"teacher {str(path)!r}: no such file")
             try:
-                module = torch.jit.load(str(path), map_location=self.device)
+                if path.suffix.lower() == ".pt2":
+                    module = torch.export.load(str(path)).module()
+                else:
+                    module = torch.jit.load(str(path), map_location=self.device)
             except Exception as exc:  # noqa: BLE001 - torch raises several unrelated types here
-                raise TeacherError(f"teacher {str(path)!r}: not a loadable TorchScript archive ({exc}); save "
-                                   "models with torch.jit.script(model).save(path) or torch.jit.trace") from exc
+                raise TeacherError(f"teacher {str(path)!r}: not a loadable TorchScript archive or torch.export "
+                                   f"program ({exc}); save models with torch.jit.script(model).save(path) or "
+                                   "torch.export.save(torch.export.export(model, args), 'model.pt2')") from exc
             name = kwargs.pop("name", path.name)
         elif isinstance(model, nn.Module):
             module = model.to(self.device)
             name = kwargs.pop("name", type(model).__name__)
         else:
             raise TypeError(f"model: expected an nn.Module or a TorchScript path, got {type(model).__name__}")
-        self.model = module.eval()
+        # exported programs are fixed in the mode they were exported in and refuse .eval()
+        self.model = module if isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".pt2" else module.eval()
         super().__init__(lambda x: self.model(x.to(self.device)), name=name, **kwargs)
 
 
