@@ -1,0 +1,15 @@
+"""SRVC (Khani, Sivaraman, Alizadeh, ICCV 2021): video as a low-resolution H.265 content stream plus a
+model stream of sparse updates to a small content-adaptive super-resolution model.
+
+* :mod:`~edgert.srvc.model`: the SR model with spatially-adaptive kernels, frame geometry;
+* :mod:`~edgert.srvc.encoder` / :mod:`~edgert.srvc.decoder`: the two streams, the container
+  (:mod:`~edgert.srvc.stream`), gradient-guided sparse updates, the libedgert slot on the decoder;
+* :mod:`~edgert.srvc.metrics` / :mod:`~edgert.srvc.evaluate`: PSNR, SSIM, BD-rate, RD experiments.
+
+Design and results: ``docs/srvc.md``.
+"""
+from __future__ import annotations
+
+from edgert.srvc.model import Geometry, SRConfig, SRVCModel, count_parameters
+
+__all__ = ["Geometry", "SRConfig", "SRVCModel", "count_parameters"]

@@ -1,0 +1,229 @@
+"""SRVC decoder: decode the LR content stream frame by frame, apply due model packets, super-resolve.
+
+Model packets go through libedgert's verifier and applier (:class:`edgert._edgert.Slot`, the same
+code the firmware runs): a packet is applied only if every check passes, and the SR model is then
+reloaded from the slot's active weights. A rejected packet (bad CRC, wrong version chain, ...) is
+reported with its record, byte offset, frame and status, and decoding continues with the previous
+model. Before the first model is accepted, frames are upsampled bicubically (and the report says
+how many). Structural damage to the container or a broken content stream is fatal and raises
+:class:`~edgert.srvc.stream.ContainerError` / :class:`ContentError` saying where.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import edgert
+from edgert._edgert import Slot
+from edgert.srvc.encoder import load_weights, manifest_for
+from edgert.srvc.model import Geometry, SRConfig, SRVCModel
+from edgert.srvc.stream import Container, ContainerError, Record, read_container
+from edgert.stream.packet import Manifest
+
+Log = Callable[[str], None]
+
+
+class ContentError(ValueError):
+    """The content stream inside a container cannot be decoded; the message says where."""
+
+
+@dataclass
+class DecodeReport:
+    """What the decoder did: frames, applied and rejected packets, timing."""
+
+    frames: int = 0
+    width: int = 0
+    height: int = 0
+    applied: list[dict[str, Any]] = field(default_factory=list)  # {version, first_frame, frame, bytes}
+    rejected: list[str] = field(default_factory=list)
+    bicubic_frames: int = 0  # frames decoded before any model was accepted
+    weights_sha256: dict[int, str] = field(default_factory=dict)  # per applied version: the slot's weights
+    sr_seconds: float = 0.0
+    total_seconds: float = 0.0
+
+    @property
+    def sr_fps(self) -> float:
+        return self.frames / self.sr_seconds if self.sr_seconds else 0.0
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.total_seconds if self.total_seconds else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"frames": self.frames, "width": self.width, "height": self.height, "applied": self.applied,
+                "rejected": self.rejected, "bicubic_frames": self.bicubic_frames,
+                "weights_sha256": {str(k): v for k, v in self.weights_sha256.items()},
+                "sr_seconds": self.sr_seconds, "total_seconds": self.total_seconds, "sr_fps": self.sr_fps,
+                "fps": self.fps}
+
+
+def _content_frames(container: Container, expected: int, size: tuple[int, int]) -> Iterator[np.ndarray]:
+    """Yields the LR content frames (uint8 [h, w, 3]) one by one; raises ContentError naming the frame."""
+    from edgert.vision import video  # noqa: PLC0415
+
+    rec = container.content_record
+    where = rec.describe() if rec is not None else "content stream"
+    fd, path = tempfile.mkstemp(suffix=".mkv")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(container.content)
+        count = 0
+        try:
+            for frame in video.iter_frames(path):
+                if frame.rgb.shape[:2] != (size[1], size[0]):
+                    raise ContentError(f"content stream ({where}): frame {count} is {frame.rgb.shape[1]}x"
+                                       f"{frame.rgb.shape[0]}, the header announces {size[0]}x{size[1]}")
+                yield frame.rgb
+                count += 1
+        except video.VideoError as exc:
+            reason = str(exc).replace(repr(path), "").replace(path, "").replace("video : ", "")
+            raise ContentError(f"content stream ({where}, {len(container.content)} bytes): cannot decode after "
+                               f"{count} of {expected} frames: {reason}") from exc
+        if count != expected:
+            raise ContentError(f"content stream ({where}): ends after {count} frames, the header announces {expected}")
+    finally:
+        os.unlink(path)
+
+
+class Decoder:
+    """Stateful SRVC decoder for one container: ``frames()`` yields HR uint8 frames ``[H, W, 3]``."""
+
+    def __init__(self, data: bytes, *, backend: str = "auto", log: Log = print) -> None:
+        self.container = read_container(data)
+        self.log = log
+        head = self.container.header
+        try:
+            self.config = SRConfig.from_dict(head["model"])
+            self.geometry = Geometry(int(head["width"]), int(head["height"]), int(head["scale"]))
+            self.fps = float(head["fps"])
+            self.frame_count = int(head["frames"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ContainerError(f"corrupt: record #0 (HEAD): missing or bad field ({exc!r})") from exc
+        if self.config.scale != self.geometry.scale:
+            raise ContainerError(f"corrupt: record #0 (HEAD): scale {self.geometry.scale} != model scale "
+                                 f"{self.config.scale}")
+        self.model = SRVCModel(self.config).eval()
+        self.model.backend = backend
+        expected = manifest_for(self.model, b"\0" * 16)
+        try:
+            manifest = Manifest.from_bytes(self.container.manifest)
+        except ValueError as exc:
+            raise ContainerError(f"corrupt: record #1 (MANI): {exc}") from exc
+        if manifest.table_hash != expected.table_hash:
+            raise ContainerError("corrupt: record #1 (MANI): the manifest's tensor table does not match the model "
+                                 f"config in HEAD ({len(manifest.tensors)} tensors)")
+        self.slot = Slot(self.container.manifest)
+        self.report = DecodeReport(width=self.geometry.width, height=self.geometry.height)
+        self._pending = list(self.container.models)
+        self._packet_no = 0
+
+    def _apply(self, rec: Record, frame: int) -> None:
+        no = self._packet_no
+        self._packet_no += 1
+        where = f"model packet #{no} ({rec.describe()}, for frame {rec.first_frame}, t={rec.time_s:.3f} s)"
+        if not rec.crc_ok:
+            reason = "container CRC32C mismatch"
+        else:
+            try:
+                self.slot.apply(rec.payload)
+            except edgert.PacketError as exc:
+                reason = f"{exc.status_name}: {exc}"
+            else:
+                load_weights(self.model, lambda name: self.slot.read_tensor(name)[0])
+                weights, version = self.slot.weights()
+                self.report.weights_sha256[version] = hashlib.sha256(weights).hexdigest()
+                self.report.applied.append({"version": version, "first_frame": rec.first_frame, "frame": frame,
+                                            "bytes": len(rec.payload)})
+                return
+        msg = (f"{where} rejected ({reason}); continuing with model version {self.slot.version}"
+               + ("" if self.slot.version else " (none yet: bicubic upsampling)"))
+        self.report.rejected.append(msg)
+        self.log(msg)
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """Decodes, applies due packets and super-resolves; yields uint8 ``[H, W, 3]`` per frame."""
+        geo = self.geometry
+        t0 = time.perf_counter()
+        for i, lr in enumerate(_content_frames(self.container, self.frame_count, (geo.lr_width, geo.lr_height))):
+            while self._pending and self._pending[0].first_frame <= i:
+                self._apply(self._pending.pop(0), i)
+            t_sr = time.perf_counter()
+            x = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None].float().div_(255.0)
+            with torch.no_grad():
+                if self.slot.version:
+                    y = self.model(x)
+                else:
+                    self.report.bicubic_frames += 1
+                    y = F.interpolate(x, scale_factor=geo.scale, mode="bicubic", align_corners=False)
+            hr = (y[0].clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0)).numpy()
+            self.report.sr_seconds += time.perf_counter() - t_sr
+            self.report.frames += 1
+            yield np.ascontiguousarray(geo.crop_hr(hr))
+        for rec in self._pending:  # packets timed past the last frame are still verified and applied
+            self._apply(rec, self.frame_count)
+        self._pending = []
+        self.report.total_seconds = time.perf_counter() - t0
+
+
+def decode(data: bytes, *, backend: str = "auto", log: Log = print) -> tuple[np.ndarray, DecodeReport]:
+    """Decodes a whole container to ``uint8 [N, H, W, 3]`` plus the report."""
+    dec = Decoder(data, backend=backend, log=log)
+    frames = np.stack(list(dec.frames()))
+    return frames, dec.report
+
+
+class LosslessWriter:
+    """Writes RGB frames to a lossless FFV1 Matroska file (bgr0: 8-bit RGB, no chroma subsampling)."""
+
+    def __init__(self, path: Union[str, Path], width: int, height: int, fps: float) -> None:
+        import av  # noqa: PLC0415
+        from fractions import Fraction
+
+        self._av = av
+        self._out = av.open(str(path), mode="w", format="matroska")
+        self._stream = self._out.add_stream("ffv1", rate=Fraction(fps).limit_denominator(1001))
+        self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "bgr0"
+        self._n = 0
+
+    def write(self, rgb: np.ndarray) -> None:
+        frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="bgr0")
+        frame.pts = self._n
+        self._n += 1
+        for packet in self._stream.encode(frame):
+            self._out.mux(packet)
+
+    def close(self) -> None:
+        """Flushes the encoder and closes the file."""
+        if self._n:
+            for packet in self._stream.encode(None):
+                self._out.mux(packet)
+        self._out.close()
+
+
+def decode_file(src: Union[str, Path], dst: Union[str, Path], *, backend: str = "auto",
+                log: Log = print) -> DecodeReport:
+    """Decodes the container at ``src`` into a lossless FFV1 video at ``dst``, streaming frame by frame.
+
+    On a fatal error (:class:`ContainerError`, :class:`ContentError`) the partial output is removed.
+    """
+    data = Path(src).read_bytes()
+    dec = Decoder(data, backend=backend, log=log)
+    writer = LosslessWriter(dst, dec.geometry.width, dec.geometry.height, dec.fps)
+    try:
+        for frame in dec.frames():
+            writer.write(frame)
+    except BaseException:
+        writer.close()
+        Path(dst).unlink(missing_ok=True)
+        raise
+    writer.close()
+    return dec.report

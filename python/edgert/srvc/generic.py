@@ -1,0 +1,120 @@
+"""A generic (not content-adaptive) SR model trained once on scikit-image's bundled photos, cached on disk.
+
+Used as the "low-res x265 + generic SR" baseline and as the starting point of SRVC and one-shot
+customisation. Training pairs: each image is cropped to a multiple of 2k, area-downsampled by k,
+compressed as a one-frame libx265 video at several CRFs (so the model sees codec artefacts), and
+decoded; the target is the original image. The cache key hashes the model config, the training
+config and the image list, so a change retrains.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import numpy as np
+import torch
+
+from edgert.srvc.model import SRConfig, SRVCModel
+from edgert.srvc.training import train
+
+# Colour images that ship inside the scikit-image wheel (no download).
+IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "colorwheel")
+
+
+@dataclass(frozen=True)
+class GenericConfig:
+    """How the generic model is trained (not from the paper: a small budget that fits a CPU)."""
+
+    iterations: int = 1000
+    batch: int = 4
+    tile_lr: int = 64  # images are cut into LR tiles of this side
+    crop_lr: int = 48  # random LR crops of this side are drawn from the tiles (HR crop = scale * crop_lr)
+    learning_rate: float = 5e-4
+    crfs: tuple[int, ...] = (18, 26, 34, 42)
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_cache_dir() -> Path:
+    """``$EDGERT_CACHE`` or ``$XDG_CACHE_HOME/edgert`` or ``~/.cache/edgert``, plus ``/srvc``."""
+    root = os.environ.get("EDGERT_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")),
+                                                          "edgert")
+    return Path(root) / "srvc"
+
+
+def load_images() -> dict[str, np.ndarray]:
+    """The bundled colour images as uint8 ``[H, W, 3]`` (RGBA dropped)."""
+    from skimage import data  # noqa: PLC0415 - optional dependency
+
+    out = {}
+    for name in IMAGES:
+        img = np.asarray(getattr(data, name)())
+        if img.ndim == 3 and img.shape[2] == 4:
+            img = img[..., :3]
+        out[name] = np.ascontiguousarray(img.astype(np.uint8))
+    return out
+
+
+def training_pairs(scale: int, crfs: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(decoded LR [len(crfs), 3, h, w], HR [len(crfs), 3, s*h, s*w]) per image, in [0, 1]."""
+    from edgert.vision import video  # noqa: PLC0415
+
+    pairs = []
+    for img in load_images().values():
+        h, w = (img.shape[0] // (2 * scale)) * 2 * scale, (img.shape[1] // (2 * scale)) * 2 * scale
+        hr = img[:h, :w]
+        lr = video.resize(hr, (w // scale, h // scale), "area")
+        decoded = [video.decode(video.encode(lr[None], 25.0, "libx265", crf=crf, preset="medium"))[0] for crf in crfs]
+        pairs.append((video.frames_to_tensor(np.stack(decoded)), video.frames_to_tensor(np.stack([hr] * len(crfs)))))
+    return pairs
+
+
+def training_tiles(scale: int, crfs: tuple[int, ...], tile: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All images cut into non-overlapping LR ``tile`` x ``tile`` tiles: (LR [T, 3, t, t], HR [T, 3, s*t, s*t])."""
+    lrs, hrs = [], []
+    for lr, hr in training_pairs(scale, crfs):
+        h, w = lr.shape[-2:]
+        for y in range(0, h - tile + 1, tile):
+            for x in range(0, w - tile + 1, tile):
+                lrs.append(lr[:, :, y:y + tile, x:x + tile])
+                hrs.append(hr[:, :, y * scale:(y + tile) * scale, x * scale:(x + tile) * scale])
+    if not lrs:
+        raise ValueError(f"no image is large enough for {tile} x {tile} LR tiles at scale {scale}")
+    return torch.cat(lrs).contiguous(), torch.cat(hrs).contiguous()
+
+
+def cache_key(model_config: SRConfig, config: GenericConfig) -> str:
+    blob = json.dumps({"model": model_config.as_dict(), "train": config.as_dict(), "images": IMAGES,
+                       "format": 2}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def generic_model(model_config: SRConfig = SRConfig(), config: GenericConfig = GenericConfig(),
+                  cache_dir: Optional[Union[str, Path]] = None, log: Callable[[str], None] = print) -> SRVCModel:
+    """The generic model for ``model_config``: loaded from the cache, or trained (and cached) once."""
+    path = Path(cache_dir or default_cache_dir()) / f"generic-{cache_key(model_config, config)}.pt"
+    torch.manual_seed(config.seed)
+    model = SRVCModel(model_config)
+    if path.is_file():
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        model.eval()
+        return model
+    log(f"training the generic SR model ({config.iterations} iterations on {len(IMAGES)} scikit-image photos)")
+    lr, hr = training_tiles(model_config.scale, config.crfs, tile=config.tile_lr)
+    gen = torch.Generator().manual_seed(config.seed)
+    stats = train(model, lr, hr, iterations=config.iterations, batch=config.batch, crop=config.crop_lr / config.tile_lr,
+                  learning_rate=config.learning_rate, gen=gen)
+    log(f"generic model: loss {stats.first_loss:.5f} -> {stats.last_loss:.5f} in {stats.seconds:.0f} s "
+        f"({lr.shape[0]} tiles)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+    model.eval()
+    return model

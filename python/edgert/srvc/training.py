@@ -1,0 +1,96 @@
+"""Training loops shared by the SRVC encoder and the generic SR model.
+
+All training is MSE between the SR output and the original HR frame (RGB, [0, 1]) with Adam
+(lr 1e-4 in the paper) on random crops whose LR size is ``crop`` x the LR frame (half-size in
+the paper). Randomness comes only from the ``torch.Generator`` passed in.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from edgert.srvc.model import SRVCModel
+
+
+@dataclass
+class TrainStats:
+    """Loss at the start and the end of a training pass, iterations and wall time."""
+
+    iterations: int
+    first_loss: float
+    last_loss: float
+    seconds: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"iterations": self.iterations, "first_loss": self.first_loss, "last_loss": self.last_loss,
+                "seconds": self.seconds}
+
+
+def random_crops(lr: torch.Tensor, hr: torch.Tensor, scale: int, batch: int, crop: float,
+                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch`` random (frame, position) crops: LR ``[B, 3, ch, cw]`` and the aligned HR ``[B, 3, s*ch, s*cw]``.
+
+    ``lr`` is ``[N, 3, h, w]``, ``hr`` ``[N, 3, s*h, s*w]``; ``ch = max(1, round(crop * h))`` (same for w).
+    """
+    n, _, h, w = lr.shape
+    ch, cw = max(1, min(h, round(crop * h))), max(1, min(w, round(crop * w)))
+    frames = torch.randint(0, n, (batch,), generator=gen)
+    ys = torch.randint(0, h - ch + 1, (batch,), generator=gen)
+    xs = torch.randint(0, w - cw + 1, (batch,), generator=gen)
+    lr_b = torch.stack([lr[f, :, y:y + ch, x:x + cw] for f, y, x in zip(frames.tolist(), ys.tolist(), xs.tolist())])
+    hr_b = torch.stack([hr[f, :, y * scale:(y + ch) * scale, x * scale:(x + cw) * scale]
+                        for f, y, x in zip(frames.tolist(), ys.tolist(), xs.tolist())])
+    return lr_b.contiguous(), hr_b.contiguous()
+
+
+def train(model: SRVCModel, lr: torch.Tensor, hr: torch.Tensor, *, iterations: int, batch: int, crop: float,
+          learning_rate: float, gen: torch.Generator, masks: Optional[dict[str, torch.Tensor]] = None) -> TrainStats:
+    """Adam on MSE for ``iterations`` steps; with ``masks`` only the masked coordinates move.
+
+    ``masks`` maps parameter names to boolean tensors of the parameter's shape; parameters without
+    a mask (or with an all-false one) are frozen, and after every step the unselected coordinates
+    are restored exactly, so the result differs from the start only where a mask is true.
+    """
+    params = dict(model.named_parameters())
+    if masks is not None:
+        unknown = set(masks) - set(params)
+        if unknown:
+            raise ValueError(f"masks name unknown parameters: {sorted(unknown)}")
+        trainable = [p for n, p in params.items() if n in masks and bool(masks[n].any())]
+        frozen = {n: p.detach().clone() for n, p in params.items() if n in masks}
+    else:
+        trainable = list(params.values())
+        frozen = {}
+    stats = TrainStats(0, float("nan"), float("nan"), 0.0)
+    if iterations <= 0 or not trainable:
+        return stats
+    model.train()
+    opt = torch.optim.Adam(trainable, lr=learning_rate)
+    t0 = time.perf_counter()
+    scale = model.config.scale
+    for it in range(iterations):
+        x, y = random_crops(lr, hr, scale, batch, crop, gen)
+        loss = torch.mean((model(x) - y) ** 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if masks is not None:
+            for n, p in params.items():
+                if p.grad is not None and n in masks:
+                    p.grad.mul_(masks[n])
+        opt.step()
+        if masks is not None:
+            with torch.no_grad():
+                for n, p in params.items():
+                    if n in masks:
+                        p.copy_(torch.where(masks[n], p, frozen[n]))
+        value = float(loss.detach())
+        if it == 0:
+            stats.first_loss = value
+        stats.last_loss = value
+    stats.iterations = iterations
+    stats.seconds = time.perf_counter() - t0
+    model.eval()
+    return stats
