@@ -68,3 +68,45 @@ def test_online_config_rejects_bad_values():
         train_online(H, _cfg(batch=61))
     with pytest.raises(ValueError, match="modulation"):
         train_online(H, _cfg(modulation=8))
+
+
+def test_channel_transfer_is_identity_on_the_same_channel_and_keeps_A_H():
+    from edgert.mimo.online import channel_transfer
+
+    gen = torch.Generator().manual_seed(4)
+    H_old = ch.iid_rayleigh(2, 32, 4, gen)
+    H_new = H_old + 0.3 * ch.iid_rayleigh(2, 32, 4, gen)
+    C = torch.randn(3, 2, 4, 4, generator=gen, dtype=torch.complex64)
+    A = C @ torch.linalg.pinv(H_old).unsqueeze(0)  # in the row space of H_old^H
+    torch.testing.assert_close(channel_transfer(A, H_old, H_old, 0.5), A, rtol=0, atol=1e-5)
+    A_new = channel_transfer(A, H_old, H_new, 1e-9)
+    torch.testing.assert_close(A_new @ H_new.unsqueeze(0), A @ H_old.unsqueeze(0), rtol=0, atol=1e-4)
+
+
+def test_channel_warm_start_starts_closer_than_copying(data_dir):
+    from edgert.mimo.online import _Trainer, channel_transfer
+
+    cs = ch.load_channels(data_dir / "mimo" / "uma_nlos_seq_sample.npz", nt=16)
+    seq = cs.sequences()[:, 0]  # [2, 8, 64, 16]
+    cfg = _cfg(modulation=16, snr_db=(20.0, 26.0), layers=4, batch=120, snr_groups=4)
+    res = train_online(seq[:, None, :1], _cfg(**{**cfg.__dict__, "psi": 30}))
+    A, th = res.A[0, 0], res.theta2[0, 0]
+    far = 4  # four kept subcarriers (312 kHz) away
+    h_old, h_new = seq[:, 0].contiguous(), seq[:, far].contiguous()
+
+    def loss(A_start: torch.Tensor) -> float:
+        trainer = _Trainer(A_start, th, cfg, torch.Generator().manual_seed(7))
+        trainer.opt.param_groups[0]["lr"] = 0.0  # evaluate the start, do not move it
+        return sum(trainer.step(h_new) for _ in range(4)) / 4
+
+    assert loss(channel_transfer(A, h_old, h_new, cfg.transfer_delta)) < loss(A)
+
+
+def test_warm_start_mode_is_validated_and_recorded():
+    H = ch.iid_rayleigh(4, 32, 4, torch.Generator().manual_seed(1)).reshape(1, 1, 4, 32, 4)
+    res = train_online(H, _cfg(psi=3, phi=2, warm_start="channel"))
+    assert res.iterations.tolist() == [[3, 2, 2, 2]] and res.config["warm_start"] == "channel"
+    with pytest.raises(ValueError, match="warm_start"):
+        train_online(H, _cfg(warm_start="nearest"))
+    with pytest.raises(ValueError, match="transfer_delta"):
+        train_online(H, _cfg(transfer_delta=0.0))

@@ -196,3 +196,24 @@ def test_train_forward_is_finite_and_exact_in_the_noise_free_limit():
     torch.testing.assert_close(real_to_complex(out[-1]), x, rtol=0, atol=1e-5)
     out.sum().backward()
     assert torch.isfinite(A_ri.grad).all() and torch.isfinite(theta2.grad).all()
+
+
+def test_iid_form_training_graph_matches_the_reference():
+    from edgert.mimo.detectors import MMNetIID
+
+    H, y, sigma2, x, _, _ = _train_problem(layers=3)
+    s = sigma2[:, 0].contiguous()
+    model = MMNetIID(layers=3, nr=32, theta1=torch.tensor([0.02, 0.03, 0.025]), theta2=torch.tensor([1.0, 0.7, 1.3]))
+    for p in model.parameters():
+        p.requires_grad_(True)
+    xs, idx = model.forward(H, y, s, 16, all_layers=True, differentiable=True)
+    ((xs - x[None]).abs() ** 2).mean().backward()
+    t1 = model.theta1.detach().clone().requires_grad_()
+    t2 = model.theta2.detach().clone().requires_grad_()
+    ref, ref_idx = ops.mmnet_detect_reference(H, y, s, t2[:, None, None].expand(3, 2, 8), theta1=t1[:, None].expand(3, 2),
+                                              modulation=16, all_layers=True)
+    ((ref - x[None]).abs() ** 2).mean().backward()
+    torch.testing.assert_close(xs.detach(), ref.detach(), rtol=0, atol=2e-5)
+    assert (idx != ref_idx).float().mean() < 0.01  # only ties at decision boundaries may differ
+    torch.testing.assert_close(model.theta1.grad, t1.grad, rtol=1e-3, atol=1e-6)
+    torch.testing.assert_close(model.theta2.grad, t2.grad, rtol=1e-3, atol=1e-6)

@@ -43,7 +43,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                       vectors_per_matrix=args.vectors, seed=args.seed, layers=args.layers, kbest_k=args.kbest_k,
                       ml_node_budget=args.ml_node_budget, train_snr_db=args.train_snr,
                       offline_iterations=args.offline_iterations, online_psi=args.psi, online_phi=args.phi,
-                      online_batch=args.batch, threads=args.threads)
+                      online_batch=args.batch, online_warm_start=args.warm_start, threads=args.threads)
     try:
         cfg.validate()
     except ValueError as exc:
@@ -127,6 +127,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--psi", type=int, default=1000, help="online MMNet: iterations on the first subcarrier")
     s.add_argument("--phi", type=int, default=5, help="online MMNet: iterations per further subcarrier")
     s.add_argument("--batch", type=int, default=500, help="online MMNet training batch")
+    s.add_argument("--warm-start", choices=["copy", "channel"], default="copy",
+                   help="online MMNet: copy the neighbour's A_t (paper) or move it to the new channel")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--no-plots", action="store_true")
     s.add_argument("--out", required=True, help="run folder (config.json, results.json, plots)")

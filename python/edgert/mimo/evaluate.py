@@ -25,7 +25,7 @@ import torch
 from edgert.mimo.channels import ChannelSet, check_modulation, iid_rayleigh, load_channels, sample_batch
 from edgert.mimo.complexity import multiplications
 from edgert.mimo.detectors import DETECTORS, MMNetIID, OAMP, SphereDecoder, make_detector
-from edgert.mimo.online import OnlineConfig, OnlineResult, train_online
+from edgert.mimo.online import WARM_STARTS, OnlineConfig, OnlineResult, train_online
 from edgert.mimo.training import OfflineConfig, train_offline
 
 Log = Callable[[str], None]
@@ -96,6 +96,7 @@ class SweepConfig:
     online_psi: int = 1000
     online_phi: int = 5
     online_batch: int = 500
+    online_warm_start: str = "copy"
     threads: int = 1
 
     def validate(self) -> None:
@@ -124,6 +125,8 @@ class SweepConfig:
             raise ValueError(f"expected nr >= nt, got nr={self.nr}, nt={self.nt}")
         if not 0 < self.target_ser < 1:
             raise ValueError(f"target_ser: expected in (0, 1), got {self.target_ser}")
+        if self.online_warm_start not in WARM_STARTS:
+            raise ValueError(f"online_warm_start: expected one of {WARM_STARTS}, got {self.online_warm_start!r}")
         if self.train_snr_db is not None and (len(self.train_snr_db) != 2 or self.train_snr_db[0] > self.train_snr_db[1]):
             raise ValueError(f"train_snr_db: expected [lo, hi], got {self.train_snr_db}")
 
@@ -185,13 +188,15 @@ def _prepare(name: str, cfg: SweepConfig, cs: ChannelSet, models: Path, training
         seq = cs.sequences()  # [S, K, F, Nr, Nt]
         ocfg = OnlineConfig(modulation=cfg.modulation, snr_db=cfg.training_range(), layers=cfg.layers,
                             psi=cfg.online_psi, psi_time=cfg.online_psi, phi=cfg.online_phi,
-                            batch=cfg.online_batch, seed=cfg.seed + 29, threads=cfg.threads)
+                            batch=cfg.online_batch, seed=cfg.seed + 29, threads=cfg.threads,
+                            warm_start=cfg.online_warm_start)
         res = train_online(seq, ocfg)
         res.save(path)
         training["mmnet"] = {"iterations_per_channel": res.iterations_per_channel, "seconds": res.seconds,
                              "sequences": int(seq.shape[0]), "time_steps": int(seq.shape[1]),
                              "subcarriers": int(seq.shape[2]),
                              "psi": cfg.online_psi, "phi": cfg.online_phi, "batch": cfg.online_batch,
+                             "warm_start": cfg.online_warm_start,
                              "snr_db": list(ocfg.snr_db), "final_loss_mean": float(res.final_loss.mean())}
         log(f"  trained mmnet online: {res.iterations_per_channel:.2f} iterations per channel, {res.seconds:.1f} s")
         return res.detector()

@@ -10,7 +10,8 @@ Layer t (of T, default 10): ``z_t = x_t + A_t (y - H x_t)``, per-symbol noise es
   channel (:mod:`edgert.mimo.online`).
 
 Inference runs :func:`edgert.ops.mmnet_detect` (native kernel); training runs
-:func:`edgert.ops.mmnet_detect_reference` with autograd. Shapes as in :mod:`.base`.
+:func:`edgert.ops.mmnet.mmnet_train_forward` (the math of :func:`edgert.ops.mmnet_detect_reference`,
+real-valued, with a fused denoiser backward) under autograd. Shapes as in :mod:`.base`.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Optional
 import torch
 
 from edgert.mimo.detectors.base import check_inputs
-from edgert.ops.mmnet import mmnet_detect, mmnet_detect_reference
+from edgert.ops.mmnet import hard_decision, mmnet_detect, mmnet_train_forward, real_to_complex
 
 
 @dataclass
@@ -48,10 +49,15 @@ class MMNetIID:
     def forward(self, H, y, sigma2, modulation, all_layers: bool = False, differentiable: bool = False):
         """Per-layer estimates ``[T, G, B, Nt]`` if ``all_layers`` else ``[G, B, Nt]``; plus decisions."""
         g, _, nt = H.shape
-        t1 = self.theta1[:, None].expand(self.layers, g).contiguous()
         t2 = self.theta2[:, None, None].expand(self.layers, g, nt).contiguous()
-        fn = mmnet_detect_reference if differentiable else mmnet_detect
-        return fn(H, y, sigma2, t2, theta1=t1, modulation=modulation, all_layers=all_layers)
+        if differentiable:
+            # A_t = theta1_t H^H through the fast training graph (same math as mmnet_detect_reference)
+            A_ri = self.theta1[:, None, None, None, None] * torch.view_as_real(H.mH.contiguous()).unsqueeze(0)
+            xs = real_to_complex(mmnet_train_forward(H, y, sigma2, A_ri, t2, modulation))
+            x = xs if all_layers else xs[-1]
+            return x, hard_decision(xs[-1].detach(), modulation)
+        t1 = self.theta1[:, None].expand(self.layers, g).contiguous()
+        return mmnet_detect(H, y, sigma2, t2, theta1=t1, modulation=modulation, all_layers=all_layers)
 
     def __call__(self, H, y, sigma2, modulation):
         check_inputs(H, y, sigma2, modulation)
