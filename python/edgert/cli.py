@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_mimo(sub)
     from edgert.data import register as register_data; register_data(sub)  # noqa: E702
     from edgert.srvc.cli import register as register_srvc; register_srvc(sub)  # noqa: E702
+    from edgert.stream.cli import register as reg_stream, register_demo; reg_stream(sub); register_demo(sub)  # noqa: E702
     return parser
 
 

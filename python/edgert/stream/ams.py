@@ -586,6 +586,7 @@ class EdgeReport:
     video_payload_bytes: int = 0  # H.264 packets inside them
     wire_bytes_sent: int = 0  # every frame the client wrote
     wire_bytes_received: int = 0  # every frame the client read (packets, CONTROL, ...)
+    initial_bytes_received: int = 0  # ... up to and including the first model (manifest + snapshot)
     model_swaps: int = 0
     versions: list[int] = field(default_factory=list)  # active version per frame
     latency_ms: list[float] = field(default_factory=list)  # student inference per frame
@@ -656,6 +657,8 @@ class AMSEdge:
                 self._swap.wait()
         load_weights(shadow, self._manifest, weights)
         with self._swap:
+            if self.report.model_swaps == 0:
+                self.report.initial_bytes_received = self.client.bytes_received
             self._active = shadow
             self.active_version = held
             self.report.model_swaps += 1

