@@ -39,6 +39,10 @@ def test_model_copied_into_cache_and_repaired(tmp_path: Path) -> None:
     path.write_bytes(b"damaged")  # a corrupt cache copy is replaced from the package
     assert data.model_path("mediapipe-selfie", root=tmp_path) == path
     assert data.sha256_file(path) == data.MODELS["mediapipe-selfie"].sha256
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the cache folder should be")
+    fallback = data.model_path("mediapipe-selfie", root=blocked)  # unwritable cache: the package's own file
+    assert fallback.is_file() and not str(fallback).startswith(str(blocked))
 
 
 @needs_mediapipe_model

@@ -28,6 +28,15 @@ needs_mediapipe_model = pytest.mark.skipif(not _installed("mediapipe-selfie"),
                                            reason="MediaPipe model not installed (pip install --no-deps mediapipe==0.10.21)")
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small models on a shared 2-core box: one thread is faster and steadier than two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @needs_imagenet
 def test_mobilenetv2_matches_torchvision_layout() -> None:
     state = imagenet_state_dict()

@@ -33,6 +33,15 @@ needs_skimage = pytest.mark.skipif(importlib.util.find_spec("skimage") is None, 
 REF = DATA_DIR / "vision" / "mediapipe_selfie_ref.npz"
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small models on a shared 2-core box: one thread is faster and steadier than two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _bikes(start_s: float, n: int = 1, size: tuple[int, int] | None = None) -> np.ndarray:
     from edgert.data import clip_path
     from edgert.vision.video import read_clip

@@ -176,11 +176,12 @@ def model_path(name: str, *, root: Optional[Union[str, Path]] = None) -> Path:
     """Path of a packaged model file by name (see :data:`MODELS`).
 
     For cached models: the cache copy when present and intact; else the installed package's file, copied
-    into the cache first. Never downloads.
+    into the cache first (or used in place when the cache cannot be written). Never downloads.
 
     Raises:
         KeyError: unknown name.
         FileNotFoundError: the package is not installed and nothing is cached (the message gives the fix).
+        ValueError: the package's file does not have the expected SHA-256 (another package version).
     """
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
@@ -197,7 +198,11 @@ def model_path(name: str, *, root: Optional[Union[str, Path]] = None) -> Path:
             f"{model.pip} and run: edgert data install {name} --wheel FILE.whl")
     if not model.cache:
         return found
-    return _install_bytes(found.read_bytes(), model, root)
+    payload = found.read_bytes()
+    try:
+        return _install_bytes(payload, model, root)
+    except OSError:  # read-only or absent home: the verified package file serves as it is
+        return found
 
 
 def install_from_wheel(name: str, wheel: Union[str, Path], *, root: Optional[Union[str, Path]] = None) -> Path:
