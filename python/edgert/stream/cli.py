@@ -106,6 +106,8 @@ def _eval_config(args: argparse.Namespace) -> Any:
     cfg.ams.atr.t_update_max_s = max(cfg.ams.atr.t_update_max_s, args.t_update)
     cfg.edge.uplink_kbps = args.uplink_kbps
     cfg.edge.preset = args.preset
+    if args.live:
+        cfg.edge.lockstep, cfg.edge.pace = False, True
     return cfg
 
 
@@ -147,6 +149,9 @@ def _add_eval_args(p: argparse.ArgumentParser, schemes: str) -> None:
     p.add_argument("--uplink-kbps", type=float, default=200.0, help="H.264 target in paper-time kbit/s (200)")
     p.add_argument("--preset", default="slow", help="libx264 preset of the uploads (slow)")
     p.add_argument("--devices", type=int, default=1, help="edge processes sharing the server")
+    p.add_argument("--live", action="store_true",
+                   help="edges play the clip in real time and never wait for the server (updates arrive when "
+                        "the shared CPU has trained them); default: lockstep with the server's phases")
     p.add_argument("--pretrain-iterations", type=int, default=300,
                    help="generic pretraining of the student on other footage (0: ImageNet encoder, random head)")
     p.add_argument("--cache-dir", default="runs/cache", help="cache of the pretrained generic student")
