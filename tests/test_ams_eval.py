@@ -1,0 +1,57 @@
+"""AMS evaluation plumbing: scheme parsing and scaling, mIoU series, table, CLI registration."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgert.cli import build_parser
+from edgert.stream.eval import EvalConfig, _miou_series, format_table, scheme_settings
+
+
+def test_schemes_map_to_server_and_edge_settings():
+    cfg = EvalConfig()
+    assert scheme_settings("no-custom", cfg) is None and scheme_settings("one-time", cfg) is None
+    ams, edge = scheme_settings("ams", cfg, 0.1)
+    assert ams.selection.strategy == "gradient" and ams.selection.fraction == 0.05
+    assert ams.atr.t_update_s == pytest.approx(1.0) and ams.t_horizon_s == pytest.approx(24.0)
+    assert ams.asr.r_min == pytest.approx(1.0) and ams.asr.r_max == pytest.approx(10.0)
+    assert edge.uplink_kbps == pytest.approx(2000.0) and edge.apply_lag_s == pytest.approx(0.2)
+    assert ams.iterations == 20 and ams.batch_size == 8  # not scaled
+    rnd, _ = scheme_settings("ams:random@0.2", cfg)
+    assert (rnd.selection.strategy, rnd.selection.fraction) == ("random", 0.2)
+    full, _ = scheme_settings("full", cfg)
+    assert full.selection.strategy == "full"
+    jit, _ = scheme_settings("jit", cfg, 0.1)
+    assert jit.trainer == "jit" and not jit.asr.enabled and jit.asr.r_init == pytest.approx(10.0)
+    assert jit.atr.t_update_s == pytest.approx(0.5) and not jit.atr.enabled
+    for bad, msg in (("amsx", "expected ams"), ("ams:best", "strategy"), ("ams@x", "not a number"),
+                     ("cloud", "unknown scheme")):
+        with pytest.raises(ValueError, match=msg):
+            scheme_settings(bad, cfg)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        EvalConfig(width=100).validate()
+
+
+def test_miou_series_sums_confusion_per_window():
+    labels = np.zeros((6, 2, 2), np.uint8)
+    labels[:, 0, 0] = 1
+    preds = labels.copy()
+    preds[3:] = 0  # second half misses class 1
+    times = np.arange(6) * 0.5
+    overall, series = _miou_series(labels, preds, times, 2, 1.5)
+    assert [p["t_s"] for p in series] == [0.0, 1.5]
+    assert series[0]["miou"] == pytest.approx(1.0)
+    assert series[1]["miou"] == pytest.approx((0.75 + 0.0) / 2)
+    assert overall == pytest.approx((18 / 21 + 3 / 6) / 2)
+
+
+def test_table_and_cli_registration():
+    entry = {"miou": 0.5, "uplink_kbps_paper_time": 50.0, "downlink_kbps_paper_time": 40.0, "updates": 3,
+             "latency_ms_median": 9.0, "miou_gain_points": 2.0}
+    table = format_table({"time_scale": 0.1, "constant_class0_miou": 0.47, "schemes": {"ams": entry}})
+    assert "| ams | 50.0 | +2.0 | 50.0 | 40.0 | 3 | 9.0 |" in table and "47.0" in table
+    parser = build_parser()
+    args = parser.parse_args(["demo", "--schemes", "ams", "--no-plots"])
+    assert args.schemes == "ams" and callable(args.func)
+    args = parser.parse_args(["stream", "serve", "--spec", "x.json"])
+    assert args.spec == "x.json"
