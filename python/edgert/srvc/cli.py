@@ -106,7 +106,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     try:
-        report = decode_file(args.input, args.output, backend=args.backend,
+        report = decode_file(args.input, args.output, backend=args.backend, device=args.device,
                              log=lambda m: print(f"edgert srvc decode: {m}", file=sys.stderr))
     except (ContainerError, ContentError, OSError) as exc:
         print(f"edgert srvc decode: {args.input}: {exc}", file=sys.stderr)
@@ -123,7 +123,8 @@ def _eval_config(args: argparse.Namespace, methods: Optional[tuple[str, ...]] = 
     return EvalConfig(clip=args.clip, crop=args.crop, start_s=args.start, duration_s=args.duration,
                       full_crfs=tuple(args.full_crfs), lr_crfs=tuple(args.lr_crfs),
                       methods=methods or tuple(args.methods or METHODS), encoder=_encoder_config(args),
-                      generic=_generic_config(args), oneshot_iterations=args.oneshot_iterations, threads=args.threads)
+                      generic=_generic_config(args), oneshot_iterations=args.oneshot_iterations, threads=args.threads,
+                      ssim_every=args.ssim_every)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -185,6 +186,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     dec.add_argument("-o", "--output", required=True, help="video to write (.mkv, FFV1 RGB, lossless)")
     dec.add_argument("--backend", default="auto", choices=("auto", "cpu", "cuda", "torch"),
                      help="adaptive-conv backend (default auto)")
+    dec.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="where the SR model runs")
     dec.add_argument("--threads", type=int, default=1)
     dec.set_defaults(func=_cmd_decode)
 
@@ -199,6 +201,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
         e.add_argument("--full-crfs", type=_floats, default=[30.0, 34.0, 38.0, 42.0], help="x264/x265 CRF ladder")
         e.add_argument("--lr-crfs", type=_floats, default=[22.0, 26.0, 30.0, 34.0], help="low-res x265 CRF ladder")
         e.add_argument("--oneshot-iterations", type=int, default=None)
+        e.add_argument("--ssim-every", type=int, default=1, help="SSIM on every n-th frame (PSNR: all frames)")
         if name == "eval":
             e.add_argument("--methods", type=lambda t: [v for v in t.split(",") if v], default=None,
                            help="subset of x264,x265,bicubic,generic,oneshot,srvc")

@@ -97,7 +97,11 @@ def _content_frames(container: Container, expected: int, size: tuple[int, int]) 
 class Decoder:
     """Stateful SRVC decoder for one container: ``frames()`` yields HR uint8 frames ``[H, W, 3]``."""
 
-    def __init__(self, data: bytes, *, backend: str = "auto", log: Log = print) -> None:
+    def __init__(self, data: bytes, *, backend: str = "auto", device: str = "cpu", log: Log = print) -> None:
+        """Parses and checks ``data`` (raises ContainerError); ``device`` 'cpu' | 'cuda' | 'auto' runs the SR there."""
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
         self.container = read_container(data)
         self.log = log
         head = self.container.header
@@ -111,7 +115,7 @@ class Decoder:
         if self.config.scale != self.geometry.scale:
             raise ContainerError(f"corrupt: record #0 (HEAD): scale {self.geometry.scale} != model scale "
                                  f"{self.config.scale}")
-        self.model = SRVCModel(self.config).eval()
+        self.model = SRVCModel(self.config).eval().to(self.device)
         self.model.backend = backend
         expected = manifest_for(self.model, b"\0" * 16)
         try:
@@ -157,14 +161,14 @@ class Decoder:
             while self._pending and self._pending[0].first_frame <= i:
                 self._apply(self._pending.pop(0), i)
             t_sr = time.perf_counter()
-            x = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None].float().div_(255.0)
+            x = torch.from_numpy(np.ascontiguousarray(lr)).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
             with torch.no_grad():
                 if self.slot.version:
                     y = self.model(x)
                 else:
                     self.report.bicubic_frames += 1
                     y = F.interpolate(x, scale_factor=geo.scale, mode="bicubic", align_corners=False)
-            hr = (y[0].clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0)).numpy()
+            hr = (y[0].clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0)).cpu().numpy()
             self.report.sr_seconds += time.perf_counter() - t_sr
             self.report.frames += 1
             yield np.ascontiguousarray(geo.crop_hr(hr))
@@ -174,9 +178,10 @@ class Decoder:
         self.report.total_seconds = time.perf_counter() - t0
 
 
-def decode(data: bytes, *, backend: str = "auto", log: Log = print) -> tuple[np.ndarray, DecodeReport]:
+def decode(data: bytes, *, backend: str = "auto", device: str = "cpu",
+           log: Log = print) -> tuple[np.ndarray, DecodeReport]:
     """Decodes a whole container to ``uint8 [N, H, W, 3]`` plus the report."""
-    dec = Decoder(data, backend=backend, log=log)
+    dec = Decoder(data, backend=backend, device=device, log=log)
     frames = np.stack(list(dec.frames()))
     return frames, dec.report
 
@@ -209,14 +214,14 @@ class LosslessWriter:
         self._out.close()
 
 
-def decode_file(src: Union[str, Path], dst: Union[str, Path], *, backend: str = "auto",
+def decode_file(src: Union[str, Path], dst: Union[str, Path], *, backend: str = "auto", device: str = "cpu",
                 log: Log = print) -> DecodeReport:
     """Decodes the container at ``src`` into a lossless FFV1 video at ``dst``, streaming frame by frame.
 
     On a fatal error (:class:`ContainerError`, :class:`ContentError`) the partial output is removed.
     """
     data = Path(src).read_bytes()
-    dec = Decoder(data, backend=backend, log=log)
+    dec = Decoder(data, backend=backend, device=device, log=log)
     writer = LosslessWriter(dst, dec.geometry.width, dec.geometry.height, dec.fps)
     try:
         for frame in dec.frames():

@@ -57,6 +57,7 @@ class EvalConfig:
     oneshot_iterations: Optional[int] = None  # None: the same total iterations SRVC spends
     threads: int = 1
     cache_dir: Optional[str] = None
+    ssim_every: int = 1  # SSIM on every n-th frame (PSNR always on all frames)
 
     def validate(self) -> None:
         """Raises ValueError naming the first bad field."""
@@ -66,8 +67,8 @@ class EvalConfig:
             raise ValueError(f"methods: unknown {sorted(unknown)}; expected a subset of {METHODS}")
         if self.crop is not None and (len(self.crop) != 2 or min(self.crop) <= 0):
             raise ValueError(f"crop: expected (width, height) > 0, got {self.crop}")
-        if self.threads <= 0:
-            raise ValueError(f"threads: expected >= 1, got {self.threads}")
+        if self.threads <= 0 or self.ssim_every <= 0:
+            raise ValueError(f"threads and ssim_every: expected >= 1, got {self.threads}, {self.ssim_every}")
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -109,14 +110,17 @@ def upsample(model: Optional[SRVCModel], lr: np.ndarray, geometry: Geometry, bat
     return np.ascontiguousarray(np.concatenate(out))
 
 
-def _point(name: str, crf: float, bits: float, ref: np.ndarray, out: np.ndarray, **extra: Any) -> dict[str, Any]:
+def _point(name: str, crf: float, bits: float, ref: np.ndarray, out: np.ndarray, ssim_every: int = 1,
+           **extra: Any) -> dict[str, Any]:
     n, h, w, _ = ref.shape
     per_frame = metrics.psnr_per_frame(ref, out)
     return {"method": name, "crf": crf, "bytes": bits / 8, "bpp": bits / (n * h * w), "psnr": metrics.psnr(ref, out),
-            "ssim": metrics.ssim(ref, out), "psnr_per_frame": [round(float(v), 4) for v in per_frame], **extra}
+            "ssim": metrics.ssim(ref, out, ssim_every), "psnr_per_frame": [round(float(v), 4) for v in per_frame],
+            **extra}
 
 
-def _srvc_point(name: str, crf: float, res: EncodeResult, frames: np.ndarray, log: Log) -> dict[str, Any]:
+def _srvc_point(name: str, crf: float, res: EncodeResult, frames: np.ndarray, log: Log,
+                ssim_every: int = 1) -> dict[str, Any]:
     out, report = decode(res.container, log=log)
     if report.rejected:
         raise RuntimeError(f"{name}: the decoder rejected packets of a fresh stream: {report.rejected}")
@@ -125,7 +129,7 @@ def _srvc_point(name: str, crf: float, res: EncodeResult, frames: np.ndarray, lo
     if got != expected:
         raise RuntimeError(f"{name}: decoder weights differ from the encoder's mirror")
     initial = len(res.packets[0].data)
-    return _point(name, crf, 8 * (res.content_bytes + res.model_bytes), frames, out,
+    return _point(name, crf, 8 * (res.content_bytes + res.model_bytes), frames, out, ssim_every,
                   content_bytes=res.content_bytes, model_bytes=res.model_bytes, initial_model_bytes=initial,
                   bpp_without_initial_model=8 * (res.content_bytes + res.model_bytes - initial)
                   / (frames.shape[0] * frames.shape[1] * frames.shape[2]),
@@ -186,7 +190,7 @@ def run_eval(cfg: EvalConfig, out_dir: Union[str, Path], log: Log = print, plots
             even = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")  # yuv420p: even sides
             enc = video.encode(even, fps, "lib" + codec, crf=crf, preset=cfg.full_preset)
             dec = np.ascontiguousarray(video.decode(enc)[:, :h, :w])
-            points.append(_point(codec, crf, 8 * enc.payload_bytes, frames, dec,
+            points.append(_point(codec, crf, 8 * enc.payload_bytes, frames, dec, cfg.ssim_every,
                                  encode_seconds=time.perf_counter() - t))
             log(f"{codec} crf {crf:g}: {points[-1]['bpp']:.4f} bpp, {points[-1]['psnr']:.2f} dB")
             checkpoint()
@@ -200,13 +204,13 @@ def run_eval(cfg: EvalConfig, out_dir: Union[str, Path], log: Log = print, plots
         srvc_res = None
         if "srvc" in cfg.methods:
             srvc_res = encode(frames, fps, replace(enc_cfg, crf=crf), initial_model=generic, log=log)
-            points.append(_srvc_point("srvc", crf, srvc_res, frames, log))
+            points.append(_srvc_point("srvc", crf, srvc_res, frames, log, cfg.ssim_every))
             log(f"srvc crf {crf:g}: {points[-1]['bpp']:.4f} bpp ({points[-1]['bpp_without_initial_model']:.4f} "
                 f"without the initial model), {points[-1]['psnr']:.2f} dB, decode {points[-1]['decode_sr_fps']:.2f} fps")
         if "oneshot" in cfg.methods:
             res = encode(frames, fps, replace(enc_cfg, crf=crf, segment_s=math.inf, first_iterations=oneshot_iters),
                          initial_model=generic, log=log)
-            points.append(_srvc_point("oneshot", crf, res, frames, log))
+            points.append(_srvc_point("oneshot", crf, res, frames, log, cfg.ssim_every))
             log(f"oneshot crf {crf:g}: {points[-1]['bpp']:.4f} bpp, {points[-1]['psnr']:.2f} dB")
             srvc_res = srvc_res or res
         if "bicubic" in cfg.methods or "generic" in cfg.methods:
@@ -220,7 +224,7 @@ def run_eval(cfg: EvalConfig, out_dir: Union[str, Path], log: Log = print, plots
                 if name in cfg.methods:
                     t = time.perf_counter()
                     up = upsample(model, lr_dec, geo)
-                    points.append(_point(name, crf, 8 * content_bytes, frames, up, content_bytes=content_bytes,
+                    points.append(_point(name, crf, 8 * content_bytes, frames, up, cfg.ssim_every, content_bytes=content_bytes,
                                          sr_fps=n / (time.perf_counter() - t)))
                     log(f"{name} crf {crf:g}: {points[-1]['bpp']:.4f} bpp, {points[-1]['psnr']:.2f} dB")
         checkpoint()
@@ -234,10 +238,39 @@ def run_eval(cfg: EvalConfig, out_dir: Union[str, Path], log: Log = print, plots
     }
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "results.partial.json").unlink(missing_ok=True)
+    (out / "summary.md").write_text(markdown_summary(results))
     if plots:
         plot_results(results, out / "plots")
     log(f"done in {results['seconds']:.0f} s; results in {out}")
     return results
+
+
+def markdown_summary(results: dict[str, Any]) -> str:
+    """RD points, BD metrics and per-frame gains of a run as markdown tables."""
+    lines = [f"### {results['clip']} {results['width']}x{results['height']}, {results['frames']} frames at "
+             f"{results['fps']:g} fps", "",
+             "| method | CRF | bpp (all streams) | content bpp | model bpp | PSNR dB | SSIM |", "|---|---:|---:|---:|---:|---:|---:|"]
+    n_pix = results["frames"] * results["width"] * results["height"]
+    for p in sorted(results["points"], key=lambda p: (list(METHODS).index(p["method"]), p["crf"])):
+        content = p.get("content_bytes", p["bytes"]) * 8 / n_pix
+        model = p.get("model_bytes", 0) * 8 / n_pix
+        lines.append(f"| {p['method']} | {p['crf']:g} | {p['bpp']:.4f} | {content:.4f} | {model:.4f} | "
+                     f"{p['psnr']:.2f} | {p['ssim']:.4f} |")
+    lines += ["", "| comparison | BD-rate | BD-PSNR |", "|---|---:|---:|"]
+    for name, row in results["bd"].items():
+        rate = "no overlap" if row["bd_rate_percent"] is None else f"{row['bd_rate_percent']:+.1f}%"
+        dq = "no overlap" if row["bd_psnr_db"] is None else f"{row['bd_psnr_db']:+.2f} dB"
+        lines.append(f"| {name} | {rate} | {dq} |")
+    rows = []
+    for method, baseline in (("srvc", "bicubic"), ("srvc", "generic"), ("srvc", "oneshot"), ("oneshot", "bicubic"),
+                             ("generic", "bicubic")):
+        g = gains(results, method, baseline)
+        if g.size:
+            rows.append(f"| {method} - {baseline} | {np.median(g):+.2f} | {np.mean(g):+.2f} | {np.mean(g > 0):.0%} |")
+    if rows:
+        lines += ["", "| per-frame PSNR gain at equal CRF | median dB | mean dB | frames improved |",
+                  "|---|---:|---:|---:|"] + rows
+    return "\n".join(lines) + "\n"
 
 
 def gains(results: dict[str, Any], method: str = "srvc", baseline: str = "bicubic") -> np.ndarray:
