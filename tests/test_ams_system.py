@@ -276,3 +276,20 @@ def test_label_space_and_frame_size_mismatches_fail_early():
             assert server.report()["cam-1"]["uploads"] == 0
         finally:
             client.stop()
+
+
+def test_live_edge_never_waits_and_still_converges():
+    student = _student()
+    live = EdgeConfig(uplink_kbps=400, preset="ultrafast", lockstep=False, pace=True)
+    with AMSServer(student, ColorTeacher(), {"cam-1": KEYS["cam-1"]}, _config(), size=(W, H)) as server:
+        edge = AMSEdge(server.address, "cam-1", KEYS["cam-1"], student, live)
+        t0 = time.monotonic()
+        report = edge.run(_frames(40), FPS)
+        assert time.monotonic() - t0 >= 39 / FPS  # paced at the source rate
+        assert report.frames == 40 and report.uploads >= 3 and report.lockstep_timeouts == 0
+        assert len(report.latency_ms) == 40
+        # uploads still queued when the device left are dropped with its connection; every phase that ran published
+        time.sleep(0.5)
+        rep = server.report()["cam-1"]
+        assert 2 <= rep["phases"] <= report.uploads and server.active_sessions() == ["cam-1"]
+        assert server.models.version_of("cam-1") == 1 + rep["updates"] and rep["updates"] == rep["phases"]

@@ -732,11 +732,15 @@ class AMSEdge:
         self._join = Join(float(fps), w, h)
         self.client.start()
         try:
-            if cfg.lockstep:
-                joined = self._wait_control(0, cfg.first_model_timeout_s)
-                if joined is None or joined.status != UploadStatus.JOINED:
+            # the server's answer to JOIN sets the first sampling rate and period; live devices wait at most 5 s
+            # for it (then run with their shipped model and the defaults until the server is reachable)
+            joined = self._wait_control(0, cfg.first_model_timeout_s if cfg.lockstep else
+                                        min(5.0, cfg.first_model_timeout_s))
+            if joined is None or joined.status != UploadStatus.JOINED:
+                if cfg.lockstep:
                     raise ConnectionError(f"no answer to JOIN from {self.client.address} within "
                                           f"{cfg.first_model_timeout_s:.0f} s")
+                self._log(f"no answer to JOIN from {self.client.address} yet: running the shipped model")
             return self._loop(t_first, first, it, fps, on_frame)
         finally:
             self.report.wire_bytes_sent = self.client.bytes_sent
