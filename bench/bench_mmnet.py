@@ -24,6 +24,11 @@ def _problem(groups: int, batch: int, n_rx: int, n_tx: int, layers: int, modulat
     return {k: v.contiguous().to(device) for k, v in dict(H=H, y=y, sigma2=sigma2, theta2=theta2, A=A).items()}
 
 
+def flops_per_vector(n_rx: int, n_tx: int, layers: int) -> float:
+    """Real flops of the direct layer (see module docstring) per vector, all layers."""
+    return 16.0 * n_rx * n_tx * layers
+
+
 def run(device: torch.device, quick: bool) -> list[Row]:
     rows: list[Row] = []
     sync = cuda_sync(device)
@@ -47,6 +52,38 @@ def run(device: torch.device, quick: bool) -> list[Row]:
                                                  modulation=modulation, backend=backend), repeats=repeats, sync=sync)
             rows.append(Row("mmnet_detect", f"edgert-{backend}", str(device), "complex64", shape, t, flops=flops,
                             extra={"vectors_per_s": vectors / t.median}))
+
+    # One online-training step (forward + backward over all layers, batch 500, one channel): the
+    # complex reference under autograd vs the real-valued training graph with the fused denoiser backward.
+    if device.type == "cpu":
+        from edgert.ops.mmnet import mmnet_train_forward
+
+        p = _problem(1, 500, n_rx, n_tx, layers, modulation, device)
+        x_ref = ops.indices_to_symbols(torch.randint(0, modulation, (1, 500, n_tx),
+                                                     generator=torch.Generator().manual_seed(2)), modulation)
+        shape = f"G=1 B=500 {n_rx}x{n_tx} T={layers} QAM{modulation} fwd+bwd"
+
+        def ref_step() -> None:
+            A = p["A"].clone().requires_grad_()
+            th = p["theta2"].clone().requires_grad_()
+            xs, _ = ops.mmnet_detect_reference(p["H"], p["y"], p["sigma2"], th, A=A, modulation=modulation,
+                                               all_layers=True)
+            ((xs - x_ref).abs() ** 2).sum(-1).mean().backward()
+
+        target = torch.stack([x_ref.real, x_ref.imag], -2)
+
+        def fast_step() -> None:
+            A_ri = torch.view_as_real(p["A"]).clone().requires_grad_()
+            th = p["theta2"].clone().requires_grad_()
+            xs = mmnet_train_forward(p["H"], p["y"], p["sigma2"], A_ri, th, modulation)
+            (xs - target).pow(2).sum((-2, -1)).mean().backward()
+
+        t = measure(ref_step, repeats=repeats, sync=sync)
+        rows.append(Row("mmnet_train_step", "torch-eager-complex", str(device), "complex64", shape, t,
+                        flops=3 * flops_per_vector(n_rx, n_tx, layers) * 500, extra={"peer": True}))
+        t = measure(fast_step, repeats=repeats, sync=sync)
+        rows.append(Row("mmnet_train_step", "edgert-real-fused", str(device), "float32", shape, t,
+                        flops=3 * flops_per_vector(n_rx, n_tx, layers) * 500))
 
     gen = torch.Generator().manual_seed(1)
     n = 16 * 100 * 64

@@ -61,7 +61,7 @@ __device__ inline float2 a_entry(const float2* A, const float* theta1, const flo
   return make_float2(th * h.x, -th * h.y);  // theta1 * conj(H[j][i])
 }
 
-// One block per (t, g): ratio[t, g] = (||I - A_t H||^2 / ||H||^2, ||A_t||^2 / ||H||^2).
+// One block per (t, g): ratio[t, g] = (||I - A_t H||^2 / ||H||^2, ||A_t||^2).
 __global__ void ratios_kernel(const float2* __restrict__ H, const float2* __restrict__ A,
                               const float* __restrict__ theta1, long long groups, long long nr, long long nt,
                               float2* __restrict__ ratios) {
@@ -99,7 +99,7 @@ __global__ void ratios_kernel(const float2* __restrict__ H, const float2* __rest
   }
   if (threadIdx.x == 0) {
     const double inv = s_h[0] > 0 ? 1.0 / s_h[0] : 0.0;
-    ratios[t * groups + g] = make_float2((float)(s_m[0] * inv), (float)(s_a[0] * inv));
+    ratios[t * groups + g] = make_float2((float)(s_m[0] * inv), (float)s_a[0]);
   }
 }
 

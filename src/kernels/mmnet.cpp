@@ -220,7 +220,7 @@ struct GroupPrep {
   std::vector<float> gram_re, gram_im;  // H^H H [Nt][Nt]
   std::vector<float> a_re, a_im;        // A_t [T][Nt][Nr]
   std::vector<float> m_re, m_im;        // M_t [T][Nt][Nt], M_t = I - A_t H
-  std::vector<float> ratio_m, ratio_a;  // [T] ||M_t||^2/||H||^2, ||A_t||^2/||H||^2
+  std::vector<float> ratio_m, ratio_a;  // [T] ||M_t||^2/||H||^2, ||A_t||^2 (E||A_t n||^2 / sigma2)
 };
 
 EDGERT_MMNET_CLONES void prepare_group(const MMNetShape& s, const cfloat* H, const cfloat* A, const float* theta1,
@@ -294,7 +294,7 @@ EDGERT_MMNET_CLONES void prepare_group(const MMNetShape& s, const cfloat* H, con
     double m_norm = 0;
     for (int64_t e = 0; e < nt * nt; ++e) m_norm += double(mr[e]) * mr[e] + double(mi[e]) * mi[e];
     p.ratio_m[t] = static_cast<float>(m_norm * inv_h_norm);
-    p.ratio_a[t] = static_cast<float>(a_norm * inv_h_norm);
+    p.ratio_a[t] = static_cast<float>(a_norm);
   }
 }
 

@@ -11,7 +11,11 @@ MMNet layer t (Khani et al., eq. 3.14), starting from x = 0:
     r = y - H x
     z = x + A_t r
     v = theta2_t / Nt * ( ||I - A_t H||_F^2 / ||H||_F^2 * max(||r||^2 - Nr sigma2, 0)
-                          + ||A_t||_F^2 / ||H||_F^2 * sigma2 )
+                          + ||A_t||_F^2 * sigma2 )
+
+The first term is ||I - A_t H||_F^2 times the residual symbol error power per user
+((||r||^2 - Nr sigma2) / ||H||_F^2), the second the noise that A_t passes on
+(E||A_t n||^2 = ||A_t||_F^2 sigma2), so v estimates E|z_i - x_i|^2 (theta2 refines it).
     x = E[x | z, v]      (posterior mean under z = x + CN(0, v))
 
 with either full operators A_t [T, G, Nt, Nr] (MMNet) or the iid form
@@ -150,7 +154,7 @@ def mmnet_detect_reference(H: torch.Tensor, y: torch.Tensor, sigma2: torch.Tenso
         z = x + r @ a_t.transpose(-1, -2)
         m_t = eye - a_t @ H
         ratio_m = (m_t.real**2 + m_t.imag**2).sum(dim=(-2, -1)) / h_norm
-        ratio_a = (a_t.real**2 + a_t.imag**2).sum(dim=(-2, -1)) / h_norm
+        ratio_a = (a_t.real**2 + a_t.imag**2).sum(dim=(-2, -1))
         excess = torch.relu((r.real**2 + r.imag**2).sum(-1) - n_rx * sigma2[:, None])  # [G, B]
         v = theta2[t][:, None, :] / n_tx * (ratio_m[:, None, None] * excess[..., None]
                                             + (ratio_a * sigma2)[:, None, None])
@@ -323,7 +327,7 @@ def mmnet_train_forward(H: torch.Tensor, y: torch.Tensor, sigma2: torch.Tensor, 
     AT = _real_block_ri(A_ri)                                        # [T, G, 2Nr, 2Nt]
     M = eye - HT.unsqueeze(0) @ AT                                   # real form of (I - A H)^T, [T, G, 2Nt, 2Nt]
     ratio_m = (M * M).sum((-2, -1)) / 2.0 / h_norm                   # ||I - A H||_F^2 / ||H||_F^2, [T, G]
-    ratio_a = (A_ri * A_ri).sum((-3, -2, -1)) / h_norm               # ||A||_F^2 / ||H||_F^2, [T, G]
+    ratio_a = (A_ri * A_ri).sum((-3, -2, -1))                        # ||A||_F^2 (E||A n||^2 / sigma2), [T, G]
     ya = torch.bmm(Y, AT.permute(1, 2, 0, 3).reshape(groups, 2 * n_rx, layers * 2 * n_tx))
     ya = ya.reshape(groups, batch, layers, 2 * n_tx)
     # unbind (not indexing) per layer: its backward is one stack instead of T zero-filled scatters.

@@ -61,7 +61,9 @@ edgert_status gaussian_denoise(const cfloat* z, const float* var, int64_t n, int
 //   sigma2 [G] complex noise variance per receive antenna
 // Each layer t: r = y - H x, z = x + A_t r,
 //   v = theta2/Nt * (||I - A_t H||^2/||H||^2 * max(||r||^2 - Nr sigma2, 0)
-//                    + ||A_t||^2/||H||^2 * sigma2),
+//                    + ||A_t||^2 * sigma2),
+//   the first term is ||I - A_t H||^2 times the residual symbol error power per user, the
+//   second the noise A_t n passes on (E||A_t n||^2 = ||A_t||^2 sigma2).
 //   x = E[x | z, v] (the Gaussian denoiser). x starts at 0.
 // x_out: [T, G, B, Nt] if all_layers else [G, B, Nt].
 // decisions: [G, B, Nt] nearest-constellation indices of the last layer's
