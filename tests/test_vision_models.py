@@ -10,8 +10,8 @@ from conftest import needs_av
 from edgert.data import model_path
 from edgert.vision.distill import (as_input, balanced_class_weights, distill_step, predict_labels,
                                    recalibrate_batchnorm)
-from edgert.vision.models import (MobileNetV2, imagenet_state_dict, load_imagenet_encoder, segmentation_student,
-                                  slice_imagenet_state_dict, tiny_classifier)
+from edgert.vision.models import (MobileNetV2, imagenet_state_dict, inference_module, load_imagenet_encoder,
+                                  segmentation_student, slice_imagenet_state_dict, tiny_classifier)
 
 
 def _installed(name: str) -> bool:
@@ -64,6 +64,20 @@ def test_importance_slicing(width: float) -> None:
     model.eval()
     with torch.no_grad():
         assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 1000)
+
+
+def test_inference_module_matches_eager() -> None:
+    torch.manual_seed(4)
+    model = segmentation_student(2, width_mult=0.5, pretrained=False)
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # non-trivial statistics
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    model.train()
+    fast = inference_module(model)
+    assert model.training  # the original is untouched
+    x = torch.rand(2, 3, 48, 80)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model.eval()(x), atol=1e-5, rtol=1e-4)
 
 
 def test_slicing_rejects_a_wider_target() -> None:
@@ -160,6 +174,9 @@ def test_distill_bad_input_leaves_state_unchanged() -> None:
         (dict(labels=np.zeros((2, 32, 48), np.int64), masks={"classifier.weight": torch.ones(2, dtype=torch.bool)}),
          "expected bool"),
     ]
+    model.classifier.bias.requires_grad_(False)
+    cases.append((dict(labels=np.zeros((2, 32, 48), np.int64), masks={"classifier.bias": torch.ones(2, dtype=torch.bool)}),
+                  "frozen"))
     for freeze_bn in (True, False):
         for kwargs, message in cases:
             with pytest.raises((ValueError, TypeError), match=message):

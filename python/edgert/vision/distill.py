@@ -121,6 +121,8 @@ def distill_step(model: nn.Module, optimizer: torch.optim.Optimizer, frames: Fra
         for name, m in masks.items():
             if name not in params:
                 raise ValueError(f"masks: {name!r} is not a parameter of the model")
+            if not params[name].requires_grad:
+                raise ValueError(f"masks: {name!r} is frozen (requires_grad=False)")
             if tuple(m.shape) != tuple(params[name].shape) or m.dtype != torch.bool:
                 raise ValueError(f"masks[{name!r}]: expected bool {list(params[name].shape)}, got {m.dtype} "
                                  f"{list(m.shape)}")

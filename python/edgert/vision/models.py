@@ -11,6 +11,8 @@ initialized by *importance slicing* of those weights, see :func:`slice_imagenet_
 """
 from __future__ import annotations
 
+import copy
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -338,7 +340,7 @@ class SegmentationStudent(nn.Module):
         nn.init.normal_(self.classifier.weight, 0, 0.01)
         nn.init.zeros_(self.classifier.bias)
         # drop the unused ImageNet classifier parts so they are not trained, counted or streamed
-        del backbone.classifier
+        backbone.classifier = nn.Sequential()  # identity: keeps MobileNetV2.forward (and TorchScript) valid
         backbone.features = backbone.features[: self.encoder_end]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -346,7 +348,7 @@ class SegmentationStudent(nn.Module):
             raise ValueError(f"x: expected float [N, 3, H, W], got {x.dtype} {list(x.shape)}")
         h, w = x.shape[-2:]
         y = self.normalize(x)
-        skip = None
+        skip: Optional[torch.Tensor] = None
         for i, layer in enumerate(self.backbone.features):
             y = layer(y)
             if i == self.skip_index:
@@ -403,3 +405,17 @@ class TinyClassifier(nn.Module):
 def tiny_classifier(num_classes: int, width: int = 16) -> TinyClassifier:
     """A :class:`TinyClassifier` (about ``width**2 * 110`` parameters plus the classifier), randomly initialized."""
     return TinyClassifier(num_classes, width=width)
+
+
+def inference_module(model: nn.Module) -> torch.jit.ScriptModule:
+    """A frozen, CPU-optimized copy of ``model`` for inference: TorchScript with BatchNorm folded into the
+    convolutions (``torch.jit.optimize_for_inference``); about 2x the eager fps for the segmentation
+    student on one core (bench/bench_vision.py), outputs equal to 1e-6.
+
+    The copy *snapshots* the weights: after patching ``model`` (e.g. an AMS update) build a new one
+    (about 1 s) and swap it in. ``model`` itself is left untouched.
+    """
+    with warnings.catch_warnings():  # torch 2.13 marks torch.jit deprecated; it is still the CPU fast path
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(copy.deepcopy(model).eval())
+        return torch.jit.optimize_for_inference(scripted)
