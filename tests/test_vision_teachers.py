@@ -76,6 +76,33 @@ def test_tflite_executor_matches_mediapipe_runtime() -> None:
 
 @needs_mediapipe_model
 @needs_av
+@pytest.mark.skipif(importlib.util.find_spec("ai_edge_litert") is None, reason="ai-edge-litert not installed")
+def test_tflite_executor_matches_litert() -> None:
+    """Cross-check on live frames against Google's LiteRT runtime (which also runs on numpy 2)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgert.vision.video import resize
+
+    frames = resize(_bikes(4.5, 2), (256, 144))
+    x = frames.astype(np.float32) / 255
+    interpreter = Interpreter(model_path=str(model_path("mediapipe-selfie-landscape")))
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    want = []
+    for image in x:
+        interpreter.set_tensor(inp["index"], image[None])
+        interpreter.invoke()
+        want.append(interpreter.get_tensor(out["index"])[0, ..., 0].copy())
+    module = tflite.load(model_path("mediapipe-selfie-landscape"))
+    xt = torch.from_numpy(x).requires_grad_(True)
+    got = module(xt)[0][..., 0]
+    np.testing.assert_allclose(got.detach().numpy(), np.stack(want), atol=2e-3)
+    got.sum().backward()  # the executor is differentiable (input gradients for OneAdapt-style uses)
+    assert xt.grad is not None and torch.isfinite(xt.grad).all() and xt.grad.abs().sum() > 0
+
+
+@needs_mediapipe_model
+@needs_av
 def test_selfie_teacher_finds_the_cyclist() -> None:
     teacher = load_teacher("mediapipe-selfie", num_classes=2, class_names=["background", "person"])
     assert teacher.task == "segmentation" and teacher.num_classes == 2

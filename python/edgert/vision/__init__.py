@@ -11,3 +11,22 @@ Submodules (imported on use, so ``import edgert.vision`` stays light):
 * :mod:`edgert.vision.metrics` — confusion matrices, per-class IoU, mIoU over present classes, accuracy.
 """
 from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_LAZY = {
+    "Teacher": "teachers", "TeacherError": "teachers", "load_teacher": "teachers",
+    "MobileNetV2": "models", "segmentation_student": "models", "tiny_classifier": "models",
+    "inference_module": "models",
+    "distill_step": "distill", "recalibrate_batchnorm": "distill", "predict_labels": "distill",
+    "ConfusionMeter": "metrics", "confusion_matrix": "metrics", "mean_iou": "metrics",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public names above from their submodule on first use (keeps ``import edgert.vision`` light)."""
+    if name in _LAZY:
+        return getattr(import_module(f"edgert.vision.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'edgert.vision' has no attribute {name!r}")

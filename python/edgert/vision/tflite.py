@@ -1,14 +1,14 @@
 """Run small float TFLite models (e.g. MediaPipe's selfie segmentation) as PyTorch modules, without TensorFlow.
 
-MediaPipe's wheels pin numpy<2 and protobuf<5, and its segmentation models use a MediaPipe-only custom
-op (``Convolution2DTransposeBias``) that stock TFLite runtimes reject. So this module reads the ``.tflite``
-flatbuffer directly (a bounds-checked reader of the few schema tables needed, no dependency), folds the
-constant ``DEQUANTIZE`` ops (float16/int8 weights) into float32 tensors, and executes the operator list
-with PyTorch in NCHW. Activations must be 4-D (NHWC in the file); the operators supported are listed in
-:data:`SUPPORTED_OPS` and anything else is rejected at load time with its name.
+MediaPipe's wheels pin numpy<2 and protobuf<5, and its segmentation models use a MediaPipe custom op
+(``Convolution2DTransposeBias``). This module reads the ``.tflite`` flatbuffer directly (a bounds-checked
+reader of the few schema tables needed, no dependency), folds the constant ``DEQUANTIZE`` ops
+(float16/int8 weights) into float32 tensors, and executes the operator list with PyTorch in NCHW — batched,
+on any torch device, differentiable. Activations must be 4-D (NHWC in the file); the operators supported
+are listed in :data:`SUPPORTED_OPS` and anything else is rejected at load time with its name.
 
-Parity with MediaPipe's own TFLite runtime is checked by ``tests/test_vision_teachers.py`` against
-reference outputs recorded with mediapipe 0.10.21 (see docs/vision.md).
+Parity with MediaPipe 0.10.21's own runtime (recorded references) and with Google's ``ai-edge-litert``
+(live, when installed) is checked by ``tests/test_vision_teachers.py``; see docs/vision.md.
 """
 from __future__ import annotations
 
