@@ -19,7 +19,8 @@ def _installed(name: str) -> bool:
 
 
 needs_mediapipe_model = pytest.mark.skipif(not _installed("mediapipe-selfie"),
-                                           reason="MediaPipe model not installed (pip install --no-deps mediapipe==0.10.21)")
+                                           reason="MediaPipe model not installed (pip install --no-deps "
+                                                  "mediapipe==0.10.21)")
 
 
 def test_cache_dir_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

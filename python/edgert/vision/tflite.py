@@ -24,6 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
+Env = dict[int, torch.Tensor]  # tensor index -> value while the graph runs
+
+
 class TFLiteError(ValueError):
     """A .tflite file that is malformed or uses something this executor does not support."""
 
@@ -296,7 +299,8 @@ def _same_pad(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, 
     return total // 2, total - total // 2
 
 
-def _resize_axis(size_in: int, size_out: int, align: bool, half: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _resize_axis(size_in: int, size_out: int, align: bool,
+                 half: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     dst = torch.arange(size_out, dtype=torch.float64)
     if align and size_out > 1:
         src = dst * ((size_in - 1) / (size_out - 1))
@@ -370,7 +374,8 @@ class TFLiteModule(nn.Module):
                                   f"{list(self.graph.tensors[i].shape)}; only 4-D activations are supported")
         get = self.__getattr__
 
-        def const_or_input(i: int, name: str, convert: Callable[[np.ndarray], torch.Tensor]) -> Callable[[dict[int, torch.Tensor]], torch.Tensor]:
+        def const_or_input(i: int, name: str,
+                           convert: Callable[[np.ndarray], torch.Tensor]) -> Callable[[Env], torch.Tensor]:
             if i in consts:
                 buf = self._buffer(f"c{k}_{name}", convert(consts[i]))
                 return lambda env: get(buf)
@@ -390,7 +395,8 @@ class TFLiteModule(nn.Module):
             has_bias = len(op.inputs) > 2 and op.inputs[2] >= 0
             if has_bias and op.inputs[2] not in consts:
                 raise TFLiteError(f"{where}: non-constant bias")
-            bname = self._buffer(f"c{k}_b", torch.from_numpy(consts[op.inputs[2]].astype(np.float32))) if has_bias else None
+            bname = (self._buffer(f"c{k}_b", torch.from_numpy(consts[op.inputs[2]].astype(np.float32)))
+                     if has_bias else None)
             kh, kw = weight.shape[2], weight.shape[3]
             src = op.inputs[0]
 
