@@ -1,4 +1,4 @@
-"""edgert.vision.metrics against hand-computed confusion matrices, IoU and accuracy."""
+"""edgert.vision.metrics against hand-computed confusion matrices, IoU, accuracy, box IoU and AP."""
 from __future__ import annotations
 
 import math
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from edgert.vision.metrics import (ConfusionMeter, accuracy, confusion_matrix, iou_per_class, mean_iou,
-                                   topk_accuracy)
+from edgert.vision.metrics import (ConfusionMeter, Detections, accuracy, average_precision, box_iou,
+                                   confusion_matrix, iou_per_class, mean_iou, topk_accuracy)
 
 # 2 frames of 2x3 pixels, 3 classes; 255 = ignore
 REF = np.array([[[0, 0, 1], [1, 2, 255]],
@@ -97,3 +97,33 @@ def test_bad_inputs() -> None:
         iou_per_class(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="k: expected"):
         topk_accuracy(np.array([0]), np.array([[1.0, 0.0]]), k=3)
+
+
+def test_box_iou_by_hand() -> None:
+    a = np.array([[0, 0, 10, 10], [5, 5, 15, 15]])
+    b = np.array([[0, 0, 10, 10], [10, 10, 20, 20], [0, 0, 5, 5]])
+    iou = box_iou(a, b)
+    np.testing.assert_allclose(iou, [[1.0, 0.0, 0.25], [25 / 175, 25 / 175, 0.0]])
+    assert box_iou(np.zeros((0, 4)), b).shape == (0, 3)
+    with pytest.raises(ValueError, match="x2 >= x1"):
+        box_iou(np.array([[5, 0, 0, 5]]), b)
+
+
+def test_average_precision_by_hand() -> None:
+    # image 0: two cats (class 0); image 1: one cat and one dog (class 1)
+    refs = [Detections(np.array([[0, 0, 10, 10], [20, 20, 30, 30]]), np.array([0, 0])),
+            Detections(np.array([[0, 0, 10, 10], [50, 50, 60, 60]]), np.array([0, 1]))]
+    preds = [Detections(np.array([[0, 0, 10, 10], [40, 40, 45, 45], [0, 0, 10, 10]]), np.array([0, 0, 0]),
+                        np.array([0.9, 0.8, 0.3])),  # hit, false positive, duplicate of the hit
+             Detections(np.array([[1, 1, 10, 10], [50, 50, 60, 60]]), np.array([0, 1]), np.array([0.6, 0.7]))]
+    ap = average_precision(preds, refs, 3)
+    # cats ranked 0.9 TP, 0.8 FP, 0.6 TP (IoU 0.81), 0.3 FP (duplicate); 3 references:
+    # precision 1, .5, .667, .5 at recall 1/3, 1/3, 2/3, 2/3 -> AP = 1/3 * 1 + 1/3 * 2/3
+    assert ap[0] == pytest.approx(1 / 3 + 2 / 9)
+    assert ap[1] == pytest.approx(1.0)
+    assert np.isnan(ap[2])  # no reference boxes of class 2
+    assert average_precision(preds, refs, 3, iou_threshold=0.9)[0] == pytest.approx(1 / 3)  # 0.81 misses
+    with pytest.raises(ValueError, match="reference sets"):
+        average_precision(preds[:1], refs, 3)
+    with pytest.raises(ValueError, match="scores are required"):
+        average_precision([Detections(np.zeros((1, 4)), np.array([0]))], refs[:1], 3)

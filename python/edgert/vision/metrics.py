@@ -7,6 +7,9 @@ predicted but absent from the reference counts with IoU 0; a class in neither is
 
 Confusion matrices are ``int64 [C, C]`` indexed ``[reference, prediction]``. Pixels whose reference is
 ``ignore_index`` (or outside ``[0, C)``) are not counted.
+
+For detectors: :func:`box_iou` and per-class :func:`average_precision` (VOC/COCO matching at one IoU
+threshold, all-point interpolation); mAP is the mean over classes that have reference boxes.
 """
 from __future__ import annotations
 
@@ -141,3 +144,95 @@ class ConfusionMeter:
     def accuracy(self) -> float:
         """Pixel (or top-1) accuracy of the sum."""
         return accuracy(self.matrix)
+
+
+# ---- detection: box IoU and average precision (for detectors, e.g. OneAdapt) ----
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of boxes ``a [N, 4]`` and ``b [M, 4]`` in ``(x1, y1, x2, y2)`` pixels -> ``[N, M]``.
+
+    Raises:
+        ValueError: not ``[*, 4]``, or a box with ``x2 < x1`` or ``y2 < y1``.
+    """
+    a = np.asarray(a, np.float64).reshape(-1, 4) if np.size(a) else np.zeros((0, 4))
+    b = np.asarray(b, np.float64).reshape(-1, 4) if np.size(b) else np.zeros((0, 4))
+    for name, boxes in (("a", a), ("b", b)):
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise ValueError(f"{name}: expected boxes [N, 4] (x1, y1, x2, y2), got {list(boxes.shape)}")
+        if boxes.size and ((boxes[:, 2] < boxes[:, 0]).any() or (boxes[:, 3] < boxes[:, 1]).any()):
+            raise ValueError(f"{name}: boxes must have x2 >= x1 and y2 >= y1")
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = iw * ih
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Boxes of one image: ``boxes [K, 4]`` (x1, y1, x2, y2), integer ``classes [K]``, ``scores [K]``
+    (scores are ignored for ground truth)."""
+
+    boxes: np.ndarray
+    classes: np.ndarray
+    scores: Optional[np.ndarray] = None
+
+
+def average_precision(predictions: list[Detections], references: list[Detections], num_classes: int,
+                      iou_threshold: float = 0.5) -> np.ndarray:
+    """Per-class AP over a set of images (PASCAL VOC 2010+ / COCO matching at one IoU threshold).
+
+    Per class, detections of all images are ranked by score; each is a true positive when it overlaps a
+    not-yet-matched reference box of its class in its image with IoU >= ``iou_threshold`` (best overlap
+    first), else a false positive. AP is the area under the precision-recall curve with precision made
+    monotone (all-point interpolation). Classes without reference boxes get NaN.
+
+    Returns:
+        float64 ``[num_classes]``; :func:`numpy.nanmean` of it is the mAP.
+    """
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} prediction sets for {len(references)} reference sets")
+    if not 0.0 < iou_threshold <= 1.0:
+        raise ValueError(f"iou_threshold: expected in (0, 1], got {iou_threshold}")
+    ap = np.full(num_classes, np.nan)
+    for c in range(num_classes):
+        ranked: list[tuple[float, int, int]] = []  # (score, image, box index)
+        gt_boxes: list[np.ndarray] = []
+        n_gt = 0
+        for i, (pred, ref) in enumerate(zip(predictions, references, strict=True)):
+            ref_classes = np.asarray(ref.classes).reshape(-1)
+            gt_boxes.append(np.asarray(ref.boxes, np.float64).reshape(-1, 4)[ref_classes == c])
+            n_gt += int((ref_classes == c).sum())
+            pred_classes = np.asarray(pred.classes).reshape(-1)
+            if pred.scores is None and pred_classes.size:
+                raise ValueError(f"predictions[{i}]: scores are required")
+            scores = np.asarray(pred.scores if pred.scores is not None else [], np.float64).reshape(-1)
+            ranked += [(float(scores[k]), i, k) for k in np.nonzero(pred_classes == c)[0]]
+        if n_gt == 0:
+            continue
+        ranked.sort(key=lambda t: -t[0])
+        matched = [np.zeros(len(g), bool) for g in gt_boxes]
+        tp = np.zeros(len(ranked))
+        for r, (_, i, k) in enumerate(ranked):
+            gts = gt_boxes[i]
+            if not len(gts):
+                continue
+            box = np.asarray(predictions[i].boxes, np.float64).reshape(-1, 4)[k]
+            ious = box_iou(box[None], gts)[0]
+            ious[matched[i]] = -1.0
+            j = int(np.argmax(ious))
+            if ious[j] >= iou_threshold:
+                matched[i][j] = True
+                tp[r] = 1.0
+        ctp = np.cumsum(tp)
+        recall = ctp / n_gt
+        precision = ctp / np.arange(1, len(ranked) + 1) if len(ranked) else np.zeros(0)
+        mrec = np.concatenate([[0.0], recall, [1.0]])
+        mpre = np.concatenate([[0.0], precision, [0.0]])
+        mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+        steps = np.nonzero(mrec[1:] != mrec[:-1])[0]
+        ap[c] = float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
+    return ap
