@@ -156,6 +156,23 @@ def test_tflite_rejects_malformed_files(tmp_path: Path) -> None:
         module(torch.zeros(1, 3, 256, 256))
 
 
+@needs_mediapipe_model
+def test_tflite_mutations_fail_cleanly() -> None:
+    """Bounded fuzzing: random byte changes either load or raise TFLiteError, never another exception."""
+    data = model_path("mediapipe-selfie").read_bytes()
+    rng = np.random.default_rng(7)
+    rejected = 0
+    for _ in range(120):
+        mutated = bytearray(data)
+        for _ in range(int(rng.integers(1, 4))):
+            mutated[int(rng.integers(len(data) - 60000, len(data)))] = int(rng.integers(0, 256))
+        try:
+            tflite.TFLiteModule(tflite.parse(bytes(mutated)))
+        except tflite.TFLiteError:
+            rejected += 1
+    assert rejected > 10  # the table region was really hit
+
+
 def test_tflite_resize_conventions() -> None:
     x = torch.arange(16, dtype=torch.float32).view(1, 1, 4, 4)
     # half-pixel centres equal PyTorch's align_corners=False; align_corners equals PyTorch's True

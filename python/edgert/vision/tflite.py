@@ -258,10 +258,19 @@ def parse(data: bytes) -> TFLiteGraph:
         code = codes[index]
         ins, outs = r.ints(op, 1), r.ints(op, 2)
         for i in ins + outs:
-            if i >= len(tensors):
+            if i >= len(tensors) or i < -1 or (i == -1 and i in outs):
                 raise TFLiteError(f"operator {code}: tensor index {i} out of range ({len(tensors)} tensors)")
         ops.append(OpInfo(code, ins, outs, _options(r, code, op)))
-    return TFLiteGraph(tensors, ops, r.ints(sg, 1), r.ints(sg, 2), r.string(root, 3))
+    inputs, outputs = r.ints(sg, 1), r.ints(sg, 2)
+    for i in inputs + outputs:
+        if not 0 <= i < len(tensors):
+            raise TFLiteError(f"graph input/output tensor index {i} out of range ({len(tensors)} tensors)")
+    return TFLiteGraph(tensors, ops, inputs, outputs, r.string(root, 3))
+
+
+# fewest inputs each operator needs (optional ones, such as a bias, come after)
+_MIN_INPUTS: dict[Union[int, str], int] = {CONV_2D: 2, DEPTHWISE_CONV_2D: 2, CONV_TRANSPOSE_BIAS: 3, ADD: 2, MUL: 2,
+                                           SUB: 2, MEAN: 2, RESIZE_BILINEAR: 2, CONCATENATION: 1, DEQUANTIZE: 1}
 
 
 def _dequantize(t: TensorInfo) -> np.ndarray:
@@ -350,15 +359,28 @@ class TFLiteModule(nn.Module):
             raise TFLiteError(f"expected a single-input model, got {len(graph.inputs)} inputs")
         consts: dict[int, np.ndarray] = {i: t.value for i, t in enumerate(graph.tensors) if t.value is not None}
         self._steps: list[Callable[[dict[int, torch.Tensor]], None]] = []
+        ready = set(consts) | set(graph.inputs)  # tensors that have a value when an operator runs
         for k, op in enumerate(graph.ops):
+            need = _MIN_INPUTS.get(op.code, 1)
+            if len(op.inputs) < need or len(op.outputs) < 1 or any(i < 0 for i in op.inputs[:need]):
+                raise TFLiteError(f"operator {k} ({op.name}): {len(op.inputs)} inputs / {len(op.outputs)} outputs, "
+                                  f"needs at least {need} inputs and one output")
+            missing = [i for i in op.inputs if i >= 0 and i not in ready]
+            if missing:
+                raise TFLiteError(f"operator {k} ({op.name}): input tensor {missing[0]} is used before it is computed")
+            ready.update(op.outputs)
             if op.code == DEQUANTIZE and op.inputs[0] in consts:
                 consts[op.outputs[0]] = _dequantize(graph.tensors[op.inputs[0]])
                 continue
             self._steps.append(self._compile(k, op, consts))
         self.input_shape = graph.tensors[graph.inputs[0]].shape
+        if len(self.input_shape) != 4 or min(self.input_shape[1:], default=0) < 1:
+            raise TFLiteError(f"input shape {list(self.input_shape)}: expected [N, H, W, C]")
         for idx in graph.outputs:
             if idx in consts:
                 raise TFLiteError(f"output {graph.tensors[idx].name!r} is a constant")
+            if idx not in ready:
+                raise TFLiteError(f"output {graph.tensors[idx].name!r} is never computed")
 
     def _buffer(self, name: str, value: torch.Tensor) -> str:
         self.register_buffer(name, value.contiguous(), persistent=False)
@@ -385,6 +407,8 @@ class TFLiteModule(nn.Module):
             if op.inputs[1] not in consts:
                 raise TFLiteError(f"{where}: non-constant filter")
             w = consts[op.inputs[1]].astype(np.float32)
+            if w.ndim != 4:
+                raise TFLiteError(f"{where}: filter of shape {list(w.shape)}, expected 4-D")
             if op.code == CONV_2D:
                 weight = torch.from_numpy(w.transpose(0, 3, 1, 2).copy())
                 groups_from_input = False
@@ -417,6 +441,8 @@ class TFLiteModule(nn.Module):
             if op.inputs[1] not in consts or op.inputs[2] not in consts:
                 raise TFLiteError(f"{where}: non-constant filter or bias")
             w = consts[op.inputs[1]].astype(np.float32)  # [O, kh, kw, I]
+            if w.ndim != 4:
+                raise TFLiteError(f"{where}: filter of shape {list(w.shape)}, expected 4-D")
             wname = self._buffer(f"c{k}_w", torch.from_numpy(w.transpose(3, 0, 1, 2).copy()))
             bname = self._buffer(f"c{k}_b", torch.from_numpy(consts[op.inputs[2]].astype(np.float32)))
             kh, kw = w.shape[1], w.shape[2]
