@@ -110,3 +110,21 @@ def test_warm_start_mode_is_validated_and_recorded():
         train_online(H, _cfg(warm_start="nearest"))
     with pytest.raises(ValueError, match="transfer_delta"):
         train_online(H, _cfg(transfer_delta=0.0))
+
+
+def test_layer_noise_estimate_tracks_the_measured_noise_of_a_pinv_operator():
+    from edgert.mimo.analysis import layer_noise
+
+    gen = torch.Generator().manual_seed(2)
+    H = ch.iid_rayleigh(4, 64, 8, gen)
+    b = ch.sample_batch(H, 10.0, 4, 200, gen)
+    A = torch.linalg.pinv(H).unsqueeze(0).repeat(3, 1, 1, 1).contiguous()
+    out = layer_noise(H, b.y, b.x, b.sigma2, A, torch.ones(3, 4, 8), 4)
+    # with A = H^+ the linear stage leaves only A n: E|z - x|^2 = ||A||_F^2 sigma2 / Nt, which v estimates
+    want = float(((A[0].abs() ** 2).sum((-2, -1)) * b.sigma2).mean() / 8)
+    for t in range(3):
+        assert out["linear_mse"][t] == pytest.approx(want, rel=0.15)
+        assert out["estimated_var"][t] == pytest.approx(want, rel=0.15)
+        assert out["denoiser_mse"][t] < out["linear_mse"][t]
+    with pytest.raises(ValueError, match="A: expected"):
+        layer_noise(H, b.y, b.x, b.sigma2, A[:, :2], torch.ones(3, 2, 8), 4)
