@@ -53,17 +53,18 @@ def run(quick: bool, threads: list[int]) -> list[Row]:
     torch.manual_seed(0)
     student = segmentation_student(2, width_mult=0.5, pretrained=_available("mobilenetv2-imagenet"))
     wide = segmentation_student(2, width_mult=1.0, pretrained=False)
-    fast = inference_module(student)
+    fast, wide_fast = inference_module(student), inference_module(wide)
     params = {"student-x0.5": sum(p.numel() for p in student.parameters()),
               "student-x1.0": sum(p.numel() for p in wide.parameters())}
     params["student-x0.5 inference_module"] = params["student-x0.5"]
+    params["student-x1.0 inference_module"] = params["student-x1.0"]
     for t in threads:
         torch.set_num_threads(t)
         dev = f"cpu ({t} thread{'s' if t > 1 else ''})"
         for h, w in sizes:
             x = torch.rand(1, 3, h, w)
             for name, model in (("student-x0.5", student), ("student-x0.5 inference_module", fast),
-                                ("student-x1.0", wide)):
+                                ("student-x1.0", wide), ("student-x1.0 inference_module", wide_fast)):
                 tm = measure(_infer(model, x), repeats=repeats, warmup=2)
                 rows.append(Row("segment", name, dev, "float32", f"[1,3,{h},{w}]", tm,
                                 extra={"fps": 1 / tm.median, "params": params[name], "peer": name != "student-x0.5"}))

@@ -81,6 +81,20 @@ def test_inference_module_matches_eager() -> None:
         torch.testing.assert_close(fast(x), model.eval()(x), atol=1e-5, rtol=1e-4)
 
 
+@needs_imagenet
+def test_expansion_slicing_keeps_streams() -> None:
+    """expansion_mult < 1 narrows only the hidden layers; the residual streams keep every ImageNet channel."""
+    full = imagenet_state_dict()
+    model = MobileNetV2(expansion_mult=0.35)
+    sliced = slice_imagenet_state_dict(model, full)
+    model.load_state_dict(sliced, strict=True)
+    torch.testing.assert_close(sliced["features.0.0.weight"], full["features.0.0.weight"])
+    torch.testing.assert_close(sliced["features.2.conv.3.running_mean"], full["features.2.conv.3.running_mean"])
+    assert sliced["features.2.conv.0.0.weight"].shape[0] == model.block_specs[1].hidden < 96
+    with pytest.raises(ValueError, match="expansion_mult"):
+        MobileNetV2(expansion_mult=1.5)
+
+
 def test_slicing_rejects_a_wider_target() -> None:
     with pytest.raises(ValueError, match="cannot take"):
         slice_imagenet_state_dict(MobileNetV2(width_mult=1.4), MobileNetV2().state_dict())

@@ -78,12 +78,15 @@ class BlockSpec:
 class InvertedResidual(nn.Module):
     """MobileNetV2 block: optional 1x1 expansion, 3x3 depthwise (stride/dilation), linear 1x1 projection."""
 
-    def __init__(self, inp: int, oup: int, stride: int, expand_ratio: int, dilation: int = 1) -> None:
+    def __init__(self, inp: int, oup: int, stride: int, expand_ratio: int, dilation: int = 1,
+                 hidden: Optional[int] = None) -> None:
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"stride: expected 1 or 2, got {stride}")
         self.stride = stride
-        hidden = int(round(inp * expand_ratio))
+        hidden = int(round(inp * expand_ratio)) if hidden is None else int(hidden)
+        if expand_ratio == 1 and hidden != inp:
+            raise ValueError(f"hidden: a block without expansion has hidden == inp ({inp}), got {hidden}")
         self.use_res_connect = stride == 1 and inp == oup
         layers: list[nn.Module] = []
         if expand_ratio != 1:
@@ -108,16 +111,21 @@ class MobileNetV2(nn.Module):
         dropout: dropout before the classifier.
         output_stride: 32 (classification) or 16/8 for dense prediction: once the stride reaches it, later
             stride-2 blocks run at stride 1 with their depthwise convolutions dilated instead (DeepLab).
+        expansion_mult: scales the expanded (hidden) width of every expanding block, leaving the residual
+            streams at ``width_mult`` (1.0: torchvision's network).
     """
 
     def __init__(self, num_classes: int = 1000, width_mult: float = 1.0, dropout: float = 0.2,
-                 output_stride: int = 32) -> None:
+                 output_stride: int = 32, expansion_mult: float = 1.0) -> None:
         super().__init__()
         if width_mult <= 0:
             raise ValueError(f"width_mult: expected > 0, got {width_mult}")
+        if not 0 < expansion_mult <= 1:
+            raise ValueError(f"expansion_mult: expected in (0, 1], got {expansion_mult}")
         if output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride: expected 8, 16 or 32, got {output_stride}")
         self.width_mult = float(width_mult)
+        self.expansion_mult = float(expansion_mult)
         self.output_stride = output_stride
         inp = make_divisible(32 * width_mult)
         self.last_channel = make_divisible(1280 * max(1.0, width_mult))
@@ -137,8 +145,10 @@ class MobileNetV2(nn.Module):
                     dilation *= 2
                 elif block_stride == 2:
                     stride *= 2
-                block = InvertedResidual(inp, oup, block_stride, t, dilation=block_dilation)
-                self.block_specs.append(BlockSpec(len(features), stage, inp, int(round(inp * t)), oup, t != 1))
+                hidden = int(round(inp * t)) if t == 1 or expansion_mult == 1 else make_divisible(
+                    inp * t * expansion_mult)
+                block = InvertedResidual(inp, oup, block_stride, t, dilation=block_dilation, hidden=hidden)
+                self.block_specs.append(BlockSpec(len(features), stage, inp, hidden, oup, t != 1))
                 features.append(block)
                 self.feature_channels.append(oup)
                 self.feature_strides.append(stride)
@@ -279,7 +289,7 @@ def slice_imagenet_state_dict(target: MobileNetV2,
 
 def load_imagenet_encoder(model: MobileNetV2) -> MobileNetV2:
     """Initialize ``model`` (any width, any output stride) from the ImageNet weights (strict); returns ``model``."""
-    if model.width_mult == 1.0:
+    if model.width_mult == 1.0 and model.expansion_mult == 1.0:
         state = imagenet_state_dict()
         if model.classifier[1].weight.shape != state["classifier.1.weight"].shape:
             state = dict(state)
@@ -316,13 +326,14 @@ class SegmentationStudent(nn.Module):
     """
 
     def __init__(self, num_classes: int, width_mult: float = 0.5, head_channels: int = 64,
-                 skip_channels: int = 24, output_stride: int = 16, aspp_rate: int = 6) -> None:
+                 skip_channels: int = 24, output_stride: int = 16, aspp_rate: int = 6,
+                 expansion_mult: float = 1.0) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes: expected >= 1, got {num_classes}")
         self.num_classes = num_classes
         self.normalize = Normalize()
-        backbone = MobileNetV2(width_mult=width_mult, output_stride=output_stride)
+        backbone = MobileNetV2(width_mult=width_mult, output_stride=output_stride, expansion_mult=expansion_mult)
         self.backbone = backbone
         # the 1x1 1280-channel layer and the classifier belong to ImageNet classification, not the encoder
         self.encoder_end = len(backbone.features) - 1
@@ -362,7 +373,7 @@ class SegmentationStudent(nn.Module):
 
 
 def segmentation_student(num_classes: int, width_mult: float = 0.5, pretrained: bool = True,
-                         **kwargs: int) -> SegmentationStudent:
+                         **kwargs: float) -> SegmentationStudent:
     """The AMS segmentation student: :class:`SegmentationStudent` whose encoder is initialized from the
     ImageNet MobileNetV2 (importance-sliced for ``width_mult < 1``, see :func:`slice_imagenet_state_dict`).
 
@@ -370,7 +381,8 @@ def segmentation_student(num_classes: int, width_mult: float = 0.5, pretrained: 
     """
     model = SegmentationStudent(num_classes, width_mult=width_mult, **kwargs)
     if pretrained:
-        full = MobileNetV2(width_mult=width_mult, output_stride=model.backbone.output_stride)
+        full = MobileNetV2(width_mult=width_mult, output_stride=model.backbone.output_stride,
+                           expansion_mult=model.backbone.expansion_mult)
         load_imagenet_encoder(full)
         enc = {k: v for k, v in full.state_dict().items()
                if k.startswith("features.") and int(k.split(".")[1]) < model.encoder_end}
