@@ -128,3 +128,11 @@ def test_layer_noise_estimate_tracks_the_measured_noise_of_a_pinv_operator():
         assert out["denoiser_mse"][t] < out["linear_mse"][t]
     with pytest.raises(ValueError, match="A: expected"):
         layer_noise(H, b.y, b.x, b.sigma2, A[:, :2], torch.ones(3, 2, 8), 4)
+
+
+def test_noise_scales_stay_positive_under_a_large_learning_rate():
+    from edgert.mimo.online import THETA2_FLOOR
+
+    H = ch.iid_rayleigh(2, 32, 4, torch.Generator().manual_seed(5)).reshape(2, 1, 1, 32, 4)
+    res = train_online(H, _cfg(psi=30, lr=0.5))
+    assert float(res.theta2.min()) >= THETA2_FLOOR

@@ -29,6 +29,9 @@ from edgert.mimo.training import uniform_snr
 from edgert.ops.mmnet import mmnet_train_forward
 
 
+#: lower bound on the trained per-symbol noise scales theta2 (projected after every Adam step)
+THETA2_FLOOR: float = 1e-3
+
 #: ``copy``: the paper's warm start (the neighbour's A_t as is); ``channel``: :func:`channel_transfer`.
 WARM_STARTS: tuple[str, ...] = ("copy", "channel")
 
@@ -170,6 +173,10 @@ class _Trainer:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
+        with torch.no_grad():
+            # projected step: a noise scale <= 0 clamps v at the denoiser's floor, where the gradient is
+            # 0 and the symbol can never recover (seen on QAM4 warm-start chains)
+            self.theta2.clamp_(min=THETA2_FLOOR)
         return float(loss.detach()) / s
 
     def train(self, H: torch.Tensor, iterations: int) -> float:
