@@ -173,8 +173,8 @@ class CoordinateSelector:
         score = torch.cat([a.detach().abs().reshape(-1).float().cpu() for a in accumulated])
         if score.numel() != self.total:
             raise ValueError(f"accumulated: expected {self.total} coordinates, got {score.numel()}")
-        # Top-|update| coordinates; ties broken by the lower index (stable), so equal inputs give equal sets.
-        order = np.argsort(-score.numpy(), kind="stable")[:self.count]
+        # Top-|update| coordinates (torch.topk: deterministic for equal inputs on one machine).
+        order = torch.topk(score, self.count, sorted=False).indices.numpy()
         return self._from_indices(np.sort(order))
 
 
