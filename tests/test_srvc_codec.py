@@ -3,8 +3,6 @@ encoder's mirror after every packet; bad packets are rejected and the previous m
 corrupt containers and content streams fail with errors that say where."""
 from __future__ import annotations
 
-import hashlib
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,6 @@ from edgert.srvc.decoder import ContentError, Decoder, decode, decode_file  # no
 from edgert.srvc.encoder import EncoderConfig, encode  # noqa: E402
 from edgert.srvc.model import SRConfig  # noqa: E402
 from edgert.srvc.stream import RECORD_HEADER_BYTES, ContainerError, iter_records, write_container  # noqa: E402
-from edgert.stream.packet import crc32c  # noqa: E402
 
 TINY = SRConfig(scale=2, features=4, predictor_channels=8, body_channels=(8,), body_kernels=(3,))
 FPS = 10.0
