@@ -42,10 +42,10 @@ class GenericConfig:
 
 
 def default_cache_dir() -> Path:
-    """``$EDGERT_CACHE`` or ``$XDG_CACHE_HOME/edgert`` or ``~/.cache/edgert``, plus ``/srvc``."""
-    root = os.environ.get("EDGERT_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")),
-                                                          "edgert")
-    return Path(root) / "srvc"
+    """The ``srvc`` folder of edgert's user cache (:func:`edgert.data.cache_dir`)."""
+    from edgert.data import cache_dir
+
+    return cache_dir() / "srvc"
 
 
 def load_images() -> dict[str, np.ndarray]:
