@@ -115,12 +115,12 @@ def init_study(out_dir: Path, steps: int = 120, seed: int = 0) -> dict[str, Any]
     checkpoints = sorted({20, 60, steps})
     results: dict[str, Any] = {"clip": "iscc-demo", "frames": int(len(frames)), "person_fraction": float(labels.mean()),
                                "steps": checkpoints, "runs": {}}
-    for width in (0.5, 1.0):
+    for width, expansion in ((0.5, 1.0), (1.0, 1.0), (1.0, 0.35)):
         for pretrained in (True, False):
             for freeze_bn in (True, False):
                 torch.manual_seed(seed)
                 rng = np.random.default_rng(seed)
-                model = segmentation_student(2, width_mult=width, pretrained=pretrained)
+                model = segmentation_student(2, width_mult=width, pretrained=pretrained, expansion_mult=expansion)
                 recalibrate_batchnorm(model, [frames[train[i:i + 8]] for i in range(0, len(train), 8)])
                 opt = torch.optim.Adam(model.parameters(), lr=2e-3)
                 mious = []
@@ -131,7 +131,8 @@ def init_study(out_dir: Path, steps: int = 120, seed: int = 0) -> dict[str, Any]
                         meter = ConfusionMeter(2)
                         meter.update(labels[test], predict_labels(model, frames[test]))
                         mious.append(round(100 * meter.miou(), 1))
-                key = f"x{width} {'imagenet' if pretrained else 'random'} {'frozen-bn' if freeze_bn else 'train-bn'}"
+                key = (f"x{width}{f' e{expansion}' if expansion != 1 else ''} "
+                       f"{'imagenet' if pretrained else 'random'} {'frozen-bn' if freeze_bn else 'train-bn'}")
                 results["runs"][key] = mious
                 print(f"{key:32s} mIoU at {checkpoints}: {mious}", flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)
