@@ -26,59 +26,6 @@ namespace {
 // One patch: tile is the zero-ringed (P+2) x (P+2) x Cin neighbourhood, wt the
 // kernel transposed to [Cin*9][F] so that the F outputs of a pixel are one
 // contiguous, vectorisable accumulation.
-template <int kF>
-inline void store_pixel(const float* acc, int32_t activation, float* dst) {
-  if (activation == kActRelu) {
-    for (int f = 0; f < kF; ++f) dst[f] = acc[f] > 0.0f ? acc[f] : 0.0f;
-  } else {
-    for (int f = 0; f < kF; ++f) dst[f] = acc[f];
-  }
-}
-
-// Two horizontally adjacent pixels per step share every weight load (the loop
-// is bound by loads of the [taps][F] weights otherwise).
-template <int kF>
-inline void patch_fixed(const float* tile, const float* wt, const float* bias, int64_t c_in, int64_t tile_w,
-                        int64_t ph, int64_t pw, int32_t activation, float* out_tile) {
-  for (int64_t y = 0; y < ph; ++y) {
-    int64_t x = 0;
-    for (; x + 2 <= pw; x += 2) {
-      float acc0[kF], acc1[kF];
-      for (int f = 0; f < kF; ++f) acc0[f] = acc1[f] = bias[f];
-      const float* w = wt;
-      for (int64_t c = 0; c < c_in; ++c) {
-        const float* base = tile + (c * tile_w + y) * tile_w + x;
-        for (int ky = 0; ky < 3; ++ky) {
-          for (int kx = 0; kx < 3; ++kx, w += kF) {
-            const float v0 = base[ky * tile_w + kx], v1 = base[ky * tile_w + kx + 1];
-            for (int f = 0; f < kF; ++f) {
-              acc0[f] += v0 * w[f];
-              acc1[f] += v1 * w[f];
-            }
-          }
-        }
-      }
-      store_pixel<kF>(acc0, activation, out_tile + (y * pw + x) * kF);
-      store_pixel<kF>(acc1, activation, out_tile + (y * pw + x + 1) * kF);
-    }
-    for (; x < pw; ++x) {
-      float acc[kF];
-      for (int f = 0; f < kF; ++f) acc[f] = bias[f];
-      const float* w = wt;
-      for (int64_t c = 0; c < c_in; ++c) {
-        const float* base = tile + (c * tile_w + y) * tile_w + x;
-        for (int ky = 0; ky < 3; ++ky) {
-          for (int kx = 0; kx < 3; ++kx, w += kF) {
-            const float v = base[ky * tile_w + kx];
-            for (int f = 0; f < kF; ++f) acc[f] += v * w[f];
-          }
-        }
-      }
-      store_pixel<kF>(acc, activation, out_tile + (y * pw + x) * kF);
-    }
-  }
-}
-
 inline void patch_generic(const float* tile, const float* wt, const float* bias, int64_t c_in, int64_t tile_w,
                                  int64_t ph, int64_t pw, int64_t f_out, int32_t activation, float* out_tile) {
   for (int64_t y = 0; y < ph; ++y) {
@@ -101,6 +48,61 @@ inline void patch_generic(const float* tile, const float* wt, const float* bias,
     }
   }
 }
+
+#if defined(__GNUC__)
+typedef float v8f __attribute__((vector_size(32), aligned(4)));  // unaligned loads/stores are fine
+#pragma GCC diagnostic ignored "-Wpsabi"  // internal, always-inlined helpers: no ABI crosses a call
+
+// Two horizontally adjacent pixels per step share every weight load; the F
+// accumulators of both pixels live in kF/4 vector registers.
+template <int kF>
+inline void patch_fixed(const float* tile, const float* wt, const float* bias, int64_t c_in, int64_t tile_w,
+                        int64_t ph, int64_t pw, int32_t activation, float* out_tile) {
+  static_assert(kF % 8 == 0, "vector path needs F divisible by 8");
+  constexpr int kV = kF / 8;
+  const v8f zero = {};
+  for (int64_t y = 0; y < ph; ++y) {
+    for (int64_t x = 0; x < pw; x += 2) {
+      const bool pair = x + 1 < pw;
+      v8f acc0[kV], acc1[kV];
+      for (int v = 0; v < kV; ++v) acc0[v] = acc1[v] = *reinterpret_cast<const v8f*>(bias + 8 * v);
+      const float* w = wt;
+      for (int64_t c = 0; c < c_in; ++c) {
+        const float* base = tile + (c * tile_w + y) * tile_w + x;
+        for (int ky = 0; ky < 3; ++ky) {
+          for (int kx = 0; kx < 3; ++kx, w += kF) {
+            // base[.. + 1] stays inside the zero-ringed tile even for the last, unpaired pixel
+            const float v0 = base[ky * tile_w + kx], v1 = base[ky * tile_w + kx + 1];
+            for (int v = 0; v < kV; ++v) {
+              const v8f wv = *reinterpret_cast<const v8f*>(w + 8 * v);
+              acc0[v] += v0 * wv;
+              acc1[v] += v1 * wv;
+            }
+          }
+        }
+      }
+      float* d0 = out_tile + (y * pw + x) * kF;
+      for (int v = 0; v < kV; ++v) {
+        const v8f r0 = activation == kActRelu ? (acc0[v] > zero ? acc0[v] : zero) : acc0[v];
+        *reinterpret_cast<v8f*>(d0 + 8 * v) = r0;
+      }
+      if (pair) {
+        for (int v = 0; v < kV; ++v) {
+          const v8f r1 = activation == kActRelu ? (acc1[v] > zero ? acc1[v] : zero) : acc1[v];
+          *reinterpret_cast<v8f*>(d0 + kF + 8 * v) = r1;
+        }
+      }
+    }
+  }
+}
+#else
+template <int kF>
+inline void patch_fixed(const float* tile, const float* wt, const float* bias, int64_t c_in, int64_t tile_w,
+                        int64_t ph, int64_t pw, int32_t activation, float* out_tile) {
+  patch_generic(tile, wt, bias, c_in, tile_w, ph, pw, kF, activation, out_tile);
+}
+#endif
+
 
 // One row of patches of one image (output rows of different items are disjoint).
 EDGERT_CLONES_FLAT void patch_row(const float* x, const float* kernels, const float* bias, int64_t c_in, int64_t height,
@@ -171,7 +173,8 @@ edgert_status adaptive_conv(const float* x, const float* kernels, const float* b
 
   // Work item: one row of patches of one image.
   detail::parallel_for(n * grid_h, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> tile(static_cast<size_t>(c_in * tile_w * tile_w));
+    // +1: the paired-pixel loop reads one element past a row for an unpaired last pixel (value unused)
+    std::vector<float> tile(static_cast<size_t>(c_in * tile_w * tile_w + 1), 0.0f);
     std::vector<float> wt(static_cast<size_t>(taps * f_out));
     std::vector<float> out_tile(static_cast<size_t>(patch * patch * f_out));
     for (int64_t item = begin; item < end; ++item) {
