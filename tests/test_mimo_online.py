@@ -104,8 +104,14 @@ def test_channel_warm_start_starts_closer_than_copying(data_dir):
 
 def test_warm_start_mode_is_validated_and_recorded():
     H = ch.iid_rayleigh(4, 32, 4, torch.Generator().manual_seed(1)).reshape(1, 1, 4, 32, 4)
-    res = train_online(H, _cfg(psi=3, phi=2, warm_start="channel"))
-    assert res.iterations.tolist() == [[3, 2, 2, 2]] and res.config["warm_start"] == "channel"
+    for mode in ("channel", "restart"):
+        res = train_online(H, _cfg(psi=3, phi=2, warm_start=mode))
+        assert res.iterations.tolist() == [[3, 2, 2, 2]] and res.config["warm_start"] == mode
+    # restart: subcarrier 1 starts again from the matched filter, so 0 iterations there leave exactly that
+    from edgert.mimo.detectors import init_mmnet_params
+
+    res = train_online(H, _cfg(psi=3, phi=0, warm_start="restart"))
+    torch.testing.assert_close(res.A[0, 1], init_mmnet_params(H[:, 0, 1].contiguous(), 4)[0])
     with pytest.raises(ValueError, match="warm_start"):
         train_online(H, _cfg(warm_start="nearest"))
     with pytest.raises(ValueError, match="transfer_delta"):

@@ -127,8 +127,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--psi", type=int, default=1000, help="online MMNet: iterations on the first subcarrier")
     s.add_argument("--phi", type=int, default=5, help="online MMNet: iterations per further subcarrier")
     s.add_argument("--batch", type=int, default=500, help="online MMNet training batch")
-    s.add_argument("--warm-start", choices=["copy", "channel"], default="copy",
-                   help="online MMNet: copy the neighbour's A_t (paper) or move it to the new channel")
+    s.add_argument("--warm-start", choices=["copy", "channel", "restart"], default="copy",
+                   help="online MMNet: copy the neighbour's A_t (paper), move it to the new channel, or "
+                        "restart A_t from the matched filter (theta2 and Adam moments carried over)")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--no-plots", action="store_true")
     s.add_argument("--out", required=True, help="run folder (config.json, results.json, plots)")

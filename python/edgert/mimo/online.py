@@ -32,8 +32,9 @@ from edgert.ops.mmnet import mmnet_train_forward
 #: lower bound on the trained per-symbol noise scales theta2 (projected after every Adam step)
 THETA2_FLOOR: float = 1e-3
 
-#: ``copy``: the paper's warm start (the neighbour's A_t as is); ``channel``: :func:`channel_transfer`.
-WARM_STARTS: tuple[str, ...] = ("copy", "channel")
+#: ``copy``: the paper's warm start (the neighbour's A_t as is); ``channel``: :func:`channel_transfer`;
+#: ``restart``: A_t from :func:`init_mmnet_params` of the new channel, theta2 and Adam moments carried over.
+WARM_STARTS: tuple[str, ...] = ("copy", "channel", "restart")
 
 
 def channel_transfer(A: torch.Tensor, H_old: torch.Tensor, H_new: torch.Tensor, delta: float) -> torch.Tensor:
@@ -61,8 +62,9 @@ class OnlineConfig:
     """Algorithm 1 hyper-parameters; defaults are the paper's (Psi=1000, Phi in 3..10, batch 500, lr 1e-3).
 
     ``warm_start`` ``"copy"`` starts each channel from its neighbour's parameters (the paper);
-    ``"channel"`` moves them with :func:`channel_transfer` (``transfer_delta``) first. The Adam moments
-    carry over in both.
+    ``"channel"`` moves them with :func:`channel_transfer` (``transfer_delta``) first; ``"restart"``
+    starts A_t afresh from :func:`init_mmnet_params` (for neighbours too far apart to share A_t).
+    theta2 and the Adam moments carry over in all three.
     """
 
     modulation: int = 16
@@ -235,6 +237,8 @@ def train_online(H: torch.Tensor, cfg: OnlineConfig) -> OnlineResult:
                     prev = H[:, ki, fi - 1] if fi > 0 else H[:, ki - 1, 0]
                     trainer.load(channel_transfer(trainer.A, prev, H[:, ki, fi], cfg.transfer_delta),
                                  trainer.theta2.detach())
+                elif cfg.warm_start == "restart" and (ki > 0 or fi > 0):
+                    trainer.load(init_mmnet_params(H[:, ki, fi].contiguous(), cfg.layers)[0], trainer.theta2.detach())
                 n = cfg.psi if (ki == 0 and fi == 0) else (cfg.psi_time if fi == 0 else cfg.phi)
                 losses[ki, fi] = trainer.train(H[:, ki, fi].contiguous(), n)
                 iters[ki, fi] = n
