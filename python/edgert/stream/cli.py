@@ -154,7 +154,8 @@ def _add_eval_args(p: argparse.ArgumentParser, schemes: str) -> None:
                         "the shared CPU has trained them); default: lockstep with the server's phases")
     p.add_argument("--pretrain-iterations", type=int, default=300,
                    help="generic pretraining of the student on other footage (0: ImageNet encoder, random head)")
-    p.add_argument("--cache-dir", default="runs/cache", help="cache of the pretrained generic student")
+    p.add_argument("--cache-dir", default=None,
+                   help="cache of the pretrained generic student (default: $EDGERT_CACHE_DIR/ams or ~/.cache/edgert/ams)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--out", default=None, help="run folder (default: runs/ams-<time>)")

@@ -69,7 +69,8 @@ class EvalConfig:
             footage (the bundled carphone and bigbuckbunny clips and scikit-image photos, labelled by the
             teacher) -- the paper's students are likewise pretrained on generic data before customisation.
             0 keeps the ImageNet encoder with a random head.
-        cache_dir: where the pretrained generic student is cached (keyed by all settings it depends on).
+        cache_dir: where the pretrained generic student is cached, keyed by all settings it depends on
+            (None: ``edgert.data.cache_dir() / "ams"``, i.e. ``$EDGERT_CACHE_DIR`` or ``~/.cache/edgert``).
         seed: model initialisation, minibatches, coordinate sets.
         threads: torch threads per process.
     """
@@ -89,7 +90,7 @@ class EvalConfig:
     jit_t_update_s: float = 5.0
     devices: int = 1
     pretrain_iterations: int = 300
-    cache_dir: str = "runs/cache"
+    cache_dir: Optional[str] = None
     seed: int = 0
     threads: int = 1
 
@@ -200,7 +201,10 @@ def pretrained_student(cfg: "EvalConfig", teacher: Any, log: Any = print) -> tup
         return student, None
     key = json.dumps([cfg.teacher, cfg.student_width, cfg.width, cfg.height, cfg.seed, cfg.pretrain_iterations,
                       cfg.ams.batch_size, dataclasses.asdict(cfg.ams.adam), "generic-v1"])
-    path = Path(cfg.cache_dir) / f"ams-student-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    from edgert.data import cache_dir
+
+    root = Path(cfg.cache_dir) if cfg.cache_dir else cache_dir() / "ams"
+    path = root / f"ams-student-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
     if path.is_file():
         student.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return student.eval(), path
