@@ -19,20 +19,11 @@ import numpy as np
 import torch
 
 from bench.harness import Row, measure, write_json
+from edgert.data import model_available
 from edgert.vision.distill import distill_step
 from edgert.vision.models import inference_module, mobilenet_v2_imagenet, segmentation_student, tiny_classifier
 
 DOCS_RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "vision"
-
-
-def _available(name: str) -> bool:
-    from edgert.data import model_path
-
-    try:
-        model_path(name)
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def _infer(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], Any]:
@@ -51,7 +42,7 @@ def run(quick: bool, threads: list[int]) -> list[Row]:
     repeats = 5 if quick else 20
     sizes = [(256, 512)] if quick else [(256, 512), (144, 256), (128, 256)]
     torch.manual_seed(0)
-    student = segmentation_student(2, width_mult=0.5, pretrained=_available("mobilenetv2-imagenet"))
+    student = segmentation_student(2, width_mult=0.5, pretrained=model_available("mobilenetv2-imagenet"))
     wide = segmentation_student(2, width_mult=1.0, pretrained=False)
     fast, wide_fast = inference_module(student), inference_module(wide)
     params = {"student-x0.5": sum(p.numel() for p in student.parameters()),
@@ -81,12 +72,12 @@ def run(quick: bool, threads: list[int]) -> list[Row]:
         tm = measure(_infer(clf, x), repeats=repeats * 5, warmup=3)
         rows.append(Row("classify", "tiny-classifier", dev, "float32", "[1,3,64,64]", tm,
                         extra={"fps": 1 / tm.median, "params": sum(p.numel() for p in clf.parameters())}))
-        if _available("mobilenetv2-imagenet"):
+        if model_available("mobilenetv2-imagenet"):
             mnv2 = mobilenet_v2_imagenet()
             tm = measure(_infer(mnv2, torch.rand(1, 3, 224, 224)), repeats=repeats, warmup=2)
             rows.append(Row("classify", "mobilenetv2-imagenet (teacher)", dev, "float32", "[1,3,224,224]", tm,
                             extra={"fps": 1 / tm.median}))
-        if _available("mediapipe-selfie"):
+        if model_available("mediapipe-selfie"):
             from edgert.vision.teachers import MediaPipeSelfieTeacher
 
             frame = np.random.default_rng(2).integers(0, 256, (1, 272, 640, 3), dtype=np.uint8)

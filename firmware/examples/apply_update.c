@@ -7,18 +7,7 @@
 #include <string.h>
 
 #include "edgert/edgert.h"
-
-static uint8_t* read_file(const char* path, size_t* len) {
-  FILE* f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  uint8_t* buf = malloc(n > 0 ? (size_t)n : 1);
-  *len = (buf && n >= 0 && fread(buf, 1, (size_t)n, f) == (size_t)n) ? (size_t)n : 0;
-  fclose(f);
-  return buf;
-}
+#include "read_file.h"
 
 int main(int argc, char** argv) {
   if (argc < 3) {

