@@ -56,8 +56,8 @@ typedef float v8f __attribute__((vector_size(32), aligned(4)));  // unaligned lo
 // Two horizontally adjacent pixels per step share every weight load; the F
 // accumulators of both pixels live in kF/4 vector registers.
 template <int kF>
-inline void patch_fixed(const float* tile, const float* wt, const float* bias, int64_t c_in, int64_t tile_w,
-                        int64_t ph, int64_t pw, int32_t activation, float* out_tile) {
+inline void patch_fixed(const float* tile, const float* wt, const float* bias, const int32_t* tap_offset,
+                        int64_t taps, int64_t tile_w, int64_t ph, int64_t pw, int32_t activation, float* out_tile) {
   static_assert(kF % 8 == 0, "vector path needs F divisible by 8");
   constexpr int kV = kF / 8;
   const v8f zero = {};
@@ -66,19 +66,18 @@ inline void patch_fixed(const float* tile, const float* wt, const float* bias, i
       const bool pair = x + 1 < pw;
       v8f acc0[kV], acc1[kV];
       for (int v = 0; v < kV; ++v) acc0[v] = acc1[v] = *reinterpret_cast<const v8f*>(bias + 8 * v);
+      // One flat loop over the Cin*9 taps (offsets precomputed): the fully unrolled
+      // c/ky/kx nest spilled the accumulators of F = 32 to the stack.
+      const float* base = tile + y * tile_w + x;
       const float* w = wt;
-      for (int64_t c = 0; c < c_in; ++c) {
-        const float* base = tile + (c * tile_w + y) * tile_w + x;
-        for (int ky = 0; ky < 3; ++ky) {
-          for (int kx = 0; kx < 3; ++kx, w += kF) {
-            // base[.. + 1] stays inside the zero-ringed tile even for the last, unpaired pixel
-            const float v0 = base[ky * tile_w + kx], v1 = base[ky * tile_w + kx + 1];
-            for (int v = 0; v < kV; ++v) {
-              const v8f wv = *reinterpret_cast<const v8f*>(w + 8 * v);
-              acc0[v] += v0 * wv;
-              acc1[v] += v1 * wv;
-            }
-          }
+#pragma GCC unroll 3
+      for (int64_t t = 0; t < taps; ++t, w += kF) {
+        // base[.. + 1] stays inside the zero-ringed tile even for the last, unpaired pixel
+        const float v0 = base[tap_offset[t]], v1 = base[tap_offset[t] + 1];
+        for (int v = 0; v < kV; ++v) {
+          const v8f wv = *reinterpret_cast<const v8f*>(w + 8 * v);
+          acc0[v] += v0 * wv;
+          acc1[v] += v1 * wv;
         }
       }
       float* d0 = out_tile + (y * pw + x) * kF;
@@ -97,9 +96,9 @@ inline void patch_fixed(const float* tile, const float* wt, const float* bias, i
 }
 #else
 template <int kF>
-inline void patch_fixed(const float* tile, const float* wt, const float* bias, int64_t c_in, int64_t tile_w,
-                        int64_t ph, int64_t pw, int32_t activation, float* out_tile) {
-  patch_generic(tile, wt, bias, c_in, tile_w, ph, pw, kF, activation, out_tile);
+inline void patch_fixed(const float* tile, const float* wt, const float* bias, const int32_t* tap_offset,
+                        int64_t taps, int64_t tile_w, int64_t ph, int64_t pw, int32_t activation, float* out_tile) {
+  patch_generic(tile, wt, bias, taps / 9, tile_w, ph, pw, kF, activation, out_tile);
 }
 #endif
 
@@ -107,7 +106,8 @@ inline void patch_fixed(const float* tile, const float* wt, const float* bias, i
 // One row of patches of one image (output rows of different items are disjoint).
 EDGERT_CLONES_FLAT void patch_row(const float* x, const float* kernels, const float* bias, int64_t c_in, int64_t height,
                                   int64_t width, int64_t f_out, int64_t patch, int32_t activation, int64_t item,
-                                  float* tile_buf, float* wt_buf, float* out_buf, float* out) {
+                                  const int32_t* tap_offset, float* tile_buf, float* wt_buf, float* out_buf,
+                                  float* out) {
   const int64_t grid_h = (height + patch - 1) / patch, grid_w = (width + patch - 1) / patch;
   const int64_t tile_w = patch + 2, taps = c_in * 9;
   const int64_t plane = height * width;
@@ -131,10 +131,10 @@ EDGERT_CLONES_FLAT void patch_row(const float* x, const float* kernels, const fl
     }
     const float* b = bias + p_index * f_out;
     switch (f_out) {
-      case 8: patch_fixed<8>(tile_buf, wt_buf, b, c_in, tile_w, ph, pw, activation, out_buf); break;
-      case 16: patch_fixed<16>(tile_buf, wt_buf, b, c_in, tile_w, ph, pw, activation, out_buf); break;
-      case 32: patch_fixed<32>(tile_buf, wt_buf, b, c_in, tile_w, ph, pw, activation, out_buf); break;
-      case 64: patch_fixed<64>(tile_buf, wt_buf, b, c_in, tile_w, ph, pw, activation, out_buf); break;
+      case 8: patch_fixed<8>(tile_buf, wt_buf, b, tap_offset, taps, tile_w, ph, pw, activation, out_buf); break;
+      case 16: patch_fixed<16>(tile_buf, wt_buf, b, tap_offset, taps, tile_w, ph, pw, activation, out_buf); break;
+      case 32: patch_fixed<32>(tile_buf, wt_buf, b, tap_offset, taps, tile_w, ph, pw, activation, out_buf); break;
+      case 64: patch_fixed<64>(tile_buf, wt_buf, b, tap_offset, taps, tile_w, ph, pw, activation, out_buf); break;
       default:
         patch_generic(tile_buf, wt_buf, b, c_in, tile_w, ph, pw, f_out, activation, out_buf);
     }
@@ -171,6 +171,11 @@ edgert_status adaptive_conv(const float* x, const float* kernels, const float* b
   const int64_t grid_h = (height + patch - 1) / patch;
   const int64_t tile_w = patch + 2, taps = c_in * 9;
 
+  // Tap t = (c, ky, kx) of the [F][Cin][3][3] kernels reads tile[c][y + ky][x + kx].
+  std::vector<int32_t> tap_offset(static_cast<size_t>(taps));
+  for (int64_t t = 0; t < taps; ++t) {
+    tap_offset[static_cast<size_t>(t)] = static_cast<int32_t>((t / 9) * tile_w * tile_w + (t % 9 / 3) * tile_w + t % 3);
+  }
   // Work item: one row of patches of one image.
   detail::parallel_for(n * grid_h, 1, [&](int64_t begin, int64_t end) {
     // +1: the paired-pixel loop reads one element past a row for an unpaired last pixel (value unused)
@@ -178,8 +183,8 @@ edgert_status adaptive_conv(const float* x, const float* kernels, const float* b
     std::vector<float> wt(static_cast<size_t>(taps * f_out));
     std::vector<float> out_tile(static_cast<size_t>(patch * patch * f_out));
     for (int64_t item = begin; item < end; ++item) {
-      patch_row(x, kernels, bias, c_in, height, width, f_out, patch, activation, item, tile.data(), wt.data(),
-                out_tile.data(), out);
+      patch_row(x, kernels, bias, c_in, height, width, f_out, patch, activation, item, tap_offset.data(), tile.data(),
+                wt.data(), out_tile.data(), out);
     }
   });
   return EDGERT_OK;
