@@ -63,6 +63,55 @@ def size_report(m: Manifest, update: dict) -> dict:
     }
 
 
+def real_update(phases: int = 2, iterations: int = 20, seed: int = 0) -> tuple[Manifest, dict]:
+    """A real AMS update: the bikes.mp4 segmentation student distilled from the MediaPipe teacher.
+
+    ``phases`` phases of ``iterations`` masked-Adam steps (batch 4, 128x256 frames) with the
+    gradient-guided 5% selection; returns the manifest and the last phase's sparse delta
+    (tensor name -> (indices, float32 values)), i.e. exactly what an AMS server streams.
+    """
+    from edgert.data import clip_path, model_available
+    from edgert.stream.coordinate import AdamConfig, CoordinateSelector, MaskedAdam, SelectionConfig
+    from edgert.vision.distill import distill_step
+    from edgert.vision.models import segmentation_student
+    from edgert.vision.teachers import load_teacher
+    from edgert.vision.video import read_clip
+
+    torch.manual_seed(seed)
+    frames, _ = read_clip(clip_path("bikes"), size=(256, 128), fps=2.0)
+    labels = load_teacher("mediapipe-selfie").label(frames)
+    student = segmentation_student(2, width_mult=0.5, pretrained=model_available("mobilenetv2-imagenet"))
+    names = [n for n, _ in student.named_parameters()]
+    params = [p for _, p in student.named_parameters()]
+    optimizer = MaskedAdam(params, AdamConfig())
+    selector = CoordinateSelector([p.shape for p in params], SelectionConfig(fraction=DENSITY, seed=seed))
+    rng = np.random.default_rng(seed)
+    accumulated = None
+    for _ in range(phases):
+        masks = selector.next_masks(accumulated)
+        optimizer.set_masks(masks)
+        optimizer.reset_accumulator()
+        before = [p.detach().clone() for p in params]
+        for _ in range(iterations):
+            pick = rng.choice(len(frames), 4, replace=False)
+            distill_step(student, optimizer, frames[pick], labels[pick])
+        accumulated = [a.clone() for a in optimizer.accumulated]
+    update = {}
+    for name, p, b, m in zip(names, params, before, masks):
+        idx = np.flatnonzero(m.reshape(-1).numpy())
+        update[name] = (idx, (p.detach() - b).reshape(-1).numpy()[idx].astype(np.float32))
+    return Manifest.from_module(student, b"\xa5" * 16), update
+
+
+def _print_sizes(title: str, sizes: dict) -> None:
+    print(f"{title} ({sizes['updated']} coordinates):")
+    print("| format | bytes | vs edgert fp16 |\n|---|---|---|")
+    for name in ("edgert_fp16", "edgert_int8", "fp16_u32", "mask_gzip", "mask_gzip_fp32", "mask_gzip_index_only"):
+        print(f"| {name} | {sizes[name]} | {sizes[name] / sizes['edgert_fp16']:.2f}x |")
+    print(f"index bits/param: {sizes['index_bits_per_param']:.4f} (entropy bound "
+          f"{sizes['bound_bits_per_param']:.4f}, +{100 * (sizes['index_bits_per_param'] / sizes['bound_bits_per_param'] - 1):.1f}%)\n")
+
+
 def run(device: torch.device, quick: bool) -> list[Row]:
     if device.type != "cpu":
         return []
@@ -70,13 +119,17 @@ def run(device: torch.device, quick: bool) -> list[Row]:
     m = _model()
     numel = sum(t.numel for t in m.tensors)
     sizes = size_report(m, _update(m, rng))
-    print(f"packet sizes, {numel / 1e6:.2f}M params, {DENSITY:.0%} mask ({sizes['updated']} coordinates):")
-    print("| format | bytes | vs edgert fp16 |\n|---|---|---|")
-    for name in ("edgert_fp16", "edgert_int8", "fp16_u32", "mask_gzip", "mask_gzip_fp32", "mask_gzip_index_only"):
-        print(f"| {name} | {sizes[name]} | {sizes[name] / sizes['edgert_fp16']:.2f}x |")
-    print(f"index bits/param: {sizes['index_bits_per_param']:.4f} (entropy bound "
-          f"{sizes['bound_bits_per_param']:.4f}, +{100 * (sizes['index_bits_per_param'] / sizes['bound_bits_per_param'] - 1):.1f}%)\n")
-
+    _print_sizes(f"packet sizes, {numel / 1e6:.2f}M params, random {DENSITY:.0%} mask", sizes)
+    real_sizes = None
+    if not quick:
+        try:
+            real_m, real = real_update()
+        except (FileNotFoundError, ImportError) as exc:  # clip, teacher or PyAV not installed
+            print(f"real AMS update skipped: {exc}\n")
+        else:
+            real_sizes = size_report(real_m, real)
+            _print_sizes(f"packet sizes, real AMS update of the bikes student "
+                         f"({real_sizes['params'] / 1e6:.2f}M params, gradient-guided {DENSITY:.0%})", real_sizes)
     repeats, warmup = (10, 2) if quick else (30, 3)
     rows: list[Row] = []
     shape = f"{numel / 1e6:.1f}M params, {DENSITY:.0%}"
@@ -90,7 +143,8 @@ def run(device: torch.device, quick: bool) -> list[Row]:
         t = measure(lambda: slot.apply(next(it)), repeats=repeats, warmup=warmup)
         impl = "edgert-cpu" + ("+hmac" if key else "")
         rows.append(Row("packet_apply", impl, "cpu", coding, shape, t, bytes_moved=float(len(packets[0])),
-                        extra={"packet_bytes": len(packets[0]), **sizes}))
+                        extra={"packet_bytes": len(packets[0]), **sizes,
+                               **({"real_update": real_sizes} if real_sizes else {})}))
     # Peer: scatter-add of already-decoded fp16 values with 32-bit indices, no verification.
     upd = _update(m, rng)
     weights = [np.zeros(t.numel, dtype=np.float32) for t in m.tensors]
