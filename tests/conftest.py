@@ -37,3 +37,14 @@ needs_mediapipe_model = pytest.mark.skipif(not model_available("mediapipe-selfie
 def data_dir() -> Path:
     """tests/data: small golden files shared with the C++ tests."""
     return DATA_DIR
+
+
+@pytest.fixture
+def one_thread():
+    """Small models on a shared 2-core box: one torch thread is faster and steadier than two."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -14,13 +14,7 @@ from edgert.vision.models import (MobileNetV2, imagenet_state_dict, inference_mo
                                   segmentation_student, slice_imagenet_state_dict, tiny_classifier)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models on a shared 2-core box: one thread is faster and steadier than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @needs_imagenet

@@ -20,13 +20,7 @@ from edgert.vision.teachers import (MediaPipeSelfieTeacher, TeacherError, TorchT
 REF = DATA_DIR / "vision" / "mediapipe_selfie_ref.npz"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models on a shared 2-core box: one thread is faster and steadier than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _bikes(start_s: float, n: int = 1, size: tuple[int, int] | None = None) -> np.ndarray:
