@@ -168,20 +168,14 @@ def load_weights(model: SRVCModel, tensors: Callable[[str], np.ndarray]) -> None
 
 def select_coordinates(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor],
                        fraction: float) -> dict[str, torch.Tensor]:
-    """Boolean masks of the ``fraction`` of all coordinates with the largest |after - before| (ties: lowest index)."""
+    """Boolean masks of the ``fraction`` of all coordinates with the largest |after - before|."""
+    from edgert.stream.coordinate import top_count_masks
+
     names = list(before)
-    changes = torch.cat([(after[n] - before[n]).abs().reshape(-1) for n in names])
-    k = max(1, min(changes.numel(), int(round(fraction * changes.numel()))))
-    # stable: sort by (-|change|, index) so equal inputs always pick the same coordinates
-    order = torch.sort(-changes, stable=True).indices[:k]
-    flat = torch.zeros(changes.numel(), dtype=torch.bool)
-    flat[order] = True
-    masks, pos = {}, 0
-    for n in names:
-        size = before[n].numel()
-        masks[n] = flat[pos:pos + size].reshape(before[n].shape)
-        pos += size
-    return masks
+    total = sum(before[n].numel() for n in names)
+    count = max(1, min(total, int(round(fraction * total))))
+    masks = top_count_masks([after[n] - before[n] for n in names], count)
+    return dict(zip(names, masks))
 
 
 def _params(model: SRVCModel) -> dict[str, torch.Tensor]:

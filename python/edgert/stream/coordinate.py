@@ -170,12 +170,31 @@ class CoordinateSelector:
             return self._from_indices(self._rng.choice(self.total, self.count, replace=False))
         if len(accumulated) != len(self.shapes):
             raise ValueError(f"accumulated: expected {len(self.shapes)} tensors, got {len(accumulated)}")
-        score = torch.cat([a.detach().abs().reshape(-1).float().cpu() for a in accumulated])
-        if score.numel() != self.total:
-            raise ValueError(f"accumulated: expected {self.total} coordinates, got {score.numel()}")
-        # Top-|update| coordinates (torch.topk: deterministic for equal inputs on one machine).
-        order = torch.topk(score, self.count, sorted=False).indices.numpy()
-        return self._from_indices(np.sort(order))
+        if sum(a.numel() for a in accumulated) != self.total:
+            raise ValueError(f"accumulated: expected {self.total} coordinates, "
+                             f"got {sum(a.numel() for a in accumulated)}")
+        return top_count_masks(accumulated, self.count)
+
+
+def top_count_masks(scores: Sequence[torch.Tensor], count: int) -> list[torch.Tensor]:
+    """Bool masks (shapes of ``scores``) selecting the ``count`` coordinates with the largest ``|score|``
+    over all tensors together: the gradient-guided rule shared by AMS (score: the previous phase's Adam
+    steps) and SRVC (score: the change of one full training pass).
+
+    Ties are broken by torch.topk, deterministically for equal inputs on one machine; the chosen set
+    travels in the update packet, so encoder and device never need to agree on it independently.
+    """
+    flat_scores = torch.cat([a.detach().abs().reshape(-1).float().cpu() for a in scores])
+    if not 0 < count <= flat_scores.numel():
+        raise ValueError(f"count: expected 1..{flat_scores.numel()}, got {count}")
+    order = torch.topk(flat_scores, count, sorted=False).indices
+    flat = torch.zeros(flat_scores.numel(), dtype=torch.bool)
+    flat[order] = True
+    masks, pos = [], 0
+    for a in scores:
+        masks.append(flat[pos:pos + a.numel()].reshape(a.shape))
+        pos += a.numel()
+    return masks
 
 
 def masked_indices(mask: torch.Tensor) -> np.ndarray:
