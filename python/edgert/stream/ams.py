@@ -75,7 +75,9 @@ class AMSConfig:
     """Server-side AMS settings; defaults are the paper's (T_update in :attr:`atr`, rates in :attr:`asr`).
 
     Attributes:
-        trainer: ``ams`` (K iterations over the horizon per phase) or ``jit`` (Just-In-Time baseline).
+        trainer: ``ams`` (K iterations over the horizon per phase), ``jit`` (Just-In-Time baseline) or ``remote``
+            (remote inference: no training; the teacher's label map of every uploaded frame goes back in a
+            LABELS frame, :mod:`edgert.stream.flow`).
         t_horizon_s: training samples are drawn from the last T_horizon seconds (240 s).
         iterations: K, Adam iterations per phase (20).
         batch_size: minibatch size (8).
@@ -108,8 +110,8 @@ class AMSConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        if self.trainer not in ("ams", "jit"):
-            raise ValueError(f"trainer: expected 'ams' or 'jit', got {self.trainer!r}")
+        if self.trainer not in ("ams", "jit", "remote"):
+            raise ValueError(f"trainer: expected 'ams', 'jit' or 'remote', got {self.trainer!r}")
         if not self.t_horizon_s > 0:
             raise ValueError(f"t_horizon_s: expected > 0, got {self.t_horizon_s}")
         if self.iterations < 1 or self.batch_size < 1 or self.jit_max_iterations < 1:
@@ -488,6 +490,8 @@ class AMSServer:
         rep.label_seconds += time.perf_counter() - t0
         if labels.shape != frames.shape[:3]:
             raise ValueError(f"teacher returned labels {list(labels.shape)} for frames {list(frames.shape)}")
+        if cfg.trainer == "remote":
+            return self._send_labels(dev, upload, labels)
         label_dtype = np.uint8 if self.teacher.num_classes <= 255 else np.int16
         for t, f, y in zip(upload.times, frames, labels):
             if dev.times and t <= dev.times[-1]:
@@ -519,6 +523,22 @@ class AMSServer:
         rep.rate_history = list(dev.controller.history)
         rep.t_update_history.append(dev.controller.t_update)
         return self._control(dev, upload.seq, status)
+
+    def _send_labels(self, dev: _Device, upload: SampleUpload, labels: np.ndarray) -> Control:
+        """Remote inference: one LABELS frame per uploaded frame (before the CONTROL answer)."""
+        from edgert.stream.flow import encode_labels
+
+        if self.teacher.num_classes > 256:
+            raise ValueError(f"remote labels are uint8: {self.teacher.num_classes} classes do not fit")
+        rep = self.reports[dev.device_id]
+        rep.phases += 1
+        rep.samples += len(upload.times)
+        for t, y in zip(upload.times, labels):
+            body = encode_labels(upload.seq, t, y.astype(np.uint8))
+            self.models.send_to(dev.device_id, FrameType.LABELS, body)
+            rep.update_bytes += len(body) + 6
+        rep.updates += len(upload.times)
+        return self._control(dev, upload.seq, UploadStatus.OK)
 
     def _step(self, dev: _Device, frames: np.ndarray, labels: np.ndarray) -> float:
         from edgert.vision.distill import distill_step

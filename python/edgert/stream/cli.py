@@ -76,7 +76,13 @@ def _cmd_edge(args: argparse.Namespace) -> int:
     edge_cfg = EdgeConfig(**spec["edge"])
     key = Path(spec["keys"][args.device]).read_bytes()
     log = (lambda line: print(f"[edge {args.device} {time.strftime('%H:%M:%S')}] {line}", flush=True))
-    edge = AMSEdge((host, int(port)), args.device, key, student, edge_cfg, log=log)
+    if spec["ams"].get("trainer") == "remote":
+        from edgert.stream.flow import FlowConfig, RemoteFlowEdge
+
+        edge: AMSEdge = RemoteFlowEdge((host, int(port)), args.device, key, student, edge_cfg,
+                                       flow=FlowConfig(**spec.get("flow", {})), log=log)
+    else:
+        edge = AMSEdge((host, int(port)), args.device, key, student, edge_cfg, log=log)
     info = probe(spec["clip"])
     preds: list[np.ndarray] = []
     frames = ((f.time_s, f.rgb) for f in iter_frames(spec["clip"], (spec["width"], spec["height"]),
@@ -85,7 +91,10 @@ def _cmd_edge(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out / "predictions.npz", labels=np.stack(preds))
-    (out / "edge_report.json").write_text(json.dumps(dataclasses.asdict(report), indent=2))
+    doc = dataclasses.asdict(report)
+    if hasattr(edge, "labels_bytes"):
+        doc["labels_bytes"] = edge.labels_bytes
+    (out / "edge_report.json").write_text(json.dumps(doc, indent=2))
     log(f"{report.frames} frames, {report.uploads} uploads, {report.model_swaps} model swaps, "
         f"up {report.wire_bytes_sent} B, down {report.wire_bytes_received} B")
     return 0
@@ -98,7 +107,8 @@ def _eval_config(args: argparse.Namespace) -> Any:
     cfg = EvalConfig(clip=args.clip, width=args.width, height=args.height, max_seconds=args.max_seconds,
                      time_scale=args.time_scale, schemes=tuple(s.strip() for s in args.schemes.split(",") if s.strip()),
                      teacher=args.teacher, student_width=args.student_width, devices=args.devices, seed=args.seed,
-                     threads=args.threads, pretrain_iterations=args.pretrain_iterations, cache_dir=args.cache_dir)
+                     threads=args.threads, pretrain_iterations=args.pretrain_iterations, cache_dir=args.cache_dir,
+                     remote_rate_fps=args.remote_rate)
     cfg.ams.iterations = args.iterations
     cfg.ams.selection = SelectionConfig(cfg.ams.selection.strategy, args.fraction, args.seed)
     cfg.ams.t_horizon_s = args.t_horizon
@@ -122,7 +132,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out or f"runs/ams-{time.strftime('%Y%m%d-%H%M%S')}")
     t0 = time.time()
-    results = run_eval(cfg, out, plots=not args.no_plots)
+    try:
+        results = run_eval(cfg, out, plots=not args.no_plots, merge=args.merge)
+    except ValueError as exc:
+        if not args.merge or "--merge" not in str(exc):
+            raise
+        print(f"edgert stream eval: {exc}", file=sys.stderr)
+        return 2
     print()
     print(format_table(results))
     print(f"\n{time.time() - t0:.0f} s; results in {out}")
@@ -148,6 +164,8 @@ def _add_eval_args(p: argparse.ArgumentParser, schemes: str) -> None:
     p.add_argument("--t-horizon", type=float, default=240.0, help="T_horizon in paper seconds before scaling (240)")
     p.add_argument("--uplink-kbps", type=float, default=200.0, help="H.264 target in paper-time kbit/s (200)")
     p.add_argument("--preset", default="slow", help="libx264 preset of the uploads (slow)")
+    p.add_argument("--remote-rate", type=float, default=1.0,
+                   help="remote-flow: frames per second (paper clock) sent for labelling (1)")
     p.add_argument("--devices", type=int, default=1, help="edge processes sharing the server")
     p.add_argument("--live", action="store_true",
                    help="edges play the clip in real time and never wait for the server (updates arrive when "
@@ -160,6 +178,8 @@ def _add_eval_args(p: argparse.ArgumentParser, schemes: str) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--out", default=None, help="run folder (default: runs/ams-<time>)")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--merge", action="store_true",
+                   help="--out holds an earlier run with the same settings: run only --schemes and add them to it")
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -181,14 +201,14 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     e.add_argument("--out", required=True)
     e.set_defaults(func=_cmd_edge)
     ev = ssub.add_parser("eval", help="AMS vs baselines on a clip: table, plots, config.json, results.json")
-    _add_eval_args(ev, "no-custom,one-time,jit,full,ams")
+    _add_eval_args(ev, "no-custom,one-time,jit,full,ams,remote-flow")
     ev.set_defaults(func=_cmd_eval)
 
 
 def register_demo(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Adds ``edgert demo``: the AMS comparison on bikes.mp4 with server and edge as separate processes."""
     d = sub.add_parser("demo", help="AMS demo: server + edge processes on localhost over bikes.mp4, comparison table")
-    _add_eval_args(d, "no-custom,one-time,jit,full,ams")
+    _add_eval_args(d, "no-custom,one-time,jit,full,ams,remote-flow")
     d.set_defaults(func=_cmd_eval)
 
 

@@ -10,6 +10,9 @@ Schemes (``EvalConfig.schemes``):
 * ``full``: AMS with every coordinate updated and sent each phase (full-model streaming).
 * ``ams``: AMS (gradient-guided, gamma = 5 %). Ablations: ``ams:<strategy>@<fraction>``, e.g.
   ``ams:random@0.05``, ``ams:last@0.01``, ``ams@0.2``.
+* ``remote-flow``: remote inference + optical-flow tracking: the device uploads frames at a fixed
+  ``remote_rate_fps`` (paper: 1 fps) as one-frame H.264 uploads, the server sends back the teacher's label
+  maps (PNG), the device warps the newest map to every frame with Farneback flow (:mod:`edgert.stream.flow`).
 
 ``no-custom`` and ``one-time`` run in this process (no network is involved in them); the others start
 ``edgert stream serve`` and ``edgert stream edge`` as two processes talking TCP on 127.0.0.1, and the
@@ -42,8 +45,9 @@ import numpy as np
 
 from edgert.stream.ams import AMSConfig, EdgeConfig
 from edgert.stream.coordinate import SelectionConfig
+from edgert.stream.flow import FlowConfig
 
-SCHEMES = ("no-custom", "one-time", "jit", "full", "ams")
+SCHEMES = ("no-custom", "one-time", "jit", "full", "ams", "remote-flow")
 
 
 @dataclass
@@ -64,6 +68,8 @@ class EvalConfig:
             half the clip).
         one_time_iterations: its Adam iterations (None: K per T_update of the window).
         jit_t_update_s: JIT's update period (unscaled; shorter than AMS's 10 s).
+        remote_rate_fps: frames per second (paper clock) the ``remote-flow`` device sends for labelling (1).
+        flow: the ``remote-flow`` device's Farneback settings.
         devices: edge processes sharing the server in the TCP schemes (each replays the clip).
         pretrain_iterations: the generic student is first distilled for this many iterations on *other*
             footage (the bundled carphone and bigbuckbunny clips and scikit-image photos, labelled by the
@@ -88,6 +94,8 @@ class EvalConfig:
     one_time_window_s: float = 60.0
     one_time_iterations: Optional[int] = None
     jit_t_update_s: float = 5.0
+    remote_rate_fps: float = 1.0
+    flow: FlowConfig = field(default_factory=FlowConfig)
     devices: int = 1
     pretrain_iterations: int = 300
     cache_dir: Optional[str] = None
@@ -105,6 +113,9 @@ class EvalConfig:
             scheme_settings(s, self)  # raises on an unknown scheme
         if self.devices < 1:
             raise ValueError(f"devices: expected >= 1, got {self.devices}")
+        if not self.remote_rate_fps > 0:
+            raise ValueError(f"remote_rate_fps: expected > 0, got {self.remote_rate_fps}")
+        self.flow.validate()
         self.ams.validate()
         self.edge.validate()
 
@@ -124,6 +135,12 @@ def scheme_settings(scheme: str, cfg: EvalConfig, scale: float = 1.0) -> Optiona
         atr = dataclasses.replace(ams.atr, t_update_s=cfg.jit_t_update_s, enabled=False)
         ams = dataclasses.replace(ams, trainer="jit", asr=asr, atr=atr,
                                   selection=SelectionConfig("full", 1.0, ams.selection.seed))
+    elif scheme == "remote-flow":
+        r = cfg.remote_rate_fps
+        asr = dataclasses.replace(ams.asr, r_min=min(ams.asr.r_min, r), r_max=max(ams.asr.r_max, r), r_init=r,
+                                  enabled=False)
+        atr = dataclasses.replace(ams.atr, enabled=False)
+        ams = dataclasses.replace(ams, trainer="remote", asr=asr, atr=atr)
     elif scheme.startswith("ams"):
         rest = scheme[3:]
         strategy, fraction = ams.selection.strategy, ams.selection.fraction
@@ -289,7 +306,7 @@ def run_networked(scheme: str, cfg: EvalConfig, scale: float, folder: Path, clip
             "max_seconds": cfg.max_seconds, "teacher": cfg.teacher, "num_classes": num_classes,
             "student_width": cfg.student_width, "seed": cfg.seed, "threads": cfg.threads,
             "student_init": None if student_init is None else str(Path(student_init).resolve()),
-            "ams": ams.to_dict(), "edge": dataclasses.asdict(edge), "keys": keys}
+            "ams": ams.to_dict(), "edge": dataclasses.asdict(edge), "flow": dataclasses.asdict(cfg.flow), "keys": keys}
     (folder / "spec.json").write_text(json.dumps(spec, indent=2))
     port_file = folder / "port"
     port_file.unlink(missing_ok=True)
@@ -339,8 +356,12 @@ def _auto_scale(duration: float) -> float:
     return float(min(1.0, round(duration / 100.0, 3)))
 
 
-def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print) -> dict[str, Any]:
-    """Runs every scheme of ``cfg``, writes ``config.json``, ``results.json`` and plots into ``out``."""
+def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, merge: bool = False) -> dict[str, Any]:
+    """Runs every scheme of ``cfg``, writes ``config.json``, ``results.json`` and plots into ``out``.
+
+    ``merge``: ``out`` already holds a run of the same clip and settings; keep its schemes (those in
+    ``cfg.schemes`` are replaced) and add the new ones to its results, table and plots.
+    """
     import torch
 
     from edgert.data import clip_path
@@ -378,14 +399,17 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print) -
                                  {"ams": scheme_settings(s, cfg, scale)[0].to_dict(),
                                   "edge": dataclasses.asdict(scheme_settings(s, cfg, scale)[1])})
                              for s in cfg.schemes}}
+    results: dict[str, Any] = {"clip": cfg.clip, "time_scale": scale, "clip_seconds": duration,
+                               "teacher_ms_per_frame": None, "student_parameters": n_params,
+                               "constant_class0_miou": None, "schemes": {}}
+    if merge:
+        results, config_doc = _merge_previous(out, results, config_doc, cfg)
     (out / "config.json").write_text(json.dumps(config_doc, indent=2))
     from edgert.vision.metrics import confusion_matrix, mean_iou
 
     # reference: a constant "everything is class 0" predictor (what a student that learnt nothing scores)
     constant = mean_iou(confusion_matrix(labels.astype(np.int64), np.zeros(labels.shape, np.int64), num_classes))
-    results: dict[str, Any] = {"clip": cfg.clip, "time_scale": scale, "clip_seconds": duration,
-                               "teacher_ms_per_frame": teacher_ms, "student_parameters": n_params,
-                               "constant_class0_miou": constant, "schemes": {}}
+    results.update(teacher_ms_per_frame=teacher_ms, constant_class0_miou=constant)
     predictions: dict[str, np.ndarray] = {}
 
     def summarize(name: str, preds: np.ndarray, uplink: int, downlink: int, updates: int, latency: list[float],
@@ -441,6 +465,7 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print) -
                 # the initial model (MANIFEST + snapshot) ships with the device: not counted as streaming
                 down = e["wire_bytes_received"] - e.get("initial_bytes_received", 0)
                 name = scheme if len(devs) == 1 else f"{scheme}/{d}"
+                extra = {"labels_bytes": e["labels_bytes"]} if "labels_bytes" in e else {}
                 summarize(name, r["preds"], e["wire_bytes_sent"], down, s.get("updates", 0), e["latency_ms"],
                           {"upload_bytes": e["upload_bytes"], "video_payload_bytes": e["video_payload_bytes"],
                            "samples_uploaded": e["samples_uploaded"], "uploads": e["uploads"],
@@ -448,7 +473,7 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print) -
                            "label_seconds": s.get("label_seconds"), "rate_history": s.get("rate_history"),
                            "t_update_history": s.get("t_update_history"), "reconnects": e["reconnects"],
                            "lockstep_timeouts": e["lockstep_timeouts"], "wall_s": time.perf_counter() - t_start,
-                           "update_sizes": s.get("update_sizes")}, e["versions"])
+                           "update_sizes": s.get("update_sizes"), **extra}, e["versions"])
     base = results["schemes"].get("no-custom", {}).get("miou")
     if base is not None:
         for entry in results["schemes"].values():
@@ -458,6 +483,34 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print) -
     if plots:
         _plots(results, out)
     return results
+
+
+def _merge_previous(out: Path, results: dict[str, Any], config_doc: dict[str, Any],
+                    cfg: EvalConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The earlier run in ``out`` with the schemes about to run removed; raises if its settings differ."""
+    try:
+        prev = json.loads((out / "results.json").read_text())
+        prev_cfg = json.loads((out / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--merge: no readable earlier run in {out}: {exc}") from exc
+    mine, theirs = json.loads(json.dumps(config_doc["eval"])), prev_cfg.get("eval", {})  # tuples as in JSON
+    keys = ("clip", "width", "height", "max_seconds", "teacher", "student_width", "pretrain_iterations", "seed")
+    differ = [k for k in keys if mine.get(k) != theirs.get(k)]
+    for k in ("ams", "edge"):
+        if mine[k] != theirs.get(k):
+            differ.append(k)
+    if abs(prev.get("time_scale", -1) - results["time_scale"]) > 1e-9 or prev.get("clip_seconds") != results["clip_seconds"]:
+        differ.append("time_scale/clip_seconds")
+    if differ:
+        raise ValueError(f"--merge: the run in {out} used other settings ({', '.join(differ)}); run into a new folder")
+    schemes = {k: v for k, v in prev["schemes"].items() if k not in cfg.schemes}
+    results = {**prev, "schemes": schemes}
+    merged_schemes = [s for s in theirs.get("schemes", []) if s not in cfg.schemes] + list(cfg.schemes)
+    doc = {**prev_cfg, "eval": {**theirs, **{k: v for k, v in mine.items() if k not in theirs or k == "cache_dir"},
+                                "schemes": merged_schemes},
+           "scaled": {**prev_cfg.get("scaled", {}), **config_doc["scaled"]}}
+    doc["merged"] = prev_cfg.get("merged", []) + [{"schemes": list(cfg.schemes), "time": time.strftime("%Y-%m-%d %H:%M:%S")}]
+    return results, doc
 
 
 def format_table(results: dict[str, Any]) -> str:

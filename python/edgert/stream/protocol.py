@@ -41,6 +41,7 @@ class FrameType(enum.IntEnum):
     JOIN = 12
     CONTROL = 13
     SAMPLES = 14
+    LABELS = 15  # remote-inference baseline (edgert.stream.flow): sent only to a device that sent JOIN
 
 
 class ErrorCode(enum.IntEnum):

@@ -1,0 +1,132 @@
+"""The remote-flow baseline: Farneback label propagation, the LABELS codec, and the scheme end to end.
+
+The end-to-end test runs the real evaluation path: ``edgert stream serve`` and ``edgert stream edge`` as
+separate processes over localhost TCP, one-frame libx264 uploads, PNG label maps back, on a generated
+clip of a moving textured block labelled by a TorchScript colour-threshold teacher.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import needs_av, needs_cv2
+from edgert.stream.protocol import ProtocolError
+
+pytestmark = needs_cv2
+W, H = 96, 64
+
+
+def _scene(shift: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A textured frame with a textured red block at x = 20 + shift; its labels (block = 1)."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    bg = gaussian_filter(rng.uniform(0, 255, (H, W)), 1.5)
+    img = np.stack([bg * 0.3, bg * 0.8, bg * 0.5], -1)
+    tex = gaussian_filter(rng.uniform(0, 255, (24, 20)), 1.0)
+    x = 20 + shift
+    img[20:44, x:x + 20] = np.stack([150 + 0.4 * tex, 0.3 * tex, 0.3 * tex], -1)
+    labels = np.zeros((H, W), np.uint8)
+    labels[20:44, x:x + 20] = 1
+    return np.clip(img, 0, 255).astype(np.uint8), labels
+
+
+def _translated(frame: np.ndarray, labels: np.ndarray, dy: int, dx: int) -> tuple[np.ndarray, np.ndarray]:
+    """The whole frame (and its labels) moved by (dy, dx) pixels."""
+    return np.roll(frame, (dy, dx), (0, 1)), np.roll(labels, (dy, dx), (0, 1))
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float(((a == 1) & (b == 1)).sum() / max(1, ((a == 1) | (b == 1)).sum()))
+
+
+def test_flow_moves_labels_with_a_translated_frame():
+    from edgert.stream.flow import LabelTracker, backward_flow, grey, warp_labels
+
+    f0, y0 = _scene(0)
+    f1, y1 = _translated(f0, y0, 2, 5)
+    inner = (slice(8, -8), slice(8, -8))  # np.roll wraps the border around: score the interior
+    assert _iou(y0[inner], y1[inner]) < 0.7  # not moving the labels would score this
+    moved = warp_labels(y0, backward_flow(grey(f0), grey(f1)))
+    assert moved.dtype == np.uint8 and set(np.unique(moved)) <= {0, 1}  # nearest neighbour: no new labels
+    assert _iou(moved[inner], y1[inner]) > 0.9
+    # the tracker chains frames, and labels installed for an earlier frame are warped to the current one
+    tracker = LabelTracker()
+    assert not tracker.step(grey(f0)).any()  # nothing received yet: background
+    tracker.set_labels(y0, grey(f0))
+    f2, y2 = _translated(f1, y1, -1, 4)
+    assert _iou(tracker.step(grey(f1))[inner], y1[inner]) > 0.9
+    assert _iou(tracker.step(grey(f2))[inner], y2[inner]) > 0.85
+    with pytest.raises(ValueError, match="do not match"):
+        tracker.set_labels(y0[:10], grey(f0))
+    with pytest.raises(ValueError, match="uint8 \\[H, W, 3\\]"):
+        grey(f0[..., 0])
+
+
+def test_label_frames_roundtrip_and_reject_bad_bodies():
+    from edgert.stream.flow import decode_labels, encode_labels
+
+    _, y = _scene(3)
+    body = encode_labels(7, 1.25, y)
+    assert len(body) < y.size // 4  # PNG of a piecewise-constant map is far below 1 byte/pixel
+    seq, t, back = decode_labels(body, (H, W))
+    assert (seq, t) == (7, 1.25) and np.array_equal(back, y)
+    with pytest.raises(ProtocolError, match="expected a uint8"):
+        decode_labels(body, (H, W + 2))
+    with pytest.raises(ProtocolError, match="not a PNG"):
+        decode_labels(body[:12] + b"garbage", (H, W))
+    with pytest.raises(ValueError, match="uint8"):
+        encode_labels(1, 0.0, y.astype(np.int64))
+
+
+class RedTeacher(nn.Module):
+    """Two-class logits: class 1 where red exceeds green by 0.15 (on [0, 1] input)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = x[:, 0] - x[:, 1] - 0.15
+        return torch.stack([-d, d], 1) * 20
+
+
+@needs_av
+def test_remote_flow_scheme_end_to_end(tmp_path):
+    from edgert.stream.eval import EvalConfig, run_eval, scheme_settings
+    from edgert.vision.video import encode
+
+    frames = np.stack([_scene(i)[0] for i in range(50)])  # 2 s at 25 fps, block moving 1 px/frame
+    clip = tmp_path / "clip.mkv"
+    clip.write_bytes(encode(frames, fps=25.0, crf=18, preset="ultrafast").data)
+    teacher = tmp_path / "red.pt"
+    torch.jit.script(RedTeacher()).save(str(teacher))
+    cfg = EvalConfig(clip=str(clip), width=W, height=H, time_scale=0.1, schemes=("no-custom", "remote-flow"),
+                     teacher=str(teacher), student_width=0.35, pretrain_iterations=0, cache_dir=str(tmp_path))
+    ams, edge = scheme_settings("remote-flow", cfg, 0.1)
+    assert ams.trainer == "remote" and not ams.asr.enabled and ams.asr.r_init == pytest.approx(10.0)
+    assert edge.apply_lag_s == pytest.approx(0.2)
+    t0 = time.monotonic()
+    results = run_eval(cfg, tmp_path / "run", plots=False, log=lambda line: None)
+    assert time.monotonic() - t0 < 60
+    rf = results["schemes"]["remote-flow"]
+    # 10 fps of clip time for 2 s; the last uploads' labels may still be in flight when the edge stops
+    assert rf["samples_uploaded"] == 20 and 18 <= rf["updates"] <= 20
+    assert rf["labels_bytes"] > 0 and rf["downlink_bytes"] >= rf["labels_bytes"]
+    assert rf["uplink_bytes"] > rf["video_payload_bytes"] > 0
+    assert rf["version_per_frame"][:5] == [0] * 5  # first labels in use from t = 0.2 s (the lag)
+    # sample k is taken at (k - 1) * 0.1 s and used from 0.2 s later: at the last frame (1.96 s) k = 18
+    assert rf["version_per_frame"][5] == 1 and rf["version_per_frame"][-1] == 18
+    # 0.77 here: the first 0.2 s have no labels yet, and the flow of a small block on a still background bleeds
+    assert rf["miou"] > 0.7 and rf["miou"] > results["schemes"]["no-custom"]["miou"] + 0.3
+    # merging: re-running only remote-flow into the same folder keeps the other scheme
+    cfg2 = EvalConfig(**{**cfg.__dict__, "schemes": ("remote-flow",)})
+    merged = run_eval(cfg2, tmp_path / "run", plots=False, log=lambda line: None, merge=True)
+    assert list(merged["schemes"]) == ["no-custom", "remote-flow"]
+    assert merged["schemes"]["remote-flow"]["miou"] == pytest.approx(rf["miou"])
+    doc = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert doc["eval"]["schemes"] == ["no-custom", "remote-flow"] and doc["merged"]
+    cfg3 = EvalConfig(**{**cfg.__dict__, "schemes": ("remote-flow",), "seed": 1})
+    with pytest.raises(ValueError, match="other settings \\(seed\\)"):
+        run_eval(cfg3, tmp_path / "run", plots=False, log=lambda line: None, merge=True)
