@@ -78,6 +78,9 @@ def _cmd_edge(args: argparse.Namespace) -> int:
     log = (lambda line: print(f"[edge {args.device} {time.strftime('%H:%M:%S')}] {line}", flush=True))
     if spec["ams"].get("trainer") == "remote":
         from edgert.stream.flow import FlowConfig, RemoteFlowEdge
+        import cv2
+
+        cv2.setNumThreads(int(spec.get("threads", 1)))  # the flow step on as many threads as the student gets
 
         edge: AMSEdge = RemoteFlowEdge((host, int(port)), args.device, key, student, edge_cfg,
                                        flow=FlowConfig(**spec.get("flow", {})), log=log)
