@@ -24,6 +24,13 @@ def test_schemes_map_to_server_and_edge_settings():
     jit, _ = scheme_settings("jit", cfg, 0.1)
     assert jit.trainer == "jit" and not jit.asr.enabled and jit.asr.r_init == pytest.approx(10.0)
     assert jit.atr.t_update_s == pytest.approx(0.5) and not jit.atr.enabled
+    rf, rf_edge = scheme_settings("remote-flow", cfg, 0.1)
+    assert rf.trainer == "remote" and not rf.asr.enabled and not rf.atr.enabled
+    assert rf.asr.r_init == pytest.approx(10.0) and rf_edge.apply_lag_s == pytest.approx(0.2)
+    rf2, _ = scheme_settings("remote-flow", EvalConfig(remote_rate_fps=2.0))
+    assert rf2.asr.r_init == 2.0 and rf2.asr.r_max == 2.0  # a fixed rate outside [r_min, r_max] widens it
+    with pytest.raises(ValueError, match="remote_rate_fps"):
+        EvalConfig(remote_rate_fps=0).validate()
     for bad, msg in (("amsx", "expected ams"), ("ams:best", "strategy"), ("ams@x", "not a number"),
                      ("cloud", "unknown scheme")):
         with pytest.raises(ValueError, match=msg):
