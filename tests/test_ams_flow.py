@@ -130,3 +130,47 @@ def test_remote_flow_scheme_end_to_end(tmp_path):
     cfg3 = EvalConfig(**{**cfg.__dict__, "schemes": ("remote-flow",), "seed": 1})
     with pytest.raises(ValueError, match="other settings \\(seed\\)"):
         run_eval(cfg3, tmp_path / "run", plots=False, log=lambda line: None, merge=True)
+
+
+class _ColorTeacher:
+    """Class 1 where red exceeds green by more than 40 levels (what RedTeacher computes, in numpy)."""
+
+    num_classes = 2
+
+    def label(self, frames: np.ndarray) -> np.ndarray:
+        f = frames.astype(np.int16)
+        return (f[..., 0] > f[..., 1] + 40).astype(np.int64)
+
+
+class _Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a(x)
+
+
+@needs_av
+def test_live_remote_flow_edge_uses_labels_as_they_arrive():
+    from edgert.stream.ams import AMSConfig, AMSServer, EdgeConfig
+    from edgert.stream.flow import RemoteFlowEdge
+    from edgert.stream.sampling import ASRConfig, ATRConfig
+
+    key = b"k" * 32
+    cfg = AMSConfig(trainer="remote", asr=ASRConfig(r_min=1.0, r_max=10.0, r_init=10.0, period_s=1.0, enabled=False),
+                    atr=ATRConfig(t_update_s=1.0, step_s=0.2, enter_below=2.5, exit_above=3.5, t_update_max_s=6.0,
+                                  enabled=False))
+    torch.manual_seed(0)
+    with AMSServer(_Tiny(), _ColorTeacher(), {"cam-1": key}, cfg, size=(W, H)) as server:
+        edge = RemoteFlowEdge(server.address, "cam-1", key, _Tiny(),
+                              EdgeConfig(uplink_kbps=2000.0, preset="ultrafast", lockstep=False, pace=True))
+        frames = [(i / 25.0, _scene(i)[0]) for i in range(40)]
+        preds = []
+        report = edge.run(iter(frames), 25.0, on_frame=lambda i, t, y: preds.append(y))
+        assert report.uploads == 16 and report.frames == 40 and report.lockstep_timeouts == 0
+        assert edge.labels_seq >= 10 and edge.labels_bytes > 0  # live: labels used when they arrive
+        assert report.versions == sorted(report.versions)  # label maps only ever get newer
+        late = [_iou(p, _scene(i)[1]) for i, p in enumerate(preds) if i >= 30]
+        assert min(late) > 0.6
+        assert server.report()["cam-1"]["updates"] >= 10
