@@ -309,6 +309,8 @@ class AMSServer:
         self.student = student
         self.teacher = teacher
         check_label_space(student, teacher, self.size)
+        if self.config.trainer == "remote" and teacher.num_classes > 256:
+            raise ValueError(f"trainer 'remote' sends uint8 label maps: {teacher.num_classes} classes do not fit")
         self.manifest = student_manifest(student)
         self._log = log or (lambda line: None)
         initial = {n: p.detach().cpu().numpy() for n, p in student.named_parameters()}
@@ -528,8 +530,6 @@ class AMSServer:
         """Remote inference: one LABELS frame per uploaded frame (before the CONTROL answer)."""
         from edgert.stream.flow import encode_labels
 
-        if self.teacher.num_classes > 256:
-            raise ValueError(f"remote labels are uint8: {self.teacher.num_classes} classes do not fit")
         rep = self.reports[dev.device_id]
         rep.phases += 1
         rep.samples += len(upload.times)
