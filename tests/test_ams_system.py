@@ -6,8 +6,6 @@ packets applied by the C++ slot. Time constants are scaled down so a run takes a
 """
 from __future__ import annotations
 
-import socket
-import struct
 import threading
 import time
 
@@ -16,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import needs_av
-from edgert.stream.ams import AMSConfig, AMSEdge, AMSServer, EdgeConfig, load_weights
+from conftest import needs_av, wait_for
+from edgert.stream.ams import AMSConfig, AMSEdge, AMSServer, EdgeConfig
 from edgert.stream.coordinate import AdamConfig, SelectionConfig
 from edgert.stream.protocol import (
     Control,
@@ -83,13 +81,6 @@ def _config(**kw) -> AMSConfig:
 EDGE = EdgeConfig(uplink_kbps=400, preset="ultrafast", apply_lag_s=0.04, lockstep_timeout_s=20, first_model_timeout_s=20)
 
 
-def _wait_for(predicate, timeout=10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def _model_bytes(model: nn.Module, server: AMSServer) -> bytes:
@@ -165,13 +156,13 @@ def test_server_killed_and_restarted_mid_run(tmp_path):
         if i == 30:  # kill the server: connections reset, all its state lost
             state["before"] = edge.active_version
             server.stop()
-            assert _wait_for(lambda: not edge.client.connected.is_set())
+            assert wait_for(lambda: not edge.client.connected.is_set())
         if 30 <= i < 40:
             state.setdefault("during", set()).add(edge.active_version)  # inference goes on with the last model
         if i == 40:  # a new server process on the same port
             state["server"] = AMSServer(student, ColorTeacher(), {"cam-1": KEYS["cam-1"]}, cfg, size=(W, H),
                                         port=port).start()
-            assert _wait_for(lambda: edge.client.connected.is_set() and edge.client.connections >= 2, 15)
+            assert wait_for(lambda: edge.client.connected.is_set() and edge.client.connections >= 2, 15)
 
     try:
         report = edge.run(_frames(80, hook=hook), FPS)
@@ -180,7 +171,7 @@ def test_server_killed_and_restarted_mid_run(tmp_path):
         assert report.frames == 80 and report.reconnects >= 1
         # the device was ahead of the fresh server: it was moved past its version by a snapshot, then trained on
         assert new.models.version_of("cam-1") > state["before"] + 1
-        assert _wait_for(lambda: edge.client.slot.weights()[0] == new.models.weights_bytes("cam-1"))
+        assert wait_for(lambda: edge.client.slot.weights()[0] == new.models.weights_bytes("cam-1"))
         assert new.report()["cam-1"]["updates"] >= 2
     finally:
         server.stop()
@@ -206,17 +197,17 @@ def test_corrupt_and_inconsistent_uploads_are_rejected_and_the_model_is_kept():
         controls: list[Control] = []
         client = _raw_client(server, "cam-1", controls)
         try:
-            assert _wait_for(lambda: controls and client.version == 1)
+            assert wait_for(lambda: controls and client.version == 1)
             before = server.models.weights_bytes("cam-1")
             client.send(FrameType.SAMPLES, SampleUpload(1, 1.0, [0.0, 0.2, 0.4], b"\x00garbage" * 50).encode())
             client.send(FrameType.SAMPLES, SampleUpload(2, 2.0, [1.0, 1.2], _video(3)).encode())  # 2 stamps, 3 frames
-            assert _wait_for(lambda: len(controls) >= 3)
+            assert wait_for(lambda: len(controls) >= 3)
             assert [c.status for c in controls[1:3]] == [UploadStatus.BAD_VIDEO, UploadStatus.BAD_UPLOAD]
             assert "decod" in controls[1].message and "3 decoded frames" in controls[2].message
             assert server.models.weights_bytes("cam-1") == before and server.models.version_of("cam-1") == 1
             # the session survived: a valid upload is trained on
             client.send(FrameType.SAMPLES, SampleUpload(3, 3.0, [2.0, 2.2, 2.4], _video(3)).encode())
-            assert _wait_for(lambda: len(controls) >= 4 and client.version == 2)
+            assert wait_for(lambda: len(controls) >= 4 and client.version == 2)
             assert controls[3].status == UploadStatus.OK and controls[3].model_version == 2
             assert server.report()["cam-1"]["uploads_rejected"] == 2
         finally:
@@ -227,20 +218,20 @@ def test_device_disconnecting_mid_upload_is_freed():
     with AMSServer(_student(), ColorTeacher(), KEYS, _config(session_ttl_s=0.0), size=(W, H)) as server:
         controls: list[Control] = []
         client = _raw_client(server, "cam-1", controls)
-        assert _wait_for(lambda: controls and client.version == 1)
+        assert wait_for(lambda: controls and client.version == 1)
         assert server.active_sessions() == ["cam-1"]
         body = SampleUpload(1, 1.0, [0.0, 0.2, 0.4], _video(3)).encode()
         frame = encode_frame(FrameType.SAMPLES, body)
         with client._send_lock:  # half a SAMPLES frame, then the device vanishes
             client._sock.sendall(frame[: len(frame) // 2])
         client.stop()
-        assert _wait_for(lambda: server.active_sessions() == [], 5)
+        assert wait_for(lambda: server.active_sessions() == [], 5)
         assert server.report()["cam-1"]["phases"] == 0 and server.models.version_of("cam-1") == 1
         # the server keeps serving others
         others: list[Control] = []
         other = _raw_client(server, "cam-2", others)
         try:
-            assert _wait_for(lambda: others and other.version == 1)
+            assert wait_for(lambda: others and other.version == 1)
         finally:
             other.stop()
 
@@ -255,12 +246,12 @@ def test_dropped_connection_mid_packet_keeps_the_last_model_and_resyncs():
                 v = edge.active_version
                 raw = encode_frame(FrameType.PACKET, b"\x00" * 5000)
                 assert server.models.inject("cam-1", raw[:2000], close=True)  # half a packet, then the link dies
-                assert _wait_for(lambda: edge.client.connections >= 2 and edge.client.connected.is_set())
+                assert wait_for(lambda: edge.client.connections >= 2 and edge.client.connected.is_set())
                 assert edge.active_version == v
 
         report = edge.run(_frames(50, hook=hook), FPS)
         assert report.reconnects >= 1 and report.frames == 50
-        assert _wait_for(lambda: edge.client.slot.weights()[0] == server.models.weights_bytes("cam-1"))
+        assert wait_for(lambda: edge.client.slot.weights()[0] == server.models.weights_bytes("cam-1"))
 
 
 def test_label_space_and_frame_size_mismatches_fail_early():
@@ -271,8 +262,8 @@ def test_label_space_and_frame_size_mismatches_fail_early():
                             on_connect=lambda: client.send(FrameType.JOIN, Join(FPS, 2 * W, H).encode()))
         client.start()
         try:
-            assert _wait_for(lambda: client.version == 1)
-            assert _wait_for(lambda: "cam-1" not in server.active_sessions() or client.connections >= 2, 5)
+            assert wait_for(lambda: client.version == 1)
+            assert wait_for(lambda: "cam-1" not in server.active_sessions() or client.connections >= 2, 5)
             assert server.report()["cam-1"]["uploads"] == 0
         finally:
             client.stop()

@@ -12,12 +12,12 @@ import socket
 import struct
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import wait_for
 from edgert.stream import Manifest, ModelServer, TensorSpec, encode_update
 from edgert.stream.protocol import FrameType, encode_frame
 
@@ -110,13 +110,6 @@ def _recv(s: socket.socket, n: int) -> bytes:
     return bytes(data)
 
 
-def _wait_for(predicate, timeout=15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _weights(seed: int = 0) -> dict:
@@ -152,11 +145,11 @@ def test_node_converges_and_survives_server_restart_and_dropped_connection(node_
     port = server.address[1]
     node = Node(node_binary, port, workdir)
     try:
-        assert _wait_for(lambda: _in_sync(node, server)), node.log_text()
+        assert wait_for(lambda: _in_sync(node, server), timeout=15.0), node.log_text()
         for _ in range(3):
             server.publish(_update(rng))
-        assert _wait_for(lambda: _in_sync(node, server)), node.log_text()
-        assert _wait_for(lambda: server.devices[DEVICE].acked_version == server.version)
+        assert wait_for(lambda: _in_sync(node, server), timeout=15.0), node.log_text()
+        assert wait_for(lambda: server.devices[DEVICE].acked_version == server.version, timeout=15.0)
 
         # Dropped connection mid-packet: half a PACKET frame, then the socket closes.
         half = encode_frame(FrameType.PACKET, encode_update(MANIFEST, server.version, server.version + 1,
@@ -171,7 +164,7 @@ def test_node_converges_and_survives_server_restart_and_dropped_connection(node_
         assert server.version == version_before
         for _ in range(2):
             server.publish(_update(rng))
-        assert _wait_for(lambda: _in_sync(node, server)), node.log_text()
+        assert wait_for(lambda: _in_sync(node, server), timeout=15.0), node.log_text()
         assert "disconnected; retrying" in node.log_text()
     finally:
         node.stop()
@@ -183,13 +176,13 @@ def test_version_gap_bad_packet_and_node_restart(node_binary, workdir):
     server = ModelServer(MANIFEST, {DEVICE: KEY}, _weights(), history=2).start()
     node = Node(node_binary, server.address[1], workdir)
     try:
-        assert _wait_for(lambda: _in_sync(node, server)), node.log_text()
+        assert wait_for(lambda: _in_sync(node, server), timeout=15.0), node.log_text()
         node.stop()
         # While the node is down the server moves further than its 2-packet history reaches.
         for _ in range(5):
             server.publish(_update(rng))
         node = Node(node_binary, server.address[1], workdir)
-        assert _wait_for(lambda: _in_sync(node, server)), node.log_text()
+        assert wait_for(lambda: _in_sync(node, server), timeout=15.0), node.log_text()
         assert "resumed from" in node.log_text()  # it restarted from its own snapshot, then got a full snapshot
 
         # A corrupted packet (bad CRC) is rejected with a NACK; the weights stay; a snapshot resyncs.
@@ -197,10 +190,10 @@ def test_version_gap_bad_packet_and_node_restart(node_binary, workdir):
         bad = bytearray(encode_update(MANIFEST, server.version, server.version + 1, _update(rng), key=KEY).data)
         bad[100] ^= 0xFF
         assert server.inject(DEVICE, encode_frame(FrameType.PACKET, bytes(bad)))
-        assert _wait_for(lambda: any("BAD_CRC" in n for n in server.devices[DEVICE].nacks)), node.log_text()
+        assert wait_for(lambda: any("BAD_CRC" in n for n in server.devices[DEVICE].nacks), timeout=15.0), node.log_text()
         assert node.weights() == (good_version, good_weights)
         server.publish(_update(rng))
-        assert _wait_for(lambda: _in_sync(node, server)), node.log_text()
+        assert wait_for(lambda: _in_sync(node, server), timeout=15.0), node.log_text()
     finally:
         node.stop()
         server.stop()
@@ -210,7 +203,7 @@ def test_wrong_key_gets_no_weights(node_binary, workdir):
     server = ModelServer(MANIFEST, {DEVICE: KEY}, _weights()).start()
     node = Node(node_binary, server.address[1], workdir, key=b"x" * 32)
     try:
-        assert _wait_for(lambda: "does not know this device's key" in node.log_text() or
+        assert wait_for(lambda: "does not know this device's key" in node.log_text() or
                          "server refused" in node.log_text() or "server error" in node.log_text(), 10), node.log_text()
         assert node.version() == 0
         assert node.request(b"M") == struct.pack("<Q", 0)  # never received a manifest

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import wait_for
 from edgert.stream import EdgeClient, Manifest, ModelServer, TensorSpec, authenticate, encode_update
 from edgert.stream.protocol import (
     FrameType,
@@ -32,13 +33,6 @@ def _sparse_update(rng):
     return {"w": (idx, (0.01 * rng.standard_normal(100)).astype(np.float32))}
 
 
-def _wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_frame_header_is_validated_before_the_body():
@@ -72,10 +66,10 @@ def test_two_python_devices_follow_the_server(tmp_path):
         try:
             for _ in range(5):
                 server.publish(_sparse_update(rng))
-            assert _wait_for(lambda: all(c.version == server.version for c in clients))
+            assert wait_for(lambda: all(c.version == server.version for c in clients))
             for c in clients:
                 assert c.slot.weights()[0] == server.weights_bytes()
-            assert _wait_for(lambda: all(server.devices[d].acked_version == server.version for d in KEYS))
+            assert wait_for(lambda: all(server.devices[d].acked_version == server.version for d in KEYS))
             assert server.devices["cam-1"].bytes_sent > 0
         finally:
             for c in clients:

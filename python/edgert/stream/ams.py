@@ -807,13 +807,18 @@ class AMSEdge:
                 buf_times.append(t)
                 buf_frames.append(frame)
                 next_sample = max(next_sample + 1.0 / rate, t)
-            t0 = time.perf_counter()
-            labels = self.infer(frame)
-            self.report.latency_ms.append((time.perf_counter() - t0) * 1e3)
-            self.report.versions.append(self.active_version)
-            self.report.frames += 1
-            if on_frame is not None:
-                on_frame(index, t, labels)
+            self._step_frame(index, t, lambda: self.infer(frame), self.active_version, on_frame)
             index += 1
             item = next(it, None)
         return self.report
+
+    def _step_frame(self, index: int, t: float, step: Callable[[], np.ndarray], version: int,
+                    on_frame: Optional[Callable[[int, float, np.ndarray], None]]) -> None:
+        """Runs the per-frame ``step`` (labels of this frame), records its latency and ``version``."""
+        t0 = time.perf_counter()
+        labels = step()
+        self.report.latency_ms.append((time.perf_counter() - t0) * 1e3)
+        self.report.versions.append(version)
+        self.report.frames += 1
+        if on_frame is not None:
+            on_frame(index, t, labels)

@@ -366,7 +366,7 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
 
     from edgert.data import clip_path
     from edgert.stream.ams import student_manifest
-    from edgert.stream.coordinate import AdamConfig, MaskedAdam
+    from edgert.stream.coordinate import MaskedAdam
     from edgert.stream.packet import encode_snapshot
     from edgert.vision.distill import distill_step
     from edgert.vision.teachers import load_teacher
@@ -516,7 +516,7 @@ def _merge_previous(out: Path, results: dict[str, Any], config_doc: dict[str, An
 def format_table(results: dict[str, Any]) -> str:
     """The comparison table (markdown)."""
     scale = results["time_scale"]
-    lines = [f"| scheme | mIoU | vs no-custom | uplink kbps | downlink kbps | updates | latency ms (median) |",
+    lines = ["| scheme | mIoU | vs no-custom | uplink kbps | downlink kbps | updates | latency ms (median) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, e in results["schemes"].items():
         gain = e.get("miou_gain_points")

@@ -225,13 +225,7 @@ class RemoteFlowEdge(AMSEdge):
                 else:
                     sampled.pop(seq)
                 next_sample = max(next_sample + 1.0 / rate, t)
-            t0 = time.perf_counter()
-            labels = tracker.step(g)
-            self.report.latency_ms.append((time.perf_counter() - t0) * 1e3)
-            self.report.versions.append(self.labels_seq)
-            self.report.frames += 1
-            if on_frame is not None:
-                on_frame(index, t, labels)
+            self._step_frame(index, t, lambda: tracker.step(g), self.labels_seq, on_frame)
             index += 1
             item = next(it, None)
         return self.report
