@@ -24,10 +24,12 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from edgert import _edgert
+from edgert.stream.rangecoder import GapModel, RangeDecoder, RangeEncoder, RangeError, TreeModel
 
 MANIFEST_MAGIC = b"ERTM"
 PACKET_MAGIC = b"ERTP"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # manifests and snapshot files; packets: FORMAT_VERSION or COMPACT_FORMAT
+COMPACT_FORMAT = 2  # packets with a varint directory and one range-coded stream
 PACKET_HEADER_BYTES = 72
 ENTRY_HEADER_BYTES = 48
 MAC_BYTES = 32
@@ -39,8 +41,10 @@ MAX_TENSOR_NUMEL = 0xFFFFFFFF
 
 FLAG_AUTHENTICATED = 1
 FLAG_FULL_SNAPSHOT = 2
-INDEX_DENSE, INDEX_RICE = 0, 1
+INDEX_DENSE, INDEX_RICE, INDEX_GAP_AC = 0, 1, 2
 VALUE_CODINGS = {"fp16": 0, "fp32": 1, "int8": 2}
+#: format 2 value codings (entropy-coded fp16 patterns / int8 q), by format 1 coding name
+COMPACT_VALUE_CODINGS = {"fp16": 3, "int8": 4}
 MODES = {"add": 0, "set": 1}
 DTYPES = {"float32": 0, "float16": 1}
 _NP_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
@@ -329,7 +333,8 @@ class EncodedPacket:
     target_version: int
     full_snapshot: bool
     applied: list[AppliedUpdate] = field(default_factory=list)
-    index_bits: int = 0  # bits spent on Golomb-Rice index sections (without padding)
+    index_bits: int = 0  # format 1: bits spent on Golomb-Rice index sections (without padding)
+    format_version: int = FORMAT_VERSION
 
     def __bytes__(self) -> bytes:
         return self.data
@@ -355,29 +360,137 @@ def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+@dataclass
+class _Entry:
+    """One tensor entry, coding-independent: what both packet formats serialise."""
+
+    tensor_id: int
+    numel: int
+    indices: Optional[np.ndarray]  # None: every coordinate in order (dense)
+    coding: str  # format 1 value coding name
+    mode: str
+    value_bytes: bytes  # the format 1 value section (fp16/fp32 patterns, int8 q)
+    scale: float
+
+
+def _varint(x: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = x & 0x7F
+        x >>= 7
+        if x:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _read_varint(buf: bytes, pos: int, what: str) -> tuple[int, int]:
+    value = 0
+    for i in range(10):
+        if pos + i >= len(buf):
+            raise ValueError(f"{what}: varint runs past the payload")
+        byte = buf[pos + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            if i and byte == 0:
+                raise ValueError(f"{what}: non-minimal varint")
+            if value >= 1 << 64:
+                raise ValueError(f"{what}: varint exceeds 64 bits")
+            return value, pos + i + 1
+    raise ValueError(f"{what}: varint longer than 10 bytes")
+
+
+def _header(manifest_ids: tuple[bytes, bytes], version: int, flags: int, base: int, target: int, count: int,
+            payload: bytes, key: Optional[bytes]) -> bytes:
+    model_id, table_hash = manifest_ids
+    if key is not None:
+        flags |= FLAG_AUTHENTICATED
+    body = PACKET_MAGIC + struct.pack("<HH", version, flags) + model_id + table_hash
+    body += struct.pack("<QQIIQ", base, target, count, 0, len(payload)) + payload
+    body += struct.pack("<I", crc32c(body))
+    if key is not None:
+        body += hmac.new(key, body, hashlib.sha256).digest()
+    return body
+
+
+def _payload_v1(entries: Sequence[_Entry]) -> tuple[bytes, int]:
+    payload = bytearray()
+    index_bits = 0
+    for e in entries:
+        if e.indices is None:
+            index_bytes, k, coding_id = b"", 0, INDEX_DENSE
+        else:
+            index_bytes, k = rice_encode(e.indices)
+            coding_id = INDEX_RICE
+            gaps = (np.diff(e.indices, prepend=-1) - 1).astype(np.uint64)
+            index_bits += rice_cost_bits(gaps, k) if gaps.size else 0
+        count = e.numel if e.indices is None else e.indices.size
+        payload += struct.pack("<IBBBBQQQQfI", e.tensor_id, coding_id, VALUE_CODINGS[e.coding], MODES[e.mode], k,
+                               e.numel, count, len(index_bytes), len(e.value_bytes), e.scale, 0)
+        payload += index_bytes + e.value_bytes
+    return bytes(payload), index_bits
+
+
+def _symbols(e: _Entry) -> np.ndarray:
+    return np.frombuffer(e.value_bytes, dtype="<u2" if e.coding == "fp16" else np.uint8)
+
+
+def _payload_v2(entries: Sequence[_Entry]) -> bytes:
+    directory = bytearray()
+    enc = RangeEncoder()
+    models = {"fp16": TreeModel(16), "int8": TreeModel(8)}
+    for e in entries:
+        count = e.numel if e.indices is None else e.indices.size
+        directory += _varint(e.tensor_id)
+        directory += bytes((INDEX_DENSE if e.indices is None else INDEX_GAP_AC, COMPACT_VALUE_CODINGS[e.coding],
+                            MODES[e.mode]))
+        directory += _varint(count)
+        if e.coding == "int8":
+            directory += struct.pack("<f", e.scale)
+        symbols = _symbols(e).tolist()
+        model = models[e.coding]
+        if e.indices is None:
+            for x in symbols:
+                model.encode(enc, x)
+        else:
+            gap_model = GapModel()
+            gaps = (np.diff(e.indices, prepend=-1) - 1).tolist()
+            for g, x in zip(gaps, symbols):
+                gap_model.encode(enc, g)
+                model.encode(enc, x)
+    return bytes(directory) + enc.finish()
+
+
 def encode_update(manifest: Manifest, base_version: int, target_version: int,
                   updates: Mapping[Union[int, str], UpdateLike], value_coding: str = "fp16",
-                  key: Optional[bytes] = None, *, full_snapshot: bool = False) -> EncodedPacket:
+                  key: Optional[bytes] = None, *, full_snapshot: bool = False,
+                  max_format: int = FORMAT_VERSION) -> EncodedPacket:
     """Encodes one update packet moving ``manifest``'s model from ``base_version`` to ``target_version``.
 
     ``updates`` maps tensor name or id to a :class:`TensorUpdate`, an ``(indices, values[, mode])``
-    tuple, or a dense array of numel deltas (add mode). Sparse index sets are Golomb-Rice coded with
-    the best parameter; an index set covering every coordinate is sent dense. ``key`` (16..64 bytes)
-    appends an HMAC-SHA256. Entries are written in tensor-id order, so equal inputs give equal bytes.
+    tuple, or a dense array of numel deltas (add mode). An index set covering every coordinate is
+    sent dense. ``key`` (16..64 bytes) appends an HMAC-SHA256. Entries are written in tensor-id
+    order, so equal inputs give equal bytes.
+
+    ``max_format`` is the newest packet format the receiving device decodes. Format 1 Golomb-Rice
+    codes the indices and sends values raw; with ``max_format >= 2`` and only fp16/int8 values, the
+    range-coded format 2 is written when it is smaller (it carries the same values).
     """
     if not 0 <= base_version < target_version < 2**64:
         raise ValueError(f"versions must satisfy 0 <= base ({base_version}) < target ({target_version}) < 2^64")
     if key is not None and not 16 <= len(key) <= 64:
         raise ValueError(f"key must be 16..64 bytes, got {len(key)}")
+    if max_format not in (FORMAT_VERSION, COMPACT_FORMAT):
+        raise ValueError(f"max_format must be {FORMAT_VERSION} or {COMPACT_FORMAT}, got {max_format}")
     by_id: dict[int, TensorUpdate] = {}
     for name, u in updates.items():
         tid = manifest.tensor_id(name)
         if tid in by_id:
             raise ValueError(f"tensor {name!r} updated twice")
         by_id[tid] = _as_update(u)
-    payload = bytearray()
+    entries: list[_Entry] = []
     applied: list[AppliedUpdate] = []
-    index_bits = 0
     for tid in sorted(by_id):
         spec, u = manifest.tensors[tid], by_id[tid]
         coding = u.value_coding or value_coding
@@ -387,6 +500,10 @@ def encode_update(manifest: Manifest, base_version: int, target_version: int,
         indices = None if u.indices is None else _to_numpy(u.indices).astype(np.int64, copy=False).ravel()
         if indices is not None and indices.size and (indices[-1] >= spec.numel or indices.min() < 0):
             raise ValueError(f"tensor {spec.name!r}: indices must lie in [0, {spec.numel})")
+        if indices is not None and indices.size and np.any(np.diff(indices) <= 0):
+            bad = int(np.argmax(np.diff(indices) <= 0)) + 1
+            raise ValueError(f"tensor {spec.name!r}: indices must be strictly increasing: position {bad} holds "
+                             f"{indices[bad]} after {indices[bad - 1]}")
         if indices is not None and indices.size == spec.numel and spec.numel > 0:
             if np.array_equal(indices, np.arange(spec.numel)):
                 indices = None
@@ -395,31 +512,109 @@ def encode_update(manifest: Manifest, base_version: int, target_version: int,
             raise ValueError(f"tensor {spec.name!r}: {values.size} values for {count} coordinates")
         if full_snapshot and (indices is not None or u.mode != "set"):
             raise ValueError(f"tensor {spec.name!r}: a full snapshot sends every tensor dense in set mode")
-        if indices is None:
-            index_bytes, k, coding_id = b"", 0, INDEX_DENSE
-        else:
-            index_bytes, k = rice_encode(indices)
-            coding_id = INDEX_RICE
-            gaps = (np.diff(indices, prepend=-1) - 1).astype(np.uint64)
-            index_bits += rice_cost_bits(gaps, k) if gaps.size else 0
         value_bytes, scale, applied_values = _encode_values(values, coding)
-        payload += struct.pack("<IBBBBQQQQfI", tid, coding_id, VALUE_CODINGS[coding], MODES[u.mode], k, spec.numel,
-                               count, len(index_bytes), len(value_bytes), scale, 0)
-        payload += index_bytes + value_bytes
+        entries.append(_Entry(tid, spec.numel, indices, coding, u.mode, value_bytes, scale))
         applied.append(AppliedUpdate(tid, indices, applied_values, u.mode))
-    flags = (FLAG_AUTHENTICATED if key is not None else 0) | (FLAG_FULL_SNAPSHOT if full_snapshot else 0)
-    header = PACKET_MAGIC + struct.pack("<HH", FORMAT_VERSION, flags) + manifest.model_id + manifest.table_hash
-    header += struct.pack("<QQIIQ", base_version, target_version, len(by_id), 0, len(payload))
-    body = header + bytes(payload)
-    body += struct.pack("<I", crc32c(body))
-    if key is not None:
-        body += hmac.new(key, body, hashlib.sha256).digest()
-    return EncodedPacket(bytes(body), base_version, target_version, full_snapshot, applied, index_bits)
+    flags = FLAG_FULL_SNAPSHOT if full_snapshot else 0
+    ids = (manifest.model_id, manifest.table_hash)
+    payload, index_bits = _payload_v1(entries)
+    version = FORMAT_VERSION
+    if max_format >= COMPACT_FORMAT and all(e.coding in COMPACT_VALUE_CODINGS for e in entries):
+        compact = _payload_v2(entries)
+        if len(compact) < len(payload):
+            payload, index_bits, version = compact, 0, COMPACT_FORMAT
+    data = _header(ids, version, flags, base_version, target_version, len(entries), payload, key)
+    return EncodedPacket(data, base_version, target_version, full_snapshot, applied, index_bits, version)
+
+
+def _decode_v2_entries(manifest: Manifest, payload: bytes, count: int) -> list[_Entry]:
+    """Parses and decodes a format 2 payload (the reference decoder; raises ValueError)."""
+    pos = 0
+    directory = []
+    seen: set[int] = set()
+    inverse_codings = {v: k for k, v in COMPACT_VALUE_CODINGS.items()}
+    inverse_modes = {v: k for k, v in MODES.items()}
+    for j in range(count):
+        tid, pos = _read_varint(payload, pos, f"entry {j} tensor id")
+        if tid >= len(manifest.tensors) or tid in seen:
+            raise ValueError(f"entry {j}: tensor id {tid} unknown or repeated")
+        seen.add(tid)
+        if pos + 3 > len(payload):
+            raise ValueError(f"entry {j}: directory runs past the payload")
+        index_coding, value_coding, mode = payload[pos:pos + 3]
+        pos += 3
+        if index_coding not in (INDEX_DENSE, INDEX_GAP_AC) or value_coding not in inverse_codings \
+                or mode not in inverse_modes:
+            raise ValueError(f"entry {j}: unknown coding {index_coding}/{value_coding} or mode {mode}")
+        n, pos = _read_varint(payload, pos, f"entry {j} count")
+        numel = manifest.tensors[tid].numel
+        if n > numel or (index_coding == INDEX_DENSE and n != numel):
+            raise ValueError(f"entry {j}: {n} coordinates for {numel} elements")
+        scale = 0.0
+        coding = inverse_codings[value_coding]
+        if coding == "int8":
+            if pos + 4 > len(payload):
+                raise ValueError(f"entry {j}: directory runs past the payload")
+            (scale,) = struct.unpack_from("<f", payload, pos)
+            pos += 4
+            if not math.isfinite(scale):
+                raise ValueError(f"entry {j}: non-finite int8 scale")
+        directory.append((tid, numel, index_coding == INDEX_GAP_AC, coding, inverse_modes[mode], n, scale))
+    try:
+        dec = RangeDecoder(payload[pos:])
+        models = {"fp16": TreeModel(16), "int8": TreeModel(8)}
+        entries = []
+        for tid, numel, sparse, coding, mode, n, scale in directory:
+            model = models[coding]
+            symbols = np.empty(n, dtype=np.int64)
+            indices = np.empty(n, dtype=np.int64) if sparse else None
+            gap_model, prev = GapModel(), -1
+            for t in range(n):
+                if sparse:
+                    prev += gap_model.decode(dec) + 1
+                    if prev >= numel:
+                        raise ValueError(f"tensor {tid}: index {prev} out of range [0, {numel})")
+                    indices[t] = prev
+                symbols[t] = model.decode(dec)
+            raw = symbols.astype("<u2" if coding == "fp16" else np.uint8).tobytes()
+            entries.append(_Entry(tid, numel, indices, coding, mode, raw, scale))
+        dec.finish()
+    except RangeError as exc:
+        raise ValueError(str(exc)) from None
+    return entries
+
+
+def transcode(packet: Union[bytes, EncodedPacket], manifest: Manifest, max_format: int = FORMAT_VERSION) -> bytes:
+    """``packet`` in a format a device that decodes up to ``max_format`` understands.
+
+    Format 2 carries exactly the values of format 1 (fp16 patterns, int8 q and scale), so the
+    result applies bit-identically. A packet already old enough is returned unchanged; a
+    transcoded one loses its MAC (authenticate it again with :func:`authenticate`).
+    """
+    data = bytes(packet)
+    if len(data) < PACKET_HEADER_BYTES + 4 or data[:4] != PACKET_MAGIC:
+        raise ValueError("not an edgert update packet")
+    version, flags = struct.unpack_from("<HH", data, 4)
+    if version <= max_format:
+        return data
+    if version != COMPACT_FORMAT:
+        raise ValueError(f"cannot transcode packet format {version}")
+    model_id, table_hash = data[8:24], data[24:40]
+    if model_id != manifest.model_id or table_hash != manifest.table_hash:
+        raise ValueError("packet was encoded for another model")
+    base, target, count, _, length = struct.unpack_from("<QQIIQ", data, 40)
+    payload = data[PACKET_HEADER_BYTES:PACKET_HEADER_BYTES + length]
+    if len(payload) != length:
+        raise ValueError("truncated packet")
+    entries = _decode_v2_entries(manifest, payload, count)
+    v1, _ = _payload_v1(entries)
+    return _header((model_id, table_hash), FORMAT_VERSION, flags & ~FLAG_AUTHENTICATED, base, target, count, v1,
+                   None)
 
 
 def encode_snapshot(manifest: Manifest, target_version: int, weights: Mapping[Union[int, str], Any],
                     value_coding: Optional[str] = None, key: Optional[bytes] = None,
-                    base_version: int = 0) -> EncodedPacket:
+                    base_version: int = 0, max_format: int = FORMAT_VERSION) -> EncodedPacket:
     """A full-snapshot packet: every tensor dense in set mode (device resync).
 
     ``weights`` maps every tensor (name or id) to its values. ``value_coding`` None sends each tensor in
@@ -434,16 +629,19 @@ def encode_snapshot(manifest: Manifest, target_version: int, weights: Mapping[Un
         spec = manifest.tensors[manifest.tensor_id(key_)]
         coding = value_coding or ("fp32" if spec.dtype == "float32" else "fp16")
         updates[key_] = TensorUpdate(values=_to_numpy(w), indices=None, mode="set", value_coding=coding)
-    return encode_update(manifest, base_version, target_version, updates, key=key, full_snapshot=True)
+    return encode_update(manifest, base_version, target_version, updates, key=key, full_snapshot=True,
+                         max_format=max_format)
 
 
 class PacketEncoder:
     """Server-side encoder for one device: tracks the version chain and keeps a :class:`DeviceMirror`."""
 
-    def __init__(self, manifest: Manifest, value_coding: str = "fp16", key: Optional[bytes] = None) -> None:
+    def __init__(self, manifest: Manifest, value_coding: str = "fp16", key: Optional[bytes] = None,
+                 max_format: int = FORMAT_VERSION) -> None:
         self.manifest = manifest
         self.value_coding = value_coding
         self.key = key
+        self.max_format = max_format
         self.mirror = DeviceMirror(manifest)
 
     @property
@@ -452,7 +650,8 @@ class PacketEncoder:
 
     def update(self, updates: Mapping[Union[int, str], UpdateLike]) -> EncodedPacket:
         """Encodes the next packet (version + 1) and applies it to the mirror."""
-        pkt = encode_update(self.manifest, self.version, self.version + 1, updates, self.value_coding, self.key)
+        pkt = encode_update(self.manifest, self.version, self.version + 1, updates, self.value_coding, self.key,
+                            max_format=self.max_format)
         self.mirror.apply(pkt)
         return pkt
 

@@ -10,6 +10,13 @@ Deterministic (fixed seed, fixed versions). The chain, applied in order to a fre
     int8.bin           v3 -> v4  Rice-coded masks, int8 values with per-tensor scale, add
     authenticated.bin  v4 -> v5  sparse fp16 with HMAC-SHA256 under key.bin
 
+Format 2 (range-coded; the chain continues, so these carry a MAC under key.bin too):
+
+    v2_sparse_fp16.bin v5 -> v6  clustered masks (runs) on conv.weight and fc.weight, fp16 values
+                                 from a small set (as Adam deltas are), dense fc.bias set, add
+    v2_int8.bin        v6 -> v7  sparse int8 on conv.weight and gain (n = 1), add; empty
+                                 tensor with n = 0
+
 weights_vN.bin is the whole device weight buffer after the packet reaching vN.
 """
 from __future__ import annotations
@@ -76,7 +83,29 @@ def generate() -> dict[str, bytes]:
     idx = np.array([0, 7, 8, 9, 100, 107])
     auth = {"conv.weight": (idx, 0.1 * rng.standard_normal(idx.size)), "fc.bias": (np.array([3]), np.array([1.5]))}
     emit("authenticated.bin", encode_update(MANIFEST, 4, 5, auth, value_coding="fp16", key=KEY))
+
+    conv_runs = np.concatenate([np.arange(10, 30), np.arange(50, 54), [100, 107]])
+    fc_runs = np.concatenate([np.arange(0, 40), np.arange(120, 125), [199]])
+    palette = np.array([0.001, -0.001, 0.002, -0.0005, 0.03])
+    compact = {
+        "conv.weight": (conv_runs, rng.choice(palette, conv_runs.size)),
+        "fc.weight": (fc_runs, rng.choice(palette, fc_runs.size)),
+        "fc.bias": TensorUpdate(values=rng.standard_normal(10), mode="set"),
+    }
+    emit("v2_sparse_fp16.bin", _compact(encode_update(MANIFEST, 5, 6, compact, value_coding="fp16", key=KEY,
+                                                      max_format=2)))
+    q2 = {
+        "conv.weight": (np.array([0, 1, 2, 3, 64, 65, 107]), 0.01 * rng.standard_normal(7)),
+        "gain": (np.array([0]), np.array([0.25])),
+        "empty": (np.array([], dtype=np.int64), np.array([])),
+    }
+    emit("v2_int8.bin", _compact(encode_update(MANIFEST, 6, 7, q2, value_coding="int8", key=KEY, max_format=2)))
     return out
+
+
+def _compact(pkt):
+    assert pkt.format_version == 2, "the format 2 golden packets must use format 2"
+    return pkt
 
 
 def main() -> int:
