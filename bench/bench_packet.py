@@ -1,15 +1,17 @@
 """Model-update packets: size vs naive formats, and decode+verify+apply time through the binding.
 
-Model: 2.2M float32 parameters; update: a random 5% mask per tensor (add mode). Sizes compare
-the edgert packet (Golomb-Rice indices) against fp16 values + 32-bit indices and against a
-1-bit mask + fp16 values compressed with gzip (the original AMS code's format), at the same
-values. Timing: Slot.apply (verify everything, decode into the shadow buffer, swap) vs a NumPy
+Model: 2.2M float32 parameters; update: a random 5% mask per tensor (add mode), and (not
+--quick) a real gradient-guided AMS update. Sizes compare the edgert packet (format 1:
+Golomb-Rice indices, raw values; format 2: range-coded) against fp16 values + 32-bit indices
+and against a 1-bit mask + fp16 values compressed with gzip (the original AMS code's format)
+or xz, at the same values. Timing: Slot.apply (verify everything, decode into the shadow buffer, swap) vs a NumPy
 scatter-add of already-decoded indices (no checks) as the peer. The packet path is single
 threaded by design (run with OMP_NUM_THREADS=1 to confirm).
 """
 from __future__ import annotations
 
 import gzip
+import lzma
 
 import numpy as np
 import torch
@@ -35,12 +37,27 @@ def _update(m: Manifest, rng: np.random.Generator) -> dict:
     return out
 
 
+def _int8_sections(packet: bytes):
+    """The value sections (int8 q) of a format 1 packet, in entry order."""
+    import struct
+
+    (count,) = struct.unpack_from("<I", packet, 56)
+    pos = 72
+    for _ in range(count):
+        index_bytes, value_bytes = struct.unpack_from("<QQ", packet, pos + 24)
+        pos += 48 + index_bytes
+        yield packet[pos:pos + value_bytes]
+        pos += value_bytes
+
+
 def size_report(m: Manifest, update: dict) -> dict:
     """Bytes of each format for one update, plus index bits per parameter vs the entropy bound."""
     numel = sum(t.numel for t in m.tensors)
     count = sum(v[0].size for v in update.values())
     pkt = encode_update(m, 0, 1, update, value_coding="fp16")
     pkt8 = encode_update(m, 0, 1, update, value_coding="int8")
+    compact = encode_update(m, 0, 1, update, value_coding="fp16", max_format=2)
+    compact8 = encode_update(m, 0, 1, update, value_coding="int8", max_format=2)
     mask = np.zeros(numel, dtype=bool)
     values16 = []
     offset = 0
@@ -51,12 +68,18 @@ def size_report(m: Manifest, update: dict) -> dict:
         offset += t.numel
     mask_bits = np.packbits(mask).tobytes()
     mask_gzip = len(gzip.compress(mask_bits + np.concatenate(values16).tobytes()))
+    mask_lzma = len(lzma.compress(mask_bits + np.concatenate(values16).tobytes(), preset=9 | lzma.PRESET_EXTREME))
+    # int8 q bytes exactly as the packet carries them (per-tensor scale), mask + gzip
+    q_bytes = b"".join(e for e in _int8_sections(pkt8.data))
+    mask_gzip8 = len(gzip.compress(mask_bits + q_bytes))
     values32 = np.concatenate([update[t.name][1].astype("<f4") for t in m.tensors]).tobytes()
     mask_gzip32 = len(gzip.compress(mask_bits + values32))
     bound = sum(index_entropy_bound_bits(t.numel, update[t.name][0].size) for t in m.tensors)
     return {
         "params": numel, "updated": count,
         "edgert_fp16": len(pkt), "edgert_int8": len(pkt8),
+        "edgert_v2_fp16": len(compact), "edgert_v2_int8": len(compact8),
+        "mask_lzma": mask_lzma, "mask_gzip_int8": mask_gzip8,
         "fp16_u32": count * 6, "mask_gzip": mask_gzip, "mask_gzip_fp32": mask_gzip32,
         "mask_gzip_index_only": len(gzip.compress(mask_bits)),
         "index_bits_per_param": pkt.index_bits / numel, "bound_bits_per_param": bound / numel,
@@ -106,7 +129,8 @@ def real_update(phases: int = 2, iterations: int = 20, seed: int = 0) -> tuple[M
 def _print_sizes(title: str, sizes: dict) -> None:
     print(f"{title} ({sizes['updated']} coordinates):")
     print("| format | bytes | vs edgert fp16 |\n|---|---|---|")
-    for name in ("edgert_fp16", "edgert_int8", "fp16_u32", "mask_gzip", "mask_gzip_fp32", "mask_gzip_index_only"):
+    for name in ("edgert_fp16", "edgert_v2_fp16", "edgert_int8", "edgert_v2_int8", "fp16_u32", "mask_gzip",
+                 "mask_lzma", "mask_gzip_int8", "mask_gzip_fp32", "mask_gzip_index_only"):
         print(f"| {name} | {sizes[name]} | {sizes[name] / sizes['edgert_fp16']:.2f}x |")
     print(f"index bits/param: {sizes['index_bits_per_param']:.4f} (entropy bound "
           f"{sizes['bound_bits_per_param']:.4f}, +{100 * (sizes['index_bits_per_param'] / sizes['bound_bits_per_param'] - 1):.1f}%)\n")
@@ -133,15 +157,16 @@ def run(device: torch.device, quick: bool) -> list[Row]:
     repeats, warmup = (10, 2) if quick else (30, 3)
     rows: list[Row] = []
     shape = f"{numel / 1e6:.1f}M params, {DENSITY:.0%}"
-    for coding, key in (("fp16", None), ("int8", None), ("fp16", KEY)):
-        packets = [encode_update(m, v, v + 1, _update(m, rng), value_coding=coding, key=key).data
+    for coding, key, fmt in (("fp16", None, 1), ("int8", None, 1), ("fp16", KEY, 1), ("fp16", None, 2),
+                             ("int8", None, 2)):
+        packets = [encode_update(m, v, v + 1, _update(m, rng), value_coding=coding, key=key, max_format=fmt).data
                    for v in range(repeats + warmup)]
         slot = Slot(m.to_bytes())
         if key is not None:
             slot.set_key(key)
         it = iter(packets)
         t = measure(lambda: slot.apply(next(it)), repeats=repeats, warmup=warmup)
-        impl = "edgert-cpu" + ("+hmac" if key else "")
+        impl = "edgert-cpu" + ("+hmac" if key else "") + ("-format2" if fmt == 2 else "")
         rows.append(Row("packet_apply", impl, "cpu", coding, shape, t, bytes_moved=float(len(packets[0])),
                         extra={"packet_bytes": len(packets[0]), **sizes,
                                **({"real_update": real_sizes} if real_sizes else {})}))

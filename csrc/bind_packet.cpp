@@ -216,6 +216,8 @@ void bind_packet(pybind11::module_& m) {
         return header_dict(h);
       },
       pyb::arg("packet"), "Parse the fixed header (no CRC/MAC check) into a dict.");
+  m.def("packet_max_format", &edgert_packet_max_format,
+        "The newest update-packet format this libedgert decodes (announced to servers in HELLO).");
   m.def(
       "crc32c",
       [](const pyb::buffer& data, uint32_t crc) {

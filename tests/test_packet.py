@@ -14,9 +14,11 @@ import edgert
 from edgert._edgert import Slot, inspect_packet
 from edgert.stream import (DeviceMirror, Manifest, PacketEncoder, TensorSpec, TensorUpdate, crc32c, encode_snapshot,
                            encode_update, index_entropy_bound_bits, rice_encode)
+from edgert.stream.packet import _decode_v2_entries, transcode
 
 PACKETS = Path(__file__).resolve().parent / "data" / "packets"
-CHAIN = ["full_snapshot.bin", "sparse_fp16.bin", "dense_fp32.bin", "int8.bin", "authenticated.bin"]
+CHAIN = ["full_snapshot.bin", "sparse_fp16.bin", "dense_fp32.bin", "int8.bin", "authenticated.bin",
+         "v2_sparse_fp16.bin", "v2_int8.bin"]
 
 
 def _golden_module():
@@ -113,12 +115,12 @@ def test_encoder_rejects_unsorted_duplicate_and_out_of_range_indices() -> None:
         encode_update(m, 2, 2, {})
 
 
-@pytest.mark.parametrize("coding", ["fp16", "fp32", "int8"])
-def test_mirror_matches_device_over_many_packets(coding: str) -> None:
+@pytest.mark.parametrize("coding,max_format", [("fp16", 1), ("fp32", 1), ("int8", 1), ("fp16", 2), ("int8", 2)])
+def test_mirror_matches_device_over_many_packets(coding: str, max_format: int) -> None:
     rng = np.random.default_rng(1)
     m = Manifest(b"\x42" * 16, (TensorSpec("a", "float32", (300, 7)), TensorSpec("b", "float16", (513,)),
                                 TensorSpec("c", "float32", (1,))))
-    enc = PacketEncoder(m, value_coding=coding)
+    enc = PacketEncoder(m, value_coding=coding, max_format=max_format)
     slot = Slot(m.to_bytes())
     slot.apply(enc.snapshot({t.name: rng.standard_normal(t.shape) for t in m.tensors}).data)
     for step in range(40):
@@ -131,6 +133,7 @@ def test_mirror_matches_device_over_many_packets(coding: str) -> None:
             mode = "set" if rng.random() < 0.2 else "add"
             updates[t.name] = TensorUpdate(values=0.1 * rng.standard_normal(idx.size), indices=idx, mode=mode)
         pkt = enc.update(updates)
+        assert pkt.format_version <= max_format
         slot.apply(pkt.data)
         weights, version = slot.weights()
         assert version == enc.version == step + 2
@@ -166,7 +169,7 @@ def test_malformed_packets(slot_v1: Slot) -> None:
     m = Manifest.from_bytes(golden("manifest.bin"))
     cases = []
     b = bytearray(p); b[0] ^= 1; cases.append((bytes(b), "EDGERT_ERR_PACKET_BAD_MAGIC"))  # noqa: E702
-    b = bytearray(p); struct.pack_into("<H", b, 4, 2); cases.append((reseal(b), "EDGERT_ERR_PACKET_UNSUPPORTED_VERSION"))  # noqa: E501,E702
+    b = bytearray(p); struct.pack_into("<H", b, 4, 3); cases.append((reseal(b), "EDGERT_ERR_PACKET_UNSUPPORTED_VERSION"))  # noqa: E501,E702
     b = bytearray(p); b[7] |= 0x40; cases.append((reseal(b), "EDGERT_ERR_PACKET_UNSUPPORTED_VERSION"))  # noqa: E702
     b = bytearray(p); b[9] ^= 1; cases.append((reseal(b), "EDGERT_ERR_PACKET_WRONG_MODEL"))  # noqa: E702
     b = bytearray(p); b[30] ^= 1; cases.append((reseal(b), "EDGERT_ERR_PACKET_WRONG_MODEL"))  # noqa: E702
@@ -260,3 +263,88 @@ def test_readers_see_consistent_versions() -> None:
         t.join()
     assert not errors
     assert slot.version == 59
+
+
+# ---- format 2 ------------------------------------------------------------------------
+
+
+def _adam_like_update(m: Manifest, rng: np.random.Generator) -> dict:
+    """Clustered masks and peaked values, the structure of real gradient-guided Adam updates."""
+    out = {}
+    for t in m.tensors:
+        if t.numel == 0:
+            continue
+        rows = max(1, t.numel // 64)
+        chosen = rng.random(rows) < 0.1
+        mask = np.repeat(chosen, 64)[:t.numel] & (rng.random(t.numel) < 0.8)
+        idx = np.flatnonzero(mask)
+        out[t.name] = (idx, rng.choice([1e-3, -1e-3, 2e-3, -2e-3, 5e-4], idx.size) * (1 + 0.01 * rng.integers(0, 4, idx.size)))
+    return out
+
+
+@pytest.mark.parametrize("coding", ["fp16", "int8"])
+def test_format2_is_smaller_and_carries_exactly_the_format1_values(coding: str) -> None:
+    rng = np.random.default_rng(5)
+    m = Manifest(b"\x07" * 16, (TensorSpec("w", "float32", (256, 64)), TensorSpec("h", "float16", (4096,)),
+                                TensorSpec("b", "float32", (1,)), TensorSpec("e", "float32", (0,))))
+    update = _adam_like_update(m, rng)
+    update["b"] = TensorUpdate(values=np.array([0.5]), mode="set")  # dense entry
+    update["e"] = (np.array([], dtype=np.int64), np.array([]))  # n = 0
+    v1 = encode_update(m, 3, 4, update, coding)
+    v2 = encode_update(m, 3, 4, update, coding, max_format=2)
+    assert (v1.format_version, v2.format_version) == (1, 2)
+    assert len(v2) < 0.6 * len(v1)
+    assert transcode(v2, m) == v1.data  # exact: the same fp16 patterns / int8 q and scales
+    assert transcode(v1, m) == v1.data and transcode(v2, m, max_format=2) == v2.data
+    for a, b in zip(v1.applied, v2.applied):
+        np.testing.assert_array_equal(a.values, b.values)
+
+
+def test_format2_falls_back_when_not_smaller_or_not_expressible() -> None:
+    m = Manifest(b"\x07" * 16, (TensorSpec("w", "float32", (64,)),))
+    fp32 = encode_update(m, 1, 2, {"w": (np.array([1, 5]), np.ones(2))}, "fp32", max_format=2)
+    assert fp32.format_version == 1  # no range-coded fp32 values
+    snapshot = encode_snapshot(m, 1, {"w": np.ones(64)}, max_format=2)
+    assert snapshot.format_version == 1  # a lossless fp32 snapshot stays format 1
+    with pytest.raises(ValueError, match="max_format"):
+        encode_update(m, 1, 2, {}, max_format=3)
+
+
+def test_format2_reference_decoder_rejects_malformed_directories() -> None:
+    m = Manifest.from_bytes(golden("manifest.bin"))
+    good = golden("v2_sparse_fp16.bin")
+    (count,) = struct.unpack_from("<I", good, 56)
+    payload = good[72:-36]
+    assert len(_decode_v2_entries(m, payload, count)) == count
+    cases = {
+        "unknown or repeated": b"\x09" + payload[1:],
+        "non-minimal": b"\x80\x00" + payload[1:],
+        "longer than 10": b"\xff" * 11,
+        "runs past": payload[:len(payload) - 6],
+        "after its last symbol": payload + b"\0",
+    }
+    for message, bad in cases.items():
+        with pytest.raises(ValueError, match=message):
+            _decode_v2_entries(m, bad, count)
+
+
+def test_format2_through_the_device(slot_v1: Slot) -> None:
+    """The C++ decoder applies format 2 exactly like the mirror, and rejects its corruptions intact."""
+    assert edgert._edgert.packet_max_format() == 2
+    m = Manifest.from_bytes(golden("manifest.bin"))
+    rng = np.random.default_rng(9)
+    mirror = DeviceMirror(m)
+    mirror.apply(encode_snapshot(m, 1, {t.name: slot_v1.read_tensor(i)[0] for i, t in enumerate(m.tensors)}))
+    pkt = encode_update(m, 1, 2, _adam_like_update(m, rng), "fp16", max_format=2)
+    assert pkt.format_version == 2
+    for n in range(len(pkt.data)):
+        _rejects(slot_v1, pkt.data[:n], "EDGERT_ERR_PACKET_TRUNCATED")
+    body = bytearray(pkt.data)
+    body[-5] ^= 0x10  # last stream byte
+    _rejects(slot_v1, reseal(body), "EDGERT_ERR_PACKET_MALFORMED")
+    body = bytearray(pkt.data)
+    body[72 + 1] = 1  # first entry's index coding: Rice is not a format 2 coding
+    _rejects(slot_v1, reseal(body), "EDGERT_ERR_PACKET_UNSUPPORTED_VERSION")
+    slot_v1.apply(pkt.data)
+    mirror.apply(pkt)
+    assert slot_v1.weights() == (mirror.weights_bytes(), 2)

@@ -43,11 +43,16 @@ def test_frame_header_is_validated_before_the_body():
         parse_header(struct.pack("<BBI", 5, 1, 0))
     with pytest.raises(ProtocolError, match="exceeds the limit"):
         parse_header(struct.pack("<BBI", 5, 0, 2**32 - 1))
-    hello = Hello("cam-1", bytes(16), 7, bytes(range(16)))
-    assert Hello.decode(hello.encode()) == hello
-    for cut in range(len(hello.encode())):
-        with pytest.raises(ProtocolError):
-            Hello.decode(hello.encode()[:cut])
+    for hello in (Hello("cam-1", bytes(16), 7, bytes(range(16)), max_packet_format=2),
+                  Hello("cam-1", bytes(16), 7, bytes(range(16)), protocol=1)):
+        assert Hello.decode(hello.encode()) == hello
+        for cut in range(len(hello.encode())):
+            with pytest.raises(ProtocolError):
+                Hello.decode(hello.encode()[:cut])
+    assert len(Hello("c", bytes(16), 0, bytes(16), 2).encode()) == len(Hello("c", bytes(16), 0, bytes(16),
+                                                                             protocol=1).encode()) + 2
+    with pytest.raises(ProtocolError, match="unsupported protocol version 3"):
+        Hello.decode(Hello("c", bytes(16), 0, bytes(16), protocol=3).encode())
 
 
 def test_authenticate_matches_encoding_with_the_key():
@@ -74,6 +79,24 @@ def test_two_python_devices_follow_the_server(tmp_path):
         finally:
             for c in clients:
                 c.stop()
+
+
+def test_devices_get_packets_in_the_format_they_announce():
+    """A format 1 device gets exact transcodes of the format 2 stream and ends byte-identical."""
+    rng = np.random.default_rng(3)
+    with ModelServer(MANIFEST, KEYS, _weights()) as server:
+        new = EdgeClient(server.address, "cam-1", KEYS["cam-1"]).start()
+        old = EdgeClient(server.address, "cam-2", KEYS["cam-2"], max_packet_format=1).start()
+        try:
+            assert wait_for(lambda: server.devices.get("cam-2") is not None and server.devices["cam-2"].connected)
+            formats = [server.publish(_sparse_update(rng)).format_version for _ in range(4)]
+            assert formats == [2] * 4
+            assert wait_for(lambda: new.version == old.version == server.version)
+            assert new.slot.weights()[0] == old.slot.weights()[0] == server.weights_bytes()
+            assert server.devices["cam-2"].bytes_sent > server.devices["cam-1"].bytes_sent
+        finally:
+            new.stop()
+            old.stop()
 
 
 def test_unknown_device_and_wrong_key_are_refused():

@@ -56,6 +56,7 @@ class EncoderConfig:
     learning_rate: float = 1e-4
     value_coding: str = "fp16"  # sparse delta values: fp16 | fp32 | int8
     snapshot_coding: str = "fp16"  # first full model: fp16 | fp32
+    packet_format: int = 2  # newest update-packet format written (2: range-coded when smaller)
     init: str = "generic"  # "generic" (the cached generic model) or "scratch"
     seed: int = 0
     model_id: bytes = b"edgert-srvc-v1\0\0"
@@ -73,6 +74,8 @@ class EncoderConfig:
         if self.value_coding not in ("fp16", "fp32", "int8") or self.snapshot_coding not in ("fp16", "fp32"):
             raise ValueError(f"value_coding fp16|fp32|int8 and snapshot_coding fp16|fp32, got {self.value_coding}, "
                              f"{self.snapshot_coding}")
+        if self.packet_format not in (1, 2):
+            raise ValueError(f"packet_format: expected 1 or 2, got {self.packet_format}")
         if self.init not in ("generic", "scratch"):
             raise ValueError(f"init: expected 'generic' or 'scratch', got {self.init!r}")
         if len(self.model_id) != 16:
@@ -240,7 +243,8 @@ def encode(frames: np.ndarray, fps: float, config: EncoderConfig = EncoderConfig
             iters = config.iterations if config.first_iterations is None else config.first_iterations
             stats = train(model, seg_lr, seg_hr, iterations=iters, **train_kw)
             weights = {name: p.detach().numpy() for name, p in model.named_parameters()}
-            pkt = encode_snapshot(manifest, 1, weights, value_coding=config.snapshot_coding)
+            pkt = encode_snapshot(manifest, 1, weights, value_coding=config.snapshot_coding,
+                                  max_format=config.packet_format)
             updated = sum(t.numel for t in manifest.tensors)
         else:
             theta = _params(model)
@@ -256,7 +260,8 @@ def encode(frames: np.ndarray, fps: float, config: EncoderConfig = EncoderConfig
                 if idx.numel():
                     delta = (after[name].reshape(-1)[idx] - theta[name].reshape(-1)[idx]).numpy()
                     updates[name] = TensorUpdate(values=delta, indices=idx.numpy(), mode="add")
-            pkt = encode_update(manifest, mirror.version, mirror.version + 1, updates, config.value_coding)
+            pkt = encode_update(manifest, mirror.version, mirror.version + 1, updates, config.value_coding,
+                                max_format=config.packet_format)
             updated = sum(int(m.sum()) for m in masks.values())
         mirror.apply(pkt)
         load_weights(model, mirror.tensor)  # continue from exactly what the decoder holds

@@ -85,6 +85,8 @@ class AMSConfig:
         adam: optimizer settings (lr 1e-3).
         asr, atr: adaptive sampling and training rate.
         value_coding: update values on the wire, ``fp16`` (default), ``fp32`` or ``int8``.
+        packet_format: newest update-packet format the server writes (2: range-coded when smaller;
+            devices announcing format 1 get transcoded packets).
         jit_target_miou: JIT trains on a frame until the student's mIoU on it reaches this.
         jit_max_iterations: ... or this many iterations per frame.
         queue_depth: uploads queued per device before new ones are refused (BUSY).
@@ -102,6 +104,7 @@ class AMSConfig:
     asr: ASRConfig = field(default_factory=ASRConfig)
     atr: ATRConfig = field(default_factory=ATRConfig)
     value_coding: str = "fp16"
+    packet_format: int = 2
     jit_target_miou: float = 0.8
     jit_max_iterations: int = 20
     queue_depth: int = 4
@@ -118,6 +121,8 @@ class AMSConfig:
             raise ValueError("iterations, batch_size and jit_max_iterations must be >= 1")
         if self.value_coding not in ("fp16", "fp32", "int8"):
             raise ValueError(f"value_coding: expected fp16, fp32 or int8, got {self.value_coding!r}")
+        if self.packet_format not in (1, 2):
+            raise ValueError(f"packet_format: expected 1 or 2, got {self.packet_format}")
         if self.queue_depth < 1:
             raise ValueError(f"queue_depth: expected >= 1, got {self.queue_depth}")
         self.selection.validate()
@@ -316,7 +321,7 @@ class AMSServer:
         initial = {n: p.detach().cpu().numpy() for n, p in student.named_parameters()}
         self.models = ModelServer(
             self.manifest, keys, initial, host=host, port=port, value_coding=self.config.value_coding,
-            state_dir=state_dir, per_device=True, log=self._log,
+            packet_format=self.config.packet_format, state_dir=state_dir, per_device=True, log=self._log,
             max_frame=max(self.config.max_upload_bytes, DEFAULT_MAX_FRAME),
             handlers={FrameType.JOIN: self._on_join, FrameType.SAMPLES: self._on_samples},
             on_disconnect=self._on_disconnect)

@@ -14,7 +14,8 @@ import struct
 from dataclasses import dataclass
 from typing import Optional
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # what this side sends; servers also accept protocol 1 devices
+SUPPORTED_PROTOCOLS = (1, 2)
 HEADER = struct.Struct("<BBI")
 DEFAULT_MAX_FRAME = 64 << 20
 NONCE_BYTES = 16
@@ -107,45 +108,64 @@ def send_frame(sock: socket.socket, frame_type: FrameType, body: bytes = b"") ->
 
 @dataclass
 class Hello:
+    """HELLO. Protocol 2 adds ``max_packet_format`` (the newest update-packet format the device
+    decodes); a protocol 1 device decodes format 1 only."""
+
     device_id: str
     model_id: bytes
     active_version: int
     client_nonce: bytes
+    max_packet_format: int = 1
+    protocol: int = PROTOCOL_VERSION
 
     def encode(self) -> bytes:
         device = self.device_id.encode()
-        return (HELLO_MAGIC + struct.pack("<HH", PROTOCOL_VERSION, len(device)) + device + self.model_id
-                + struct.pack("<Q", self.active_version) + self.client_nonce)
+        body = (HELLO_MAGIC + struct.pack("<HH", self.protocol, len(device)) + device + self.model_id
+                + struct.pack("<Q", self.active_version))
+        if self.protocol >= 2:
+            body += struct.pack("<H", self.max_packet_format)
+        return body + self.client_nonce
 
     @classmethod
     def decode(cls, body: bytes) -> "Hello":
         if len(body) < 8 or body[:4] != HELLO_MAGIC:
             raise ProtocolError("HELLO: bad magic or truncated")
         protocol, id_len = struct.unpack_from("<HH", body, 4)
-        if protocol != PROTOCOL_VERSION:
-            raise ProtocolError(f"HELLO: unsupported protocol version {protocol}")
+        if protocol not in SUPPORTED_PROTOCOLS:
+            raise ProtocolError(f"HELLO: unsupported protocol version {protocol} (this server speaks "
+                                f"{min(SUPPORTED_PROTOCOLS)}..{max(SUPPORTED_PROTOCOLS)})")
         if not 1 <= id_len <= MAX_DEVICE_ID:
             raise ProtocolError(f"HELLO: device id must be 1..{MAX_DEVICE_ID} bytes, got {id_len}")
-        expected = 8 + id_len + MODEL_ID_BYTES + 8 + NONCE_BYTES
+        format_bytes = 2 if protocol >= 2 else 0
+        expected = 8 + id_len + MODEL_ID_BYTES + 8 + format_bytes + NONCE_BYTES
         if len(body) != expected:
             raise ProtocolError(f"HELLO: expected {expected} bytes, got {len(body)}")
         device = body[8:8 + id_len].decode(errors="replace")
         off = 8 + id_len
         model_id = body[off:off + MODEL_ID_BYTES]
-        (version,) = struct.unpack_from("<Q", body, off + MODEL_ID_BYTES)
-        return cls(device, model_id, version, body[off + MODEL_ID_BYTES + 8:])
+        off += MODEL_ID_BYTES
+        (version,) = struct.unpack_from("<Q", body, off)
+        off += 8
+        max_format = 1
+        if format_bytes:
+            (max_format,) = struct.unpack_from("<H", body, off)
+            off += 2
+            if max_format < 1:
+                raise ProtocolError(f"HELLO: max packet format {max_format} (at least 1)")
+        return cls(device, model_id, version, body[off:], max_format, protocol)
 
 
-def encode_challenge(server_nonce: bytes, proof: bytes) -> bytes:
-    return struct.pack("<H", PROTOCOL_VERSION) + server_nonce + proof
+def encode_challenge(server_nonce: bytes, proof: bytes, protocol: int = PROTOCOL_VERSION) -> bytes:
+    """CHALLENGE in the device's protocol version (the server answers in the version it was greeted in)."""
+    return struct.pack("<H", protocol) + server_nonce + proof
 
 
-def decode_challenge(body: bytes) -> tuple[bytes, bytes]:
+def decode_challenge(body: bytes, protocol: int = PROTOCOL_VERSION) -> tuple[bytes, bytes]:
     if len(body) != 2 + NONCE_BYTES + PROOF_BYTES:
         raise ProtocolError("CHALLENGE: wrong length")
-    (protocol,) = struct.unpack_from("<H", body)
-    if protocol != PROTOCOL_VERSION:
-        raise ProtocolError(f"CHALLENGE: unsupported protocol version {protocol}")
+    (answered,) = struct.unpack_from("<H", body)
+    if answered != protocol:
+        raise ProtocolError(f"CHALLENGE: protocol version {answered}, expected {protocol}")
     return body[2:2 + NONCE_BYTES], body[2 + NONCE_BYTES:]
 
 

@@ -142,10 +142,10 @@ class GapModel:
         self.mantissa = [PROB_INIT] * (MAX_GAP_BUCKET + 1)
 
     def encode(self, enc: RangeEncoder, gap: int) -> None:
+        if not 0 <= gap < 1 << 32:
+            raise ValueError(f"gap {gap} does not fit 32 bits")
         v = gap + 1
         nb = v.bit_length() - 1
-        if nb > MAX_GAP_BUCKET:
-            raise ValueError(f"gap {gap} does not fit 32 bits")
         for i in range(nb):
             enc.bit(self.unary, i, 1)
         if nb < MAX_GAP_BUCKET:

@@ -23,7 +23,16 @@ from typing import Any, Callable, Mapping, Optional, Union
 import numpy as np
 
 from edgert import _edgert
-from edgert.stream.packet import DeviceMirror, EncodedPacket, Manifest, authenticate, encode_snapshot, encode_update
+from edgert.stream.packet import (
+    COMPACT_FORMAT,
+    DeviceMirror,
+    EncodedPacket,
+    Manifest,
+    authenticate,
+    encode_snapshot,
+    encode_update,
+    transcode,
+)
 from edgert.stream.protocol import (
     DEFAULT_MAX_FRAME,
     MODEL_ID_BYTES,
@@ -92,6 +101,7 @@ class _Session:
         self.device_id = ""
         self.key = b""
         self.sent_version = 0
+        self.max_packet_format = 1  # from HELLO
         self.stream: Optional[_Stream] = None
         self.lock = threading.Lock()  # one writer at a time (session thread and publishers)
 
@@ -101,7 +111,8 @@ class _Session:
         self.server._account(self.device_id, sent=len(body) + 6)
 
     def send_packet(self, packet: Union[bytes, EncodedPacket], target_version: int) -> None:
-        self.send(FrameType.PACKET, authenticate(packet, self.key))
+        data = transcode(packet, self.server.manifest, self.max_packet_format)
+        self.send(FrameType.PACKET, authenticate(data, self.key))
         self.sent_version = target_version
 
 
@@ -115,6 +126,8 @@ class ModelServer:
         host, port: where to listen (port 0 picks a free one; see :attr:`address`).
         history: how many recent packets are kept to serve update chains.
         value_coding: "fp16" (default), "fp32" or "int8" for sparse updates.
+        packet_format: the newest packet format published (2: range-coded when smaller);
+            each device gets the packets transcoded down to the format its HELLO announces.
         state_dir: if given, the model state (manifest, weights, version) is saved
             there after every publish and restored on start, so a restarted
             server continues its version sequence.
@@ -129,6 +142,7 @@ class ModelServer:
 
     def __init__(self, manifest: Manifest, keys: Mapping[str, bytes], weights: Optional[Mapping[str, Any]] = None, *,
                  host: str = "127.0.0.1", port: int = 0, history: int = 64, value_coding: str = "fp16",
+                 packet_format: int = COMPACT_FORMAT,
                  state_dir: Optional[Union[str, Path]] = None, max_frame: int = DEFAULT_MAX_FRAME,
                  idle_timeout: float = 30.0, log: Optional[Log] = None, per_device: bool = False,
                  handlers: Optional[Mapping[FrameType, Callable[["_Session", bytes], None]]] = None,
@@ -139,6 +153,7 @@ class ModelServer:
         self.manifest = manifest
         self.keys = dict(keys)
         self.value_coding = value_coding
+        self.packet_format = packet_format
         self.max_frame = max_frame
         self.idle_timeout = idle_timeout
         self.per_device = per_device
@@ -234,7 +249,8 @@ class ModelServer:
         """
         with self._lock:
             stream = self._stream(device_id)
-            packet = encode_update(self.manifest, stream.version, stream.version + 1, updates, self.value_coding)
+            packet = encode_update(self.manifest, stream.version, stream.version + 1, updates, self.value_coding,
+                                   max_format=self.packet_format)
             return self._commit(stream, packet)
 
     def publish_snapshot(self, weights: Mapping[Union[int, str], Any], target_version: Optional[int] = None,
@@ -371,13 +387,14 @@ class ModelServer:
             raise ProtocolError(f"unknown device {hello.device_id!r}")
         server_nonce = secrets.token_bytes(NONCE_BYTES)
         send_frame(s.sock, FrameType.CHALLENGE,
-                   encode_challenge(server_nonce, server_proof(key, hello.client_nonce, server_nonce, hello.device_id)))
+                   encode_challenge(server_nonce, server_proof(key, hello.client_nonce, server_nonce, hello.device_id),
+                                    hello.protocol))
         frame_type, body = read_frame(s.sock, 10.0, self.max_frame)
         expected = device_proof(key, server_nonce, hello.client_nonce, hello.device_id)
         if frame_type != FrameType.AUTH or not secrets.compare_digest(body, expected):
             send_frame(s.sock, FrameType.ERROR, encode_error(ErrorCode.AUTH_FAILED, "authentication failed"))
             raise ProtocolError(f"device {hello.device_id!r} failed authentication")
-        s.device_id, s.key = hello.device_id, key
+        s.device_id, s.key, s.max_packet_format = hello.device_id, key, hello.max_packet_format
         with self._lock:
             stream = self._stream(hello.device_id)
             s.stream = stream
@@ -465,14 +482,19 @@ class EdgeClient:
     Extensions (the AMS uplink): ``on_connect()`` runs on the network thread right
     after a successful handshake, ``handlers`` maps extension frame types the server
     may send to ``fn(body)``, and :meth:`send` writes a frame from any thread.
+
+    ``max_packet_format`` (default: what the linked libedgert decodes) is announced in HELLO;
+    a lower value makes the server transcode, as it does for older devices.
     """
 
     def __init__(self, address: tuple[str, int], device_id: str, key: bytes, *,
                  on_version: Optional[Callable[[int], None]] = None, max_frame: int = DEFAULT_MAX_FRAME,
                  log: Optional[Log] = None, on_connect: Optional[Callable[[], None]] = None,
                  handlers: Optional[Mapping[FrameType, Callable[[bytes], None]]] = None,
-                 ping_after: float = 5.0, silence_timeout: float = 15.0) -> None:
+                 ping_after: float = 5.0, silence_timeout: float = 15.0,
+                 max_packet_format: Optional[int] = None) -> None:
         self.address = address
+        self.max_packet_format = _edgert.packet_max_format() if max_packet_format is None else max_packet_format
         self.device_id = device_id
         self.key = key
         self.slot: Optional[Any] = None
@@ -578,7 +600,8 @@ class EdgeClient:
     def _session(self, sock: socket.socket) -> None:
         nonce = secrets.token_bytes(NONCE_BYTES)
         model_id = bytes(self.slot.model_id) if self.slot is not None else bytes(MODEL_ID_BYTES)
-        self._write(sock, FrameType.HELLO, Hello(self.device_id, model_id, self.version, nonce).encode())
+        hello = Hello(self.device_id, model_id, self.version, nonce, self.max_packet_format)
+        self._write(sock, FrameType.HELLO, hello.encode())
         frame_type, body = read_frame(sock, 10.0, self.max_frame)
         if frame_type != FrameType.CHALLENGE:
             raise ProtocolError(f"expected CHALLENGE, got {frame_type.name}")
