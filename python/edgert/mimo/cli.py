@@ -6,6 +6,8 @@ import json
 import sys
 from typing import Optional
 
+import numpy as np
+
 from edgert.mimo.detectors import DETECTORS
 
 
@@ -43,7 +45,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                       vectors_per_matrix=args.vectors, seed=args.seed, layers=args.layers, kbest_k=args.kbest_k,
                       ml_node_budget=args.ml_node_budget, train_snr_db=args.train_snr,
                       offline_iterations=args.offline_iterations, online_psi=args.psi, online_phi=args.phi,
-                      online_batch=args.batch, online_warm_start=args.warm_start, threads=args.threads)
+                      online_batch=args.batch, online_warm_start=args.warm_start, online_order=args.order,
+                      online_phi_time=args.phi_time, online_parallel=args.parallel, threads=args.threads)
     try:
         cfg.validate()
     except ValueError as exc:
@@ -96,11 +99,21 @@ def _cmd_time_online(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from edgert.mimo.generate import UMaConfig, generate_uma
+    from edgert.mimo.generate import UMaConfig, generate_uma, relative_change
 
-    cfg = UMaConfig(drops=args.drops, users=args.users, seed=args.seed)
-    generate_uma(cfg, args.out)
-    print(f"wrote {args.out}")
+    cfg = UMaConfig(drops=args.drops, users=args.users, seed=args.seed, time_steps=args.time_steps,
+                    time_step_s=args.time_step_ms * 1e-3, subcarrier_stride=args.subcarrier_stride)
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        print(f"edgert mimo generate: {exc}", file=sys.stderr)
+        return 2
+    H = generate_uma(cfg, args.out)
+    print(f"wrote {args.out}: H {list(H.shape)}")
+    if cfg.time_steps > 1:
+        r = relative_change(H)
+        print(f"||H[k+1] - H[k]|| / ||H[k]|| over {cfg.time_step_s * 1e3:g} ms: mean {r.mean():.4f}, "
+              f"90th percentile {float(np.percentile(r, 90)):.4f} (max Doppler {cfg.max_doppler_hz():.1f} Hz)")
     return 0
 
 
@@ -130,6 +143,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--warm-start", choices=["copy", "channel", "restart"], default="copy",
                    help="online MMNet: copy the neighbour's A_t (paper), move it to the new channel, or "
                         "restart A_t from the matched filter (theta2 and Adam moments carried over)")
+    s.add_argument("--order", choices=["paper", "time"], default="paper",
+                   help="online MMNet: Algorithm 1's order (frequency chain, first subcarrier chained over time) "
+                        "or 'time' (every subcarrier its own chain over time: --psi at the first time step, "
+                        "--phi-time per later one)")
+    s.add_argument("--phi-time", type=int, default=3, help="online MMNet, --order time: iterations per later time step")
+    s.add_argument("--parallel", type=int, default=0,
+                   help="online MMNet, --order time: chains per batched graph (0 = all; bounds memory)")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--no-plots", action="store_true")
     s.add_argument("--out", required=True, help="run folder (config.json, results.json, plots)")
@@ -158,6 +178,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--drops", type=int, default=1)
     g.add_argument("--users", type=int, default=32)
     g.add_argument("--seed", type=int, default=20240601)
+    g.add_argument("--time-steps", type=int, default=1,
+                   help="samples per drop along time (> 1 writes axes (drop, time, subcarrier))")
+    g.add_argument("--time-step-ms", type=float, default=1.0, help="spacing of the time samples (ms)")
+    g.add_argument("--subcarrier-stride", type=int, default=1,
+                   help="keep every n-th of the 256 kept subcarriers (16: 16 subcarriers 1.25 MHz apart)")
     g.add_argument("--out", required=True, help="output .npz")
     g.set_defaults(func=_cmd_generate)
 

@@ -25,7 +25,7 @@ import torch
 from edgert.mimo.channels import ChannelSet, check_modulation, iid_rayleigh, load_channels, sample_batch
 from edgert.mimo.complexity import multiplications
 from edgert.mimo.detectors import DETECTORS, MMNetIID, OAMP, SphereDecoder, make_detector
-from edgert.mimo.online import WARM_STARTS, OnlineConfig, OnlineResult, train_online
+from edgert.mimo.online import ORDERS, WARM_STARTS, OnlineConfig, OnlineResult, train_online
 from edgert.mimo.training import OfflineConfig, train_offline
 
 Log = Callable[[str], None]
@@ -75,6 +75,10 @@ class SweepConfig:
         matrices: i.i.d. matrices to draw (ignored for files, which use every matrix).
         vectors_per_matrix: transmitted vectors per channel matrix and SNR point.
         train_snr_db: SNR range for training (default: the sweep's range).
+        online_order: ``"paper"`` (Algorithm 1: ``online_psi`` on the first subcarrier, ``online_phi`` per next
+            one, ``online_psi`` again on the first subcarrier of a later time step) or ``"time"`` (``online_psi``
+            on every subcarrier of the first time step, ``online_phi_time`` per later time step, warm-started
+            from the same subcarrier); see :class:`edgert.mimo.online.OnlineConfig`.
     """
 
     detectors: list[str] = field(default_factory=lambda: ["mmse", "ep"])
@@ -97,6 +101,9 @@ class SweepConfig:
     online_phi: int = 5
     online_batch: int = 500
     online_warm_start: str = "copy"
+    online_order: str = "paper"
+    online_phi_time: int = 3
+    online_parallel: int = 0
     threads: int = 1
 
     def validate(self) -> None:
@@ -127,6 +134,11 @@ class SweepConfig:
             raise ValueError(f"target_ser: expected in (0, 1), got {self.target_ser}")
         if self.online_warm_start not in WARM_STARTS:
             raise ValueError(f"online_warm_start: expected one of {WARM_STARTS}, got {self.online_warm_start!r}")
+        if self.online_order not in ORDERS:
+            raise ValueError(f"online_order: expected one of {ORDERS}, got {self.online_order!r}")
+        for name in ("online_psi", "online_phi", "online_phi_time", "online_parallel"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
         if self.train_snr_db is not None and (len(self.train_snr_db) != 2 or self.train_snr_db[0] > self.train_snr_db[1]):
             raise ValueError(f"train_snr_db: expected [lo, hi], got {self.train_snr_db}")
 
@@ -189,14 +201,16 @@ def _prepare(name: str, cfg: SweepConfig, cs: ChannelSet, models: Path, training
         ocfg = OnlineConfig(modulation=cfg.modulation, snr_db=cfg.training_range(), layers=cfg.layers,
                             psi=cfg.online_psi, psi_time=cfg.online_psi, phi=cfg.online_phi,
                             batch=cfg.online_batch, seed=cfg.seed + 29, threads=cfg.threads,
-                            warm_start=cfg.online_warm_start)
+                            warm_start=cfg.online_warm_start, order=cfg.online_order,
+                            phi_time=cfg.online_phi_time, parallel=cfg.online_parallel)
         res = train_online(seq, ocfg)
         res.save(path)
         training["mmnet"] = {"iterations_per_channel": res.iterations_per_channel, "seconds": res.seconds,
                              "sequences": int(seq.shape[0]), "time_steps": int(seq.shape[1]),
                              "subcarriers": int(seq.shape[2]),
                              "psi": cfg.online_psi, "phi": cfg.online_phi, "batch": cfg.online_batch,
-                             "warm_start": cfg.online_warm_start,
+                             "warm_start": cfg.online_warm_start, "order": cfg.online_order,
+                             "phi_time": cfg.online_phi_time,
                              "snr_db": list(ocfg.snr_db), "final_loss_mean": float(res.final_loss.mean())}
         log(f"  trained mmnet online: {res.iterations_per_channel:.2f} iterations per channel, {res.seconds:.1f} s")
         return res.detector()
@@ -214,7 +228,9 @@ def run_sweep(cfg: SweepConfig, out_dir: Union[str, Path], log: Log = print, plo
     cfg_path, res_path = out / "config.json", out / "results.json"
     if cfg_path.is_file():
         old = json.loads(cfg_path.read_text())
-        fixed = [k for k in cfg_dict if k not in ("detectors", "snr_db") and old.get(k) != cfg_dict[k]]
+        defaults = asdict(SweepConfig())
+        fixed = [k for k in cfg_dict if k not in ("detectors", "snr_db")
+                 and old.get(k, defaults[k]) != cfg_dict[k]]
         if fixed:
             raise ValueError(f"{out} holds a sweep with a different config ({', '.join(fixed)}); use another folder")
     cs = load_set(cfg)
@@ -226,6 +242,7 @@ def run_sweep(cfg: SweepConfig, out_dir: Union[str, Path], log: Log = print, plo
     results.setdefault("training", {})
     H = cs.flat()
     g_total = H.shape[0]
+    seq_shape = tuple(cs.sequences().shape[:3])  # (S, K, F) in flat() order
     log(f"channel set {cs.source}: {g_total} matrices {cs.nr}x{cs.nt}, QAM{cfg.modulation}, "
         f"{cfg.vectors_per_matrix} vectors per matrix")
     previous_threads = torch.get_num_threads()
@@ -265,6 +282,10 @@ def run_sweep(cfg: SweepConfig, out_dir: Union[str, Path], log: Log = print, plo
                          "per_matrix_ser_p90": float(np.percentile(pm, 90)),
                          "per_matrix_ser_p99": float(np.percentile(pm, 99)),
                          "matrices_with_errors": int((errs[n] > 0).sum())}
+                if seq_shape[1] > 1:  # SER per time-step index (over sequences and subcarriers)
+                    per_k = errs[n].reshape(seq_shape).sum((0, 2)).double() / (per_matrix_symbols * seq_shape[0]
+                                                                                * seq_shape[2])
+                    point["ser_per_time_step"] = [float(v) for v in per_k]
                 if isinstance(dets[n], SphereDecoder):
                     st = dets[n].stats
                     point.update(ml_fallbacks=st.fallbacks, ml_nodes_per_vector=st.nodes / max(st.vectors, 1))

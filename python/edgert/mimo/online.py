@@ -6,6 +6,16 @@ For a channel sequence ``H[k, f]`` (time step k, subcarrier f):
 * ``(k>0, f=0)``: start from the model of ``(k-1, 0)`` and train ``psi_time`` iterations;
 * ``(k, f>0)``: start from the model of ``(k, f-1)`` and train ``phi`` iterations.
 
+That is ``order="paper"`` (the default). ``order="time"`` amortizes over time instead, for channels
+whose subcarriers are too far apart to share a model (UMa NLOS, see ``docs/mimo.md``):
+
+* ``(0, f)`` for every f: ``psi`` iterations from :func:`~edgert.mimo.detectors.mmnet.init_mmnet_params`
+  of that channel (no frequency warm start);
+* ``(k>0, f)``: start from the model of ``(k-1, f)`` (the same subcarrier one time step earlier, with its
+  Adam moments) and train ``phi_time`` iterations.
+
+Each subcarrier is then an independent chain over time, so all of them are trained side by side.
+
 Each iteration: batch of ``batch`` vectors (split into ``snr_groups`` groups, one SNR each, uniform
 in ``snr_db``), loss = mean over layers of ``||x_hat_t - x||^2``, Adam with ``lr`` (its moments carry
 over between subcarriers). Independent sequences (drops, user groups) are trained side by side in one
@@ -36,6 +46,10 @@ THETA2_FLOOR: float = 1e-3
 #: ``restart``: A_t from :func:`init_mmnet_params` of the new channel, theta2 and Adam moments carried over.
 WARM_STARTS: tuple[str, ...] = ("copy", "channel", "restart")
 
+#: ``paper``: Algorithm 1's order (frequency chain per time step, first subcarrier chained over time);
+#: ``time``: every subcarrier chained over time only (see the module docstring).
+ORDERS: tuple[str, ...] = ("paper", "time")
+
 
 def channel_transfer(A: torch.Tensor, H_old: torch.Tensor, H_new: torch.Tensor, delta: float) -> torch.Tensor:
     """Moves trained operators ``A`` ``[T, S, Nt, Nr]`` from channels ``H_old`` to ``H_new`` ``[S, Nr, Nt]``.
@@ -64,7 +78,12 @@ class OnlineConfig:
     ``warm_start`` ``"copy"`` starts each channel from its neighbour's parameters (the paper);
     ``"channel"`` moves them with :func:`channel_transfer` (``transfer_delta``) first; ``"restart"``
     starts A_t afresh from :func:`init_mmnet_params` (for neighbours too far apart to share A_t).
-    theta2 and the Adam moments carry over in all three.
+    theta2 and the Adam moments carry over in all three. The warm start applies to whichever neighbour
+    ``order`` names: ``"paper"`` (default) uses ``psi`` / ``phi`` / ``psi_time`` as in Algorithm 1;
+    ``"time"`` uses ``psi`` for every subcarrier of the first time step and ``phi_time`` for every later
+    channel, started from the same subcarrier's model one time step earlier (``phi`` and ``psi_time``
+    are then unused). ``parallel`` bounds how many independent chains share one batched graph (memory:
+    ~12 MB per chain at batch 500, Nr 64, Nt 16, 10 layers); 0 = all.
     """
 
     modulation: int = 16
@@ -80,9 +99,14 @@ class OnlineConfig:
     threads: int = 1
     warm_start: str = "copy"
     transfer_delta: float = 0.5
+    order: str = "paper"
+    phi_time: int = 3
+    parallel: int = 0
 
     def validate(self) -> None:
         check_modulation(self.modulation)
+        if self.order not in ORDERS:
+            raise ValueError(f"order: expected one of {ORDERS}, got {self.order!r}")
         if self.warm_start not in WARM_STARTS:
             raise ValueError(f"warm_start: expected one of {WARM_STARTS}, got {self.warm_start!r}")
         if not self.transfer_delta > 0:
@@ -93,8 +117,11 @@ class OnlineConfig:
         for name in ("layers", "batch", "snr_groups"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: expected > 0, got {getattr(self, name)}")
-        for name in ("psi", "psi_time", "phi"):
-            if getattr(self, name) < 0:
+        for name in ("psi", "psi_time", "phi", "phi_time", "parallel"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ValueError(f"{name}: expected an integer, got {v!r}")
+            if v < 0:
                 raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
         if self.batch % self.snr_groups:
             raise ValueError(f"batch ({self.batch}) must be a multiple of snr_groups ({self.snr_groups})")
@@ -171,6 +198,7 @@ class _Trainer:
         target = torch.stack([x.real, x.imag], -2)  # [S, B, 2, Nt]
         xs = mmnet_train_forward(H, y, sigma2, self.A_ri, self.theta2, cfg.modulation)  # [T, S, B, 2, Nt]
         per_seq = (xs - target).pow(2).sum((-2, -1)).mean((0, 2))
+        self.last_per_sequence = per_seq.detach()
         loss = per_seq.sum()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -217,6 +245,8 @@ def train_online(H: torch.Tensor, cfg: OnlineConfig) -> OnlineResult:
     if H.dim() != 5 or not H.is_complex():
         raise ValueError(f"H: expected complex [S, K, F, Nr, Nt] or [S, F, Nr, Nt], got {H.dtype} {list(H.shape)}")
     s, k, f, nr, nt = H.shape
+    if cfg.order == "time":
+        return _train_time_order(H, cfg)
     torch.manual_seed(cfg.seed)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
@@ -233,18 +263,61 @@ def train_online(H: torch.Tensor, cfg: OnlineConfig) -> OnlineResult:
             for fi in range(f):
                 if fi == 0 and ki > 0:
                     trainer.load(A_out[ki - 1, 0], th_out[ki - 1, 0])
-                if cfg.warm_start == "channel" and (ki > 0 or fi > 0):
-                    prev = H[:, ki, fi - 1] if fi > 0 else H[:, ki - 1, 0]
-                    trainer.load(channel_transfer(trainer.A, prev, H[:, ki, fi], cfg.transfer_delta),
-                                 trainer.theta2.detach())
-                elif cfg.warm_start == "restart" and (ki > 0 or fi > 0):
-                    trainer.load(init_mmnet_params(H[:, ki, fi].contiguous(), cfg.layers)[0], trainer.theta2.detach())
+                if ki > 0 or fi > 0:
+                    _warm_start(trainer, cfg, H[:, ki, fi - 1] if fi > 0 else H[:, ki - 1, 0], H[:, ki, fi])
                 n = cfg.psi if (ki == 0 and fi == 0) else (cfg.psi_time if fi == 0 else cfg.phi)
                 losses[ki, fi] = trainer.train(H[:, ki, fi].contiguous(), n)
                 iters[ki, fi] = n
                 A_out[ki, fi], th_out[ki, fi] = trainer.snapshot()
     finally:
         torch.set_num_threads(previous_threads)
+    return OnlineResult(A_out, th_out, iters, losses, time.perf_counter() - t0, asdict(cfg))
+
+
+def _warm_start(trainer: "_Trainer", cfg: OnlineConfig, H_old: torch.Tensor, H_new: torch.Tensor) -> None:
+    """Applies ``cfg.warm_start`` to the trainer's parameters when moving from ``H_old`` to ``H_new`` (copy: no-op)."""
+    if cfg.warm_start == "channel":
+        trainer.load(channel_transfer(trainer.A, H_old, H_new, cfg.transfer_delta), trainer.theta2.detach())
+    elif cfg.warm_start == "restart":
+        trainer.load(init_mmnet_params(H_new.contiguous(), cfg.layers)[0], trainer.theta2.detach())
+
+
+def _train_time_order(H: torch.Tensor, cfg: OnlineConfig) -> OnlineResult:
+    """``order="time"``: S x F independent chains over K time steps, ``parallel`` chains per batched graph."""
+    s, k, f, nr, nt = H.shape
+    chains = H.permute(0, 2, 1, 3, 4).reshape(s * f, k, nr, nt)  # chain c = (s, f) at c = s * F + f
+    n = s * f
+    step = cfg.parallel or n
+    torch.manual_seed(cfg.seed)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    A_out = torch.empty(k, cfg.layers, n, nt, nr, dtype=torch.complex64)
+    th_out = torch.empty(k, cfg.layers, n, nt)
+    loss_chain = np.full((k, n), np.nan)
+    t0 = time.perf_counter()
+    try:
+        for c0 in range(0, n, step):
+            c1 = min(n, c0 + step)
+            gen = torch.Generator().manual_seed(cfg.seed + 1_000_003 * (c0 // step))
+            A0, th0 = init_mmnet_params(chains[c0:c1, 0].contiguous(), cfg.layers)
+            trainer = _Trainer(A0, th0, cfg, gen)
+            for ki in range(k):
+                h = chains[c0:c1, ki].contiguous()
+                if ki > 0:
+                    _warm_start(trainer, cfg, chains[c0:c1, ki - 1], h)
+                iterations = cfg.psi if ki == 0 else cfg.phi_time
+                trainer.train(h, iterations)
+                if iterations:
+                    loss_chain[ki, c0:c1] = trainer.last_per_sequence.numpy()
+                A_out[ki, :, c0:c1], th_out[ki, :, c0:c1] = trainer.snapshot()
+    finally:
+        torch.set_num_threads(previous_threads)
+    # [K, T, S*F, ...] -> [K, F, T, S, ...]
+    A_out = A_out.reshape(k, cfg.layers, s, f, nt, nr).permute(0, 3, 1, 2, 4, 5).contiguous()
+    th_out = th_out.reshape(k, cfg.layers, s, f, nt).permute(0, 3, 1, 2, 4).contiguous()
+    iters = np.full((k, f), cfg.phi_time, dtype=np.int64)
+    iters[0] = cfg.psi
+    losses = loss_chain.reshape(k, s, f).mean(axis=1)  # NaN where a channel got 0 iterations
     return OnlineResult(A_out, th_out, iters, losses, time.perf_counter() - t0, asdict(cfg))
 
 
