@@ -70,6 +70,10 @@ def test_time_order_trains_and_chunks_independently():
     part = train_online(H, _cfg(psi=30, phi_time=3, parallel=2))
     assert part.iterations.tolist() == res.iterations.tolist() and part.A.shape == res.A.shape
     assert part.final_loss[0].mean() < 0.7 * untrained and not torch.equal(part.A, res.A)
+    # lr_time changes the later steps only
+    fast = train_online(H, _cfg(psi=30, phi_time=3, lr_time=0.1))
+    torch.testing.assert_close(fast.A[0], res.A[0], rtol=0, atol=0)
+    assert not torch.allclose(fast.A[1], res.A[1])
 
 
 @pytest.mark.parametrize("kw, message", [
@@ -77,6 +81,7 @@ def test_time_order_trains_and_chunks_independently():
     (dict(phi_time=-1), "phi_time"),
     (dict(phi_time=2.5), "phi_time: expected an integer"),
     (dict(parallel=-2), "parallel"),
+    (dict(lr_time=0.0), "lr_time"),
 ])
 def test_time_order_config_rejected(kw, message):
     with pytest.raises(ValueError, match=message):
@@ -123,11 +128,12 @@ def test_sweep_reports_ser_per_time_step_with_the_time_order(tmp_path):
     out = tmp_path / "run"
     rc = main(["mimo", "sweep", "--detectors", "mmse,mmnet", "--channels", str(tmp_path / "seq.npz"), "--nr", "16",
                "--nt", "4", "--modulation", "4", "--snr", "6,10", "--vectors", "8", "--psi", "3", "--order", "time",
-               "--phi-time", "1", "--batch", "20", "--layers", "3", "--no-plots", "--out", str(out)])
+               "--phi-time", "1", "--lr-time", "3e-3", "--batch", "20", "--layers", "3", "--no-plots", "--out", str(out)])
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     assert res["training"]["mmnet"]["iterations_per_channel"] == pytest.approx((3 + 1 + 1) / 3)
     assert res["training"]["mmnet"]["order"] == "time" and res["training"]["mmnet"]["time_steps"] == 3
+    assert res["training"]["mmnet"]["lr_time"] == 3e-3
     for name in ("mmse", "mmnet"):
         pt = res["points"][name]["6"]
         assert len(pt["ser_per_time_step"]) == 3

@@ -46,7 +46,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                       ml_node_budget=args.ml_node_budget, train_snr_db=args.train_snr,
                       offline_iterations=args.offline_iterations, online_psi=args.psi, online_phi=args.phi,
                       online_batch=args.batch, online_warm_start=args.warm_start, online_order=args.order,
-                      online_phi_time=args.phi_time, online_parallel=args.parallel, threads=args.threads)
+                      online_phi_time=args.phi_time, online_parallel=args.parallel,
+                      online_lr_time=args.lr_time, threads=args.threads)
     try:
         cfg.validate()
     except ValueError as exc:
@@ -148,6 +149,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "or 'time' (every subcarrier its own chain over time: --psi at the first time step, "
                         "--phi-time per later one)")
     s.add_argument("--phi-time", type=int, default=3, help="online MMNet, --order time: iterations per later time step")
+    s.add_argument("--lr-time", type=float, default=None,
+                   help="online MMNet, --order time: Adam step size from the second time step on (default: 1e-3)")
     s.add_argument("--parallel", type=int, default=0,
                    help="online MMNet, --order time: chains per batched graph (0 = all; bounds memory)")
     s.add_argument("--threads", type=int, default=1)

@@ -104,6 +104,7 @@ class SweepConfig:
     online_order: str = "paper"
     online_phi_time: int = 3
     online_parallel: int = 0
+    online_lr_time: Optional[float] = None
     threads: int = 1
 
     def validate(self) -> None:
@@ -139,6 +140,8 @@ class SweepConfig:
         for name in ("online_psi", "online_phi", "online_phi_time", "online_parallel"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
+        if self.online_lr_time is not None and not (math.isfinite(self.online_lr_time) and self.online_lr_time > 0):
+            raise ValueError(f"online_lr_time: expected None or a finite value > 0, got {self.online_lr_time!r}")
         if self.train_snr_db is not None and (len(self.train_snr_db) != 2 or self.train_snr_db[0] > self.train_snr_db[1]):
             raise ValueError(f"train_snr_db: expected [lo, hi], got {self.train_snr_db}")
 
@@ -202,7 +205,8 @@ def _prepare(name: str, cfg: SweepConfig, cs: ChannelSet, models: Path, training
                             psi=cfg.online_psi, psi_time=cfg.online_psi, phi=cfg.online_phi,
                             batch=cfg.online_batch, seed=cfg.seed + 29, threads=cfg.threads,
                             warm_start=cfg.online_warm_start, order=cfg.online_order,
-                            phi_time=cfg.online_phi_time, parallel=cfg.online_parallel)
+                            phi_time=cfg.online_phi_time, parallel=cfg.online_parallel,
+                            lr_time=cfg.online_lr_time)
         res = train_online(seq, ocfg)
         res.save(path)
         training["mmnet"] = {"iterations_per_channel": res.iterations_per_channel, "seconds": res.seconds,
@@ -210,7 +214,7 @@ def _prepare(name: str, cfg: SweepConfig, cs: ChannelSet, models: Path, training
                              "subcarriers": int(seq.shape[2]),
                              "psi": cfg.online_psi, "phi": cfg.online_phi, "batch": cfg.online_batch,
                              "warm_start": cfg.online_warm_start, "order": cfg.online_order,
-                             "phi_time": cfg.online_phi_time,
+                             "phi_time": cfg.online_phi_time, "lr_time": cfg.online_lr_time,
                              "snr_db": list(ocfg.snr_db), "final_loss_mean": float(res.final_loss.mean())}
         log(f"  trained mmnet online: {res.iterations_per_channel:.2f} iterations per channel, {res.seconds:.1f} s")
         return res.detector()

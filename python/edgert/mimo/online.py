@@ -25,6 +25,7 @@ one. Training runs :func:`edgert.ops.mmnet.mmnet_train_forward` (the math of
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -83,7 +84,8 @@ class OnlineConfig:
     ``"time"`` uses ``psi`` for every subcarrier of the first time step and ``phi_time`` for every later
     channel, started from the same subcarrier's model one time step earlier (``phi`` and ``psi_time``
     are then unused). ``parallel`` bounds how many independent chains share one batched graph (memory:
-    ~12 MB per chain at batch 500, Nr 64, Nt 16, 10 layers); 0 = all.
+    ~12 MB per chain at batch 500, Nr 64, Nt 16, 10 layers); 0 = all. ``lr_time`` (``"time"`` only) is
+    Adam's step size from the second time step on (None: ``lr``).
     """
 
     modulation: int = 16
@@ -102,6 +104,7 @@ class OnlineConfig:
     order: str = "paper"
     phi_time: int = 3
     parallel: int = 0
+    lr_time: Optional[float] = None
 
     def validate(self) -> None:
         check_modulation(self.modulation)
@@ -109,6 +112,8 @@ class OnlineConfig:
             raise ValueError(f"order: expected one of {ORDERS}, got {self.order!r}")
         if self.warm_start not in WARM_STARTS:
             raise ValueError(f"warm_start: expected one of {WARM_STARTS}, got {self.warm_start!r}")
+        if self.lr_time is not None and not (math.isfinite(self.lr_time) and self.lr_time > 0):
+            raise ValueError(f"lr_time: expected None or a finite value > 0, got {self.lr_time!r}")
         if not self.transfer_delta > 0:
             raise ValueError(f"transfer_delta: expected > 0, got {self.transfer_delta}")
         lo, hi = self.snr_db
@@ -305,6 +310,8 @@ def _train_time_order(H: torch.Tensor, cfg: OnlineConfig) -> OnlineResult:
                 h = chains[c0:c1, ki].contiguous()
                 if ki > 0:
                     _warm_start(trainer, cfg, chains[c0:c1, ki - 1], h)
+                if ki == 1 and cfg.lr_time is not None:
+                    trainer.opt.param_groups[0]["lr"] = cfg.lr_time
                 iterations = cfg.psi if ki == 0 else cfg.phi_time
                 trainer.train(h, iterations)
                 if iterations:
