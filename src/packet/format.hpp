@@ -14,9 +14,11 @@ constexpr uint8_t kManifestMagic[4] = {'E', 'R', 'T', 'M'};
 constexpr uint8_t kPacketMagic[4] = {'E', 'R', 'T', 'P'};
 constexpr uint8_t kSnapshotFileMagic[4] = {'E', 'R', 'T', 'S'};
 
-// The newest format version this decoder understands (manifest, packet and
-// snapshot file share the number). Older versions it still accepts: 1..kFormatVersion.
-constexpr uint16_t kFormatVersion = 1;
+// The newest packet format this decoder understands; it accepts 1..kFormatVersion.
+// Manifests and snapshot files are still at version 1 (kContainerVersion).
+constexpr uint16_t kFormatVersion = 2;
+constexpr uint16_t kCompactFormat = 2;  // varint directory + one range-coded stream
+constexpr uint16_t kContainerVersion = 1;
 
 constexpr size_t kManifestHeaderBytes = 44;  // magic .. tensor_count
 constexpr size_t kPacketHeaderBytes = 72;
@@ -31,8 +33,9 @@ enum PacketFlags : uint16_t {
   kFlagFullSnapshot = 1u << 1,
   kKnownFlags = kFlagAuthenticated | kFlagFullSnapshot,
 };
-enum IndexCoding : uint8_t { kIndexDense = 0, kIndexRice = 1 };
-enum ValueCoding : uint8_t { kValueF16 = 0, kValueF32 = 1, kValueQ8 = 2 };
+enum IndexCoding : uint8_t { kIndexDense = 0, kIndexRice = 1, kIndexGapAc = 2 };
+// 0..2: format 1 raw values; 3..4: format 2 range-coded fp16 patterns / int8 q.
+enum ValueCoding : uint8_t { kValueF16 = 0, kValueF32 = 1, kValueQ8 = 2, kValueF16Ac = 3, kValueQ8Ac = 4 };
 enum PatchMode : uint8_t { kModeAdd = 0, kModeSet = 1 };
 
 constexpr uint32_t kMaxTensors = 1u << 16;
@@ -85,6 +88,10 @@ struct VerifyScratch {
   uint32_t* indices;  // decoded sparse indices are kept here when they fit
   uint64_t index_capacity;
   uint64_t index_used;
+  uint16_t* probs16;  // format 2 model state: kTree16Contexts and kTree8Contexts entries
+  uint16_t* probs8;
+  const uint8_t* stream = nullptr;  // out (format 2): the range-coded stream
+  uint64_t stream_bytes = 0;
 };
 
 // Header checks shared by inspect and verify: truncation, magic, format
@@ -107,3 +114,4 @@ edgert_status decode_rice(const uint8_t* data, uint64_t nbytes, unsigned k, uint
 }  // namespace edgert::packet
 
 #include "packet/rice.inl"
+#include "packet/stream_v2.inl"

@@ -20,9 +20,9 @@ edgert_status parse_manifest(const uint8_t* data, size_t len, Manifest* out) {
   }
   if (std::memcmp(data, kManifestMagic, 4) != 0) return fail(EDGERT_ERR_PACKET_BAD_MAGIC, "manifest: bad magic");
   const uint16_t version = load_u16(data + 4);
-  if (version == 0 || version > kFormatVersion) {
+  if (version == 0 || version > kContainerVersion) {
     return fail(EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "manifest: format version %u, this decoder reads 1..%u",
-                version, kFormatVersion);
+                version, kContainerVersion);
   }
   const uint16_t flags = load_u16(data + 6);
   if (flags != 0) {

@@ -20,6 +20,108 @@ size_t trailer_bytes(uint16_t flags) { return kCrcBytes + ((flags & kFlagAuthent
 
 uint64_t value_size(uint8_t coding) { return coding == kValueF32 ? 4 : coding == kValueF16 ? 2 : 1; }
 
+// Unsigned LEB128, at most 10 bytes, < 2^64, minimal. False on any violation.
+bool read_varint(const uint8_t*& cur, uint64_t& remaining, uint64_t* out) {
+  uint64_t value = 0;
+  for (unsigned i = 0; i < 10; ++i) {
+    if (i >= remaining) return false;
+    const uint8_t byte = cur[i];
+    if (i == 9 && byte > 1) return false;  // bits past 2^64
+    value |= static_cast<uint64_t>(byte & 0x7F) << (7 * i);
+    if (!(byte & 0x80)) {
+      if (i > 0 && byte == 0) return false;  // non-minimal
+      cur += i + 1;
+      remaining -= i + 1;
+      *out = value;
+      return true;
+    }
+  }
+  return false;
+}
+
+// Format 2 payload: the directory, then the range-coded stream, checked by decoding it once.
+edgert_status verify_payload_v2(const uint8_t* cur, uint64_t remaining, const edgert_packet_header& h,
+                                const Manifest& manifest, VerifyScratch* scratch) {
+  const size_t n_tensors = manifest.tensors.size();
+  for (uint32_t e = 0; e < h.tensor_count; ++e) {
+    Entry& en = scratch->entries[e];
+    uint64_t tid = 0;
+    if (!read_varint(cur, remaining, &tid)) {
+      return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: entry %u tensor id is not a valid varint", e);
+    }
+    if (tid >= n_tensors) {
+      return fail(EDGERT_ERR_PACKET_BAD_TENSOR, "packet: entry %u names tensor id %llu, the model has %zu tensors", e,
+                  static_cast<ull>(tid), n_tensors);
+    }
+    en.tensor_id = static_cast<uint32_t>(tid);
+    const TensorDesc& d = manifest.tensors[en.tensor_id];
+    if (scratch->seen[en.tensor_id]) {
+      return fail(EDGERT_ERR_PACKET_BAD_TENSOR, "packet: tensor %u ('%s') appears twice", en.tensor_id, d.name);
+    }
+    scratch->seen[en.tensor_id] = 1;
+    if (remaining < 3) return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: entry %u runs past the payload", e);
+    en.index_coding = cur[0];
+    en.value_coding = cur[1];
+    en.mode = cur[2];
+    en.rice_k = 0;
+    cur += 3;
+    remaining -= 3;
+    if ((en.index_coding != kIndexDense && en.index_coding != kIndexGapAc) ||
+        (en.value_coding != kValueF16Ac && en.value_coding != kValueQ8Ac) || en.mode > kModeSet) {
+      return fail(EDGERT_ERR_PACKET_UNSUPPORTED_VERSION,
+                  "packet: format 2 tensor %u uses index coding %u, value coding %u, mode %u; this decoder knows "
+                  "index codings 0 and 2, value codings 3 and 4, modes <= %u",
+                  en.tensor_id, en.index_coding, en.value_coding, en.mode, kModeSet);
+    }
+    if (!read_varint(cur, remaining, &en.count)) {
+      return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: tensor %u coordinate count is not a valid varint",
+                  en.tensor_id);
+    }
+    if (en.count > d.numel) {
+      return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: tensor %u updates %llu of %llu elements", en.tensor_id,
+                  static_cast<ull>(en.count), static_cast<ull>(d.numel));
+    }
+    if (en.index_coding == kIndexDense && en.count != d.numel) {
+      return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: dense tensor %u must update all %llu elements, not %llu",
+                  en.tensor_id, static_cast<ull>(d.numel), static_cast<ull>(en.count));
+    }
+    en.scale = 0.0f;
+    if (en.value_coding == kValueQ8Ac) {
+      if (remaining < 4) return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: entry %u runs past the payload", e);
+      en.scale = load_f32(cur);
+      cur += 4;
+      remaining -= 4;
+      if (!std::isfinite(en.scale)) {
+        return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: tensor %u has a non-finite int8 scale", en.tensor_id);
+      }
+    }
+    if (h.full_snapshot && (en.index_coding != kIndexDense || en.mode != kModeSet)) {
+      return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: full snapshot entry for tensor %u is not dense set-mode",
+                  en.tensor_id);
+    }
+    en.index = nullptr;
+    en.index_bytes = 0;
+    en.values = nullptr;
+    en.value_bytes = 0;
+    en.stored_at = kNotStored;
+    if (en.index_coding == kIndexGapAc && en.count <= scratch->index_capacity - scratch->index_used) {
+      en.stored_at = scratch->index_used;
+      scratch->index_used += en.count;
+    }
+  }
+  scratch->stream = cur;
+  scratch->stream_bytes = remaining;
+  const Entry* entries = scratch->entries;
+  uint32_t* stored = scratch->indices;
+  return decode_stream_v2(entries, h.tensor_count, manifest, cur, remaining, scratch->probs16, scratch->probs8,
+                          [&](uint32_t e, const uint32_t* idx, uint64_t first, const uint8_t*, size_t n) {
+                            const Entry& en = entries[e];
+                            if (idx != nullptr && en.stored_at != kNotStored) {
+                              std::memcpy(stored + en.stored_at + first, idx, n * sizeof(uint32_t));
+                            }
+                          });
+}
+
 }  // namespace
 
 edgert_status parse_header(const uint8_t* p, size_t len, edgert_packet_header* out) {
@@ -114,6 +216,16 @@ edgert_status verify_packet(const uint8_t* p, size_t len, const Manifest& manife
 
   std::memset(scratch->seen, 0, n_tensors);
   scratch->index_used = 0;
+  scratch->stream = nullptr;
+  scratch->stream_bytes = 0;
+  if (h.format_version == kCompactFormat) {
+    if (edgert_status st = verify_payload_v2(p + kPacketHeaderBytes, h.payload_length, h, manifest, scratch);
+        st != EDGERT_OK) {
+      return st;
+    }
+    if (header) *header = h;
+    return EDGERT_OK;
+  }
   const uint8_t* cur = p + kPacketHeaderBytes;
   uint64_t remaining = h.payload_length;
   for (uint32_t e = 0; e < h.tensor_count; ++e) {
@@ -231,6 +343,8 @@ edgert_status verify_packet(const uint8_t* p, size_t len, const Manifest& manife
 }
 
 }  // namespace edgert::packet
+
+extern "C" uint16_t edgert_packet_max_format(void) { return edgert::packet::kFormatVersion; }
 
 extern "C" edgert_status edgert_packet_inspect(const uint8_t* packet, size_t len, edgert_packet_header* out) {
   if (out == nullptr) return edgert::detail::fail(EDGERT_ERR_INVALID_ARGUMENT, "packet_inspect: null output");

@@ -86,6 +86,8 @@ struct edgert_slot {
   std::vector<pk::Entry> entries;
   std::vector<uint8_t> seen;
   std::vector<uint32_t> changed_ids;
+  std::vector<uint16_t> probs16;  // format 2 value models (reset per packet)
+  std::vector<uint16_t> probs8;
   ChangeSet sets[kBuffers];
   int fill_set = 0;  // the set the next packet records into
 
@@ -240,6 +242,25 @@ void apply_entry(const edgert_slot* s, const pk::Entry& e, const uint32_t* store
   }
 }
 
+// Writes a verified format 2 packet into buffer `base`: decodes its stream a second time and
+// applies each chunk with the format 1 arithmetic of the same values (cannot fail).
+void apply_stream(edgert_slot* s, const pk::VerifyScratch& scratch, uint32_t count, uint8_t* base) {
+  const edgert_status st = pk::decode_stream_v2(
+      s->entries.data(), count, s->manifest, scratch.stream, scratch.stream_bytes, s->probs16.data(),
+      s->probs8.data(), [&](uint32_t e, const uint32_t* idx, uint64_t first, const uint8_t* raw, size_t n) {
+        const pk::Entry& en = s->entries[e];
+        const pk::TensorDesc& d = s->manifest.tensors[en.tensor_id];
+        const bool dense = idx == nullptr;
+        const bool set = en.mode == pk::kModeSet;
+        const uint8_t coding = en.value_coding == pk::kValueF16Ac ? pk::kValueF16 : pk::kValueQ8;
+        const RunFn run = d.dtype == EDGERT_F16 ? pick_run1<true>(coding, set, dense)
+                                                : pick_run1<false>(coding, set, dense);
+        uint8_t* w = base + d.offset + (dense ? first * d.elem_bytes : 0);
+        run(w, idx, raw, n, en.scale);
+      });
+  (void)st;  // verified before: decoding the same bytes again succeeds
+}
+
 void publish(edgert_slot* s, int x, uint64_t version) {
   Buffer& b = s->buffers[x];
   b.version = version;
@@ -277,6 +298,8 @@ edgert_status edgert_slot_create(const uint8_t* manifest, size_t manifest_len, e
     s->entries.resize(n);
     s->seen.resize(n);
     s->changed_ids.resize(n);
+    s->probs16.resize(pk::kTree16Contexts);
+    s->probs8.resize(pk::kTree8Contexts);
     // Sparse updates up to 25% dense keep their indices for catch-up; denser
     // ones fall back to copying (which then costs about as much).
     const uint64_t capacity = total_numel / 4 + 1024;
@@ -333,7 +356,8 @@ edgert_status edgert_slot_apply(edgert_slot* slot, const uint8_t* packet, size_t
   std::lock_guard<std::mutex> lock(slot->writer);
   ChangeSet& set = slot->sets[slot->fill_set];
   set.valid = false;  // its storage is about to be overwritten
-  pk::VerifyScratch scratch{slot->entries.data(), slot->seen.data(), set.indices.data(), set.indices.size(), 0};
+  pk::VerifyScratch scratch{slot->entries.data(), slot->seen.data(), set.indices.data(), set.indices.size(), 0,
+                            slot->probs16.data(), slot->probs8.data()};
   edgert_packet_header h;
   const uint64_t active_version = slot->active_version.load();
   if (edgert_status st = pk::verify_packet(packet, len, slot->manifest, active_version, slot->key, slot->key_len,
@@ -347,9 +371,10 @@ edgert_status edgert_slot_apply(edgert_slot* slot, const uint8_t* packet, size_t
   uint8_t* dst = slot->buffers[x].data;
   set.complete = true;
   set.n_changes = h.tensor_count;
+  if (h.format_version == pk::kCompactFormat) apply_stream(slot, scratch, h.tensor_count, dst);
   for (uint32_t i = 0; i < h.tensor_count; ++i) {
     const pk::Entry& e = slot->entries[i];
-    apply_entry(slot, e, set.indices.data(), dst);
+    if (h.format_version != pk::kCompactFormat) apply_entry(slot, e, set.indices.data(), dst);
     const bool dense = e.index_coding == pk::kIndexDense;
     set.changes[i] = Change{e.tensor_id, dense, e.stored_at, e.count};
     if (!dense && e.stored_at == pk::kNotStored) set.complete = false;
@@ -461,7 +486,7 @@ edgert_status edgert_slot_save(edgert_slot* slot, const char* path) {
   const uint64_t size = slot->manifest.weights_bytes;
   uint8_t header[pk::kSnapshotFileHeaderBytes] = {0};
   std::memcpy(header, pk::kSnapshotFileMagic, 4);
-  pk::store_u16(header + 4, pk::kFormatVersion);
+  pk::store_u16(header + 4, pk::kContainerVersion);
   std::memcpy(header + 8, slot->manifest.model_id, EDGERT_MODEL_ID_BYTES);
   std::memcpy(header + 24, slot->manifest.table_hash, pk::kHashBytes);
   pk::store_u64(header + 40, version);
@@ -535,9 +560,9 @@ edgert_status edgert_slot_load(edgert_slot* slot, const char* path) {
     return fail(EDGERT_ERR_CORRUPT_FILE, "slot_load: '%s' is not an edgert snapshot (bad magic)", path);
   }
   const uint16_t format = pk::load_u16(header + 4);
-  if (format == 0 || format > pk::kFormatVersion || pk::load_u16(header + 6) != 0) {
+  if (format == 0 || format > pk::kContainerVersion || pk::load_u16(header + 6) != 0) {
     return fail(EDGERT_ERR_CORRUPT_FILE, "slot_load: '%s' has snapshot format %u, this build reads 1..%u", path,
-                format, pk::kFormatVersion);
+                format, pk::kContainerVersion);
   }
   const uint64_t version = pk::load_u64(header + 40);
   const uint64_t size = pk::load_u64(header + 48);

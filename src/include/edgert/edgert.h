@@ -243,6 +243,11 @@ EDGERT_API int edgert_mac_equal(const uint8_t* a, const uint8_t* b, size_t n);
 EDGERT_NODISCARD EDGERT_API edgert_status edgert_packet_inspect(const uint8_t* packet, size_t len,
                                                                 edgert_packet_header* out);
 
+/* The newest update-packet format this library decodes (it decodes every
+ * format from 1 up to it). Devices announce it to servers (wire protocol 2)
+ * so that servers only send formats the device understands. */
+EDGERT_API uint16_t edgert_packet_max_format(void);
+
 /* CRC32C (Castagnoli) of len bytes, continuing from crc (0 to start), as used
  * by packets, manifests and snapshot files; exposed for transports that frame
  * packets. crc32c("123456789") == 0xE3069283. Thread-safe. */

@@ -1,0 +1,129 @@
+// Internal: the adaptive binary range decoder of packet format 2
+// (docs/update-packet.md, "Format version 2"), bit-exact with the reference
+// python/edgert/stream/rangecoder.py.
+//
+// Safety on hostile input: every read is bounds-checked; past the end the
+// decoder feeds zero bytes and remembers the overrun (reported by the caller
+// as MALFORMED), so decoding cost stays bounded by the symbol counts the
+// directory announced and no state can leave its range (range never reaches
+// 0, all arithmetic is unsigned 32/64-bit).
+#pragma once
+
+#include <cstdint>
+
+namespace edgert::packet {
+
+constexpr unsigned kProbBits = 12;
+constexpr uint16_t kProbInit = 1u << (kProbBits - 1);
+constexpr unsigned kAdaptShift = 4;
+constexpr uint32_t kRangeTop = 1u << 24;
+constexpr unsigned kMaxGapBucket = 32;
+constexpr uint32_t kTree16Contexts = 1u << 16;  // nodes 1..65535
+constexpr uint32_t kTree8Contexts = 1u << 8;    // nodes 1..255
+
+class RangeDecoder {
+ public:
+  // False for a stream shorter than 4 bytes or one starting with the impossible code 0xFFFFFFFF.
+  bool init(const uint8_t* data, uint64_t size) {
+    data_ = data;
+    size_ = size;
+    overrun_ = false;
+    if (size < 4) return false;
+    code_ = (static_cast<uint32_t>(data[0]) << 24) | (static_cast<uint32_t>(data[1]) << 16) |
+            (static_cast<uint32_t>(data[2]) << 8) | data[3];
+    range_ = 0xFFFFFFFFu;
+    pos_ = 4;
+    return code_ != 0xFFFFFFFFu;
+  }
+
+  unsigned bit(uint16_t* p) {
+    const uint32_t prob = *p;
+    const uint32_t bound = (range_ >> kProbBits) * prob;
+    unsigned b;
+    if (code_ < bound) {
+      range_ = bound;
+      *p = static_cast<uint16_t>(prob + (((1u << kProbBits) - prob) >> kAdaptShift));
+      b = 0;
+    } else {
+      code_ -= bound;
+      range_ -= bound;
+      *p = static_cast<uint16_t>(prob - (prob >> kAdaptShift));
+      b = 1;
+    }
+    normalize();
+    return b;
+  }
+
+  unsigned direct() {
+    range_ >>= 1;
+    unsigned b = 0;
+    if (code_ >= range_) {
+      code_ -= range_;
+      b = 1;
+    }
+    normalize();
+    return b;
+  }
+
+  bool overrun() const { return overrun_; }
+  // The stream ended exactly: every byte consumed, none missing, final code 0.
+  bool finished() const { return !overrun_ && pos_ == size_ && code_ == 0; }
+  uint64_t unread() const { return size_ - pos_; }
+
+ private:
+  void normalize() {
+    while (range_ < kRangeTop) {
+      uint32_t byte = 0;
+      if (pos_ < size_) {
+        byte = data_[pos_++];
+      } else {
+        overrun_ = true;
+      }
+      range_ <<= 8;
+      code_ = (code_ << 8) | byte;
+    }
+  }
+
+  const uint8_t* data_ = nullptr;
+  uint64_t size_ = 0;
+  uint64_t pos_ = 0;
+  uint32_t range_ = 0;
+  uint32_t code_ = 0;
+  bool overrun_ = false;
+};
+
+// Per-entry gap model: adaptive unary bucket, adaptive top mantissa bit, direct rest.
+struct GapModel {
+  uint16_t unary[kMaxGapBucket + 1];
+  uint16_t mantissa[kMaxGapBucket + 1];
+
+  void reset() {
+    for (unsigned i = 0; i <= kMaxGapBucket; ++i) unary[i] = mantissa[i] = kProbInit;
+  }
+
+  // v = gap + 1, in [1, 2^33).
+  uint64_t decode_v(RangeDecoder& rc) {
+    unsigned nb = 0;
+    while (nb < kMaxGapBucket && rc.bit(&unary[nb])) ++nb;
+    uint64_t v = 1;
+    if (nb >= 1) {
+      v = (v << 1) | rc.bit(&mantissa[nb]);
+      for (unsigned i = 1; i < nb; ++i) v = (v << 1) | rc.direct();
+    }
+    return v;
+  }
+};
+
+// A whole `kBits`-bit symbol down a binary tree of adaptive contexts probs[1 .. 2^kBits - 1].
+template <unsigned kBits>
+inline uint32_t decode_tree(RangeDecoder& rc, uint16_t* probs) {
+  uint32_t node = 1;
+  for (unsigned i = 0; i < kBits; ++i) node = (node << 1) | rc.bit(&probs[node]);
+  return node - (1u << kBits);
+}
+
+inline void reset_probs(uint16_t* probs, uint32_t n) {
+  for (uint32_t i = 0; i < n; ++i) probs[i] = kProbInit;
+}
+
+}  // namespace edgert::packet
