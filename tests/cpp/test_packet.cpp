@@ -191,7 +191,9 @@ TEST(PacketCrypto, HmacSha256Rfc4231Vectors) {
 
 // ---- golden packets ----------------------------------------------------------------
 
-const char* kChain[] = {"full_snapshot.bin", "sparse_fp16.bin", "dense_fp32.bin", "int8.bin", "authenticated.bin"};
+const char* kChain[] = {"full_snapshot.bin", "sparse_fp16.bin", "dense_fp32.bin",    "int8.bin",
+                        "authenticated.bin", "v2_sparse_fp16.bin", "v2_int8.bin"};
+constexpr int kChainLength = 7;  // v6, v7: format 2, authenticated like v5
 
 TEST(PacketGolden, ManifestDescribesTheModel) {
   const Bytes m = read_golden("manifest.bin");
@@ -223,13 +225,15 @@ TEST(PacketGolden, ChainDecodesToExpectedWeights) {
   const Bytes key = read_golden("key.bin");
   SlotPtr slot;
   ASSERT_EQ(edgert_slot_create(m.data(), m.size(), &slot.s), EDGERT_OK);
-  for (int v = 1; v <= 5; ++v) {
+  EXPECT_EQ(edgert_packet_max_format(), 2);
+  for (int v = 1; v <= kChainLength; ++v) {
     const Bytes p = read_golden(kChain[v - 1]);
     edgert_packet_header h;
     ASSERT_EQ(edgert_packet_inspect(p.data(), p.size(), &h), EDGERT_OK);
     EXPECT_EQ(h.target_version, static_cast<uint64_t>(v));
     EXPECT_EQ(h.full_snapshot, v == 1 ? 1 : 0);
-    EXPECT_EQ(h.authenticated, v == 5 ? 1 : 0);
+    EXPECT_EQ(h.authenticated, v >= 5 ? 1 : 0);
+    EXPECT_EQ(h.format_version, v >= 6 ? 2 : 1);
     if (v == 5) ASSERT_EQ(edgert_slot_set_key(slot.s, key.data(), key.size()), EDGERT_OK);
     ASSERT_EQ(edgert_slot_apply(slot.s, p.data(), p.size()), EDGERT_OK) << kChain[v - 1] << ": " << edgert_last_error();
     EXPECT_EQ(edgert_slot_version(slot.s), static_cast<uint64_t>(v));
@@ -241,7 +245,7 @@ TEST(PacketGolden, ChainDecodesToExpectedWeights) {
   Bytes t(info.byte_size);
   uint64_t version = 0;
   ASSERT_EQ(edgert_slot_read_tensor(slot.s, 2, t.data(), t.size(), &version), EDGERT_OK);
-  EXPECT_EQ(version, 5u);
+  EXPECT_EQ(version, 7u);
   const Bytes all = weights_of(slot.s);
   EXPECT_EQ(Bytes(all.begin() + info.byte_offset, all.begin() + info.byte_offset + info.byte_size), t);
   EXPECT_EQ(edgert_slot_read_tensor(slot.s, 2, t.data(), t.size() - 1, &version), EDGERT_ERR_BUFFER_TOO_SMALL);
@@ -707,3 +711,269 @@ TEST(PacketSlot, ReadersAlwaysSeeOneVersion) {
 }
 
 }  // namespace
+
+// ---- format 2 ------------------------------------------------------------------------
+
+// A slot at v5 (the format 1 chain, keyed) ready for the format 2 golden packets.
+class Format2 : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    manifest = read_golden("manifest.bin");
+    key = read_golden("key.bin");
+    ASSERT_EQ(edgert_slot_create(manifest.data(), manifest.size(), &slot.s), EDGERT_OK);
+    for (int v = 1; v <= 5; ++v) {
+      if (v == 5) ASSERT_EQ(edgert_slot_set_key(slot.s, key.data(), key.size()), EDGERT_OK);
+      const Bytes p = read_golden(kChain[v - 1]);
+      ASSERT_EQ(edgert_slot_apply(slot.s, p.data(), p.size()), EDGERT_OK) << edgert_last_error();
+    }
+    sparse = read_golden("v2_sparse_fp16.bin");  // v5 -> v6; directory at 72: 00 02 03 00 1a | 02 02 03 00 2e | 03 00 03 01 0a
+    int8 = read_golden("v2_int8.bin");           // v6 -> v7; 00 02 04 00 07 f32 | 04 02 04 00 01 f32 | 05 02 04 00 00 f32
+  }
+  void expect_rejected(const Bytes& p, edgert_status status, const std::string& what) {
+    const Bytes before = weights_of(slot.s);
+    const uint64_t version = edgert_slot_version(slot.s);
+    EXPECT_EQ(edgert_slot_apply(slot.s, p.data(), p.size()), status)
+        << what << ": got message '" << edgert_last_error() << "'";
+    EXPECT_EQ(weights_of(slot.s), before) << what;
+    EXPECT_EQ(edgert_slot_version(slot.s), version) << what;
+  }
+  Bytes payload_of(const Bytes& p) const {
+    return Bytes(p.begin() + pk::kPacketHeaderBytes, p.begin() + pk::kPacketHeaderBytes + pk::load_u64(&p[64]));
+  }
+  // `p`'s header with a new payload, CRC and MAC.
+  Bytes with_payload(const Bytes& p, const Bytes& payload) const {
+    Bytes out(p.begin(), p.begin() + pk::kPacketHeaderBytes);
+    pk::store_u64(out.data() + 64, payload.size());
+    out.insert(out.end(), payload.begin(), payload.end());
+    out.resize(out.size() + pk::kCrcBytes + pk::kMacBytes);
+    reseal(out, key);
+    return out;
+  }
+  Bytes manifest, key, sparse, int8;
+  SlotPtr slot;
+};
+
+TEST_F(Format2, GoldenPacketsApplyAfterResealing) {
+  // The helpers themselves are sound: an unmodified payload resealed applies.
+  ASSERT_EQ(edgert_slot_apply(slot.s, with_payload(sparse, payload_of(sparse)).data(), sparse.size()), EDGERT_OK)
+      << edgert_last_error();
+  EXPECT_EQ(weights_of(slot.s), read_golden("weights_v6.bin"));
+  ASSERT_EQ(edgert_slot_apply(slot.s, int8.data(), int8.size()), EDGERT_OK) << edgert_last_error();
+  EXPECT_EQ(weights_of(slot.s), read_golden("weights_v7.bin"));
+}
+
+TEST_F(Format2, EveryTruncationPoint) {
+  for (size_t n = 0; n < sparse.size(); ++n) {
+    expect_rejected(Bytes(sparse.begin(), sparse.begin() + n), EDGERT_ERR_PACKET_TRUNCATED,
+                    "truncated to " + std::to_string(n));
+  }
+}
+
+TEST_F(Format2, MalformedDirectoriesAndStreams) {
+  const Bytes pay = payload_of(sparse);
+  const size_t stream_at = 15;
+  auto edit = [&](size_t at, std::initializer_list<uint8_t> bytes) {
+    Bytes q = pay;
+    size_t i = at;
+    for (uint8_t b : bytes) q[i++] = b;
+    return with_payload(sparse, q);
+  };
+  auto splice = [&](size_t at, size_t drop, const Bytes& insert) {
+    Bytes q(pay.begin(), pay.begin() + at);
+    q.insert(q.end(), insert.begin(), insert.end());
+    q.insert(q.end(), pay.begin() + at + drop, pay.end());
+    return with_payload(sparse, q);
+  };
+  expect_rejected(splice(0, 1, {0x80, 0x00}), EDGERT_ERR_PACKET_MALFORMED, "non-minimal varint");
+  expect_rejected(splice(0, 1, Bytes(10, 0xFF)), EDGERT_ERR_PACKET_MALFORMED, "varint past 64 bits");
+  expect_rejected(splice(0, 1, Bytes{0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01}),
+                  EDGERT_ERR_PACKET_MALFORMED, "11-byte varint");
+  expect_rejected(edit(0, {9}), EDGERT_ERR_PACKET_BAD_TENSOR, "tensor id out of range");
+  expect_rejected(edit(5, {0}), EDGERT_ERR_PACKET_BAD_TENSOR, "duplicate tensor id");
+  expect_rejected(edit(1, {pk::kIndexRice}), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "Rice coding in format 2");
+  expect_rejected(edit(2, {pk::kValueF16}), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "raw fp16 in format 2");
+  expect_rejected(edit(2, {5}), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "unknown value coding");
+  expect_rejected(edit(3, {2}), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "unknown mode");
+  expect_rejected(edit(4, {0x6D}), EDGERT_ERR_PACKET_MALFORMED, "n = 109 > 108 elements");
+  expect_rejected(edit(1, {pk::kIndexDense}), EDGERT_ERR_PACKET_MALFORMED, "dense with n != numel");
+  expect_rejected(with_payload(sparse, Bytes(pay.begin(), pay.begin() + 3)), EDGERT_ERR_PACKET_MALFORMED,
+                  "directory runs past the payload");
+  expect_rejected(with_payload(sparse, Bytes(pay.begin(), pay.begin() + stream_at + 3)), EDGERT_ERR_PACKET_MALFORMED,
+                  "stream shorter than 4 bytes");
+  Bytes longer = pay;
+  longer.push_back(0);
+  expect_rejected(with_payload(sparse, longer), EDGERT_ERR_PACKET_MALFORMED, "a byte after the stream");
+  expect_rejected(with_payload(sparse, Bytes(pay.begin(), pay.end() - 1)), EDGERT_ERR_PACKET_MALFORMED,
+                  "stream one byte short");
+  for (size_t at = stream_at; at < pay.size(); ++at) {
+    Bytes q = pay;
+    q[at] ^= 0x5A;
+    const Bytes p = with_payload(sparse, q);
+    const Bytes before = weights_of(slot.s);
+    const edgert_status st = edgert_slot_apply(slot.s, p.data(), p.size());
+    // A flipped byte changes the decoded symbols; it is caught unless the stream still ends exactly
+    // (then the packet is well-formed and CRC/MAC are what protect its content).
+    if (st == EDGERT_OK) {
+      ASSERT_EQ(edgert_slot_version(slot.s), 6u);
+      SetUp();  // back to v5
+      continue;
+    }
+    EXPECT_EQ(st, EDGERT_ERR_PACKET_MALFORMED) << "flip at " << at;
+    EXPECT_EQ(weights_of(slot.s), before);
+  }
+  expect_rejected(edit(stream_at, {0xFF, 0xFF, 0xFF, 0xFF}), EDGERT_ERR_PACKET_MALFORMED,
+                  "stream starting with ff ff ff ff");
+  ASSERT_EQ(edgert_slot_apply(slot.s, sparse.data(), sparse.size()), EDGERT_OK) << edgert_last_error();
+  const Bytes ipay = payload_of(int8);
+  Bytes bad_scale = ipay;
+  pk::store_u32(bad_scale.data() + 5, 0x7F800000u);  // +inf
+  expect_rejected(with_payload(int8, bad_scale), EDGERT_ERR_PACKET_MALFORMED, "non-finite int8 scale");
+  ASSERT_EQ(edgert_slot_apply(slot.s, int8.data(), int8.size()), EDGERT_OK) << edgert_last_error();
+  expect_rejected(int8, EDGERT_ERR_PACKET_STALE, "replayed format 2 packet");
+}
+
+// The encoder of docs/update-packet.md (format 2), test-only: lets the tests craft streams.
+class TinyEncoder {
+ public:
+  void bit(uint16_t* p, unsigned b) {
+    const uint32_t bound = (range_ >> pk::kProbBits) * *p;
+    if (b) {
+      low_ += bound;
+      range_ -= bound;
+      *p = static_cast<uint16_t>(*p - (*p >> pk::kAdaptShift));
+    } else {
+      range_ = bound;
+      *p = static_cast<uint16_t>(*p + (((1u << pk::kProbBits) - *p) >> pk::kAdaptShift));
+    }
+    normalize();
+  }
+  void direct(unsigned b) {
+    range_ >>= 1;
+    if (b) low_ += range_;
+    normalize();
+  }
+  void gap(uint16_t* unary, uint16_t* mantissa, uint64_t g) {
+    const uint64_t v = g + 1;
+    unsigned nb = 0;
+    while ((v >> (nb + 1)) != 0) ++nb;
+    for (unsigned i = 0; i < nb; ++i) bit(&unary[i], 1);
+    if (nb < pk::kMaxGapBucket) bit(&unary[nb], 0);
+    if (nb >= 1) {
+      bit(&mantissa[nb], static_cast<unsigned>((v >> (nb - 1)) & 1));
+      for (int i = static_cast<int>(nb) - 2; i >= 0; --i) direct(static_cast<unsigned>((v >> i) & 1));
+    }
+  }
+  void tree(uint16_t* probs, unsigned bits, uint32_t symbol) {
+    uint32_t node = 1;
+    for (int i = static_cast<int>(bits) - 1; i >= 0; --i) {
+      const unsigned b = (symbol >> i) & 1;
+      bit(&probs[node], b);
+      node = (node << 1) | b;
+    }
+  }
+  Bytes finish() {
+    for (int i = 0; i < 5; ++i) shift_low();
+    return Bytes(out_.begin() + 1, out_.end());  // the first byte is always 0 and not sent
+  }
+
+ private:
+  void normalize() {
+    while (range_ < pk::kRangeTop) {
+      range_ <<= 8;
+      shift_low();
+    }
+  }
+  void shift_low() {
+    if (low_ < 0xFF000000ull || low_ >= (1ull << 32)) {
+      const uint8_t carry = static_cast<uint8_t>(low_ >> 32);
+      uint8_t temp = cache_;
+      do {
+        out_.push_back(static_cast<uint8_t>(temp + carry));
+        temp = 0xFF;
+      } while (--cache_size_ != 0);
+      cache_ = static_cast<uint8_t>(low_ >> 24);
+    }
+    ++cache_size_;
+    low_ = (low_ & 0x00FFFFFFull) << 8;
+  }
+  uint64_t low_ = 0;
+  uint32_t range_ = 0xFFFFFFFFu;
+  uint8_t cache_ = 0;
+  uint64_t cache_size_ = 1;
+  Bytes out_;
+};
+
+TEST(RangeCoder, RoundTripsGapsAndSymbols) {
+  uint64_t state = 12345;
+  auto next = [&]() {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return state >> 33;
+  };
+  for (size_t n : {size_t{0}, size_t{1}, size_t{2}, size_t{7}, size_t{1000}, size_t{5001}}) {
+    std::vector<uint64_t> gaps(n);
+    std::vector<uint32_t> sym16(n), sym8(n);
+    for (size_t i = 0; i < n; ++i) {
+      const uint64_t r = next() % 6;
+      gaps[i] = r == 0 ? 0xFFFFFFFFull : r == 1 ? next() % 1000000 : r < 4 ? 0 : next() % 4;
+      sym16[i] = r < 3 ? 0x1400 : static_cast<uint32_t>(next() & 0xFFFF);
+      sym8[i] = static_cast<uint32_t>(next() & 0xFF);
+    }
+    std::vector<uint16_t> p16(pk::kTree16Contexts, pk::kProbInit), p8(pk::kTree8Contexts, pk::kProbInit);
+    pk::GapModel g;
+    g.reset();
+    TinyEncoder enc;
+    for (size_t i = 0; i < n; ++i) {
+      enc.gap(g.unary, g.mantissa, gaps[i]);
+      enc.tree(p16.data(), 16, sym16[i]);
+      enc.tree(p8.data(), 8, sym8[i]);
+    }
+    const Bytes stream = enc.finish();
+    pk::RangeDecoder rc;
+    ASSERT_TRUE(rc.init(stream.data(), stream.size()));
+    pk::reset_probs(p16.data(), pk::kTree16Contexts);
+    pk::reset_probs(p8.data(), pk::kTree8Contexts);
+    g.reset();
+    for (size_t i = 0; i < n; ++i) {
+      ASSERT_EQ(g.decode_v(rc) - 1, gaps[i]) << "n " << n << " i " << i;
+      ASSERT_EQ(pk::decode_tree<16>(rc, p16.data()), sym16[i]);
+      ASSERT_EQ(pk::decode_tree<8>(rc, p8.data()), sym8[i]);
+    }
+    EXPECT_TRUE(rc.finished()) << "n " << n;
+    pk::RangeDecoder longer;  // the same stream with a byte less does not finish
+    if (stream.size() > 4) {
+      ASSERT_TRUE(longer.init(stream.data(), stream.size() - 1));
+      pk::reset_probs(p16.data(), pk::kTree16Contexts);
+      pk::reset_probs(p8.data(), pk::kTree8Contexts);
+      g.reset();
+      for (size_t i = 0; i < n; ++i) {
+        g.decode_v(longer);
+        pk::decode_tree<16>(longer, p16.data());
+        pk::decode_tree<8>(longer, p8.data());
+      }
+      EXPECT_FALSE(longer.finished());
+    }
+  }
+}
+
+TEST_F(Format2, IndexOutOfRangeIsRejected) {
+  // conv.weight (108 elements): one coordinate whose gap puts it at index `at`.
+  for (uint64_t at : {uint64_t{108}, uint64_t{1} << 31, uint64_t{0xFFFFFFFE}, uint64_t{107}}) {  // valid last
+    pk::GapModel g;
+    g.reset();
+    std::vector<uint16_t> p16(pk::kTree16Contexts, pk::kProbInit);
+    TinyEncoder enc;
+    enc.gap(g.unary, g.mantissa, at);
+    enc.tree(p16.data(), 16, 0x3C00);  // 1.0
+    Bytes payload = {0x00, pk::kIndexGapAc, pk::kValueF16Ac, pk::kModeAdd, 0x01};
+    const Bytes stream = enc.finish();
+    payload.insert(payload.end(), stream.begin(), stream.end());
+    Bytes p = with_payload(sparse, payload);
+    pk::store_u32(p.data() + 56, 1);  // one entry
+    reseal(p, key);
+    if (at < 108) {
+      ASSERT_EQ(edgert_slot_apply(slot.s, p.data(), p.size()), EDGERT_OK) << edgert_last_error();
+    } else {
+      expect_rejected(p, EDGERT_ERR_PACKET_MALFORMED, "index " + std::to_string(at));
+    }
+  }
+}
