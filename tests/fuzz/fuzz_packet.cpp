@@ -1,6 +1,9 @@
 // libFuzzer target: arbitrary bytes as an update packet against a slot built
-// from the golden manifest (key set on odd first bytes). Must never crash,
-// leak or write the active weights on rejection.
+// from the golden manifest (snapshot applied / key set by bits of the last
+// byte). Must never crash, leak or write the active weights on rejection.
+// With bit 2 of the last byte the harness rebases the packet onto the slot's
+// version and recomputes its CRC, so mutations reach the entry and
+// range-coded stream decoders instead of stopping at the CRC check.
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -47,9 +50,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   };
   const std::vector<uint8_t> before = snapshot();
   const uint64_t version = edgert_slot_version(slot);
+  std::vector<uint8_t> packet(data, data + size);
+  if (size >= 76 && (data[size - 1] & 4)) {
+    uint64_t payload = 0;
+    for (int i = 0; i < 8; ++i) payload |= static_cast<uint64_t>(packet[64 + i]) << (8 * i);
+    for (int i = 0; i < 8; ++i) packet[40 + i] = static_cast<uint8_t>(version >> (8 * i));
+    for (int i = 0; i < 8; ++i) packet[48 + i] = static_cast<uint8_t>((version + 1) >> (8 * i));
+    if (payload <= size - 76) {
+      const size_t body = 72 + static_cast<size_t>(payload);
+      const uint32_t crc = edgert_crc32c(0, packet.data(), body);
+      for (int i = 0; i < 4; ++i) packet[body + i] = static_cast<uint8_t>(crc >> (8 * i));
+    }
+  }
   edgert_packet_header header;
-  (void)edgert_packet_inspect(data, size, &header);
-  const edgert_status st = edgert_slot_apply(slot, data, size);
+  (void)edgert_packet_inspect(packet.data(), packet.size(), &header);
+  const edgert_status st = edgert_slot_apply(slot, packet.data(), packet.size());
   if (st != EDGERT_OK) {
     if (snapshot() != before || edgert_slot_version(slot) != version) std::abort();  // rejected but changed
   }
