@@ -210,6 +210,7 @@ bool EdgeNode::handle_packet(int fd, const Bytes& body) {
 bool EdgeNode::session(int fd) {
   wire::Hello hello;
   hello.device_id = config_.device_id;
+  hello.max_packet_format = edgert_packet_max_format();
   if (const auto s = current_slot()) {
     edgert_slot_model_id(s->slot, hello.model_id);
     hello.active_version = edgert_slot_version(s->slot);

@@ -101,6 +101,7 @@ Bytes encode_hello(const Hello& m) {
   b.insert(b.end(), m.device_id.begin(), m.device_id.end());
   b.insert(b.end(), m.model_id, m.model_id + kModelIdBytes);
   put_u64(b, m.active_version);
+  put_u16(b, m.max_packet_format);
   b.insert(b.end(), m.client_nonce, m.client_nonce + kNonceBytes);
   return b;
 }
@@ -137,6 +138,9 @@ bool parse_hello(const Bytes& body, Hello* out, std::string* error) {
   std::memcpy(out->model_id, p, kModelIdBytes);
   if (!r.take(8, &p)) return fail(error, "HELLO: truncated");
   out->active_version = get_le(p, 8);
+  if (!r.take(2, &p)) return fail(error, "HELLO: truncated");
+  out->max_packet_format = static_cast<uint16_t>(get_le(p, 2));
+  if (out->max_packet_format == 0) return fail(error, "HELLO: max packet format 0");
   if (!r.take(kNonceBytes, &p)) return fail(error, "HELLO: truncated");
   std::memcpy(out->client_nonce, p, kNonceBytes);
   if (!r.done()) return fail(error, "HELLO: trailing bytes");

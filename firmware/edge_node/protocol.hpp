@@ -24,7 +24,7 @@ enum class FrameType : uint8_t {
   kError = 11,
 };
 
-constexpr uint16_t kProtocolVersion = 1;
+constexpr uint16_t kProtocolVersion = 2;  // 2: HELLO carries max_packet_format
 constexpr size_t kHeaderBytes = 6;
 constexpr uint32_t kDefaultMaxFrame = 64u << 20;
 constexpr size_t kNonceBytes = 16;
@@ -44,6 +44,7 @@ struct Hello {
   std::string device_id;
   uint8_t model_id[kModelIdBytes] = {};
   uint64_t active_version = 0;
+  uint16_t max_packet_format = 1;  // newest update-packet format this device decodes
   uint8_t client_nonce[kNonceBytes] = {};
 };
 struct Challenge {

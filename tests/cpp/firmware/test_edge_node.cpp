@@ -45,7 +45,9 @@ TEST(WireProtocol, HelloRoundTripAndEveryTruncation) {
   hello.active_version = 0x0102030405060708ull;
   for (size_t i = 0; i < wire::kNonceBytes; ++i) hello.client_nonce[i] = static_cast<uint8_t>(i * 3);
   hello.model_id[0] = 0xab;
+  hello.max_packet_format = 2;
   const Bytes body = wire::encode_hello(hello);
+  EXPECT_EQ(body.size(), 4u + 2 + 2 + 7 + 16 + 8 + 2 + 16);
   wire::Hello parsed;
   std::string error;
   ASSERT_TRUE(wire::parse_hello(body, &parsed, &error)) << error;
@@ -53,6 +55,7 @@ TEST(WireProtocol, HelloRoundTripAndEveryTruncation) {
   EXPECT_EQ(parsed.active_version, hello.active_version);
   EXPECT_EQ(0, std::memcmp(parsed.client_nonce, hello.client_nonce, wire::kNonceBytes));
   EXPECT_EQ(parsed.model_id[0], 0xab);
+  EXPECT_EQ(parsed.max_packet_format, 2);
   for (size_t cut = 0; cut < body.size(); ++cut) {
     EXPECT_FALSE(wire::parse_hello(Bytes(body.begin(), body.begin() + static_cast<std::ptrdiff_t>(cut)), &parsed, &error))
         << "cut " << cut;
@@ -62,8 +65,13 @@ TEST(WireProtocol, HelloRoundTripAndEveryTruncation) {
   EXPECT_FALSE(wire::parse_hello(longer, &parsed, &error));
   EXPECT_EQ(error, "HELLO: trailing bytes");
   Bytes future = body;
-  future[4] = 2;  // protocol version 2
+  future[4] = 3;  // protocol version 3
   EXPECT_FALSE(wire::parse_hello(future, &parsed, &error));
+  Bytes no_format = body;
+  no_format[4 + 2 + 2 + 7 + 16 + 8] = 0;  // max_packet_format 0
+  no_format[4 + 2 + 2 + 7 + 16 + 8 + 1] = 0;
+  EXPECT_FALSE(wire::parse_hello(no_format, &parsed, &error));
+  EXPECT_EQ(error, "HELLO: max packet format 0");
 }
 
 TEST(WireProtocol, ProofsBindKeyNoncesAndDevice) {
@@ -83,11 +91,13 @@ TEST(WireProtocol, ProofsBindKeyNoncesAndDevice) {
 }
 
 TEST(WireProtocol, ChallengeAndNackAndError) {
-  Bytes challenge = {1, 0};
+  Bytes challenge = {1, 0};  // protocol 1: the node speaks 2 and refuses it
   challenge.resize(2 + wire::kNonceBytes + wire::kProofBytes, 9);
   wire::Challenge c;
   std::string error;
-  ASSERT_TRUE(wire::parse_challenge(challenge, &c, &error));
+  EXPECT_FALSE(wire::parse_challenge(challenge, &c, &error));
+  challenge[0] = 2;
+  ASSERT_TRUE(wire::parse_challenge(challenge, &c, &error)) << error;
   EXPECT_EQ(c.server_nonce[0], 9);
   challenge.pop_back();
   EXPECT_FALSE(wire::parse_challenge(challenge, &c, &error));
