@@ -29,8 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SUMMARY = re.compile(r"applied (\d+) packets: median ([\d.]+) us, min ([\d.]+) us, max ([\d.]+) us")
 
 
-def write_chain(folder: Path, packets: int, seed: int = 0) -> list[Path]:
-    """Manifest, snapshot (v1) and ``packets`` sparse updates v1->v2->...; returns the file list for time_apply."""
+def write_chain(folder: Path, packets: int, seed: int = 0, packet_format: int = 1) -> list[Path]:
+    """Manifest, snapshot (v1) and ``packets`` sparse updates v1->v2->... (format 1, or format 2 where
+    smaller); returns the file list for time_apply."""
     rng = np.random.default_rng(seed)
     m = _model()
     (folder / "manifest.bin").write_bytes(m.to_bytes())
@@ -39,7 +40,7 @@ def write_chain(folder: Path, packets: int, seed: int = 0) -> list[Path]:
     files[1].write_bytes(encode_snapshot(m, 1, weights).data)
     for v in range(1, packets + 1):
         path = folder / f"update_{v:03d}.bin"
-        path.write_bytes(encode_update(m, v, v + 1, _update(m, rng)).data)
+        path.write_bytes(encode_update(m, v, v + 1, _update(m, rng), max_format=packet_format).data)
         files.append(path)
     return files
 
@@ -78,13 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     numel = sum(t.numel for t in _model().tensors)
     shape = f"{numel / 1e6:.1f}M params, {DENSITY:.0%}"
-    with tempfile.TemporaryDirectory() as tmp:
-        files = write_chain(Path(tmp), args.packets)
-        size = files[-1].stat().st_size
-        for name, command in targets:
-            t = run_binary(command, files)
-            rows.append(Row("packet_apply_device", name, "cpu", "fp16", shape, time=t, bytes_moved=float(size),
-                            extra={"packet_bytes": size, "single_thread": True}))
+    for packet_format in (1, 2):
+        with tempfile.TemporaryDirectory() as tmp:
+            files = write_chain(Path(tmp), args.packets, packet_format=packet_format)
+            size = files[-1].stat().st_size
+            for name, command in targets:
+                t = run_binary(command, files)
+                rows.append(Row("packet_apply_device", f"{name}, format {packet_format}", "cpu", "fp16", shape,
+                                time=t, bytes_moved=float(size),
+                                extra={"packet_bytes": size, "single_thread": True, "format": packet_format}))
     print("| program | shapes | packet bytes | median | IQR | goal (<= 1 ms native) |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r.impl} | {r.shapes} | {r.extra['packet_bytes']} | {r.time.median * 1e6:.0f} us | "

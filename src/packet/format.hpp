@@ -90,8 +90,11 @@ struct VerifyScratch {
   uint64_t index_used;
   uint16_t* probs16;  // format 2 model state: kTree16Contexts and kTree8Contexts entries
   uint16_t* probs8;
+  uint8_t* value_store = nullptr;  // format 2: decoded raw values are kept here when all of them fit
+  uint64_t value_capacity = 0;     // bytes
   const uint8_t* stream = nullptr;  // out (format 2): the range-coded stream
   uint64_t stream_bytes = 0;
+  bool stream_stored = false;  // out (format 2): every index and value is in the scratch (no second decode)
 };
 
 // Header checks shared by inspect and verify: truncation, magic, format

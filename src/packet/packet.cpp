@@ -111,13 +111,30 @@ edgert_status verify_payload_v2(const uint8_t* cur, uint64_t remaining, const ed
   }
   scratch->stream = cur;
   scratch->stream_bytes = remaining;
+  // Keep the decoded values too when they (and every index) fit, so applying needs no second decode.
+  bool keep = scratch->value_store != nullptr;
+  uint64_t value_bytes = 0;
+  for (uint32_t e = 0; e < h.tensor_count && keep; ++e) {
+    Entry& en = scratch->entries[e];
+    const uint64_t bytes = en.count * (en.value_coding == kValueF16Ac ? 2 : 1);
+    keep = (en.index_coding == kIndexDense || en.stored_at != kNotStored) &&
+           bytes <= scratch->value_capacity - value_bytes;
+    en.values = scratch->value_store + value_bytes;
+    en.value_bytes = bytes;
+    value_bytes += keep ? bytes : 0;
+  }
+  scratch->stream_stored = keep;
   const Entry* entries = scratch->entries;
   uint32_t* stored = scratch->indices;
   return decode_stream_v2(entries, h.tensor_count, manifest, cur, remaining, scratch->probs16, scratch->probs8,
-                          [&](uint32_t e, const uint32_t* idx, uint64_t first, const uint8_t*, size_t n) {
+                          [&](uint32_t e, const uint32_t* idx, uint64_t first, const uint8_t* raw, size_t n) {
                             const Entry& en = entries[e];
                             if (idx != nullptr && en.stored_at != kNotStored) {
                               std::memcpy(stored + en.stored_at + first, idx, n * sizeof(uint32_t));
+                            }
+                            if (keep) {
+                              const uint64_t size = en.value_coding == kValueF16Ac ? 2 : 1;
+                              std::memcpy(const_cast<uint8_t*>(en.values) + first * size, raw, n * size);
                             }
                           });
 }
@@ -218,6 +235,7 @@ edgert_status verify_packet(const uint8_t* p, size_t len, const Manifest& manife
   scratch->index_used = 0;
   scratch->stream = nullptr;
   scratch->stream_bytes = 0;
+  scratch->stream_stored = false;
   if (h.format_version == kCompactFormat) {
     if (edgert_status st = verify_payload_v2(p + kPacketHeaderBytes, h.payload_length, h, manifest, scratch);
         st != EDGERT_OK) {

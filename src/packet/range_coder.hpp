@@ -37,21 +37,18 @@ class RangeDecoder {
   }
 
   unsigned bit(uint16_t* p) {
+    // Branch-free: near-uniform bits (fp16 mantissas) would mispredict half the time.
     const uint32_t prob = *p;
     const uint32_t bound = (range_ >> kProbBits) * prob;
-    unsigned b;
-    if (code_ < bound) {
-      range_ = bound;
-      *p = static_cast<uint16_t>(prob + (((1u << kProbBits) - prob) >> kAdaptShift));
-      b = 0;
-    } else {
-      code_ -= bound;
-      range_ -= bound;
-      *p = static_cast<uint16_t>(prob - (prob >> kAdaptShift));
-      b = 1;
-    }
+    const uint32_t one = code_ >= bound ? 1u : 0u;
+    const uint32_t mask = 0u - one;
+    code_ -= bound & mask;
+    range_ = (bound & ~mask) | ((range_ - bound) & mask);
+    const uint32_t up = prob + (((1u << kProbBits) - prob) >> kAdaptShift);
+    const uint32_t down = prob - (prob >> kAdaptShift);
+    *p = static_cast<uint16_t>((up & ~mask) | (down & mask));
     normalize();
-    return b;
+    return one;
   }
 
   unsigned direct() {

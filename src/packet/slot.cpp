@@ -88,6 +88,7 @@ struct edgert_slot {
   std::vector<uint32_t> changed_ids;
   std::vector<uint16_t> probs16;  // format 2 value models (reset per packet)
   std::vector<uint16_t> probs8;
+  std::vector<uint8_t> value_store;  // format 2 values decoded while verifying
   ChangeSet sets[kBuffers];
   int fill_set = 0;  // the set the next packet records into
 
@@ -218,14 +219,21 @@ RunFn pick_run1(uint8_t coding, bool set, bool dense) {
 
 uint64_t value_size(uint8_t coding) { return coding == pk::kValueF32 ? 4 : coding == pk::kValueF16 ? 2 : 1; }
 
-// Writes one verified entry into buffer `w` (cannot fail: verify_packet ran).
+// Format 2 codings carry the raw values of a format 1 coding.
+uint8_t raw_coding(uint8_t coding) {
+  return coding == pk::kValueF16Ac ? pk::kValueF16 : coding == pk::kValueQ8Ac ? pk::kValueQ8 : coding;
+}
+
+// Writes one verified entry into buffer `w` (cannot fail: verify_packet ran). Format 2 entries
+// come here only when verify kept their indices and values (VerifyScratch::stream_stored).
 void apply_entry(const edgert_slot* s, const pk::Entry& e, const uint32_t* stored, uint8_t* base) {
   const pk::TensorDesc& d = s->manifest.tensors[e.tensor_id];
   uint8_t* w = base + d.offset;
   const bool dense = e.index_coding == pk::kIndexDense;
   const bool set = e.mode == pk::kModeSet;
-  const RunFn run = d.dtype == EDGERT_F16 ? pick_run1<true>(e.value_coding, set, dense)
-                                          : pick_run1<false>(e.value_coding, set, dense);
+  const uint8_t coding = raw_coding(e.value_coding);
+  const RunFn run = d.dtype == EDGERT_F16 ? pick_run1<true>(coding, set, dense)
+                                          : pick_run1<false>(coding, set, dense);
   if (dense) {
     run(w, nullptr, e.values, e.count, e.scale);
   } else if (e.stored_at != pk::kNotStored) {
@@ -307,6 +315,7 @@ edgert_status edgert_slot_create(const uint8_t* manifest, size_t manifest_len, e
       c.changes.resize(n);
       c.indices.resize(capacity);
     }
+    s->value_store.resize(2 * capacity);
   } catch (const std::bad_alloc&) {
     delete s;
     return fail(EDGERT_ERR_OUT_OF_MEMORY, "slot_create: out of memory for %zu tensors", n);
@@ -357,7 +366,8 @@ edgert_status edgert_slot_apply(edgert_slot* slot, const uint8_t* packet, size_t
   ChangeSet& set = slot->sets[slot->fill_set];
   set.valid = false;  // its storage is about to be overwritten
   pk::VerifyScratch scratch{slot->entries.data(), slot->seen.data(), set.indices.data(), set.indices.size(), 0,
-                            slot->probs16.data(), slot->probs8.data()};
+                            slot->probs16.data(), slot->probs8.data(), slot->value_store.data(),
+                            slot->value_store.size()};
   edgert_packet_header h;
   const uint64_t active_version = slot->active_version.load();
   if (edgert_status st = pk::verify_packet(packet, len, slot->manifest, active_version, slot->key, slot->key_len,
@@ -371,10 +381,11 @@ edgert_status edgert_slot_apply(edgert_slot* slot, const uint8_t* packet, size_t
   uint8_t* dst = slot->buffers[x].data;
   set.complete = true;
   set.n_changes = h.tensor_count;
-  if (h.format_version == pk::kCompactFormat) apply_stream(slot, scratch, h.tensor_count, dst);
+  const bool decode_again = h.format_version == pk::kCompactFormat && !scratch.stream_stored;
+  if (decode_again) apply_stream(slot, scratch, h.tensor_count, dst);
   for (uint32_t i = 0; i < h.tensor_count; ++i) {
     const pk::Entry& e = slot->entries[i];
-    if (h.format_version != pk::kCompactFormat) apply_entry(slot, e, set.indices.data(), dst);
+    if (!decode_again) apply_entry(slot, e, set.indices.data(), dst);
     const bool dense = e.index_coding == pk::kIndexDense;
     set.changes[i] = Change{e.tensor_id, dense, e.stored_at, e.count};
     if (!dense && e.stored_at == pk::kNotStored) set.complete = false;
