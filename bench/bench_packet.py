@@ -170,6 +170,15 @@ def run(device: torch.device, quick: bool) -> list[Row]:
         rows.append(Row("packet_apply", impl, "cpu", coding, shape, t, bytes_moved=float(len(packets[0])),
                         extra={"packet_bytes": len(packets[0]), **sizes,
                                **({"real_update": real_sizes} if real_sizes else {})}))
+    if real_sizes:  # the real update re-sent as a version chain: apply cost of each format
+        real_shape = f"{real_sizes['params'] / 1e6:.2f}M params, real AMS update"
+        for fmt in (1, 2):
+            packets = [encode_update(real_m, v, v + 1, real, max_format=fmt).data for v in range(repeats + warmup)]
+            slot = Slot(real_m.to_bytes())
+            it = iter(packets)
+            t = measure(lambda: slot.apply(next(it)), repeats=repeats, warmup=warmup)
+            rows.append(Row("packet_apply", f"edgert-cpu-format{fmt}", "cpu", "fp16", real_shape, t,
+                            bytes_moved=float(len(packets[0])), extra={"packet_bytes": len(packets[0])}))
     # Peer: scatter-add of already-decoded fp16 values with 32-bit indices, no verification.
     upd = _update(m, rng)
     weights = [np.zeros(t.numel, dtype=np.float32) for t in m.tensors]

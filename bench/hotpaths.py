@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_json:
         config = {"device": device.type, "device_name": device_name(device), "quick": args.quick,
                   "threads": torch.get_num_threads(), "ops": args.only or list(OP_MODULES)}
-        path = write_json("hotpaths" + ("-quick" if args.quick else ""), rows, roofline, config)
+        # A partial run (--only) gets its own file so it never overwrites the full table.
+        name = "hotpaths" + ("-" + "-".join(sorted(args.only)) if args.only else "") + ("-quick" if args.quick else "")
+        path = write_json(name, rows, roofline, config)
         print(f"wrote {path}")
     return 0
 
