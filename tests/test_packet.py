@@ -274,7 +274,7 @@ def _adam_like_update(m: Manifest, rng: np.random.Generator) -> dict:
     for t in m.tensors:
         if t.numel == 0:
             continue
-        rows = max(1, t.numel // 64)
+        rows = -(-t.numel // 64)
         chosen = rng.random(rows) < 0.1
         mask = np.repeat(chosen, 64)[:t.numel] & (rng.random(t.numel) < 0.8)
         idx = np.flatnonzero(mask)
