@@ -217,7 +217,7 @@ def pretrained_student(cfg: "EvalConfig", teacher: Any, log: Any = print) -> tup
     if cfg.pretrain_iterations <= 0:
         return student, None
     key = json.dumps([cfg.teacher, cfg.student_width, cfg.width, cfg.height, cfg.seed, cfg.pretrain_iterations,
-                      cfg.ams.batch_size, dataclasses.asdict(cfg.ams.adam), "generic-v1"])
+                      cfg.ams.batch_size, dataclasses.asdict(cfg.ams.adam), "generic-v2"])
     from edgert.data import cache_dir
 
     root = Path(cfg.cache_dir) if cfg.cache_dir else cache_dir() / "ams"
@@ -234,7 +234,10 @@ def pretrained_student(cfg: "EvalConfig", teacher: Any, log: Any = print) -> tup
     rng = np.random.default_rng(cfg.seed)
     for _ in range(cfg.pretrain_iterations):
         idx = rng.integers(0, len(frames), size=cfg.ams.batch_size)
-        distill_step(student, opt, frames[idx], labels[idx], freeze_bn=True)
+        # BatchNorm in train mode here (frozen only while customising): with frozen statistics the
+        # 300 steps kill the ASPP branch and 96 % of the parameters end with exactly zero gradient
+        # (docs/ams.md, "the dead generic student"); with batch statistics 0.9 % do.
+        distill_step(student, opt, frames[idx], labels[idx], freeze_bn=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(student.state_dict(), tmp)
