@@ -823,6 +823,13 @@ TEST_F(Format2, MalformedDirectoriesAndStreams) {
   }
   expect_rejected(edit(stream_at, {0xFF, 0xFF, 0xFF, 0xFF}), EDGERT_ERR_PACKET_MALFORMED,
                   "stream starting with ff ff ff ff");
+  {
+    // Every byte consumed but the final code is not 0: the last byte is part of the final interval.
+    Bytes q = pay;
+    q.back() ^= 0x01;
+    expect_rejected(with_payload(sparse, q), EDGERT_ERR_PACKET_MALFORMED, "code != 0 at the end");
+    EXPECT_NE(std::string(edgert_last_error()).find("final interval"), std::string::npos) << edgert_last_error();
+  }
   ASSERT_EQ(edgert_slot_apply(slot.s, sparse.data(), sparse.size()), EDGERT_OK) << edgert_last_error();
   const Bytes ipay = payload_of(int8);
   Bytes bad_scale = ipay;
