@@ -56,6 +56,15 @@ Bytes weights_of(edgert_slot* s) {
   return out;
 }
 
+// Applies `p` to `s`, expects `status`, and that weights and version did not move.
+void expect_rejected_by(edgert_slot* s, const Bytes& p, edgert_status status, const std::string& what) {
+  const Bytes before = weights_of(s);
+  const uint64_t version = edgert_slot_version(s);
+  EXPECT_EQ(edgert_slot_apply(s, p.data(), p.size()), status) << what << ": got message '" << edgert_last_error() << "'";
+  EXPECT_EQ(weights_of(s), before) << what;
+  EXPECT_EQ(edgert_slot_version(s), version) << what;
+}
+
 // Recomputes the CRC (and the MAC under `key` if the packet is authenticated)
 // after a test edits the bytes, so that the check under test is the one that fires.
 void reseal(Bytes& p, const Bytes& key = {}) {
@@ -281,12 +290,7 @@ class Malformed : public ::testing::Test {
   }
   // Applies `p`, expects `status`, and that weights and version did not move.
   void expect_rejected(const Bytes& p, edgert_status status, const std::string& what) {
-    const Bytes before = weights_of(slot.s);
-    const uint64_t version = edgert_slot_version(slot.s);
-    EXPECT_EQ(edgert_slot_apply(slot.s, p.data(), p.size()), status)
-        << what << ": got message '" << edgert_last_error() << "'";
-    EXPECT_EQ(weights_of(slot.s), before) << what;
-    EXPECT_EQ(edgert_slot_version(slot.s), version) << what;
+    expect_rejected_by(slot.s, p, status, what);
   }
   size_t entry_offset(const Bytes& p, int entry) const {  // header offset of entry `entry`
     size_t off = pk::kPacketHeaderBytes;
@@ -720,6 +724,8 @@ class Format2 : public ::testing::Test {
   void SetUp() override {
     manifest = read_golden("manifest.bin");
     key = read_golden("key.bin");
+    edgert_slot_free(slot.s);  // SetUp also rewinds a test to v5
+    slot.s = nullptr;
     ASSERT_EQ(edgert_slot_create(manifest.data(), manifest.size(), &slot.s), EDGERT_OK);
     for (int v = 1; v <= 5; ++v) {
       if (v == 5) ASSERT_EQ(edgert_slot_set_key(slot.s, key.data(), key.size()), EDGERT_OK);
@@ -730,12 +736,7 @@ class Format2 : public ::testing::Test {
     int8 = read_golden("v2_int8.bin");           // v6 -> v7; 00 02 04 00 07 f32 | 04 02 04 00 01 f32 | 05 02 04 00 00 f32
   }
   void expect_rejected(const Bytes& p, edgert_status status, const std::string& what) {
-    const Bytes before = weights_of(slot.s);
-    const uint64_t version = edgert_slot_version(slot.s);
-    EXPECT_EQ(edgert_slot_apply(slot.s, p.data(), p.size()), status)
-        << what << ": got message '" << edgert_last_error() << "'";
-    EXPECT_EQ(weights_of(slot.s), before) << what;
-    EXPECT_EQ(edgert_slot_version(slot.s), version) << what;
+    expect_rejected_by(slot.s, p, status, what);
   }
   Bytes payload_of(const Bytes& p) const {
     return Bytes(p.begin() + pk::kPacketHeaderBytes, p.begin() + pk::kPacketHeaderBytes + pk::load_u64(&p[64]));
