@@ -86,10 +86,11 @@ def _cmd_edge(args: argparse.Namespace) -> int:
                                        flow=FlowConfig(**spec.get("flow", {})), log=log)
     else:
         edge = AMSEdge((host, int(port)), args.device, key, student, edge_cfg, log=log)
-    info = probe(spec["clip"])
+    options = spec.get("source_options") or {}
+    info = probe(spec["clip"], options)
     preds: list[np.ndarray] = []
     frames = ((f.time_s, f.rgb) for f in iter_frames(spec["clip"], (spec["width"], spec["height"]),
-                                                      duration_s=spec.get("max_seconds")))
+                                                      duration_s=spec.get("max_seconds"), options=options))
     report = edge.run(frames, info.fps, on_frame=lambda i, t, y: preds.append(y.astype(np.uint8)))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -103,6 +104,16 @@ def _cmd_edge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _source_options(pairs: Optional[list[str]]) -> dict[str, str]:
+    options = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"edgert stream eval: --source-option expects KEY=VALUE, got {pair!r}")
+        options[key] = value
+    return options
+
+
 def _eval_config(args: argparse.Namespace) -> Any:
     from edgert.stream.coordinate import SelectionConfig
     from edgert.stream.eval import EvalConfig
@@ -111,7 +122,7 @@ def _eval_config(args: argparse.Namespace) -> Any:
                      time_scale=args.time_scale, schemes=tuple(s.strip() for s in args.schemes.split(",") if s.strip()),
                      teacher=args.teacher, student_width=args.student_width, devices=args.devices, seed=args.seed,
                      threads=args.threads, pretrain_iterations=args.pretrain_iterations, cache_dir=args.cache_dir,
-                     remote_rate_fps=args.remote_rate)
+                     remote_rate_fps=args.remote_rate, source_options=_source_options(args.source_option))
     cfg.ams.iterations = args.iterations
     cfg.ams.selection = SelectionConfig(cfg.ams.selection.strategy, args.fraction, args.seed)
     cfg.ams.t_horizon_s = args.t_horizon
@@ -151,12 +162,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _add_eval_args(p: argparse.ArgumentParser, schemes: str) -> None:
     from edgert.stream.eval import SCHEMES
 
-    p.add_argument("--clip", default="bikes", help="bundled clip name or video file (default: bikes)")
+    p.add_argument("--clip", default="bikes", help="bundled clip name, video file, or live source (rtsp:// or other FFmpeg URL, "
+                        "camera device), recorded for --max-seconds (default: bikes)")
     p.add_argument("--schemes", default=schemes,
                    help=f"comma-separated: {', '.join(SCHEMES)}, or ams:<gradient|random|first|last>@<fraction>")
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--height", type=int, default=144)
-    p.add_argument("--max-seconds", type=float, default=None, help="use only the first seconds of the clip")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="use only the first seconds of the clip (a live source is recorded for this long)")
+    p.add_argument("--source-option", action="append", metavar="KEY=VALUE",
+                   help="FFmpeg input option for a live --clip (rtsp_transport=tcp, rtsp_flags=listen, ...); repeatable")
     p.add_argument("--time-scale", type=float, default=None,
                    help="factor on all time constants (default: clip seconds / 100, at most 1)")
     p.add_argument("--teacher", default="mediapipe-selfie")

@@ -46,6 +46,7 @@ import numpy as np
 from edgert.stream.ams import AMSConfig, EdgeConfig
 from edgert.stream.coordinate import SelectionConfig
 from edgert.stream.flow import FlowConfig
+from edgert.vision.video import is_live
 
 SCHEMES = ("no-custom", "one-time", "jit", "full", "ams", "remote-flow")
 
@@ -55,9 +56,13 @@ class EvalConfig:
     """One evaluation run. Time constants are the paper's; :attr:`time_scale` compresses them for short clips.
 
     Attributes:
-        clip: a bundled clip name (``edgert data list``) or a video file.
+        clip: a bundled clip name (``edgert data list``), a video file, or a live source (an FFmpeg URL
+            such as ``rtsp://camera/stream``, or a camera device): live sources are first recorded for
+            ``max_seconds`` into the run folder (``capture.mkv``, lossless) and every scheme runs on that
+            recording, because a live stream cannot be replayed and the schemes must see the same frames.
         width, height: the student's input (frames are resized to it; even, multiples of 16).
-        max_seconds: use only the first seconds of the clip (None: all).
+        max_seconds: use only the first seconds of the clip (None: all; required for a live source).
+        source_options: FFmpeg input options for a live source (e.g. ``{"rtsp_transport": "tcp"}``).
         time_scale: factor on every time constant (None: ``min(1, clip seconds / 100)``).
         schemes: which schemes to run (see the module docstring).
         teacher: :func:`edgert.vision.teachers.load_teacher` spec.
@@ -85,6 +90,7 @@ class EvalConfig:
     width: int = 320
     height: int = 144
     max_seconds: Optional[float] = None
+    source_options: dict[str, str] = field(default_factory=dict)
     time_scale: Optional[float] = None
     schemes: tuple[str, ...] = SCHEMES
     teacher: str = "mediapipe-selfie"
@@ -105,6 +111,10 @@ class EvalConfig:
     def validate(self) -> None:
         if self.width % 16 or self.height % 16 or self.width <= 0 or self.height <= 0:
             raise ValueError(f"width/height must be positive multiples of 16, got {self.width}x{self.height}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"max_seconds: expected > 0, got {self.max_seconds}")
+        if is_live(self.clip) and self.max_seconds is None:
+            raise ValueError(f"clip {self.clip!r} is a live source: give max_seconds, the length to record")
         if self.time_scale is not None and not self.time_scale > 0:
             raise ValueError(f"time_scale: expected > 0, got {self.time_scale}")
         if not self.schemes:
@@ -359,6 +369,23 @@ def _auto_scale(duration: float) -> float:
     return float(min(1.0, round(duration / 100.0, 3)))
 
 
+def _source_clip(cfg: EvalConfig, out: Path, merge: bool, log: Any) -> Path:
+    """The file every scheme reads: a bundled clip, the user's file, or the recording of a live source."""
+    from edgert.data import clip_path
+    from edgert.vision.video import capture
+
+    if not is_live(cfg.clip):
+        return clip_path(cfg.clip)
+    recording = out / "capture.mkv"
+    if merge and recording.is_file():
+        log(f"{cfg.clip}: reusing the earlier recording {recording}")
+        return recording
+    assert cfg.max_seconds is not None  # validate()
+    log(f"{cfg.clip}: live source, recording {cfg.max_seconds:g} s at {cfg.width}x{cfg.height}")
+    capture(cfg.clip, recording, cfg.max_seconds, size=(cfg.width, cfg.height), options=cfg.source_options, log=log)
+    return recording
+
+
 def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, merge: bool = False) -> dict[str, Any]:
     """Runs every scheme of ``cfg``, writes ``config.json``, ``results.json`` and plots into ``out``.
 
@@ -367,7 +394,6 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
     """
     import torch
 
-    from edgert.data import clip_path
     from edgert.stream.ams import student_manifest
     from edgert.stream.coordinate import MaskedAdam
     from edgert.stream.packet import encode_snapshot
@@ -379,7 +405,7 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
     torch.set_num_threads(cfg.threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    clip = clip_path(cfg.clip)
+    clip = _source_clip(cfg, out, merge, log)
     info = probe(clip)
     frames, times = read_clip(clip, size=(cfg.width, cfg.height), duration_s=cfg.max_seconds)
     duration = float(len(times) / info.fps) if info.fps else float(times[-1] - times[0])
@@ -397,6 +423,7 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
     n_params = sum(p.numel() for p in student.parameters())
     window_s = cfg.ams.atr.t_update_s * scale
     config_doc = {"eval": cfg.to_dict(), "time_scale": scale, "clip_path": str(clip), "clip_seconds": duration,
+                  "live_source": is_live(cfg.clip),
                   "clip_fps": info.fps, "frames": int(len(times)), "student_parameters": n_params,
                   "scaled": {s: (None if scheme_settings(s, cfg, scale) is None else
                                  {"ams": scheme_settings(s, cfg, scale)[0].to_dict(),

@@ -8,9 +8,11 @@ link carries. PyAV is the optional extra ``[video]``; it is imported on first us
 from __future__ import annotations
 
 import io
+import stat
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -48,25 +50,57 @@ class Frame:
     time_s: float
 
 
-def _open_input(source: VideoSource) -> Any:
+def _camera_device(text: str) -> bool:
+    try:
+        return stat.S_ISCHR(Path(text).stat().st_mode)
+    except OSError:
+        return False
+
+
+def is_live(source: VideoSource) -> bool:
+    """True for sources that are not replayable files: FFmpeg network URLs (``rtsp://``, ``udp://``,
+    ``http://``, ...) and camera devices (``/dev/video0``). ``file://`` URLs count as files."""
+    text = str(source)
+    if "://" in text:
+        return not text.startswith("file://")
+    return _camera_device(text)
+
+
+def _open_input(source: VideoSource, options: Optional[Mapping[str, str]] = None) -> Any:
     av = _av()
     text = str(source)
     is_url = "://" in text
-    if not is_url and not Path(text).is_file():
+    camera = not is_url and _camera_device(text)
+    if not is_url and not camera and not Path(text).is_file():
         raise VideoError(f"video {text!r}: no such file")
-    try:
-        container = av.open(text, mode="r", timeout=10.0 if is_url else None)
-    except (av.FFmpegError, OSError) as exc:
-        raise VideoError(f"video {text!r}: cannot open ({exc})") from exc
+    opts = {str(k): str(v) for k, v in (options or {}).items()}
+    if camera:
+        if "v4l2" not in av.formats_available:
+            raise VideoError(f"camera {text!r}: this FFmpeg build has no v4l2 input (PyAV's wheels ship without it); "
+                             "publish the camera as an RTSP/UDP stream with the system ffmpeg and give its URL, or "
+                             "install PyAV built against the system FFmpeg (pip install av --no-binary av)")
+        try:
+            container = av.open(text, mode="r", format="v4l2", options=opts)
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise VideoError(f"camera {text!r}: cannot open ({exc})") from exc
+    else:
+        try:
+            # the interrupt timeout would cut off a listening RTSP/TCP input before its sender connects
+            timeout = 10.0 if is_url and "listen" not in " ".join(opts.values()) else None
+            container = av.open(text, mode="r", timeout=timeout, options=opts)
+        except (av.FFmpegError, OSError) as exc:
+            raise VideoError(f"video {text!r}: cannot open ({exc})") from exc
     if not container.streams.video:
         container.close()
         raise VideoError(f"video {text!r}: has no video stream")
     return container
 
 
-def probe(source: VideoSource) -> VideoInfo:
-    """Width, height, frame rate, declared frame count and duration of ``source``'s first video stream."""
-    container = _open_input(source)
+def probe(source: VideoSource, options: Optional[Mapping[str, str]] = None) -> VideoInfo:
+    """Width, height, frame rate, declared frame count and duration of ``source``'s first video stream.
+
+    ``options``: FFmpeg input options (e.g. ``{"rtsp_transport": "tcp"}``)."""
+    container = _open_input(source, options)
     try:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 0.0)
@@ -80,7 +114,7 @@ def probe(source: VideoSource) -> VideoInfo:
 
 def iter_frames(source: VideoSource, size: Optional[tuple[int, int]] = None, *, start_s: float = 0.0,
                 duration_s: Optional[float] = None, fps: Optional[float] = None,
-                max_frames: Optional[int] = None) -> Iterator[Frame]:
+                max_frames: Optional[int] = None, options: Optional[Mapping[str, str]] = None) -> Iterator[Frame]:
     """Decode ``source`` frame by frame.
 
     Args:
@@ -90,6 +124,10 @@ def iter_frames(source: VideoSource, size: Optional[tuple[int, int]] = None, *, 
         duration_s: stop after this many seconds of stream time.
         fps: keep at most this many frames per second (drops frames, never duplicates); None keeps all.
         max_frames: stop after this many frames.
+        options: FFmpeg input options (``rtsp_transport``, ``rtsp_flags``, ``listen_timeout``, ...).
+
+    Timestamps are the stream's presentation times from its first frame, made non-decreasing; a frame
+    without one (an RTSP stream's first frame) is placed one frame period after the previous.
 
     Raises:
         VideoError: the source cannot be opened or decoding fails midway (the message names the frame).
@@ -99,18 +137,24 @@ def iter_frames(source: VideoSource, size: Optional[tuple[int, int]] = None, *, 
     if fps is not None and fps <= 0:
         raise ValueError(f"fps: expected > 0, got {fps}")
     av = _av()
-    container = _open_input(source)
+    container = _open_input(source, options)
     produced = 0
     next_keep = start_s
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        rate = float(stream.average_rate or stream.guessed_rate or 30)
         t0: Optional[float] = None
+        last_t = 0.0
         for index, frame in enumerate(container.decode(stream)):
-            t = float(frame.time) if frame.time is not None else index / float(stream.average_rate or 30)
-            if t0 is None:
-                t0 = t
-            t -= t0
+            if frame.time is not None:
+                if t0 is None:  # frames before the first timed one were one frame period apart
+                    t0 = float(frame.time) - index / rate
+                t = float(frame.time) - t0
+            else:  # no presentation time (an RTSP stream's first frame): one period after the previous
+                t = last_t + 1.0 / rate if index else 0.0
+            t = max(t, last_t)
+            last_t = t
             if t + 1e-9 < start_s:
                 continue
             if duration_s is not None and t >= start_s + duration_s:
@@ -132,6 +176,55 @@ def iter_frames(source: VideoSource, size: Optional[tuple[int, int]] = None, *, 
         raise VideoError(f"video {str(source)!r}: decoding failed after {produced} frames ({exc})") from exc
     finally:
         container.close()
+
+
+def capture(source: VideoSource, path: Union[str, Path], duration_s: float, size: Optional[tuple[int, int]] = None, *,
+            options: Optional[Mapping[str, str]] = None, log: Optional[Callable[[str], None]] = None) -> VideoInfo:
+    """Record ``duration_s`` seconds of a (live) source into ``path`` losslessly: FFV1 RGB in Matroska with
+    the stream's own timestamps (millisecond precision), so every later reader sees exactly those frames.
+
+    This is how an evaluation uses a camera or an RTSP stream: every scheme must be scored on the same
+    frames, and a live stream cannot be replayed. ``size`` resizes while recording (as :func:`iter_frames`).
+
+    Returns:
+        the recording's geometry; ``fps`` is the nominal rate (frames over the recorded span).
+    Raises:
+        VideoError: the source cannot be opened, fails midway or delivers no frame.
+    """
+    av = _av()
+    if not duration_s > 0:
+        raise ValueError(f"duration_s: expected > 0, got {duration_s}")
+    path = Path(path)
+    frames: list[Frame] = []
+    for f in iter_frames(source, size, duration_s=duration_s, options=options):
+        frames.append(f)
+        if log is not None and len(frames) % 250 == 0:
+            log(f"capturing {source}: {len(frames)} frames, {f.time_s:.1f} s")
+    if not frames:
+        raise VideoError(f"video {str(source)!r}: no frames within {duration_s:g} s")
+    span = frames[-1].time_s - frames[0].time_s
+    fps = (len(frames) - 1) / span if len(frames) > 1 and span > 0 else 25.0
+    h, w = frames[0].rgb.shape[:2]
+    ms = Fraction(1, 1000)
+    tmp = path.with_name(path.name + ".part")
+    with av.open(str(tmp), mode="w", format="matroska") as out:
+        stream = out.add_stream("ffv1", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = w, h, "bgr0"
+        stream.codec_context.time_base = ms
+        last_pts = -1
+        for f in frames:
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f.rgb), format="rgb24")
+            vf.pts = max(int(round(f.time_s * 1000)), last_pts + 1)  # strictly increasing for the muxer
+            vf.time_base = ms
+            last_pts = vf.pts
+            for packet in stream.encode(vf):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    tmp.replace(path)
+    if log is not None:
+        log(f"captured {len(frames)} frames ({span:.1f} s, {fps:.2f} fps, {w}x{h}) from {source} into {path}")
+    return VideoInfo(w, h, float(fps), len(frames), float(span + 1.0 / fps))
 
 
 def read_clip(source: VideoSource, size: Optional[tuple[int, int]] = None, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -204,8 +297,6 @@ def encode(frames: np.ndarray, fps: float, codec: str = "libx264", *, crf: Optio
         options["x265-params"] = "log-level=error"
     buf = io.BytesIO()
     payload = 0
-    from fractions import Fraction
-
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(buf, mode="w", format="matroska") as out:
         stream = out.add_stream(lib, rate=rate, options=options)
