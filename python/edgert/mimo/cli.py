@@ -1,4 +1,5 @@
-"""``edgert mimo ...``: SER sweeps, complexity tables, online-training timing, 3GPP channel generation."""
+"""``edgert mimo ...``: SER sweeps, per-layer noise analysis, complexity tables, online-training timing, 3GPP
+channel generation."""
 from __future__ import annotations
 
 import argparse
@@ -59,6 +60,23 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         gap = "" if s["gap_db"] is None else f", gap {s['gap_db']:+.2f} dB"
         print(f"{name:10s} SNR at SER {cfg.target_ser:g}: {snr}{gap}, "
               f"{s['complexity']['amortized_per_vector']:.3g} mults/vector")
+    print(f"results in {args.out}")
+    return 0
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from edgert.mimo.analysis import AnalysisConfig, run_analysis
+
+    cfg = AnalysisConfig(channels=args.channels, nr=args.nr, nt=args.nt, modulation=args.modulation,
+                         snr_db=args.snr, matrices=args.matrices, vectors_per_matrix=args.vectors,
+                         layers=args.layers, offline_iterations=args.offline_iterations,
+                         train_snr_db=args.train_snr, model=args.model, seed=args.seed, threads=args.threads)
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        print(f"edgert mimo analyze: {exc}", file=sys.stderr)
+        return 2
+    run_analysis(cfg, args.out, plots=not args.no_plots)
     print(f"results in {args.out}")
     return 0
 
@@ -157,6 +175,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--no-plots", action="store_true")
     s.add_argument("--out", required=True, help="run folder (config.json, results.json, plots)")
     s.set_defaults(func=_cmd_sweep)
+
+    a = sub.add_parser("analyze", help="MMNet per layer: noise power and Gaussianity of the denoiser input")
+    a.add_argument("--channels", default="iid", help="'iid' or a channel .npz (H complex64 [..., Nr, Nt])")
+    a.add_argument("--nr", type=int, default=64)
+    a.add_argument("--nt", type=int, default=16)
+    a.add_argument("--modulation", type=int, default=16, help="QAM order: 4, 16 or 64")
+    a.add_argument("--snr", type=_snr_list, default=[12.0], help="'12' or '8,12' or 'lo:hi:step' (dB)")
+    a.add_argument("--train-snr", type=_floats, default=None,
+                   help="MMNet-iid training SNR range 'lo,hi' (default: the --snr range)")
+    a.add_argument("--matrices", type=int, default=64, help="i.i.d. matrices (files use all)")
+    a.add_argument("--vectors", type=int, default=32, help="vectors per matrix and SNR point")
+    a.add_argument("--layers", type=int, default=10)
+    a.add_argument("--offline-iterations", type=int, default=300, help="MMNet-iid training iterations")
+    a.add_argument("--model", default=None,
+                   help="analyze an online MMNet (a sweep's models/mmnet_online.pt, trained on --channels) "
+                        "instead of training MMNet-iid")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--threads", type=int, default=1)
+    a.add_argument("--no-plots", action="store_true")
+    a.add_argument("--out", required=True, help="results folder (config.json, results.json, noise.png)")
+    a.set_defaults(func=_cmd_analyze)
 
     c = sub.add_parser("complexity", help="analytic multiplications per detected vector")
     c.add_argument("--detectors", type=_names, default=[d for d in DETECTORS if d not in ("ep64", "oampnet")])

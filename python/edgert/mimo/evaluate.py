@@ -6,8 +6,11 @@ PAM decision, which gives a different number for the same detector; compare with
 with that in mind.)
 
 A run folder holds ``config.json`` (the :class:`SweepConfig`), ``results.json`` (one entry per
-finished (detector, SNR) point plus summaries), ``models/`` (trained detectors) and ``ser.png`` /
-``gap.png``. Re-running into the same folder skips finished points.
+finished (detector, SNR) point plus summaries, including ``ser_by_condition``), ``per_matrix.npz``
+(symbol errors per detector, SNR and channel matrix, and each matrix's condition number; see
+:func:`save_per_matrix`), ``models/`` (trained detectors) and ``ser.png`` / ``gap.png`` /
+``ser_vs_condition.png``. Re-running into the same folder skips finished points; their per-matrix
+errors are read back from ``per_matrix.npz``, which is rewritten (atomically) after every SNR point.
 """
 from __future__ import annotations
 
@@ -155,6 +158,11 @@ def snr_key(snr: float) -> str:
     return f"{float(snr):g}"
 
 
+def snr_generator(seed: int, snr: float) -> torch.Generator:
+    """The generator of the transmitted data at one SNR point (the same for every detector of a sweep)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + int(round(float(snr) * 1000)) + 7)
+
+
 def load_set(cfg: SweepConfig) -> ChannelSet:
     """The sweep's channel set (i.i.d. matrices are drawn from ``cfg.seed``)."""
     if cfg.channels == "iid":
@@ -172,8 +180,139 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _prepare(name: str, cfg: SweepConfig, cs: ChannelSet, models: Path, training: dict, log: Log):
-    """Builds (and trains, or loads the cached training of) detector ``name``."""
+def check_same_config(cfg_path: Path, cfg_dict: dict, defaults: dict, free: tuple[str, ...]) -> None:
+    """Raises ValueError when ``cfg_path`` holds a config that differs from ``cfg_dict`` in a key not in
+    ``free`` (keys missing from an older file count as their ``defaults``)."""
+    if not cfg_path.is_file():
+        return
+    old = json.loads(cfg_path.read_text())
+    fixed = [k for k in cfg_dict if k not in free and old.get(k, defaults[k]) != cfg_dict[k]]
+    if fixed:
+        raise ValueError(f"{cfg_path.parent} holds a run with a different config ({', '.join(fixed)}); "
+                         "use another folder")
+
+
+# ---------------------------------------------------------------------------------------------
+# SER vs channel condition number: per-matrix errors, kept across resumed runs.
+# ---------------------------------------------------------------------------------------------
+
+PER_MATRIX_FILE = "per_matrix.npz"
+
+#: condition-number bins as (name, lower quantile, upper quantile): the quartiles, then the worst 10% and
+#: the worst 1% (overlapping the last quartile). A matrix is in a bin when
+#: ``quantile(lo) < cond <= quantile(hi)`` (the lowest bin also takes ``cond == min``).
+CONDITION_BINS: tuple[tuple[str, float, float], ...] = (
+    ("q0-25", 0.0, 0.25), ("q25-50", 0.25, 0.5), ("q50-75", 0.5, 0.75), ("q75-100", 0.75, 1.0),
+    ("top10", 0.9, 1.0), ("top1", 0.99, 1.0))
+
+
+def condition_numbers(H: torch.Tensor, chunk: int = 4096) -> np.ndarray:
+    """2-norm condition number ``sigma_max / sigma_min`` of each matrix: float64 ``[G]`` for ``H``
+    ``[G, Nr, Nt]`` (computed in float64; ``inf`` where a matrix is rank-deficient)."""
+    if H.dim() != 3 or H.shape[0] == 0:
+        raise ValueError(f"H: expected a non-empty [G, Nr, Nt], got {list(H.shape)}")
+    wide = H.to(torch.complex128 if H.is_complex() else torch.float64)
+    s = torch.cat([torch.linalg.svdvals(wide[a:a + chunk]) for a in range(0, H.shape[0], chunk)]).numpy()
+    with np.errstate(divide="ignore"):
+        return s[:, 0] / s[:, -1]
+
+
+def condition_bins(condition: np.ndarray) -> list[dict]:
+    """The :data:`CONDITION_BINS` of ``condition`` ``[G]``: per bin its name, quantiles, condition-number
+    edges and a boolean mask ``[G]`` of the matrices in it."""
+    c = np.asarray(condition, dtype=np.float64)
+    if c.ndim != 1 or c.size == 0 or np.isnan(c).any():
+        raise ValueError(f"condition: expected a non-empty 1-D array without NaN, got shape {list(c.shape)}")
+    finite = np.nan_to_num(c, posinf=np.finfo(np.float64).max)
+    bins = []
+    for name, q_lo, q_hi in CONDITION_BINS:
+        lo, hi = (float(v) for v in np.quantile(finite, [q_lo, q_hi]))
+        mask = (finite > lo) & (finite <= hi)
+        if q_lo == 0.0:
+            mask |= finite == lo
+        bins.append({"name": name, "quantiles": [q_lo, q_hi], "condition": [lo, hi], "mask": mask})
+    return bins
+
+
+def ser_by_condition(errors: dict[str, dict[str, np.ndarray]], condition: np.ndarray,
+                     symbols_per_matrix: int) -> dict:
+    """SER per :data:`CONDITION_BINS` bin for each detector and SNR.
+
+    Args:
+        errors: ``errors[detector][snr_key]`` = symbol errors per matrix, int ``[G]``.
+        condition: condition number per matrix ``[G]`` (:func:`condition_numbers`).
+        symbols_per_matrix: symbols sent per matrix and SNR point (vectors x Nt).
+    Returns:
+        ``{"bins": [{name, quantiles, condition, matrices}], "ser": {det: {snr: [SER per bin]}},
+        "error_share": {det: {snr: [fraction of that point's errors in the bin, None without errors]}}}``.
+    """
+    if symbols_per_matrix <= 0:
+        raise ValueError(f"symbols_per_matrix: expected > 0, got {symbols_per_matrix}")
+    bins = condition_bins(condition)
+    out: dict = {"bins": [{k: v for k, v in b.items() if k != "mask"} | {"matrices": int(b["mask"].sum())}
+                          for b in bins],
+                 "ser": {}, "error_share": {}}
+    for det, pts in errors.items():
+        for snr, e in pts.items():
+            e = np.asarray(e, dtype=np.int64)
+            if e.shape != condition.shape:
+                raise ValueError(f"errors[{det!r}][{snr!r}]: expected {list(condition.shape)} matrices, "
+                                 f"got {list(e.shape)}")
+            total = int(e.sum())
+            out["ser"].setdefault(det, {})[snr] = [
+                float(e[b["mask"]].sum() / (b["mask"].sum() * symbols_per_matrix)) for b in bins]
+            out["error_share"].setdefault(det, {})[snr] = [
+                float(e[b["mask"]].sum() / total) if total else None for b in bins]
+    return out
+
+
+def save_per_matrix(path: Path, errors: dict[str, dict[str, np.ndarray]], condition: np.ndarray,
+                    symbols_per_matrix: int) -> None:
+    """Writes ``per_matrix.npz`` atomically.
+
+    Arrays: ``detectors`` (str ``[D]``), ``snr_db`` (float64 ``[S]``, ascending), ``errors`` (int32
+    ``[D, S, G]``: symbol errors per matrix, -1 where that (detector, SNR) point was not run),
+    ``condition`` (float64 ``[G]``) and ``symbols_per_matrix`` (int64 scalar).
+    """
+    dets = list(errors)
+    snrs = sorted({float(k) for pts in errors.values() for k in pts})
+    grid = np.full((len(dets), len(snrs), condition.shape[0]), -1, dtype=np.int32)
+    for i, det in enumerate(dets):
+        for j, snr in enumerate(snrs):
+            if snr_key(snr) in errors[det]:
+                grid[i, j] = errors[det][snr_key(snr)]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, detectors=np.array(dets, dtype=str), snr_db=np.array(snrs, dtype=np.float64),
+                            errors=grid, condition=condition.astype(np.float64),
+                            symbols_per_matrix=np.int64(symbols_per_matrix))
+    os.replace(tmp, path)
+
+
+def load_per_matrix(path: Path) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray, int]:
+    """Reads :func:`save_per_matrix`'s file: (``errors[detector][snr_key]`` int64 ``[G]``, condition
+    ``[G]``, symbols per matrix); points stored as -1 are left out."""
+    with np.load(path) as d:
+        dets, snrs, grid = [str(v) for v in d["detectors"]], d["snr_db"], d["errors"]
+        condition, spm = d["condition"], int(d["symbols_per_matrix"])
+    if grid.shape != (len(dets), len(snrs), condition.shape[0]):
+        raise ValueError(f"{path}: errors has shape {list(grid.shape)}, expected "
+                         f"[{len(dets)}, {len(snrs)}, {condition.shape[0]}]")
+    errors: dict[str, dict[str, np.ndarray]] = {}
+    for i, det in enumerate(dets):
+        for j, snr in enumerate(snrs):
+            if (grid[i, j] >= 0).all():
+                errors.setdefault(det, {})[snr_key(snr)] = grid[i, j].astype(np.int64)
+    return errors, condition, spm
+
+
+def prepare_detector(name: str, cfg: SweepConfig, cs: ChannelSet, models: Path, training: dict, log: Log):
+    """Builds detector ``name`` for the sweep ``cfg`` on channel set ``cs``.
+
+    Trainable detectors are trained (MMNet-iid / OAMPNet offline on fresh i.i.d. channels, MMNet online on
+    ``cs``) and saved under ``models``, or loaded from there when a previous run saved them; what the
+    training cost is added to ``training[name]``.
+    """
     if name in ("mmnet_iid", "oampnet"):
         det = MMNetIID(layers=cfg.layers, nr=cfg.nr) if name == "mmnet_iid" else OAMP(iterations=cfg.layers,
                                                                                         name="oampnet")
@@ -229,14 +368,8 @@ def run_sweep(cfg: SweepConfig, out_dir: Union[str, Path], log: Log = print, plo
     cfg.validate()
     out = Path(out_dir)
     cfg_dict = asdict(cfg)
-    cfg_path, res_path = out / "config.json", out / "results.json"
-    if cfg_path.is_file():
-        old = json.loads(cfg_path.read_text())
-        defaults = asdict(SweepConfig())
-        fixed = [k for k in cfg_dict if k not in ("detectors", "snr_db")
-                 and old.get(k, defaults[k]) != cfg_dict[k]]
-        if fixed:
-            raise ValueError(f"{out} holds a sweep with a different config ({', '.join(fixed)}); use another folder")
+    cfg_path, res_path, pm_path = out / "config.json", out / "results.json", out / PER_MATRIX_FILE
+    check_same_config(cfg_path, cfg_dict, asdict(SweepConfig()), ("detectors", "snr_db"))
     cs = load_set(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "models").mkdir(exist_ok=True)
@@ -247,6 +380,13 @@ def run_sweep(cfg: SweepConfig, out_dir: Union[str, Path], log: Log = print, plo
     H = cs.flat()
     g_total = H.shape[0]
     seq_shape = tuple(cs.sequences().shape[:3])  # (S, K, F) in flat() order
+    per_matrix_symbols = cfg.vectors_per_matrix * cfg.nt
+    condition = condition_numbers(H)
+    per_matrix: dict[str, dict[str, np.ndarray]] = {}
+    if pm_path.is_file():
+        per_matrix, old_condition, old_spm = load_per_matrix(pm_path)
+        if old_spm != per_matrix_symbols or not np.allclose(old_condition, condition, rtol=1e-6):
+            raise ValueError(f"{pm_path} belongs to other channels or another vector count; use another folder")
     log(f"channel set {cs.source}: {g_total} matrices {cs.nr}x{cs.nt}, QAM{cfg.modulation}, "
         f"{cfg.vectors_per_matrix} vectors per matrix")
     previous_threads = torch.get_num_threads()
@@ -256,13 +396,13 @@ def run_sweep(cfg: SweepConfig, out_dir: Union[str, Path], log: Log = print, plo
         for name in cfg.detectors:
             pending = [s for s in cfg.snr_db if snr_key(s) not in results["points"].get(name, {})]
             if pending:
-                dets[name] = _prepare(name, cfg, cs, out / "models", results["training"], log)
+                dets[name] = prepare_detector(name, cfg, cs, out / "models", results["training"], log)
         _write_json(res_path, results)
         for si, snr in enumerate(cfg.snr_db):
             todo = [n for n in dets if snr_key(snr) not in results["points"].get(n, {})]
             if not todo:
                 continue
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + int(round(float(snr) * 1000)) + 7)
+            gen = snr_generator(cfg.seed, snr)
             errs = {n: torch.zeros(g_total, dtype=torch.long) for n in todo}
             secs = {n: 0.0 for n in todo}
             for a in range(0, g_total, cfg.chunk_matrices):
@@ -274,7 +414,6 @@ def run_sweep(cfg: SweepConfig, out_dir: Union[str, Path], log: Log = print, plo
                     _, idx = det(H[a:b], batch.y, batch.sigma2, cfg.modulation)
                     secs[n] += time.perf_counter() - t0
                     errs[n][a:b] = (idx != batch.indices).sum((1, 2))
-            per_matrix_symbols = cfg.vectors_per_matrix * cfg.nt
             for n in todo:
                 e = int(errs[n].sum())
                 sym = g_total * per_matrix_symbols
@@ -295,16 +434,38 @@ def run_sweep(cfg: SweepConfig, out_dir: Union[str, Path], log: Log = print, plo
                     point.update(ml_fallbacks=st.fallbacks, ml_nodes_per_vector=st.nodes / max(st.vectors, 1))
                     dets[n].stats = type(st)()
                 results["points"].setdefault(n, {})[snr_key(snr)] = point
+                per_matrix.setdefault(n, {})[snr_key(snr)] = errs[n].numpy().astype(np.int64)
                 log(f"  {n:10s} SNR {snr:5.1f} dB  SER {e / sym:.3e}  ({e} / {sym} symbols, "
                     f"{point['us_per_vector']:.1f} us/vector)")
+            # per-matrix errors first: a point in results.json always has them on disk
+            save_per_matrix(pm_path, _finished(per_matrix, results), condition, per_matrix_symbols)
             _write_json(res_path, results)
     finally:
         torch.set_num_threads(previous_threads)
     results["summary"] = summarize(results, cfg)
+    finished = _finished(per_matrix, results)
+    results["ser_by_condition"] = ser_by_condition(finished, condition, per_matrix_symbols)
+    missing = sorted(f"{n}@{k}" for n, pts in results["points"].items() for k in pts
+                     if k not in finished.get(n, {}))
+    if missing:  # points of a run made before per-matrix errors were kept
+        results["ser_by_condition"]["points_without_per_matrix_errors"] = missing
+    if finished:
+        save_per_matrix(pm_path, finished, condition, per_matrix_symbols)
     _write_json(res_path, results)
     if plots:
         plot_results(results, cfg, out)
+        plot_condition(results, cfg, out)
     return results
+
+
+def _finished(per_matrix: dict[str, dict[str, np.ndarray]], results: dict) -> dict[str, dict[str, np.ndarray]]:
+    """The per-matrix errors of the points that ``results`` lists as finished."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for n, pts in results["points"].items():
+        for k in pts:
+            if k in per_matrix.get(n, {}):
+                out.setdefault(n, {})[k] = per_matrix[n][k]
+    return out
 
 
 def summarize(results: dict, cfg: SweepConfig) -> dict:
@@ -369,3 +530,52 @@ def plot_results(results: dict, cfg: SweepConfig, out: Path) -> None:
         fig.tight_layout()
         fig.savefig(out / "gap.png", dpi=120)
         plt.close(fig)
+
+
+def condition_plot_snrs(results: dict, target: float, count: int = 2) -> list[str]:
+    """Up to ``count`` SNR keys of ``results["ser_by_condition"]`` whose SER (geometric mean over the
+    detectors with errors there) is closest to ``target`` in log10, in ascending SNR order."""
+    sbc = results.get("ser_by_condition", {}).get("ser", {})
+    keys = sorted({k for pts in sbc.values() for k in pts}, key=float)
+    score = {}
+    for k in keys:
+        sers = [results["points"][n][k]["ser"] for n in sbc if k in sbc[n]]
+        logs = [math.log10(e) for e in sers if e > 0]
+        if logs:
+            score[k] = abs(float(np.mean(logs)) - math.log10(target))
+    best = sorted(score, key=score.get)[:count]
+    return sorted(best, key=float)
+
+
+def plot_condition(results: dict, cfg: SweepConfig, out: Path) -> None:
+    """``ser_vs_condition.png``: SER per condition-number bin, one line per detector, at the (up to two)
+    SNRs whose SER is nearest ``cfg.target_ser``; nothing when no point has errors."""
+    snrs = condition_plot_snrs(results, cfg.target_ser)
+    if not snrs:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sbc = results["ser_by_condition"]
+    labels = [f"{b['name']}\n{b['condition'][0]:.3g}-{b['condition'][1]:.3g}" for b in sbc["bins"]]
+    fig, axes = plt.subplots(1, len(snrs), figsize=(5.5 * len(snrs), 4.2), squeeze=False, sharey=True)
+    for ax, k in zip(axes[0], snrs):
+        for n, pts in sbc["ser"].items():
+            if k in pts:
+                ax.plot(range(len(labels)), [v if v > 0 else np.nan for v in pts[k]], marker="o", ms=3, label=n)
+        ax.axhline(cfg.target_ser, color="gray", lw=0.8, ls="--")
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels, fontsize=7)
+        ax.set_xlabel("condition-number bin (quantiles of the set; values)")
+        ax.set_title(f"SNR {k} dB")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("symbol error rate (0: not drawn)")
+    axes[0][0].legend(fontsize=8)
+    src = "i.i.d." if cfg.channels == "iid" else Path(cfg.channels).stem
+    fig.suptitle(f"SER vs condition number, {src} {cfg.nr}x{cfg.nt} QAM{cfg.modulation}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "ser_vs_condition.png", dpi=120)
+    plt.close(fig)
