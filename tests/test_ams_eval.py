@@ -62,3 +62,18 @@ def test_table_and_cli_registration():
     assert args.schemes == "ams" and callable(args.func)
     args = parser.parse_args(["stream", "serve", "--spec", "x.json"])
     assert args.spec == "x.json"
+
+
+def test_live_source_options_from_the_cli():
+    from edgert.stream.cli import _eval_config
+
+    parser = build_parser()
+    args = parser.parse_args(["stream", "eval", "--clip", "rtsp://127.0.0.1:8554/cam", "--max-seconds", "30",
+                              "--source-option", "rtsp_flags=listen", "--source-option", "listen_timeout=20"])
+    cfg = _eval_config(args)
+    assert cfg.source_options == {"rtsp_flags": "listen", "listen_timeout": "20"}
+    cfg.validate()
+    with pytest.raises(ValueError, match="live source: give max_seconds"):
+        _eval_config(parser.parse_args(["stream", "eval", "--clip", "udp://127.0.0.1:5000"])).validate()
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        _eval_config(parser.parse_args(["stream", "eval", "--source-option", "listen"]))
