@@ -41,3 +41,26 @@ def test_run_eval_writes_run_folder(tmp_path: Path) -> None:
     bicubic = {p["crf"]: p for p in saved["points"] if p["method"] == "bicubic"}
     srvc = {p["crf"]: p for p in saved["points"] if p["method"] == "srvc"}
     assert all(srvc[c]["content_bytes"] == bicubic[c]["content_bytes"] for c in srvc)  # same content stream
+
+
+def test_ablation_bd_with_and_without_the_initial_model() -> None:
+    from edgert.srvc import metrics
+    from edgert.srvc.evaluate import ablation_bd
+
+    def pts(extra_bpp: float, psnr_gain: float) -> list[dict[str, float]]:
+        # content + updates; the same 4 bpp initial model on every curve
+        return [{"crf": c, "bpp_without_initial_model": b + extra_bpp, "bpp": b + extra_bpp + 4.0, "psnr": q + psnr_gain}
+                for c, b, q in ((22, 0.08, 34.0), (27, 0.05, 32.5), (32, 0.03, 31.0), (37, 0.02, 29.5))]
+
+    runs = {"0.01": pts(0.0, 0.0), "0.05": pts(0.02, 0.3), "0.1": pts(0.05, 0.4)}
+    bd = ablation_bd(runs, "0.01")
+    assert set(bd["bd_rate_vs_first_percent"]) == {"0.05", "0.1"}  # the reference is not compared with itself
+    ref, test = runs["0.01"], runs["0.05"]
+    expected = metrics.bd_rate([p["bpp_without_initial_model"] for p in ref], [p["psnr"] for p in ref],
+                               [p["bpp_without_initial_model"] for p in test], [p["psnr"] for p in test])
+    assert bd["bd_rate_vs_first_percent_without_initial_model"]["0.05"] == pytest.approx(expected)
+    # counted with the shared snapshot, the same +0.02 bpp is a much smaller relative change
+    assert abs(bd["bd_rate_vs_first_percent"]["0.05"]) < abs(expected)
+    assert bd["bd_psnr_vs_first_db"]["0.1"] is not None
+    one_crf = {k: v[:1] for k, v in runs.items()}
+    assert all(not d for d in ablation_bd(one_crf, "0.01").values())

@@ -154,8 +154,15 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"edgert srvc ablate: {exc}", file=sys.stderr)
         return 2
+    first = next(iter(res["runs"]))
     for value, pts in res["runs"].items():
-        print(f"{args.param}={value}: " + ", ".join(f"{p['bpp']:.4f} bpp {p['psnr']:.2f} dB" for p in pts))
+        line = f"{args.param}={value}: " + ", ".join(f"{p['bpp']:.4f} bpp {p['psnr']:.2f} dB" for p in pts)
+        bd = res["bd_rate_vs_first_percent_without_initial_model"].get(value)
+        dq = res["bd_psnr_vs_first_db_without_initial_model"].get(value)
+        if value != first:
+            line += (f"; vs {args.param}={first} without the initial model: BD-rate "
+                     f"{'no overlap' if bd is None else f'{bd:+.1f}%'}, BD-PSNR {'no overlap' if dq is None else f'{dq:+.2f} dB'}")
+        print(line)
     return 0
 
 

@@ -322,6 +322,27 @@ def plot_results(results: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
 
+def ablation_bd(runs: dict[str, list[dict[str, float]]], first: str) -> dict[str, dict[str, Optional[float]]]:
+    """Bjontegaard deltas of every ablation value against the ``first`` one (needs >= 2 CRFs per value).
+
+    ``bd_rate_vs_first_percent`` / ``bd_psnr_vs_first_db`` count every bit (content + all model packets);
+    the ``_without_initial_model`` variants leave out the initial snapshot, which every value of an
+    eta or tau ablation sends identically and which would otherwise dominate short clips.
+    """
+    out: dict[str, dict[str, Optional[float]]] = {
+        "bd_rate_vs_first_percent": {}, "bd_psnr_vs_first_db": {},
+        "bd_rate_vs_first_percent_without_initial_model": {}, "bd_psnr_vs_first_db_without_initial_model": {}}
+    ref = runs[first]
+    for name, pts in runs.items():
+        if name == first or len(pts) < 2 or len(ref) < 2:
+            continue
+        for rate, suffix in (("bpp", ""), ("bpp_without_initial_model", "_without_initial_model")):
+            args = ([p[rate] for p in ref], [p["psnr"] for p in ref], [p[rate] for p in pts], [p["psnr"] for p in pts])
+            out["bd_rate_vs_first_percent" + suffix][name] = metrics.bd_rate(*args)
+            out["bd_psnr_vs_first_db" + suffix][name] = metrics.bd_psnr(*args)
+    return out
+
+
 def run_ablation(cfg: EvalConfig, param: str, values: list[float], out_dir: Union[str, Path],
                  log: Log = print) -> dict[str, Any]:
     """SRVC only, one run per value of ``param`` (features | eta | tau), every CRF of ``lr_crfs``.
@@ -343,12 +364,6 @@ def run_ablation(cfg: EvalConfig, param: str, values: list[float], out_dir: Unio
         res = run_eval(sub, out / f"{param}={v:g}", log=log, plots=False)
         runs[f"{v:g}"] = [{k: p[k] for k in ("crf", "bpp", "bpp_without_initial_model", "psnr", "ssim", "model_bytes",
                                               "initial_model_bytes")} for p in res["points"]]
-    first = runs[f"{values[0]:g}"]
-    bd = {}
-    for name, pts in runs.items():
-        if len(pts) >= 2 and name != f"{values[0]:g}":
-            bd[name] = metrics.bd_rate([p["bpp"] for p in first], [p["psnr"] for p in first],
-                                       [p["bpp"] for p in pts], [p["psnr"] for p in pts])
-    results = {"param": param, "runs": runs, "bd_rate_vs_first_percent": bd}
+    results = {"param": param, "runs": runs, **ablation_bd(runs, f"{values[0]:g}")}
     (out / "results.json").write_text(json.dumps(results, indent=1))
     return results
