@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +143,17 @@ def test_eval_records_a_live_source_once(tmp_path: Path) -> None:
     merged = run_eval(EvalConfig(**{**cfg.__dict__, "schemes": ("no-custom",)}), tmp_path / "run", plots=False,
                       log=lambda line: None, merge=True)
     assert merged["schemes"]["no-custom"]["miou"] == pytest.approx(results["schemes"]["no-custom"]["miou"])
+
+
+def test_a_bad_teacher_fails_before_the_stream_is_recorded(tmp_path: Path) -> None:
+    from edgert.stream.eval import EvalConfig, run_eval
+    from edgert.vision.teachers import TeacherError
+
+    # nobody publishes to this URL: opening it would wait the whole listen_timeout
+    cfg = EvalConfig(clip=f"rtsp://127.0.0.1:{_free_port()}/cam", width=W, height=H, max_seconds=5.0,
+                     source_options=LISTEN, schemes=("no-custom",), teacher=str(tmp_path / "missing.pt"),
+                     pretrain_iterations=0, cache_dir=str(tmp_path))
+    t0 = time.monotonic()
+    with pytest.raises(TeacherError, match="no such file"):
+        run_eval(cfg, tmp_path / "run", plots=False, log=lambda line: None)
+    assert time.monotonic() - t0 < 10 and not (tmp_path / "run" / "capture.mkv").exists()

@@ -405,6 +405,8 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
     torch.set_num_threads(cfg.threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # the teacher first: a bad spec must fail before minutes of a live source are recorded
+    teacher = load_teacher(cfg.teacher, expect_task="segmentation")
     clip = _source_clip(cfg, out, merge, log)
     info = probe(clip)
     frames, times = read_clip(clip, size=(cfg.width, cfg.height), duration_s=cfg.max_seconds)
@@ -412,7 +414,6 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
     scale = cfg.time_scale if cfg.time_scale is not None else _auto_scale(duration)
     log(f"{clip.name}: {len(times)} frames, {duration:.1f} s at {info.fps:g} fps, resized to {cfg.width}x{cfg.height}; "
         f"time scale {scale:g}")
-    teacher = load_teacher(cfg.teacher, expect_task="segmentation")
     t0 = time.perf_counter()
     labels = teacher.label(frames).astype(np.uint8)
     teacher_ms = (time.perf_counter() - t0) / len(frames) * 1e3
