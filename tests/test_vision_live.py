@@ -78,6 +78,35 @@ def test_is_live_and_camera_errors(tmp_path: Path) -> None:
         probe("/dev/null")
 
 
+def test_listening_inputs_are_recognised() -> None:
+    from edgert.vision.video import _listens
+
+    assert _listens("rtsp://0.0.0.0:8554/cam", {"rtsp_flags": "listen"})
+    assert _listens("rtsp://0.0.0.0:8554/cam", {"rtsp_flags": "prefer_tcp+listen"})
+    assert _listens("tcp://0.0.0.0:5000", {"listen": "1"}) and _listens("tcp://0.0.0.0:5000?listen=1", {})
+    assert _listens("srt://0.0.0.0:5000?mode=x&listen", {})
+    assert not _listens("rtsp://cam/stream", {"rtsp_transport": "tcp"}) and not _listens("tcp://h:1?listen=0", {})
+
+
+def test_capture_that_fails_midway_leaves_nothing(tmp_path: Path) -> None:
+    from edgert.vision.video import capture, encode
+
+    frames = np.zeros((260, 16, 16, 3), np.uint8)
+    frames[:, :, :, 0] = np.arange(260, dtype=np.uint8)[:, None, None]
+    clip = tmp_path / "clip.mkv"
+    clip.write_bytes(encode(frames, fps=25.0, crf=18, preset="ultrafast").data)
+
+    def stop(line: str) -> None:
+        if line.startswith("capturing"):  # after 250 frames are written
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        capture(clip, tmp_path / "rec.mkv", duration_s=60.0, log=stop)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mkv"]  # no recording, no .part
+    info = capture(clip, tmp_path / "rec.mkv", duration_s=60.0)  # streamed past the held-back first second
+    assert info.frames == 260 and info.fps == pytest.approx(25.0, rel=1e-3)
+
+
 def test_capture_records_an_rtsp_stream_losslessly(tmp_path: Path) -> None:
     from edgert.vision.video import capture, iter_frames, probe, read_clip
 

@@ -8,6 +8,7 @@ link carries. PyAV is the optional extra ``[video]``; it is imported on first us
 from __future__ import annotations
 
 import io
+import itertools
 import stat
 from dataclasses import dataclass
 from fractions import Fraction
@@ -66,6 +67,17 @@ def is_live(source: VideoSource) -> bool:
     return _camera_device(text)
 
 
+def _listens(url: str, options: Mapping[str, str]) -> bool:
+    """Whether FFmpeg waits for the sender to connect: RTSP ``rtsp_flags=listen``, or TCP/HTTP/SRT ``listen``
+    as an option or in the URL's query (``tcp://host:port?listen=1``)."""
+    if "listen" in options.get("rtsp_flags", "").split("+"):
+        return True
+    if options.get("listen", "0") not in ("", "0"):
+        return True
+    query = url.partition("?")[2]
+    return any(kv.partition("=")[0] == "listen" and kv.partition("=")[2] != "0" for kv in query.split("&"))
+
+
 def _open_input(source: VideoSource, options: Optional[Mapping[str, str]] = None) -> Any:
     av = _av()
     text = str(source)
@@ -85,8 +97,8 @@ def _open_input(source: VideoSource, options: Optional[Mapping[str, str]] = None
             raise VideoError(f"camera {text!r}: cannot open ({exc})") from exc
     else:
         try:
-            # the interrupt timeout would cut off a listening RTSP/TCP input before its sender connects
-            timeout = 10.0 if is_url and "listen" not in " ".join(opts.values()) else None
+            # the interrupt timeout would cut off a listening input before its sender connects
+            timeout = 10.0 if is_url and not _listens(text, opts) else None
             container = av.open(text, mode="r", timeout=timeout, options=opts)
         except (av.FFmpegError, OSError) as exc:
             raise VideoError(f"video {text!r}: cannot open ({exc})") from exc
@@ -186,8 +198,11 @@ def capture(source: VideoSource, path: Union[str, Path], duration_s: float, size
     This is how an evaluation uses a camera or an RTSP stream: every scheme must be scored on the same
     frames, and a live stream cannot be replayed. ``size`` resizes while recording (as :func:`iter_frames`).
 
+    Frames are written as they arrive (memory holds at most the first second), and a recording that
+    fails midway is removed rather than left half-written.
+
     Returns:
-        the recording's geometry; ``fps`` is the nominal rate (frames over the recorded span).
+        the recording's geometry; ``fps`` is the measured rate (frames over the recorded span).
     Raises:
         VideoError: the source cannot be opened, fails midway or delivers no frame.
     """
@@ -195,36 +210,51 @@ def capture(source: VideoSource, path: Union[str, Path], duration_s: float, size
     if not duration_s > 0:
         raise ValueError(f"duration_s: expected > 0, got {duration_s}")
     path = Path(path)
-    frames: list[Frame] = []
-    for f in iter_frames(source, size, duration_s=duration_s, options=options):
-        frames.append(f)
-        if log is not None and len(frames) % 250 == 0:
-            log(f"capturing {source}: {len(frames)} frames, {f.time_s:.1f} s")
-    if not frames:
-        raise VideoError(f"video {str(source)!r}: no frames within {duration_s:g} s")
-    span = frames[-1].time_s - frames[0].time_s
-    fps = (len(frames) - 1) / span if len(frames) > 1 and span > 0 else 25.0
-    h, w = frames[0].rgb.shape[:2]
-    ms = Fraction(1, 1000)
     tmp = path.with_name(path.name + ".part")
-    with av.open(str(tmp), mode="w", format="matroska") as out:
-        stream = out.add_stream("ffv1", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = w, h, "bgr0"
-        stream.codec_context.time_base = ms
-        last_pts = -1
+    frames = iter_frames(source, size, duration_s=duration_s, options=options)
+    try:
+        # The container's nominal rate is declared before the first frame is written, so the first second
+        # (at most 60 frames) is held back to measure it; after that frames are written as they arrive.
+        head: list[Frame] = []
         for f in frames:
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f.rgb), format="rgb24")
-            vf.pts = max(int(round(f.time_s * 1000)), last_pts + 1)  # strictly increasing for the muxer
-            vf.time_base = ms
-            last_pts = vf.pts
-            for packet in stream.encode(vf):
+            head.append(f)
+            if f.time_s - head[0].time_s >= 1.0 or len(head) >= 60:
+                break
+        if not head:
+            raise VideoError(f"video {str(source)!r}: no frames within {duration_s:g} s")
+        span = head[-1].time_s - head[0].time_s
+        rate = (len(head) - 1) / span if len(head) > 1 and span > 0 else 25.0
+        h, w = head[0].rgb.shape[:2]
+        ms = Fraction(1, 1000)
+        count, first_t, last_t = 0, head[0].time_s, head[0].time_s
+        with av.open(str(tmp), mode="w", format="matroska") as out:
+            stream = out.add_stream("ffv1", rate=Fraction(rate).limit_denominator(1001))
+            stream.width, stream.height, stream.pix_fmt = w, h, "bgr0"
+            stream.codec_context.time_base = ms
+            last_pts = -1
+            for f in itertools.chain(head, frames):
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f.rgb), format="rgb24")
+                vf.pts = max(int(round(f.time_s * 1000)), last_pts + 1)  # strictly increasing for the muxer
+                vf.time_base = ms
+                last_pts = vf.pts
+                for packet in stream.encode(vf):
+                    out.mux(packet)
+                count, last_t = count + 1, f.time_s
+                if log is not None and count % 250 == 0:
+                    log(f"capturing {source}: {count} frames, {f.time_s:.1f} s")
+            for packet in stream.encode(None):
                 out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    tmp.replace(path)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # never leave a half-written recording behind
+        raise
+    finally:
+        frames.close()  # closes the source even when recording stopped early
+    span = last_t - first_t
+    fps = (count - 1) / span if count > 1 and span > 0 else rate
     if log is not None:
-        log(f"captured {len(frames)} frames ({span:.1f} s, {fps:.2f} fps, {w}x{h}) from {source} into {path}")
-    return VideoInfo(w, h, float(fps), len(frames), float(span + 1.0 / fps))
+        log(f"captured {count} frames ({span:.1f} s, {fps:.2f} fps, {w}x{h}) from {source} into {path}")
+    return VideoInfo(w, h, float(fps), count, float(span + 1.0 / fps))
 
 
 def read_clip(source: VideoSource, size: Optional[tuple[int, int]] = None, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
