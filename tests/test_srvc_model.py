@@ -4,8 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from edgert.srvc.model import Geometry, SRConfig, SRVCModel, count_parameters, pad_to_multiple
+from edgert.srvc.training import train
 
 TINY = SRConfig(scale=2, features=4, predictor_channels=8, body_channels=(8,), body_kernels=(3,))
 
@@ -97,3 +99,33 @@ def test_config_validation_names_the_field() -> None:
     with pytest.raises(ValueError, match="float32"):
         SRVCModel(TINY)(torch.rand(1, 3, 8, 8, dtype=torch.float64))
     assert SRConfig.from_dict(TINY.as_dict()) == TINY
+
+
+def _textures(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    hr = F.interpolate(torch.rand(6, 3, 16, 16, generator=gen), size=(64, 64), mode="bicubic").clamp(0, 1)
+    return F.avg_pool2d(hr, 2), hr
+
+
+@pytest.mark.parametrize("offset, min_alive, max_alive", [(0.5, 14, 16), (0.0, 0, 6)])
+def test_centred_input_keeps_adaptive_conv_channels_alive(offset: float, min_alive: int, max_alive: int) -> None:
+    # The failure the offset fixes: on all-positive input, 60 Adam steps at lr 1e-3 switch most of the
+    # adaptive conv's channels off for good (2 of 16 survive); centred, all 16 stay alive.
+    lr, hr = _textures()
+    cfg = SRConfig(scale=2, features=16, predictor_channels=64, body_channels=(32,), body_kernels=(3,), residual=True,
+                   input_offset=offset)
+    torch.manual_seed(0)
+    model = SRVCModel(cfg)
+    assert model.alive_channels(lr) == 16
+    train(model, lr, hr, iterations=60, batch=4, crop=0.5, learning_rate=1e-3, gen=torch.Generator().manual_seed(1))
+    assert min_alive <= model.alive_channels(lr) <= max_alive
+
+
+def test_config_without_input_offset_is_the_uncentred_model() -> None:
+    # Containers written before the field existed carry no input_offset: they hold uncentred models.
+    d = SRConfig().as_dict()
+    assert d["input_offset"] == 0.5 and SRConfig.from_dict(d) == SRConfig()
+    del d["input_offset"]
+    assert SRConfig.from_dict(d).input_offset == 0.0
+    with pytest.raises(ValueError, match="input_offset"):
+        SRConfig(input_offset=float("nan")).validate()

@@ -39,6 +39,9 @@ def _add_encoder_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scale", type=int, default=4, choices=(2, 3, 4), help="downsampling factor k (default 4)")
     g.add_argument("--features", type=int, default=32, help="F, adaptive-conv output channels (default 32)")
     g.add_argument("--residual", action="store_true", help="add bicubic(x) to the SR output (not in the paper)")
+    g.add_argument("--input-offset", type=float, default=0.5,
+                   help="subtracted from the pixels before the adaptive conv (default 0.5; 0 = the paper's literal "
+                        "model, whose adaptive-conv channels die in training)")
     g.add_argument("--tau", type=_tau, default=5.0, help="segment length in seconds, or inf (default 5)")
     g.add_argument("--eta", type=float, default=0.01, help="fraction of parameters per update (default 0.01)")
     g.add_argument("--iterations", type=int, default=1000, help="training iterations per pass (default 1000)")
@@ -60,7 +63,8 @@ def _encoder_config(args: argparse.Namespace, crf: float = 30.0) -> Any:
     from edgert.srvc.encoder import EncoderConfig
     from edgert.srvc.model import SRConfig
 
-    return EncoderConfig(model=SRConfig(scale=args.scale, features=args.features, residual=args.residual),
+    return EncoderConfig(model=SRConfig(scale=args.scale, features=args.features, residual=args.residual,
+                                        input_offset=args.input_offset),
                          segment_s=args.tau, eta=args.eta, crf=crf, preset=args.preset, iterations=args.iterations,
                          selection_iterations=args.selection_iterations, first_iterations=args.first_iterations,
                          batch=args.batch, learning_rate=args.lr, value_coding=args.value_coding,

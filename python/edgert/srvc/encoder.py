@@ -101,6 +101,7 @@ class SegmentLog:
     selection: Optional[TrainStats]
     training: TrainStats
     weights_sha256: str  # of the mirror after the packet
+    alive_channels: int  # adaptive-conv channels positive somewhere on the segment's first frame
 
     def as_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k not in ("selection", "training")}
@@ -268,9 +269,11 @@ def encode(frames: np.ndarray, fps: float, config: EncoderConfig = EncoderConfig
         packets.append(pkt)
         models.append((first, first / fps, pkt.data))
         digest = hashlib.sha256(mirror.weights_bytes()).hexdigest()
-        segments.append(SegmentLog(s, first, last - first, len(pkt.data), updated, selection, stats, digest))
+        alive = model.alive_channels(seg_lr[:1])
+        segments.append(SegmentLog(s, first, last - first, len(pkt.data), updated, selection, stats, digest, alive))
         log(f"segment {s}: frames {first}..{last - 1}, loss {stats.first_loss:.5f} -> {stats.last_loss:.5f}, "
-            f"packet {len(pkt.data)} B ({updated} coordinates), {stats.seconds + (selection.seconds if selection else 0):.1f} s")
+            f"packet {len(pkt.data)} B ({updated} coordinates), {stats.seconds + (selection.seconds if selection else 0):.1f} s, "
+            f"channels alive {alive}/{config.model.features}")
     header = {
         "format": "edgert-srvc", "width": w, "height": h, "scale": k, "fps": fps, "frames": n,
         "lr_width": geo.lr_width, "lr_height": geo.lr_height, "model": config.model.as_dict(),
@@ -283,7 +286,7 @@ def encode(frames: np.ndarray, fps: float, config: EncoderConfig = EncoderConfig
 
 def with_overrides(config: EncoderConfig, **kwargs: Any) -> EncoderConfig:
     """``config`` with fields replaced; ``features``/``scale``/``residual`` go to the model config."""
-    model_keys = {"features", "scale", "residual", "patch", "predictor_channels"}
+    model_keys = {"features", "scale", "residual", "patch", "predictor_channels", "input_offset"}
     model_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in model_keys}
     if model_kw:
         kwargs["model"] = replace(config.model, **model_kw)

@@ -110,8 +110,12 @@ def generic_model(model_config: SRConfig = SRConfig(), config: GenericConfig = G
     gen = torch.Generator().manual_seed(config.seed)
     stats = train(model, lr, hr, iterations=config.iterations, batch=config.batch, crop=config.crop_lr / config.tile_lr,
                   learning_rate=config.learning_rate, gen=gen)
+    alive = model.alive_channels(lr[::3])
     log(f"generic model: loss {stats.first_loss:.5f} -> {stats.last_loss:.5f} in {stats.seconds:.0f} s "
-        f"({lr.shape[0]} tiles)")
+        f"({lr.shape[0]} tiles); adaptive-conv channels alive {alive}/{model_config.features}")
+    if alive < model_config.features // 2:
+        log(f"warning: {model_config.features - alive} of {model_config.features} adaptive-conv channels are dead "
+            "(zero on every training tile); they will not learn during customisation either")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp)

@@ -9,7 +9,9 @@ Layout (x: LR frame ``[N, 3, h, w]`` in [0, 1], RGB; output ``[N, 3, s*h, s*w]``
    3 x 3 map, conv3x3 valid C -> 27F + F gives one vector per patch: the patch's 3x3 kernel with
    3 input and F output channels (F = 32) and its F biases.
 3. **Adaptive conv** (:func:`edgert.ops.adaptive_conv`, zero padding at each patch's border,
-   ReLU): every patch is convolved with its own kernel.
+   ReLU): every patch is convolved with its own kernel. Predictor and adaptive conv see the frame
+   minus ``input_offset`` (0.5; not in the paper, whose literal model is ``input_offset=0``): on
+   all-positive pixels the first Adam steps switch most of the F channels off for good.
 4. **SR body**: conv5x5 F -> 128 + ReLU, conv3x3 128 -> 32 + ReLU, conv3x3 32 -> 3 s^2, pixel
    shuffle by s (x4 default; x2 and x3 supported). The widths/kernels are configurable.
 
@@ -20,6 +22,7 @@ makes short trainings converge much faster.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -43,6 +46,11 @@ class SRConfig:
     body_channels: tuple[int, ...] = (128, 32)  # hidden conv widths after the adaptive conv
     body_kernels: tuple[int, ...] = (5, 3)  # their kernel sizes (the output conv is 3x3)
     residual: bool = False  # add bicubic(x) to the output (deviation from the paper, off by default)
+    # Subtracted from the input of the kernel predictor and the adaptive conv (not in the paper: 0 is its
+    # literal model). With all-positive pixels the adaptive conv's output sign follows the kernel's sum
+    # times the brightness, so Adam's first steps switch whole channels off for good; zero-mean input
+    # keeps them responding to edges of both signs (docs/srvc.md, "Dead feature channels").
+    input_offset: float = 0.5
 
     def validate(self) -> None:
         """Raises ValueError naming the first bad field."""
@@ -50,6 +58,8 @@ class SRConfig:
             raise ValueError(f"scale: expected one of {SCALES}, got {self.scale}")
         if self.patch < 3:
             raise ValueError(f"patch: the predictor needs patches of at least 3 x 3 pixels, got {self.patch}")
+        if not math.isfinite(self.input_offset):
+            raise ValueError(f"input_offset: expected a finite number, got {self.input_offset}")
         if self.features <= 0 or self.predictor_channels <= 0:
             raise ValueError(f"features/predictor_channels must be positive, got {self.features}/{self.predictor_channels}")
         if len(self.body_channels) != len(self.body_kernels) or not self.body_channels:
@@ -65,6 +75,7 @@ class SRConfig:
     def from_dict(cls, d: dict[str, Any]) -> "SRConfig":
         """Inverse of :meth:`as_dict` (lists become tuples)."""
         d = dict(d)
+        d.setdefault("input_offset", 0.0)  # written before the field existed: the uncentred model
         for key in ("body_channels", "body_kernels"):
             if key in d:
                 d[key] = tuple(int(v) for v in d[key])
@@ -135,13 +146,25 @@ class SRVCModel(nn.Module):
             raise ValueError(f"x: expected float32 [N, 3, h, w], got {x.dtype} {list(x.shape)}")
         h, w = x.shape[-2:]
         s = self.config.scale
-        xp = pad_to_multiple(x, self.config.patch).contiguous()
-        kernels, bias = self.predictor(xp)
-        feats = adaptive_conv(xp, kernels, bias, self.config.patch, "relu", backend=self.backend)
-        y = self.shuffle(self.body(feats))[..., :h * s, :w * s]
+        y = self.shuffle(self.body(self.adaptive_features(x)))[..., :h * s, :w * s]
         if self.config.residual:
             y = y + F.interpolate(x, scale_factor=s, mode="bicubic", align_corners=False)
         return y
+
+    def adaptive_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The adaptive conv's output (after its ReLU) for ``x`` [N, 3, h, w]: ``[N, F, h', w']``, h', w' padded to P."""
+        xp = (pad_to_multiple(x, self.config.patch) - self.config.input_offset).contiguous()
+        kernels, bias = self.predictor(xp)
+        return adaptive_conv(xp, kernels, bias, self.config.patch, "relu", backend=self.backend)
+
+    def alive_channels(self, x: torch.Tensor) -> int:
+        """How many of the F adaptive-conv channels are positive anywhere on ``x``.
+
+        A channel that is zero on every pixel passes no gradient to its kernel-predictor rows or to the
+        body's weights on it, so it never recovers: a healthy model keeps (nearly) all F alive.
+        """
+        with torch.no_grad():
+            return int((self.adaptive_features(x).amax(dim=(0, 2, 3)) > 0).sum())
 
     def num_parameters(self) -> int:
         """Trainable parameter count (2,225,744 with the paper's defaults)."""
