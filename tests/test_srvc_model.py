@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from edgert.srvc.model import Geometry, SRConfig, SRVCModel, count_parameters, pad_to_multiple
-from edgert.srvc.training import train
+from edgert.srvc.training import augment, train
 
 TINY = SRConfig(scale=2, features=4, predictor_channels=8, body_channels=(8,), body_kernels=(3,))
 
@@ -129,3 +129,19 @@ def test_config_without_input_offset_is_the_uncentred_model() -> None:
     assert SRConfig.from_dict(d).input_offset == 0.0
     with pytest.raises(ValueError, match="input_offset"):
         SRConfig(input_offset=float("nan")).validate()
+
+
+def test_augment_keeps_lr_and_hr_aligned() -> None:
+    # avg-pooling commutes with flips, transposes and channel permutations, so an augmented HR batch
+    # must pool to the augmented LR batch, whatever transform the generator drew.
+    lr, hr = _textures(1)
+    hr = hr[:, :, :32, :32]  # square, so the transpose is drawn too
+    lr = F.avg_pool2d(hr, 2)
+    gen = torch.Generator().manual_seed(3)
+    changed = 0
+    for _ in range(40):
+        a_lr, a_hr = augment(lr, hr, gen)
+        assert torch.allclose(F.avg_pool2d(a_hr, 2), a_lr, atol=1e-6)
+        assert torch.equal(a_lr.flatten().sort().values, lr.flatten().sort().values)  # a rearrangement only
+        changed += not torch.equal(a_lr, lr)
+    assert changed >= 30  # the identity is drawn with probability 1/48

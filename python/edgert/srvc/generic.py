@@ -21,8 +21,10 @@ import torch
 from edgert.srvc.model import SRConfig, SRVCModel
 from edgert.srvc.training import train
 
-# Colour images that ship inside the scikit-image wheel (no download).
-IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "colorwheel")
+# Photos that ship inside the scikit-image wheel (no download): colour ones, then grey ones (used as
+# R = G = B, so the model also sees content without any colour to learn from).
+IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "colorwheel", "stereo_motorcycle",
+          "camera", "grass", "gravel", "brick", "moon", "coins")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class GenericConfig:
     tile_lr: int = 64  # images are cut into LR tiles of this side
     crop_lr: int = 48  # random LR crops of this side are drawn from the tiles (HR crop = scale * crop_lr)
     learning_rate: float = 5e-4
+    augmented: bool = True  # random flips, transpose and RGB permutation (edgert.srvc.training.augment)
     crfs: tuple[int, ...] = (18, 26, 34, 42)
     seed: int = 0
 
@@ -49,13 +52,16 @@ def default_cache_dir() -> Path:
 
 
 def load_images() -> dict[str, np.ndarray]:
-    """The bundled colour images as uint8 ``[H, W, 3]`` (RGBA dropped)."""
+    """The bundled images as uint8 ``[H, W, 3]`` (RGBA dropped, grey replicated to RGB)."""
     from skimage import data  # noqa: PLC0415 - optional dependency
 
     out = {}
     for name in IMAGES:
-        img = np.asarray(getattr(data, name)())
-        if img.ndim == 3 and img.shape[2] == 4:
+        img = getattr(data, name)()
+        img = np.asarray(img[0] if isinstance(img, tuple) else img)  # stereo_motorcycle: (left, right, disparity)
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        if img.shape[2] == 4:
             img = img[..., :3]
         out[name] = np.ascontiguousarray(img.astype(np.uint8))
     return out
@@ -109,7 +115,7 @@ def generic_model(model_config: SRConfig = SRConfig(), config: GenericConfig = G
     lr, hr = training_tiles(model_config.scale, config.crfs, tile=config.tile_lr)
     gen = torch.Generator().manual_seed(config.seed)
     stats = train(model, lr, hr, iterations=config.iterations, batch=config.batch, crop=config.crop_lr / config.tile_lr,
-                  learning_rate=config.learning_rate, gen=gen)
+                  learning_rate=config.learning_rate, gen=gen, augmented=config.augmented)
     alive = model.alive_channels(lr[::3])
     log(f"generic model: loss {stats.first_loss:.5f} -> {stats.last_loss:.5f} in {stats.seconds:.0f} s "
         f"({lr.shape[0]} tiles); adaptive-conv channels alive {alive}/{model_config.features}")

@@ -46,9 +46,33 @@ def random_crops(lr: torch.Tensor, hr: torch.Tensor, scale: int, batch: int, cro
     return lr_b.contiguous(), hr_b.contiguous()
 
 
+def augment(lr: torch.Tensor, hr: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random flips, transpose (square crops only) and RGB permutation on an aligned LR/HR batch.
+
+    For the generic model: with few training images, a 2.2M-parameter model otherwise learns their
+    colour casts and orientations, and applies them to every video.
+    """
+    flips = torch.randint(0, 2, (3,), generator=gen).tolist()
+    perm = torch.randperm(3, generator=gen)
+    out = []
+    for t in (lr, hr):
+        if flips[0]:
+            t = t.flip(-1)
+        if flips[1]:
+            t = t.flip(-2)
+        if flips[2] and t.shape[-1] == t.shape[-2]:
+            t = t.transpose(-1, -2)
+        out.append(t[:, perm].contiguous())
+    return out[0], out[1]
+
+
 def train(model: SRVCModel, lr: torch.Tensor, hr: torch.Tensor, *, iterations: int, batch: int, crop: float,
-          learning_rate: float, gen: torch.Generator, masks: Optional[dict[str, torch.Tensor]] = None) -> TrainStats:
+          learning_rate: float, gen: torch.Generator, masks: Optional[dict[str, torch.Tensor]] = None,
+          augmented: bool = False) -> TrainStats:
     """Adam on MSE for ``iterations`` steps; with ``masks`` only the masked coordinates move.
+
+    ``augmented`` applies :func:`augment` to every batch (the generic model; content-adaptive training
+    fits the video as it is, so the encoder leaves it off).
 
     ``masks`` maps parameter names to boolean tensors of the parameter's shape; parameters without
     a mask (or with an all-false one) are frozen, and after every step the unselected coordinates
@@ -73,6 +97,8 @@ def train(model: SRVCModel, lr: torch.Tensor, hr: torch.Tensor, *, iterations: i
     scale = model.config.scale
     for it in range(iterations):
         x, y = random_crops(lr, hr, scale, batch, crop, gen)
+        if augmented:
+            x, y = augment(x, y, gen)
         loss = torch.mean((model(x) - y) ** 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
