@@ -1,5 +1,5 @@
-"""RD curves of the eta and tau ablations (bikes, first 2 s; CRF 22/27/32/37): PSNR against bits per pixel
-without the initial model (left: eta, right: tau). Writes ablation_rd.png next to this script.
+"""RD curves of the eta, tau and F ablations (bikes, first 2 s; CRF 22/27/32/37): PSNR against bits per pixel
+without the initial model (one panel each). Writes ablation_rd.png next to this script.
 Run from the repository root: ``.venv/bin/python docs/results/srvc/plot_ablation_rd.py``.
 """
 from __future__ import annotations
@@ -17,11 +17,16 @@ HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, param, unit in zip(axes, ("eta", "tau"), ("", " s")):
-        res = json.loads((HERE / f"ablate_{param}_rd_bikes_2s" / "results.json").read_text())
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, param, folder, unit in zip(axes, ("eta", "tau", "F"), ("eta", "tau", "F"), ("", " s", "")):
+        res = json.loads((HERE / f"ablate_{folder}_rd_bikes_2s" / "results.json").read_text())
         for value, pts in res["runs"].items():
-            label = f"{param} = {100 * float(value):g} %" if param == "eta" else f"{param} = {value}{unit}"
+            if param == "eta":
+                label = f"eta = {100 * float(value):g} %"
+            elif param == "F":
+                label = f"F = {float(value):g}"
+            else:
+                label = f"tau = {value}{unit}"
             ax.plot([p["bpp_without_initial_model"] for p in pts], [p["psnr"] for p in pts], marker="o", label=label)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on a short log axis
