@@ -20,9 +20,10 @@ import numpy as np
 import torch
 
 from bench.harness import Row, measure, write_json
-from edgert.stream.ams import student_manifest
-from edgert.stream.coordinate import CoordinateSelector, MaskedAdam, SelectionConfig, masked_indices
-from edgert.stream.packet import TensorUpdate, encode_update
+from edgert.ams.server import MODEL_TAG
+from edgert.updates import module_manifest
+from edgert.updates.selection import CoordinateSelector, MaskedAdam, SelectionConfig, masked_indices
+from edgert.updates import TensorUpdate, encode_update
 from edgert.vision.distill import distill_step
 from edgert.vision.models import segmentation_student
 from edgert.vision.video import encode
@@ -61,7 +62,7 @@ def run(quick: bool) -> list[Row]:
     t = measure(lambda: torch.topk(flat, selector.count), repeats=repeats * 3)
     rows.append(Row("ams_select", "torch-topk", "cpu", "float32", sel_shape, t, extra={"peer": True}))
 
-    manifest = student_manifest(model)
+    manifest = module_manifest(model, tag=MODEL_TAG)
     masks = selector.next_masks(acc)
     sparse = {}
     for (name, p), m in zip(model.named_parameters(), masks):

@@ -18,7 +18,7 @@ import torch
 
 from bench.harness import Row, measure
 from edgert._edgert import Slot
-from edgert.stream import Manifest, TensorSpec, encode_update, index_entropy_bound_bits
+from edgert.updates import Manifest, TensorSpec, encode_update, index_entropy_bound_bits
 
 SHAPES = [(256, 256, 3, 3), (256, 128, 3, 3), (512, 1024), (1024, 768), (256,), (512,), (1024,)]
 DENSITY = 0.05
@@ -94,7 +94,7 @@ def real_update(phases: int = 2, iterations: int = 20, seed: int = 0) -> tuple[M
     (tensor name -> (indices, float32 values)), i.e. exactly what an AMS server streams.
     """
     from edgert.data import clip_path, model_available
-    from edgert.stream.coordinate import AdamConfig, CoordinateSelector, MaskedAdam, SelectionConfig
+    from edgert.updates.selection import AdamConfig, CoordinateSelector, MaskedAdam, SelectionConfig
     from edgert.vision.distill import distill_step
     from edgert.vision.models import segmentation_student
     from edgert.vision.teachers import load_teacher

@@ -23,7 +23,7 @@ import numpy as np
 
 from bench.bench_packet import DENSITY, _model, _update
 from bench.harness import Row, Timing, write_json
-from edgert.stream import encode_snapshot, encode_update
+from edgert.updates import encode_snapshot, encode_update
 
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARY = re.compile(r"applied (\d+) packets: median ([\d.]+) us, min ([\d.]+) us, max ([\d.]+) us")

@@ -7,15 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from edgert.stream.coordinate import (
+from edgert.updates.selection import (
     AdamConfig,
     CoordinateSelector,
     MaskedAdam,
     SelectionConfig,
     masked_indices,
 )
-from edgert.stream.protocol import Control, Join, ProtocolError, SampleUpload, UploadStatus
-from edgert.stream.sampling import ASRConfig, ATRConfig, SamplingController, phi_score
+from edgert.ams.protocol import Control, Join, SampleUpload, UploadStatus
+from edgert.transport import ProtocolError
+from edgert.ams.sampling import ASRConfig, ATRConfig, SamplingController, phi_score
 
 
 def _params(seed=0):

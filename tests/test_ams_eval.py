@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from edgert.cli import build_parser
-from edgert.stream.eval import EvalConfig, _miou_series, format_table, scheme_settings
+from edgert.ams.evaluate import EvalConfig, _miou_series, format_table, scheme_settings
 
 
 def test_schemes_map_to_server_and_edge_settings():
@@ -60,20 +60,20 @@ def test_table_and_cli_registration():
     parser = build_parser()
     args = parser.parse_args(["demo", "--schemes", "ams", "--no-plots"])
     assert args.schemes == "ams" and callable(args.func)
-    args = parser.parse_args(["stream", "serve", "--spec", "x.json"])
+    args = parser.parse_args(["ams", "serve", "--spec", "x.json"])
     assert args.spec == "x.json"
 
 
 def test_live_source_options_from_the_cli():
-    from edgert.stream.cli import _eval_config
+    from edgert.ams.cli import _eval_config
 
     parser = build_parser()
-    args = parser.parse_args(["stream", "eval", "--clip", "rtsp://127.0.0.1:8554/cam", "--max-seconds", "30",
+    args = parser.parse_args(["ams", "eval", "--clip", "rtsp://127.0.0.1:8554/cam", "--max-seconds", "30",
                               "--source-option", "rtsp_flags=listen", "--source-option", "listen_timeout=20"])
     cfg = _eval_config(args)
     assert cfg.source_options == {"rtsp_flags": "listen", "listen_timeout": "20"}
     cfg.validate()
     with pytest.raises(ValueError, match="live source: give max_seconds"):
-        _eval_config(parser.parse_args(["stream", "eval", "--clip", "udp://127.0.0.1:5000"])).validate()
+        _eval_config(parser.parse_args(["ams", "eval", "--clip", "udp://127.0.0.1:5000"])).validate()
     with pytest.raises(SystemExit, match="KEY=VALUE"):
-        _eval_config(parser.parse_args(["stream", "eval", "--source-option", "listen"]))
+        _eval_config(parser.parse_args(["ams", "eval", "--source-option", "listen"]))

@@ -1,6 +1,6 @@
 """The remote-flow baseline: Farneback label propagation, the LABELS codec, and the scheme end to end.
 
-The end-to-end test runs the real evaluation path: ``edgert stream serve`` and ``edgert stream edge`` as
+The end-to-end test runs the real evaluation path: ``edgert ams serve`` and ``edgert ams edge`` as
 separate processes over localhost TCP, one-frame libx264 uploads, PNG label maps back, on a generated
 clip of a moving textured block labelled by a TorchScript colour-threshold teacher.
 """
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from conftest import needs_av, needs_cv2
-from edgert.stream.protocol import ProtocolError
+from edgert.transport import ProtocolError
 
 pytestmark = needs_cv2
 W, H = 96, 64
@@ -46,7 +46,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_flow_moves_labels_with_a_translated_frame():
-    from edgert.stream.flow import LabelTracker, backward_flow, grey, warp_labels
+    from edgert.ams.flow import LabelTracker, backward_flow, grey, warp_labels
 
     f0, y0 = _scene(0)
     f1, y1 = _translated(f0, y0, 2, 5)
@@ -69,7 +69,7 @@ def test_flow_moves_labels_with_a_translated_frame():
 
 
 def test_label_frames_roundtrip_and_reject_bad_bodies():
-    from edgert.stream.flow import decode_labels, encode_labels
+    from edgert.ams.protocol import decode_labels, encode_labels
 
     _, y = _scene(3)
     body = encode_labels(7, 1.25, y)
@@ -94,7 +94,7 @@ class RedTeacher(nn.Module):
 
 @needs_av
 def test_remote_flow_scheme_end_to_end(tmp_path):
-    from edgert.stream.eval import EvalConfig, run_eval, scheme_settings
+    from edgert.ams.evaluate import EvalConfig, run_eval, scheme_settings
     from edgert.vision.video import encode
 
     frames = np.stack([_scene(i)[0] for i in range(50)])  # 2 s at 25 fps, block moving 1 px/frame
@@ -153,9 +153,11 @@ class _Tiny(nn.Module):
 
 @needs_av
 def test_live_remote_flow_edge_uses_labels_as_they_arrive():
-    from edgert.stream.ams import AMSConfig, AMSServer, EdgeConfig
-    from edgert.stream.flow import RemoteFlowEdge
-    from edgert.stream.sampling import ASRConfig, ATRConfig
+    from edgert.ams.config import AMSConfig, EdgeConfig
+    from edgert.ams.edge import AMSEdge
+    from edgert.ams.flow import RemoteFlowLoop
+    from edgert.ams.sampling import ASRConfig, ATRConfig
+    from edgert.ams.server import AMSServer
 
     key = b"k" * 32
     cfg = AMSConfig(trainer="remote", asr=ASRConfig(r_min=1.0, r_max=10.0, r_init=10.0, period_s=1.0, enabled=False),
@@ -163,13 +165,14 @@ def test_live_remote_flow_edge_uses_labels_as_they_arrive():
                                   enabled=False))
     torch.manual_seed(0)
     with AMSServer(_Tiny(), _ColorTeacher(), {"cam-1": key}, cfg, size=(W, H)) as server:
-        edge = RemoteFlowEdge(server.address, "cam-1", key, _Tiny(),
-                              EdgeConfig(uplink_kbps=2000.0, preset="ultrafast", lockstep=False, pace=True))
+        loop = RemoteFlowLoop()
+        edge = AMSEdge(server.address, "cam-1", key, _Tiny(),
+                       EdgeConfig(uplink_kbps=2000.0, preset="ultrafast", lockstep=False, pace=True), loop=loop)
         frames = [(i / 25.0, _scene(i)[0]) for i in range(40)]
         preds = []
         report = edge.run(iter(frames), 25.0, on_frame=lambda i, t, y: preds.append(y))
         assert report.uploads == 16 and report.frames == 40 and report.lockstep_timeouts == 0
-        assert edge.labels_seq >= 10 and edge.labels_bytes > 0  # live: labels used when they arrive
+        assert loop.labels_seq >= 10 and report.labels_bytes > 0  # live: labels used when they arrive
         assert report.versions == sorted(report.versions)  # label maps only ever get newer
         late = [_iou(p, _scene(i)[1]) for i, p in enumerate(preds) if i >= 30]
         assert min(late) > 0.6

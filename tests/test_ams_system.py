@@ -15,18 +15,14 @@ import torch
 from torch import nn
 
 from conftest import needs_av, wait_for
-from edgert.stream.ams import AMSConfig, AMSEdge, AMSServer, EdgeConfig
-from edgert.stream.coordinate import AdamConfig, SelectionConfig
-from edgert.stream.protocol import (
-    Control,
-    FrameType,
-    Join,
-    SampleUpload,
-    UploadStatus,
-    encode_frame,
-)
-from edgert.stream.sampling import ASRConfig, ATRConfig
-from edgert.stream.server import EdgeClient
+from edgert.ams.config import AMSConfig, EdgeConfig
+from edgert.ams.edge import AMSEdge
+from edgert.ams.protocol import AMSFrame, Control, Join, SampleUpload, UploadStatus
+from edgert.ams.sampling import ASRConfig, ATRConfig
+from edgert.ams.server import AMSServer
+from edgert.transport import EdgeClient
+from edgert.transport.frames import FrameType, encode_frame
+from edgert.updates.selection import AdamConfig, SelectionConfig
 
 pytestmark = needs_av
 W, H, FPS = 64, 48, 25.0
@@ -85,7 +81,7 @@ EDGE = EdgeConfig(uplink_kbps=400, preset="ultrafast", apply_lag_s=0.04, lockste
 
 def _model_bytes(model: nn.Module, server: AMSServer) -> bytes:
     """A model's parameters laid out as the device buffer (for comparing with the slot)."""
-    from edgert.stream.packet import DeviceMirror, encode_snapshot
+    from edgert.updates import DeviceMirror, encode_snapshot
 
     m = DeviceMirror(server.manifest)
     m.apply(encode_snapshot(server.manifest, 1, {n: p.detach().numpy() for n, p in model.named_parameters()}))
@@ -181,8 +177,8 @@ def test_server_killed_and_restarted_mid_run(tmp_path):
 
 def _raw_client(server: AMSServer, device: str, controls: list) -> EdgeClient:
     client = EdgeClient(server.address, device, KEYS[device],
-                        on_connect=lambda: client.send(FrameType.JOIN, Join(FPS, W, H).encode()),
-                        handlers={FrameType.CONTROL: lambda body: controls.append(Control.decode(body))})
+                        on_connect=lambda: client.send(AMSFrame.JOIN, Join(FPS, W, H).encode()),
+                        handlers={AMSFrame.CONTROL: lambda body: controls.append(Control.decode(body))})
     return client.start()
 
 
@@ -199,14 +195,14 @@ def test_corrupt_and_inconsistent_uploads_are_rejected_and_the_model_is_kept():
         try:
             assert wait_for(lambda: controls and client.version == 1)
             before = server.models.weights_bytes("cam-1")
-            client.send(FrameType.SAMPLES, SampleUpload(1, 1.0, [0.0, 0.2, 0.4], b"\x00garbage" * 50).encode())
-            client.send(FrameType.SAMPLES, SampleUpload(2, 2.0, [1.0, 1.2], _video(3)).encode())  # 2 stamps, 3 frames
+            client.send(AMSFrame.SAMPLES, SampleUpload(1, 1.0, [0.0, 0.2, 0.4], b"\x00garbage" * 50).encode())
+            client.send(AMSFrame.SAMPLES, SampleUpload(2, 2.0, [1.0, 1.2], _video(3)).encode())  # 2 stamps, 3 frames
             assert wait_for(lambda: len(controls) >= 3)
             assert [c.status for c in controls[1:3]] == [UploadStatus.BAD_VIDEO, UploadStatus.BAD_UPLOAD]
             assert "decod" in controls[1].message and "3 decoded frames" in controls[2].message
             assert server.models.weights_bytes("cam-1") == before and server.models.version_of("cam-1") == 1
             # the session survived: a valid upload is trained on
-            client.send(FrameType.SAMPLES, SampleUpload(3, 3.0, [2.0, 2.2, 2.4], _video(3)).encode())
+            client.send(AMSFrame.SAMPLES, SampleUpload(3, 3.0, [2.0, 2.2, 2.4], _video(3)).encode())
             assert wait_for(lambda: len(controls) >= 4 and client.version == 2)
             assert controls[3].status == UploadStatus.OK and controls[3].model_version == 2
             assert server.report()["cam-1"]["uploads_rejected"] == 2
@@ -221,7 +217,7 @@ def test_device_disconnecting_mid_upload_is_freed():
         assert wait_for(lambda: controls and client.version == 1)
         assert server.active_sessions() == ["cam-1"]
         body = SampleUpload(1, 1.0, [0.0, 0.2, 0.4], _video(3)).encode()
-        frame = encode_frame(FrameType.SAMPLES, body)
+        frame = encode_frame(AMSFrame.SAMPLES, body)
         with client._send_lock:  # half a SAMPLES frame, then the device vanishes
             client._sock.sendall(frame[: len(frame) // 2])
         client.stop()
@@ -259,7 +255,7 @@ def test_label_space_and_frame_size_mismatches_fail_early():
         AMSServer(TinyStudent(3), ColorTeacher(), KEYS, _config(), size=(W, H))
     with AMSServer(_student(), ColorTeacher(), KEYS, _config(), size=(W, H)) as server:
         client = EdgeClient(server.address, "cam-1", KEYS["cam-1"],
-                            on_connect=lambda: client.send(FrameType.JOIN, Join(FPS, 2 * W, H).encode()))
+                            on_connect=lambda: client.send(AMSFrame.JOIN, Join(FPS, 2 * W, H).encode()))
         client.start()
         try:
             assert wait_for(lambda: client.version == 1)

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 from conftest import wait_for
-from edgert.stream import Manifest, ModelServer, TensorSpec, encode_update
-from edgert.stream.protocol import FrameType, encode_frame
+from edgert.transport import ModelServer
+from edgert.updates import Manifest, TensorSpec, encode_update
+from edgert.transport.frames import FrameType, encode_frame
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = Manifest(bytes(range(100, 116)), (

@@ -12,9 +12,9 @@ import pytest
 
 import edgert
 from edgert._edgert import Slot, inspect_packet
-from edgert.stream import (DeviceMirror, Manifest, PacketEncoder, TensorSpec, TensorUpdate, crc32c, encode_snapshot,
+from edgert.updates import (DeviceMirror, Manifest, PacketEncoder, TensorSpec, TensorUpdate, crc32c, encode_snapshot,
                            encode_update, index_entropy_bound_bits, rice_encode)
-from edgert.stream.packet import _decode_v2_entries, transcode
+from edgert.updates.packet import _decode_v2_entries, transcode
 
 PACKETS = Path(__file__).resolve().parent / "data" / "packets"
 CHAIN = ["full_snapshot.bin", "sparse_fp16.bin", "dense_fp32.bin", "int8.bin", "authenticated.bin",

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import wait_for
-from edgert.stream import EdgeClient, Manifest, ModelServer, TensorSpec, authenticate, encode_update
-from edgert.stream.protocol import (
+from edgert.transport import EdgeClient, ModelServer
+from edgert.updates import Manifest, TensorSpec, authenticate, encode_update
+from edgert.transport.frames import (
     FrameType,
     Hello,
     ProtocolError,

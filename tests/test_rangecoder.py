@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from edgert.stream.rangecoder import GapModel, RangeDecoder, RangeEncoder, RangeError, TreeModel, encode_symbols
+from edgert.updates.rangecoder import GapModel, RangeDecoder, RangeEncoder, RangeError, TreeModel, encode_symbols
 
 
 def _encode(gaps: list[int], symbols: list[int], bits: int) -> bytes:

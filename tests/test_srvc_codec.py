@@ -15,7 +15,7 @@ pytestmark = needs_av
 from edgert.srvc.decoder import ContentError, Decoder, decode, decode_file  # noqa: E402
 from edgert.srvc.encoder import EncoderConfig, encode  # noqa: E402
 from edgert.srvc.model import SRConfig  # noqa: E402
-from edgert.srvc.stream import RECORD_HEADER_BYTES, ContainerError, iter_records, write_container  # noqa: E402
+from edgert.srvc.container import RECORD_HEADER_BYTES, ContainerError, iter_records, write_container  # noqa: E402
 
 TINY = SRConfig(scale=2, features=4, predictor_channels=8, body_channels=(8,), body_kernels=(3,))
 FPS = 10.0

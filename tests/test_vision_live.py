@@ -146,7 +146,7 @@ class RedTeacher(nn.Module):
 
 
 def test_eval_records_a_live_source_once(tmp_path: Path) -> None:
-    from edgert.stream.eval import EvalConfig, run_eval
+    from edgert.ams.evaluate import EvalConfig, run_eval
 
     teacher = tmp_path / "red.pt"
     torch.jit.script(RedTeacher()).save(str(teacher))
@@ -175,7 +175,7 @@ def test_eval_records_a_live_source_once(tmp_path: Path) -> None:
 
 
 def test_a_bad_teacher_fails_before_the_stream_is_recorded(tmp_path: Path) -> None:
-    from edgert.stream.eval import EvalConfig, run_eval
+    from edgert.ams.evaluate import EvalConfig, run_eval
     from edgert.vision.teachers import TeacherError
 
     # nobody publishes to this URL: opening it would wait the whole listen_timeout

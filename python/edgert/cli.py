@@ -1,4 +1,5 @@
-"""The ``edgert`` command. Each system adds its own subcommand group here."""
+"""The ``edgert`` command: ``info``, ``data``, and a subcommand group per application (``mimo``, ``srvc``,
+``ams``), plus ``demo``."""
 from __future__ import annotations
 
 import argparse
@@ -21,12 +22,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_info = sub.add_parser("info", help="version, backends, devices and build flags")
     p_info.add_argument("--json", action="store_true", help="print as JSON")
     p_info.set_defaults(func=_cmd_info)
+    from edgert.ams.cli import register as register_ams
+    from edgert.ams.cli import register_demo
+    from edgert.data import register as register_data
     from edgert.mimo.cli import register as register_mimo
+    from edgert.srvc.cli import register as register_srvc
 
-    register_mimo(sub)
-    from edgert.data import register as register_data; register_data(sub)  # noqa: E702
-    from edgert.srvc.cli import register as register_srvc; register_srvc(sub)  # noqa: E702
-    from edgert.stream.cli import register as reg_stream, register_demo; reg_stream(sub); register_demo(sub)  # noqa: E702
+    for register in (register_mimo, register_data, register_srvc, register_ams, register_demo):
+        register(sub)
     return parser
 
 

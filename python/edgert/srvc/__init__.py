@@ -3,7 +3,7 @@ model stream of sparse updates to a small content-adaptive super-resolution mode
 
 * :mod:`~edgert.srvc.model`: the SR model with spatially-adaptive kernels, frame geometry;
 * :mod:`~edgert.srvc.encoder` / :mod:`~edgert.srvc.decoder`: the two streams, the container
-  (:mod:`~edgert.srvc.stream`), gradient-guided sparse updates, the libedgert slot on the decoder;
+  (:mod:`~edgert.srvc.container`), gradient-guided sparse updates, the libedgert slot on the decoder;
 * :mod:`~edgert.srvc.metrics` / :mod:`~edgert.srvc.evaluate`: PSNR, SSIM, BD-rate, RD experiments.
 
 Design and results: ``docs/srvc.md``.

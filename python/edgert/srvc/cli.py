@@ -106,7 +106,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     import torch
 
     from edgert.srvc.decoder import ContentError, decode_file
-    from edgert.srvc.stream import ContainerError
+    from edgert.srvc.container import ContainerError
 
     torch.set_num_threads(args.threads)
     try:

@@ -6,7 +6,7 @@ reloaded from the slot's active weights. A rejected packet (bad CRC, wrong versi
 reported with its record, byte offset, frame and status, and decoding continues with the previous
 model. Before the first model is accepted, frames are upsampled bicubically (and the report says
 how many). Structural damage to the container or a broken content stream is fatal and raises
-:class:`~edgert.srvc.stream.ContainerError` / :class:`ContentError` saying where.
+:class:`~edgert.srvc.container.ContainerError` / :class:`ContentError` saying where.
 """
 from __future__ import annotations
 
@@ -24,10 +24,9 @@ import torch.nn.functional as F
 
 import edgert
 from edgert._edgert import Slot
-from edgert.srvc.encoder import load_weights, manifest_for
+from edgert.srvc.container import Container, ContainerError, Record, read_container
 from edgert.srvc.model import Geometry, SRConfig, SRVCModel
-from edgert.srvc.stream import Container, ContainerError, Record, read_container
-from edgert.stream.packet import Manifest
+from edgert.updates import Manifest, buffer_tensors, load_weights, module_manifest
 
 Log = Callable[[str], None]
 
@@ -117,7 +116,7 @@ class Decoder:
                                  f"{self.config.scale}")
         self.model = SRVCModel(self.config).eval().to(self.device)
         self.model.backend = backend
-        expected = manifest_for(self.model, b"\0" * 16)
+        expected = module_manifest(self.model, model_id=bytes(16))
         try:
             manifest = Manifest.from_bytes(self.container.manifest)
         except ValueError as exc:
@@ -125,6 +124,7 @@ class Decoder:
         if manifest.table_hash != expected.table_hash:
             raise ContainerError("corrupt: record #1 (MANI): the manifest's tensor table does not match the model "
                                  f"config in HEAD ({len(manifest.tensors)} tensors)")
+        self.manifest = manifest
         self.slot = Slot(self.container.manifest)
         self.report = DecodeReport(width=self.geometry.width, height=self.geometry.height)
         self._pending = list(self.container.models)
@@ -142,8 +142,8 @@ class Decoder:
             except edgert.PacketError as exc:
                 reason = f"{exc.status_name}: {exc}"
             else:
-                load_weights(self.model, lambda name: self.slot.read_tensor(name)[0])
-                weights, version = self.slot.weights()
+                weights, version = self.slot.weights()  # one pinned, consistent version
+                load_weights(self.model, buffer_tensors(self.manifest, weights))
                 self.report.weights_sha256[version] = hashlib.sha256(weights).hexdigest()
                 self.report.applied.append({"version": version, "first_frame": rec.first_frame, "frame": frame,
                                             "bytes": len(rec.payload)})

@@ -11,7 +11,7 @@ is trained on exactly what the decoder will see). Then, per segment of tau secon
   largest |change|, restore theta, train only those, and send their deltas as one sparse
   update packet (``ADD`` of fp16 values by default).
 
-The encoder keeps a :class:`~edgert.stream.packet.DeviceMirror` of the decoder's model slot and
+The encoder keeps a :class:`~edgert.updates.DeviceMirror` of the decoder's model slot and
 continues every segment from the mirror's weights, so fp16 rounding of the sent values never
 makes encoder and decoder drift apart.
 """
@@ -26,10 +26,21 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from edgert.srvc.container import write_container
 from edgert.srvc.model import Geometry, SRConfig, SRVCModel
-from edgert.srvc.stream import write_container
 from edgert.srvc.training import TrainStats, train
-from edgert.stream.packet import DeviceMirror, EncodedPacket, Manifest, TensorUpdate, encode_snapshot, encode_update
+from edgert.updates import (
+    DeviceMirror,
+    EncodedPacket,
+    Manifest,
+    encode_snapshot,
+    encode_update,
+    load_weights,
+    module_manifest,
+    module_weights,
+    parameter_delta,
+    top_count_masks,
+)
 
 Log = Callable[[str], None]
 MIN_LR_SIDE = 48
@@ -155,26 +166,10 @@ def segment_starts(frames: int, fps: float, segment_s: float) -> list[int]:
     return [i for i in range(frames) if i == 0 or seg[i] != seg[i - 1]]
 
 
-def manifest_for(model: SRVCModel, model_id: bytes) -> Manifest:
-    """The model's manifest: every parameter as float32 on the device, in ``named_parameters`` order."""
-    return Manifest.from_module(model, model_id, dtype="float32")
-
-
-def load_weights(model: SRVCModel, tensors: Callable[[str], np.ndarray]) -> None:
-    """Copies every parameter from ``tensors(name)`` (numpy, the parameter's shape) into ``model``."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            value = np.asarray(tensors(name))
-            if tuple(value.shape) != tuple(p.shape):
-                raise ValueError(f"tensor {name!r}: expected shape {tuple(p.shape)}, got {tuple(value.shape)}")
-            p.copy_(torch.from_numpy(value.astype(np.float32, copy=False)))
-
-
 def select_coordinates(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor],
                        fraction: float) -> dict[str, torch.Tensor]:
-    """Boolean masks of the ``fraction`` of all coordinates with the largest |after - before|."""
-    from edgert.stream.coordinate import top_count_masks
-
+    """Boolean masks of the ``fraction`` of all coordinates with the largest |after - before| (SRVC's
+    gradient-guided rule: the change of one full training pass ranks the coordinates)."""
     names = list(before)
     total = sum(before[n].numel() for n in names)
     count = max(1, min(total, int(round(fraction * total))))
@@ -227,7 +222,7 @@ def encode(frames: np.ndarray, fps: float, config: EncoderConfig = EncoderConfig
         if initial_model.config != config.model:
             raise ValueError(f"initial_model config {initial_model.config} differs from {config.model}")
         model.load_state_dict(initial_model.state_dict())
-    manifest = manifest_for(model, config.model_id)
+    manifest = module_manifest(model, model_id=config.model_id)
     mirror = DeviceMirror(manifest)
     lr_t, hr_t = video.frames_to_tensor(lr_dec), video.frames_to_tensor(hr_pad)
     starts = segment_starts(n, fps, config.segment_s)
@@ -243,8 +238,7 @@ def encode(frames: np.ndarray, fps: float, config: EncoderConfig = EncoderConfig
         if s == 0:
             iters = config.iterations if config.first_iterations is None else config.first_iterations
             stats = train(model, seg_lr, seg_hr, iterations=iters, **train_kw)
-            weights = {name: p.detach().numpy() for name, p in model.named_parameters()}
-            pkt = encode_snapshot(manifest, 1, weights, value_coding=config.snapshot_coding,
+            pkt = encode_snapshot(manifest, 1, module_weights(model), value_coding=config.snapshot_coding,
                                   max_format=config.packet_format)
             updated = sum(t.numel for t in manifest.tensors)
         else:
@@ -254,13 +248,7 @@ def encode(frames: np.ndarray, fps: float, config: EncoderConfig = EncoderConfig
             masks = select_coordinates(theta, _params(model), config.eta)
             load_weights(model, lambda name: theta[name].numpy())
             stats = train(model, seg_lr, seg_hr, iterations=config.iterations, masks=masks, **train_kw)
-            after = _params(model)
-            updates = {}
-            for name, mask in masks.items():
-                idx = torch.nonzero(mask.reshape(-1)).flatten()
-                if idx.numel():
-                    delta = (after[name].reshape(-1)[idx] - theta[name].reshape(-1)[idx]).numpy()
-                    updates[name] = TensorUpdate(values=delta, indices=idx.numpy(), mode="add")
+            updates = parameter_delta(model, mirror, masks)
             pkt = encode_update(manifest, mirror.version, mirror.version + 1, updates, config.value_coding,
                                 max_format=config.packet_format)
             updated = sum(int(m.sum()) for m in masks.values())

@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 
 from edgert.srvc.model import SRVCModel
+from edgert.updates import AdamConfig, MaskedAdam
 
 
 @dataclass
@@ -75,24 +76,24 @@ def train(model: SRVCModel, lr: torch.Tensor, hr: torch.Tensor, *, iterations: i
     fits the video as it is, so the encoder leaves it off).
 
     ``masks`` maps parameter names to boolean tensors of the parameter's shape; parameters without
-    a mask (or with an all-false one) are frozen, and after every step the unselected coordinates
-    are restored exactly, so the result differs from the start only where a mask is true.
+    a mask (or with an all-false one) are frozen. The optimizer is the shared
+    :class:`~edgert.updates.MaskedAdam`: it steps only the masked coordinates (Adam is per coordinate, so
+    they move exactly as under unmasked Adam), and the result differs from the start only where a mask
+    is true.
     """
     params = dict(model.named_parameters())
     if masks is not None:
         unknown = set(masks) - set(params)
         if unknown:
             raise ValueError(f"masks name unknown parameters: {sorted(unknown)}")
-        trainable = [p for n, p in params.items() if n in masks and bool(masks[n].any())]
-        frozen = {n: p.detach().clone() for n, p in params.items() if n in masks}
-    else:
-        trainable = list(params.values())
-        frozen = {}
     stats = TrainStats(0, float("nan"), float("nan"), 0.0)
-    if iterations <= 0 or not trainable:
+    if iterations <= 0 or (masks is not None and not any(bool(m.any()) for m in masks.values())):
         return stats
     model.train()
-    opt = torch.optim.Adam(trainable, lr=learning_rate)
+    opt = MaskedAdam(params.values(), AdamConfig(lr=learning_rate))
+    if masks is not None:
+        opt.set_masks([masks[n].to(torch.bool) if n in masks else torch.zeros_like(p, dtype=torch.bool)
+                       for n, p in params.items()])
     t0 = time.perf_counter()
     scale = model.config.scale
     for it in range(iterations):
@@ -100,18 +101,9 @@ def train(model: SRVCModel, lr: torch.Tensor, hr: torch.Tensor, *, iterations: i
         if augmented:
             x, y = augment(x, y, gen)
         loss = torch.mean((model(x) - y) ** 2)
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
-        if masks is not None:
-            for n, p in params.items():
-                if p.grad is not None and n in masks:
-                    p.grad.mul_(masks[n])
         opt.step()
-        if masks is not None:
-            with torch.no_grad():
-                for n, p in params.items():
-                    if n in masks:
-                        p.copy_(torch.where(masks[n], p, frozen[n]))
         value = float(loss.detach())
         if it == 0:
             stats.first_loss = value

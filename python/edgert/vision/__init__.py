@@ -20,6 +20,7 @@ _LAZY = {
     "MobileNetV2": "models", "segmentation_student": "models", "tiny_classifier": "models",
     "inference_module": "models",
     "distill_step": "distill", "recalibrate_batchnorm": "distill", "predict_labels": "distill",
+    "check_label_space": "distill",
     "ConfusionMeter": "metrics", "confusion_matrix": "metrics", "mean_iou": "metrics",
 }
 __all__ = sorted(_LAZY)

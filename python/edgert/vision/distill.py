@@ -205,3 +205,24 @@ def predict_labels(model: nn.Module, frames: Frames, batch_size: int = 8) -> np.
     finally:
         model.train(was_training)
     return torch.cat(out).numpy().astype(np.int64) if out else np.zeros((0,), np.int64)
+
+
+def check_label_space(student: nn.Module, num_classes: int, size: tuple[int, int]) -> None:
+    """Fails early when ``student`` does not map a ``size`` = (W, H) frame to ``num_classes`` logits per pixel.
+
+    Raises:
+        ValueError: naming the shape the student produced and what the teacher labels.
+    """
+    w, h = size
+    was = student.training
+    student.eval()
+    try:
+        with torch.no_grad():
+            out = student(torch.zeros(1, 3, h, w))
+    finally:
+        student.train(was)
+    if out.ndim != 4 or out.shape[-2:] != (h, w):
+        raise ValueError(f"student: expected logits [1, C, {h}, {w}] for a {w}x{h} frame, got {list(out.shape)}")
+    if out.shape[1] != num_classes:
+        raise ValueError(f"student predicts {out.shape[1]} classes but the teacher labels {num_classes}: "
+                         f"build the student with num_classes={num_classes}")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgert.stream.packet import DeviceMirror, Manifest, TensorSpec, TensorUpdate, encode_snapshot, encode_update
+from edgert.updates import DeviceMirror, Manifest, TensorSpec, TensorUpdate, encode_snapshot, encode_update
 
 HERE = Path(__file__).resolve().parent
 SEED = 20240611

@@ -1,7 +1,7 @@
 """The adaptive binary range coder of update-packet format version 2 (docs/update-packet.md).
 
 This is the reference implementation (pure Python, used by the encoder and by
-:func:`edgert.stream.packet.transcode`); libedgert's decoder (``src/packet/range_coder.hpp``) must
+:func:`edgert.updates.packet.transcode`); libedgert's decoder (``src/packet/range_coder.hpp``) must
 agree with it bit for bit, which the golden packets in ``tests/data/packets`` check.
 
 Models: :class:`GapModel` codes the gaps between sorted sparse indices (adaptive unary

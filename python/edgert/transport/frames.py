@@ -1,7 +1,10 @@
-"""The edgert wire protocol (``docs/wire-protocol.md``): frames, messages, handshake proofs.
+"""The edgert wire protocol (``docs/spec/wire-protocol.md``): frames, core messages, handshake proofs.
 
-Shared by :mod:`edgert.stream.server` (model server, Python edge client) and
-matched byte for byte by ``firmware/edge_node`` (C++).
+Shared by :mod:`edgert.transport.server` and :mod:`edgert.transport.client` and matched byte for byte
+by ``firmware/edge_node`` (C++). The core protocol owns frame types 1..11; codes 12..255 belong to
+applications, which register theirs (with a handler) in an endpoint's :class:`FrameRegistry`. An
+endpoint rejects a frame type it has not registered, so a device that never asks for an application's
+frames (the firmware node) never receives one.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import select
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Generic, Optional, TypeVar
 
 PROTOCOL_VERSION = 2  # what this side sends; servers also accept protocol 1 devices
 SUPPORTED_PROTOCOLS = (1, 2)
@@ -37,12 +40,57 @@ class FrameType(enum.IntEnum):
     PING = 9
     PONG = 10
     ERROR = 11
-    # AMS uplink extension (docs/wire-protocol.md): a server sends CONTROL only to a device that sent JOIN,
-    # so devices that never join (the firmware edge node) never see a frame type they do not know.
-    JOIN = 12
-    CONTROL = 13
-    SAMPLES = 14
-    LABELS = 15  # remote-inference baseline (edgert.stream.flow): sent only to a device that sent JOIN
+
+
+#: the first frame type code applications may register (12..255)
+FIRST_EXTENSION_CODE = 12
+LAST_FRAME_CODE = 255
+
+Handler = TypeVar("Handler", bound=Callable[..., None])
+
+
+class FrameRegistry(Generic[Handler]):
+    """The frame types one endpoint accepts: the core protocol's, plus application extension types.
+
+    An application defines its frame types as an :class:`enum.IntEnum` with codes in 12..255 and
+    registers each with the handler that receives its bodies (:meth:`ModelServer.register_frame
+    <edgert.transport.ModelServer.register_frame>`, :meth:`EdgeClient.register_frame
+    <edgert.transport.EdgeClient.register_frame>`). :func:`parse_header` rejects every other code.
+    """
+
+    def __init__(self, handlers: Optional[dict[enum.IntEnum, Handler]] = None) -> None:
+        self._types: dict[int, enum.IntEnum] = {int(t): t for t in FrameType}
+        self._handlers: dict[int, Handler] = {}
+        for frame_type, handler in (handlers or {}).items():
+            self.register(frame_type, handler)
+
+    def register(self, frame_type: enum.IntEnum, handler: Handler) -> None:
+        """Accept ``frame_type`` from now on and pass its bodies to ``handler``.
+
+        Raises:
+            ValueError: the code is a core one or outside 12..255, or another type already holds it.
+        """
+        code = int(frame_type)
+        if not FIRST_EXTENSION_CODE <= code <= LAST_FRAME_CODE:
+            raise ValueError(f"{frame_type!r}: extension frame types use codes {FIRST_EXTENSION_CODE}.."
+                             f"{LAST_FRAME_CODE} (1..{FIRST_EXTENSION_CODE - 1} are the core protocol's)")
+        held = self._types.get(code)
+        if held is not None and held is not frame_type:
+            raise ValueError(f"frame type code {code} is already registered as {held.name}")
+        self._types[code] = frame_type
+        self._handlers[code] = handler
+
+    def lookup(self, code: int) -> Optional[enum.IntEnum]:
+        """The registered type with this code (None: unknown here)."""
+        return self._types.get(code)
+
+    def handler(self, frame_type: int) -> Optional[Handler]:
+        """The handler of an extension frame type (None for core types and unknown codes)."""
+        return self._handlers.get(int(frame_type))
+
+    def extensions(self) -> list[enum.IntEnum]:
+        """The registered extension types, by code."""
+        return [self._types[c] for c in sorted(self._handlers)]
 
 
 class ErrorCode(enum.IntEnum):
@@ -59,21 +107,27 @@ class ConnectionClosed(ConnectionError):
     """The peer closed the connection or went silent past the timeout."""
 
 
-def encode_frame(frame_type: FrameType, body: bytes = b"") -> bytes:
+def encode_frame(frame_type: int, body: bytes = b"") -> bytes:
     """One frame: type u8, reserved u8 (0), length u32 LE, body."""
     return HEADER.pack(int(frame_type), 0, len(body)) + body
 
 
-def parse_header(header: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> tuple[FrameType, int]:
-    """Validates a 6-byte header before anything is allocated for the body."""
-    frame_type, reserved, length = HEADER.unpack(header)
-    if frame_type not in FrameType.__members__.values():
-        raise ProtocolError(f"unknown frame type {frame_type}")
+def parse_header(header: bytes, max_frame: int = DEFAULT_MAX_FRAME,
+                 registry: Optional[FrameRegistry] = None) -> tuple[enum.IntEnum, int]:
+    """Validates a 6-byte header before anything is allocated for the body.
+
+    ``registry``: the frame types this endpoint accepts (None: the core protocol's only).
+    """
+    code, reserved, length = HEADER.unpack(header)
+    frame_type = registry.lookup(code) if registry is not None else (
+        FrameType(code) if code in FrameType.__members__.values() else None)
+    if frame_type is None:
+        raise ProtocolError(f"unknown frame type {code}")
     if reserved != 0:
         raise ProtocolError(f"reserved header byte is {reserved}, not 0")
     if length > max_frame:
         raise ProtocolError(f"frame of {length} bytes exceeds the limit of {max_frame}")
-    return FrameType(frame_type), length
+    return frame_type, length
 
 
 def recv_exact(sock: socket.socket, n: int, timeout: float) -> bytes:
@@ -93,13 +147,15 @@ def recv_exact(sock: socket.socket, n: int, timeout: float) -> bytes:
     return bytes(chunks)
 
 
-def read_frame(sock: socket.socket, timeout: float, max_frame: int = DEFAULT_MAX_FRAME) -> tuple[FrameType, bytes]:
-    """Reads one frame (header checked before the body is read)."""
-    frame_type, length = parse_header(recv_exact(sock, HEADER.size, timeout), max_frame)
+def read_frame(sock: socket.socket, timeout: float, max_frame: int = DEFAULT_MAX_FRAME,
+               registry: Optional[FrameRegistry] = None) -> tuple[enum.IntEnum, bytes]:
+    """Reads one frame (header checked against ``registry`` before the body is read)."""
+    frame_type, length = parse_header(recv_exact(sock, HEADER.size, timeout), max_frame, registry)
     return frame_type, recv_exact(sock, length, timeout) if length else b""
 
 
-def send_frame(sock: socket.socket, frame_type: FrameType, body: bytes = b"") -> None:
+def send_frame(sock: socket.socket, frame_type: int, body: bytes = b"") -> None:
+    """Writes one frame; raises :class:`ConnectionClosed` when the socket fails."""
     try:
         sock.sendall(encode_frame(frame_type, body))
     except OSError as exc:
@@ -192,111 +248,6 @@ def decode_nack(body: bytes) -> tuple[int, int, str]:
 
 def encode_error(code: int, message: str) -> bytes:
     return struct.pack("<I", code) + message.encode()
-
-
-UPLINK_VERSION = 1
-JOIN_STRUCT = struct.Struct("<HHfHH")
-CONTROL_STRUCT = struct.Struct("<IIQff")
-SAMPLES_HEAD = struct.Struct("<IId")
-MAX_SAMPLES_PER_UPLOAD = 4096
-
-
-class UploadStatus(enum.IntEnum):
-    """CONTROL status: how the server handled an upload (or JOIN)."""
-
-    OK = 0  # samples labelled, phase trained, model version published
-    JOINED = 1  # answer to JOIN: the starting rate and period
-    BAD_VIDEO = 2  # the video bytes did not decode (the model is unchanged)
-    BAD_UPLOAD = 3  # frame count or timestamps inconsistent with the video
-    BUSY = 4  # the device's queue was full: the upload was dropped
-    NO_UPDATE = 5  # processed, nothing worth sending this phase
-
-
-@dataclass
-class Join:
-    """JOIN (device -> server): the device uploads samples and wants CONTROL frames."""
-
-    fps: float
-    width: int
-    height: int
-
-    def encode(self) -> bytes:
-        return JOIN_STRUCT.pack(UPLINK_VERSION, 0, self.fps, self.width, self.height)
-
-    @classmethod
-    def decode(cls, body: bytes) -> "Join":
-        if len(body) != JOIN_STRUCT.size:
-            raise ProtocolError(f"JOIN: expected {JOIN_STRUCT.size} bytes, got {len(body)}")
-        version, reserved, fps, width, height = JOIN_STRUCT.unpack(body)
-        if version != UPLINK_VERSION or reserved != 0:
-            raise ProtocolError(f"JOIN: unsupported uplink version {version} (reserved {reserved})")
-        if not (fps > 0 and width > 0 and height > 0):
-            raise ProtocolError(f"JOIN: fps, width, height must be positive, got {fps}, {width}, {height}")
-        return cls(float(fps), width, height)
-
-
-@dataclass
-class Control:
-    """CONTROL (server -> device): the answer to upload ``seq`` (0 for JOIN) and the device's next settings."""
-
-    seq: int
-    status: UploadStatus
-    model_version: int
-    sample_rate: float
-    t_update: float
-    message: str = ""
-
-    def encode(self) -> bytes:
-        return CONTROL_STRUCT.pack(self.seq, int(self.status), self.model_version, self.sample_rate,
-                                   self.t_update) + self.message.encode()[:255]
-
-    @classmethod
-    def decode(cls, body: bytes) -> "Control":
-        if not CONTROL_STRUCT.size <= len(body) <= CONTROL_STRUCT.size + 255:
-            raise ProtocolError(f"CONTROL: expected {CONTROL_STRUCT.size}..{CONTROL_STRUCT.size + 255} bytes, "
-                                f"got {len(body)}")
-        seq, status, version, rate, t_update = CONTROL_STRUCT.unpack_from(body)
-        if status not in UploadStatus.__members__.values():
-            raise ProtocolError(f"CONTROL: unknown status {status}")
-        if not (rate > 0 and t_update > 0):
-            raise ProtocolError(f"CONTROL: rate and t_update must be positive, got {rate}, {t_update}")
-        return cls(seq, UploadStatus(status), version, float(rate), float(t_update),
-                   body[CONTROL_STRUCT.size:].decode(errors="replace"))
-
-
-@dataclass
-class SampleUpload:
-    """SAMPLES (device -> server): one buffer of sampled frames as a compressed video.
-
-    ``times`` are the frames' stream timestamps (seconds, increasing), ``t_end`` the end of the buffered
-    window; ``video`` is a complete container (Matroska, H.264) holding exactly ``len(times)`` frames.
-    """
-
-    seq: int
-    t_end: float
-    times: list[float]
-    video: bytes
-
-    def encode(self) -> bytes:
-        return (SAMPLES_HEAD.pack(self.seq, len(self.times), self.t_end)
-                + struct.pack(f"<{len(self.times)}d", *self.times) + self.video)
-
-    @classmethod
-    def decode(cls, body: bytes) -> "SampleUpload":
-        if len(body) < SAMPLES_HEAD.size:
-            raise ProtocolError("SAMPLES: truncated header")
-        seq, count, t_end = SAMPLES_HEAD.unpack_from(body)
-        if not 1 <= count <= MAX_SAMPLES_PER_UPLOAD:
-            raise ProtocolError(f"SAMPLES: frame count must be 1..{MAX_SAMPLES_PER_UPLOAD}, got {count}")
-        end = SAMPLES_HEAD.size + 8 * count
-        if len(body) <= end:
-            raise ProtocolError(f"SAMPLES: {len(body)} bytes cannot hold {count} timestamps and a video")
-        times = list(struct.unpack_from(f"<{count}d", body, SAMPLES_HEAD.size))
-        if any(not (b > a) for a, b in zip(times, times[1:])) or not all(t == t for t in times):
-            raise ProtocolError("SAMPLES: timestamps must be strictly increasing")
-        if not t_end >= times[-1]:
-            raise ProtocolError(f"SAMPLES: t_end {t_end} before the last frame {times[-1]}")
-        return cls(seq, float(t_end), times, body[end:])
 
 
 def server_proof(key: bytes, client_nonce: bytes, server_nonce: bytes, device_id: str) -> bytes:

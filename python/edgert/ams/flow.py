@@ -2,7 +2,7 @@
 
 The device has no model of its own. It samples frames at a fixed rate (paper: 1 fps), uploads each one at
 once as a one-frame H.264 SAMPLES upload (the AMS uplink, same encoder and bitrate per stream second), the
-server labels it with the teacher and sends the label map back in a LABELS frame (``FrameType.LABELS``:
+server labels it with the teacher and sends the label map back in a LABELS frame (``AMSFrame.LABELS``, :mod:`edgert.ams.protocol`:
 seq u32, frame time f64, then the ``uint8 [H, W]`` map as a PNG -- deflate of the filtered rows, lossless;
 label maps are piecewise constant, so this is a few hundred bytes to a few KB) followed by the usual
 CONTROL answer. Between label arrivals the device carries the newest label map forward to every frame with
@@ -10,26 +10,23 @@ dense optical flow (OpenCV Farneback on grey frames, then ``cv2.remap`` with nea
 the labels): when labels for a sampled frame arrive they are warped from *that* frame to the current one,
 afterwards from the previous frame to the current one.
 
-Round-trip delay is modelled like the other schemes' update lag (:class:`~edgert.stream.ams.EdgeConfig`):
+Round-trip delay is modelled like the other schemes' update lag (:class:`~edgert.ams.config.EdgeConfig`):
 in lockstep the labels of the frame sampled at ``t`` are used from stream time ``t + apply_lag_s`` on (the
 edge waits there for them if the shared CPU is slow); live, they are used when they arrive.
 """
 from __future__ import annotations
 
-import struct
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
-from edgert.stream.ams import AMSEdge, EdgeConfig, EdgeReport
-from edgert.stream.protocol import FrameType, ProtocolError
-
-LABELS_HEAD = struct.Struct("<Id")
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+from edgert.ams.edge import AMSEdge, FrameCallback
+from edgert.ams.protocol import AMSFrame, decode_labels, opencv
+from edgert.transport import ProtocolError
 
 
 @dataclass
@@ -62,19 +59,11 @@ class FlowConfig:
             raise ValueError(f"poly_n must be 5 or 7 and poly_sigma > 0, got {self.poly_n}, {self.poly_sigma}")
 
 
-def _cv2() -> Any:
-    try:
-        import cv2
-    except ImportError as exc:  # pragma: no cover - opencv-python-headless is a dependency of the eval
-        raise ImportError("remote-flow needs OpenCV: pip install 'opencv-python-headless<5'") from exc
-    return cv2
-
-
 def grey(frame: np.ndarray) -> np.ndarray:
     """``uint8 [H, W, 3]`` RGB -> ``uint8 [H, W]`` grey (what Farneback tracks)."""
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         raise ValueError(f"frame: expected uint8 [H, W, 3], got {frame.dtype} {list(frame.shape)}")
-    return _cv2().cvtColor(np.ascontiguousarray(frame), _cv2().COLOR_RGB2GRAY)
+    return opencv().cvtColor(np.ascontiguousarray(frame), opencv().COLOR_RGB2GRAY)
 
 
 def backward_flow(src_grey: np.ndarray, dst_grey: np.ndarray, config: Optional[FlowConfig] = None) -> np.ndarray:
@@ -83,14 +72,14 @@ def backward_flow(src_grey: np.ndarray, dst_grey: np.ndarray, config: Optional[F
     if src_grey.shape != dst_grey.shape or src_grey.ndim != 2:
         raise ValueError(f"flow: expected two grey frames of one size, got {list(src_grey.shape)} and "
                          f"{list(dst_grey.shape)}")
-    return _cv2().calcOpticalFlowFarneback(dst_grey, src_grey, None, cfg.pyr_scale, cfg.levels, cfg.winsize,
+    return opencv().calcOpticalFlowFarneback(dst_grey, src_grey, None, cfg.pyr_scale, cfg.levels, cfg.winsize,
                                            cfg.iterations, cfg.poly_n, cfg.poly_sigma, 0)
 
 
 def warp_labels(labels: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """Moves a label map of the source frame onto the destination frame (``flow`` from :func:`backward_flow`),
     nearest-neighbour so no label is invented; pixels whose source falls outside take the nearest edge label."""
-    cv2 = _cv2()
+    cv2 = opencv()
     h, w = labels.shape
     if flow.shape != (h, w, 2):
         raise ValueError(f"flow: expected [{h}, {w}, 2] for labels {list(labels.shape)}, got {list(flow.shape)}")
@@ -135,62 +124,41 @@ class LabelTracker:
         return labels
 
 
-def encode_labels(seq: int, time_s: float, labels: np.ndarray) -> bytes:
-    """LABELS body: seq u32, frame time f64, the ``uint8`` label map as PNG (lossless, deflate)."""
-    if labels.ndim != 2 or labels.dtype != np.uint8:
-        raise ValueError(f"labels: expected uint8 [H, W], got {labels.dtype} {list(labels.shape)}")
-    ok, png = _cv2().imencode(".png", labels, [_cv2().IMWRITE_PNG_COMPRESSION, 9])
-    if not ok:
-        raise ValueError("labels: PNG encoding failed")
-    return LABELS_HEAD.pack(seq, time_s) + png.tobytes()
+class RemoteFlowLoop:
+    """The ``remote-flow`` device loop: uploads each sampled frame, tracks the server's labels with optical flow.
 
-
-def decode_labels(body: bytes, shape: tuple[int, int]) -> tuple[int, float, np.ndarray]:
-    """Parses a LABELS body; raises :class:`ProtocolError` when it is not a ``shape`` label map."""
-    if len(body) <= LABELS_HEAD.size or body[LABELS_HEAD.size:LABELS_HEAD.size + 8] != PNG_MAGIC:
-        raise ProtocolError("LABELS: truncated or not a PNG label map")
-    seq, time_s = LABELS_HEAD.unpack_from(body)
-    cv2 = _cv2()
-    labels = cv2.imdecode(np.frombuffer(body, np.uint8, offset=LABELS_HEAD.size), cv2.IMREAD_UNCHANGED)
-    if labels is None or labels.dtype != np.uint8 or labels.shape != tuple(shape):
-        got = None if labels is None else f"{labels.dtype} {list(labels.shape)}"
-        raise ProtocolError(f"LABELS: expected a uint8 {list(shape)} map, got {got}")
-    return seq, float(time_s), labels
-
-
-class RemoteFlowEdge(AMSEdge):
-    """The ``remote-flow`` device: uploads each sampled frame, tracks the server's labels with optical flow.
-
-    Same constructor as :class:`~edgert.stream.ams.AMSEdge` plus ``flow`` (:class:`FlowConfig`); ``student``
-    only fixes the shipped model the connection carries (it is never run). :meth:`run` returns the
-    :class:`~edgert.stream.ams.EdgeReport`; ``latency_ms`` is the per-frame tracking step (flow + remap) and
-    ``versions`` the seq of the label map in use per frame (0: none yet).
+    Plug it into :class:`~edgert.ams.edge.AMSEdge` (``loop=RemoteFlowLoop(flow)``); the edge's student is never
+    run. ``latency_ms`` in the :class:`~edgert.ams.edge.EdgeReport` is the per-frame tracking step (flow +
+    remap), ``versions`` the seq of the label map in use per frame (0: none yet) and ``labels_bytes`` the
+    LABELS frames received.
     """
 
-    def __init__(self, address: tuple[str, int], device_id: str, key: bytes, student: Any,
-                 config: Optional[EdgeConfig] = None, *, flow: Optional[FlowConfig] = None,
-                 log: Optional[Callable[[str], None]] = None) -> None:
-        super().__init__(address, device_id, key, student, config, log=log)
+    def __init__(self, flow: Optional[FlowConfig] = None) -> None:
         self.flow_config = flow or FlowConfig()
         self.flow_config.validate()
         self._labels_lock = threading.Lock()
         self._received: dict[int, np.ndarray] = {}
         self._shape: Optional[tuple[int, int]] = None
+        self._edge: Optional[AMSEdge] = None
         self.labels_seq = 0
-        self.labels_bytes = 0  # LABELS frames (header + body) received
-        self.client.handlers[FrameType.LABELS] = self._on_labels
+
+    def attach(self, edge: AMSEdge) -> None:
+        """Registers the LABELS frame with the edge's client."""
+        self._edge = edge
+        edge.client.register_frame(AMSFrame.LABELS, self._on_labels)
 
     def _on_labels(self, body: bytes) -> None:
-        if self._shape is None:
+        if self._shape is None or self._edge is None:
             raise ProtocolError("LABELS before the device uploaded a frame")
         seq, _, labels = decode_labels(body, self._shape)
         with self._labels_lock:
             self._received[seq] = labels
-            self.labels_bytes += len(body) + 6
+            self._edge.report.labels_bytes += len(body) + 6
 
-    def _loop(self, t_first: float, first: np.ndarray, it: Any, fps: float,
-              on_frame: Optional[Callable[[int, float, np.ndarray], None]]) -> EdgeReport:
-        cfg = self.config
+    def run(self, edge: AMSEdge, t_first: float, first: np.ndarray, frames: Iterator[tuple[float, np.ndarray]],
+            on_frame: Optional[FrameCallback]) -> None:
+        """Runs until ``frames`` ends (see :class:`~edgert.ams.edge.EdgeLoop`)."""
+        cfg = edge.config
         self._shape = first.shape[:2]
         tracker = LabelTracker(self.flow_config)
         sampled: dict[int, np.ndarray] = {}  # seq -> grey of the uploaded frame, until its labels are in
@@ -202,33 +170,28 @@ class RemoteFlowEdge(AMSEdge):
         item: Optional[tuple[float, np.ndarray]] = (t_first, first)
         while item is not None:
             t, frame = item
-            if cfg.pace:
-                delay = (t - t_first) - (time.monotonic() - wall0)
-                if delay > 0:
-                    time.sleep(delay)
+            edge.pace(t, t_first, wall0)
             g = grey(frame)
             if cfg.lockstep:
                 while pending and t >= pending[0][1]:
                     s, _ = pending.popleft()
-                    if self.client.connected.is_set() and self._wait_control(s, cfg.lockstep_timeout_s) is None:
-                        self.report.lockstep_timeouts += 1
+                    if edge.client.connected.is_set() and edge.wait_control(s, cfg.lockstep_timeout_s) is None:
+                        edge.report.lockstep_timeouts += 1
                     self._take_labels(tracker, sampled, up_to=s)
             else:
                 self._take_labels(tracker, sampled, up_to=None)
-            with self._control_cond:
-                rate = self.rate
+            rate, _ = edge.settings()
             if t + 1e-9 >= next_sample:
                 seq += 1
                 sampled[seq] = g
-                if self._upload(seq, t, [t], [frame]):
+                if edge.upload(seq, t, [t], [frame]):
                     pending.append((seq, t + cfg.apply_lag_s))
                 else:
                     sampled.pop(seq)
                 next_sample = max(next_sample + 1.0 / rate, t)
-            self._step_frame(index, t, lambda: tracker.step(g), self.labels_seq, on_frame)
+            edge.record_frame(index, t, lambda: tracker.step(g), self.labels_seq, on_frame)
             index += 1
-            item = next(it, None)
-        return self.report
+            item = next(frames, None)
 
     def _take_labels(self, tracker: LabelTracker, sampled: dict[int, np.ndarray], up_to: Optional[int]) -> None:
         """Installs the newest received label map with seq <= ``up_to`` (None: any); drops older frames."""
@@ -245,5 +208,4 @@ class RemoteFlowEdge(AMSEdge):
             del sampled[s]
 
 
-__all__ = ["FlowConfig", "LabelTracker", "RemoteFlowEdge", "backward_flow", "decode_labels", "encode_labels", "grey",
-           "warp_labels"]
+__all__ = ["FlowConfig", "LabelTracker", "RemoteFlowLoop", "backward_flow", "grey", "warp_labels"]

@@ -25,7 +25,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
-from edgert.stream.packet import crc32c
+from edgert.updates import crc32c
 
 MAGIC = b"SRVC"
 VERSION = 1

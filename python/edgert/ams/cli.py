@@ -1,6 +1,6 @@
-"""``edgert stream ...`` (AMS server, edge, evaluation) and ``edgert demo``.
+"""``edgert ams ...`` (AMS server, edge, evaluation) and ``edgert demo``.
 
-``serve`` and ``edge`` are the two processes :mod:`edgert.stream.eval` starts; they read one JSON spec
+``serve`` and ``edge`` are the two processes :mod:`edgert.ams.evaluate` starts; they read one JSON spec
 (written by the evaluation) so both sides build the same student.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ def _load_spec(path: str) -> dict[str, Any]:
     try:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise SystemExit(f"edgert stream: cannot read spec {path!r}: {exc}") from exc
+        raise SystemExit(f"edgert ams: cannot read spec {path!r}: {exc}") from exc
 
 
 def _keys(spec: dict[str, Any]) -> dict[str, bytes]:
@@ -32,8 +32,9 @@ def _keys(spec: dict[str, Any]) -> dict[str, bytes]:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import torch
 
-    from edgert.stream.ams import AMSConfig, AMSServer
-    from edgert.stream.eval import build_student
+    from edgert.ams.config import AMSConfig
+    from edgert.ams.evaluate import build_student
+    from edgert.ams.server import AMSServer
     from edgert.vision.teachers import load_teacher
 
     spec = _load_spec(args.spec)
@@ -65,8 +66,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_edge(args: argparse.Namespace) -> int:
     import torch
 
-    from edgert.stream.ams import AMSEdge, EdgeConfig
-    from edgert.stream.eval import build_student
+    from edgert.ams.config import EdgeConfig
+    from edgert.ams.edge import AMSEdge, EdgeLoop, ModelStreamingLoop
+    from edgert.ams.evaluate import build_student
     from edgert.vision.video import iter_frames, probe
 
     spec = _load_spec(args.spec)
@@ -76,16 +78,14 @@ def _cmd_edge(args: argparse.Namespace) -> int:
     edge_cfg = EdgeConfig(**spec["edge"])
     key = Path(spec["keys"][args.device]).read_bytes()
     log = (lambda line: print(f"[edge {args.device} {time.strftime('%H:%M:%S')}] {line}", flush=True))
+    loop: EdgeLoop = ModelStreamingLoop()
     if spec["ams"].get("trainer") == "remote":
-        from edgert.stream.flow import FlowConfig, RemoteFlowEdge
-        import cv2
+        from edgert.ams.flow import FlowConfig, RemoteFlowLoop
+        from edgert.ams.protocol import opencv
 
-        cv2.setNumThreads(int(spec.get("threads", 1)))  # the flow step on as many threads as the student gets
-
-        edge: AMSEdge = RemoteFlowEdge((host, int(port)), args.device, key, student, edge_cfg,
-                                       flow=FlowConfig(**spec.get("flow", {})), log=log)
-    else:
-        edge = AMSEdge((host, int(port)), args.device, key, student, edge_cfg, log=log)
+        opencv().setNumThreads(int(spec.get("threads", 1)))  # the flow step on as many threads as the student gets
+        loop = RemoteFlowLoop(FlowConfig(**spec.get("flow", {})))
+    edge = AMSEdge((host, int(port)), args.device, key, student, edge_cfg, log=log, loop=loop)
     options = spec.get("source_options") or {}
     info = probe(spec["clip"], options)
     preds: list[np.ndarray] = []
@@ -95,10 +95,7 @@ def _cmd_edge(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out / "predictions.npz", labels=np.stack(preds))
-    doc = dataclasses.asdict(report)
-    if hasattr(edge, "labels_bytes"):
-        doc["labels_bytes"] = edge.labels_bytes
-    (out / "edge_report.json").write_text(json.dumps(doc, indent=2))
+    (out / "edge_report.json").write_text(json.dumps(dataclasses.asdict(report), indent=2))
     log(f"{report.frames} frames, {report.uploads} uploads, {report.model_swaps} model swaps, "
         f"up {report.wire_bytes_sent} B, down {report.wire_bytes_received} B")
     return 0
@@ -109,14 +106,14 @@ def _source_options(pairs: Optional[list[str]]) -> dict[str, str]:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"edgert stream eval: --source-option expects KEY=VALUE, got {pair!r}")
+            raise SystemExit(f"edgert ams eval: --source-option expects KEY=VALUE, got {pair!r}")
         options[key] = value
     return options
 
 
 def _eval_config(args: argparse.Namespace) -> Any:
-    from edgert.stream.coordinate import SelectionConfig
-    from edgert.stream.eval import EvalConfig
+    from edgert.ams.evaluate import EvalConfig
+    from edgert.updates import SelectionConfig
 
     cfg = EvalConfig(clip=args.clip, width=args.width, height=args.height, max_seconds=args.max_seconds,
                      time_scale=args.time_scale, schemes=tuple(s.strip() for s in args.schemes.split(",") if s.strip()),
@@ -136,13 +133,13 @@ def _eval_config(args: argparse.Namespace) -> Any:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from edgert.stream.eval import format_table, run_eval
+    from edgert.ams.evaluate import format_table, run_eval
 
     cfg = _eval_config(args)
     try:
         cfg.validate()
     except ValueError as exc:
-        print(f"edgert stream eval: {exc}", file=sys.stderr)
+        print(f"edgert ams eval: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out or f"runs/ams-{time.strftime('%Y%m%d-%H%M%S')}")
     t0 = time.time()
@@ -151,7 +148,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     except ValueError as exc:
         if not args.merge or "--merge" not in str(exc):
             raise
-        print(f"edgert stream eval: {exc}", file=sys.stderr)
+        print(f"edgert ams eval: {exc}", file=sys.stderr)
         return 2
     print()
     print(format_table(results))
@@ -160,7 +157,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _add_eval_args(p: argparse.ArgumentParser, schemes: str) -> None:
-    from edgert.stream.eval import SCHEMES
+    from edgert.ams.evaluate import SCHEMES
 
     p.add_argument("--clip", default="bikes", help="bundled clip name, video file, or live source (rtsp:// or other FFmpeg URL, "
                         "camera device), recorded for --max-seconds (default: bikes)")
@@ -201,10 +198,10 @@ def _add_eval_args(p: argparse.ArgumentParser, schemes: str) -> None:
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Adds ``edgert stream ...`` to the top-level parser."""
-    p = sub.add_parser("stream", help="AMS model streaming: server, edge, evaluation")
-    ssub = p.add_subparsers(dest="stream_command", required=True)
-    s = ssub.add_parser("serve", help="run an AMS server from a spec (as started by `stream eval`)")
+    """Adds ``edgert ams ...`` to the top-level parser."""
+    p = sub.add_parser("ams", help="AMS adaptive model streaming: server, edge, evaluation")
+    ssub = p.add_subparsers(dest="ams_command", required=True)
+    s = ssub.add_parser("serve", help="run an AMS server from a spec (as started by `ams eval`)")
     s.add_argument("--spec", required=True)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=0)
@@ -231,10 +228,10 @@ def register_demo(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgert.stream.cli")
+    parser = argparse.ArgumentParser(prog="python -m edgert.ams.cli")
     sub = parser.add_subparsers(dest="command", required=True)
     register(sub)
-    args = parser.parse_args(["stream", *(argv if argv is not None else sys.argv[1:])])
+    args = parser.parse_args(["ams", *(argv if argv is not None else sys.argv[1:])])
     return int(args.func(args) or 0)
 
 

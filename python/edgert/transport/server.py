@@ -1,18 +1,19 @@
-"""Model server and Python edge client over the wire protocol (``docs/wire-protocol.md``).
+"""The model server (``docs/spec/wire-protocol.md``).
 
 :class:`ModelServer` holds one model (manifest + the device-exact weights in a
-:class:`~edgert.stream.packet.DeviceMirror`), a bounded history of update packets
+:class:`~edgert.updates.DeviceMirror`), a bounded history of update packets
 and one thread per connected device. It answers each device with the packets
 that lead from the device's version to its own, or with a full snapshot, MACs
 every packet with that device's key, and pushes new versions as they are
-published. :class:`EdgeClient` is the device side in Python (the C++ one is
-``firmware/edge_node``), applying packets to an :class:`edgert._edgert.Slot`.
+published. Applications add their own frame types with :meth:`ModelServer.register_frame`.
+The device side is :class:`edgert.transport.EdgeClient` (Python) or ``firmware/edge_node`` (C++).
 """
 from __future__ import annotations
 
 import json
 import os
 import secrets
+import enum
 import socket
 import threading
 from collections import deque
@@ -22,8 +23,26 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 import numpy as np
 
-from edgert import _edgert
-from edgert.stream.packet import (
+from edgert.transport.frames import (
+    DEFAULT_MAX_FRAME,
+    NONCE_BYTES,
+    ConnectionClosed,
+    ErrorCode,
+    FrameRegistry,
+    FrameType,
+    Hello,
+    ProtocolError,
+    decode_nack,
+    decode_u64,
+    device_proof,
+    encode_challenge,
+    encode_error,
+    encode_u64,
+    read_frame,
+    send_frame,
+    server_proof,
+)
+from edgert.updates import (
     COMPACT_FORMAT,
     DeviceMirror,
     EncodedPacket,
@@ -33,30 +52,9 @@ from edgert.stream.packet import (
     encode_update,
     transcode,
 )
-from edgert.stream.protocol import (
-    DEFAULT_MAX_FRAME,
-    MODEL_ID_BYTES,
-    NONCE_BYTES,
-    ConnectionClosed,
-    ErrorCode,
-    FrameType,
-    Hello,
-    ProtocolError,
-    backoff_delays,
-    decode_challenge,
-    decode_nack,
-    decode_u64,
-    device_proof,
-    encode_challenge,
-    encode_error,
-    encode_nack,
-    encode_u64,
-    read_frame,
-    send_frame,
-    server_proof,
-)
 
 Log = Callable[[str], None]
+ServerHandler = Callable[["_Session", bytes], None]
 
 
 @dataclass
@@ -105,7 +103,8 @@ class _Session:
         self.stream: Optional[_Stream] = None
         self.lock = threading.Lock()  # one writer at a time (session thread and publishers)
 
-    def send(self, frame_type: FrameType, body: bytes = b"") -> None:
+    def send(self, frame_type: int, body: bytes = b"") -> None:
+        """Writes one frame to this device (any thread)."""
         with self.lock:
             send_frame(self.sock, frame_type, body)
         self.server._account(self.device_id, sent=len(body) + 6)
@@ -134,9 +133,9 @@ class ModelServer:
         per_device: every device gets its own model stream (same manifest, own
             weights and versions, all starting from ``weights``); publish with
             ``device_id=``. State is saved under ``state_dir/<device id>``.
-        handlers: extension frames a device may send (frame type -> ``fn(session, body)``,
-            called on the connection's thread; ``session.send(type, body)`` answers).
-            Types without a handler are protocol errors, as before.
+        handlers: extension frames a device may send (application frame type -> ``fn(session, body)``,
+            called on the connection's thread; ``session.send(type, body)`` answers); the same as
+            calling :meth:`register_frame` for each. Types without a handler are protocol errors.
         on_disconnect: called with the device id when an authenticated connection ends.
     """
 
@@ -145,7 +144,7 @@ class ModelServer:
                  packet_format: int = COMPACT_FORMAT,
                  state_dir: Optional[Union[str, Path]] = None, max_frame: int = DEFAULT_MAX_FRAME,
                  idle_timeout: float = 30.0, log: Optional[Log] = None, per_device: bool = False,
-                 handlers: Optional[Mapping[FrameType, Callable[["_Session", bytes], None]]] = None,
+                 handlers: Optional[Mapping[enum.IntEnum, "ServerHandler"]] = None,
                  on_disconnect: Optional[Callable[[str], None]] = None) -> None:
         for device, key in keys.items():
             if not 16 <= len(key) <= 64:
@@ -157,7 +156,7 @@ class ModelServer:
         self.max_frame = max_frame
         self.idle_timeout = idle_timeout
         self.per_device = per_device
-        self.handlers = dict(handlers or {})
+        self.frames: FrameRegistry[ServerHandler] = FrameRegistry(dict(handlers or {}))
         self.on_disconnect = on_disconnect
         self.devices: dict[str, DeviceStatus] = {}
         self._log = log or (lambda line: None)
@@ -414,7 +413,7 @@ class ModelServer:
 
     def _conversation(self, s: _Session) -> None:
         while not self._stopping.is_set():
-            frame_type, body = read_frame(s.sock, self.idle_timeout, self.max_frame)
+            frame_type, body = read_frame(s.sock, self.idle_timeout, self.max_frame, self.frames)
             self._account(s.device_id, received=len(body) + 6)
             if frame_type == FrameType.ACK:
                 version = decode_u64(body, "ACK")
@@ -437,12 +436,19 @@ class ModelServer:
                 s.send(FrameType.PONG, body)
             elif frame_type == FrameType.PONG:
                 continue
-            elif frame_type in self.handlers:
-                self.handlers[frame_type](s, body)
             else:
-                raise ProtocolError(f"unexpected {frame_type.name} from a device")
+                handler = self.frames.handler(frame_type)
+                if handler is None:
+                    raise ProtocolError(f"unexpected {frame_type.name} from a device")
+                handler(s, body)
 
-    def send_to(self, device_id: str, frame_type: FrameType, body: bytes = b"") -> bool:
+    def register_frame(self, frame_type: enum.IntEnum, handler: "ServerHandler") -> None:
+        """Accepts the application frame type ``frame_type`` (code 12..255) from devices from now on;
+        ``handler(session, body)`` runs on the connection's thread (see :class:`FrameRegistry`)."""
+        with self._lock:
+            self.frames.register(frame_type, handler)
+
+    def send_to(self, device_id: str, frame_type: int, body: bytes = b"") -> bool:
         """Sends one frame to every connection of ``device_id``; False when none is connected."""
         with self._lock:
             sessions = [s for s in self._sessions if s.device_id == device_id]
@@ -469,184 +475,3 @@ class ModelServer:
                 except OSError:
                     return False
         return bool(sessions)
-
-
-class EdgeClient:
-    """The device side in Python: keeps an :class:`edgert._edgert.Slot` in sync with a server.
-
-    Runs in a background thread with reconnect and exponential backoff; the slot
-    (``self.slot``) is readable at any time. ``on_version`` is called after each
-    applied version. Like the firmware node it pings after ``ping_after`` seconds
-    without traffic and drops the connection after ``silence_timeout``.
-
-    Extensions (the AMS uplink): ``on_connect()`` runs on the network thread right
-    after a successful handshake, ``handlers`` maps extension frame types the server
-    may send to ``fn(body)``, and :meth:`send` writes a frame from any thread.
-
-    ``max_packet_format`` (default: what the linked libedgert decodes) is announced in HELLO;
-    a lower value makes the server transcode, as it does for older devices.
-    """
-
-    def __init__(self, address: tuple[str, int], device_id: str, key: bytes, *,
-                 on_version: Optional[Callable[[int], None]] = None, max_frame: int = DEFAULT_MAX_FRAME,
-                 log: Optional[Log] = None, on_connect: Optional[Callable[[], None]] = None,
-                 handlers: Optional[Mapping[FrameType, Callable[[bytes], None]]] = None,
-                 ping_after: float = 5.0, silence_timeout: float = 15.0,
-                 max_packet_format: Optional[int] = None) -> None:
-        self.address = address
-        self.max_packet_format = _edgert.packet_max_format() if max_packet_format is None else max_packet_format
-        self.device_id = device_id
-        self.key = key
-        self.slot: Optional[Any] = None
-        self._manifest = b""
-        self.on_version = on_version
-        self.on_connect = on_connect
-        self.handlers = dict(handlers or {})
-        self.max_frame = max_frame
-        self.ping_after = ping_after
-        self.silence_timeout = silence_timeout
-        self._log = log or (lambda line: None)
-        self._stopping = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-        self._sock: Optional[socket.socket] = None
-        self._send_lock = threading.Lock()
-        self.connected = threading.Event()
-        self.connections = 0  # successful handshakes so far
-        self.bytes_sent = 0
-        self.bytes_received = 0
-
-    @property
-    def version(self) -> int:
-        return self.slot.version if self.slot is not None else 0
-
-    @property
-    def manifest_bytes(self) -> bytes:
-        """The manifest of the model in :attr:`slot` (empty before the first one arrives)."""
-        return self._manifest
-
-    def start(self) -> "EdgeClient":
-        self._thread = threading.Thread(target=self._run, name=f"edgert-edge-{self.device_id}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._sock is not None:
-            try:
-                self._sock.shutdown(socket.SHUT_RDWR)  # wakes the network thread's select()
-            except OSError:
-                pass
-            try:
-                self._sock.close()
-            except OSError:
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def send(self, frame_type: FrameType, body: bytes = b"") -> None:
-        """Writes one frame on the current connection (any thread); raises ConnectionClosed when there is none."""
-        sock = self._sock
-        if sock is None or not self.connected.is_set():
-            raise ConnectionClosed("not connected")
-        self._write(sock, frame_type, body)
-
-    def _write(self, sock: socket.socket, frame_type: FrameType, body: bytes = b"") -> None:
-        with self._send_lock:
-            send_frame(sock, frame_type, body)
-            self.bytes_sent += len(body) + 6
-
-    def _run(self) -> None:
-        delays = backoff_delays()
-        while not self._stopping.is_set():
-            try:
-                with socket.create_connection(self.address, timeout=5) as sock:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    self._sock = sock
-                    try:
-                        self._session(sock)
-                    finally:
-                        self.connected.clear()
-                    delays = backoff_delays()
-            except (ConnectionClosed, ProtocolError, OSError) as exc:
-                self._log(f"{self.device_id}: {exc}")
-            except ValueError as exc:  # select() on a socket that stop() closed
-                if not self._stopping.is_set():
-                    raise
-                self._log(f"{self.device_id}: stopped ({exc})")
-            self._stopping.wait(next(delays))
-
-    def _read(self, sock: socket.socket) -> tuple[FrameType, bytes]:
-        """Next frame; pings when the server is quiet, gives up after ``silence_timeout``."""
-        import select
-        import time
-
-        quiet_since = time.monotonic()
-        pinged = False
-        while True:
-            ready, _, _ = select.select([sock], [], [], self.ping_after)
-            if ready:
-                break
-            if self._stopping.is_set():
-                raise ConnectionClosed("stopping")
-            if time.monotonic() - quiet_since >= self.silence_timeout:
-                raise ConnectionClosed(f"server silent for {self.silence_timeout:.1f} s")
-            if not pinged:
-                self._write(sock, FrameType.PING, encode_u64(int(quiet_since)))
-                pinged = True
-        frame_type, body = read_frame(sock, self.silence_timeout, self.max_frame)
-        self.bytes_received += len(body) + 6
-        return frame_type, body
-
-    def _session(self, sock: socket.socket) -> None:
-        nonce = secrets.token_bytes(NONCE_BYTES)
-        model_id = bytes(self.slot.model_id) if self.slot is not None else bytes(MODEL_ID_BYTES)
-        hello = Hello(self.device_id, model_id, self.version, nonce, self.max_packet_format)
-        self._write(sock, FrameType.HELLO, hello.encode())
-        frame_type, body = read_frame(sock, 10.0, self.max_frame)
-        if frame_type != FrameType.CHALLENGE:
-            raise ProtocolError(f"expected CHALLENGE, got {frame_type.name}")
-        server_nonce, proof = decode_challenge(body)
-        if not secrets.compare_digest(proof, server_proof(self.key, nonce, server_nonce, self.device_id)):
-            raise ProtocolError("the server does not know this device's key")
-        self._write(sock, FrameType.AUTH, device_proof(self.key, server_nonce, nonce, self.device_id))
-        self.connected.set()
-        self.connections += 1
-        if self.on_connect is not None:
-            self.on_connect()
-        while not self._stopping.is_set():
-            frame_type, body = self._read(sock)
-            if frame_type == FrameType.MANIFEST:
-                if body != self._manifest or self.slot is None:
-                    slot = _edgert.Slot(body)
-                    slot.set_key(self.key)
-                    self.slot, self._manifest = slot, body
-            elif frame_type == FrameType.PACKET:
-                self._apply(sock, body)
-            elif frame_type == FrameType.PING:
-                self._write(sock, FrameType.PONG, body)
-            elif frame_type == FrameType.PONG:
-                continue
-            elif frame_type == FrameType.ERROR:
-                raise ProtocolError(f"server error: {body[4:].decode(errors='replace')}")
-            elif frame_type in self.handlers:
-                self.handlers[frame_type](body)
-            else:
-                raise ProtocolError(f"unexpected {frame_type.name} from the server")
-
-    def _apply(self, sock: socket.socket, packet: bytes) -> None:
-        if self.slot is None:
-            self._write(sock, FrameType.RESYNC, encode_u64(0))
-            return
-        try:
-            self.slot.apply(packet)
-        except _edgert.PacketError as exc:
-            if exc.status_name == "EDGERT_ERR_PACKET_STALE":
-                self._write(sock, FrameType.ACK, encode_u64(self.version))
-            elif exc.status_name == "EDGERT_ERR_PACKET_VERSION_MISMATCH":
-                self._write(sock, FrameType.RESYNC, encode_u64(self.version))
-            else:
-                self._write(sock, FrameType.NACK, encode_nack(self.version, exc.status, str(exc)))
-            return
-        self._write(sock, FrameType.ACK, encode_u64(self.version))
-        if self.on_version is not None:
-            self.on_version(self.version)

@@ -12,12 +12,12 @@ Schemes (``EvalConfig.schemes``):
   ``ams:random@0.05``, ``ams:last@0.01``, ``ams@0.2``.
 * ``remote-flow``: remote inference + optical-flow tracking: the device uploads frames at a fixed
   ``remote_rate_fps`` (paper: 1 fps) as one-frame H.264 uploads, the server sends back the teacher's label
-  maps (PNG), the device warps the newest map to every frame with Farneback flow (:mod:`edgert.stream.flow`).
+  maps (PNG), the device warps the newest map to every frame with Farneback flow (:mod:`edgert.ams.flow`).
 
 ``no-custom`` and ``one-time`` run in this process (no network is involved in them); the others start
-``edgert stream serve`` and ``edgert stream edge`` as two processes talking TCP on 127.0.0.1, and the
+``edgert ams serve`` and ``edgert ams edge`` as two processes talking TCP on 127.0.0.1, and the
 bandwidth figures are the bytes of the wire-protocol frames each side wrote and read (TCP/IP headers
-excluded). The edge runs in lockstep with the server's phases (see :class:`~edgert.stream.ams.EdgeConfig`)
+excluded). The edge runs in lockstep with the server's phases (see :class:`~edgert.ams.config.EdgeConfig`)
 so accuracy does not depend on how busy the shared CPU is.
 
 Accuracy is mIoU against the teacher's labels of every frame (summed confusion matrices, classes present;
@@ -43,9 +43,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from edgert.stream.ams import AMSConfig, EdgeConfig
-from edgert.stream.coordinate import SelectionConfig
-from edgert.stream.flow import FlowConfig
+from edgert.ams.config import AMSConfig, EdgeConfig
+from edgert.ams.flow import FlowConfig
+from edgert.updates import SelectionConfig
 from edgert.vision.video import is_live
 
 SCHEMES = ("no-custom", "one-time", "jit", "full", "ams", "remote-flow")
@@ -220,7 +220,7 @@ def pretrained_student(cfg: "EvalConfig", teacher: Any, log: Any = print) -> tup
 
     import torch
 
-    from edgert.stream.coordinate import MaskedAdam
+    from edgert.updates import MaskedAdam
     from edgert.vision.distill import distill_step
 
     student = build_student(teacher.num_classes, cfg.student_width, cfg.seed)
@@ -297,7 +297,7 @@ def _miou_series(labels: np.ndarray, preds: np.ndarray, times: np.ndarray, num_c
 
 def _spawn(args: Sequence[str], log: Path, threads: int) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "edgert.stream.cli", *args], stdout=open(log, "wb"),
+    return subprocess.Popen([sys.executable, "-m", "edgert.ams.cli", *args], stdout=open(log, "wb"),
                             stderr=subprocess.STDOUT, env=env)
 
 
@@ -394,9 +394,8 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
     """
     import torch
 
-    from edgert.stream.ams import student_manifest
-    from edgert.stream.coordinate import MaskedAdam
-    from edgert.stream.packet import encode_snapshot
+    from edgert.ams.server import MODEL_TAG
+    from edgert.updates import MaskedAdam, encode_snapshot, module_manifest, module_weights
     from edgert.vision.distill import distill_step
     from edgert.vision.teachers import load_teacher
     from edgert.vision.video import probe, read_clip
@@ -420,7 +419,7 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
     np.savez_compressed(out / "teacher_labels.npz", labels=labels, times=times)
     num_classes = teacher.num_classes
     student, student_init = pretrained_student(cfg, teacher, log)
-    manifest = student_manifest(student)
+    manifest = module_manifest(student, tag=MODEL_TAG)
     n_params = sum(p.numel() for p in student.parameters())
     window_s = cfg.ams.atr.t_update_s * scale
     config_doc = {"eval": cfg.to_dict(), "time_scale": scale, "clip_path": str(clip), "clip_seconds": duration,
@@ -482,8 +481,7 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
                 idx = np.asarray(pick)[rng.integers(0, len(pick), size=min(cfg.ams.batch_size, len(pick)))]
                 distill_step(model, opt, frames[idx], labels[idx].astype(np.int64), freeze_bn=True)
             model.eval()
-            weights = {n: p.detach().numpy() for n, p in model.named_parameters()}
-            snapshot = len(encode_snapshot(manifest, 2, weights, base_version=1)) + 6  # one PACKET frame
+            snapshot = len(encode_snapshot(manifest, 2, module_weights(model), base_version=1)) + 6  # one PACKET frame
             preds, lat = _latency_infer(model, frames)
             summarize(scheme, preds, 0, snapshot, 1, lat,
                       {"window_s": window, "samples": len(pick), "iterations": iters,
@@ -496,7 +494,7 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
                 # the initial model (MANIFEST + snapshot) ships with the device: not counted as streaming
                 down = e["wire_bytes_received"] - e.get("initial_bytes_received", 0)
                 name = scheme if len(devs) == 1 else f"{scheme}/{d}"
-                extra = {"labels_bytes": e["labels_bytes"]} if "labels_bytes" in e else {}
+                extra = {"labels_bytes": e["labels_bytes"]} if e.get("labels_bytes") else {}
                 summarize(name, r["preds"], e["wire_bytes_sent"], down, s.get("updates", 0), e["latency_ms"],
                           {"upload_bytes": e["upload_bytes"], "video_payload_bytes": e["video_payload_bytes"],
                            "samples_uploaded": e["samples_uploaded"], "uploads": e["uploads"],

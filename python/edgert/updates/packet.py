@@ -1,10 +1,10 @@
-"""Model-update packets: manifest, encoder and the server's mirror of the device.
+"""Model-update packets, server side: encode, transcode, authenticate.
 
-Format: ``docs/update-packet.md`` (little-endian throughout). This module is the
+Format: ``docs/spec/update-packet.md`` (little-endian throughout). This module is the
 server-side half (encode); libedgert is the device-side half (verify, decode,
 apply). Both test suites share the golden packets in ``tests/data/packets``.
 
-Device arithmetic (what :class:`DeviceMirror` reproduces bit for bit):
+Device arithmetic (what :class:`~edgert.updates.mirror.DeviceMirror` reproduces bit for bit):
 
 * a value ``v`` is an fp32 number: fp16 values widen exactly, fp32 values are
   taken as is, int8 values are ``v = float32(q) * scale`` (one fp32 rounding);
@@ -23,21 +23,15 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from edgert import _edgert
-from edgert.stream.rangecoder import GapModel, RangeDecoder, RangeEncoder, RangeError, TreeModel
+from edgert.updates.manifest import FORMAT_VERSION, Manifest, crc32c
+from edgert.updates.rangecoder import GapModel, RangeDecoder, RangeEncoder, RangeError, TreeModel
 
-MANIFEST_MAGIC = b"ERTM"
 PACKET_MAGIC = b"ERTP"
-FORMAT_VERSION = 1  # manifests and snapshot files; packets: FORMAT_VERSION or COMPACT_FORMAT
 COMPACT_FORMAT = 2  # packets with a varint directory and one range-coded stream
 PACKET_HEADER_BYTES = 72
 ENTRY_HEADER_BYTES = 48
 MAC_BYTES = 32
-HASH_BYTES = 16
-MODEL_ID_BYTES = 16
-TENSOR_ALIGNMENT = 64
 MAX_RICE_PARAMETER = 31
-MAX_TENSOR_NUMEL = 0xFFFFFFFF
 
 FLAG_AUTHENTICATED = 1
 FLAG_FULL_SNAPSHOT = 2
@@ -46,160 +40,6 @@ VALUE_CODINGS = {"fp16": 0, "fp32": 1, "int8": 2}
 #: format 2 value codings (entropy-coded fp16 patterns / int8 q), by format 1 coding name
 COMPACT_VALUE_CODINGS = {"fp16": 3, "int8": 4}
 MODES = {"add": 0, "set": 1}
-DTYPES = {"float32": 0, "float16": 1}
-_NP_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
-
-
-def crc32c(data: Union[bytes, bytearray, memoryview], crc: int = 0) -> int:
-    """CRC32C (Castagnoli) of ``data``, continuing from ``crc`` (libedgert's implementation)."""
-    return _edgert.crc32c(bytes(data), crc)
-
-
-# ---- manifest -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One tensor of a model: UTF-8 name (1..127 bytes), dtype 'float32'|'float16', shape (<= 8 dims)."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        encoded = self.name.encode("utf-8")
-        if not 1 <= len(encoded) <= 127 or b"\0" in encoded:
-            raise ValueError(f"tensor name must be 1..127 UTF-8 bytes without NUL, got {self.name!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"tensor {self.name!r}: dtype must be float32 or float16, got {self.dtype!r}")
-        if len(self.shape) > 8 or any(int(d) < 0 for d in self.shape):
-            raise ValueError(f"tensor {self.name!r}: shape must have <= 8 non-negative dims, got {self.shape}")
-        object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
-        if self.numel > MAX_TENSOR_NUMEL:
-            raise ValueError(f"tensor {self.name!r}: {self.numel} elements, at most {MAX_TENSOR_NUMEL}")
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def itemsize(self) -> int:
-        return 4 if self.dtype == "float32" else 2
-
-    @property
-    def nbytes(self) -> int:
-        return self.numel * self.itemsize
-
-    @property
-    def np_dtype(self) -> np.dtype:
-        return _NP_DTYPES[self.dtype]
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """A model's identity (128-bit id) and tensor table; tensor ids are indices into ``tensors``."""
-
-    model_id: bytes
-    tensors: tuple[TensorSpec, ...]
-
-    def __post_init__(self) -> None:
-        if len(self.model_id) != MODEL_ID_BYTES:
-            raise ValueError(f"model_id must be {MODEL_ID_BYTES} bytes, got {len(self.model_id)}")
-        object.__setattr__(self, "tensors", tuple(self.tensors))
-        names = [t.name for t in self.tensors]
-        if len(set(names)) != len(names):
-            raise ValueError("tensor names must be unique")
-
-    @classmethod
-    def from_state_dict(cls, state: Mapping[str, Any], model_id: bytes, dtype: Optional[str] = None) -> "Manifest":
-        """Manifest of every floating tensor in a state dict (torch tensors or numpy arrays), in order.
-
-        ``dtype`` ('float32'|'float16') overrides the device storage type; by default
-        float16 tensors stay float16 and every other floating type is stored as float32.
-        """
-        specs = []
-        for name, value in state.items():
-            arr_dtype = str(value.dtype).replace("torch.", "")
-            if not (arr_dtype.startswith("float") or arr_dtype.startswith("bfloat")):
-                continue
-            chosen = dtype or ("float16" if arr_dtype == "float16" else "float32")
-            specs.append(TensorSpec(name, chosen, tuple(value.shape)))
-        return cls(model_id, tuple(specs))
-
-    @classmethod
-    def from_module(cls, module: Any, model_id: bytes, dtype: Optional[str] = None) -> "Manifest":
-        """Manifest of a torch module's named parameters (trainable state streamed to devices)."""
-        return cls.from_state_dict({n: p.detach() for n, p in module.named_parameters()}, model_id, dtype)
-
-    def table_bytes(self) -> bytes:
-        """Canonical tensor-table encoding (u32 count, then name/dtype/ndim/shape per tensor)."""
-        out = bytearray(struct.pack("<I", len(self.tensors)))
-        for t in self.tensors:
-            name = t.name.encode("utf-8")
-            out += struct.pack("<B", len(name)) + name + struct.pack("<BB", DTYPES[t.dtype], len(t.shape))
-            out += struct.pack(f"<{len(t.shape)}Q", *t.shape)
-        return bytes(out)
-
-    @property
-    def table_hash(self) -> bytes:
-        """First 16 bytes of SHA-256 over :meth:`table_bytes`."""
-        return hashlib.sha256(self.table_bytes()).digest()[:HASH_BYTES]
-
-    def to_bytes(self) -> bytes:
-        body = MANIFEST_MAGIC + struct.pack("<HH", FORMAT_VERSION, 0) + self.model_id + self.table_hash
-        body += self.table_bytes()
-        return body + struct.pack("<I", crc32c(body))
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> "Manifest":
-        """Parses a serialized manifest (checks magic, version, CRC, table hash)."""
-        if len(data) < 48 or data[:4] != MANIFEST_MAGIC:
-            raise ValueError("not an edgert manifest (bad magic or too short)")
-        version, flags = struct.unpack_from("<HH", data, 4)
-        if version != FORMAT_VERSION or flags != 0:
-            raise ValueError(f"manifest format version {version} flags {flags:#x}: this encoder writes version 1")
-        if crc32c(data[:-4]) != struct.unpack_from("<I", data, len(data) - 4)[0]:
-            raise ValueError("manifest CRC32C mismatch")
-        model_id, table_hash = bytes(data[8:24]), bytes(data[24:40])
-        (count,) = struct.unpack_from("<I", data, 40)
-        pos, specs = 44, []
-        for _ in range(count):
-            n = data[pos]
-            name = data[pos + 1:pos + 1 + n].decode("utf-8")
-            pos += 1 + n
-            dtype_code, ndim = data[pos], data[pos + 1]
-            pos += 2
-            shape = struct.unpack_from(f"<{ndim}Q", data, pos)
-            pos += 8 * ndim
-            specs.append(TensorSpec(name, {v: k for k, v in DTYPES.items()}[dtype_code], shape))
-        if pos != len(data) - 4:
-            raise ValueError("manifest has trailing bytes after the tensor table")
-        manifest = cls(model_id, tuple(specs))
-        if manifest.table_hash != table_hash:
-            raise ValueError("manifest table hash does not match its tensor table")
-        return manifest
-
-    def tensor_id(self, key: Union[int, str]) -> int:
-        if isinstance(key, (int, np.integer)):
-            if not 0 <= int(key) < len(self.tensors):
-                raise KeyError(f"tensor id {key} out of range [0, {len(self.tensors)})")
-            return int(key)
-        for i, t in enumerate(self.tensors):
-            if t.name == key:
-                return i
-        raise KeyError(f"no tensor named {key!r} in the manifest")
-
-    def offsets(self) -> list[int]:
-        """Byte offset of each tensor in the device's weight buffer (64-byte aligned, packed in order)."""
-        out, pos = [], 0
-        for t in self.tensors:
-            out.append(pos)
-            pos += -(-t.nbytes // TENSOR_ALIGNMENT) * TENSOR_ALIGNMENT
-        return out
-
-    @property
-    def weights_size(self) -> int:
-        return sum(-(-t.nbytes // TENSOR_ALIGNMENT) * TENSOR_ALIGNMENT for t in self.tensors)
 
 
 # ---- index coding ----------------------------------------------------------------
@@ -326,7 +166,7 @@ class AppliedUpdate:
 
 @dataclass
 class EncodedPacket:
-    """An encoded packet plus the exact updates the device will apply (for :class:`DeviceMirror`)."""
+    """An encoded packet plus the exact updates the device will apply (for :class:`~edgert.updates.mirror.DeviceMirror`)."""
 
     data: bytes
     base_version: int
@@ -631,76 +471,6 @@ def encode_snapshot(manifest: Manifest, target_version: int, weights: Mapping[Un
         updates[key_] = TensorUpdate(values=_to_numpy(w), indices=None, mode="set", value_coding=coding)
     return encode_update(manifest, base_version, target_version, updates, key=key, full_snapshot=True,
                          max_format=max_format)
-
-
-class PacketEncoder:
-    """Server-side encoder for one device: tracks the version chain and keeps a :class:`DeviceMirror`."""
-
-    def __init__(self, manifest: Manifest, value_coding: str = "fp16", key: Optional[bytes] = None,
-                 max_format: int = FORMAT_VERSION) -> None:
-        self.manifest = manifest
-        self.value_coding = value_coding
-        self.key = key
-        self.max_format = max_format
-        self.mirror = DeviceMirror(manifest)
-
-    @property
-    def version(self) -> int:
-        return self.mirror.version
-
-    def update(self, updates: Mapping[Union[int, str], UpdateLike]) -> EncodedPacket:
-        """Encodes the next packet (version + 1) and applies it to the mirror."""
-        pkt = encode_update(self.manifest, self.version, self.version + 1, updates, self.value_coding, self.key,
-                            max_format=self.max_format)
-        self.mirror.apply(pkt)
-        return pkt
-
-    def snapshot(self, weights: Mapping[Union[int, str], Any]) -> EncodedPacket:
-        """Encodes a full snapshot (version + 1) and applies it to the mirror."""
-        pkt = encode_snapshot(self.manifest, self.version + 1, weights, key=self.key, base_version=self.version)
-        self.mirror.apply(pkt)
-        return pkt
-
-
-class DeviceMirror:
-    """The server's exact copy of a device slot: same buffer layout, same arithmetic.
-
-    After applying the same packets, :meth:`weights_bytes` equals the device's
-    ``Slot.weights()`` byte for byte.
-    """
-
-    def __init__(self, manifest: Manifest) -> None:
-        self.manifest = manifest
-        self.buffer = np.zeros(manifest.weights_size, dtype=np.uint8)
-        self.version = 0
-        self._views = [
-            self.buffer[off:off + t.nbytes].view(t.np_dtype)
-            for off, t in zip(manifest.offsets(), manifest.tensors)
-        ]
-
-    def tensor(self, key: Union[int, str]) -> np.ndarray:
-        """A copy of one tensor, shaped as in the manifest."""
-        tid = self.manifest.tensor_id(key)
-        return self._views[tid].reshape(self.manifest.tensors[tid].shape).copy()
-
-    def weights_bytes(self) -> bytes:
-        return self.buffer.tobytes()
-
-    def apply(self, packet: EncodedPacket) -> None:
-        """Applies an encoded packet as the device would (checks the version chain)."""
-        if packet.target_version <= self.version:
-            raise ValueError(f"stale packet: target {packet.target_version} <= mirror version {self.version}")
-        if not packet.full_snapshot and packet.base_version != self.version:
-            raise ValueError(f"packet base {packet.base_version} != mirror version {self.version}")
-        for u in packet.applied:
-            w = self._views[u.tensor_id]
-            sel = slice(None) if u.indices is None else u.indices
-            if w.dtype == np.float32:
-                w[sel] = u.values if u.mode == "set" else w[sel] + u.values
-            else:
-                new = u.values if u.mode == "set" else w[sel].astype(np.float32) + u.values
-                w[sel] = new.astype(np.float16)
-        self.version = packet.target_version
 
 
 def authenticate(packet: Union[bytes, EncodedPacket], key: bytes) -> bytes:
