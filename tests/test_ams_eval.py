@@ -53,10 +53,15 @@ def test_miou_series_sums_confusion_per_window():
 
 
 def test_table_and_cli_registration():
+    base = {"miou": 0.48, "uplink_kbps_paper_time": 0.0, "downlink_kbps_paper_time": 0.0, "updates": 0,
+            "latency_ms_median": 8.0}
     entry = {"miou": 0.5, "uplink_kbps_paper_time": 50.0, "downlink_kbps_paper_time": 40.0, "updates": 3,
-             "latency_ms_median": 9.0, "miou_gain_points": 2.0}
-    table = format_table({"time_scale": 0.1, "constant_class0_miou": 0.47, "schemes": {"ams": entry}})
-    assert "| ams | 50.0 | +2.0 | 50.0 | 40.0 | 3 | 9.0 |" in table and "47.0" in table
+             "latency_ms_median": 9.0}
+    table = format_table({"time_scale": 0.1, "constant_class0_miou": 0.47,
+                          "schemes": {"no-custom": base, "ams": entry}})
+    rows = table.splitlines()
+    assert rows[2] == "| constant (all background) | 47.0 | +0.0 | -1.0 | 0.0 | 0.0 | 0 | - |"  # first row
+    assert "| ams | 50.0 | +3.0 | +2.0 | 50.0 | 40.0 | 3 | 9.0 |" in rows
     parser = build_parser()
     args = parser.parse_args(["demo", "--schemes", "ams", "--no-plots"])
     assert args.schemes == "ams" and callable(args.func)

@@ -128,7 +128,7 @@ def test_remote_flow_scheme_end_to_end(tmp_path):
     doc = json.loads((tmp_path / "run" / "config.json").read_text())
     assert doc["eval"]["schemes"] == ["no-custom", "remote-flow"] and doc["merged"]
     cfg3 = EvalConfig(**{**cfg.__dict__, "schemes": ("remote-flow",), "seed": 1})
-    with pytest.raises(ValueError, match="other settings \\(seed\\)"):
+    with pytest.raises(ValueError, match="--merge: .* different config \\(eval.seed\\)"):
         run_eval(cfg3, tmp_path / "run", plots=False, log=lambda line: None, merge=True)
 
 

@@ -91,7 +91,18 @@ def _cmd_edge(args: argparse.Namespace) -> int:
     preds: list[np.ndarray] = []
     frames = ((f.time_s, f.rgb) for f in iter_frames(spec["clip"], (spec["width"], spec["height"]),
                                                       duration_s=spec.get("max_seconds"), options=options))
-    report = edge.run(frames, info.fps, on_frame=lambda i, t, y: preds.append(y.astype(np.uint8)))
+    progress_file = Path(args.progress_file) if args.progress_file else None
+    if progress_file is not None:
+        progress_file.parent.mkdir(parents=True, exist_ok=True)
+
+    def on_frame(index: int, t: float, labels: np.ndarray) -> None:
+        preds.append(labels.astype(np.uint8))
+        if progress_file is not None and index % 10 == 9:
+            progress_file.write_text(str(index + 1))
+
+    report = edge.run(frames, info.fps, on_frame=on_frame)
+    if progress_file is not None:
+        progress_file.write_text(str(report.frames))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out / "predictions.npz", labels=np.stack(preds))
@@ -214,6 +225,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     e.add_argument("--server", required=True, help="HOST:PORT")
     e.add_argument("--device", required=True)
     e.add_argument("--out", required=True)
+    e.add_argument("--progress-file", default=None, help="write the number of frames processed here (every 10)")
     e.set_defaults(func=_cmd_edge)
     ev = ssub.add_parser("eval", help="AMS vs baselines on a clip: table, plots, config.json, results.json")
     _add_eval_args(ev, "no-custom,one-time,jit,full,ams,remote-flow")

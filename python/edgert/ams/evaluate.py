@@ -30,7 +30,6 @@ second of the paper's clock ("paper-time" = wire x time_scale, i.e. the same byt
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import secrets
 import signal
@@ -45,6 +44,8 @@ import numpy as np
 
 from edgert.ams.config import AMSConfig, EdgeConfig
 from edgert.ams.flow import FlowConfig
+from edgert.harness import RunFolder, RunFolderError, read_json, track, write_json
+from edgert.harness.plots import pyplot, save_figure
 from edgert.updates import SelectionConfig
 from edgert.vision.video import is_live
 
@@ -215,43 +216,37 @@ def generic_frames(size: tuple[int, int]) -> np.ndarray:
 
 
 def pretrained_student(cfg: "EvalConfig", teacher: Any, log: Any = print) -> tuple[Any, Optional[Path]]:
-    """The generic student (distilled on :func:`generic_frames`), cached; returns (model, state-dict path)."""
-    import hashlib
-
-    import torch
-
+    """The generic student (distilled on :func:`generic_frames`), cached (:class:`edgert.harness.ModelCache`,
+    namespace ``ams``); returns (model, state-dict path)."""
+    from edgert.harness import ModelCache, progress
     from edgert.updates import MaskedAdam
     from edgert.vision.distill import distill_step
 
     student = build_student(teacher.num_classes, cfg.student_width, cfg.seed)
     if cfg.pretrain_iterations <= 0:
         return student, None
-    key = json.dumps([cfg.teacher, cfg.student_width, cfg.width, cfg.height, cfg.seed, cfg.pretrain_iterations,
-                      cfg.ams.batch_size, dataclasses.asdict(cfg.ams.adam), "generic-v2"])
-    from edgert.data import cache_dir
+    key = {"teacher": cfg.teacher, "student_width": cfg.student_width, "size": [cfg.width, cfg.height],
+           "seed": cfg.seed, "iterations": cfg.pretrain_iterations, "batch": cfg.ams.batch_size,
+           "adam": dataclasses.asdict(cfg.ams.adam), "format": "generic-v3"}
 
-    root = Path(cfg.cache_dir) if cfg.cache_dir else cache_dir() / "ams"
-    path = root / f"ams-student-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
-    if path.is_file():
-        student.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return student.eval(), path
-    frames = generic_frames((cfg.width, cfg.height))
-    frames = np.concatenate([frames, frames[:, :, ::-1]])  # + horizontal flips
-    labels = teacher.label(frames)
-    log(f"pretraining the generic student: {len(frames)} generic frames, {cfg.pretrain_iterations} iterations "
-        f"(cached in {path})")
-    opt = MaskedAdam(list(student.parameters()), cfg.ams.adam)
-    rng = np.random.default_rng(cfg.seed)
-    for _ in range(cfg.pretrain_iterations):
-        idx = rng.integers(0, len(frames), size=cfg.ams.batch_size)
-        # BatchNorm in train mode here (frozen only while customising): with frozen statistics the
-        # 300 steps kill the ASPP branch and 96 % of the parameters end with exactly zero gradient
-        # (docs/ams.md, "the dead generic student"); with batch statistics 0.9 % do.
-        distill_step(student, opt, frames[idx], labels[idx], freeze_bn=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(student.state_dict(), tmp)
-    tmp.replace(path)
+    def pretrain(model: Any) -> None:
+        frames = generic_frames((cfg.width, cfg.height))
+        frames = np.concatenate([frames, frames[:, :, ::-1]])  # + horizontal flips
+        labels = teacher.label(frames)
+        log(f"pretraining the generic student: {len(frames)} generic frames, {cfg.pretrain_iterations} iterations")
+        opt = MaskedAdam(list(model.parameters()), cfg.ams.adam)
+        rng = np.random.default_rng(cfg.seed)
+        with progress("generic student", cfg.pretrain_iterations) as bar:
+            for _ in range(cfg.pretrain_iterations):
+                idx = rng.integers(0, len(frames), size=cfg.ams.batch_size)
+                # BatchNorm in train mode here (frozen only while customising): with frozen statistics the
+                # 300 steps kill the ASPP branch and 96 % of the parameters end with exactly zero gradient
+                # (CHANGELOG.md, "AMS: the dead generic student"); with batch statistics 0.9 % do.
+                distill_step(model, opt, frames[idx], labels[idx], freeze_bn=False)
+                bar.advance()
+
+    cache = ModelCache("ams", cfg.cache_dir)
+    student, path, _ = cache.load_or_train(student, "ams-student", key, pretrain, log)
     return student.eval(), path
 
 
@@ -302,8 +297,13 @@ def _spawn(args: Sequence[str], log: Path, threads: int) -> subprocess.Popen:
 
 
 def run_networked(scheme: str, cfg: EvalConfig, scale: float, folder: Path, clip: Path, num_classes: int,
-                  student_init: Optional[Path] = None, timeout_s: float = 1800.0) -> dict[str, Any]:
-    """Runs one networked scheme: a server process and ``cfg.devices`` edge processes on localhost."""
+                  student_init: Optional[Path] = None, timeout_s: float = 1800.0,
+                  frames: Optional[int] = None) -> dict[str, Any]:
+    """Runs one networked scheme: a server process and ``cfg.devices`` edge processes on localhost.
+
+    ``frames``: the clip's frame count, for the progress bar (each edge reports how far it got).
+    """
+    from edgert.harness import progress
     settings = scheme_settings(scheme, cfg, scale)
     assert settings is not None
     ams, edge = settings
@@ -320,7 +320,7 @@ def run_networked(scheme: str, cfg: EvalConfig, scale: float, folder: Path, clip
             "student_width": cfg.student_width, "seed": cfg.seed, "threads": cfg.threads,
             "student_init": None if student_init is None else str(Path(student_init).resolve()),
             "ams": ams.to_dict(), "edge": dataclasses.asdict(edge), "flow": dataclasses.asdict(cfg.flow), "keys": keys}
-    (folder / "spec.json").write_text(json.dumps(spec, indent=2))
+    write_json(folder / "spec.json", spec)
     port_file = folder / "port"
     port_file.unlink(missing_ok=True)
     server = _spawn(["serve", "--spec", str(folder / "spec.json"), "--port-file", str(port_file),
@@ -334,14 +334,24 @@ def run_networked(scheme: str, cfg: EvalConfig, scale: float, folder: Path, clip
                                    + (folder / "server.log").read_text(errors="replace")[-2000:])
             time.sleep(0.1)
         port = int(port_file.read_text())
-        for d in devices:
+        progress_files = [folder / d / "progress" for d in devices]
+        for d, pf in zip(devices, progress_files):
+            pf.parent.mkdir(parents=True, exist_ok=True)
+            pf.unlink(missing_ok=True)
             edges.append(_spawn(["edge", "--spec", str(folder / "spec.json"), "--server", f"127.0.0.1:{port}",
-                                 "--device", d, "--out", str(folder / d)], folder / f"{d}.log", cfg.threads))
+                                 "--device", d, "--out", str(folder / d), "--progress-file", str(pf)],
+                                folder / f"{d}.log", cfg.threads))
         end = time.monotonic() + timeout_s
+        with progress(scheme, None if frames is None else frames * len(devices), "frames") as bar:
+            while any(p.poll() is None for p in edges):
+                if time.monotonic() > end:
+                    raise RuntimeError(f"{scheme}: the edges did not finish within {timeout_s:.0f} s")
+                time.sleep(0.5)
+                bar.advance(sum(_frames_done(pf) for pf in progress_files) - bar.done)
+            bar.advance(sum(_frames_done(pf) for pf in progress_files) - bar.done)
         for d, p in zip(devices, edges):
-            rc = p.wait(timeout=max(1.0, end - time.monotonic()))
-            if rc != 0:
-                raise RuntimeError(f"{scheme}: edge {d} exited with {rc}; see {folder / (d + '.log')}:\n"
+            if p.returncode != 0:
+                raise RuntimeError(f"{scheme}: edge {d} exited with {p.returncode}; see {folder / (d + '.log')}:\n"
                                    + (folder / f"{d}.log").read_text(errors="replace")[-2000:])
     finally:
         for p in edges:
@@ -353,13 +363,21 @@ def run_networked(scheme: str, cfg: EvalConfig, scale: float, folder: Path, clip
                 server.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 server.kill()
-    server_report = json.loads((folder / "server_report.json").read_text())
+    server_report = read_json(folder / "server_report.json")
     out = {"devices": {}}
     for d in devices:
-        edge_report = json.loads((folder / d / "edge_report.json").read_text())
+        edge_report = read_json(folder / d / "edge_report.json")
         preds = np.load(folder / d / "predictions.npz")["labels"]
         out["devices"][d] = {"edge": edge_report, "server": server_report.get(d, {}), "preds": preds}
     return out
+
+
+def _frames_done(path: Path) -> int:
+    """The frame count an edge process last wrote to its progress file (0 before the first)."""
+    try:
+        return int(path.read_text() or 0)
+    except (OSError, ValueError):
+        return 0
 
 
 # ---- the whole evaluation ---------------------------------------------------------------------------------------------
@@ -404,6 +422,8 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
     torch.set_num_threads(cfg.threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if merge and not (out / RunFolder.RESULTS).is_file():
+        raise ValueError(f"--merge: no earlier run in {out}")
     # the teacher first: a bad spec must fail before minutes of a live source are recorded
     teacher = load_teacher(cfg.teacher, expect_task="segmentation")
     clip = _source_clip(cfg, out, merge, log)
@@ -413,6 +433,10 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
     scale = cfg.time_scale if cfg.time_scale is not None else _auto_scale(duration)
     log(f"{clip.name}: {len(times)} frames, {duration:.1f} s at {info.fps:g} fps, resized to {cfg.width}x{cfg.height}; "
         f"time scale {scale:g}")
+    try:  # before minutes of labelling and pretraining: the folder must hold this experiment or nothing
+        run = RunFolder(out, {"eval": cfg.to_dict(), "time_scale": scale, "clip_seconds": duration}, free=MERGE_FREE)
+    except RunFolderError as exc:
+        raise ValueError(f"--merge: {exc}" if merge else str(exc)) from None
     t0 = time.perf_counter()
     labels = teacher.label(frames).astype(np.uint8)
     teacher_ms = (time.perf_counter() - t0) / len(frames) * 1e3
@@ -433,8 +457,8 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
                                "teacher_ms_per_frame": None, "student_parameters": n_params,
                                "constant_class0_miou": None, "schemes": {}}
     if merge:
-        results, config_doc = _merge_previous(out, results, config_doc, cfg)
-    (out / "config.json").write_text(json.dumps(config_doc, indent=2))
+        results, config_doc = _merge_previous(run, results, config_doc, cfg)
+    run.start(config_doc)
     from edgert.vision.metrics import confusion_matrix, mean_iou
 
     # reference: a constant "everything is class 0" predictor (what a student that learnt nothing scores)
@@ -477,7 +501,7 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
             iters = cfg.one_time_iterations or int(round(cfg.ams.iterations * window / (cfg.ams.atr.t_update_s * scale)))
             opt = MaskedAdam(list(model.parameters()), cfg.ams.adam)
             rng = np.random.default_rng(cfg.seed)
-            for _ in range(iters):
+            for _ in track(range(iters), "one-time fine-tune"):
                 idx = np.asarray(pick)[rng.integers(0, len(pick), size=min(cfg.ams.batch_size, len(pick)))]
                 distill_step(model, opt, frames[idx], labels[idx].astype(np.int64), freeze_bn=True)
             model.eval()
@@ -487,7 +511,8 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
                       {"window_s": window, "samples": len(pick), "iterations": iters,
                        "wall_s": time.perf_counter() - t_start})
         else:
-            result = run_networked(scheme, cfg, scale, out / scheme, clip, num_classes, student_init)
+            result = run_networked(scheme, cfg, scale, out / scheme, clip, num_classes, student_init,
+                                   frames=len(times))
             devs = result["devices"]
             for i, (d, r) in enumerate(devs.items()):
                 e, s = r["edge"], r["server"]
@@ -507,64 +532,63 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
     if base is not None:
         for entry in results["schemes"].values():
             entry["miou_gain_points"] = 100 * (entry["miou"] - base)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    run.save_results(results)
     (out / "table.md").write_text(format_table(results) + "\n")
+    run.finish()
     if plots:
         _plots(results, out)
     return results
 
 
-def _merge_previous(out: Path, results: dict[str, Any], config_doc: dict[str, Any],
+#: what a merge may change: which schemes run and how they run on this machine; every other setting (and the
+#: clip's length and time scale) must match the run already in the folder
+MERGE_FREE = ("eval.schemes", "eval.cache_dir", "eval.threads", "eval.devices", "eval.one_time_window_s",
+              "eval.one_time_iterations", "eval.jit_t_update_s", "eval.remote_rate_fps", "eval.flow",
+              "eval.source_options", "eval.time_scale")
+
+
+def _merge_previous(run: RunFolder, results: dict[str, Any], config_doc: dict[str, Any],
                     cfg: EvalConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The earlier run in ``out`` with the schemes about to run removed; raises if its settings differ."""
-    try:
-        prev = json.loads((out / "results.json").read_text())
-        prev_cfg = json.loads((out / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"--merge: no readable earlier run in {out}: {exc}") from exc
-    mine, theirs = json.loads(json.dumps(config_doc["eval"])), prev_cfg.get("eval", {})  # tuples as in JSON
-    keys = ("clip", "width", "height", "max_seconds", "teacher", "student_width", "pretrain_iterations", "seed")
-    differ = [k for k in keys if mine.get(k) != theirs.get(k)]
-    for k in ("ams", "edge"):
-        if mine[k] != theirs.get(k):
-            differ.append(k)
-    if abs(prev.get("time_scale", -1) - results["time_scale"]) > 1e-9 or prev.get("clip_seconds") != results["clip_seconds"]:
-        differ.append("time_scale/clip_seconds")
-    if differ:
-        raise ValueError(f"--merge: the run in {out} used other settings ({', '.join(differ)}); run into a new folder")
+    """The earlier run in ``run`` with the schemes about to run removed, and the config listing both."""
+    prev, prev_cfg = run.load_results(), run.stored_config()
+    theirs = prev_cfg.get("eval", {})
     schemes = {k: v for k, v in prev["schemes"].items() if k not in cfg.schemes}
     results = {**prev, "schemes": schemes}
     merged_schemes = [s for s in theirs.get("schemes", []) if s not in cfg.schemes] + list(cfg.schemes)
-    doc = {**prev_cfg, "eval": {**theirs, **{k: v for k, v in mine.items() if k not in theirs or k == "cache_dir"},
-                                "schemes": merged_schemes},
+    doc = {**prev_cfg, "eval": {**theirs, **{k: v for k, v in config_doc["eval"].items() if k not in theirs
+                                             or k == "cache_dir"}, "schemes": merged_schemes},
            "scaled": {**prev_cfg.get("scaled", {}), **config_doc["scaled"]}}
     doc["merged"] = prev_cfg.get("merged", []) + [{"schemes": list(cfg.schemes), "time": time.strftime("%Y-%m-%d %H:%M:%S")}]
     return results, doc
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """The comparison table (markdown)."""
+    """The comparison table (markdown), led by the constant "all background" predictor: the floor a student
+    that learnt nothing reaches, which every scheme must clear to be worth its bandwidth."""
     scale = results["time_scale"]
-    lines = ["| scheme | mIoU | vs no-custom | uplink kbps | downlink kbps | updates | latency ms (median) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    constant = results.get("constant_class0_miou")
+    base = results["schemes"].get("no-custom", {}).get("miou")
+
+    def delta(miou: float, ref: Optional[float]) -> str:
+        return "" if ref is None else f"{100 * (miou - ref):+.1f}"
+
+    lines = ["| scheme | mIoU | vs constant | vs no-custom | uplink kbps | downlink kbps | updates | latency ms (median) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    if constant is not None:
+        lines.append(f"| constant (all background) | {100 * constant:.1f} | +0.0 | {delta(constant, base)} | 0.0 | 0.0 "
+                     f"| 0 | - |")
     for name, e in results["schemes"].items():
-        gain = e.get("miou_gain_points")
-        lines.append(f"| {name} | {100 * e['miou']:.1f} | {'' if gain is None else f'{gain:+.1f}'} | "
+        lines.append(f"| {name} | {100 * e['miou']:.1f} | {delta(e['miou'], constant)} | {delta(e['miou'], base)} | "
                      f"{e['uplink_kbps_paper_time']:.1f} | {e['downlink_kbps_paper_time']:.1f} | {e['updates']} | "
                      f"{e['latency_ms_median']:.1f} |")
     lines.append("")
-    if "constant_class0_miou" in results:
-        lines.append(f"A constant class-0 (background) predictor scores {100 * results['constant_class0_miou']:.1f} mIoU.")
     lines.append(f"kbps per second of the paper's clock (wire bytes x time scale {scale:g}; per clip second: divide "
                  f"by {scale:g}); the initial model each device ships with is not counted.")
     return "\n".join(lines)
 
 
 def _plots(results: dict[str, Any], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, e in results["schemes"].items():
@@ -575,9 +599,7 @@ def _plots(results: dict[str, Any], out: Path) -> None:
     ax.set_title(f"{results['clip']}: mIoU over time (window = scaled T_update)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "miou_over_time.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "miou_over_time.png")
     names = list(results["schemes"])
     up = [results["schemes"][n]["uplink_kbps_paper_time"] for n in names]
     down = [results["schemes"][n]["downlink_kbps_paper_time"] for n in names]
@@ -590,6 +612,4 @@ def _plots(results: dict[str, Any], out: Path) -> None:
     ax.set_ylabel("kbit/s (paper time, measured bytes)")
     ax.set_title("bandwidth")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "bandwidth.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "bandwidth.png")

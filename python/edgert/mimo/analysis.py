@@ -27,11 +27,13 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from edgert.harness import RunFolder
+from edgert.harness.plots import pyplot, save_figure
 from edgert.mimo.channels import ChannelSet, sample_batch
-from edgert.mimo.evaluate import (SweepConfig, _write_json, check_same_config, load_set, prepare_detector,
+from edgert.mimo.evaluate import (SweepConfig, load_set, prepare_detector,
                                   snr_generator, snr_key)
 from edgert.mimo.online import OnlineResult
-from edgert.ops.mmnet import _posterior_axis, hard_decision, qam_levels
+from edgert.ops.mmnet import MMNetLayer, hard_decision, mmnet_layers_reference
 
 Log = Callable[[str], None]
 
@@ -52,29 +54,12 @@ def _check_mmnet_inputs(H: torch.Tensor, y: torch.Tensor, sigma2: torch.Tensor, 
 
 
 def _mmnet_layers(H: torch.Tensor, y: torch.Tensor, sigma2: torch.Tensor, A: torch.Tensor, theta2: torch.Tensor,
-                  modulation: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yields per layer ``(z_t, v_t, x_{t+1})``: denoiser input ``[G, B, Nt]``, its variance estimate
-    ``[G, B, Nt]`` and the denoiser output ``[G, B, Nt]`` (the math of ``mmnet_detect_reference``)."""
+                  modulation: int) -> Iterator[MMNetLayer]:
+    """Per layer ``(z_t, v_t, x_{t+1})`` of the MMNet reference (:func:`edgert.ops.mmnet.mmnet_layers_reference`),
+    without gradients, after checking the shapes."""
     _check_mmnet_inputs(H, y, sigma2, A, theta2)
-    levels = qam_levels(modulation, torch.float32, H.device)
-    n_rx, n_tx = H.shape[-2], H.shape[-1]
-    h_norm = (H.abs() ** 2).sum((-2, -1))
-    eye = torch.eye(n_tx, dtype=H.dtype, device=H.device)
-    est = torch.zeros(y.shape[:-1] + (n_tx,), dtype=H.dtype, device=H.device)
     with torch.no_grad():
-        for t in range(A.shape[0]):
-            a_t = A[t]
-            r = y - est @ H.transpose(-1, -2)
-            z = est + r @ a_t.transpose(-1, -2)
-            ratio_m = ((eye - a_t @ H).abs() ** 2).sum((-2, -1)) / h_norm
-            ratio_a = (a_t.abs() ** 2).sum((-2, -1))
-            excess = torch.relu((r.abs() ** 2).sum(-1) - n_rx * sigma2[:, None])
-            v = theta2[t][:, None, :] / n_tx * (ratio_m[:, None, None] * excess[..., None]
-                                                + (ratio_a * sigma2)[:, None, None])
-            mean_re, _ = _posterior_axis(z.real, v, levels)
-            mean_im, _ = _posterior_axis(z.imag, v, levels)
-            est = torch.complex(mean_re, mean_im)
-            yield z, v, est
+        yield from mmnet_layers_reference(H, y, sigma2, theta2, A=A, modulation=modulation)
 
 
 def layer_noise(H: torch.Tensor, y: torch.Tensor, x: torch.Tensor, sigma2: torch.Tensor, A: torch.Tensor,
@@ -272,15 +257,13 @@ def run_analysis(cfg: AnalysisConfig, out_dir: Union[str, Path], log: Log = prin
     (``snr_db`` may change between runs; the trained model is reused).
     """
     cfg.validate()
-    out = Path(out_dir)
-    cfg_dict = asdict(cfg)
-    check_same_config(out / "config.json", cfg_dict, asdict(AnalysisConfig()), ("snr_db",))
+    run = RunFolder(out_dir, asdict(cfg), free=("snr_db",), defaults=asdict(AnalysisConfig()))
+    out = run.path
     sweep = cfg.sweep_config()
     cs = load_set(sweep)
     H = cs.flat()
-    out.mkdir(parents=True, exist_ok=True)
+    run.start()
     (out / "models").mkdir(exist_ok=True)
-    _write_json(out / "config.json", cfg_dict)
     results: dict = {"training": {}, "snr": {}}
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
@@ -324,7 +307,8 @@ def run_analysis(cfg: AnalysisConfig, out_dir: Union[str, Path], log: Log = prin
             log(format_layers(stats))
     finally:
         torch.set_num_threads(previous_threads)
-    _write_json(out / "results.json", results)
+    run.save_results(results)
+    run.finish()
     if plots:
         plot_analysis(results, cfg, out)
     return results
@@ -345,10 +329,7 @@ def format_layers(stats: dict[str, list[float]]) -> str:
 def plot_analysis(results: dict, cfg: AnalysisConfig, out: Path) -> None:
     """``noise.png``: per layer, noise power (measured after the linear stage, the layer's estimate, after
     the denoiser) and the Gaussianity of the denoiser input noise (excess kurtosis, KS distance)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, (k, r) in enumerate(sorted(results["snr"].items(), key=lambda kv: float(kv[0]))):
@@ -378,6 +359,4 @@ def plot_analysis(results: dict, cfg: AnalysisConfig, out: Path) -> None:
     src = "i.i.d." if cfg.channels == "iid" else Path(cfg.channels).stem
     fig.suptitle(f"{results['model']}: denoiser input noise, {src} {cfg.nr}x{cfg.nt} QAM{cfg.modulation}",
                  fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out / "noise.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "noise.png")

@@ -14,7 +14,6 @@ errors are read back from ``per_matrix.npz``, which is rewritten (atomically) af
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -29,6 +28,8 @@ from edgert.mimo.channels import ChannelSet, check_modulation, iid_rayleigh, loa
 from edgert.mimo.complexity import multiplications
 from edgert.mimo.detectors import DETECTORS, MMNetIID, OAMP, SphereDecoder, make_detector
 from edgert.mimo.online import ORDERS, WARM_STARTS, OnlineConfig, OnlineResult, train_online
+from edgert.harness import Progress, RunFolder
+from edgert.harness.plots import pyplot, save_figure
 from edgert.mimo.training import OfflineConfig, train_offline
 
 Log = Callable[[str], None]
@@ -172,24 +173,6 @@ def load_set(cfg: SweepConfig) -> ChannelSet:
     if cs.nr != cfg.nr:
         raise ValueError(f"{cfg.channels}: the file has Nr={cs.nr}, the sweep asks for nr={cfg.nr}")
     return cs
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def check_same_config(cfg_path: Path, cfg_dict: dict, defaults: dict, free: tuple[str, ...]) -> None:
-    """Raises ValueError when ``cfg_path`` holds a config that differs from ``cfg_dict`` in a key not in
-    ``free`` (keys missing from an older file count as their ``defaults``)."""
-    if not cfg_path.is_file():
-        return
-    old = json.loads(cfg_path.read_text())
-    fixed = [k for k in cfg_dict if k not in free and old.get(k, defaults[k]) != cfg_dict[k]]
-    if fixed:
-        raise ValueError(f"{cfg_path.parent} holds a run with a different config ({', '.join(fixed)}); "
-                         "use another folder")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,15 +349,12 @@ def run_sweep(cfg: SweepConfig, out_dir: Union[str, Path], log: Log = print, plo
     Raises ValueError before any work when the config is invalid or ``out_dir`` holds a different sweep.
     """
     cfg.validate()
-    out = Path(out_dir)
-    cfg_dict = asdict(cfg)
-    cfg_path, res_path, pm_path = out / "config.json", out / "results.json", out / PER_MATRIX_FILE
-    check_same_config(cfg_path, cfg_dict, asdict(SweepConfig()), ("detectors", "snr_db"))
+    run = RunFolder(out_dir, asdict(cfg), free=("detectors", "snr_db"), defaults=asdict(SweepConfig()))
+    out, pm_path = run.path, run.file(PER_MATRIX_FILE)
     cs = load_set(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    run.start()
     (out / "models").mkdir(exist_ok=True)
-    _write_json(cfg_path, cfg_dict)
-    results = json.loads(res_path.read_text()) if res_path.is_file() else {}
+    results = run.load_results()
     results.setdefault("points", {})
     results.setdefault("training", {})
     H = cs.flat()
@@ -397,7 +377,9 @@ def run_sweep(cfg: SweepConfig, out_dir: Union[str, Path], log: Log = print, plo
             pending = [s for s in cfg.snr_db if snr_key(s) not in results["points"].get(name, {})]
             if pending:
                 dets[name] = prepare_detector(name, cfg, cs, out / "models", results["training"], log)
-        _write_json(res_path, results)
+        run.save_results(results)
+        work = sum(1 for s in cfg.snr_db for n in dets if snr_key(s) not in results["points"].get(n, {}))
+        bar = Progress("SER sweep", work * g_total, "matrices")
         for si, snr in enumerate(cfg.snr_db):
             todo = [n for n in dets if snr_key(snr) not in results["points"].get(n, {})]
             if not todo:
@@ -414,6 +396,7 @@ def run_sweep(cfg: SweepConfig, out_dir: Union[str, Path], log: Log = print, plo
                     _, idx = det(H[a:b], batch.y, batch.sigma2, cfg.modulation)
                     secs[n] += time.perf_counter() - t0
                     errs[n][a:b] = (idx != batch.indices).sum((1, 2))
+                    bar.advance(b - a, f"{n} @ {snr:g} dB")
             for n in todo:
                 e = int(errs[n].sum())
                 sym = g_total * per_matrix_symbols
@@ -439,7 +422,8 @@ def run_sweep(cfg: SweepConfig, out_dir: Union[str, Path], log: Log = print, plo
                     f"{point['us_per_vector']:.1f} us/vector)")
             # per-matrix errors first: a point in results.json always has them on disk
             save_per_matrix(pm_path, _finished(per_matrix, results), condition, per_matrix_symbols)
-            _write_json(res_path, results)
+            run.save_results(results)
+        bar.close()
     finally:
         torch.set_num_threads(previous_threads)
     results["summary"] = summarize(results, cfg)
@@ -451,7 +435,8 @@ def run_sweep(cfg: SweepConfig, out_dir: Union[str, Path], log: Log = print, plo
         results["ser_by_condition"]["points_without_per_matrix_errors"] = missing
     if finished:
         save_per_matrix(pm_path, finished, condition, per_matrix_symbols)
-    _write_json(res_path, results)
+    run.save_results(results)
+    run.finish()
     if plots:
         plot_results(results, cfg, out)
         plot_condition(results, cfg, out)
@@ -495,10 +480,7 @@ def summarize(results: dict, cfg: SweepConfig) -> dict:
 
 def plot_results(results: dict, cfg: SweepConfig, out: Path) -> None:
     """``ser.png`` (SER vs SNR with 95% intervals) and ``gap.png`` (SNR gap at the target SER)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for name, pts in results["points"].items():
@@ -517,9 +499,7 @@ def plot_results(results: dict, cfg: SweepConfig, out: Path) -> None:
     ax.set_title(f"{src} {cfg.nr}x{cfg.nt} QAM{cfg.modulation}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "ser.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "ser.png")
     summary = results.get("summary", {})
     gaps = {n: s["gap_db"] for n, s in summary.items() if s.get("gap_db") is not None}
     if gaps:
@@ -527,9 +507,7 @@ def plot_results(results: dict, cfg: SweepConfig, out: Path) -> None:
         ax.bar(list(gaps), list(gaps.values()))
         ax.set_ylabel(f"gap at SER {cfg.target_ser:g} (dB)")
         ax.set_title(f"gap to {next(iter(summary.values()))['gap_reference']}")
-        fig.tight_layout()
-        fig.savefig(out / "gap.png", dpi=120)
-        plt.close(fig)
+        save_figure(fig, out / "gap.png")
 
 
 def condition_plot_snrs(results: dict, target: float, count: int = 2) -> list[str]:
@@ -553,10 +531,7 @@ def plot_condition(results: dict, cfg: SweepConfig, out: Path) -> None:
     snrs = condition_plot_snrs(results, cfg.target_ser)
     if not snrs:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     sbc = results["ser_by_condition"]
     labels = [f"{b['name']}\n{b['condition'][0]:.3g}-{b['condition'][1]:.3g}" for b in sbc["bins"]]
@@ -576,6 +551,4 @@ def plot_condition(results: dict, cfg: SweepConfig, out: Path) -> None:
     axes[0][0].legend(fontsize=8)
     src = "i.i.d." if cfg.channels == "iid" else Path(cfg.channels).stem
     fig.suptitle(f"SER vs condition number, {src} {cfg.nr}x{cfg.nt} QAM{cfg.modulation}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out / "ser_vs_condition.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "ser_vs_condition.png")

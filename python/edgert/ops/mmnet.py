@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional
+from typing import Iterator, NamedTuple, Optional
 
 import torch
 
@@ -121,7 +121,7 @@ def gaussian_denoise(z: ArrayLike, var: ArrayLike, modulation: int = 16, *,
     _check_modulation(modulation)
     check_tensor(z, "z", (torch.complex64,), (None,) * z.dim(), "[...]")
     check_tensor(var, "var", (torch.float32,), tuple(z.shape), "like z")
-    chosen = resolve(backend, same_device({"z": z, "var": var}))
+    chosen = resolve(backend, same_device({"z": z, "var": var}), (z, var))
     if chosen == "torch":
         return gaussian_denoise_reference(z, var, modulation)
     mean = torch.empty_like(z)
@@ -130,25 +130,29 @@ def gaussian_denoise(z: ArrayLike, var: ArrayLike, modulation: int = 16, *,
     return mean, var_out
 
 
-def mmnet_detect_reference(H: torch.Tensor, y: torch.Tensor, sigma2: torch.Tensor, theta2: torch.Tensor, *,
-                           A: Optional[torch.Tensor] = None, theta1: Optional[torch.Tensor] = None,
-                           modulation: int = 16, all_layers: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pure-PyTorch MMNet forward (differentiable in A / theta1 / theta2); see the module docstring.
+class MMNetLayer(NamedTuple):
+    """One MMNet layer's intermediates, each complex ``[G, B, Nt]`` except ``var`` (real)."""
 
-    Shapes: H [G, Nr, Nt], y [G, B, Nr] complex; A [T, G, Nt, Nr] complex or theta1 [T, G] real;
-    theta2 [T, G, Nt], sigma2 [G] real. Returns x_hat [G, B, Nt] (or [T, G, B, Nt] with
-    all_layers) and int32 hard decisions [G, B, Nt] of the last layer.
+    z: torch.Tensor  # denoiser input x_t + A_t (y - H x_t)
+    var: torch.Tensor  # the layer's noise-variance estimate v_t per symbol
+    x: torch.Tensor  # denoiser output x_{t+1} = E[x | z, v]
+
+
+def mmnet_layers_reference(H: torch.Tensor, y: torch.Tensor, sigma2: torch.Tensor, theta2: torch.Tensor, *,
+                           A: Optional[torch.Tensor] = None, theta1: Optional[torch.Tensor] = None,
+                           modulation: int = 16) -> Iterator[MMNetLayer]:
+    """The pure-PyTorch MMNet forward, one :class:`MMNetLayer` per layer (differentiable in A / theta1 /
+    theta2): the single reference that :func:`mmnet_detect_reference` and the noise analysis
+    (:mod:`edgert.mimo.analysis`) both run. Shapes as :func:`mmnet_detect_reference`.
     """
     if (A is None) == (theta1 is None):
         raise ValueError("mmnet_detect: pass exactly one of A (full form) and theta1 (iid form)")
     levels = qam_levels(modulation, theta2.dtype, H.device)
     n_rx, n_tx = H.shape[-2], H.shape[-1]
-    layers = theta2.shape[0]
     h_norm = (H.real**2 + H.imag**2).sum(dim=(-2, -1))  # [G]
     eye = torch.eye(n_tx, dtype=H.dtype, device=H.device)
     x = torch.zeros(y.shape[:-1] + (n_tx,), dtype=H.dtype, device=H.device)
-    outputs = []
-    for t in range(layers):
+    for t in range(theta2.shape[0]):
         a_t = A[t] if A is not None else theta1[t][:, None, None].to(H.dtype) * H.conj().transpose(-1, -2)
         r = y - x @ H.transpose(-1, -2)
         z = x + r @ a_t.transpose(-1, -2)
@@ -161,7 +165,22 @@ def mmnet_detect_reference(H: torch.Tensor, y: torch.Tensor, sigma2: torch.Tenso
         mean_re, _ = _posterior_axis(z.real, v, levels)
         mean_im, _ = _posterior_axis(z.imag, v, levels)
         x = torch.complex(mean_re, mean_im)
-        outputs.append(x)
+        yield MMNetLayer(z, v, x)
+
+
+def mmnet_detect_reference(H: torch.Tensor, y: torch.Tensor, sigma2: torch.Tensor, theta2: torch.Tensor, *,
+                           A: Optional[torch.Tensor] = None, theta1: Optional[torch.Tensor] = None,
+                           modulation: int = 16, all_layers: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pure-PyTorch MMNet forward (differentiable in A / theta1 / theta2); see the module docstring.
+
+    Shapes: H [G, Nr, Nt], y [G, B, Nr] complex; A [T, G, Nt, Nr] complex or theta1 [T, G] real;
+    theta2 [T, G, Nt], sigma2 [G] real. Returns x_hat [G, B, Nt] (or [T, G, B, Nt] with
+    all_layers) and int32 hard decisions [G, B, Nt] of the last layer.
+    Intermediates of every layer: :func:`mmnet_layers_reference`.
+    """
+    outputs = [layer.x for layer in mmnet_layers_reference(H, y, sigma2, theta2, A=A, theta1=theta1,
+                                                           modulation=modulation)]
+    x = outputs[-1] if outputs else torch.zeros(y.shape[:-1] + (H.shape[-1],), dtype=H.dtype, device=H.device)
     decisions = hard_decision(x, modulation)
     return (torch.stack(outputs) if all_layers else x), decisions
 
@@ -206,7 +225,7 @@ def mmnet_detect(H: ArrayLike, y: ArrayLike, sigma2: ArrayLike, theta2: ArrayLik
         theta1 = as_tensor(theta1, "theta1")
         check_tensor(theta1, "theta1", (torch.float32,), (layers, groups), "[T, G]")
         tensors["theta1"] = theta1
-    chosen = resolve(backend, same_device(tensors))
+    chosen = resolve(backend, same_device(tensors), tuple(tensors.values()))
     if chosen == "torch":
         return mmnet_detect_reference(H, y, sigma2, theta2, A=A, theta1=theta1, modulation=modulation,
                                       all_layers=all_layers)

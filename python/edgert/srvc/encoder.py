@@ -26,6 +26,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from edgert.harness import Progress
 from edgert.srvc.container import write_container
 from edgert.srvc.model import Geometry, SRConfig, SRVCModel
 from edgert.srvc.training import TrainStats, train
@@ -226,6 +227,10 @@ def encode(frames: np.ndarray, fps: float, config: EncoderConfig = EncoderConfig
     mirror = DeviceMirror(manifest)
     lr_t, hr_t = video.frames_to_tensor(lr_dec), video.frames_to_tensor(hr_pad)
     starts = segment_starts(n, fps, config.segment_s)
+    first_iters = config.iterations if config.first_iterations is None else config.first_iterations
+    sel_iters = config.iterations if config.selection_iterations is None else config.selection_iterations
+    bar = Progress(f"SRVC training (crf {config.crf:g}, {len(starts)} segments)",
+                   first_iters + (len(starts) - 1) * (sel_iters + config.iterations))
     packets: list[EncodedPacket] = []
     segments: list[SegmentLog] = []
     models: list[tuple[int, float, bytes]] = []
@@ -233,17 +238,16 @@ def encode(frames: np.ndarray, fps: float, config: EncoderConfig = EncoderConfig
         last = starts[s + 1] if s + 1 < len(starts) else n
         seg_lr, seg_hr = lr_t[first:last], hr_t[first:last]
         gen = torch.Generator().manual_seed(config.seed * 1_000_003 + s)
-        train_kw = dict(batch=config.batch, crop=config.crop, learning_rate=config.learning_rate, gen=gen)
+        train_kw = dict(batch=config.batch, crop=config.crop, learning_rate=config.learning_rate, gen=gen,
+                        progress=bar)
         selection = None
         if s == 0:
-            iters = config.iterations if config.first_iterations is None else config.first_iterations
-            stats = train(model, seg_lr, seg_hr, iterations=iters, **train_kw)
+            stats = train(model, seg_lr, seg_hr, iterations=first_iters, **train_kw)
             pkt = encode_snapshot(manifest, 1, module_weights(model), value_coding=config.snapshot_coding,
                                   max_format=config.packet_format)
             updated = sum(t.numel for t in manifest.tensors)
         else:
             theta = _params(model)
-            sel_iters = config.iterations if config.selection_iterations is None else config.selection_iterations
             selection = train(model, seg_lr, seg_hr, iterations=sel_iters, **train_kw)
             masks = select_coordinates(theta, _params(model), config.eta)
             load_weights(model, lambda name: theta[name].numpy())
@@ -262,6 +266,7 @@ def encode(frames: np.ndarray, fps: float, config: EncoderConfig = EncoderConfig
         log(f"segment {s}: frames {first}..{last - 1}, loss {stats.first_loss:.5f} -> {stats.last_loss:.5f}, "
             f"packet {len(pkt.data)} B ({updated} coordinates), {stats.seconds + (selection.seconds if selection else 0):.1f} s, "
             f"channels alive {alive}/{config.model.features}")
+    bar.close()
     header = {
         "format": "edgert-srvc", "width": w, "height": h, "scale": k, "fps": fps, "frames": n,
         "lr_width": geo.lr_width, "lr_height": geo.lr_height, "model": config.model.as_dict(),

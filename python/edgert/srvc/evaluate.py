@@ -19,7 +19,6 @@ per-frame PSNR; BD-rate/BD-PSNR vs x265; timings) and ``plots/`` (RD curves, per
 """
 from __future__ import annotations
 
-import json
 import math
 import platform
 import time
@@ -33,6 +32,8 @@ import torch
 from edgert.srvc import metrics
 from edgert.srvc.decoder import decode
 from edgert.srvc.encoder import EncodeResult, EncoderConfig, encode, segment_starts
+from edgert.harness import RunFolder
+from edgert.harness.plots import pyplot, save_figure
 from edgert.srvc.generic import GenericConfig, generic_model
 from edgert.srvc.model import Geometry, SRVCModel, model_summary
 
@@ -166,9 +167,8 @@ def run_eval(cfg: EvalConfig, out_dir: Union[str, Path], log: Log = print, plots
 
     cfg.validate()
     torch.set_num_threads(cfg.threads)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg.as_dict(), indent=2))
+    run = RunFolder(out_dir, cfg.as_dict()).start()
+    out = run.path
     t0 = time.perf_counter()
     frames, fps = load_clip(cfg)
     n, h, w, _ = frames.shape
@@ -180,7 +180,7 @@ def run_eval(cfg: EvalConfig, out_dir: Union[str, Path], log: Log = print, plots
     points: list[dict[str, Any]] = []
 
     def checkpoint() -> None:  # partial results survive an interrupted run
-        (out / "results.partial.json").write_text(json.dumps({"points": points}, indent=1))
+        run.save_results({"points": points}, "results.partial.json")
 
     for codec in ("x264", "x265"):
         if codec not in cfg.methods:
@@ -236,8 +236,9 @@ def run_eval(cfg: EvalConfig, out_dir: Union[str, Path], log: Log = print, plots
         "points": points, "bd": bd_table(points), "seconds": time.perf_counter() - t0,
         "host": {"machine": platform.machine(), "torch": torch.__version__, "threads": cfg.threads},
     }
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    run.save_results(results)
     (out / "results.partial.json").unlink(missing_ok=True)
+    run.finish()
     (out / "summary.md").write_text(markdown_summary(results))
     if plots:
         plot_results(results, out / "plots")
@@ -283,12 +284,7 @@ def gains(results: dict[str, Any], method: str = "srvc", baseline: str = "bicubi
 
 def plot_results(results: dict[str, Any], out: Path) -> None:
     """RD curves (PSNR and SSIM vs bpp) and the CDF of per-frame PSNR gains."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    out.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     methods = sorted({p["method"] for p in results["points"]}, key=list(METHODS).index)
     for metric in ("psnr", "ssim"):
         fig, ax = plt.subplots(figsize=(6, 4.2))
@@ -304,9 +300,7 @@ def plot_results(results: dict[str, Any], out: Path) -> None:
         ax.set_title(f"{results['clip']} {results['width']}x{results['height']}, {results['frames']} frames")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / f"rd_{metric}.png", dpi=120)
-        plt.close(fig)
+        save_figure(fig, out / f"rd_{metric}.png")
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for method, baseline in (("srvc", "bicubic"), ("srvc", "generic"), ("oneshot", "bicubic"), ("generic", "bicubic")):
         g = gains(results, method, baseline)
@@ -317,9 +311,7 @@ def plot_results(results: dict[str, Any], out: Path) -> None:
     ax.set_ylabel("CDF")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "psnr_gain_cdf.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "psnr_gain_cdf.png")
 
 
 def ablation_bd(runs: dict[str, list[dict[str, float]]], first: str) -> dict[str, dict[str, Optional[float]]]:
@@ -354,9 +346,8 @@ def run_ablation(cfg: EvalConfig, param: str, values: list[float], out_dir: Unio
     key = {"features": "features", "eta": "eta", "tau": "segment_s"}.get(param)
     if key is None:
         raise ValueError(f"param: expected features, eta or tau, got {param!r}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps({"param": param, "values": values, "base": cfg.as_dict()}, indent=2))
+    run = RunFolder(out_dir, {"param": param, "values": values, "base": cfg.as_dict()}).start()
+    out = run.path
     runs = {}
     for v in values:
         value: Any = int(v) if key == "features" else (math.inf if key == "segment_s" and math.isinf(v) else float(v))
@@ -365,5 +356,6 @@ def run_ablation(cfg: EvalConfig, param: str, values: list[float], out_dir: Unio
         runs[f"{v:g}"] = [{k: p[k] for k in ("crf", "bpp", "bpp_without_initial_model", "psnr", "ssim", "model_bytes",
                                               "initial_model_bytes")} for p in res["points"]]
     results = {"param": param, "runs": runs, **ablation_bd(runs, f"{values[0]:g}")}
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    run.save_results(results)
+    run.finish()
     return results

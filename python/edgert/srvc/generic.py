@@ -8,9 +8,6 @@ config and the image list, so a change retrains.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -18,6 +15,7 @@ from typing import Callable, Optional, Union
 import numpy as np
 import torch
 
+from edgert.harness import ModelCache, progress
 from edgert.srvc.model import SRConfig, SRVCModel
 from edgert.srvc.training import train
 
@@ -42,13 +40,6 @@ class GenericConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def default_cache_dir() -> Path:
-    """The ``srvc`` folder of edgert's user cache (:func:`edgert.data.cache_dir`)."""
-    from edgert.data import cache_dir
-
-    return cache_dir() / "srvc"
 
 
 def load_images() -> dict[str, np.ndarray]:
@@ -95,36 +86,33 @@ def training_tiles(scale: int, crfs: tuple[int, ...], tile: int) -> tuple[torch.
     return torch.cat(lrs).contiguous(), torch.cat(hrs).contiguous()
 
 
-def cache_key(model_config: SRConfig, config: GenericConfig) -> str:
-    blob = json.dumps({"model": model_config.as_dict(), "train": config.as_dict(), "images": IMAGES,
-                       "format": 2}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def cache_key(model_config: SRConfig, config: GenericConfig) -> dict:
+    """Everything the generic model's weights depend on (format 3: trained with the shared MaskedAdam)."""
+    return {"model": model_config.as_dict(), "train": config.as_dict(), "images": list(IMAGES), "format": 3}
 
 
 def generic_model(model_config: SRConfig = SRConfig(), config: GenericConfig = GenericConfig(),
                   cache_dir: Optional[Union[str, Path]] = None, log: Callable[[str], None] = print) -> SRVCModel:
-    """The generic model for ``model_config``: loaded from the cache, or trained (and cached) once."""
-    path = Path(cache_dir or default_cache_dir()) / f"generic-{cache_key(model_config, config)}.pt"
+    """The generic model for ``model_config``: loaded from the cache (:class:`edgert.harness.ModelCache`,
+    namespace ``srvc``, or ``cache_dir``), or trained once and cached."""
     torch.manual_seed(config.seed)
     model = SRVCModel(model_config)
-    if path.is_file():
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        model.eval()
-        return model
-    log(f"training the generic SR model ({config.iterations} iterations on {len(IMAGES)} scikit-image photos)")
-    lr, hr = training_tiles(model_config.scale, config.crfs, tile=config.tile_lr)
-    gen = torch.Generator().manual_seed(config.seed)
-    stats = train(model, lr, hr, iterations=config.iterations, batch=config.batch, crop=config.crop_lr / config.tile_lr,
-                  learning_rate=config.learning_rate, gen=gen, augmented=config.augmented)
-    alive = model.alive_channels(lr[::3])
-    log(f"generic model: loss {stats.first_loss:.5f} -> {stats.last_loss:.5f} in {stats.seconds:.0f} s "
-        f"({lr.shape[0]} tiles); adaptive-conv channels alive {alive}/{model_config.features}")
-    if alive < model_config.features // 2:
-        log(f"warning: {model_config.features - alive} of {model_config.features} adaptive-conv channels are dead "
-            "(zero on every training tile); they will not learn during customisation either")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
+
+    def pretrain(model: SRVCModel) -> None:
+        log(f"training the generic SR model ({config.iterations} iterations on {len(IMAGES)} scikit-image photos)")
+        lr, hr = training_tiles(model_config.scale, config.crfs, tile=config.tile_lr)
+        gen = torch.Generator().manual_seed(config.seed)
+        with progress("generic SR model", config.iterations) as bar:
+            stats = train(model, lr, hr, iterations=config.iterations, batch=config.batch,
+                          crop=config.crop_lr / config.tile_lr, learning_rate=config.learning_rate, gen=gen,
+                          augmented=config.augmented, progress=bar)
+        alive = model.alive_channels(lr[::3])
+        log(f"generic model: loss {stats.first_loss:.5f} -> {stats.last_loss:.5f} in {stats.seconds:.0f} s "
+            f"({lr.shape[0]} tiles); adaptive-conv channels alive {alive}/{model_config.features}")
+        if alive < model_config.features // 2:
+            log(f"warning: {model_config.features - alive} of {model_config.features} adaptive-conv channels are "
+                "dead (zero on every training tile); they will not learn during customisation either")
+
+    ModelCache("srvc", cache_dir).load_or_train(model, "generic", cache_key(model_config, config), pretrain)
     model.eval()
     return model

@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from edgert.harness import Progress
 from edgert.srvc.model import SRVCModel
 from edgert.updates import AdamConfig, MaskedAdam
 
@@ -69,10 +70,10 @@ def augment(lr: torch.Tensor, hr: torch.Tensor, gen: torch.Generator) -> tuple[t
 
 def train(model: SRVCModel, lr: torch.Tensor, hr: torch.Tensor, *, iterations: int, batch: int, crop: float,
           learning_rate: float, gen: torch.Generator, masks: Optional[dict[str, torch.Tensor]] = None,
-          augmented: bool = False) -> TrainStats:
+          augmented: bool = False, progress: Optional[Progress] = None) -> TrainStats:
     """Adam on MSE for ``iterations`` steps; with ``masks`` only the masked coordinates move.
 
-    ``augmented`` applies :func:`augment` to every batch (the generic model; content-adaptive training
+    ``progress`` (optional) advances by one per iteration. ``augmented`` applies :func:`augment` to every batch (the generic model; content-adaptive training
     fits the video as it is, so the encoder leaves it off).
 
     ``masks`` maps parameter names to boolean tensors of the parameter's shape; parameters without
@@ -104,6 +105,8 @@ def train(model: SRVCModel, lr: torch.Tensor, hr: torch.Tensor, *, iterations: i
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if progress is not None:
+            progress.advance()
         value = float(loss.detach())
         if it == 0:
             stats.first_loss = value

@@ -1,0 +1,35 @@
+"""The experiment harness shared by every application (``mimo``, ``srvc``, ``ams``, ...).
+
+* :mod:`~edgert.harness.run`: run folders -- config with a hash and a compatibility check, atomic JSON,
+  resume and merge of partial results.
+* :mod:`~edgert.harness.cache`: pretrained models cached by a key of everything they depend on.
+* :mod:`~edgert.harness.progress`: progress bars with rate and ETA (plain log lines off a terminal).
+* :mod:`~edgert.harness.plots`: matplotlib on Agg, figures saved atomically.
+"""
+from __future__ import annotations
+
+from edgert.harness.progress import Progress, progress, track
+from edgert.harness.run import (
+    RunFolder,
+    RunFolderError,
+    canonical_json,
+    config_hash,
+    differing_keys,
+    read_json,
+    write_json,
+)
+
+__all__ = ["ModelCache", "Progress", "RunFolder", "RunFolderError", "canonical_json", "config_hash",
+           "differing_keys", "progress", "pyplot", "read_json", "save_figure", "track", "write_json"]
+
+
+def __getattr__(name: str):  # torch and matplotlib only when a cache or a plot is used
+    if name == "ModelCache":
+        from edgert.harness.cache import ModelCache
+
+        return ModelCache
+    if name in ("pyplot", "save_figure"):
+        from edgert.harness import plots
+
+        return getattr(plots, name)
+    raise AttributeError(f"module 'edgert.harness' has no attribute {name!r}")
