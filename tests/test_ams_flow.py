@@ -7,7 +7,6 @@ clip of a moving textured block labelled by a TorchScript colour-threshold teach
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -93,6 +92,7 @@ class RedTeacher(nn.Module):
 
 
 @needs_av
+@pytest.mark.slow
 def test_remote_flow_scheme_end_to_end(tmp_path):
     from edgert.ams.evaluate import EvalConfig, run_eval, scheme_settings
     from edgert.vision.video import encode
@@ -107,9 +107,7 @@ def test_remote_flow_scheme_end_to_end(tmp_path):
     ams, edge = scheme_settings("remote-flow", cfg, 0.1)
     assert ams.trainer == "remote" and not ams.asr.enabled and ams.asr.r_init == pytest.approx(10.0)
     assert edge.apply_lag_s == pytest.approx(0.2)
-    t0 = time.monotonic()
     results = run_eval(cfg, tmp_path / "run", plots=False, log=lambda line: None)
-    assert time.monotonic() - t0 < 60
     rf = results["schemes"]["remote-flow"]
     # 10 fps of clip time for 2 s; the last uploads' labels may still be in flight when the edge stops
     assert rf["samples_uploaded"] == 20 and 18 <= rf["updates"] <= 20

@@ -140,6 +140,7 @@ def test_two_devices_share_one_server_with_separate_streams():
         assert rep["cam-1"]["updates"] >= 3 and rep["cam-2"]["updates"] >= 3
 
 
+@pytest.mark.slow
 def test_server_killed_and_restarted_mid_run(tmp_path):
     student = _student()
     cfg = _config()

@@ -14,6 +14,7 @@ from edgert.srvc.model import SRConfig
 pytestmark = [needs_av, needs_matplotlib]
 
 
+@pytest.mark.slow
 def test_run_eval_writes_run_folder(tmp_path: Path) -> None:
     pytest.importorskip("skvideo")
     from edgert.srvc.evaluate import EvalConfig, run_eval

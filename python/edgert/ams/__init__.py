@@ -15,25 +15,35 @@ Design and results: ``docs/design/ams.md``, ``docs/results/ams.md``.
 """
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from edgert.ams.config import AMSConfig, EdgeConfig
+from edgert.ams.edge import AMSEdge, EdgeLoop, EdgeReport, ModelStreamingLoop
+from edgert.ams.evaluate import EvalConfig, run_eval
+from edgert.ams.flow import FlowConfig, RemoteFlowLoop
+from edgert.ams.policies import GradientGuidedTraining, JustInTimeTraining, RemoteInference, UploadPolicy, policy_for
+from edgert.ams.protocol import AMSFrame
+from edgert.ams.sampling import ASRConfig, ATRConfig, SamplingController
+from edgert.ams.server import AMSServer, DeviceReport
 
-_LAZY = {
-    "AMSConfig": "config", "EdgeConfig": "config",
-    "AMSServer": "server", "DeviceReport": "server",
-    "AMSEdge": "edge", "EdgeReport": "edge", "EdgeLoop": "edge", "ModelStreamingLoop": "edge",
-    "GradientGuidedTraining": "policies", "JustInTimeTraining": "policies", "RemoteInference": "policies",
-    "UploadPolicy": "policies", "policy_for": "policies",
-    "ASRConfig": "sampling", "ATRConfig": "sampling", "SamplingController": "sampling",
-    "FlowConfig": "flow", "RemoteFlowLoop": "flow",
-    "AMSFrame": "protocol",
-    "EvalConfig": "evaluate", "run_eval": "evaluate",
-}
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    """Imports the public names above from their submodule on first use (``import edgert.ams`` stays light)."""
-    if name in _LAZY:
-        return getattr(import_module(f"edgert.ams.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'edgert.ams' has no attribute {name!r}")
+__all__ = [
+    "AMSConfig",
+    "AMSEdge",
+    "AMSFrame",
+    "AMSServer",
+    "ASRConfig",
+    "ATRConfig",
+    "DeviceReport",
+    "EdgeConfig",
+    "EdgeLoop",
+    "EdgeReport",
+    "EvalConfig",
+    "FlowConfig",
+    "GradientGuidedTraining",
+    "JustInTimeTraining",
+    "ModelStreamingLoop",
+    "RemoteFlowLoop",
+    "RemoteInference",
+    "SamplingController",
+    "UploadPolicy",
+    "policy_for",
+    "run_eval",
+]

@@ -208,7 +208,7 @@ def _add_eval_args(p: argparse.ArgumentParser, schemes: str) -> None:
                    help="--out holds an earlier run with the same settings: run only --schemes and add them to it")
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(sub: "argparse._SubParsersAction") -> None:
     """Adds ``edgert ams ...`` to the top-level parser."""
     p = sub.add_parser("ams", help="AMS adaptive model streaming: server, edge, evaluation")
     ssub = p.add_subparsers(dest="ams_command", required=True)
@@ -232,7 +232,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     ev.set_defaults(func=_cmd_eval)
 
 
-def register_demo(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register_demo(sub: "argparse._SubParsersAction") -> None:
     """Adds ``edgert demo``: the AMS comparison on bikes.mp4 with server and edge as separate processes."""
     d = sub.add_parser("demo", help="AMS demo: server + edge processes on localhost over bikes.mp4, comparison table")
     _add_eval_args(d, "no-custom,one-time,jit,full,ams,remote-flow")

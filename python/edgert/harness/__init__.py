@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+from edgert.harness.cache import ModelCache
+from edgert.harness.plots import pyplot, save_figure
 from edgert.harness.progress import Progress, progress, track
 from edgert.harness.run import (
     RunFolder,
@@ -15,21 +17,10 @@ from edgert.harness.run import (
     canonical_json,
     config_hash,
     differing_keys,
+    flatten,
     read_json,
     write_json,
 )
 
 __all__ = ["ModelCache", "Progress", "RunFolder", "RunFolderError", "canonical_json", "config_hash",
-           "differing_keys", "progress", "pyplot", "read_json", "save_figure", "track", "write_json"]
-
-
-def __getattr__(name: str):  # torch and matplotlib only when a cache or a plot is used
-    if name == "ModelCache":
-        from edgert.harness.cache import ModelCache
-
-        return ModelCache
-    if name in ("pyplot", "save_figure"):
-        from edgert.harness import plots
-
-        return getattr(plots, name)
-    raise AttributeError(f"module 'edgert.harness' has no attribute {name!r}")
+           "differing_keys", "flatten", "progress", "pyplot", "read_json", "save_figure", "track", "write_json"]

@@ -7,7 +7,7 @@ For a channel sequence ``H[k, f]`` (time step k, subcarrier f):
 * ``(k, f>0)``: start from the model of ``(k, f-1)`` and train ``phi`` iterations.
 
 That is ``order="paper"`` (the default). ``order="time"`` amortizes over time instead, for channels
-whose subcarriers are too far apart to share a model (UMa NLOS, see ``docs/mimo.md``):
+whose subcarriers are too far apart to share a model (UMa NLOS, see ``docs/results/mimo.md``):
 
 * ``(0, f)`` for every f: ``psi`` iterations from :func:`~edgert.mimo.detectors.mmnet.init_mmnet_params`
   of that channel (no frequency warm start);

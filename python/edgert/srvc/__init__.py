@@ -6,7 +6,7 @@ model stream of sparse updates to a small content-adaptive super-resolution mode
   (:mod:`~edgert.srvc.container`), gradient-guided sparse updates, the libedgert slot on the decoder;
 * :mod:`~edgert.srvc.metrics` / :mod:`~edgert.srvc.evaluate`: PSNR, SSIM, BD-rate, RD experiments.
 
-Design and results: ``docs/srvc.md``.
+Design and results: ``docs/design/srvc.md``, ``docs/results/srvc.md``.
 """
 from __future__ import annotations
 

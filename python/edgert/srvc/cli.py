@@ -177,7 +177,7 @@ def _cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(sub: "argparse._SubParsersAction") -> None:
     """Adds ``edgert srvc {encode,decode,eval,ablate,model}``."""
     p = sub.add_parser("srvc", help="SRVC: LR H.265 content stream + streamed content-adaptive SR model")
     s = p.add_subparsers(dest="srvc_command", required=True)

@@ -1,6 +1,6 @@
 """The SRVC container: one file carrying the content stream and the model stream with timestamps.
 
-Layout (little-endian; spec and rationale in ``docs/srvc.md``)::
+Layout (little-endian; spec and rationale in ``docs/spec/srvc-container.md``)::
 
     file header (16 B): magic "SRVC", u16 version (1), u16 flags (0), u64 record count hint (0 = unknown)
     record*:            header (32 B) | payload | u32 CRC32C(payload)

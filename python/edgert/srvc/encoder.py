@@ -52,7 +52,7 @@ class EncoderConfig:
     """SRVC encoder settings. Paper defaults: tau = 5 s, eta = 1%, Adam lr 1e-4, half-size crops, x265 slow.
 
     ``iterations`` (per training pass) and ``batch`` are not given by the paper; the defaults
-    here are sized for a GPU, experiments on a CPU pass smaller values (see docs/srvc.md).
+    here are sized for a GPU, experiments on a CPU pass smaller values (see docs/results/srvc.md).
     """
 
     model: SRConfig = field(default_factory=SRConfig)

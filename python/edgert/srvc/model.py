@@ -49,7 +49,7 @@ class SRConfig:
     # Subtracted from the input of the kernel predictor and the adaptive conv (not in the paper: 0 is its
     # literal model). With all-positive pixels the adaptive conv's output sign follows the kernel's sum
     # times the brightness, so Adam's first steps switch whole channels off for good; zero-mean input
-    # keeps them responding to edges of both signs (docs/srvc.md, "Dead feature channels").
+    # keeps them responding to edges of both signs (CHANGELOG.md, "SRVC: dead adaptive-conv channels").
     input_offset: float = 0.5
 
     def validate(self) -> None:

@@ -15,7 +15,10 @@ import select
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Callable, Generic, Optional, TypeVar
+from typing import TYPE_CHECKING, Callable, Generic, Iterator, Optional, TypeVar
+
+if TYPE_CHECKING:
+    import random
 
 PROTOCOL_VERSION = 2  # what this side sends; servers also accept protocol 1 devices
 SUPPORTED_PROTOCOLS = (1, 2)
@@ -259,13 +262,13 @@ def device_proof(key: bytes, server_nonce: bytes, client_nonce: bytes, device_id
 
 
 def backoff_delays(minimum: float = 0.1, maximum: float = 5.0, jitter: float = 0.25,
-                   rng: Optional[object] = None):
+                   rng: Optional["random.Random"] = None) -> Iterator[float]:
     """Exponential backoff with ±jitter: 0.1, 0.2, 0.4 ... capped at maximum."""
     import random
 
     rng = rng or random.Random()
     delay = minimum
     while True:
-        yield delay * rng.uniform(1 - jitter, 1 + jitter)  # type: ignore[attr-defined]
+        yield delay * rng.uniform(1 - jitter, 1 + jitter)
         delay = min(delay * 2, maximum)
 

@@ -42,6 +42,8 @@ from edgert.transport.frames import (
     send_frame,
     server_proof,
 )
+from edgert.updates.manifest import TensorMap
+from edgert.updates.packet import UpdateMap
 from edgert.updates import (
     COMPACT_FORMAT,
     DeviceMirror,
@@ -241,7 +243,7 @@ class ModelServer:
         self.stop()
 
     # ---- publishing --------------------------------------------------------------------
-    def publish(self, updates: Mapping[Union[int, str], Any], device_id: Optional[str] = None) -> EncodedPacket:
+    def publish(self, updates: TensorMap, device_id: Optional[str] = None) -> EncodedPacket:
         """Encodes the next version from sparse/dense updates and pushes it to connected devices.
 
         ``device_id`` names the device's own stream on a per-device server (ignored otherwise).
@@ -252,7 +254,7 @@ class ModelServer:
                                    max_format=self.packet_format)
             return self._commit(stream, packet)
 
-    def publish_snapshot(self, weights: Mapping[Union[int, str], Any], target_version: Optional[int] = None,
+    def publish_snapshot(self, weights: TensorMap, target_version: Optional[int] = None,
                          device_id: Optional[str] = None) -> EncodedPacket:
         """Publishes complete weights as a full snapshot (version + 1, or ``target_version``)."""
         with self._lock:
@@ -424,14 +426,10 @@ class ModelServer:
                 with self._lock:
                     self.devices[s.device_id].nacks.append(message)
                 self._log(f"{s.device_id}: rejected a packet at version {version}: {message}")
-                with self._lock:
-                    s.sent_version = version
-                    s.send_packet(self._snapshot_packet(s.stream), s.stream.version)
+                self._resync(s, version)
             elif frame_type == FrameType.RESYNC:
                 version = decode_u64(body, "RESYNC")
-                with self._lock:
-                    s.sent_version = version
-                    s.send_packet(self._snapshot_packet(s.stream), s.stream.version)
+                self._resync(s, version)
             elif frame_type == FrameType.PING:
                 s.send(FrameType.PONG, body)
             elif frame_type == FrameType.PONG:
@@ -441,6 +439,15 @@ class ModelServer:
                 if handler is None:
                     raise ProtocolError(f"unexpected {frame_type.name} from a device")
                 handler(s, body)
+
+    def _resync(self, s: _Session, device_version: int) -> None:
+        """Answers a NACK or RESYNC: a full snapshot of the device's stream."""
+        stream = s.stream
+        if stream is None:  # not possible after the handshake, which sets it
+            raise ProtocolError("resync before the handshake")
+        with self._lock:
+            s.sent_version = device_version
+            s.send_packet(self._snapshot_packet(stream), stream.version)
 
     def register_frame(self, frame_type: enum.IntEnum, handler: "ServerHandler") -> None:
         """Accepts the application frame type ``frame_type`` (code 12..255) from devices from now on;

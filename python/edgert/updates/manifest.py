@@ -23,7 +23,11 @@ MODEL_ID_BYTES = 16
 TENSOR_ALIGNMENT = 64
 MAX_TENSOR_NUMEL = 0xFFFFFFFF
 DTYPES = {"float32": 0, "float16": 1}
-_NP_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
+#: a tensor of a manifest, addressed by name or by id (its index in the tensor table)
+TensorKey = Union[int, str]
+#: tensors by name or id (Mapping is invariant in its key type, so each kind is listed)
+TensorMap = Union[Mapping[str, Any], Mapping[int, Any], Mapping[TensorKey, Any]]
+_NP_DTYPES: dict[str, np.dtype] = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
 
 
 def crc32c(data: Union[bytes, bytearray, memoryview], crc: int = 0) -> int:

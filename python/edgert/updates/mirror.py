@@ -5,8 +5,8 @@ from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
-from edgert.updates.manifest import FORMAT_VERSION, Manifest
-from edgert.updates.packet import EncodedPacket, UpdateLike, encode_snapshot, encode_update
+from edgert.updates.manifest import FORMAT_VERSION, Manifest, TensorMap
+from edgert.updates.packet import EncodedPacket, UpdateMap, encode_snapshot, encode_update
 
 
 class DeviceMirror:
@@ -66,14 +66,14 @@ class PacketEncoder:
     def version(self) -> int:
         return self.mirror.version
 
-    def update(self, updates: Mapping[Union[int, str], UpdateLike]) -> EncodedPacket:
+    def update(self, updates: UpdateMap) -> EncodedPacket:
         """Encodes the next packet (version + 1) and applies it to the mirror."""
         pkt = encode_update(self.manifest, self.version, self.version + 1, updates, self.value_coding, self.key,
                             max_format=self.max_format)
         self.mirror.apply(pkt)
         return pkt
 
-    def snapshot(self, weights: Mapping[Union[int, str], Any]) -> EncodedPacket:
+    def snapshot(self, weights: TensorMap) -> EncodedPacket:
         """Encodes a full snapshot (version + 1) and applies it to the mirror."""
         pkt = encode_snapshot(self.manifest, self.version + 1, weights, key=self.key, base_version=self.version)
         self.mirror.apply(pkt)

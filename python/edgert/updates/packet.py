@@ -23,7 +23,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from edgert.updates.manifest import FORMAT_VERSION, Manifest, crc32c
+from edgert.updates.manifest import FORMAT_VERSION, Manifest, TensorMap, crc32c
 from edgert.updates.rangecoder import GapModel, RangeDecoder, RangeEncoder, RangeError, TreeModel
 
 PACKET_MAGIC = b"ERTP"
@@ -184,6 +184,8 @@ class EncodedPacket:
 
 
 UpdateLike = Union[TensorUpdate, np.ndarray, tuple]
+#: updates by tensor name or id
+UpdateMap = Union[Mapping[str, UpdateLike], Mapping[int, UpdateLike], Mapping[Union[int, str], UpdateLike]]
 
 
 def _as_update(u: UpdateLike) -> TensorUpdate:
@@ -303,7 +305,7 @@ def _payload_v2(entries: Sequence[_Entry]) -> bytes:
 
 
 def encode_update(manifest: Manifest, base_version: int, target_version: int,
-                  updates: Mapping[Union[int, str], UpdateLike], value_coding: str = "fp16",
+                  updates: UpdateMap, value_coding: str = "fp16",
                   key: Optional[bytes] = None, *, full_snapshot: bool = False,
                   max_format: int = FORMAT_VERSION) -> EncodedPacket:
     """Encodes one update packet moving ``manifest``'s model from ``base_version`` to ``target_version``.
@@ -404,20 +406,20 @@ def _decode_v2_entries(manifest: Manifest, payload: bytes, count: int) -> list[_
         dec = RangeDecoder(payload[pos:])
         models = {"fp16": TreeModel(16), "int8": TreeModel(8)}
         entries = []
-        for tid, numel, sparse, coding, mode, n, scale in directory:
+        for tid, numel, sparse, coding, mode_name, n, scale in directory:
             model = models[coding]
             symbols = np.empty(n, dtype=np.int64)
-            indices = np.empty(n, dtype=np.int64) if sparse else None
+            positions = np.empty(n, dtype=np.int64)
             gap_model, prev = GapModel(), -1
             for t in range(n):
                 if sparse:
                     prev += gap_model.decode(dec) + 1
                     if prev >= numel:
                         raise ValueError(f"tensor {tid}: index {prev} out of range [0, {numel})")
-                    indices[t] = prev
+                    positions[t] = prev
                 symbols[t] = model.decode(dec)
             raw = symbols.astype("<u2" if coding == "fp16" else np.uint8).tobytes()
-            entries.append(_Entry(tid, numel, indices, coding, mode, raw, scale))
+            entries.append(_Entry(tid, numel, positions if sparse else None, coding, mode_name, raw, scale))
         dec.finish()
     except RangeError as exc:
         raise ValueError(str(exc)) from None
@@ -452,7 +454,7 @@ def transcode(packet: Union[bytes, EncodedPacket], manifest: Manifest, max_forma
                    None)
 
 
-def encode_snapshot(manifest: Manifest, target_version: int, weights: Mapping[Union[int, str], Any],
+def encode_snapshot(manifest: Manifest, target_version: int, weights: TensorMap,
                     value_coding: Optional[str] = None, key: Optional[bytes] = None,
                     base_version: int = 0, max_format: int = FORMAT_VERSION) -> EncodedPacket:
     """A full-snapshot packet: every tensor dense in set mode (device resync).

@@ -1,4 +1,4 @@
-"""The adaptive binary range coder of update-packet format version 2 (docs/update-packet.md).
+"""The adaptive binary range coder of update-packet format version 2 (docs/spec/update-packet.md).
 
 This is the reference implementation (pure Python, used by the encoder and by
 :func:`edgert.updates.packet.transcode`); libedgert's decoder (``src/packet/range_coder.hpp``) must

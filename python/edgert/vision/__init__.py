@@ -1,6 +1,6 @@
 """Vision layer shared by AMS, SRVC, RECL and OneAdapt: video I/O, teachers, students, distillation, metrics.
 
-Submodules (imported on use, so ``import edgert.vision`` stays light):
+Submodules:
 
 * :mod:`edgert.vision.video` — PyAV decoding/encoding, resizing, frame <-> tensor conversion.
 * :mod:`edgert.vision.teachers` — ``Teacher`` interface and :func:`~edgert.vision.teachers.load_teacher`
@@ -14,20 +14,24 @@ from __future__ import annotations
 
 from importlib import import_module
 from typing import Any
+from edgert.vision.distill import check_label_space, distill_step, predict_labels, recalibrate_batchnorm
+from edgert.vision.metrics import ConfusionMeter, confusion_matrix, mean_iou
+from edgert.vision.models import MobileNetV2, inference_module, segmentation_student, tiny_classifier
+from edgert.vision.teachers import Teacher, TeacherError, load_teacher
 
-_LAZY = {
-    "Teacher": "teachers", "TeacherError": "teachers", "load_teacher": "teachers",
-    "MobileNetV2": "models", "segmentation_student": "models", "tiny_classifier": "models",
-    "inference_module": "models",
-    "distill_step": "distill", "recalibrate_batchnorm": "distill", "predict_labels": "distill",
-    "check_label_space": "distill",
-    "ConfusionMeter": "metrics", "confusion_matrix": "metrics", "mean_iou": "metrics",
-}
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    """Import the public names above from their submodule on first use (keeps ``import edgert.vision`` light)."""
-    if name in _LAZY:
-        return getattr(import_module(f"edgert.vision.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'edgert.vision' has no attribute {name!r}")
+__all__ = [
+    "ConfusionMeter",
+    "MobileNetV2",
+    "Teacher",
+    "TeacherError",
+    "check_label_space",
+    "confusion_matrix",
+    "distill_step",
+    "inference_module",
+    "load_teacher",
+    "mean_iou",
+    "predict_labels",
+    "recalibrate_batchnorm",
+    "segmentation_student",
+    "tiny_classifier",
+]

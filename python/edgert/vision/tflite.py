@@ -8,7 +8,7 @@ on any torch device, differentiable. Activations must be 4-D (NHWC in the file);
 are listed in :data:`SUPPORTED_OPS` and anything else is rejected at load time with its name.
 
 Parity with MediaPipe 0.10.21's own runtime (recorded references) and with Google's ``ai-edge-litert``
-(live, when installed) is checked by ``tests/test_vision_teachers.py``; see docs/vision.md.
+(live, when installed) is checked by ``tests/test_vision_teachers.py``; see docs/design/vision.md.
 """
 from __future__ import annotations
 
