@@ -26,6 +26,7 @@ Dtype dtype_from_edgert(edgert_dtype d) {
     case EDGERT_I32: return Dtype::i32;
     case EDGERT_U32: return Dtype::u32;
     case EDGERT_C64: return Dtype::c64;
+    case EDGERT_DTYPE_MAX_ENUM: break;
   }
   return Dtype::other;
 }

@@ -26,8 +26,9 @@ void bind_adaptive_conv(pyb::module_& m) {
         edgert_status st;
         {
           pyb::gil_scoped_release nogil;
-          st = EDGERT_BACKEND_NS::adaptive_conv(x.ptr<const float>(), k.ptr<const float>(), b.ptr<const float>(), n,
-                                                c_in, h, w, f, patch, activation, o.ptr<float>() EDGERT_STREAM_ARG);
+          st = edgert_adaptive_conv(kBackend, as_stream(stream), x.ptr<const float>(), k.ptr<const float>(),
+                                    b.ptr<const float>(), n, c_in, h, w, f, patch,
+                                    static_cast<edgert_activation>(activation), o.ptr<float>());
         }
         check(st, "adaptive_conv");
       },

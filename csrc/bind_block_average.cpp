@@ -19,8 +19,8 @@ void bind_block_average(pyb::module_& m) {
         edgert_status st;
         {
           pyb::gil_scoped_release nogil;
-          st = EDGERT_BACKEND_NS::block_average(g.ptr<const float>(), g.dim(0), g.dim(1), g.dim(2), g.dim(3), block,
-                                                o.ptr<float>() EDGERT_STREAM_ARG);
+          st = edgert_block_average(kBackend, as_stream(stream), g.ptr<const float>(), g.dim(0), g.dim(1), g.dim(2),
+                                    g.dim(3), block, o.ptr<float>());
         }
         check(st, "block_average");
       },

@@ -25,9 +25,9 @@ void bind_mmnet(pyb::module_& m) {
         edgert_status st;
         {
           pyb::gil_scoped_release nogil;
-          st = EDGERT_BACKEND_NS::gaussian_denoise(z.ptr<const cfloat>(), var.ptr<const float>(), z.numel(), modulation,
-                                                   mean.ptr<cfloat>(), var_out ? var_out->ptr<float>() : nullptr
-                                                   EDGERT_STREAM_ARG);
+          st = edgert_gaussian_denoise(kBackend, as_stream(stream), z.ptr<const float>(), var.ptr<const float>(),
+                                       z.numel(), static_cast<edgert_modulation>(modulation), mean.ptr<float>(),
+                                       var_out ? var_out->ptr<float>() : nullptr);
         }
         check(st, "gaussian_denoise");
       },

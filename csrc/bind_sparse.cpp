@@ -53,9 +53,9 @@ void bind_sparse(pyb::module_& m) {
         edgert_status st;
         {
           pyb::gil_scoped_release nogil;
-          st = EDGERT_BACKEND_NS::sparse_patch(w.data(), to_edgert(w.dtype()), static_cast<size_t>(w.dim(0)), i.data(),
-                                               to_edgert(i.dtype()), v.data(), to_edgert(v.dtype()),
-                                               static_cast<size_t>(i.dim(0)), pm EDGERT_STREAM_ARG);
+          st = edgert_sparse_patch_on(kBackend, as_stream(stream), w.data(), to_edgert(w.dtype()),
+                                      static_cast<size_t>(w.dim(0)), i.data(), to_edgert(i.dtype()), v.data(),
+                                      to_edgert(v.dtype()), static_cast<size_t>(i.dim(0)), pm);
         }
         check(st, "sparse_patch");
       },
@@ -75,9 +75,9 @@ void bind_sparse(pyb::module_& m) {
         edgert_status st;
         {
           pyb::gil_scoped_release nogil;
-          st = EDGERT_BACKEND_NS::sparse_gather(w.data(), to_edgert(w.dtype()), static_cast<size_t>(w.dim(0)),
-                                                i.data(), to_edgert(i.dtype()), static_cast<size_t>(i.dim(0)),
-                                                o.data(), to_edgert(o.dtype()) EDGERT_STREAM_ARG);
+          st = edgert_sparse_gather_on(kBackend, as_stream(stream), w.data(), to_edgert(w.dtype()),
+                                       static_cast<size_t>(w.dim(0)), i.data(), to_edgert(i.dtype()),
+                                       static_cast<size_t>(i.dim(0)), o.data(), to_edgert(o.dtype()));
         }
         check(st, "sparse_gather");
       },

@@ -7,6 +7,7 @@ import torch
 
 import edgert
 from edgert import _edgert, ops
+from edgert.ops._dispatch import resolve
 
 
 @pytest.mark.parametrize("backend", ["cpu", "torch"])
@@ -40,3 +41,34 @@ def test_cuda_backend_unavailable_is_a_clear_error():
         pytest.skip("CUDA is usable here")
     with pytest.raises(ValueError, match="backend='cuda' needs CUDA tensors"):
         ops.block_average(torch.zeros(1, 1, 4, 4), backend="cuda")
+
+
+def test_resolve_asks_the_registry():
+    cpu = torch.device("cpu")
+    t = torch.zeros(3)
+    assert resolve("auto", cpu, (t,)) == "cpu"
+    assert resolve("cpu", cpu, (t,)) == "cpu"
+    assert resolve("torch", cpu, (t,)) == "torch"
+    with pytest.raises(ValueError, match="backend must be one of auto, cuda, cpu, torch; got 'gpu'"):
+        resolve("gpu", cpu, (t,))
+    with pytest.raises(ValueError, match="backend='cpu' needs CPU tensors, got tensors on meta"):
+        resolve("cpu", torch.device("meta"), ())
+    # No libedgert build addresses meta tensors: auto falls back to the reference.
+    assert resolve("auto", torch.device("meta"), ()) == "torch"
+    assert ops.available_backends("meta") == ["torch"]
+    assert ops.available_backends("cpu") == ["cpu", "torch"]
+
+
+def test_cuda_request_without_a_usable_device_names_the_registry_reason():
+    if edgert.cuda_available():
+        pytest.skip("CUDA is usable here")
+    cuda = torch.device("cuda")
+    # "auto" on CUDA memory the registry cannot run falls back to the reference; an explicit
+    # "cuda" is an error that carries the library's reason when the CUDA module exists.
+    assert resolve("auto", cuda, ()) == "torch"
+    assert ops.available_backends("cuda") == ["torch"]
+    with pytest.raises(RuntimeError, match="backend='cuda' requested but the CUDA kernels are not compiled in or no "
+                                           "device is usable") as err:
+        resolve("cuda", cuda, ())
+    if edgert._info.cuda_module() is not None:
+        assert "compiled in but no device is usable" in str(err.value)

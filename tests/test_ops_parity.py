@@ -7,6 +7,7 @@ PyTorch reference; CUDA rows run only when edgert.cuda_available().
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -211,7 +212,8 @@ def _as_tuple(x):
 
 @pytest.mark.parametrize("case,device,backend,shape", list(_params()))
 def test_backend_matches_reference(case: Case, device, backend, shape):
-    gen = torch.Generator().manual_seed(hash((case.op, shape)) % (2**31))
+    # crc32, not hash(): string hashes change per process, the inputs must not.
+    gen = torch.Generator().manual_seed(zlib.crc32(repr((case.op, shape)).encode()))
     inputs = case.make_inputs(shape, device, gen)
     # The reference runs on the same inputs (cloned: some ops write in place).
     ref_inputs = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}

@@ -25,9 +25,9 @@ def cuda_module() -> Optional[ModuleType]:
 
 @functools.lru_cache(maxsize=1)
 def cuda_available() -> bool:
-    """True when the CUDA kernels are compiled in and a CUDA device is usable."""
+    """True when the CUDA kernels are compiled in and a CUDA device is usable (per the CUDA build's registry)."""
     module = cuda_module()
-    return bool(module is not None and module.backend_query(1)["usable"])
+    return bool(module is not None and module.backends()["cuda"]["usable"])
 
 
 def version() -> str:
@@ -60,10 +60,14 @@ class RuntimeInfo:
 
 
 def info() -> RuntimeInfo:
-    """Collects version, backends (CPU, CUDA), devices and build flags."""
-    backends = {"cpu": dict(_edgert.backend_query(0))}
+    """Collects version, backends (CPU, CUDA), devices and build flags.
+
+    The CPU entry comes from ``edgert._edgert``'s backend registry, the CUDA entry from the CUDA
+    build's registry when that module exists (the CPU build reports CUDA as not compiled in).
+    """
+    backends = {"cpu": dict(_edgert.backends()["cpu"])}
     module = cuda_module()
-    backends["cuda"] = dict(module.backend_query(1)) if module is not None else dict(_edgert.backend_query(1))
+    backends["cuda"] = dict((module if module is not None else _edgert).backends()["cuda"])
     result = RuntimeInfo(version=version(), build_flags=_edgert.build_flags(), python=platform.python_version(),
                          backends=backends)
     try:

@@ -1,11 +1,9 @@
-#include <cstdio>
+// The CUDA entry of the backend registry in a build without CUDA kernels:
+// nothing registered (the core then reports CUDA as not compiled in).
+#include "core/registry.hpp"
 
-#include "core/backend_probe.hpp"
+namespace edgert::detail {
 
-extern "C" void edgert_detail_cuda_query(edgert_backend_info* info) {
-  info->compiled = 0;
-  info->usable = 0;
-  info->device_count = 0;
-  info->num_threads = 0;
-  std::snprintf(info->detail, sizeof(info->detail), "not compiled in (built without a CUDA compiler)");
-}
+const BackendTable* cuda_backend() { return nullptr; }
+
+}  // namespace edgert::detail

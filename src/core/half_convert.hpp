@@ -1,8 +1,9 @@
 // Internal: fp16 <-> fp32 conversion of whole arrays, using F16C (x86-64,
 // chosen at run time) or the NEON/__fp16 instructions (aarch64), and the
 // portable routines of half.hpp otherwise. Results are bit-identical on every
-// path for all non-NaN values: exact widening, round-to-nearest-even narrowing
-// (hardware may quiet a signalling NaN where the portable code keeps it).
+// path for every input: exact widening (a signalling NaN stays signalling, as
+// in the portable code), round-to-nearest-even narrowing (NaNs come out quiet
+// with the payload's top bits, on every path).
 #pragma once
 
 #include <cstddef>

@@ -55,6 +55,7 @@ extern "C" const char* edgert_status_name(edgert_status status) {
     EDGERT_CASE(EDGERT_ERR_CUDA)
     EDGERT_CASE(EDGERT_ERR_INTERNAL)
 #undef EDGERT_CASE
+    case EDGERT_STATUS_MAX_ENUM: break;
   }
   return "EDGERT_ERR_UNKNOWN";
 }

@@ -58,10 +58,14 @@ edgert_status adaptive_conv(const float* x, const float* kernels, const float* b
   using detail::fail;
   if (n < 0 || c_in < 0 || height < 0 || width < 0 || f_out < 0) return fail(EDGERT_ERR_SHAPE, "adaptive_conv: negative shape");
   if (patch <= 0) return fail(EDGERT_ERR_INVALID_ARGUMENT, "adaptive_conv: patch must be positive, got %lld", (long long)patch);
+  if (patch > 256) return fail(EDGERT_ERR_INVALID_ARGUMENT, "adaptive_conv: patch %lld is larger than 256", (long long)patch);
   if (activation != kActNone && activation != kActRelu) {
     return fail(EDGERT_ERR_INVALID_ARGUMENT, "adaptive_conv: activation must be 0 (none) or 1 (relu), got %d", activation);
   }
   if (n == 0 || height == 0 || width == 0 || f_out == 0) return EDGERT_OK;
+  if (x == nullptr || kernels == nullptr || bias == nullptr || out == nullptr) {
+    return fail(EDGERT_ERR_INVALID_ARGUMENT, "adaptive_conv: null buffer");
+  }
   const long long tile = c_in * (patch + 2) * (patch + 2);
   const long long shared_floats = tile + f_out * c_in * 9;
   if (tile > kMaxTile || shared_floats * 4 > 48 * 1024) {

@@ -39,6 +39,9 @@ edgert_status block_average(const float* grad, int64_t n, int64_t c, int64_t hei
   const int64_t rows = (height + block - 1) / block, cols = (width + block - 1) / block;
   const long long items = n * rows * cols;
   if (items == 0) return EDGERT_OK;
+  if ((grad == nullptr && c > 0) || out == nullptr) {
+    return detail::fail(EDGERT_ERR_INVALID_ARGUMENT, "block_average: null buffer");
+  }
   if (items > 0x7fffffffLL) return detail::fail(EDGERT_ERR_SHAPE, "block_average: too many blocks for one launch");
   block_average_kernel<<<static_cast<unsigned>(items), 256, 0, cuda_detail::as_stream(stream)>>>(
       grad, c, height, width, block, rows, cols, out);

@@ -168,6 +168,9 @@ edgert_status gaussian_denoise(const cfloat* z, const float* var, int64_t n, int
   }
   if (n < 0) return detail::fail(EDGERT_ERR_SHAPE, "gaussian_denoise: negative length");
   if (n == 0) return EDGERT_OK;
+  if (z == nullptr || var == nullptr || mean == nullptr) {
+    return detail::fail(EDGERT_ERR_INVALID_ARGUMENT, "gaussian_denoise: null buffer");
+  }
   denoise_kernel<<<cuda_detail::blocks_for(n, 256), 256, 0, cuda_detail::as_stream(stream)>>>(
       reinterpret_cast<const float2*>(z), var, n, c, reinterpret_cast<float2*>(mean), var_out);
   return cuda_detail::check(cudaGetLastError(), "gaussian_denoise launch");

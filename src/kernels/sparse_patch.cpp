@@ -2,7 +2,8 @@
 // the gather. Two passes in one parallel region: a branch-free streaming check
 // of all indices, a barrier (so nothing is written on failure), then the apply. Values are converted to fp32
 // in blocks (F16C / NEON where available) and scattered with plain scalar
-// stores, which is what random single-element updates cost anyway.
+// stores, which is what random single-element updates cost anyway. The apply
+// step is also the update-packet slot's arithmetic (detail::sparse_apply).
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -17,6 +18,7 @@
 #include <omp.h>
 #endif
 #include "edgert/kernels.hpp"
+#include "kernels/sparse_apply.hpp"
 
 namespace edgert::cpu {
 
@@ -103,56 +105,76 @@ inline const float* values_f32(const F16* val, size_t b, size_t m, float* buf) {
   return buf;
 }
 
-template <typename I, typename V>
-void apply_f32(float* w, const I* idx, const V* val, size_t begin, size_t end, edgert_patch_mode mode) {
+// Index i of a run: the i-th of an index array, or i itself for a dense run.
+struct Dense {};
+inline size_t at(const int32_t* idx, size_t i) { return static_cast<size_t>(idx[i]); }
+inline size_t at(const uint32_t* idx, size_t i) { return static_cast<size_t>(idx[i]); }
+inline size_t at(Dense, size_t i) { return i; }
+
+template <typename Idx, typename V>
+void apply_f32(float* w, Idx idx, const V* val, size_t begin, size_t end, edgert_patch_mode mode) {
   float vbuf[kBlock];
   for (size_t b = begin; b < end; b += kBlock) {
     const size_t m = std::min(kBlock, end - b);
     const float* v = values_f32(val, b, m, vbuf);
-    const I* k = idx + b;
     if (mode == EDGERT_PATCH_ADD) {
-      for (size_t j = 0; j < m; ++j) w[static_cast<size_t>(k[j])] += v[j];
+      for (size_t j = 0; j < m; ++j) w[at(idx, b + j)] += v[j];
     } else {
-      for (size_t j = 0; j < m; ++j) w[static_cast<size_t>(k[j])] = v[j];
+      for (size_t j = 0; j < m; ++j) w[at(idx, b + j)] = v[j];
     }
   }
 }
 
 // fp16 weights: gather the touched weights, widen, add in fp32, round once to
 // fp16 (the same as torch's half arithmetic), scatter back.
-template <typename I, typename V>
-void apply_f16(F16* w, const I* idx, const V* val, size_t begin, size_t end, edgert_patch_mode mode) {
+template <typename Idx, typename V>
+void apply_f16(F16* w, Idx idx, const V* val, size_t begin, size_t end, edgert_patch_mode mode) {
   float vbuf[kBlock], wbuf[kBlock];
   uint16_t hbuf[kBlock];
   uint16_t* wb = &w[0].bits;
   for (size_t b = begin; b < end; b += kBlock) {
     const size_t m = std::min(kBlock, end - b);
-    const I* k = idx + b;
     if constexpr (std::is_same_v<V, F16>) {
       if (mode == EDGERT_PATCH_SET) {  // same type: copy the bits exactly
-        for (size_t j = 0; j < m; ++j) wb[static_cast<size_t>(k[j])] = val[b + j].bits;
+        for (size_t j = 0; j < m; ++j) wb[at(idx, b + j)] = val[b + j].bits;
         continue;
       }
     }
     const float* v = values_f32(val, b, m, vbuf);
     if (mode == EDGERT_PATCH_ADD) {
-      for (size_t j = 0; j < m; ++j) hbuf[j] = wb[static_cast<size_t>(k[j])];
+      for (size_t j = 0; j < m; ++j) hbuf[j] = wb[at(idx, b + j)];
       detail::half_to_float_n(hbuf, wbuf, m);
       for (size_t j = 0; j < m; ++j) wbuf[j] += v[j];
       v = wbuf;
     }
     detail::float_to_half_n(v, hbuf, m);
-    for (size_t j = 0; j < m; ++j) wb[static_cast<size_t>(k[j])] = hbuf[j];
+    for (size_t j = 0; j < m; ++j) wb[at(idx, b + j)] = hbuf[j];
   }
 }
 
-template <typename W, typename I, typename V>
-void apply(W* w, const I* idx, const V* val, size_t begin, size_t end, edgert_patch_mode mode) {
+template <typename W, typename Idx, typename V>
+void apply(W* w, Idx idx, const V* val, size_t begin, size_t end, edgert_patch_mode mode) {
   if constexpr (std::is_same_v<W, float>) {
     apply_f32(w, idx, val, begin, end, mode);
   } else {
     apply_f16(w, idx, val, begin, end, mode);
   }
+}
+
+// The typed apply of a whole run for runtime dtypes.
+template <typename Idx>
+void apply_any(void* weights, edgert_dtype weights_dtype, Idx idx, const void* values, edgert_dtype values_dtype,
+               size_t begin, size_t end, edgert_patch_mode mode) {
+  auto with_values = [&](auto* w) {
+    if (values_dtype == EDGERT_F32)
+      apply(w, idx, static_cast<const float*>(values), begin, end, mode);
+    else
+      apply(w, idx, static_cast<const F16*>(values), begin, end, mode);
+  };
+  if (weights_dtype == EDGERT_F32)
+    with_values(static_cast<float*>(weights));
+  else
+    with_values(static_cast<F16*>(weights));
 }
 
 template <typename W, typename I, typename O>
@@ -224,16 +246,9 @@ edgert_status sparse_patch(void* weights, edgert_dtype weights_dtype, size_t n_w
     return fail(EDGERT_ERR_INVALID_ARGUMENT, "%s: mode must be add (0) or set (1), got %d", op, static_cast<int>(mode));
   }
   if (count == 0) return EDGERT_OK;
-  auto with_values = [&](auto* w) {
-    return checked(indices, index_dtype, count, n_weights, op, [&](auto* idx, size_t begin, size_t end) {
-      if (values_dtype == EDGERT_F32)
-        apply(w, idx, static_cast<const float*>(values), begin, end, mode);
-      else
-        apply(w, idx, static_cast<const F16*>(values), begin, end, mode);
-    });
-  };
-  return weights_dtype == EDGERT_F32 ? with_values(static_cast<float*>(weights))
-                                     : with_values(static_cast<F16*>(weights));
+  return checked(indices, index_dtype, count, n_weights, op, [&](auto* idx, size_t begin, size_t end) {
+    apply_any(weights, weights_dtype, idx, values, values_dtype, begin, end, mode);
+  });
 }
 
 edgert_status sparse_gather(const void* weights, edgert_dtype weights_dtype, size_t n_weights, const void* indices,
@@ -257,15 +272,15 @@ edgert_status sparse_gather(const void* weights, edgert_dtype weights_dtype, siz
 
 }  // namespace edgert::cpu
 
-extern "C" edgert_status edgert_sparse_patch(void* weights, edgert_dtype weights_dtype, size_t n_weights,
-                                             const void* indices, edgert_dtype index_dtype, const void* values,
-                                             edgert_dtype values_dtype, size_t count, edgert_patch_mode mode) {
-  return edgert::cpu::sparse_patch(weights, weights_dtype, n_weights, indices, index_dtype, values, values_dtype, count,
-                                   mode);
+namespace edgert::detail {
+
+void sparse_apply(void* weights, edgert_dtype weights_dtype, const uint32_t* idx, const void* values,
+                  edgert_dtype values_dtype, size_t count, edgert_patch_mode mode) {
+  if (idx == nullptr) {
+    cpu::apply_any(weights, weights_dtype, cpu::Dense{}, values, values_dtype, 0, count, mode);
+  } else {
+    cpu::apply_any(weights, weights_dtype, idx, values, values_dtype, 0, count, mode);
+  }
 }
 
-extern "C" edgert_status edgert_sparse_gather(const void* weights, edgert_dtype weights_dtype, size_t n_weights,
-                                              const void* indices, edgert_dtype index_dtype, size_t count, void* out,
-                                              edgert_dtype out_dtype) {
-  return edgert::cpu::sparse_gather(weights, weights_dtype, n_weights, indices, index_dtype, count, out, out_dtype);
-}
+}  // namespace edgert::detail

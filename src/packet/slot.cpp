@@ -31,7 +31,7 @@
 #endif
 
 #include "core/error.hpp"
-#include "core/half.hpp"
+#include "kernels/sparse_apply.hpp"
 #include "packet/bytes.hpp"
 #include "packet/crc32c.hpp"
 #include "packet/format.hpp"
@@ -164,64 +164,48 @@ void catch_up(edgert_slot* s, int x, int a) {
   std::memcpy(bx.data, ba.data, s->manifest.weights_bytes);
 }
 
-// ---- value application: the device-side arithmetic of docs/update-packet.md
+// ---- value application: the device-side arithmetic of docs/update-packet.md.
+// Values go through the sparse-patch kernel's apply step (detail::sparse_apply),
+// the same code as edgert_sparse_patch and ops.sparse_patch; the slot only
+// stages them from the wire in native form.
 
-template <uint8_t kCoding>
-inline float value_at(const uint8_t* v, uint64_t j, float scale) {
-  if constexpr (kCoding == pk::kValueF16) {
-    return edgert::detail::half_to_float(pk::load_u16(v + 2 * j));
-  } else if constexpr (kCoding == pk::kValueF32) {
-    return pk::load_f32(v + 4 * j);
-  } else {
-    const float q = static_cast<float>(static_cast<int8_t>(v[j]));
-    return q * scale;  // fp32 product, rounded once (built with -ffp-contract=off)
-  }
-}
-
-template <bool kF16Weights, uint8_t kCoding, bool kSet, bool kDense>
-void apply_run(uint8_t* w, const uint32_t* idx, const uint8_t* values, uint64_t n, float scale) {
-  for (uint64_t j = 0; j < n; ++j) {
-    const uint64_t i = kDense ? j : idx[j];
-    if constexpr (kF16Weights) {
-      uint16_t* wp = reinterpret_cast<uint16_t*>(w) + i;
-      if constexpr (kSet && kCoding == pk::kValueF16) {
-        *wp = pk::load_u16(values + 2 * j);
-      } else {
-        const float v = value_at<kCoding>(values, j, scale);
-        *wp = edgert::detail::float_to_half(kSet ? v : edgert::detail::half_to_float(*wp) + v);
-      }
-    } else {
-      float* wp = reinterpret_cast<float*>(w) + i;
-      const float v = value_at<kCoding>(values, j, scale);
-      *wp = kSet ? v : *wp + v;
+// Applies n raw values of `coding` (format 1 codings) at idx[0..n), or densely
+// from element 0 of w when idx is null. int8 values are dequantised here, each
+// q * scale one fp32 product rounded once (built with -ffp-contract=off), and
+// then added or set like any fp32 value.
+void apply_run(uint8_t* w, edgert_dtype dtype, const uint32_t* idx, uint8_t coding, const uint8_t* values,
+               uint64_t n, float scale, edgert_patch_mode mode) {
+  constexpr uint64_t kStage = 512;
+  float f32[kStage];
+  uint16_t f16[kStage];
+  const uint64_t elem_bytes = dtype == EDGERT_F16 ? 2 : 4;
+  for (uint64_t b = 0; b < n; b += kStage) {
+    const size_t m = static_cast<size_t>(std::min(kStage, n - b));
+    uint8_t* wb = idx ? w : w + b * elem_bytes;
+    const uint32_t* ib = idx ? idx + b : nullptr;
+    if (coding == pk::kValueF16) {
+      for (size_t j = 0; j < m; ++j) f16[j] = pk::load_u16(values + 2 * (b + j));
+      edgert::detail::sparse_apply(wb, dtype, ib, f16, EDGERT_F16, m, mode);
+      continue;
     }
+    if (coding == pk::kValueF32) {
+      for (size_t j = 0; j < m; ++j) f32[j] = pk::load_f32(values + 4 * (b + j));
+    } else {
+      for (size_t j = 0; j < m; ++j) f32[j] = static_cast<float>(static_cast<int8_t>(values[b + j])) * scale;
+    }
+    edgert::detail::sparse_apply(wb, dtype, ib, f32, EDGERT_F32, m, mode);
   }
 }
 
-using RunFn = void (*)(uint8_t*, const uint32_t*, const uint8_t*, uint64_t, float);
-
-template <bool kF16Weights, uint8_t kCoding, bool kSet>
-RunFn pick_run3(bool dense) {
-  return dense ? &apply_run<kF16Weights, kCoding, kSet, true> : &apply_run<kF16Weights, kCoding, kSet, false>;
-}
-template <bool kF16Weights, uint8_t kCoding>
-RunFn pick_run2(bool set, bool dense) {
-  return set ? pick_run3<kF16Weights, kCoding, true>(dense) : pick_run3<kF16Weights, kCoding, false>(dense);
-}
-template <bool kF16Weights>
-RunFn pick_run1(uint8_t coding, bool set, bool dense) {
-  switch (coding) {
-    case pk::kValueF16: return pick_run2<kF16Weights, pk::kValueF16>(set, dense);
-    case pk::kValueF32: return pick_run2<kF16Weights, pk::kValueF32>(set, dense);
-    default: return pick_run2<kF16Weights, pk::kValueQ8>(set, dense);
-  }
-}
+edgert_patch_mode patch_mode(uint8_t mode) { return mode == pk::kModeSet ? EDGERT_PATCH_SET : EDGERT_PATCH_ADD; }
 
 uint64_t value_size(uint8_t coding) { return coding == pk::kValueF32 ? 4 : coding == pk::kValueF16 ? 2 : 1; }
 
 // Format 2 codings carry the raw values of a format 1 coding.
 uint8_t raw_coding(uint8_t coding) {
-  return coding == pk::kValueF16Ac ? pk::kValueF16 : coding == pk::kValueQ8Ac ? pk::kValueQ8 : coding;
+  if (coding == pk::kValueF16Ac) return pk::kValueF16;
+  if (coding == pk::kValueQ8Ac) return pk::kValueQ8;
+  return coding;
 }
 
 // Writes one verified entry into buffer `w` (cannot fail: verify_packet ran). Format 2 entries
@@ -229,21 +213,18 @@ uint8_t raw_coding(uint8_t coding) {
 void apply_entry(const edgert_slot* s, const pk::Entry& e, const uint32_t* stored, uint8_t* base) {
   const pk::TensorDesc& d = s->manifest.tensors[e.tensor_id];
   uint8_t* w = base + d.offset;
-  const bool dense = e.index_coding == pk::kIndexDense;
-  const bool set = e.mode == pk::kModeSet;
+  const edgert_patch_mode mode = patch_mode(e.mode);
   const uint8_t coding = raw_coding(e.value_coding);
-  const RunFn run = d.dtype == EDGERT_F16 ? pick_run1<true>(coding, set, dense)
-                                          : pick_run1<false>(coding, set, dense);
-  if (dense) {
-    run(w, nullptr, e.values, e.count, e.scale);
+  if (e.index_coding == pk::kIndexDense) {
+    apply_run(w, d.dtype, nullptr, coding, e.values, e.count, e.scale, mode);
   } else if (e.stored_at != pk::kNotStored) {
-    run(w, stored + e.stored_at, e.values, e.count, e.scale);
+    apply_run(w, d.dtype, stored + e.stored_at, coding, e.values, e.count, e.scale, mode);
   } else {
     uint64_t done = 0;
     const uint64_t vsize = value_size(e.value_coding);
     const edgert_status st =
         pk::decode_rice(e.index, e.index_bytes, e.rice_k, e.count, d.numel, [&](const uint32_t* idx, size_t n) {
-          run(w, idx, e.values + done * vsize, n, e.scale);
+          apply_run(w, d.dtype, idx, coding, e.values + done * vsize, n, e.scale, mode);
           done += n;
         });
     (void)st;  // verified before: decoding the same bytes again succeeds
@@ -259,12 +240,8 @@ void apply_stream(edgert_slot* s, const pk::VerifyScratch& scratch, uint32_t cou
         const pk::Entry& en = s->entries[e];
         const pk::TensorDesc& d = s->manifest.tensors[en.tensor_id];
         const bool dense = idx == nullptr;
-        const bool set = en.mode == pk::kModeSet;
-        const uint8_t coding = en.value_coding == pk::kValueF16Ac ? pk::kValueF16 : pk::kValueQ8;
-        const RunFn run = d.dtype == EDGERT_F16 ? pick_run1<true>(coding, set, dense)
-                                                : pick_run1<false>(coding, set, dense);
         uint8_t* w = base + d.offset + (dense ? first * d.elem_bytes : 0);
-        run(w, idx, raw, n, en.scale);
+        apply_run(w, d.dtype, idx, raw_coding(en.value_coding), raw, n, en.scale, patch_mode(en.mode));
       });
   (void)st;  // verified before: decoding the same bytes again succeeds
 }

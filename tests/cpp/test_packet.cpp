@@ -3,6 +3,7 @@
 // status, weights and version unchanged), snapshots and reader concurrency.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -10,10 +11,12 @@
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "core/half.hpp"
 #include "edgert/edgert.h"
 #include "packet/bytes.hpp"
 #include "packet/crc32c.hpp"
@@ -712,6 +715,162 @@ TEST(PacketSlot, ReadersAlwaysSeeOneVersion) {
   uint64_t version = 0;
   ASSERT_EQ(edgert_slot_read_tensor(slot.s, 2, last, sizeof(last), &version), EDGERT_OK);
   EXPECT_EQ(last[63], static_cast<float>(kVersions));
+}
+
+// ---- the slot applies values with the public sparse-patch arithmetic ------------------------
+
+// A manifest of 1-D tensors of the given sizes and dtypes (F32 / F16).
+Bytes make_typed_manifest(const std::vector<uint64_t>& sizes, const std::vector<edgert_dtype>& dtypes) {
+  Bytes m = make_manifest(sizes);
+  // The table starts at byte 40: count, then per tensor name length, name, dtype, ndim, dims.
+  size_t off = 44;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    off += 1 + m[off];
+    m[off] = static_cast<uint8_t>(dtypes[i]);
+    off += 2 + 8;
+  }
+  const size_t table_end = m.size() - 4;
+  uint8_t digest[32];
+  pk::sha256(m.data() + 40, table_end - 40, digest);
+  std::memcpy(m.data() + 24, digest, 16);
+  pk::store_u32(m.data() + table_end, pk::crc32c(m.data(), table_end));
+  return m;
+}
+
+// Golomb-Rice gaps (LSB-first bits, canonical zero padding) of strictly increasing indices.
+Bytes rice_encode(const std::vector<uint32_t>& idx, unsigned k) {
+  Bytes out;
+  uint64_t pos = 0;
+  auto put = [&](unsigned bit) {
+    if (pos / 8 >= out.size()) out.push_back(0);
+    if (bit) out[pos / 8] = static_cast<uint8_t>(out[pos / 8] | (1u << (pos % 8)));
+    ++pos;
+  };
+  int64_t prev = -1;
+  for (uint32_t i : idx) {
+    const uint64_t gap = static_cast<uint64_t>(static_cast<int64_t>(i) - prev - 1);
+    prev = i;
+    for (uint64_t q = gap >> k; q > 0; --q) put(1);
+    put(0);
+    for (unsigned b = 0; b < k; ++b) put(static_cast<unsigned>((gap >> b) & 1u));
+  }
+  return out;
+}
+
+TEST(PacketSlot, AppliesValuesBitIdenticallyToSparsePatch) {
+  // Random fp16/fp32 weights, then a chain of sparse (Rice) and dense entries in every value
+  // coding and mode. A mirror patched with edgert_sparse_patch must match the slot bit for bit.
+  const std::vector<uint64_t> sizes = {3000, 2500, 701, 1, 4096};
+  const std::vector<edgert_dtype> dtypes = {EDGERT_F16, EDGERT_F32, EDGERT_F16, EDGERT_F32, EDGERT_F16};
+  const Bytes m = make_typed_manifest(sizes, dtypes);
+  SlotPtr slot;
+  ASSERT_EQ(edgert_slot_create(m.data(), m.size(), &slot.s), EDGERT_OK) << edgert_last_error();
+  std::mt19937 gen(2024);
+  std::normal_distribution<float> normal;
+  auto random_value = [&] { return std::ldexp(normal(gen), static_cast<int>(gen() % 12) - 8); };
+
+  // Mirror: raw bytes per tensor (fp16 bits or fp32).
+  std::vector<Bytes> mirror(sizes.size());
+  std::vector<EntrySpec> snapshot;
+  for (uint32_t t = 0; t < sizes.size(); ++t) {
+    const size_t elem = dtypes[t] == EDGERT_F16 ? 2 : 4;
+    mirror[t].resize(sizes[t] * elem);
+    for (uint64_t i = 0; i < sizes[t]; ++i) {
+      const float v = random_value();
+      if (elem == 2) {
+        const uint16_t h = edgert::detail::float_to_half(v);
+        std::memcpy(&mirror[t][2 * i], &h, 2);
+      } else {
+        std::memcpy(&mirror[t][4 * i], &v, 4);
+      }
+    }
+    Bytes values(mirror[t].size());
+    for (uint64_t i = 0; i < sizes[t]; ++i) {  // little-endian on the wire
+      if (elem == 2) {
+        uint16_t h;
+        std::memcpy(&h, &mirror[t][2 * i], 2);
+        pk::store_u16(&values[2 * i], h);
+      } else {
+        uint32_t b;
+        std::memcpy(&b, &mirror[t][4 * i], 4);
+        pk::store_u32(&values[4 * i], b);
+      }
+    }
+    snapshot.push_back({t, pk::kIndexDense, static_cast<uint8_t>(elem == 2 ? pk::kValueF16 : pk::kValueF32),
+                        pk::kModeSet, 0, sizes[t], sizes[t], {}, values});
+  }
+  const Bytes first = build_packet(m, 0, 1, snapshot, pk::kFlagFullSnapshot);
+  ASSERT_EQ(edgert_slot_apply(slot.s, first.data(), first.size()), EDGERT_OK) << edgert_last_error();
+
+  const uint8_t codings[] = {pk::kValueF16, pk::kValueF32, pk::kValueQ8};
+  int compared = 0;
+  for (uint64_t v = 2; v <= 40; ++v) {
+    std::vector<EntrySpec> entries;
+    for (uint32_t t = 0; t < sizes.size(); ++t) {
+      if (gen() % 4 == 0) continue;  // this tensor is not in the packet
+      const uint64_t n = sizes[t];
+      const bool dense = gen() % 5 == 0;
+      std::vector<uint32_t> idx;
+      if (dense) {
+        for (uint64_t i = 0; i < n; ++i) idx.push_back(static_cast<uint32_t>(i));
+      } else {
+        const double density = 0.005 + 0.6 * (gen() % 1000) / 1000.0;  // some beyond the slot's index store
+        for (uint64_t i = 0; i < n; ++i) {
+          if (std::generate_canonical<double, 32>(gen) < density) idx.push_back(static_cast<uint32_t>(i));
+        }
+        if (idx.empty()) idx.push_back(static_cast<uint32_t>(n - 1));
+      }
+      const uint8_t coding = codings[gen() % 3];
+      const uint8_t mode = gen() % 2 ? pk::kModeAdd : pk::kModeSet;
+      const size_t count = idx.size();
+      Bytes wire;
+      std::vector<uint16_t> h16(count);
+      std::vector<float> f32(count);
+      float scale = 0.0f;
+      if (coding == pk::kValueF16) {
+        wire.resize(2 * count);
+        for (size_t j = 0; j < count; ++j) {
+          h16[j] = edgert::detail::float_to_half(random_value());
+          pk::store_u16(&wire[2 * j], h16[j]);
+        }
+      } else if (coding == pk::kValueF32) {
+        wire.resize(4 * count);
+        for (size_t j = 0; j < count; ++j) {
+          f32[j] = random_value();
+          uint32_t b;
+          std::memcpy(&b, &f32[j], 4);
+          pk::store_u32(&wire[4 * j], b);
+        }
+      } else {
+        scale = std::ldexp(0.75f + (gen() % 1000) / 1000.0f, -static_cast<int>(gen() % 10));
+        wire.resize(count);
+        for (size_t j = 0; j < count; ++j) {
+          const int8_t q = static_cast<int8_t>(static_cast<int>(gen() % 255) - 127);
+          wire[j] = static_cast<uint8_t>(q);
+          f32[j] = static_cast<float>(q) * scale;  // the documented dequantisation
+        }
+      }
+      const unsigned k = dense ? 0 : static_cast<unsigned>(gen() % 4);
+      entries.push_back({t, dense ? pk::kIndexDense : pk::kIndexRice, coding, mode, static_cast<uint8_t>(k), n, count,
+                         dense ? Bytes{} : rice_encode(idx, k), wire, scale});
+      const bool half_values = coding == pk::kValueF16;
+      ASSERT_EQ(edgert_sparse_patch(mirror[t].data(), dtypes[t], n, idx.data(), EDGERT_U32,
+                                    half_values ? static_cast<const void*>(h16.data()) : f32.data(),
+                                    half_values ? EDGERT_F16 : EDGERT_F32, count,
+                                    mode == pk::kModeAdd ? EDGERT_PATCH_ADD : EDGERT_PATCH_SET),
+                EDGERT_OK)
+          << edgert_last_error();
+    }
+    const Bytes p = build_packet(m, v - 1, v, entries);
+    ASSERT_EQ(edgert_slot_apply(slot.s, p.data(), p.size()), EDGERT_OK) << "v" << v << ": " << edgert_last_error();
+    for (uint32_t t = 0; t < sizes.size(); ++t) {
+      Bytes got(mirror[t].size());
+      ASSERT_EQ(edgert_slot_read_tensor(slot.s, t, got.data(), got.size(), nullptr), EDGERT_OK);
+      ASSERT_EQ(got, mirror[t]) << "tensor " << t << " after v" << v;
+      ++compared;
+    }
+  }
+  EXPECT_EQ(compared, 39 * 5);
 }
 
 }  // namespace

@@ -64,6 +64,37 @@ TEST(HalfConvert, BatchMatchesScalarForEveryHalf) {
   for (size_t i = 0; i < floats.size(); ++i) ASSERT_EQ(narrow[i], float_to_half(floats[i])) << floats[i];
 }
 
+TEST(HalfConvert, NaNsConvertLikeTheScalarCodeToo) {
+  // Every NaN half (signalling ones included) widens to the same bits on every path, at every
+  // position of an 8-lane block and in the scalar tail.
+  std::vector<uint16_t> halves;
+  for (uint32_t h = 0; h < 0x10000u; ++h) {
+    if ((h & 0x7c00u) == 0x7c00u && (h & 0x3ffu)) halves.push_back(static_cast<uint16_t>(h));
+  }
+  halves.push_back(0x3c00);  // one non-NaN so that a block mixes both
+  for (size_t offset : {0u, 3u}) {
+    std::vector<float> wide(halves.size() - offset);
+    edgert::detail::half_to_float_n(halves.data() + offset, wide.data(), wide.size());
+    for (size_t i = 0; i < wide.size(); ++i) {
+      const float expect = half_to_float(halves[offset + i]);
+      ASSERT_EQ(std::memcmp(&wide[i], &expect, sizeof(float)), 0) << "half bits " << std::hex << halves[offset + i];
+    }
+  }
+  // NaN floats (quiet and signalling, payloads in high and low bits) narrow identically.
+  std::vector<float> floats;
+  for (uint32_t sign : {0u, 0x80000000u}) {
+    for (uint32_t frac : {1u, 0x1fffu, 0x2000u, 0x3fffffu, 0x155555u, 0x400000u, 0x400001u, 0x7fffffu, 0x6aaaaau}) {
+      const uint32_t bits = sign | 0x7f800000u | frac;
+      float f;
+      std::memcpy(&f, &bits, sizeof(f));
+      floats.push_back(f);
+    }
+  }
+  std::vector<uint16_t> narrow(floats.size());
+  edgert::detail::float_to_half_n(floats.data(), narrow.data(), floats.size());
+  for (size_t i = 0; i < floats.size(); ++i) ASSERT_EQ(narrow[i], float_to_half(floats[i])) << i;
+}
+
 TEST(SparsePatch, AddAndSetFp32) {
   std::vector<float> w(10, 1.0f);
   const int32_t idx[] = {0, 3, 9};

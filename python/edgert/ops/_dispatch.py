@@ -3,9 +3,16 @@
 Order of preference for ``backend="auto"``: the CUDA kernel for CUDA tensors
 (when compiled and usable), the C++ CPU kernel for CPU tensors, and the pure
 PyTorch reference otherwise. The reference is the ground truth in tests.
+
+Which native backend runs is not decided here: :func:`resolve` asks the backend
+registry of the libedgert build that can address the tensors' memory
+(``edgert._edgert`` for CPU tensors, ``edgert._edgert_cuda`` for CUDA tensors),
+through the same ``edgert_backend_select`` a C host calls with
+``EDGERT_BACKEND_AUTO``; Python only adds the fallback to the reference.
 """
 from __future__ import annotations
 
+import functools
 from types import ModuleType
 from typing import Literal, Optional, Sequence, Union
 
@@ -13,7 +20,7 @@ import numpy as np
 import torch
 
 from edgert import _edgert
-from edgert._info import cuda_available, cuda_module
+from edgert._info import EdgertError, cuda_module
 
 Backend = Literal["auto", "cuda", "cpu", "torch"]
 BACKENDS: tuple[str, ...] = ("cuda", "cpu", "torch")
@@ -79,23 +86,54 @@ def check_tensor(
     raise ValueError(message)
 
 
-def resolve(backend: Backend, device: torch.device) -> str:
-    """Picks the concrete backend for tensors on ``device``; raises if the request cannot run."""
+_CUDA_UNAVAILABLE = "backend='cuda' requested but the CUDA kernels are not compiled in or no device is usable"
+
+
+def native_module(device: torch.device) -> Optional[ModuleType]:
+    """The extension whose libedgert can address memory on ``device`` (None if this install has none)."""
+    if device.type == "cpu":
+        return _edgert
+    if device.type == "cuda":
+        return cuda_module()
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_choice(backend: str) -> str:
+    # For host memory the registry's answer does not depend on the buffers: ask once.
+    return _edgert.backend_select(backend, [])
+
+
+def resolve(backend: Backend, device: torch.device, tensors: Sequence[torch.Tensor]) -> str:
+    """Picks the concrete backend for ``tensors`` (all on ``device``); raises if the request cannot run.
+
+    "torch" runs the reference. "auto", "cpu" and "cuda" are resolved by libedgert's backend
+    registry from the tensors' addresses (pass every tensor the kernel touches); "auto" falls
+    back to "torch" where no native kernel can run (no CUDA module, no usable device, another
+    device type).
+    """
     if backend not in ("auto", *BACKENDS):
         raise ValueError(f"backend must be one of auto, cuda, cpu, torch; got {backend!r}")
+    if backend == "torch":
+        return "torch"
     on_cuda = device.type == "cuda"
-    if backend == "auto":
-        if on_cuda:
-            return "cuda" if cuda_available() else "torch"
-        return "cpu" if device.type == "cpu" else "torch"
-    if backend == "cuda":
-        if not on_cuda:
-            raise ValueError(f"backend='cuda' needs CUDA tensors, got tensors on {device}")
-        if not cuda_available():
-            raise RuntimeError("backend='cuda' requested but the CUDA kernels are not compiled in or no device is usable")
+    if backend == "cuda" and not on_cuda:
+        raise ValueError(f"backend='cuda' needs CUDA tensors, got tensors on {device}")
     if backend == "cpu" and device.type != "cpu":
         raise ValueError(f"backend='cpu' needs CPU tensors, got tensors on {device}")
-    return backend
+    if device.type == "cpu":
+        return _cpu_choice(backend)
+    module = native_module(device)
+    if module is None:
+        if backend == "auto":
+            return "torch"
+        raise RuntimeError(_CUDA_UNAVAILABLE)
+    try:
+        chosen = module.backend_select(backend, [t.data_ptr() for t in tensors if t.numel()])
+    except EdgertError as e:  # EDGERT_ERR_BACKEND_UNAVAILABLE (an explicit "cuda" only)
+        raise RuntimeError(f"{_CUDA_UNAVAILABLE}: {e}") from e
+    # Device memory that the registry will not run (no usable device): the reference.
+    return chosen if chosen == "cuda" else "torch"
 
 
 def native(backend: str) -> ModuleType:
@@ -125,11 +163,15 @@ def same_device(name_to_tensor: dict[str, torch.Tensor]) -> torch.device:
 
 
 def available_backends(device: Union[str, torch.device] = "cpu") -> list[str]:
-    """Backends that can run on ``device`` here (the reference always can)."""
+    """Backends that can run on ``device`` here, per libedgert's registry (the reference always can)."""
     device = torch.device(device)
     found = ["torch"]
-    if device.type == "cpu":
-        found.insert(0, "cpu")
-    elif device.type == "cuda" and cuda_available():
-        found.insert(0, "cuda")
+    module = native_module(device)
+    if module is not None and _registry(module)[device.type]["usable"]:
+        found.insert(0, device.type)
     return found
+
+
+@functools.lru_cache(maxsize=None)
+def _registry(module: ModuleType) -> dict:
+    return module.backends()

@@ -117,7 +117,7 @@ def adaptive_conv(x: ArrayLike, kernels: ArrayLike, bias: ArrayLike, patch: int 
                  "[N, ceil(H/P), ceil(W/P), F, Cin, 3, 3]")
     check_tensor(bias, "bias", (torch.float32,), (n, gh, gw, kernels.shape[3]), "[N, ceil(H/P), ceil(W/P), F]")
     device = same_device({"x": x, "kernels": kernels, "bias": bias})
-    chosen = resolve(backend, device)
+    chosen = resolve(backend, device, (x, kernels, bias))
     if chosen == "torch":
         return adaptive_conv_reference(x, kernels, bias, patch, activation)
     return _AdaptiveConvFunction.apply(x, kernels, bias, patch, activation, chosen)

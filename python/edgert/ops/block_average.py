@@ -46,7 +46,7 @@ def block_average(grad: ArrayLike, block: int = DEFAULT_BLOCK, *, backend: Backe
     check_tensor(grad, "grad", (torch.float32,), (None, None, None, None), "[N, C, H, W]")
     if not isinstance(block, int) or block <= 0:
         raise ValueError(f"block: expected a positive int, got {block!r}")
-    chosen = resolve(backend, grad.device)
+    chosen = resolve(backend, grad.device, (grad,))
     if chosen == "torch":
         return block_average_reference(grad, block)
     n, _, h, w = grad.shape

@@ -121,7 +121,7 @@ def sparse_patch(weights: ArrayLike, indices: ArrayLike, values: ArrayLike, mode
     device = _check(weights, indices)
     check_tensor(values, "values", _FLOATS, (indices.shape[0],), "[K]")
     same_device({"weights": weights, "values": values})
-    chosen = resolve(backend, device)
+    chosen = resolve(backend, device, (weights, indices, values))
     if chosen == "torch":
         sparse_patch_reference(weights, indices, values, name)
         return
@@ -146,7 +146,7 @@ def sparse_gather(weights: ArrayLike, indices: ArrayLike, *, out_dtype: Optional
     dtype = weights.dtype if out_dtype is None else out_dtype
     if dtype not in _FLOATS:
         raise TypeError(f"out_dtype: expected torch.float32 or torch.float16, got {out_dtype!r}")
-    chosen = resolve(backend, device)
+    chosen = resolve(backend, device, (weights, indices))
     if chosen == "torch":
         return sparse_gather_reference(weights, indices, dtype)
     if chosen == "cpu" and not (weights.requires_grad or indices.requires_grad):

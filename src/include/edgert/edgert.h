@@ -10,6 +10,10 @@
  * - Buffers are owned by the caller unless a function says otherwise.
  * - Thread safety is documented per handle. Free functions that take no handle
  *   are thread-safe.
+ * - Every enum ends in a *_MAX_ENUM member (0x7fffffff) that is not a value:
+ *   it keeps the enum 32-bit and makes any non-negative int a representable
+ *   value in C++, so an unknown value from a C caller is rejected with an
+ *   error instead of being undefined behaviour.
  */
 #ifndef EDGERT_EDGERT_H
 #define EDGERT_EDGERT_H
@@ -72,7 +76,9 @@ typedef enum edgert_status {
   EDGERT_ERR_BACKEND_UNAVAILABLE = 300, /* backend not compiled in or no device */
   EDGERT_ERR_CUDA = 301,                /* a CUDA call failed; see last error */
 
-  EDGERT_ERR_INTERNAL = 900
+  EDGERT_ERR_INTERNAL = 900,
+
+  EDGERT_STATUS_MAX_ENUM = 0x7fffffff
 } edgert_status;
 
 /* Short constant name of a status ("EDGERT_ERR_SHAPE"); never NULL. */
@@ -86,11 +92,38 @@ EDGERT_API const char* edgert_last_error(void);
 EDGERT_API const char* edgert_version_string(void);
 EDGERT_API void edgert_version(int* major, int* minor, int* patch);
 
-/* ---- Backends ---------------------------------------------------------- */
+/* ---- Backends ----------------------------------------------------------
+ * Every hot path runs on a backend: the CPU (always compiled in) or CUDA
+ * (compiled in when the library was built with a CUDA compiler; usable when a
+ * driver and a device are present). The library holds a registry of the
+ * backends it was built with; hot-path calls take an edgert_backend and, for
+ * CUDA, a stream:
+ *
+ *   EDGERT_BACKEND_CPU   host buffers; runs synchronously on the calling
+ *                        thread (and the kernel thread pool).
+ *   EDGERT_BACKEND_CUDA  device-accessible buffers on the calling thread's
+ *                        current device; enqueued on `stream`. Fails with
+ *                        EDGERT_ERR_BACKEND_UNAVAILABLE when the CUDA kernels
+ *                        are not compiled in or no device is usable.
+ *   EDGERT_BACKEND_AUTO  CUDA when it is compiled in and usable and the
+ *                        buffers are CUDA device (or managed) memory, else the
+ *                        CPU: the same choice edgert's Python ops make. Host
+ *                        and device buffers mixed in one call are rejected
+ *                        (EDGERT_ERR_INVALID_ARGUMENT). Telling them apart
+ *                        asks the CUDA runtime (cudaPointerGetAttributes),
+ *                        which initialises it on first use when a device is
+ *                        usable; pass EDGERT_BACKEND_CPU to avoid that.
+ *
+ * A `stream` argument is a cudaStream_t (NULL: the legacy default stream) and
+ * is ignored by the CPU. CUDA calls are asynchronous unless a function says
+ * otherwise: buffers must stay valid until the stream has finished them, and
+ * errors of the running kernel surface at the next synchronisation. */
 
 typedef enum edgert_backend {
   EDGERT_BACKEND_CPU = 0,
-  EDGERT_BACKEND_CUDA = 1
+  EDGERT_BACKEND_CUDA = 1,
+  EDGERT_BACKEND_AUTO = 2, /* a choice resolved per call, not a backend of its own */
+  EDGERT_BACKEND_MAX_ENUM = 0x7fffffff
 } edgert_backend;
 
 typedef struct edgert_backend_info {
@@ -101,12 +134,32 @@ typedef struct edgert_backend_info {
   char detail[160]; /* human-readable, e.g. "openmp, 2 threads" or the CUDA error */
 } edgert_backend_info;
 
-/* Fills *info for one backend. Never fails for a valid backend value:
- * a CUDA backend that is not compiled in reports compiled = 0. */
+/* Fills *info for one backend (CPU or CUDA). Never fails for those two:
+ * a CUDA backend that is not compiled in reports compiled = 0. AUTO is not a
+ * backend (EDGERT_ERR_INVALID_ARGUMENT, as for unknown values and info NULL;
+ * *info is then unchanged). Probing CUDA may initialise the CUDA runtime. */
 EDGERT_NODISCARD EDGERT_API edgert_status edgert_backend_query(edgert_backend backend,
                                                                edgert_backend_info* info);
 
-/* Compile-time flags as a string ("openmp=1 cuda=0 sanitize= build=Release"). */
+/* Constant name of a backend value ("EDGERT_BACKEND_CUDA"); "?" for unknown
+ * values; never NULL. */
+EDGERT_API const char* edgert_backend_name(edgert_backend backend);
+
+/* Resolves `requested` for a call over buffers[0..count) without running
+ * anything: *chosen receives EDGERT_BACKEND_CPU or EDGERT_BACKEND_CUDA, the
+ * backend a hot-path call with these buffers would run on (rules above).
+ * buffers: count pointers (NULL entries are skipped; buffers may be NULL when
+ *   count is 0); only inspected, never dereferenced.
+ * Fails, leaving *chosen unchanged, with EDGERT_ERR_INVALID_ARGUMENT (unknown
+ * backend, chosen NULL, buffers NULL with count > 0, host and device buffers
+ * mixed under AUTO, pageable host memory or another device's memory under
+ * CUDA) or EDGERT_ERR_BACKEND_UNAVAILABLE (CUDA requested, not compiled in or
+ * no usable device). Thread-safe. */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_backend_select(edgert_backend requested,
+                                                                const void* const* buffers, size_t count,
+                                                                edgert_backend* chosen);
+
+/* Compile-time flags as a string ("build=Release openmp=1 arch=x86_64 sanitize="). */
 EDGERT_API const char* edgert_build_flags(void);
 
 /* ---- Sparse delta patching -------------------------------------------- */
@@ -116,10 +169,15 @@ typedef enum edgert_dtype {
   EDGERT_F16 = 1,
   EDGERT_I32 = 2,
   EDGERT_U32 = 3,
-  EDGERT_C64 = 4
+  EDGERT_C64 = 4,
+  EDGERT_DTYPE_MAX_ENUM = 0x7fffffff
 } edgert_dtype;
 
-typedef enum edgert_patch_mode { EDGERT_PATCH_ADD = 0, EDGERT_PATCH_SET = 1 } edgert_patch_mode;
+typedef enum edgert_patch_mode {
+  EDGERT_PATCH_ADD = 0,
+  EDGERT_PATCH_SET = 1,
+  EDGERT_PATCH_MODE_MAX_ENUM = 0x7fffffff
+} edgert_patch_mode;
 
 /* Applies weights[indices[i]] (+)= values[i] for i < count on the CPU.
  * weights: n_weights elements of weights_dtype (F32 or F16), contiguous.
@@ -128,7 +186,9 @@ typedef enum edgert_patch_mode { EDGERT_PATCH_ADD = 0, EDGERT_PATCH_SET = 1 } ed
  * All indices are checked before anything is written: on any failure the
  * weights are unchanged (EDGERT_ERR_INDEX_OUT_OF_RANGE, _UNSORTED, _DTYPE,
  * _INVALID_ARGUMENT for a null buffer or bad mode). ADD sums in fp32 and
- * rounds once to the weights' dtype (nearest even). */
+ * rounds once to the weights' dtype (nearest even). The model slot applies
+ * update packets with this same arithmetic. Equivalent to
+ * edgert_sparse_patch_on(EDGERT_BACKEND_CPU, NULL, ...). */
 EDGERT_NODISCARD EDGERT_API edgert_status edgert_sparse_patch(void* weights, edgert_dtype weights_dtype,
                                                               size_t n_weights, const void* indices,
                                                               edgert_dtype index_dtype, const void* values,
@@ -144,6 +204,28 @@ EDGERT_NODISCARD EDGERT_API edgert_status edgert_sparse_gather(const void* weigh
                                                                edgert_dtype index_dtype, size_t count, void* out,
                                                                edgert_dtype out_dtype);
 
+/* edgert_sparse_patch on a chosen backend (see "Backends"). Same arguments,
+ * checks and rounding; the buffers live where the backend needs them.
+ * CUDA: synchronous (the indices are validated on the device and the patch is
+ * applied only if all are valid; the call returns when it is done), ordered
+ * after the work already queued on `stream`.
+ * On any failure, including EDGERT_ERR_BACKEND_UNAVAILABLE, the weights are
+ * unchanged. Not safe against concurrent writers of the same weights. */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_sparse_patch_on(edgert_backend backend, void* stream, void* weights,
+                                                                 edgert_dtype weights_dtype, size_t n_weights,
+                                                                 const void* indices, edgert_dtype index_dtype,
+                                                                 const void* values, edgert_dtype values_dtype,
+                                                                 size_t count, edgert_patch_mode mode);
+
+/* edgert_sparse_gather on a chosen backend. CUDA: the indices are validated
+ * synchronously, the gather itself is enqueued on `stream` (`out` is ready
+ * when the stream is). On failure `out` is unchanged. */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_sparse_gather_on(edgert_backend backend, void* stream,
+                                                                  const void* weights, edgert_dtype weights_dtype,
+                                                                  size_t n_weights, const void* indices,
+                                                                  edgert_dtype index_dtype, size_t count, void* out,
+                                                                  edgert_dtype out_dtype);
+
 /* ---- MMNet detector ------------------------------------------------------
  * A detector holds the trained parameters for G channel groups and detects
  * batches of received vectors y = H x + n. Complex numbers are interleaved
@@ -153,7 +235,8 @@ EDGERT_NODISCARD EDGERT_API edgert_status edgert_sparse_gather(const void* weigh
 typedef enum edgert_modulation {
   EDGERT_QAM4 = 4,
   EDGERT_QAM16 = 16,
-  EDGERT_QAM64 = 64
+  EDGERT_QAM64 = 64,
+  EDGERT_MODULATION_MAX_ENUM = 0x7fffffff
 } edgert_modulation;
 
 typedef struct edgert_mmnet_params {
@@ -188,6 +271,67 @@ EDGERT_NODISCARD EDGERT_API edgert_status edgert_mmnet_set(edgert_mmnet* det, co
 EDGERT_NODISCARD EDGERT_API edgert_status edgert_mmnet_detect(edgert_mmnet* det, const float* y,
                                                               int64_t batch, float* x_hat,
                                                               int32_t* decisions);
+
+/* ---- Vision and detection kernels on a chosen backend ---------------------
+ * Buffers are caller-owned, contiguous, row-major float32 (complex: interleaved
+ * (re, im) pairs), placed where `backend` needs them (see "Backends"); outputs
+ * must not overlap inputs. Shapes are int64 element counts; a call with no
+ * output elements succeeds without touching any buffer (which may then be
+ * NULL). Every argument is checked before any output is written: on failure
+ * the outputs are unchanged. EDGERT_ERR_SHAPE: a negative dimension or a shape
+ * the backend cannot run; EDGERT_ERR_INVALID_ARGUMENT: a NULL buffer for a
+ * non-empty problem, a bad enum value, or misplaced buffers; the backend errors
+ * of edgert_backend_select. CUDA calls are asynchronous on `stream`.
+ * Thread safety: free functions; concurrent calls are safe when their outputs
+ * are distinct. */
+
+typedef enum edgert_activation {
+  EDGERT_ACTIVATION_NONE = 0,
+  EDGERT_ACTIVATION_RELU = 1,
+  EDGERT_ACTIVATION_MAX_ENUM = 0x7fffffff
+} edgert_activation;
+
+/* Spatially-adaptive convolution (SRVC): the frame is tiled into patch x patch
+ * tiles (grid Ph = ceil(height / patch) rows, Pw = ceil(width / patch)
+ * columns); tile (i, j) of image b has its own 3x3 kernel and bias, and the
+ * convolution sees zeros outside its own tile (and outside the frame).
+ *   x       [n, c_in, height, width]
+ *   kernels [n, Ph, Pw, f_out, c_in, 3, 3] (conv2d weight layout per tile)
+ *   bias    [n, Ph, Pw, f_out]
+ *   out     [n, f_out, height, width] = activation(conv3x3(tile) + bias)
+ * patch: 1..256 (the CUDA kernel needs (patch + 2)^2 * c_in <= 1296 and the
+ * tile plus the f_out * c_in * 9 weights within 48 KiB of shared memory;
+ * EDGERT_ERR_SHAPE otherwise). activation: NONE or RELU. */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_adaptive_conv(edgert_backend backend, void* stream, const float* x,
+                                                               const float* kernels, const float* bias, int64_t n,
+                                                               int64_t c_in, int64_t height, int64_t width,
+                                                               int64_t f_out, int64_t patch,
+                                                               edgert_activation activation, float* out);
+
+/* DNNGrad block averaging (OneAdapt):
+ *   grad [n, c, height, width] -> out [n, ceil(height / block), ceil(width / block)],
+ * the mean of |grad| over the channels and each block x block block; partial
+ * edge blocks average their valid pixels; c = 0 gives zeros (grad may then be
+ * NULL). block > 0 (EDGERT_ERR_INVALID_ARGUMENT otherwise). */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_block_average(edgert_backend backend, void* stream,
+                                                               const float* grad, int64_t n, int64_t c,
+                                                               int64_t height, int64_t width, int64_t block,
+                                                               float* out);
+
+/* The Gaussian (QAM posterior) denoiser of MMNet: for z = x + w with x uniform
+ * over unit-energy square M-QAM and w ~ CN(0, var), the posterior mean
+ * E[x | z] and variance E|x - E[x | z]|^2, element-wise.
+ *   z       [n] complex (2n floats)
+ *   var     [n] real, finite and >= 0 (floored at 1e-9); the CPU rejects
+ *           non-finite z or var with EDGERT_ERR_INVALID_ARGUMENT
+ *   mean    [n] complex (2n floats), written
+ *   var_out [n] real, written; NULL to skip the variance
+ * modulation: EDGERT_QAM4, _QAM16 or _QAM64 (EDGERT_ERR_INVALID_ARGUMENT
+ * otherwise). */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_gaussian_denoise(edgert_backend backend, void* stream,
+                                                                  const float* z, const float* var, int64_t n,
+                                                                  edgert_modulation modulation, float* mean,
+                                                                  float* var_out);
 
 /* ---- Model manifests, update packets and model slots ----------------------
  * The binary formats are specified in docs/update-packet.md. A manifest names

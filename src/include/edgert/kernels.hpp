@@ -8,7 +8,10 @@
 // The CPU functions live in namespace edgert::cpu; the CUDA ones (compiled
 // only when the library is built with CUDA) in edgert::cuda, take device
 // pointers and a cudaStream_t passed as void*, and are asynchronous unless
-// stated otherwise.
+// stated otherwise. Both sets are the entries of the backend registry behind
+// the C API's edgert_sparse_patch_on, edgert_adaptive_conv, ... , which choose
+// between them per call (EDGERT_BACKEND_AUTO); call these directly only when
+// the backend is fixed at compile time.
 #pragma once
 
 #include <complex>
