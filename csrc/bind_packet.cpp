@@ -1,5 +1,5 @@
 // edgert._edgert.Slot and inspect_packet: model slots that verify and apply
-// update packets (docs/update-packet.md). CPU module only: slots live in host
+// update packets (docs/spec/update-packet.md). CPU module only: slots live in host
 // memory on the device side.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>

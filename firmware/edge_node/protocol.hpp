@@ -1,4 +1,4 @@
-// The edgert wire protocol (docs/wire-protocol.md): frame header checks and
+// The edgert wire protocol (docs/spec/wire-protocol.md): frame header checks and
 // message encoding/decoding on byte buffers. No I/O here, so it is unit-tested
 // directly and shared by the node's network loop.
 #pragma once

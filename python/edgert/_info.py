@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from types import ModuleType
 from typing import Any, Optional
 
-from edgert import _edgert
+import edgert._edgert as _edgert
 
 EdgertError = _edgert.EdgertError
 PacketError = _edgert.PacketError

@@ -1,6 +1,6 @@
 // The backend registry and the C API's hot-path entry points: each call
 // resolves its backend (CPU, CUDA or AUTO) against the registry, then runs the
-// kernel of the chosen table. Design notes in docs/runtime.md ("Backends").
+// kernel of the chosen table. Design notes in docs/design/runtime.md ("Backends").
 #include <cstdio>
 #include <cstring>
 

@@ -1,5 +1,5 @@
 // Internal: constants and parsed views of the manifest and update-packet
-// formats (docs/update-packet.md). Everything on the wire is little-endian.
+// formats (docs/spec/update-packet.md). Everything on the wire is little-endian.
 #pragma once
 
 #include <cstddef>
@@ -101,7 +101,7 @@ struct VerifyScratch {
 // version, flags, reserved fields, version order, lengths.
 edgert_status parse_header(const uint8_t* p, size_t len, edgert_packet_header* out);
 
-// Verifies everything (see docs/update-packet.md, "Decoder checks") against
+// Verifies everything (see docs/spec/update-packet.md, "Decoder checks") against
 // the manifest, the active version and the key; writes no weights.
 edgert_status verify_packet(const uint8_t* p, size_t len, const Manifest& manifest, uint64_t active_version,
                             const uint8_t* key, size_t key_len, VerifyScratch* scratch, edgert_packet_header* header);

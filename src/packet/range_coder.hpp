@@ -1,5 +1,5 @@
 // Internal: the adaptive binary range decoder of packet format 2
-// (docs/update-packet.md, "Format version 2"), bit-exact with the reference
+// (docs/spec/update-packet.md, "Format version 2"), bit-exact with the reference
 // python/edgert/stream/rangecoder.py.
 //
 // Safety on hostile input: every read is bounds-checked; past the end the

@@ -1,5 +1,5 @@
 // Model slots: three weight buffers, a lock-free reader protocol and a
-// verified, atomic apply path. Design notes in docs/update-packet.md ("Slots").
+// verified, atomic apply path. Design notes in docs/spec/update-packet.md ("Slots").
 //
 // Buffers. One buffer is active; readers pin it (per-buffer pin counts). The
 // writer builds each new version in a non-active buffer whose pin count is 0,
@@ -164,7 +164,7 @@ void catch_up(edgert_slot* s, int x, int a) {
   std::memcpy(bx.data, ba.data, s->manifest.weights_bytes);
 }
 
-// ---- value application: the device-side arithmetic of docs/update-packet.md.
+// ---- value application: the device-side arithmetic of docs/spec/update-packet.md.
 // Values go through the sparse-patch kernel's apply step (detail::sparse_apply),
 // the same code as edgert_sparse_patch and ops.sparse_patch; the slot only
 // stages them from the wire in native form.

@@ -624,7 +624,7 @@ TEST(PacketSlot, HookSeesChangedTensors) {
 
 // ---- concurrency -------------------------------------------------------------------------
 
-// Manifest with three f32 tensors, built by hand (the layout of docs/update-packet.md).
+// Manifest with three f32 tensors, built by hand (the layout of docs/spec/update-packet.md).
 Bytes make_manifest(const std::vector<uint64_t>& sizes) {
   Bytes table(4);
   pk::store_u32(table.data(), static_cast<uint32_t>(sizes.size()));
@@ -999,7 +999,7 @@ TEST_F(Format2, MalformedDirectoriesAndStreams) {
   expect_rejected(int8, EDGERT_ERR_PACKET_STALE, "replayed format 2 packet");
 }
 
-// The encoder of docs/update-packet.md (format 2), test-only: lets the tests craft streams.
+// The encoder of docs/spec/update-packet.md (format 2), test-only: lets the tests craft streams.
 class TinyEncoder {
  public:
   void bit(uint16_t* p, unsigned b) {

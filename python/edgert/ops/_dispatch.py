@@ -19,7 +19,7 @@ from typing import Literal, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from edgert import _edgert
+import edgert._edgert as _edgert
 from edgert._info import EdgertError, cuda_module
 
 Backend = Literal["auto", "cuda", "cpu", "torch"]
@@ -78,7 +78,8 @@ def check_tensor(
     if dtype_ok and shape_ok and device_ok and _contiguous(t):
         return
     want = "|".join(_DTYPE_NAMES.get(d, str(d)) for d in dtypes)
-    fixed = "" if all(s is None for s in shape) else " = [" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+    fixed = ("" if all(s is None for s in shape)
+             else " = [" + ", ".join("*" if s is None else str(s) for s in shape) + "]")
     where = f" on {device}" if device is not None else ""
     message = f"{name}: expected contiguous {want} {layout}{fixed}{where}, got {describe(t)}"
     if not dtype_ok:

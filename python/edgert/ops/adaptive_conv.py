@@ -9,7 +9,7 @@ and lets any tiling run in parallel. The output [N, F, H, W] is cropped to the f
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -70,20 +70,23 @@ class _AdaptiveConvFunction(torch.autograd.Function):
     """Native forward; backward recomputes through the reference (the forward is the hot path)."""
 
     @staticmethod
-    def forward(ctx, x, kernels, bias, patch, activation, backend):  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, kernels: torch.Tensor, bias: torch.Tensor, patch: int,
+                activation: Activation, backend: str) -> torch.Tensor:
         ctx.save_for_backward(x, kernels, bias)
         ctx.patch, ctx.activation = patch, activation
         n, _, h, w = x.shape
         out = torch.empty((n, kernels.shape[3], h, w), dtype=torch.float32, device=x.device)
-        native(backend).adaptive_conv(x.detach(), kernels.detach(), bias.detach(), patch, _ACTIVATIONS[activation], out, stream_of(x))
+        native(backend).adaptive_conv(x.detach(), kernels.detach(), bias.detach(), patch, _ACTIVATIONS[activation],
+                                      out, stream_of(x))
         return out
 
     @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
         x, kernels, bias = ctx.saved_tensors
         with torch.enable_grad():
             inputs = [t.detach().requires_grad_(need) for t, need in zip((x, kernels, bias), ctx.needs_input_grad[:3])]
-            out = adaptive_conv_reference(*inputs, patch=ctx.patch, activation=ctx.activation)
+            x_in, kernels_in, bias_in = inputs
+            out = adaptive_conv_reference(x_in, kernels_in, bias_in, patch=ctx.patch, activation=ctx.activation)
             wanted = [t for t in inputs if t.requires_grad]
             grads = iter(torch.autograd.grad(out, wanted, grad_out)) if wanted else iter(())
         return tuple(next(grads) if t.requires_grad else None for t in inputs) + (None, None, None)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Iterator, NamedTuple, Optional
+from typing import Any, Iterator, NamedTuple, Optional
 
 import torch
 
@@ -67,7 +67,8 @@ def qam_levels(modulation: int, dtype: torch.dtype = torch.float32, device: torc
 def qam_constellation(modulation: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """complex64 [M] constellation; entry ``re_level * sqrt(M) + im_level``. Unit average energy."""
     levels = qam_levels(modulation, torch.float32, device)
-    return torch.complex(levels[:, None].expand(-1, levels.numel()), levels[None, :].expand(levels.numel(), -1)).reshape(-1)
+    k = levels.numel()
+    return torch.complex(levels[:, None].expand(-1, k), levels[None, :].expand(k, -1)).reshape(-1)
 
 
 def hard_decision(x: torch.Tensor, modulation: int) -> torch.Tensor:
@@ -95,7 +96,8 @@ def _posterior_axis(u: torch.Tensor, var: torch.Tensor, levels: torch.Tensor) ->
     return mean, (second - mean**2).clamp_min(0.0)
 
 
-def gaussian_denoise_reference(z: torch.Tensor, var: torch.Tensor, modulation: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+def gaussian_denoise_reference(z: torch.Tensor, var: torch.Tensor,
+                               modulation: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """Pure-PyTorch posterior mean (complex) and variance (real, E|x - mean|^2) of QAM symbols.
 
     z is complex [...], var real [...] (E|w|^2 of the complex noise). Differentiable.
@@ -153,7 +155,11 @@ def mmnet_layers_reference(H: torch.Tensor, y: torch.Tensor, sigma2: torch.Tenso
     eye = torch.eye(n_tx, dtype=H.dtype, device=H.device)
     x = torch.zeros(y.shape[:-1] + (n_tx,), dtype=H.dtype, device=H.device)
     for t in range(theta2.shape[0]):
-        a_t = A[t] if A is not None else theta1[t][:, None, None].to(H.dtype) * H.conj().transpose(-1, -2)
+        if A is not None:
+            a_t = A[t]
+        else:
+            assert theta1 is not None  # exactly one of A and theta1, checked above
+            a_t = theta1[t][:, None, None].to(H.dtype) * H.conj().transpose(-1, -2)
         r = y - x @ H.transpose(-1, -2)
         z = x + r @ a_t.transpose(-1, -2)
         m_t = eye - a_t @ H
@@ -217,25 +223,28 @@ def mmnet_detect(H: ArrayLike, y: ArrayLike, sigma2: ArrayLike, theta2: ArrayLik
         raise ValueError("theta2: need at least one layer (T >= 1)")
     check_tensor(sigma2, "sigma2", (torch.float32,), (groups,), "[G]")
     tensors = {"H": H, "y": y, "theta2": theta2, "sigma2": sigma2}
+    A_tensor: Optional[torch.Tensor] = None
+    theta1_tensor: Optional[torch.Tensor] = None
     if A is not None:
-        A = as_tensor(A, "A")
-        check_tensor(A, "A", (torch.complex64,), (layers, groups, n_tx, n_rx), "[T, G, Nt, Nr]")
-        tensors["A"] = A
+        A_tensor = as_tensor(A, "A")
+        check_tensor(A_tensor, "A", (torch.complex64,), (layers, groups, n_tx, n_rx), "[T, G, Nt, Nr]")
+        tensors["A"] = A_tensor
     else:
-        theta1 = as_tensor(theta1, "theta1")
-        check_tensor(theta1, "theta1", (torch.float32,), (layers, groups), "[T, G]")
-        tensors["theta1"] = theta1
+        assert theta1 is not None  # exactly one of A and theta1, checked above
+        theta1_tensor = as_tensor(theta1, "theta1")
+        check_tensor(theta1_tensor, "theta1", (torch.float32,), (layers, groups), "[T, G]")
+        tensors["theta1"] = theta1_tensor
     chosen = resolve(backend, same_device(tensors), tuple(tensors.values()))
     if chosen == "torch":
-        return mmnet_detect_reference(H, y, sigma2, theta2, A=A, theta1=theta1, modulation=modulation,
-                                      all_layers=all_layers)
+        return mmnet_detect_reference(H, y, sigma2, theta2, A=A_tensor, theta1=theta1_tensor,
+                                      modulation=modulation, all_layers=all_layers)
     batch = y.shape[1]
     x_shape = (layers, groups, batch, n_tx) if all_layers else (groups, batch, n_tx)
     x_hat = torch.empty(x_shape, dtype=torch.complex64, device=H.device)
     decisions = torch.empty((groups, batch, n_tx), dtype=torch.int32, device=H.device)
-    native(chosen).mmnet_detect(H.detach(), y.detach(), None if A is None else A.detach(),
-                                None if theta1 is None else theta1.detach(), theta2.detach(), sigma2.detach(),
-                                modulation, all_layers, x_hat, decisions, stream_of(H))
+    native(chosen).mmnet_detect(H.detach(), y.detach(), None if A_tensor is None else A_tensor.detach(),
+                                None if theta1_tensor is None else theta1_tensor.detach(), theta2.detach(),
+                                sigma2.detach(), modulation, all_layers, x_hat, decisions, stream_of(H))
     return x_hat, decisions
 
 
@@ -252,7 +261,7 @@ class _PosteriorMean(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, u: torch.Tensor, v: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, u: torch.Tensor, v: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
         # Levels on a leading axis: every op is elementwise over [L, ...] or a reduction over the outer
         # axis (a softmax over a trailing axis of 2-8 levels is several times slower on CPU).
         lv = levels.reshape((-1,) + (1,) * u.dim())
@@ -276,7 +285,7 @@ class _PosteriorMean(torch.autograd.Function):
         return mean
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         du, dv = ctx.saved_tensors
         return grad * du, grad * dv, None
 

@@ -17,7 +17,7 @@ from typing import Optional, Union
 
 import torch
 
-from edgert import _edgert
+import edgert._edgert as _edgert
 from edgert.ops._dispatch import ArrayLike, Backend, as_tensor, check_tensor, native, resolve, same_device, stream_of
 
 _FLOATS = (torch.float32, torch.float16)

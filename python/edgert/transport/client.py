@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any, Callable, Mapping, Optional
 
-from edgert import _edgert
+import edgert._edgert as _edgert
 from edgert.transport.frames import (
     DEFAULT_MAX_FRAME,
     MODEL_ID_BYTES,

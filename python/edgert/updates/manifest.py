@@ -14,7 +14,7 @@ from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
-from edgert import _edgert
+import edgert._edgert as _edgert
 
 MANIFEST_MAGIC = b"ERTM"
 FORMAT_VERSION = 1  # manifests and snapshot files; packets: FORMAT_VERSION or COMPACT_FORMAT

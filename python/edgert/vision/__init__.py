@@ -12,8 +12,6 @@ Submodules:
 """
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
 from edgert.vision.distill import check_label_space, distill_step, predict_labels, recalibrate_batchnorm
 from edgert.vision.metrics import ConfusionMeter, confusion_matrix, mean_iou
 from edgert.vision.models import MobileNetV2, inference_module, segmentation_student, tiny_classifier

@@ -72,6 +72,14 @@ def _bn_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
+def _running_stats(bn: nn.modules.batchnorm._BatchNorm) -> Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(running_mean, running_var, num_batches_tracked) of a BatchNorm that tracks them, else None."""
+    if not bn.track_running_stats or bn.running_mean is None or bn.running_var is None \
+            or bn.num_batches_tracked is None:
+        return None
+    return bn.running_mean, bn.running_var, bn.num_batches_tracked
+
+
 def _check_batch(logits: torch.Tensor, y: torch.Tensor, ignore_index: int,
                  class_weights: Optional[torch.Tensor]) -> None:
     if logits.shape[0] != y.shape[0] or logits.shape[2:] != y.shape[1:]:
@@ -132,18 +140,17 @@ def distill_step(model: nn.Module, optimizer: torch.optim.Optimizer, frames: Fra
     for bn in bns if freeze_bn else ():
         bn.eval()
     # running statistics a rejected batch's forward pass touched are put back
-    stats = [] if freeze_bn else [(b, b.running_mean.clone(), b.running_var.clone(), b.num_batches_tracked.clone())
-                                   for b in bns if b.track_running_stats and b.running_mean is not None]
+    tracked = [] if freeze_bn else [s for s in map(_running_stats, bns) if s is not None]
+    stats = [(buffers, tuple(t.clone() for t in buffers)) for buffers in tracked]
     try:
         try:
             logits = model(x)
             _check_batch(logits, y, ignore_index, class_weights)
         except Exception:
             with torch.no_grad():
-                for b, mean, var, count in stats:
-                    b.running_mean.copy_(mean)
-                    b.running_var.copy_(var)
-                    b.num_batches_tracked.copy_(count)
+                for buffers, saved in stats:
+                    for buffer, value in zip(buffers, saved):
+                        buffer.copy_(value)
             raise
         weight = None if class_weights is None else class_weights.to(device=device, dtype=logits.dtype)
         loss = F.cross_entropy(logits, y, weight=weight, ignore_index=ignore_index)

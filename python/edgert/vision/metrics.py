@@ -210,7 +210,7 @@ def average_precision(predictions: list[Detections], references: list[Detections
             if pred.scores is None and pred_classes.size:
                 raise ValueError(f"predictions[{i}]: scores are required")
             scores = np.asarray(pred.scores if pred.scores is not None else [], np.float64).reshape(-1)
-            ranked += [(float(scores[k]), i, k) for k in np.nonzero(pred_classes == c)[0]]
+            ranked += [(float(scores[k]), i, int(k)) for k in np.nonzero(pred_classes == c)[0]]
         if n_gt == 0:
             continue
         ranked.sort(key=lambda t: -t[0])

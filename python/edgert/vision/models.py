@@ -12,14 +12,19 @@ initialized by *importance slicing* of those weights, see :func:`slice_imagenet_
 from __future__ import annotations
 
 import copy
+import functools
+import operator
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional, TypedDict, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -43,8 +48,8 @@ class Normalize(nn.Module):
 
     def __init__(self, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("inv_std", 1.0 / torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self.mean = nn.Buffer(torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.inv_std = nn.Buffer(1.0 / torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) * self.inv_std
@@ -166,6 +171,14 @@ class MobileNetV2(nn.Module):
         return self.classifier(x)
 
 
+def _classifier_linear(model: MobileNetV2) -> nn.Linear:
+    """``model.classifier[1]``, the ImageNet classification layer."""
+    layer = model.classifier[1]
+    if not isinstance(layer, nn.Linear):
+        raise TypeError(f"MobileNetV2.classifier[1]: expected nn.Linear, got {type(layer).__name__}")
+    return layer
+
+
 def _init_weights(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
@@ -253,7 +266,8 @@ def slice_imagenet_state_dict(target: MobileNetV2,
     stage_sets: dict[int, torch.Tensor] = {}
     for stage in range(len(MOBILENETV2_SETTINGS)):
         blocks = [b for b in full.block_specs if b.stage == stage]
-        score = sum(_bn_importance(src, f"features.{b.index}.conv.{3 if b.expand else 2}") for b in blocks)
+        score = functools.reduce(operator.add, [_bn_importance(src, f"features.{b.index}.conv.{3 if b.expand else 2}")
+                                                for b in blocks])
         oup = next(b.oup for b in target.block_specs if b.stage == stage)
         stage_sets[stage] = _top(score, oup)
 
@@ -278,12 +292,13 @@ def slice_imagenet_state_dict(target: MobileNetV2,
     keep = torch.arange(target.last_channel)
     out[f"features.{last}.0.weight"] = src[f"features.{last}.0.weight"][keep][:, prev].clone()
     copy_bn(f"features.{last}.1", keep)
-    if target.classifier[1].weight.shape == src["classifier.1.weight"].shape:
+    classifier = _classifier_linear(target)
+    if classifier.weight.shape == src["classifier.1.weight"].shape:
         out["classifier.1.weight"] = src["classifier.1.weight"].clone()
         out["classifier.1.bias"] = src["classifier.1.bias"].clone()
     else:
-        out["classifier.1.weight"] = target.classifier[1].weight.detach().clone()
-        out["classifier.1.bias"] = target.classifier[1].bias.detach().clone()
+        out["classifier.1.weight"] = classifier.weight.detach().clone()
+        out["classifier.1.bias"] = classifier.bias.detach().clone()
     return out
 
 
@@ -291,10 +306,11 @@ def load_imagenet_encoder(model: MobileNetV2) -> MobileNetV2:
     """Initialize ``model`` (any width, any output stride) from the ImageNet weights (strict); returns ``model``."""
     if model.width_mult == 1.0 and model.expansion_mult == 1.0:
         state = imagenet_state_dict()
-        if model.classifier[1].weight.shape != state["classifier.1.weight"].shape:
+        classifier = _classifier_linear(model)
+        if classifier.weight.shape != state["classifier.1.weight"].shape:
             state = dict(state)
-            state["classifier.1.weight"] = model.classifier[1].weight.detach().clone()
-            state["classifier.1.bias"] = model.classifier[1].bias.detach().clone()
+            state["classifier.1.weight"] = classifier.weight.detach().clone()
+            state["classifier.1.bias"] = classifier.bias.detach().clone()
     else:
         state = slice_imagenet_state_dict(model)
     model.load_state_dict(state, strict=True)
@@ -349,10 +365,12 @@ class SegmentationStudent(nn.Module):
         _init_weights(self.skip)
         _init_weights(self.refine)
         nn.init.normal_(self.classifier.weight, 0, 0.01)
-        nn.init.zeros_(self.classifier.bias)
+        if self.classifier.bias is not None:  # always: the 1x1 classifier has a bias
+            nn.init.zeros_(self.classifier.bias)
         # drop the unused ImageNet classifier parts so they are not trained, counted or streamed
         backbone.classifier = nn.Sequential()  # identity: keeps MobileNetV2.forward (and TorchScript) valid
-        backbone.features = backbone.features[: self.encoder_end]
+        # Sequential's slice is a Sequential (torch annotates __getitem__ as Sequential | Module for both)
+        backbone.features = cast(nn.Sequential, backbone.features[: self.encoder_end])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 3:
@@ -372,8 +390,18 @@ class SegmentationStudent(nn.Module):
         return F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
 
 
+class StudentOptions(TypedDict, total=False):
+    """The :class:`SegmentationStudent` options :func:`segmentation_student` passes on."""
+
+    head_channels: int
+    skip_channels: int
+    output_stride: int
+    aspp_rate: int
+    expansion_mult: float
+
+
 def segmentation_student(num_classes: int, width_mult: float = 0.5, pretrained: bool = True,
-                         **kwargs: float) -> SegmentationStudent:
+                         **kwargs: Unpack[StudentOptions]) -> SegmentationStudent:
     """The AMS segmentation student: :class:`SegmentationStudent` whose encoder is initialized from the
     ImageNet MobileNetV2 (importance-sliced for ``width_mult < 1``, see :func:`slice_imagenet_state_dict`).
 

@@ -295,7 +295,7 @@ class ModelTeacher(Teacher):
                                    f"{self.num_classes} model outputs")
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        if self._mean is not None:
+        if self._mean is not None and self._std is not None:  # both or neither (checked in __init__)
             x = (x - self._mean) / self._std
         y = self._forward(x)
         if isinstance(y, dict):  # torchvision-style segmentation models return {"out": ...}
@@ -335,6 +335,7 @@ class TorchTeacher(ModelTeacher):
     def __init__(self, model: Union[nn.Module, str, Path], *, device: Union[str, torch.device] = "cpu",
                  **kwargs: Any) -> None:
         self.device = torch.device(device)
+        module: nn.Module
         if isinstance(model, (str, Path)):  # TorchScript archive, or a torch.export program (.pt2)
             path = Path(model)
             if not path.is_file():

@@ -16,13 +16,12 @@ import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Union, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 
 Env = dict[int, torch.Tensor]  # tensor index -> value while the graph runs
 
@@ -394,7 +393,9 @@ class TFLiteModule(nn.Module):
             if len(self.graph.tensors[i].shape) != 4:
                 raise TFLiteError(f"{where}: output {self.graph.tensors[i].name!r} has shape "
                                   f"{list(self.graph.tensors[i].shape)}; only 4-D activations are supported")
-        get = self.__getattr__
+        # buffers are looked up at call time (so that they follow .to()); every name passed is a buffer
+        # registered by _buffer, which Module.__getattr__'s ``Tensor | Module`` cannot express
+        get = cast(Callable[[str], torch.Tensor], self.__getattr__)
 
         def const_or_input(i: int, name: str,
                            convert: Callable[[np.ndarray], torch.Tensor]) -> Callable[[Env], torch.Tensor]:
@@ -463,7 +464,9 @@ class TFLiteModule(nn.Module):
         if op.code in (ADD, MUL, SUB):
             a = const_or_input(op.inputs[0], "a", _nchw_const)
             b = const_or_input(op.inputs[1], "b", _nchw_const)
-            fn = {ADD: torch.add, MUL: torch.mul, SUB: torch.sub}[op.code]
+            binary: dict[int, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+                ADD: torch.add, MUL: torch.mul, SUB: torch.sub}
+            fn = binary[op.code]
             act = o.get("activation", 0)
             return lambda env: env.__setitem__(out, _activation(fn(a(env), b(env)), act, where))
 

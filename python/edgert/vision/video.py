@@ -13,7 +13,7 @@ import stat
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Generator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -126,7 +126,8 @@ def probe(source: VideoSource, options: Optional[Mapping[str, str]] = None) -> V
 
 def iter_frames(source: VideoSource, size: Optional[tuple[int, int]] = None, *, start_s: float = 0.0,
                 duration_s: Optional[float] = None, fps: Optional[float] = None,
-                max_frames: Optional[int] = None, options: Optional[Mapping[str, str]] = None) -> Iterator[Frame]:
+                max_frames: Optional[int] = None,
+                options: Optional[Mapping[str, str]] = None) -> Generator[Frame, None, None]:
     """Decode ``source`` frame by frame.
 
     Args:
@@ -257,7 +258,8 @@ def capture(source: VideoSource, path: Union[str, Path], duration_s: float, size
     return VideoInfo(w, h, float(fps), count, float(span + 1.0 / fps))
 
 
-def read_clip(source: VideoSource, size: Optional[tuple[int, int]] = None, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+def read_clip(source: VideoSource, size: Optional[tuple[int, int]] = None,
+              **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
     """All frames of :func:`iter_frames` as ``(uint8 [N, H, W, 3], float64 times [N])``."""
     frames, times = [], []
     for f in iter_frames(source, size, **kwargs):

@@ -334,7 +334,7 @@ EDGERT_NODISCARD EDGERT_API edgert_status edgert_gaussian_denoise(edgert_backend
                                                                   float* var_out);
 
 /* ---- Model manifests, update packets and model slots ----------------------
- * The binary formats are specified in docs/update-packet.md. A manifest names
+ * The binary formats are specified in docs/spec/update-packet.md. A manifest names
  * a model (128-bit id) and its tensor table (names, dtypes, shapes, and a hash
  * of the table); an update packet moves a model from a base version to a
  * target version by sparse, dense or full-snapshot tensor updates.
