@@ -21,9 +21,8 @@ import torch
 
 from bench.harness import Row, measure, write_json
 from edgert.ams.server import MODEL_TAG
-from edgert.updates import module_manifest
+from edgert.updates import TensorUpdate, encode_update, module_manifest
 from edgert.updates.selection import CoordinateSelector, MaskedAdam, SelectionConfig, masked_indices
-from edgert.updates import TensorUpdate, encode_update
 from edgert.vision.distill import distill_step
 from edgert.vision.models import segmentation_student
 from edgert.vision.video import encode
@@ -65,7 +64,7 @@ def run(quick: bool) -> list[Row]:
     manifest = module_manifest(model, tag=MODEL_TAG)
     masks = selector.next_masks(acc)
     sparse = {}
-    for (name, p), m in zip(model.named_parameters(), masks):
+    for (name, _), m in zip(model.named_parameters(), masks):
         idx = masked_indices(m)
         if idx.size:
             sparse[name] = TensorUpdate(values=(1e-3 * rng.standard_normal(idx.size)).astype(np.float32), indices=idx)
@@ -105,7 +104,8 @@ def main() -> None:
     print("| op | impl | shapes | median | IQR | extra |\n|---|---|---|---|---|---|")
     for r in rows:
         extra = {k: (round(v, 1) if isinstance(v, float) else v) for k, v in r.extra.items()}
-        print(f"| {r.op} | {r.impl} | {r.shapes} | {r.time.median * 1e3:.2f} ms | {r.time.iqr * 1e3:.2f} ms | {extra} |")
+        print(f"| {r.op} | {r.impl} | {r.shapes} | {r.time.median * 1e3:.2f} ms | "
+              f"{r.time.iqr * 1e3:.2f} ms | {extra} |")
     path = write_json("bench_ams", rows, {}, {"device": "cpu", "quick": args.quick, "threads": 1})
     print(f"\nJSON: {path}")
 

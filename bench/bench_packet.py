@@ -133,7 +133,8 @@ def _print_sizes(title: str, sizes: dict) -> None:
                  "mask_lzma", "mask_gzip_int8", "mask_gzip_fp32", "mask_gzip_index_only"):
         print(f"| {name} | {sizes[name]} | {sizes[name] / sizes['edgert_fp16']:.2f}x |")
     print(f"index bits/param: {sizes['index_bits_per_param']:.4f} (entropy bound "
-          f"{sizes['bound_bits_per_param']:.4f}, +{100 * (sizes['index_bits_per_param'] / sizes['bound_bits_per_param'] - 1):.1f}%)\n")
+          f"{sizes['bound_bits_per_param']:.4f}, "
+          f"+{100 * (sizes['index_bits_per_param'] / sizes['bound_bits_per_param'] - 1):.1f}%)\n")
 
 
 def run(device: torch.device, quick: bool) -> list[Row]:

@@ -161,6 +161,7 @@ def run(device: torch.device, quick: bool) -> list[Row]:
         for backend in ops.available_backends(device):
             if backend == "torch":
                 continue
-            t = measure(lambda: ops.sparse_patch(w, idx, val, "add", backend=backend), repeats=repeats, warmup=warmup, sync=sync)
+            t = measure(lambda: ops.sparse_patch(w, idx, val, "add", backend=backend),
+                        repeats=repeats, warmup=warmup, sync=sync)
             rows.append(Row("sparse_patch", f"edgert-{backend}", str(device), "f32 w / f16 v", shape, t, bytes_moved))
     return rows

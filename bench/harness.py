@@ -118,7 +118,8 @@ def device_name(device: torch.device) -> str:
     """Human-readable device, e.g. 'cpu x86_64 (2 threads)' or the CUDA device name."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu {platform.machine()} {platform.processor() or ''} ({torch.get_num_threads()} threads)".replace("  ", " ")
+    name = f"cpu {platform.machine()} {platform.processor() or ''} ({torch.get_num_threads()} threads)"
+    return name.replace("  ", " ")
 
 
 @dataclass

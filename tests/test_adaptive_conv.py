@@ -77,7 +77,8 @@ def test_rejects_bad_input(backend):
     with pytest.raises(TypeError, match=r"x: expected contiguous float32 \[N, Cin, H, W\], got float64"):
         ops.adaptive_conv(x.double(), k, b, backend=backend)
     with pytest.raises(ValueError, match=r"kernels: expected contiguous float32 \[N, ceil\(H/P\), ceil\(W/P\), F, "
-                                         r"Cin, 3, 3\] = \[2, 2, 3, \*, 3, 3, 3\], got float32 \[2, 2, 2, 4, 3, 3, 3\]"):
+                                         r"Cin, 3, 3\] = \[2, 2, 3, \*, 3, 3, 3\], "
+                                         r"got float32 \[2, 2, 2, 4, 3, 3, 3\]"):
         ops.adaptive_conv(x, k[:, :, :2].contiguous(), b, backend=backend)
     with pytest.raises(ValueError, match=r"bias: expected .*\[2, 2, 3, 4\], got float32 \[2, 2, 3, 5\]"):
         ops.adaptive_conv(x, k, torch.zeros(2, 2, 3, 5), backend=backend)

@@ -7,6 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from edgert.ams.protocol import Control, Join, SampleUpload, UploadStatus
+from edgert.ams.sampling import ASRConfig, ATRConfig, SamplingController, phi_score
+from edgert.transport import ProtocolError
 from edgert.updates.selection import (
     AdamConfig,
     CoordinateSelector,
@@ -14,9 +17,6 @@ from edgert.updates.selection import (
     SelectionConfig,
     masked_indices,
 )
-from edgert.ams.protocol import Control, Join, SampleUpload, UploadStatus
-from edgert.transport import ProtocolError
-from edgert.ams.sampling import ASRConfig, ATRConfig, SamplingController, phi_score
 
 
 def _params(seed=0):
@@ -83,8 +83,10 @@ def test_gradient_guided_selection_takes_the_largest_adam_updates():
 
 def test_ablation_strategies():
     shapes = [(10,), (30,)]
-    assert masked_indices(torch.cat(CoordinateSelector(shapes, SelectionConfig("first", 0.1)).next_masks())).tolist() == [0, 1, 2, 3]
-    assert masked_indices(torch.cat(CoordinateSelector(shapes, SelectionConfig("last", 0.1)).next_masks())).tolist() == [36, 37, 38, 39]
+    first = CoordinateSelector(shapes, SelectionConfig("first", 0.1)).next_masks()
+    assert masked_indices(torch.cat(first)).tolist() == [0, 1, 2, 3]
+    last = CoordinateSelector(shapes, SelectionConfig("last", 0.1)).next_masks()
+    assert masked_indices(torch.cat(last)).tolist() == [36, 37, 38, 39]
     assert all(bool(m.all()) for m in CoordinateSelector(shapes, SelectionConfig("full", 0.05)).next_masks())
     rnd = CoordinateSelector(shapes, SelectionConfig("random", 0.25, seed=1))
     a, b = torch.cat(rnd.next_masks()), torch.cat(rnd.next_masks())

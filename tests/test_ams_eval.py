@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgert.cli import build_parser
 from edgert.ams.evaluate import EvalConfig, _miou_series, format_table, scheme_settings
+from edgert.cli import build_parser
 
 
 def test_schemes_map_to_server_and_edge_settings():

@@ -74,7 +74,8 @@ def _config(**kw) -> AMSConfig:
     return base
 
 
-EDGE = EdgeConfig(uplink_kbps=400, preset="ultrafast", apply_lag_s=0.04, lockstep_timeout_s=20, first_model_timeout_s=20)
+EDGE = EdgeConfig(uplink_kbps=400, preset="ultrafast", apply_lag_s=0.04, lockstep_timeout_s=20,
+                  first_model_timeout_s=20)
 
 
 
@@ -126,7 +127,8 @@ def test_two_devices_share_one_server_with_separate_streams():
     with AMSServer(student, ColorTeacher(), KEYS, _config(), size=(W, H)) as server:
         edges = {d: AMSEdge(server.address, d, k, student, EDGE) for d, k in KEYS.items()}
         reports = {}
-        threads = [threading.Thread(target=lambda d=d, e=e: reports.__setitem__(d, e.run(_frames(40, offset=7 * i), FPS)))
+        threads = [threading.Thread(
+                       target=lambda d=d, e=e, i=i: reports.__setitem__(d, e.run(_frames(40, offset=7 * i), FPS)))
                    for i, (d, e) in enumerate(edges.items())]
         for t in threads:
             t.start()

@@ -19,8 +19,8 @@ import pytest
 
 from conftest import wait_for
 from edgert.transport import ModelServer
-from edgert.updates import Manifest, TensorSpec, encode_update
 from edgert.transport.frames import FrameType, encode_frame
+from edgert.updates import Manifest, TensorSpec, encode_update
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = Manifest(bytes(range(100, 116)), (
@@ -191,7 +191,8 @@ def test_version_gap_bad_packet_and_node_restart(node_binary, workdir):
         bad = bytearray(encode_update(MANIFEST, server.version, server.version + 1, _update(rng), key=KEY).data)
         bad[100] ^= 0xFF
         assert server.inject(DEVICE, encode_frame(FrameType.PACKET, bytes(bad)))
-        assert wait_for(lambda: any("BAD_CRC" in n for n in server.devices[DEVICE].nacks), timeout=15.0), node.log_text()
+        assert wait_for(lambda: any("BAD_CRC" in n for n in server.devices[DEVICE].nacks),
+                        timeout=15.0), node.log_text()
         assert node.weights() == (good_version, good_weights)
         server.publish(_update(rng))
         assert wait_for(lambda: _in_sync(node, server), timeout=15.0), node.log_text()

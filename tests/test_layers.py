@@ -40,7 +40,8 @@ def test_checker_catches_cross_application_imports_cycles_and_upward_imports(tmp
         "updates/packet.py": "from edgert.updates import mirror\n",
         "updates/weights.py": "import edgert.ams.server\n",  # foundation -> application
         "updates/mirror.py": "from edgert.updates.packet import x\n",  # module cycle packet <-> mirror
-        "vision/__init__.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from edgert.ams import server\n",
+        "vision/__init__.py": ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                               "    from edgert.ams import server\n"),
     }
     for name, text in files.items():
         (pkg / name).parent.mkdir(parents=True, exist_ok=True)

@@ -10,10 +10,26 @@ import torch
 from conftest import needs_matplotlib
 from edgert.cli import main
 from edgert.mimo import channels as ch
-from edgert.mimo.analysis import (AnalysisConfig, _mmnet_layers, layer_gaussianity, layer_noise, mmnet_denoiser_inputs,
-                                  mmnet_iid_operators, noise_stats, run_analysis)
-from edgert.mimo.evaluate import (CONDITION_BINS, PER_MATRIX_FILE, SweepConfig, condition_bins, condition_numbers,
-                                  load_per_matrix, run_sweep, ser_by_condition)
+from edgert.mimo.analysis import (
+    AnalysisConfig,
+    _mmnet_layers,
+    layer_gaussianity,
+    layer_noise,
+    mmnet_denoiser_inputs,
+    mmnet_iid_operators,
+    noise_stats,
+    run_analysis,
+)
+from edgert.mimo.evaluate import (
+    CONDITION_BINS,
+    PER_MATRIX_FILE,
+    SweepConfig,
+    condition_bins,
+    condition_numbers,
+    load_per_matrix,
+    run_sweep,
+    ser_by_condition,
+)
 from edgert.ops.mmnet import mmnet_detect_reference, qam_levels
 
 

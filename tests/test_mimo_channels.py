@@ -45,7 +45,8 @@ def test_sample_set_loads_and_splits(data_dir):
     (np.zeros((64,), np.complex64), "at least 2 axes"),
     (np.ones((4, 8, 16), np.complex64), "expected Nr >= Nt"),
     (np.full((2, 64, 16), np.nan, np.complex64), "NaN/inf"),
-    (np.concatenate([np.ones((2, 64, 15), np.complex64), np.zeros((2, 64, 1), np.complex64)], -1), "all-zero user column"),
+    (np.concatenate([np.ones((2, 64, 15), np.complex64), np.zeros((2, 64, 1), np.complex64)], -1),
+     "all-zero user column"),
 ])
 def test_loader_rejects_bad_files(tmp_path, array, message):
     path = tmp_path / "bad.npz"

@@ -128,7 +128,8 @@ def test_sweep_reports_ser_per_time_step_with_the_time_order(tmp_path):
     out = tmp_path / "run"
     rc = main(["mimo", "sweep", "--detectors", "mmse,mmnet", "--channels", str(tmp_path / "seq.npz"), "--nr", "16",
                "--nt", "4", "--modulation", "4", "--snr", "6,10", "--vectors", "8", "--psi", "3", "--order", "time",
-               "--phi-time", "1", "--lr-time", "3e-3", "--batch", "20", "--layers", "3", "--no-plots", "--out", str(out)])
+               "--phi-time", "1", "--lr-time", "3e-3", "--batch", "20", "--layers", "3", "--no-plots",
+               "--out", str(out)])
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     assert res["training"]["mmnet"]["iterations_per_channel"] == pytest.approx((3 + 1 + 1) / 3)

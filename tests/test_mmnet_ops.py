@@ -97,7 +97,8 @@ def test_rejects_bad_input_naming_what_was_expected(backend):
     s2, th2, th1 = torch.zeros(2), torch.ones(3, 2, 4), torch.ones(3, 2)
     with pytest.raises(TypeError, match=r"H: expected contiguous complex64 \[G, Nr, Nt\], got complex128"):
         ops.mmnet_detect(H.to(torch.complex128), y, s2, th2, theta1=th1, backend=backend)
-    with pytest.raises(ValueError, match=r"y: expected contiguous complex64 \[G, B, Nr\] = \[2, \*, 16\], got complex64 \[2, 16, 15\]"):
+    with pytest.raises(ValueError, match=r"y: expected contiguous complex64 \[G, B, Nr\] = \[2, \*, 16\], "
+                                         r"got complex64 \[2, 16, 15\]"):
         ops.mmnet_detect(H, y[..., :15].contiguous(), s2, th2, theta1=th1, backend=backend)
     with pytest.raises(ValueError, match=r"A: expected contiguous complex64 \[T, G, Nt, Nr\] = \[3, 2, 4, 16\]"):
         ops.mmnet_detect(H, y, s2, th2, A=torch.zeros(3, 2, 16, 4, dtype=torch.complex64), backend=backend)
@@ -108,7 +109,8 @@ def test_rejects_bad_input_naming_what_was_expected(backend):
     with pytest.raises(ValueError, match=r"non-contiguous"):
         ops.mmnet_detect(H.transpose(1, 2).contiguous().transpose(1, 2), y, s2, th2, theta1=th1, backend=backend)
     with pytest.raises(TypeError, match=r"var: expected contiguous float32 like z"):
-        ops.gaussian_denoise(torch.zeros(3, dtype=torch.complex64), torch.zeros(3, dtype=torch.float64), backend=backend)
+        ops.gaussian_denoise(torch.zeros(3, dtype=torch.complex64), torch.zeros(3, dtype=torch.float64),
+                             backend=backend)
 
 
 def test_raw_bindings_check_independently():
@@ -210,8 +212,8 @@ def test_iid_form_training_graph_matches_the_reference():
     ((xs - x[None]).abs() ** 2).mean().backward()
     t1 = model.theta1.detach().clone().requires_grad_()
     t2 = model.theta2.detach().clone().requires_grad_()
-    ref, ref_idx = ops.mmnet_detect_reference(H, y, s, t2[:, None, None].expand(3, 2, 8), theta1=t1[:, None].expand(3, 2),
-                                              modulation=16, all_layers=True)
+    ref, ref_idx = ops.mmnet_detect_reference(H, y, s, t2[:, None, None].expand(3, 2, 8),
+                                              theta1=t1[:, None].expand(3, 2), modulation=16, all_layers=True)
     ((ref - x[None]).abs() ** 2).mean().backward()
     torch.testing.assert_close(xs.detach(), ref.detach(), rtol=0, atol=2e-5)
     assert (idx != ref_idx).float().mean() < 0.01  # only ties at decision boundaries may differ

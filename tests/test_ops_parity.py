@@ -132,9 +132,10 @@ CASES: list[Case] = [
         make_inputs=_mmnet_inputs,
         run=lambda backend, H, y, sigma2, theta2, **kw: ops.mmnet_detect(H, y, sigma2, theta2, backend=backend, **kw),
         # (G, B, Nr, Nt, T, M, form, all_layers)
-        shapes=((1, 1, 8, 4, 1, 4, "full", False), (2, 5, 7, 3, 3, 16, "full", True), (3, 4, 16, 8, 4, 64, "iid", False),
-                (1, 0, 8, 4, 2, 16, "full", False), (0, 3, 8, 4, 2, 16, "iid", False),
-                (4, 100, 64, 16, 10, 16, "full", False), (2, 32, 64, 16, 10, 4, "iid", True)),
+        shapes=((1, 1, 8, 4, 1, 4, "full", False), (2, 5, 7, 3, 3, 16, "full", True),
+                (3, 4, 16, 8, 4, 64, "iid", False), (1, 0, 8, 4, 2, 16, "full", False),
+                (0, 3, 8, 4, 2, 16, "iid", False), (4, 100, 64, 16, 10, 16, "full", False),
+                (2, 32, 64, 16, 10, 4, "iid", True)),
         rtol=1e-3,
         atol=2e-4,
     ),

@@ -12,8 +12,18 @@ import pytest
 
 import edgert
 from edgert._edgert import Slot, inspect_packet
-from edgert.updates import (DeviceMirror, Manifest, PacketEncoder, TensorSpec, TensorUpdate, crc32c, encode_snapshot,
-                           encode_update, index_entropy_bound_bits, rice_encode)
+from edgert.updates import (
+    DeviceMirror,
+    Manifest,
+    PacketEncoder,
+    TensorSpec,
+    TensorUpdate,
+    crc32c,
+    encode_snapshot,
+    encode_update,
+    index_entropy_bound_bits,
+    rice_encode,
+)
 from edgert.updates.packet import _decode_v2_entries, transcode
 
 PACKETS = Path(__file__).resolve().parent / "data" / "packets"
@@ -138,7 +148,7 @@ def test_mirror_matches_device_over_many_packets(coding: str, max_format: int) -
         weights, version = slot.weights()
         assert version == enc.version == step + 2
         assert weights == enc.mirror.weights_bytes(), f"step {step}"
-    for i, t in enumerate(m.tensors):
+    for i, _ in enumerate(m.tensors):
         np.testing.assert_array_equal(slot.read_tensor(i)[0], enc.mirror.tensor(i))
 
 
@@ -278,7 +288,8 @@ def _adam_like_update(m: Manifest, rng: np.random.Generator) -> dict:
         chosen = rng.random(rows) < 0.1
         mask = np.repeat(chosen, 64)[:t.numel] & (rng.random(t.numel) < 0.8)
         idx = np.flatnonzero(mask)
-        out[t.name] = (idx, rng.choice([1e-3, -1e-3, 2e-3, -2e-3, 5e-4], idx.size) * (1 + 0.01 * rng.integers(0, 4, idx.size)))
+        out[t.name] = (idx, rng.choice([1e-3, -1e-3, 2e-3, -2e-3, 5e-4], idx.size)
+                       * (1 + 0.01 * rng.integers(0, 4, idx.size)))
     return out
 
 

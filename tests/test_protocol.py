@@ -10,8 +10,8 @@ import pytest
 
 from conftest import wait_for
 from edgert.transport import EdgeClient, ModelServer
-from edgert.updates import Manifest, TensorSpec, authenticate, encode_update
 from edgert.transport.frames import (
+    ConnectionClosed,
     FrameType,
     Hello,
     ProtocolError,
@@ -19,6 +19,7 @@ from edgert.transport.frames import (
     parse_header,
     read_frame,
 )
+from edgert.updates import Manifest, TensorSpec, authenticate, encode_update
 
 MANIFEST = Manifest(bytes(range(16)), (TensorSpec("w", "float32", (64, 32)), TensorSpec("b", "float16", (32,))))
 KEYS = {"cam-1": b"k" * 32, "cam-2": b"q" * 24}
@@ -113,6 +114,6 @@ def test_unknown_device_and_wrong_key_are_refused():
         # A raw peer sending garbage is dropped without harming the server.
         with socket.create_connection(server.address) as sock:
             sock.sendall(struct.pack("<BBI", 77, 0, 0))
-            with pytest.raises(Exception):
+            with pytest.raises(ConnectionClosed):
                 read_frame(sock, 2.0)
         assert server.version == 1

@@ -124,11 +124,13 @@ def test_mode_accepts_integers():
 @pytest.mark.parametrize("backend", ["cpu", "torch"])
 def test_op_rejects_bad_arguments_naming_expectations(backend):
     w, i, v = torch.zeros(8), torch.tensor([1, 2, 3], dtype=torch.int32), torch.ones(3)
-    with pytest.raises(TypeError, match=r"^weights: expected contiguous float32\|float16 \[P\], got float64 \[8\] on cpu$"):
+    with pytest.raises(TypeError,
+                       match=r"^weights: expected contiguous float32\|float16 \[P\], got float64 \[8\] on cpu$"):
         ops.sparse_patch(w.double(), i, v, backend=backend)
     with pytest.raises(TypeError, match=r"^indices: expected contiguous int32\|uint32 \[K\], got int64 \[3\] on cpu$"):
         ops.sparse_patch(w, i.long(), v, backend=backend)
-    with pytest.raises(ValueError, match=r"^values: expected contiguous float32\|float16 \[K\] = \[3\], got float32 \[2\]"):
+    with pytest.raises(ValueError,
+                       match=r"^values: expected contiguous float32\|float16 \[K\] = \[3\], got float32 \[2\]"):
         ops.sparse_patch(w, i, v[:2], backend=backend)
     with pytest.raises(ValueError, match=r"^weights: expected contiguous .*\[P\], got float32 \[2, 4\] on cpu$"):
         ops.sparse_patch(w.view(2, 4), i, v, backend=backend)
@@ -157,7 +159,8 @@ def test_raw_binding_checks_independently():
         _edgert.sparse_patch(w, i, v, 1.0)
     with pytest.raises(ValueError, match=r"^out: expected float32\|float16 \[K\] = \[3\] on cpu, got float16 \[2\]"):
         _edgert.sparse_gather(w, i, torch.empty(2, dtype=torch.float16))
-    with pytest.raises(TypeError, match=r"^out: expected float32\|float16 \[K\] = \[3\] on cpu, got int32 \[3\] on cpu$"):
+    with pytest.raises(TypeError,
+                       match=r"^out: expected float32\|float16 \[K\] = \[3\] on cpu, got int32 \[3\] on cpu$"):
         _edgert.sparse_gather(w, i, torch.empty(3, dtype=torch.int32))
     with pytest.raises(TypeError, match=r"^values: expected an array"):
         _edgert.sparse_patch(w, i, [1.0, 2.0, 3.0], "add")

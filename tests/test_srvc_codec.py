@@ -12,10 +12,10 @@ from conftest import needs_av
 
 pytestmark = needs_av
 
+from edgert.srvc.container import RECORD_HEADER_BYTES, ContainerError, iter_records, write_container  # noqa: E402
 from edgert.srvc.decoder import ContentError, Decoder, decode, decode_file  # noqa: E402
 from edgert.srvc.encoder import EncoderConfig, encode  # noqa: E402
 from edgert.srvc.model import SRConfig  # noqa: E402
-from edgert.srvc.container import RECORD_HEADER_BYTES, ContainerError, iter_records, write_container  # noqa: E402
 
 TINY = SRConfig(scale=2, features=4, predictor_channels=8, body_channels=(8,), body_kernels=(3,))
 FPS = 10.0
@@ -138,7 +138,9 @@ def test_corrupt_container_and_content_errors_say_where(encoded, tmp_path: Path)
         recs[2].payload = recs[2].payload[:len(recs[2].payload) // 2]
 
     bad = _rebuild(res.container, truncate_content)
-    with pytest.raises(ContentError, match=r"content stream \(record #2 \(CONT\) at byte \d+, \d+ bytes\): cannot decode after 0 of 9"):
+    with pytest.raises(ContentError,
+                       match=r"content stream \(record #2 \(CONT\) at byte \d+, \d+ bytes\): "
+                             r"cannot decode after 0 of 9"):
         decode(bad, log=lambda m: None)
     src = tmp_path / "bad.srvc"
     src.write_bytes(bad)

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from conftest import needs_av, needs_matplotlib
-
 from edgert.srvc.encoder import EncoderConfig
 from edgert.srvc.model import SRConfig
 
@@ -50,7 +49,8 @@ def test_ablation_bd_with_and_without_the_initial_model() -> None:
 
     def pts(extra_bpp: float, psnr_gain: float) -> list[dict[str, float]]:
         # content + updates; the same 4 bpp initial model on every curve
-        return [{"crf": c, "bpp_without_initial_model": b + extra_bpp, "bpp": b + extra_bpp + 4.0, "psnr": q + psnr_gain}
+        return [{"crf": c, "bpp_without_initial_model": b + extra_bpp, "bpp": b + extra_bpp + 4.0,
+                 "psnr": q + psnr_gain}
                 for c, b, q in ((22, 0.08, 34.0), (27, 0.05, 32.5), (32, 0.03, 31.0), (37, 0.02, 29.5))]
 
     runs = {"0.01": pts(0.0, 0.0), "0.05": pts(0.02, 0.3), "0.1": pts(0.05, 0.4)}

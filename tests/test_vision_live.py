@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,8 @@ _PUBLISHER = textwrap.dedent("""
     while True:  # the reader may not be listening yet
         try:
             out = av.open(url, mode="w", format="rtsp", options={"rtsp_transport": "tcp"})
-            stream = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "tune": "zerolatency", "qp": "0"})
+            stream = out.add_stream("libx264", rate=fps,
+                                    options={"preset": "ultrafast", "tune": "zerolatency", "qp": "0"})
             stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
             out.start_encoding()
             break

@@ -7,8 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from edgert.vision.metrics import (ConfusionMeter, Detections, accuracy, average_precision, box_iou,
-                                   confusion_matrix, iou_per_class, mean_iou, topk_accuracy)
+from edgert.vision.metrics import (
+    ConfusionMeter,
+    Detections,
+    accuracy,
+    average_precision,
+    box_iou,
+    confusion_matrix,
+    iou_per_class,
+    mean_iou,
+    topk_accuracy,
+)
 
 # 2 frames of 2x3 pixels, 3 classes; 255 = ignore
 REF = np.array([[[0, 0, 1], [1, 2, 255]],

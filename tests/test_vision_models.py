@@ -7,11 +7,16 @@ import pytest
 import torch
 
 from conftest import needs_av, needs_imagenet, needs_mediapipe_model
-from edgert.vision.distill import (as_input, balanced_class_weights, distill_step, predict_labels,
-                                   recalibrate_batchnorm)
-from edgert.vision.models import (MobileNetV2, imagenet_state_dict, inference_module, load_imagenet_encoder,
-                                  segmentation_student, slice_imagenet_state_dict, tiny_classifier)
-
+from edgert.vision.distill import as_input, balanced_class_weights, distill_step, predict_labels, recalibrate_batchnorm
+from edgert.vision.models import (
+    MobileNetV2,
+    imagenet_state_dict,
+    inference_module,
+    load_imagenet_encoder,
+    segmentation_student,
+    slice_imagenet_state_dict,
+    tiny_classifier,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,12 +10,17 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import DATA_DIR, needs_av, needs_mediapipe_model, needs_imagenet, needs_skimage
+from conftest import DATA_DIR, needs_av, needs_imagenet, needs_mediapipe_model, needs_skimage
 from edgert.data import model_path
 from edgert.vision import tflite
-from edgert.vision.teachers import (MediaPipeSelfieTeacher, TeacherError, TorchTeacher, check_frames,
-                                    imagenet_class_names, load_teacher)
-
+from edgert.vision.teachers import (
+    MediaPipeSelfieTeacher,
+    TeacherError,
+    TorchTeacher,
+    check_frames,
+    imagenet_class_names,
+    load_teacher,
+)
 
 REF = DATA_DIR / "vision" / "mediapipe_selfie_ref.npz"
 

@@ -213,7 +213,9 @@ def check_docs(graph: dict[str, set[str]], doc: Path) -> Optional[str]:
     if BEGIN not in text or END not in text:
         return f"{doc} has no generated import-graph block"
     current = text[text.index(BEGIN):text.index(END) + len(END)]
-    return None if current == docs_block(graph) else f"{doc}: the import graph is stale; run tools/import_graph.py --write"
+    if current == docs_block(graph):
+        return None
+    return f"{doc}: the import graph is stale; run tools/import_graph.py --write"
 
 
 def write_docs(graph: dict[str, set[str]], doc: Path) -> None:

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -23,6 +23,15 @@ def _load_spec(path: str) -> dict[str, Any]:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise SystemExit(f"edgert ams: cannot read spec {path!r}: {exc}") from exc
+
+
+def _logger(who: str) -> Callable[[str], None]:
+    """A line logger that prefixes ``[who HH:MM:SS]`` and flushes (the processes' logs interleave)."""
+
+    def log(line: str) -> None:
+        print(f"[{who} {time.strftime('%H:%M:%S')}] {line}", flush=True)
+
+    return log
 
 
 def _keys(spec: dict[str, Any]) -> dict[str, bytes]:
@@ -45,7 +54,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    log = (lambda line: print(f"[server {time.strftime('%H:%M:%S')}] {line}", flush=True))
+    log = _logger("server")
     server = AMSServer(student, teacher, _keys(spec), config, size=(spec["width"], spec["height"]),
                        host=args.host, port=args.port, state_dir=args.state_dir, log=log).start()
     if args.port_file:
@@ -77,7 +86,7 @@ def _cmd_edge(args: argparse.Namespace) -> int:
     student = build_student(spec["num_classes"], spec["student_width"], spec["seed"], spec.get("student_init"))
     edge_cfg = EdgeConfig(**spec["edge"])
     key = Path(spec["keys"][args.device]).read_bytes()
-    log = (lambda line: print(f"[edge {args.device} {time.strftime('%H:%M:%S')}] {line}", flush=True))
+    log = _logger(f"edge {args.device}")
     loop: EdgeLoop = ModelStreamingLoop()
     if spec["ams"].get("trainer") == "remote":
         from edgert.ams.flow import FlowConfig, RemoteFlowLoop
@@ -170,7 +179,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _add_eval_args(p: argparse.ArgumentParser, schemes: str) -> None:
     from edgert.ams.evaluate import SCHEMES
 
-    p.add_argument("--clip", default="bikes", help="bundled clip name, video file, or live source (rtsp:// or other FFmpeg URL, "
+    p.add_argument("--clip", default="bikes",
+                   help="bundled clip name, video file, or live source (rtsp:// or other FFmpeg URL, "
                         "camera device), recorded for --max-seconds (default: bikes)")
     p.add_argument("--schemes", default=schemes,
                    help=f"comma-separated: {', '.join(SCHEMES)}, or ams:<gradient|random|first|last>@<fraction>")
@@ -179,7 +189,8 @@ def _add_eval_args(p: argparse.ArgumentParser, schemes: str) -> None:
     p.add_argument("--max-seconds", type=float, default=None,
                    help="use only the first seconds of the clip (a live source is recorded for this long)")
     p.add_argument("--source-option", action="append", metavar="KEY=VALUE",
-                   help="FFmpeg input option for a live --clip (rtsp_transport=tcp, rtsp_flags=listen, ...); repeatable")
+                   help="FFmpeg input option for a live --clip (rtsp_transport=tcp, rtsp_flags=listen, ...); "
+                        "repeatable")
     p.add_argument("--time-scale", type=float, default=None,
                    help="factor on all time constants (default: clip seconds / 100, at most 1)")
     p.add_argument("--teacher", default="mediapipe-selfie")
@@ -199,7 +210,8 @@ def _add_eval_args(p: argparse.ArgumentParser, schemes: str) -> None:
     p.add_argument("--pretrain-iterations", type=int, default=300,
                    help="generic pretraining of the student on other footage (0: ImageNet encoder, random head)")
     p.add_argument("--cache-dir", default=None,
-                   help="cache of the pretrained generic student (default: $EDGERT_CACHE_DIR/ams or ~/.cache/edgert/ams)")
+                   help="cache of the pretrained generic student "
+                        "(default: $EDGERT_CACHE_DIR/ams or ~/.cache/edgert/ams)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--out", default=None, help="run folder (default: runs/ams-<time>)")

@@ -380,7 +380,7 @@ def _frames_done(path: Path) -> int:
         return 0
 
 
-# ---- the whole evaluation ---------------------------------------------------------------------------------------------
+# ---- the whole evaluation ----------------------------------------------------------------------------------------
 
 
 def _auto_scale(duration: float) -> float:
@@ -498,7 +498,8 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
                 if t < times[0] + window and t + 1e-9 >= next_t:
                     pick.append(i)
                     next_t += 1.0 / rate
-            iters = cfg.one_time_iterations or int(round(cfg.ams.iterations * window / (cfg.ams.atr.t_update_s * scale)))
+            phases = window / (cfg.ams.atr.t_update_s * scale)
+            iters = cfg.one_time_iterations or int(round(cfg.ams.iterations * phases))
             opt = MaskedAdam(list(model.parameters()), cfg.ams.adam)
             rng = np.random.default_rng(cfg.seed)
             for _ in track(range(iters), "one-time fine-tune"):
@@ -514,7 +515,7 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
             result = run_networked(scheme, cfg, scale, out / scheme, clip, num_classes, student_init,
                                    frames=len(times))
             devs = result["devices"]
-            for i, (d, r) in enumerate(devs.items()):
+            for d, r in devs.items():
                 e, s = r["edge"], r["server"]
                 # the initial model (MANIFEST + snapshot) ships with the device: not counted as streaming
                 down = e["wire_bytes_received"] - e.get("initial_bytes_received", 0)
@@ -558,7 +559,8 @@ def _merge_previous(run: RunFolder, results: dict[str, Any], config_doc: dict[st
     doc = {**prev_cfg, "eval": {**theirs, **{k: v for k, v in config_doc["eval"].items() if k not in theirs
                                              or k == "cache_dir"}, "schemes": merged_schemes},
            "scaled": {**prev_cfg.get("scaled", {}), **config_doc["scaled"]}}
-    doc["merged"] = prev_cfg.get("merged", []) + [{"schemes": list(cfg.schemes), "time": time.strftime("%Y-%m-%d %H:%M:%S")}]
+    merge_entry = {"schemes": list(cfg.schemes), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    doc["merged"] = prev_cfg.get("merged", []) + [merge_entry]
     return results, doc
 
 
@@ -572,7 +574,8 @@ def format_table(results: dict[str, Any]) -> str:
     def delta(miou: float, ref: Optional[float]) -> str:
         return "" if ref is None else f"{100 * (miou - ref):+.1f}"
 
-    lines = ["| scheme | mIoU | vs constant | vs no-custom | uplink kbps | downlink kbps | updates | latency ms (median) |",
+    lines = ["| scheme | mIoU | vs constant | vs no-custom | uplink kbps | downlink kbps | updates "
+             "| latency ms (median) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     if constant is not None:
         lines.append(f"| constant (all background) | {100 * constant:.1f} | +0.0 | {delta(constant, base)} | 0.0 | 0.0 "

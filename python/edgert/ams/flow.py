@@ -2,13 +2,13 @@
 
 The device has no model of its own. It samples frames at a fixed rate (paper: 1 fps), uploads each one at
 once as a one-frame H.264 SAMPLES upload (the AMS uplink, same encoder and bitrate per stream second), the
-server labels it with the teacher and sends the label map back in a LABELS frame (``AMSFrame.LABELS``, :mod:`edgert.ams.protocol`:
-seq u32, frame time f64, then the ``uint8 [H, W]`` map as a PNG -- deflate of the filtered rows, lossless;
-label maps are piecewise constant, so this is a few hundred bytes to a few KB) followed by the usual
-CONTROL answer. Between label arrivals the device carries the newest label map forward to every frame with
-dense optical flow (OpenCV Farneback on grey frames, then ``cv2.remap`` with nearest-neighbour sampling of
-the labels): when labels for a sampled frame arrive they are warped from *that* frame to the current one,
-afterwards from the previous frame to the current one.
+server labels it with the teacher and sends the label map back in a LABELS frame (``AMSFrame.LABELS``,
+:mod:`edgert.ams.protocol`: seq u32, frame time f64, then the ``uint8 [H, W]`` map as a PNG -- deflate of
+the filtered rows, lossless; label maps are piecewise constant, so this is a few hundred bytes to a few
+KB) followed by the usual CONTROL answer. Between label arrivals the device carries the newest label map
+forward to every frame with dense optical flow (OpenCV Farneback on grey frames, then ``cv2.remap`` with
+nearest-neighbour sampling of the labels): when labels for a sampled frame arrive they are warped from
+*that* frame to the current one, afterwards from the previous frame to the current one.
 
 Round-trip delay is modelled like the other schemes' update lag (:class:`~edgert.ams.config.EdgeConfig`):
 in lockstep the labels of the frame sampled at ``t`` are used from stream time ``t + apply_lag_s`` on (the

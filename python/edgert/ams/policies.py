@@ -51,8 +51,8 @@ def distill(dev: "DeviceState", frames: np.ndarray, labels: np.ndarray) -> float
 class TrainingPolicy(ABC):
     """A policy that trains the device's student copy and streams the change as one packet per phase."""
 
-    def check(self, server: "AMSServer") -> None:
-        """Every student/teacher pair the server accepted can be trained."""
+    def check(self, server: "AMSServer") -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Every student/teacher pair the server accepted can be trained: nothing to check by default."""
 
     def handle(self, server: "AMSServer", dev: "DeviceState", upload: SampleUpload, frames: np.ndarray,
                labels: np.ndarray) -> Control:

@@ -96,7 +96,8 @@ def phi_score(previous: np.ndarray, current: np.ndarray) -> float:
     """Fraction of pixels whose label differs between two label maps ``int [H, W]`` (same shape)."""
     a, b = np.asarray(previous), np.asarray(current)
     if a.shape != b.shape or a.ndim != 2:
-        raise ValueError(f"phi_score: expected two label maps of one [H, W] shape, got {list(a.shape)} and {list(b.shape)}")
+        raise ValueError(f"phi_score: expected two label maps of one [H, W] shape, "
+                         f"got {list(a.shape)} and {list(b.shape)}")
     return float(np.count_nonzero(a != b)) / max(1, a.size)
 
 

@@ -83,8 +83,9 @@ class DeviceState:
         self.params = [p for _, p in self.model.named_parameters()]
         self.names = [n for n, _ in self.model.named_parameters()]
         self.optimizer = MaskedAdam(self.params, cfg.adam)
-        self.selector = CoordinateSelector([p.shape for p in self.params],
-                                           dataclasses.replace(cfg.selection, seed=cfg.selection.seed + _seed(device_id)))
+        self.selector = CoordinateSelector(
+            [p.shape for p in self.params],
+            dataclasses.replace(cfg.selection, seed=cfg.selection.seed + _seed(device_id)))
         self.controller = SamplingController(cfg.asr, cfg.atr)
         self.rng = np.random.default_rng(cfg.seed + _seed(device_id))
         self.times: deque[float] = deque()
@@ -123,8 +124,8 @@ class AMSServer:
         ValueError: bad config, keys, or a student/teacher label-space mismatch.
     """
 
-    def __init__(self, student: nn.Module, teacher: Teacher, keys: Mapping[str, bytes], config: Optional[AMSConfig] = None,
-                 *, size: tuple[int, int], host: str = "127.0.0.1", port: int = 0,
+    def __init__(self, student: nn.Module, teacher: Teacher, keys: Mapping[str, bytes],
+                 config: Optional[AMSConfig] = None, *, size: tuple[int, int], host: str = "127.0.0.1", port: int = 0,
                  state_dir: Optional[Union[str, Path]] = None, log: Optional[Log] = None,
                  policy: Optional[UploadPolicy] = None) -> None:
         self.config = config or AMSConfig()

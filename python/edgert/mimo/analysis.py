@@ -30,8 +30,7 @@ import torch
 from edgert.harness import RunFolder
 from edgert.harness.plots import pyplot, save_figure
 from edgert.mimo.channels import ChannelSet, sample_batch
-from edgert.mimo.evaluate import (SweepConfig, load_set, prepare_detector,
-                                  snr_generator, snr_key)
+from edgert.mimo.evaluate import SweepConfig, load_set, prepare_detector, snr_generator, snr_key
 from edgert.mimo.online import OnlineResult
 from edgert.ops.mmnet import MMNetLayer, hard_decision, mmnet_layers_reference
 

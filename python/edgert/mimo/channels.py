@@ -30,7 +30,8 @@ SnrLike = Union[float, Sequence[float], torch.Tensor]
 
 def check_modulation(modulation: int) -> int:
     """Returns ``modulation`` if it is a supported QAM order (4, 16, 64); raises ValueError otherwise."""
-    if isinstance(modulation, bool) or not isinstance(modulation, (int, np.integer)) or int(modulation) not in MODULATIONS:
+    if (isinstance(modulation, bool) or not isinstance(modulation, (int, np.integer))
+            or int(modulation) not in MODULATIONS):
         raise ValueError(f"modulation: expected one of {list(MODULATIONS)} (QAM order), got {modulation!r}")
     return int(modulation)
 
@@ -78,7 +79,8 @@ def validate_channels(H: np.ndarray, where: str = "H") -> None:
     finite = np.isfinite(H.real) & np.isfinite(H.imag)
     if not finite.all():
         first = np.argwhere(~finite)[0]
-        raise ValueError(f"{where}: {int((~finite).sum())} NaN/inf entries, first at index {tuple(int(i) for i in first)}")
+        raise ValueError(f"{where}: {int((~finite).sum())} NaN/inf entries, "
+                         f"first at index {tuple(int(i) for i in first)}")
     power = (np.abs(H) ** 2).sum(axis=-2)
     if (power == 0).any():
         first = np.argwhere(power == 0)[0]
@@ -237,8 +239,8 @@ def sample_batch(H: torch.Tensor, snr_db: SnrLike, modulation: int, batch: int, 
     if H.dim() != 3:
         raise ValueError(f"H: expected [G, Nr, Nt], got {list(H.shape)}")
     g, nr, nt = H.shape
-    sigma2 = noise_variance(snr_db, nt).reshape(-1).expand(g).contiguous() if torch.as_tensor(snr_db).numel() in (1, g) \
-        else None
+    sigma2 = (noise_variance(snr_db, nt).reshape(-1).expand(g).contiguous()
+              if torch.as_tensor(snr_db).numel() in (1, g) else None)
     if sigma2 is None:
         raise ValueError(f"snr_db: expected a scalar or {g} values, got {torch.as_tensor(snr_db).numel()}")
     indices = torch.randint(0, modulation, (g, batch, nt), generator=generator)

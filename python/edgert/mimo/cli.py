@@ -112,7 +112,8 @@ def _cmd_time_online(args: argparse.Namespace) -> int:
     cfg = OnlineConfig(modulation=args.modulation, psi=args.iterations, batch=args.batch, threads=args.threads)
     res = train_online(H[:, None], cfg)
     print(f"{args.iterations} iterations (batch {args.batch}, {args.nr}x{args.nt} QAM{args.modulation}, "
-          f"{args.threads} thread(s)): {res.seconds:.2f} s = {1e3 * res.seconds / max(args.iterations, 1):.2f} ms/iteration, "
+          f"{args.threads} thread(s)): {res.seconds:.2f} s = "
+          f"{1e3 * res.seconds / max(args.iterations, 1):.2f} ms/iteration, "
           f"final loss {float(res.final_loss[0, 0]):.4f}")
     return 0
 

@@ -24,12 +24,12 @@ from typing import Callable, Optional, Union
 import numpy as np
 import torch
 
-from edgert.mimo.channels import ChannelSet, check_modulation, iid_rayleigh, load_channels, sample_batch
-from edgert.mimo.complexity import multiplications
-from edgert.mimo.detectors import DETECTORS, MMNetIID, OAMP, SphereDecoder, make_detector
-from edgert.mimo.online import ORDERS, WARM_STARTS, OnlineConfig, OnlineResult, train_online
 from edgert.harness import Progress, RunFolder
 from edgert.harness.plots import pyplot, save_figure
+from edgert.mimo.channels import ChannelSet, check_modulation, iid_rayleigh, load_channels, sample_batch
+from edgert.mimo.complexity import multiplications
+from edgert.mimo.detectors import DETECTORS, OAMP, MMNetIID, SphereDecoder, make_detector
+from edgert.mimo.online import ORDERS, WARM_STARTS, OnlineConfig, OnlineResult, train_online
 from edgert.mimo.training import OfflineConfig, train_offline
 
 Log = Callable[[str], None]
@@ -146,7 +146,8 @@ class SweepConfig:
                 raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
         if self.online_lr_time is not None and not (math.isfinite(self.online_lr_time) and self.online_lr_time > 0):
             raise ValueError(f"online_lr_time: expected None or a finite value > 0, got {self.online_lr_time!r}")
-        if self.train_snr_db is not None and (len(self.train_snr_db) != 2 or self.train_snr_db[0] > self.train_snr_db[1]):
+        if self.train_snr_db is not None and (len(self.train_snr_db) != 2
+                                              or self.train_snr_db[0] > self.train_snr_db[1]):
             raise ValueError(f"train_snr_db: expected [lo, hi], got {self.train_snr_db}")
 
     def training_range(self) -> tuple[float, float]:
@@ -380,7 +381,7 @@ def run_sweep(cfg: SweepConfig, out_dir: Union[str, Path], log: Log = print, plo
         run.save_results(results)
         work = sum(1 for s in cfg.snr_db for n in dets if snr_key(s) not in results["points"].get(n, {}))
         bar = Progress("SER sweep", work * g_total, "matrices")
-        for si, snr in enumerate(cfg.snr_db):
+        for snr in cfg.snr_db:
             todo = [n for n in dets if snr_key(snr) not in results["points"].get(n, {})]
             if not todo:
                 continue

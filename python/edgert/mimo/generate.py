@@ -63,7 +63,8 @@ class UMaConfig:
             raise ValueError(f"keep_every ({self.keep_every}) must divide fft_size ({self.fft_size})")
         kept = self.fft_size // self.keep_every
         if self.subcarrier_stride > kept:
-            raise ValueError(f"subcarrier_stride: expected <= {kept} (the kept subcarriers), got {self.subcarrier_stride}")
+            raise ValueError(f"subcarrier_stride: expected <= {kept} (the kept subcarriers), "
+                             f"got {self.subcarrier_stride}")
         if not (math.isfinite(self.time_step_s) and self.time_step_s > 0):
             raise ValueError(f"time_step_s: expected a finite value > 0 s, got {self.time_step_s!r}")
         if not (math.isfinite(self.speed_mps) and self.speed_mps >= 0):
@@ -81,7 +82,7 @@ def _sionna():
     try:
         import sionna.phy
         from sionna.phy.channel import cir_to_ofdm_channel
-        from sionna.phy.channel.tr38901 import UMa, PanelArray
+        from sionna.phy.channel.tr38901 import PanelArray, UMa
     except ImportError as exc:
         raise RuntimeError("3GPP channel generation needs the optional 'sionna-no-rt' package "
                            "(pip install 'edgert[mimo]' after torch, or pip install sionna-no-rt==2.2.0); "

@@ -39,7 +39,6 @@ from edgert.mimo.detectors.mmnet import MMNet, init_mmnet_params
 from edgert.mimo.training import uniform_snr
 from edgert.ops.mmnet import mmnet_train_forward
 
-
 #: lower bound on the trained per-symbol noise scales theta2 (projected after every Adam step)
 THETA2_FLOOR: float = 1e-3
 

@@ -45,7 +45,8 @@ def _add_encoder_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tau", type=_tau, default=5.0, help="segment length in seconds, or inf (default 5)")
     g.add_argument("--eta", type=float, default=0.01, help="fraction of parameters per update (default 0.01)")
     g.add_argument("--iterations", type=int, default=1000, help="training iterations per pass (default 1000)")
-    g.add_argument("--first-iterations", type=int, default=None, help="iterations for segment 0 (default: --iterations)")
+    g.add_argument("--first-iterations", type=int, default=None,
+                   help="iterations for segment 0 (default: --iterations)")
     g.add_argument("--selection-iterations", type=int, default=None,
                    help="iterations of the selection pass (default: --iterations)")
     g.add_argument("--batch", type=int, default=4, help="crops per step (default 4)")
@@ -88,7 +89,8 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     cfg = _encoder_config(args, args.crf)
     try:
         cfg.validate()
-        frames, fps = load_clip(EvalConfig(clip=args.input, crop=args.crop, start_s=args.start, duration_s=args.duration))
+        frames, fps = load_clip(EvalConfig(clip=args.input, crop=args.crop, start_s=args.start,
+                                           duration_s=args.duration))
     except (ValueError, FileNotFoundError) as exc:
         print(f"edgert srvc encode: {exc}", file=sys.stderr)
         return 2
@@ -105,8 +107,8 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 def _cmd_decode(args: argparse.Namespace) -> int:
     import torch
 
-    from edgert.srvc.decoder import ContentError, decode_file
     from edgert.srvc.container import ContainerError
+    from edgert.srvc.decoder import ContentError, decode_file
 
     torch.set_num_threads(args.threads)
     try:
@@ -165,7 +167,8 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         dq = res["bd_psnr_vs_first_db_without_initial_model"].get(value)
         if value != first:
             line += (f"; vs {args.param}={first} without the initial model: BD-rate "
-                     f"{'no overlap' if bd is None else f'{bd:+.1f}%'}, BD-PSNR {'no overlap' if dq is None else f'{dq:+.2f} dB'}")
+                     f"{'no overlap' if bd is None else f'{bd:+.1f}%'}, "
+                     f"BD-PSNR {'no overlap' if dq is None else f'{dq:+.2f} dB'}")
         print(line)
     return 0
 

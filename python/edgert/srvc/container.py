@@ -136,19 +136,20 @@ def iter_records(data: bytes) -> Iterator[Record]:
         start = pos + RECORD_HEADER_BYTES
         end = start + length + 4
         if end > len(data):
-            raise ContainerError(f"truncated: record #{index} ({type_.decode()}) at byte {pos} announces {length} payload "
-                                 f"bytes (+4 CRC), only {len(data) - start} remain")
+            raise ContainerError(f"truncated: record #{index} ({type_.decode()}) at byte {pos} "
+                                 f"announces {length} payload bytes (+4 CRC), only {len(data) - start} remain")
         payload = bytes(data[start:start + length])
         (payload_crc,) = struct.unpack_from("<I", data, start + length)
         rec = Record(type_, payload, first_frame, time_s, pos, index, crc32c(payload) == payload_crc)
         if not rec.crc_ok and type_ != b"MODL":
-            raise ContainerError(f"corrupt: {rec.describe()}: payload of {length} bytes (bytes {start}..{start + length})"
-                                 " fails its CRC32C")
+            raise ContainerError(f"corrupt: {rec.describe()}: payload of {length} bytes "
+                                 f"(bytes {start}..{start + length}) fails its CRC32C")
         yield rec
         pos, index = end, index + 1
         if type_ == b"END_":
             if pos != len(data):
-                raise ContainerError(f"corrupt: {len(data) - pos} trailing bytes after the END_ record at byte {rec.offset}")
+                raise ContainerError(f"corrupt: {len(data) - pos} trailing bytes after the END_ record "
+                                     f"at byte {rec.offset}")
             return
 
 

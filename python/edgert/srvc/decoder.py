@@ -190,8 +190,9 @@ class LosslessWriter:
     """Writes RGB frames to a lossless FFV1 Matroska file (bgr0: 8-bit RGB, no chroma subsampling)."""
 
     def __init__(self, path: Union[str, Path], width: int, height: int, fps: float) -> None:
-        import av  # noqa: PLC0415
         from fractions import Fraction
+
+        import av  # noqa: PLC0415
 
         self._av = av
         self._out = av.open(str(path), mode="w", format="matroska")

@@ -149,7 +149,8 @@ class EncodeResult:
 
     def summary(self) -> dict[str, Any]:
         return {"frames": self.frames, "fps": self.fps, "content_bytes": self.content_bytes,
-                "model_bytes": self.model_bytes, "initial_model_bytes": len(self.packets[0].data) if self.packets else 0,
+                "model_bytes": self.model_bytes,
+                "initial_model_bytes": len(self.packets[0].data) if self.packets else 0,
                 "container_bytes": len(self.container), "bpp": self.bits_per_pixel(),
                 "bpp_without_initial_model": 8 * (self.content_bytes + self.model_bytes -
                                                   (len(self.packets[0].data) if self.packets else 0))
@@ -208,7 +209,8 @@ def encode(frames: np.ndarray, fps: float, config: EncoderConfig = EncoderConfig
     geo = Geometry(w, h, k)
     if min(geo.lr_width, geo.lr_height) < MIN_LR_SIDE:
         raise ValueError(f"frames: {w}x{h} at scale {k} gives {geo.lr_width}x{geo.lr_height} LR frames; libx265 needs "
-                         f"at least {MIN_LR_SIDE} pixels per side (the PyAV wheel's libx265 corrupts the heap on narrower frames)")
+                         f"at least {MIN_LR_SIDE} pixels per side "
+                         "(the PyAV wheel's libx265 corrupts the heap on narrower frames)")
     hr_pad = geo.pad_hr(frames)
     lr = video.resize(hr_pad, (geo.lr_width, geo.lr_height), "area")
     content = video.encode(lr, fps, "libx265", crf=config.crf, preset=config.preset)
@@ -264,7 +266,8 @@ def encode(frames: np.ndarray, fps: float, config: EncoderConfig = EncoderConfig
         alive = model.alive_channels(seg_lr[:1])
         segments.append(SegmentLog(s, first, last - first, len(pkt.data), updated, selection, stats, digest, alive))
         log(f"segment {s}: frames {first}..{last - 1}, loss {stats.first_loss:.5f} -> {stats.last_loss:.5f}, "
-            f"packet {len(pkt.data)} B ({updated} coordinates), {stats.seconds + (selection.seconds if selection else 0):.1f} s, "
+            f"packet {len(pkt.data)} B ({updated} coordinates), "
+            f"{stats.seconds + (selection.seconds if selection else 0):.1f} s, "
             f"channels alive {alive}/{config.model.features}")
     bar.close()
     header = {

@@ -29,11 +29,11 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 import torch
 
-from edgert.srvc import metrics
-from edgert.srvc.decoder import decode
-from edgert.srvc.encoder import EncodeResult, EncoderConfig, encode, segment_starts
 from edgert.harness import RunFolder
 from edgert.harness.plots import pyplot, save_figure
+from edgert.srvc import metrics
+from edgert.srvc.decoder import decode
+from edgert.srvc.encoder import EncoderConfig, EncodeResult, encode, segment_starts
 from edgert.srvc.generic import GenericConfig, generic_model
 from edgert.srvc.model import Geometry, SRVCModel, model_summary
 
@@ -206,7 +206,8 @@ def run_eval(cfg: EvalConfig, out_dir: Union[str, Path], log: Log = print, plots
             srvc_res = encode(frames, fps, replace(enc_cfg, crf=crf), initial_model=generic, log=log)
             points.append(_srvc_point("srvc", crf, srvc_res, frames, log, cfg.ssim_every))
             log(f"srvc crf {crf:g}: {points[-1]['bpp']:.4f} bpp ({points[-1]['bpp_without_initial_model']:.4f} "
-                f"without the initial model), {points[-1]['psnr']:.2f} dB, decode {points[-1]['decode_sr_fps']:.2f} fps")
+                f"without the initial model), {points[-1]['psnr']:.2f} dB, "
+                f"decode {points[-1]['decode_sr_fps']:.2f} fps")
         if "oneshot" in cfg.methods:
             res = encode(frames, fps, replace(enc_cfg, crf=crf, segment_s=math.inf, first_iterations=oneshot_iters),
                          initial_model=generic, log=log)
@@ -224,8 +225,8 @@ def run_eval(cfg: EvalConfig, out_dir: Union[str, Path], log: Log = print, plots
                 if name in cfg.methods:
                     t = time.perf_counter()
                     up = upsample(model, lr_dec, geo)
-                    points.append(_point(name, crf, 8 * content_bytes, frames, up, cfg.ssim_every, content_bytes=content_bytes,
-                                         sr_fps=n / (time.perf_counter() - t)))
+                    points.append(_point(name, crf, 8 * content_bytes, frames, up, cfg.ssim_every,
+                                         content_bytes=content_bytes, sr_fps=n / (time.perf_counter() - t)))
                     log(f"{name} crf {crf:g}: {points[-1]['bpp']:.4f} bpp, {points[-1]['psnr']:.2f} dB")
         checkpoint()
 
@@ -250,7 +251,8 @@ def markdown_summary(results: dict[str, Any]) -> str:
     """RD points, BD metrics and per-frame gains of a run as markdown tables."""
     lines = [f"### {results['clip']} {results['width']}x{results['height']}, {results['frames']} frames at "
              f"{results['fps']:g} fps", "",
-             "| method | CRF | bpp (all streams) | content bpp | model bpp | PSNR dB | SSIM |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "| method | CRF | bpp (all streams) | content bpp | model bpp | PSNR dB | SSIM |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     n_pix = results["frames"] * results["width"] * results["height"]
     for p in sorted(results["points"], key=lambda p: (list(METHODS).index(p["method"]), p["crf"])):
         content = p.get("content_bytes", p["bytes"]) * 8 / n_pix

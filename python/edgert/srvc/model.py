@@ -61,7 +61,8 @@ class SRConfig:
         if not math.isfinite(self.input_offset):
             raise ValueError(f"input_offset: expected a finite number, got {self.input_offset}")
         if self.features <= 0 or self.predictor_channels <= 0:
-            raise ValueError(f"features/predictor_channels must be positive, got {self.features}/{self.predictor_channels}")
+            raise ValueError(f"features/predictor_channels must be positive, "
+                             f"got {self.features}/{self.predictor_channels}")
         if len(self.body_channels) != len(self.body_kernels) or not self.body_channels:
             raise ValueError(f"body_channels {self.body_channels} and body_kernels {self.body_kernels} must be "
                              "non-empty and of equal length")
@@ -152,7 +153,8 @@ class SRVCModel(nn.Module):
         return y
 
     def adaptive_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The adaptive conv's output (after its ReLU) for ``x`` [N, 3, h, w]: ``[N, F, h', w']``, h', w' padded to P."""
+        """The adaptive conv's output (after its ReLU) for ``x`` [N, 3, h, w]:
+        ``[N, F, h', w']``, h', w' padded to P."""
         xp = (pad_to_multiple(x, self.config.patch) - self.config.input_offset).contiguous()
         kernels, bias = self.predictor(xp)
         return adaptive_conv(xp, kernels, bias, self.config.patch, "relu", backend=self.backend)
@@ -174,7 +176,8 @@ class SRVCModel(nn.Module):
         """Multiply-accumulates per low-resolution pixel (the decoder's cost)."""
         cfg = self.config
         p2 = cfg.patch ** 2
-        pred = (cfg.patch - 2) ** 2 * 27 * cfg.predictor_channels + cfg.predictor_channels * (cfg.patch - 2) ** 2 * 28 * cfg.features
+        pred = ((cfg.patch - 2) ** 2 * 27 * cfg.predictor_channels
+                + cfg.predictor_channels * (cfg.patch - 2) ** 2 * 28 * cfg.features)
         total = pred / p2 + 27 * cfg.features
         c_in = cfg.features
         for c_out, k in zip(cfg.body_channels, cfg.body_kernels):

@@ -73,8 +73,8 @@ def train(model: SRVCModel, lr: torch.Tensor, hr: torch.Tensor, *, iterations: i
           augmented: bool = False, progress: Optional[Progress] = None) -> TrainStats:
     """Adam on MSE for ``iterations`` steps; with ``masks`` only the masked coordinates move.
 
-    ``progress`` (optional) advances by one per iteration. ``augmented`` applies :func:`augment` to every batch (the generic model; content-adaptive training
-    fits the video as it is, so the encoder leaves it off).
+    ``progress`` (optional) advances by one per iteration. ``augmented`` applies :func:`augment` to every
+    batch (the generic model; content-adaptive training fits the video as it is, so the encoder leaves it off).
 
     ``masks`` maps parameter names to boolean tensors of the parameter's shape; parameters without
     a mask (or with an all-false one) are frozen. The optimizer is the shared

@@ -10,10 +10,10 @@ The device side is :class:`edgert.transport.EdgeClient` (Python) or ``firmware/e
 """
 from __future__ import annotations
 
+import enum
 import json
 import os
 import secrets
-import enum
 import socket
 import threading
 from collections import deque
@@ -37,13 +37,10 @@ from edgert.transport.frames import (
     device_proof,
     encode_challenge,
     encode_error,
-    encode_u64,
     read_frame,
     send_frame,
     server_proof,
 )
-from edgert.updates.manifest import TensorMap
-from edgert.updates.packet import UpdateMap
 from edgert.updates import (
     COMPACT_FORMAT,
     DeviceMirror,
@@ -54,6 +51,7 @@ from edgert.updates import (
     encode_update,
     transcode,
 )
+from edgert.updates.manifest import TensorMap
 
 Log = Callable[[str], None]
 ServerHandler = Callable[["_Session", bytes], None]
@@ -384,7 +382,8 @@ class ModelServer:
         hello = Hello.decode(body)
         key = self.keys.get(hello.device_id)
         if key is None:
-            send_frame(s.sock, FrameType.ERROR, encode_error(ErrorCode.UNKNOWN_DEVICE, f"unknown device {hello.device_id!r}"))
+            send_frame(s.sock, FrameType.ERROR,
+                       encode_error(ErrorCode.UNKNOWN_DEVICE, f"unknown device {hello.device_id!r}"))
             raise ProtocolError(f"unknown device {hello.device_id!r}")
         server_nonce = secrets.token_bytes(NONCE_BYTES)
         send_frame(s.sock, FrameType.CHALLENGE,

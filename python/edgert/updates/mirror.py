@@ -1,7 +1,7 @@
 """The server's exact copy of a device's model slot, and a per-device packet encoder built on it."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 

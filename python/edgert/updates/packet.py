@@ -166,7 +166,8 @@ class AppliedUpdate:
 
 @dataclass
 class EncodedPacket:
-    """An encoded packet plus the exact updates the device will apply (for :class:`~edgert.updates.mirror.DeviceMirror`)."""
+    """An encoded packet plus the exact updates the device will apply
+    (for :class:`~edgert.updates.mirror.DeviceMirror`)."""
 
     data: bytes
     base_version: int

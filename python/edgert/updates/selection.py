@@ -140,7 +140,8 @@ class CoordinateSelector:
         self.total = int(sum(self.sizes))
         if self.total == 0:
             raise ValueError("CoordinateSelector: the model has no coordinates")
-        self.count = self.total if self.config.strategy == "full" else max(1, int(round(self.config.fraction * self.total)))
+        self.count = (self.total if self.config.strategy == "full"
+                      else max(1, int(round(self.config.fraction * self.total))))
         self._rng = np.random.default_rng(self.config.seed)
         self.phase = 0
 

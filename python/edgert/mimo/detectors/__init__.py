@@ -10,7 +10,7 @@ from edgert.mimo.detectors.base import Detector, check_inputs
 from edgert.mimo.detectors.iterative import AMP, EP, OAMP
 from edgert.mimo.detectors.linear import MMSE, MatchedFilter, ZeroForcing
 from edgert.mimo.detectors.mmnet import MMNet, MMNetIID, init_mmnet_params
-from edgert.mimo.detectors.tree import KBest, SphereDecoder, SphereStats, VBLAST
+from edgert.mimo.detectors.tree import VBLAST, KBest, SphereDecoder, SphereStats
 
 #: every detector name the evaluation accepts
 DETECTORS: tuple[str, ...] = ("mf", "zf", "mmse", "amp", "oamp", "oampnet", "ep", "ep64", "vblast", "kbest", "ml",
@@ -37,7 +37,8 @@ def make_detector(name: str, *, layers: int = 10, kbest_k: int = 32, ml_node_bud
         "mmnet_iid": lambda: MMNetIID(layers=layers),
     }
     if name not in table:
-        raise ValueError(f"unknown detector {name!r}; expected one of {list(table)} (mmnet is built by online training)")
+        raise ValueError(f"unknown detector {name!r}; expected one of {list(table)} "
+                         "(mmnet is built by online training)")
     return table[name]()
 
 

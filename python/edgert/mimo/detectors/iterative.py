@@ -6,7 +6,7 @@ posterior mean and variance ``E|x - mean|^2`` per symbol.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
