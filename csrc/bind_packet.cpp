@@ -1,6 +1,6 @@
 // edgert._edgert.Slot and inspect_packet: model slots that verify and apply
 // update packets (docs/spec/update-packet.md). CPU module only: slots live in host
-// memory on the device side.
+// memory on the device side. Also the server's format 2 stream encoder (range_encode_v2).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -11,6 +11,7 @@
 
 #include "bindings.hpp"
 #include "edgert/edgert.h"
+#include "packet/encode_v2.hpp"  // libedgert-internal: the server-side encoder is not in the device C API
 
 namespace edgert::py {
 
@@ -44,6 +45,72 @@ pyb::dict header_dict(const edgert_packet_header& h) {
   d["full_snapshot"] = h.full_snapshot != 0;
   d["authenticated"] = h.authenticated != 0;
   return d;
+}
+
+// entries: (bits, symbols, indices or None, numel) per directory entry -> the range-coded stream.
+pyb::bytes range_encode_v2(const pyb::sequence& entries) {
+  const size_t n = entries.size();
+  std::vector<Bytes> symbols;
+  std::vector<pyb::buffer_info> indices;
+  std::vector<packet::StreamEntryV2> spec;
+  symbols.reserve(n);
+  indices.reserve(n);
+  spec.reserve(n);
+  for (size_t j = 0; j < n; ++j) {
+    const std::string where = "range_encode_v2: entries[" + std::to_string(j) + "]";
+    const pyb::object item = entries[j];
+    if (!pyb::isinstance<pyb::tuple>(item) || pyb::len(item) != 4) {
+      throw pyb::type_error(where + ": expected a tuple (bits, symbols, indices or None, numel)");
+    }
+    const pyb::tuple t = item.cast<pyb::tuple>();
+    for (size_t k : {size_t{1}, size_t{2}}) {
+      if (!pyb::isinstance<pyb::buffer>(t[k]) && !(k == 2 && t[k].is_none())) {
+        throw pyb::type_error(where + (k == 1 ? ": symbols" : ": indices") +
+                              ": expected a bytes-like object or array, got " +
+                              std::string(pyb::str(pyb::type::handle_of(t[k]).attr("__name__"))));
+      }
+    }
+    const auto bits = t[0].cast<uint32_t>();
+    const size_t width = bits == 16 ? 2 : 1;  // other widths: the encoder's INVALID_ARGUMENT
+    symbols.emplace_back(t[1].cast<pyb::buffer>());
+    const pyb::buffer_info& s = symbols.back().info;
+    const bool s16 = s.item_type_is_equivalent_to<uint16_t>() || s.item_type_is_equivalent_to<int16_t>() ||
+                     s.format == "e";
+    if (s.itemsize != 1 && !(width == 2 && s16)) {
+      throw pyb::type_error(where + ": symbols: expected bytes or a uint8/int8 array (" +
+                            (width == 2 ? "or uint16/float16, " : "") + "little-endian), got format '" + s.format +
+                            "' itemsize " + std::to_string(s.itemsize));
+    }
+    if (symbols.back().size % width != 0) {
+      throw pyb::value_error(where + ": " + std::to_string(symbols.back().size) + " symbol bytes for " +
+                             std::to_string(bits) + "-bit symbols");
+    }
+    const uint64_t count = symbols.back().size / width;
+    const bool sparse = !t[2].is_none();
+    const int64_t* idx = nullptr;
+    if (sparse) {
+      indices.push_back(t[2].cast<pyb::buffer>().request());
+      const pyb::buffer_info& i = indices.back();
+      if (i.ndim != 1 || !i.item_type_is_equivalent_to<int64_t>() || (i.size > 1 && i.strides[0] != 8)) {
+        throw pyb::type_error(where + ": indices: expected a contiguous 1-D int64 array, got format '" + i.format +
+                              "' itemsize " + std::to_string(i.itemsize) + " ndim " + std::to_string(i.ndim));
+      }
+      if (static_cast<uint64_t>(i.size) != count) {
+        throw pyb::value_error(where + ": " + std::to_string(i.size) + " indices for " + std::to_string(count) +
+                               " symbols");
+      }
+      idx = static_cast<const int64_t*>(i.ptr);
+    }
+    spec.push_back({bits, sparse, symbols.back().data(), count, idx, t[3].cast<uint64_t>()});
+  }
+  std::vector<uint8_t> stream;
+  edgert_status st;
+  {
+    pyb::gil_scoped_release release;
+    st = packet::encode_stream_v2(spec.data(), spec.size(), &stream);
+  }
+  check(st, "range_encode_v2");
+  return pyb::bytes(reinterpret_cast<const char*>(stream.data()), stream.size());
 }
 
 class Slot {
@@ -216,6 +283,13 @@ void bind_packet(pybind11::module_& m) {
         return header_dict(h);
       },
       pyb::arg("packet"), "Parse the fixed header (no CRC/MAC check) into a dict.");
+  m.def("range_encode_v2", &range_encode_v2, pyb::arg("entries"),
+        "The range-coded stream of an update packet of format 2 (docs/spec/update-packet.md), bit-exact with\n"
+        "edgert.updates.packet._payload_v2_reference; the caller writes the directory. entries: one tuple\n"
+        "(bits, symbols, indices, numel) per directory entry, in directory order: bits 16 (FP16_AC) or 8\n"
+        "(INT8_AC); symbols the value section as in format 1 (little-endian fp16 patterns / int8 q: bytes,\n"
+        "uint8/int8, or uint16/float16 for 16 bits); indices None (DENSE: n = numel) or int64 [n] strictly\n"
+        "increasing in [0, numel) (GAP_AC). Raises ValueError naming the entry on bad input. Releases the GIL.");
   m.def("packet_max_format", &edgert_packet_max_format,
         "The newest update-packet format this libedgert decodes (announced to servers in HELLO).");
   m.def(

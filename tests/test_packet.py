@@ -24,7 +24,7 @@ from edgert.updates import (
     index_entropy_bound_bits,
     rice_encode,
 )
-from edgert.updates.packet import _decode_v2_entries, transcode
+from edgert.updates.packet import _decode_v2_entries, _payload_v2, _payload_v2_reference, transcode
 
 PACKETS = Path(__file__).resolve().parent / "data" / "packets"
 CHAIN = ["full_snapshot.bin", "sparse_fp16.bin", "dense_fp32.bin", "int8.bin", "authenticated.bin",
@@ -319,6 +319,19 @@ def test_format2_falls_back_when_not_smaller_or_not_expressible() -> None:
     assert snapshot.format_version == 1  # a lossless fp32 snapshot stays format 1
     with pytest.raises(ValueError, match="max_format"):
         encode_update(m, 1, 2, {}, max_format=3)
+
+
+@pytest.mark.parametrize("name", ["v2_sparse_fp16.bin", "v2_int8.bin"])
+def test_format2_golden_payloads_reencode_byte_for_byte(name: str) -> None:
+    """libedgert's stream encoder (behind _payload_v2) and the Python reference rebuild each golden payload."""
+    m = Manifest.from_bytes(golden("manifest.bin"))
+    data = golden(name)
+    (count,) = struct.unpack_from("<I", data, 56)
+    (length,) = struct.unpack_from("<Q", data, 64)
+    payload = data[72:72 + length]
+    entries = _decode_v2_entries(m, payload, count)
+    assert _payload_v2(entries) == payload
+    assert _payload_v2_reference(entries) == payload
 
 
 def test_format2_reference_decoder_rejects_malformed_directories() -> None:

@@ -1,6 +1,7 @@
-// Internal: the adaptive binary range decoder of packet format 2
+// Internal: the adaptive binary range coder of packet format 2
 // (docs/spec/update-packet.md, "Format version 2"), bit-exact with the reference
-// python/edgert/stream/rangecoder.py.
+// python/edgert/updates/rangecoder.py: the decoder (device side) and the encoder
+// (server side, behind encode_stream_v2 in encode_v2.hpp).
 //
 // Safety on hostile input: every read is bounds-checked; past the end the
 // decoder feeds zero bytes and remembers the overrun (reported by the caller
@@ -10,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace edgert::packet {
 
@@ -89,6 +91,91 @@ class RangeDecoder {
   bool overrun_ = false;
 };
 
+// The LZMA range encoder (the spec's "Encoder state"). Appends the stream to a
+// caller-owned vector, whose growth is its only allocation; the first byte the
+// coder emits is always 0 and is dropped (not sent), so the output is exactly
+// RangeEncoder.finish() of the Python reference.
+class RangeEncoder {
+ public:
+  explicit RangeEncoder(std::vector<uint8_t>* out) : out_(out) {}
+
+  void bit(uint16_t* p, unsigned b) {
+    // Branch-free, as the decoder: fp16 mantissa bits are near-uniform.
+    const uint32_t prob = *p;
+    const uint32_t bound = (range_ >> kProbBits) * prob;
+    const uint32_t mask = 0u - static_cast<uint32_t>(b & 1u);
+    low_ += bound & mask;
+    range_ = (bound & ~mask) | ((range_ - bound) & mask);
+    const uint32_t up = prob + (((1u << kProbBits) - prob) >> kAdaptShift);
+    const uint32_t down = prob - (prob >> kAdaptShift);
+    *p = static_cast<uint16_t>((up & ~mask) | (down & mask));
+    normalize();
+  }
+
+  void direct(unsigned b) {
+    range_ >>= 1;
+    low_ += range_ & (0u - static_cast<uint32_t>(b & 1u));
+    normalize();
+  }
+
+  // Flushes the coder (five shift_low). False if the dropped first byte was not 0,
+  // which the coder's interval arithmetic rules out (an internal error, not bad input).
+  [[nodiscard]] bool finish() {
+    for (int i = 0; i < 5; ++i) shift_low();
+    return first_byte_ == 0;
+  }
+
+ private:
+  void normalize() {
+    while (range_ < kRangeTop) {
+      range_ <<= 8;
+      shift_low();
+    }
+  }
+
+  void shift_low() {
+    if (low_ < 0xFF000000ull || low_ >= (1ull << 32)) {
+      const uint8_t carry = static_cast<uint8_t>(low_ >> 32);
+      uint8_t temp = cache_;
+      do {
+        put(static_cast<uint8_t>(temp + carry));
+        temp = 0xFF;
+      } while (--cache_size_ != 0);
+      cache_ = static_cast<uint8_t>(low_ >> 24);
+    }
+    ++cache_size_;
+    low_ = (low_ & 0x00FFFFFFull) << 8;
+  }
+
+  void put(uint8_t byte) {
+    if (dropped_first_) {
+      out_->push_back(byte);
+    } else {
+      dropped_first_ = true;
+      first_byte_ = byte;
+    }
+  }
+
+  std::vector<uint8_t>* out_;
+  uint64_t low_ = 0;
+  uint32_t range_ = 0xFFFFFFFFu;
+  uint8_t cache_ = 0;
+  uint64_t cache_size_ = 1;  // pending bytes (a run of 0xFF awaiting a carry) can be many
+  bool dropped_first_ = false;
+  uint8_t first_byte_ = 0;
+};
+
+// floor(log2(v)) for v >= 1.
+inline unsigned floor_log2(uint64_t v) {
+#if defined(__GNUC__)
+  return 63u - static_cast<unsigned>(__builtin_clzll(v));
+#else
+  unsigned n = 0;
+  while (v >>= 1) ++n;
+  return n;
+#endif
+}
+
 // Per-entry gap model: adaptive unary bucket, adaptive top mantissa bit, direct rest.
 struct GapModel {
   uint16_t unary[kMaxGapBucket + 1];
@@ -96,6 +183,17 @@ struct GapModel {
 
   void reset() {
     for (unsigned i = 0; i <= kMaxGapBucket; ++i) unary[i] = mantissa[i] = kProbInit;
+  }
+
+  // v = gap + 1, in [1, 2^32] (gaps of 32 bits: the caller checks).
+  void encode_v(RangeEncoder& rc, uint64_t v) {
+    const unsigned nb = floor_log2(v);
+    for (unsigned i = 0; i < nb; ++i) rc.bit(&unary[i], 1);
+    if (nb < kMaxGapBucket) rc.bit(&unary[nb], 0);
+    if (nb >= 1) {
+      rc.bit(&mantissa[nb], static_cast<unsigned>((v >> (nb - 1)) & 1u));
+      for (unsigned i = nb - 1; i-- > 0;) rc.direct(static_cast<unsigned>((v >> i) & 1u));
+    }
   }
 
   // v = gap + 1, in [1, 2^33).
@@ -117,6 +215,16 @@ inline uint32_t decode_tree(RangeDecoder& rc, uint16_t* probs) {
   uint32_t node = 1;
   for (unsigned i = 0; i < kBits; ++i) node = (node << 1) | rc.bit(&probs[node]);
   return node - (1u << kBits);
+}
+
+template <unsigned kBits>
+inline void encode_tree(RangeEncoder& rc, uint16_t* probs, uint32_t symbol) {
+  uint32_t node = 1;
+  for (unsigned i = kBits; i-- > 0;) {
+    const unsigned b = (symbol >> i) & 1u;
+    rc.bit(&probs[node], b);
+    node = (node << 1) | b;
+  }
 }
 
 inline void reset_probs(uint16_t* probs, uint32_t n) {

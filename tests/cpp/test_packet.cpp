@@ -14,13 +14,16 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "core/half.hpp"
 #include "edgert/edgert.h"
 #include "packet/bytes.hpp"
 #include "packet/crc32c.hpp"
+#include "packet/encode_v2.hpp"
 #include "packet/format.hpp"
+#include "packet/range_coder.hpp"
 #include "packet/sha256.hpp"
 
 namespace {
@@ -999,75 +1002,14 @@ TEST_F(Format2, MalformedDirectoriesAndStreams) {
   expect_rejected(int8, EDGERT_ERR_PACKET_STALE, "replayed format 2 packet");
 }
 
-// The encoder of docs/spec/update-packet.md (format 2), test-only: lets the tests craft streams.
-class TinyEncoder {
- public:
-  void bit(uint16_t* p, unsigned b) {
-    const uint32_t bound = (range_ >> pk::kProbBits) * *p;
-    if (b) {
-      low_ += bound;
-      range_ -= bound;
-      *p = static_cast<uint16_t>(*p - (*p >> pk::kAdaptShift));
-    } else {
-      range_ = bound;
-      *p = static_cast<uint16_t>(*p + (((1u << pk::kProbBits) - *p) >> pk::kAdaptShift));
-    }
-    normalize();
-  }
-  void direct(unsigned b) {
-    range_ >>= 1;
-    if (b) low_ += range_;
-    normalize();
-  }
-  void gap(uint16_t* unary, uint16_t* mantissa, uint64_t g) {
-    const uint64_t v = g + 1;
-    unsigned nb = 0;
-    while ((v >> (nb + 1)) != 0) ++nb;
-    for (unsigned i = 0; i < nb; ++i) bit(&unary[i], 1);
-    if (nb < pk::kMaxGapBucket) bit(&unary[nb], 0);
-    if (nb >= 1) {
-      bit(&mantissa[nb], static_cast<unsigned>((v >> (nb - 1)) & 1));
-      for (int i = static_cast<int>(nb) - 2; i >= 0; --i) direct(static_cast<unsigned>((v >> i) & 1));
-    }
-  }
-  void tree(uint16_t* probs, unsigned bits, uint32_t symbol) {
-    uint32_t node = 1;
-    for (int i = static_cast<int>(bits) - 1; i >= 0; --i) {
-      const unsigned b = (symbol >> i) & 1;
-      bit(&probs[node], b);
-      node = (node << 1) | b;
-    }
-  }
+// libedgert's encoder primitives (range_coder.hpp), for tests that craft streams symbol by symbol.
+struct StreamWriter {
+  Bytes out;
+  pk::RangeEncoder rc{&out};
   Bytes finish() {
-    for (int i = 0; i < 5; ++i) shift_low();
-    return Bytes(out_.begin() + 1, out_.end());  // the first byte is always 0 and not sent
+    EXPECT_TRUE(rc.finish());
+    return out;
   }
-
- private:
-  void normalize() {
-    while (range_ < pk::kRangeTop) {
-      range_ <<= 8;
-      shift_low();
-    }
-  }
-  void shift_low() {
-    if (low_ < 0xFF000000ull || low_ >= (1ull << 32)) {
-      const uint8_t carry = static_cast<uint8_t>(low_ >> 32);
-      uint8_t temp = cache_;
-      do {
-        out_.push_back(static_cast<uint8_t>(temp + carry));
-        temp = 0xFF;
-      } while (--cache_size_ != 0);
-      cache_ = static_cast<uint8_t>(low_ >> 24);
-    }
-    ++cache_size_;
-    low_ = (low_ & 0x00FFFFFFull) << 8;
-  }
-  uint64_t low_ = 0;
-  uint32_t range_ = 0xFFFFFFFFu;
-  uint8_t cache_ = 0;
-  uint64_t cache_size_ = 1;
-  Bytes out_;
 };
 
 TEST(RangeCoder, RoundTripsGapsAndSymbols) {
@@ -1088,11 +1030,11 @@ TEST(RangeCoder, RoundTripsGapsAndSymbols) {
     std::vector<uint16_t> p16(pk::kTree16Contexts, pk::kProbInit), p8(pk::kTree8Contexts, pk::kProbInit);
     pk::GapModel g;
     g.reset();
-    TinyEncoder enc;
+    StreamWriter enc;
     for (size_t i = 0; i < n; ++i) {
-      enc.gap(g.unary, g.mantissa, gaps[i]);
-      enc.tree(p16.data(), 16, sym16[i]);
-      enc.tree(p8.data(), 8, sym8[i]);
+      g.encode_v(enc.rc, gaps[i] + 1);
+      pk::encode_tree<16>(enc.rc, p16.data(), sym16[i]);
+      pk::encode_tree<8>(enc.rc, p8.data(), sym8[i]);
     }
     const Bytes stream = enc.finish();
     pk::RangeDecoder rc;
@@ -1128,9 +1070,9 @@ TEST_F(Format2, IndexOutOfRangeIsRejected) {
     pk::GapModel g;
     g.reset();
     std::vector<uint16_t> p16(pk::kTree16Contexts, pk::kProbInit);
-    TinyEncoder enc;
-    enc.gap(g.unary, g.mantissa, at);
-    enc.tree(p16.data(), 16, 0x3C00);  // 1.0
+    StreamWriter enc;
+    g.encode_v(enc.rc, at + 1);
+    pk::encode_tree<16>(enc.rc, p16.data(), 0x3C00);  // 1.0
     Bytes payload = {0x00, pk::kIndexGapAc, pk::kValueF16Ac, pk::kModeAdd, 0x01};
     const Bytes stream = enc.finish();
     payload.insert(payload.end(), stream.begin(), stream.end());
@@ -1143,4 +1085,237 @@ TEST_F(Format2, IndexOutOfRangeIsRejected) {
       expect_rejected(p, EDGERT_ERR_PACKET_MALFORMED, "index " + std::to_string(at));
     }
   }
+}
+
+// ---- format 2 encoder (packet/encode_v2.hpp) -------------------------------------------
+
+TEST(RangeCoder, EncoderMatchesTheReferenceOnKnownStreams) {
+  // Streams of python/edgert/updates/rangecoder.py (encode_symbols; GapModel + TreeModel(16)).
+  auto stream_hex = [](StreamWriter& w) {
+    const Bytes b = w.finish();
+    return hex(b.data(), b.size());
+  };
+  StreamWriter empty;
+  EXPECT_EQ(stream_hex(empty), "00000000");
+  std::vector<uint16_t> p8(pk::kTree8Contexts, pk::kProbInit), p16(pk::kTree16Contexts, pk::kProbInit);
+  StreamWriter bytes;
+  for (uint32_t s : {1u, 2u, 3u}) pk::encode_tree<8>(bytes.rc, p8.data(), s);
+  EXPECT_EQ(stream_hex(bytes), "01030ed22720");
+  StreamWriter halves;
+  for (uint32_t s : {0x3C00u, 0xBC00u, 0x3C00u, 0x0001u, 0xFFFFu}) pk::encode_tree<16>(halves.rc, p16.data(), s);
+  EXPECT_EQ(stream_hex(halves), "3c00b8403a716304d5bdffa000");
+  pk::reset_probs(p16.data(), pk::kTree16Contexts);
+  pk::GapModel g;
+  g.reset();
+  StreamWriter gaps;  // a run of ff bytes waiting for a carry
+  const std::pair<uint64_t, uint32_t> coded[] = {{0, 0x3C00}, {0xFFFFFFFFull, 0x1234}, {1, 0}, {1ull << 31, 0xFFFF}};
+  for (const auto& [gap, symbol] : coded) {
+    g.encode_v(gaps.rc, gap + 1);
+    pk::encode_tree<16>(gaps.rc, p16.data(), symbol);
+  }
+  EXPECT_EQ(stream_hex(gaps), "1e0077ffffff880000000908134091abffff262d80019869d7a80000");
+}
+
+namespace {
+
+// The directory of a format 2 payload, parsed as far as the stream needs it (test-side, well-formed input).
+struct Directory {
+  std::vector<pk::Entry> entries;
+  size_t stream_at = 0;
+};
+
+Directory parse_directory(const Bytes& pay, uint32_t count) {
+  Directory d;
+  size_t pos = 0;
+  auto varint = [&]() {
+    uint64_t v = 0;
+    for (unsigned shift = 0;; shift += 7) {
+      const uint8_t b = pay.at(pos++);
+      v |= static_cast<uint64_t>(b & 0x7F) << shift;
+      if (!(b & 0x80)) return v;
+    }
+  };
+  for (uint32_t j = 0; j < count; ++j) {
+    pk::Entry e{};
+    e.tensor_id = static_cast<uint32_t>(varint());
+    e.index_coding = pay.at(pos++);
+    e.value_coding = pay.at(pos++);
+    e.mode = pay.at(pos++);
+    e.count = varint();
+    if (e.value_coding == pk::kValueQ8Ac) pos += 4;  // scale
+    d.entries.push_back(e);
+  }
+  d.stream_at = pos;
+  return d;
+}
+
+// What libedgert's decoder reads from a stream: per entry the indices (sparse) and the raw values.
+struct DecodedStream {
+  std::vector<std::vector<int64_t>> indices;
+  std::vector<Bytes> values;
+};
+
+edgert_status decode_all(const std::vector<pk::Entry>& entries, const pk::Manifest& m, const Bytes& stream,
+                         DecodedStream* out) {
+  out->indices.assign(entries.size(), {});
+  out->values.assign(entries.size(), {});
+  std::vector<uint16_t> p16(pk::kTree16Contexts), p8(pk::kTree8Contexts);
+  return pk::decode_stream_v2(
+      entries.data(), static_cast<uint32_t>(entries.size()), m, stream.data(), stream.size(), p16.data(), p8.data(),
+      [&](uint32_t e, const uint32_t* idx, uint64_t, const uint8_t* raw, size_t n) {
+        if (idx != nullptr) out->indices[e].insert(out->indices[e].end(), idx, idx + n);
+        const size_t width = entries[e].value_coding == pk::kValueF16Ac ? 2 : 1;
+        out->values[e].insert(out->values[e].end(), raw, raw + width * n);
+      });
+}
+
+pk::StreamEntryV2 stream_entry(const pk::Entry& e, const DecodedStream& d, size_t j, uint64_t numel) {
+  return {e.value_coding == pk::kValueF16Ac ? 16u : 8u, e.index_coding == pk::kIndexGapAc, d.values[j].data(),
+          e.count, d.indices[j].data(), numel};
+}
+
+}  // namespace
+
+TEST_F(Format2, GoldenStreamsReencodeByteForByte) {
+  pk::Manifest m;
+  ASSERT_EQ(pk::parse_manifest(manifest.data(), manifest.size(), &m), EDGERT_OK) << edgert_last_error();
+  for (const Bytes* packet : {&sparse, &int8}) {
+    const Bytes pay = payload_of(*packet);
+    const Directory d = parse_directory(pay, pk::load_u32(packet->data() + 56));
+    const Bytes golden_stream(pay.begin() + static_cast<ptrdiff_t>(d.stream_at), pay.end());
+    DecodedStream decoded;
+    ASSERT_EQ(decode_all(d.entries, m, golden_stream, &decoded), EDGERT_OK) << edgert_last_error();
+    std::vector<pk::StreamEntryV2> spec;
+    for (size_t j = 0; j < d.entries.size(); ++j) {
+      spec.push_back(stream_entry(d.entries[j], decoded, j, m.tensors[d.entries[j].tensor_id].numel));
+    }
+    Bytes stream;
+    ASSERT_EQ(pk::encode_stream_v2(spec.data(), spec.size(), &stream), EDGERT_OK) << edgert_last_error();
+    EXPECT_EQ(hex(stream.data(), stream.size()), hex(golden_stream.data(), golden_stream.size()));
+  }
+}
+
+TEST(EncodeStreamV2, RoundTripsThroughTheDecoder) {
+  std::mt19937_64 gen(20240611);
+  struct Case {
+    uint64_t numel;
+    bool sparse;
+    unsigned bits;
+    std::vector<int64_t> indices;
+    Bytes symbols;
+  };
+  std::vector<Case> cases;
+  auto random_symbols = [&](size_t n, unsigned bits, bool peaked) {
+    Bytes s(n * bits / 8);
+    for (uint8_t& b : s) b = static_cast<uint8_t>(peaked ? (gen() % 3 == 0 ? 0x3C : 0x00) : gen());
+    return s;
+  };
+  cases.push_back({1, false, 16, {}, random_symbols(1, 16, false)});                    // dense, one element
+  cases.push_back({0, false, 8, {}, {}});                                               // empty tensor
+  cases.push_back({1ull << 32, true, 16, {0xFFFFFFFFll}, random_symbols(1, 16, false)});  // gap 2^32 - 1
+  cases.push_back({1ull << 32, true, 8, {0, 0xFFFFFFFFll}, random_symbols(2, 8, false)});  // gap 2^32 - 2
+  cases.push_back({1000, true, 16, {}, {}});                                             // sparse, no coordinate
+  cases.push_back({1ull << 32, true, 16, {(1ll << 30) - 1, (1ll << 31) + (1ll << 30) - 1},
+                   random_symbols(2, 16, false)});
+  cases.push_back({1ull << 32, true, 8, {(1ll << 31) - 1, (1ll << 32) - 1}, random_symbols(2, 8, false)});
+  cases.push_back({1ull << 32, true, 8, {1ll << 31}, random_symbols(1, 8, false)});
+  {
+    Case bucket{0, true, 8, {}, {}};  // gaps at the bucket boundaries 0, 1, 2^k - 1, 2^k (k < 30; larger below)
+    int64_t at = -1;
+    for (unsigned k = 0; k < 30; ++k) {
+      for (uint64_t gap : {uint64_t{0}, (uint64_t{1} << k) - 1, uint64_t{1} << k}) {
+        at += static_cast<int64_t>(gap) + 1;
+        bucket.indices.push_back(at);
+      }
+    }
+    bucket.numel = static_cast<uint64_t>(at) + 1;
+    bucket.symbols = random_symbols(bucket.indices.size(), 8, false);
+    cases.push_back(bucket);
+  }
+  {
+    Case all{65536, false, 16, {}, Bytes(2 * 65536)};  // every fp16 pattern
+    for (uint32_t x = 0; x < 65536; ++x) pk::store_u16(&all.symbols[2 * x], static_cast<uint16_t>(x));
+    cases.push_back(all);
+  }
+  for (int r = 0; r < 6; ++r) {  // random sparse / dense, peaked / uniform values, both widths
+    Case c{1 + gen() % 20000, r % 2 == 0, r % 3 == 0 ? 8u : 16u, {}, {}};
+    for (uint64_t i = 0; c.sparse && i < c.numel; ++i) {
+      if (gen() % 20 == 0) c.indices.push_back(static_cast<int64_t>(i));
+    }
+    c.symbols = random_symbols(c.sparse ? c.indices.size() : c.numel, c.bits, r >= 3);
+    cases.push_back(c);
+  }
+  cases.push_back({50, false, 8, {}, Bytes(50, 0x7F)});  // all-equal symbols
+
+  // One stream over all cases (models shared across entries), then each case alone.
+  for (size_t only = 0; only <= cases.size(); ++only) {
+    const size_t first = only == cases.size() ? 0 : only;
+    const size_t last = only == cases.size() ? cases.size() : only + 1;
+    pk::Manifest m;
+    std::vector<pk::Entry> entries;
+    std::vector<pk::StreamEntryV2> spec;
+    for (size_t c = first; c < last; ++c) {
+      const Case& k = cases[c];
+      pk::TensorDesc t{};
+      t.numel = k.numel;
+      m.tensors.push_back(t);
+      pk::Entry e{};
+      e.tensor_id = static_cast<uint32_t>(m.tensors.size() - 1);
+      e.index_coding = k.sparse ? pk::kIndexGapAc : pk::kIndexDense;
+      e.value_coding = k.bits == 16 ? pk::kValueF16Ac : pk::kValueQ8Ac;
+      e.count = k.sparse ? k.indices.size() : k.numel;
+      entries.push_back(e);
+      spec.push_back({k.bits, k.sparse, k.symbols.data(), e.count, k.indices.data(), k.numel});
+    }
+    Bytes stream;
+    ASSERT_EQ(pk::encode_stream_v2(spec.data(), spec.size(), &stream), EDGERT_OK) << edgert_last_error();
+    ASSERT_GE(stream.size(), 4u);
+    DecodedStream decoded;
+    ASSERT_EQ(decode_all(entries, m, stream, &decoded), EDGERT_OK) << "case " << only << ": " << edgert_last_error();
+    for (size_t c = first; c < last; ++c) {
+      EXPECT_EQ(decoded.indices[c - first], cases[c].indices) << "case " << c;
+      EXPECT_EQ(decoded.values[c - first], cases[c].symbols) << "case " << c;
+    }
+  }
+}
+
+TEST(EncodeStreamV2, RejectsInvalidEntriesAndLeavesTheOutput) {
+  const Bytes sym(8, 0x11);
+  const int64_t sorted[] = {1, 5, 9};
+  const int64_t negative[] = {-1, 5};
+  const int64_t repeated[] = {1, 5, 5};
+  const int64_t descending[] = {5, 1};
+  const int64_t past[] = {3, 10};
+  const int64_t far[] = {0x100000000ll};  // gap 2^32
+  struct Case {
+    pk::StreamEntryV2 e;
+    edgert_status status;
+    const char* what;
+  };
+  const Case cases[] = {
+      {{12, false, sym.data(), 2, nullptr, 2}, EDGERT_ERR_INVALID_ARGUMENT, "value bits 12"},
+      {{16, false, nullptr, 2, nullptr, 2}, EDGERT_ERR_INVALID_ARGUMENT, "no symbols"},
+      {{16, true, sym.data(), 2, nullptr, 10}, EDGERT_ERR_INVALID_ARGUMENT, "sparse without indices"},
+      {{16, false, sym.data(), 3, nullptr, 4}, EDGERT_ERR_SHAPE, "dense with count != numel"},
+      {{8, true, sym.data(), 2, negative, 10}, EDGERT_ERR_INDEX_OUT_OF_RANGE, "negative index"},
+      {{8, true, sym.data(), 2, past, 10}, EDGERT_ERR_INDEX_OUT_OF_RANGE, "index == numel"},
+      {{8, true, sym.data(), 3, repeated, 10}, EDGERT_ERR_INDEX_UNSORTED, "repeated index"},
+      {{8, true, sym.data(), 2, descending, 10}, EDGERT_ERR_INDEX_UNSORTED, "descending indices"},
+      {{8, true, sym.data(), 1, far, 1ull << 33}, EDGERT_ERR_INDEX_OUT_OF_RANGE, "gap of 2^32"},
+  };
+  const pk::StreamEntryV2 good{8, true, sym.data(), 3, sorted, 10};
+  for (const Case& c : cases) {
+    for (size_t at : {size_t{0}, size_t{1}}) {  // alone, and after a valid entry
+      const pk::StreamEntryV2 list[] = {at ? good : c.e, c.e};
+      Bytes out = {0xAB};
+      EXPECT_EQ(pk::encode_stream_v2(list + (at ? 0 : 1), at + 1, &out), c.status) << c.what;
+      EXPECT_EQ(out, Bytes{0xAB}) << c.what;
+      const std::string message = edgert_last_error();
+      EXPECT_NE(message.find("entry " + std::to_string(at)), std::string::npos) << c.what << ": " << message;
+    }
+  }
+  Bytes out = {0xAB};
+  ASSERT_EQ(pk::encode_stream_v2(nullptr, 0, &out), EDGERT_OK);
+  EXPECT_EQ(out, (Bytes{0, 0, 0, 0}));
+  EXPECT_EQ(pk::encode_stream_v2(&good, 1, nullptr), EDGERT_ERR_INVALID_ARGUMENT);
 }

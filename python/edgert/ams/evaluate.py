@@ -36,15 +36,17 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from edgert.ams.config import AMSConfig, EdgeConfig
 from edgert.ams.flow import FlowConfig
-from edgert.harness import RunFolder, RunFolderError, read_json, track, write_json
+from edgert.harness import RunFolder, RunFolderError, progress, read_json, track, write_json
 from edgert.harness.plots import pyplot, save_figure
 from edgert.updates import SelectionConfig
 from edgert.vision.video import is_live
@@ -77,6 +79,9 @@ class EvalConfig:
         remote_rate_fps: frames per second (paper clock) the ``remote-flow`` device sends for labelling (1).
         flow: the ``remote-flow`` device's Farneback settings.
         devices: edge processes sharing the server in the TCP schemes (each replays the clip).
+        jobs: networked schemes that run at once (0: one per core, at most one per scheme). Each runs in
+            lockstep with its server, so the results do not depend on it; the latency column does (the
+            schemes share the CPU). The in-process schemes run meanwhile.
         pretrain_iterations: the generic student is first distilled for this many iterations on *other*
             footage (the bundled carphone and bigbuckbunny clips and scikit-image photos, labelled by the
             teacher) -- the paper's students are likewise pretrained on generic data before customisation.
@@ -104,6 +109,7 @@ class EvalConfig:
     remote_rate_fps: float = 1.0
     flow: FlowConfig = field(default_factory=FlowConfig)
     devices: int = 1
+    jobs: int = 0
     pretrain_iterations: int = 300
     cache_dir: Optional[str] = None
     seed: int = 0
@@ -124,6 +130,8 @@ class EvalConfig:
             scheme_settings(s, self)  # raises on an unknown scheme
         if self.devices < 1:
             raise ValueError(f"devices: expected >= 1, got {self.devices}")
+        if self.jobs < 0:
+            raise ValueError(f"jobs: expected >= 0 (0: one per core), got {self.jobs}")
         if not self.remote_rate_fps > 0:
             raise ValueError(f"remote_rate_fps: expected > 0, got {self.remote_rate_fps}")
         self.flow.validate()
@@ -297,13 +305,14 @@ def _spawn(args: Sequence[str], log: Path, threads: int) -> subprocess.Popen:
 
 
 def run_networked(scheme: str, cfg: EvalConfig, scale: float, folder: Path, clip: Path, num_classes: int,
-                  student_init: Optional[Path] = None, timeout_s: float = 1800.0,
-                  frames: Optional[int] = None) -> dict[str, Any]:
+                  student_init: Optional[Path] = None, timeout_s: float = 1800.0, frames: Optional[int] = None,
+                  on_progress: Optional[Callable[[str, int], None]] = None) -> dict[str, Any]:
     """Runs one networked scheme: a server process and ``cfg.devices`` edge processes on localhost.
 
-    ``frames``: the clip's frame count, for the progress bar (each edge reports how far it got).
+    Progress (each edge reports how many frames it processed): ``on_progress(scheme, frames done)`` when
+    given, else a progress bar of ``frames`` (the clip's frame count) per device. The result holds each
+    device's reports and predictions, and ``finished`` (``time.perf_counter()`` when the edges ended).
     """
-    from edgert.harness import progress
     settings = scheme_settings(scheme, cfg, scale)
     assert settings is not None
     ams, edge = settings
@@ -342,13 +351,21 @@ def run_networked(scheme: str, cfg: EvalConfig, scale: float, folder: Path, clip
                                  "--device", d, "--out", str(folder / d), "--progress-file", str(pf)],
                                 folder / f"{d}.log", cfg.threads))
         end = time.monotonic() + timeout_s
-        with progress(scheme, None if frames is None else frames * len(devices), "frames") as bar:
+        with ExitStack() as stack:
+            report = on_progress
+            if report is None:
+                bar = stack.enter_context(progress(scheme, None if frames is None else frames * len(devices),
+                                                   "frames"))
+
+                def report(_: str, n: int) -> None:
+                    bar.advance(n - bar.done)
             while any(p.poll() is None for p in edges):
                 if time.monotonic() > end:
                     raise RuntimeError(f"{scheme}: the edges did not finish within {timeout_s:.0f} s")
                 time.sleep(0.5)
-                bar.advance(sum(_frames_done(pf) for pf in progress_files) - bar.done)
-            bar.advance(sum(_frames_done(pf) for pf in progress_files) - bar.done)
+                report(scheme, sum(_frames_done(pf) for pf in progress_files))
+            report(scheme, sum(_frames_done(pf) for pf in progress_files))
+        finished = time.perf_counter()
         for d, p in zip(devices, edges):
             if p.returncode != 0:
                 raise RuntimeError(f"{scheme}: edge {d} exited with {p.returncode}; see {folder / (d + '.log')}:\n"
@@ -364,7 +381,7 @@ def run_networked(scheme: str, cfg: EvalConfig, scale: float, folder: Path, clip
             except subprocess.TimeoutExpired:
                 server.kill()
     server_report = read_json(folder / "server_report.json")
-    out = {"devices": {}}
+    out: dict[str, Any] = {"devices": {}, "finished": finished}
     for d in devices:
         edge_report = read_json(folder / d / "edge_report.json")
         preds = np.load(folder / d / "predictions.npz")["labels"]
@@ -413,8 +430,7 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
     import torch
 
     from edgert.ams.server import MODEL_TAG
-    from edgert.updates import MaskedAdam, encode_snapshot, module_manifest, module_weights
-    from edgert.vision.distill import distill_step
+    from edgert.updates import module_manifest
     from edgert.vision.teachers import load_teacher
     from edgert.vision.video import probe, read_clip
 
@@ -437,12 +453,22 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
         run = RunFolder(out, {"eval": cfg.to_dict(), "time_scale": scale, "clip_seconds": duration}, free=MERGE_FREE)
     except RunFolderError as exc:
         raise ValueError(f"--merge: {exc}" if merge else str(exc)) from None
-    t0 = time.perf_counter()
-    labels = teacher.label(frames).astype(np.uint8)
-    teacher_ms = (time.perf_counter() - t0) / len(frames) * 1e3
-    np.savez_compressed(out / "teacher_labels.npz", labels=labels, times=times)
     num_classes = teacher.num_classes
-    student, student_init = pretrained_student(cfg, teacher, log)
+
+    def label_clip() -> tuple[np.ndarray, float]:  # the ground truth every scheme is scored against
+        t0 = time.perf_counter()
+        y = teacher.label(frames).astype(np.uint8)
+        return y, (time.perf_counter() - t0) / len(frames) * 1e3
+
+    if cfg.jobs == 1:
+        labels, teacher_ms = label_clip()
+        student, student_init = pretrained_student(cfg, teacher, log)
+    else:  # the clip is labelled on a second thread while the generic student pretrains
+        with ThreadPoolExecutor(max_workers=1) as labeller:
+            labelled = labeller.submit(label_clip)
+            student, student_init = pretrained_student(cfg, teacher, log)
+            labels, teacher_ms = labelled.result()
+    np.savez_compressed(out / "teacher_labels.npz", labels=labels, times=times)
     manifest = module_manifest(student, tag=MODEL_TAG)
     n_params = sum(p.numel() for p in student.parameters())
     window_s = cfg.ams.atr.t_update_s * scale
@@ -482,38 +508,32 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
         log(f"{name:>14s}: mIoU {100 * miou:5.1f}  up {entry['uplink_kbps_paper_time']:7.1f} kbps  down "
             f"{entry['downlink_kbps_paper_time']:8.1f} kbps (paper time)  updates {updates}")
 
-    for scheme in cfg.schemes:
-        t_start = time.perf_counter()
-        if scheme == "no-custom":
-            preds, lat = _latency_infer(student, frames)
-            summarize(scheme, preds, 0, 0, 0, lat, {"wall_s": time.perf_counter() - t_start})
-        elif scheme == "one-time":
-            import copy
-
-            model = copy.deepcopy(student)
-            window = min(cfg.one_time_window_s * scale, 0.5 * duration)
-            rate = cfg.ams.asr.r_max / scale
-            pick, next_t = [], float(times[0])
-            for i, t in enumerate(times):
-                if t < times[0] + window and t + 1e-9 >= next_t:
-                    pick.append(i)
-                    next_t += 1.0 / rate
-            phases = window / (cfg.ams.atr.t_update_s * scale)
-            iters = cfg.one_time_iterations or int(round(cfg.ams.iterations * phases))
-            opt = MaskedAdam(list(model.parameters()), cfg.ams.adam)
-            rng = np.random.default_rng(cfg.seed)
-            for _ in track(range(iters), "one-time fine-tune"):
-                idx = np.asarray(pick)[rng.integers(0, len(pick), size=min(cfg.ams.batch_size, len(pick)))]
-                distill_step(model, opt, frames[idx], labels[idx].astype(np.int64), freeze_bn=True)
-            model.eval()
-            snapshot = len(encode_snapshot(manifest, 2, module_weights(model), base_version=1)) + 6  # one PACKET frame
-            preds, lat = _latency_infer(model, frames)
-            summarize(scheme, preds, 0, snapshot, 1, lat,
-                      {"window_s": window, "samples": len(pick), "iterations": iters,
-                       "wall_s": time.perf_counter() - t_start})
-        else:
-            result = run_networked(scheme, cfg, scale, out / scheme, clip, num_classes, student_init,
-                                   frames=len(times))
+    earlier = list(results["schemes"])  # a merge keeps the schemes of the earlier run first
+    networked = [s for s in cfg.schemes if scheme_settings(s, cfg, scale) is not None]
+    jobs = cfg.jobs or max(1, min(len(networked), os.cpu_count() or 1))
+    done: dict[str, int] = {}
+    started = {s: time.perf_counter() for s in networked}
+    # Networked schemes run in lockstep with their server, so their results do not depend on how many run at
+    # once; the in-process ones run meanwhile.
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {s: pool.submit(run_networked, s, cfg, scale, out / s, clip, num_classes, student_init,
+                                  frames=len(times), on_progress=lambda s, n: done.__setitem__(s, n))
+                   for s in networked}
+        for scheme in cfg.schemes:
+            if scheme == "no-custom":
+                t_start = time.perf_counter()
+                preds, lat = _latency_infer(student, frames)
+                summarize(scheme, preds, 0, 0, 0, lat, {"wall_s": time.perf_counter() - t_start})
+            elif scheme == "one-time":
+                summarize(scheme, *_one_time(cfg, student, manifest, frames, labels, times, scale, duration))
+        total = len(times) * cfg.devices * len(networked)
+        with progress(f"networked schemes ({jobs} at a time)", total, "frames") as bar:
+            while not all(f.done() for f in futures.values()):
+                time.sleep(0.5)
+                bar.advance(sum(done.values()) - bar.done)
+            bar.advance(sum(done.values()) - bar.done)
+        for scheme, future in futures.items():
+            result = future.result()
             devs = result["devices"]
             for d, r in devs.items():
                 e, s = r["edge"], r["server"]
@@ -527,8 +547,11 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
                            "update_bytes": s.get("update_bytes", 0), "train_seconds": s.get("train_seconds"),
                            "label_seconds": s.get("label_seconds"), "rate_history": s.get("rate_history"),
                            "t_update_history": s.get("t_update_history"), "reconnects": e["reconnects"],
-                           "lockstep_timeouts": e["lockstep_timeouts"], "wall_s": time.perf_counter() - t_start,
+                           "lockstep_timeouts": e["lockstep_timeouts"],
+                           "wall_s": result["finished"] - started[scheme],
                            "update_sizes": s.get("update_sizes"), **extra}, e["versions"])
+    order = earlier + [n for s in cfg.schemes for n in results["schemes"] if n == s or n.startswith(s + "/")]
+    results["schemes"] = {n: results["schemes"][n] for n in dict.fromkeys(order)}
     base = results["schemes"].get("no-custom", {}).get("miou")
     if base is not None:
         for entry in results["schemes"].values():
@@ -541,11 +564,43 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
     return results
 
 
+def _one_time(cfg: EvalConfig, student: Any, manifest: Any, frames: np.ndarray, labels: np.ndarray,
+              times: np.ndarray, scale: float, duration: float) -> tuple[Any, ...]:
+    """The ``one-time`` baseline: fine-tune once on the first window's samples and send one full model.
+    Returns the arguments of the evaluation's ``summarize`` after the scheme's name."""
+    import copy
+
+    from edgert.updates import MaskedAdam, encode_snapshot, module_weights
+    from edgert.vision.distill import distill_step
+
+    t_start = time.perf_counter()
+    model = copy.deepcopy(student)
+    window = min(cfg.one_time_window_s * scale, 0.5 * duration)
+    rate = cfg.ams.asr.r_max / scale
+    pick, next_t = [], float(times[0])
+    for i, t in enumerate(times):
+        if t < times[0] + window and t + 1e-9 >= next_t:
+            pick.append(i)
+            next_t += 1.0 / rate
+    phases = window / (cfg.ams.atr.t_update_s * scale)
+    iters = cfg.one_time_iterations or int(round(cfg.ams.iterations * phases))
+    opt = MaskedAdam(list(model.parameters()), cfg.ams.adam)
+    rng = np.random.default_rng(cfg.seed)
+    for _ in track(range(iters), "one-time fine-tune"):
+        idx = np.asarray(pick)[rng.integers(0, len(pick), size=min(cfg.ams.batch_size, len(pick)))]
+        distill_step(model, opt, frames[idx], labels[idx].astype(np.int64), freeze_bn=True)
+    model.eval()
+    snapshot = len(encode_snapshot(manifest, 2, module_weights(model), base_version=1)) + 6  # one PACKET frame
+    preds, lat = _latency_infer(model, frames)
+    return (preds, 0, snapshot, 1, lat, {"window_s": window, "samples": len(pick), "iterations": iters,
+                                         "wall_s": time.perf_counter() - t_start})
+
+
 #: what a merge may change: which schemes run and how they run on this machine; every other setting (and the
 #: clip's length and time scale) must match the run already in the folder
-MERGE_FREE = ("eval.schemes", "eval.cache_dir", "eval.threads", "eval.devices", "eval.one_time_window_s",
-              "eval.one_time_iterations", "eval.jit_t_update_s", "eval.remote_rate_fps", "eval.flow",
-              "eval.source_options", "eval.time_scale")
+MERGE_FREE = ("eval.schemes", "eval.cache_dir", "eval.threads", "eval.jobs", "eval.devices",
+              "eval.one_time_window_s", "eval.one_time_iterations", "eval.jit_t_update_s", "eval.remote_rate_fps",
+              "eval.flow", "eval.source_options", "eval.time_scale")
 
 
 def _merge_previous(run: RunFolder, results: dict[str, Any], config_doc: dict[str, Any],

@@ -1,8 +1,10 @@
 """The adaptive binary range coder of update-packet format version 2 (docs/spec/update-packet.md).
 
-This is the reference implementation (pure Python, used by the encoder and by
-:func:`edgert.updates.packet.transcode`); libedgert's decoder (``src/packet/range_coder.hpp``) must
-agree with it bit for bit, which the golden packets in ``tests/data/packets`` check.
+This is the reference implementation (pure Python: the ground truth, written by
+``edgert.updates.packet._payload_v2_reference`` and read by :func:`edgert.updates.packet.transcode`).
+libedgert's decoder (``src/packet/range_coder.hpp``) and its encoder (``src/packet/encode_v2.hpp``,
+which :func:`edgert.updates.packet.encode_update` uses) must agree with it bit for bit, which the
+golden packets in ``tests/data/packets`` and ``tests/test_rangecoder.py`` check.
 
 Models: :class:`GapModel` codes the gaps between sorted sparse indices (adaptive unary
 bucket + one adaptive mantissa bit + direct bits), :class:`TreeModel` codes whole fixed-width
