@@ -652,11 +652,14 @@ def _plots(results: dict[str, Any], out: Path) -> None:
     for name, e in results["schemes"].items():
         series = e["miou_over_time"]
         ax.plot([p["t_s"] for p in series], [100 * p["miou"] for p in series], marker="o", ms=3, label=name)
+    if results.get("constant_class0_miou") is not None:
+        ax.axhline(100 * results["constant_class0_miou"], color="gray", ls="--", lw=1,
+                   label="constant (all background), whole clip")
     ax.set_xlabel("clip time (s)")
     ax.set_ylabel("mIoU vs teacher (%)")
     ax.set_title(f"{results['clip']}: mIoU over time (window = scaled T_update)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
     save_figure(fig, out / "miou_over_time.png")
     names = list(results["schemes"])
     up = [results["schemes"][n]["uplink_kbps_paper_time"] for n in names]
