@@ -10,3 +10,35 @@
 Conventions (y = Hx + n, unit column power, unit-energy QAM, sigma2 = Nt / 10^(SNR/10)) are in
 :mod:`edgert.mimo.channels`.
 """
+from __future__ import annotations
+
+from edgert.mimo.analysis import AnalysisConfig, run_analysis
+from edgert.mimo.channels import ChannelSet, iid_rayleigh, imperfect_csi, load_channels, sample_batch, save_channels
+from edgert.mimo.complexity import multiplications
+from edgert.mimo.detectors import DETECTORS, Detector, make_detector
+from edgert.mimo.evaluate import SweepConfig, run_sweep, snr_at_ser
+from edgert.mimo.online import OnlineConfig, OnlineResult, train_online
+from edgert.mimo.training import OfflineConfig, train_offline
+
+__all__ = [
+    "DETECTORS",
+    "AnalysisConfig",
+    "ChannelSet",
+    "Detector",
+    "OfflineConfig",
+    "OnlineConfig",
+    "OnlineResult",
+    "SweepConfig",
+    "iid_rayleigh",
+    "imperfect_csi",
+    "load_channels",
+    "make_detector",
+    "multiplications",
+    "run_analysis",
+    "run_sweep",
+    "sample_batch",
+    "save_channels",
+    "snr_at_ser",
+    "train_offline",
+    "train_online",
+]

@@ -10,6 +10,33 @@ Design and results: ``docs/design/srvc.md``, ``docs/results/srvc.md``.
 """
 from __future__ import annotations
 
+from edgert.srvc.container import Container, ContainerError, read_container, write_container
+from edgert.srvc.decoder import ContentError, Decoder, DecodeReport, decode, decode_file
+from edgert.srvc.encoder import EncoderConfig, EncodeResult, encode
+from edgert.srvc.evaluate import EvalConfig, run_ablation, run_eval
+from edgert.srvc.generic import GenericConfig, generic_model
 from edgert.srvc.model import Geometry, SRConfig, SRVCModel, count_parameters
 
-__all__ = ["Geometry", "SRConfig", "SRVCModel", "count_parameters"]
+__all__ = [
+    "Container",
+    "ContainerError",
+    "ContentError",
+    "DecodeReport",
+    "Decoder",
+    "EncodeResult",
+    "EncoderConfig",
+    "EvalConfig",
+    "GenericConfig",
+    "Geometry",
+    "SRConfig",
+    "SRVCModel",
+    "count_parameters",
+    "decode",
+    "decode_file",
+    "encode",
+    "generic_model",
+    "read_container",
+    "run_ablation",
+    "run_eval",
+    "write_container",
+]
