@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "adaptive_conv_naive.hpp"
 #include "edgert/edgert.h"
 #include "edgert/kernels.hpp"
 
@@ -172,35 +173,6 @@ TEST(CApiBlockAverage, RejectsBadArgumentsWithoutWriting) {
 
 // ---- adaptive convolution -------------------------------------------------------------------
 
-namespace {
-
-// Definition: each output pixel sums the 3x3 window over its own patch only (double accumulation).
-std::vector<float> conv_reference(const std::vector<float>& x, const std::vector<float>& k, const std::vector<float>& b,
-                                  int64_t n, int64_t c_in, int64_t h, int64_t w, int64_t f_out, int64_t p, bool relu) {
-  const int64_t gh = (h + p - 1) / p, gw = (w + p - 1) / p;
-  std::vector<float> out(static_cast<size_t>(n * f_out * h * w));
-  for (int64_t img = 0; img < n; ++img)
-    for (int64_t f = 0; f < f_out; ++f)
-      for (int64_t y = 0; y < h; ++y)
-        for (int64_t xx = 0; xx < w; ++xx) {
-          const int64_t pi = y / p, pj = xx / p, pid = (img * gh + pi) * gw + pj;
-          double acc = b[static_cast<size_t>(pid * f_out + f)];
-          for (int64_t c = 0; c < c_in; ++c)
-            for (int ky = -1; ky <= 1; ++ky)
-              for (int kx = -1; kx <= 1; ++kx) {
-                const int64_t yy = y + ky, xw = xx + kx;
-                if (yy < 0 || xw < 0 || yy >= h || xw >= w || yy / p != pi || xw / p != pj) continue;
-                acc += static_cast<double>(x[static_cast<size_t>(((img * c_in + c) * h + yy) * w + xw)]) *
-                       k[static_cast<size_t>(((pid * f_out + f) * c_in + c) * 9 + (ky + 1) * 3 + (kx + 1))];
-              }
-          out[static_cast<size_t>(((img * f_out + f) * h + y) * w + xx)] =
-              static_cast<float>(relu ? std::max(acc, 0.0) : acc);
-        }
-  return out;
-}
-
-}  // namespace
-
 TEST(CApiAdaptiveConv, HandComputedExamples) {
   // One 2x2 patch of ones, an all-ones kernel: every pixel sees exactly the 4 pixels of its patch.
   {
@@ -253,7 +225,7 @@ TEST(CApiAdaptiveConv, MatchesCpuKernelAndReferenceOnEdgeShapes) {
               EDGERT_OK)
         << edgert_last_error();
     EXPECT_TRUE(same_bits(got, want));
-    const auto ref = conv_reference(x, k, b, n, ci, h, w, f, p, c[6] != 0);
+    const auto ref = adaptive_conv_naive(x, k, b, n, ci, h, w, f, p, c[6] != 0);
     for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], ref[i], 1e-4f * (1 + std::fabs(ref[i]))) << i;
   }
 }

@@ -14,6 +14,7 @@ every model-streaming baseline's); the remote-inference baseline plugs in
 from __future__ import annotations
 
 import copy
+import itertools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -213,7 +214,7 @@ class AMSEdge:
                     raise ConnectionError(f"no answer to JOIN from {self.client.address} within "
                                           f"{cfg.first_model_timeout_s:.0f} s")
                 self._log(f"no answer to JOIN from {self.client.address} yet: running the shipped model")
-            self.loop.run(self, t_first, first, it, on_frame)
+            self.loop.run(self, t_first, first, self._paced(t_first, first, it), on_frame)
             return self.report
         finally:
             self.report.wire_bytes_sent = self.client.bytes_sent
@@ -221,12 +222,17 @@ class AMSEdge:
             self.report.reconnects = max(0, self.client.connections - 1)
             self.client.stop()
 
-    def pace(self, t: float, t_first: float, wall0: float) -> None:
-        """With ``config.pace``: sleeps until stream time ``t`` is due (wall clock ``wall0`` at ``t_first``)."""
-        if self.config.pace:
-            delay = (t - t_first) - (time.monotonic() - wall0)
-            if delay > 0:
-                time.sleep(delay)
+    def _paced(self, t_first: float, first: np.ndarray,
+               rest: Iterator[tuple[float, np.ndarray]]) -> Iterator[tuple[int, float, np.ndarray]]:
+        """``(index, time_s, frame)`` of every frame; with ``config.pace`` each is yielded no earlier than its
+        stream time (a live camera's behaviour)."""
+        wall0 = time.monotonic()
+        for index, (t, frame) in enumerate(itertools.chain([(t_first, first)], rest)):
+            if self.config.pace:
+                delay = (t - t_first) - (time.monotonic() - wall0)
+                if delay > 0:
+                    time.sleep(delay)
+            yield index, t, frame
 
     def record_frame(self, index: int, t: float, step: Callable[[], np.ndarray], version: int,
                      on_frame: Optional[FrameCallback]) -> None:
@@ -247,9 +253,10 @@ class EdgeLoop(Protocol):
         """Called once by :class:`AMSEdge` before it connects (register extension frames here)."""
         ...
 
-    def run(self, edge: AMSEdge, t_first: float, first: np.ndarray, frames: Iterator[tuple[float, np.ndarray]],
-            on_frame: Optional[FrameCallback]) -> None:
-        """Processes ``first`` (at ``t_first``) and every later frame of ``frames``; reports into ``edge.report``."""
+    def run(self, edge: AMSEdge, t_first: float, first: np.ndarray,
+            frames: Iterator[tuple[int, float, np.ndarray]], on_frame: Optional[FrameCallback]) -> None:
+        """Processes ``frames`` (``(index, time_s, frame)``, paced; the first is ``first`` at ``t_first``) and
+        reports into ``edge.report``."""
         ...
 
 
@@ -260,8 +267,8 @@ class ModelStreamingLoop:
     def attach(self, edge: AMSEdge) -> None:
         """Nothing to register: model updates arrive as core PACKET frames."""
 
-    def run(self, edge: AMSEdge, t_first: float, first: np.ndarray, frames: Iterator[tuple[float, np.ndarray]],
-            on_frame: Optional[FrameCallback]) -> None:
+    def run(self, edge: AMSEdge, t_first: float, first: np.ndarray,
+            frames: Iterator[tuple[int, float, np.ndarray]], on_frame: Optional[FrameCallback]) -> None:
         """Runs until ``frames`` ends (see :class:`EdgeLoop`)."""
         cfg = edge.config
         rate, t_update = edge.settings()
@@ -271,12 +278,7 @@ class ModelStreamingLoop:
         buf_frames: list[np.ndarray] = []
         pending: Optional[tuple[int, float]] = None  # (seq, stream time at which its update must be in)
         seq = 0
-        wall0 = time.monotonic()
-        index = 0
-        item: Optional[tuple[float, np.ndarray]] = (t_first, first)
-        while item is not None:
-            t, frame = item
-            edge.pace(t, t_first, wall0)
+        for index, t, frame in frames:
             if pending is not None and t >= pending[1]:
                 if cfg.lockstep and edge.client.connected.is_set():
                     if edge.wait_control(pending[0], cfg.lockstep_timeout_s) is None:
@@ -296,8 +298,6 @@ class ModelStreamingLoop:
                 buf_frames.append(frame)
                 next_sample = max(next_sample + 1.0 / rate, t)
             edge.record_frame(index, t, lambda: edge.infer(frame), edge.active_version, on_frame)
-            index += 1
-            item = next(frames, None)
 
 
 __all__ = ["AMSEdge", "EdgeLoop", "EdgeReport", "ModelStreamingLoop"]

@@ -17,7 +17,6 @@ edge waits there for them if the shared CPU is slow); live, they are used when t
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Iterator, Optional
@@ -155,8 +154,8 @@ class RemoteFlowLoop:
             self._received[seq] = labels
             self._edge.report.labels_bytes += len(body) + 6
 
-    def run(self, edge: AMSEdge, t_first: float, first: np.ndarray, frames: Iterator[tuple[float, np.ndarray]],
-            on_frame: Optional[FrameCallback]) -> None:
+    def run(self, edge: AMSEdge, t_first: float, first: np.ndarray,
+            frames: Iterator[tuple[int, float, np.ndarray]], on_frame: Optional[FrameCallback]) -> None:
         """Runs until ``frames`` ends (see :class:`~edgert.ams.edge.EdgeLoop`)."""
         cfg = edge.config
         self._shape = first.shape[:2]
@@ -165,12 +164,7 @@ class RemoteFlowLoop:
         pending: deque[tuple[int, float]] = deque()  # (seq, stream time its labels take effect)
         next_sample = t_first
         seq = 0
-        wall0 = time.monotonic()
-        index = 0
-        item: Optional[tuple[float, np.ndarray]] = (t_first, first)
-        while item is not None:
-            t, frame = item
-            edge.pace(t, t_first, wall0)
+        for index, t, frame in frames:
             g = grey(frame)
             if cfg.lockstep:
                 while pending and t >= pending[0][1]:
@@ -190,8 +184,6 @@ class RemoteFlowLoop:
                     sampled.pop(seq)
                 next_sample = max(next_sample + 1.0 / rate, t)
             edge.record_frame(index, t, lambda: tracker.step(g), self.labels_seq, on_frame)
-            index += 1
-            item = next(frames, None)
 
     def _take_labels(self, tracker: LabelTracker, sampled: dict[int, np.ndarray], up_to: Optional[int]) -> None:
         """Installs the newest received label map with seq <= ``up_to`` (None: any); drops older frames."""
