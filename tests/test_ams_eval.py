@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import needs_av
 from edgert.ams.evaluate import EvalConfig, _miou_series, format_table, scheme_settings
 from edgert.cli import build_parser
 
@@ -82,3 +83,31 @@ def test_live_source_options_from_the_cli():
         _eval_config(parser.parse_args(["ams", "eval", "--clip", "udp://127.0.0.1:5000"])).validate()
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         _eval_config(parser.parse_args(["ams", "eval", "--source-option", "listen"]))
+
+
+
+@needs_av
+def test_cli_refuses_a_folder_of_another_experiment_with_a_message(tmp_path, capsys):
+    """A run folder holding other settings is refused before any labelling, with a message and exit code 2."""
+    import torch
+
+    from edgert.harness import write_json
+    from edgert.vision.video import encode
+
+    class Threshold(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.stack([-x[:, 0], x[:, 0]], 1)
+
+    clip = tmp_path / "clip.mkv"
+    clip.write_bytes(encode(np.zeros((5, 48, 64, 3), np.uint8), fps=25.0, crf=30, preset="ultrafast").data)
+    teacher = tmp_path / "teacher.pt"
+    torch.jit.script(Threshold()).save(str(teacher))
+    run = tmp_path / "run"
+    write_json(run / "config.json", {"eval": {"clip": "somewhere-else.mp4"}, "time_scale": 0.5})
+    write_json(run / "results.json", {"schemes": {}})
+    args = build_parser().parse_args(["ams", "eval", "--clip", str(clip), "--width", "64", "--height", "48",
+                                      "--schemes", "no-custom", "--teacher", str(teacher),
+                                      "--pretrain-iterations", "0", "--out", str(run)])
+    assert args.func(args) == 2
+    assert "holds a run with a different config (eval.clip" in capsys.readouterr().err
+    assert not (run / "teacher_labels.npz").exists()

@@ -209,3 +209,44 @@ def test_schemes_in_parallel_score_as_they_do_one_at_a_time(tmp_path):
         for key in keys:
             assert serial[key] == parallel[key], (scheme, key)
     assert list(runs[2]["schemes"]) == ["ams", "remote-flow"]  # the table keeps the requested order
+
+
+
+def _running_children() -> list[str]:
+    """Command lines of this process's children that are still running (zombies excluded)."""
+    import os
+    from pathlib import Path
+
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            out.append(cmdline)
+    return out
+
+
+@needs_av
+def test_a_cancelled_networked_scheme_stops_its_processes(tmp_path):
+    """run_networked with its cancel event set raises at once and leaves no server or edge process behind
+    (what the evaluation does to the other schemes when one fails or the user presses Ctrl-C)."""
+    import threading
+
+    from edgert.ams.evaluate import EvalConfig, run_networked
+    from edgert.vision.video import encode
+
+    frames = np.stack([_scene(i % 50)[0] for i in range(250)])  # 10 s: far longer than the test waits
+    clip = tmp_path / "clip.mkv"
+    clip.write_bytes(encode(frames, fps=25.0, crf=18, preset="ultrafast").data)
+    teacher = tmp_path / "red.pt"
+    torch.jit.script(RedTeacher()).save(str(teacher))
+    cfg = EvalConfig(clip=str(clip), width=W, height=H, schemes=("ams",), teacher=str(teacher), student_width=0.35,
+                     pretrain_iterations=0, cache_dir=str(tmp_path))
+    cancel = threading.Event()
+    threading.Timer(3.0, cancel.set).start()
+    with pytest.raises(RuntimeError, match="ams: cancelled"):
+        run_networked("ams", cfg, 1.0, tmp_path / "ams", clip, 2, cancel=cancel)
+    assert not [c for c in _running_children() if "edgert.ams.cli" in c]

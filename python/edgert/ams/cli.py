@@ -155,6 +155,7 @@ def _eval_config(args: argparse.Namespace) -> Any:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from edgert.ams.evaluate import format_table, run_eval
+    from edgert.harness import RunFolderError
 
     cfg = _eval_config(args)
     try:
@@ -166,9 +167,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     t0 = time.time()
     try:
         results = run_eval(cfg, out, plots=not args.no_plots, merge=args.merge)
-    except ValueError as exc:
-        if not args.merge or "--merge" not in str(exc):
-            raise
+    except RunFolderError as exc:  # the folder holds another experiment (or nothing to merge into)
         print(f"edgert ams eval: {exc}", file=sys.stderr)
         return 2
     print()

@@ -35,6 +35,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -306,12 +307,14 @@ def _spawn(args: Sequence[str], log: Path, threads: int) -> subprocess.Popen:
 
 def run_networked(scheme: str, cfg: EvalConfig, scale: float, folder: Path, clip: Path, num_classes: int,
                   student_init: Optional[Path] = None, timeout_s: float = 1800.0, frames: Optional[int] = None,
-                  on_progress: Optional[Callable[[str, int], None]] = None) -> dict[str, Any]:
+                  on_progress: Optional[Callable[[str, int], None]] = None,
+                  cancel: Optional[threading.Event] = None) -> dict[str, Any]:
     """Runs one networked scheme: a server process and ``cfg.devices`` edge processes on localhost.
 
     Progress (each edge reports how many frames it processed): ``on_progress(scheme, frames done)`` when
     given, else a progress bar of ``frames`` (the clip's frame count) per device. The result holds each
     device's reports and predictions, and ``finished`` (``time.perf_counter()`` when the edges ended).
+    Setting ``cancel`` stops the scheme's processes and raises.
     """
     settings = scheme_settings(scheme, cfg, scale)
     assert settings is not None
@@ -362,6 +365,8 @@ def run_networked(scheme: str, cfg: EvalConfig, scale: float, folder: Path, clip
             while any(p.poll() is None for p in edges):
                 if time.monotonic() > end:
                     raise RuntimeError(f"{scheme}: the edges did not finish within {timeout_s:.0f} s")
+                if cancel is not None and cancel.is_set():
+                    raise RuntimeError(f"{scheme}: cancelled")
                 time.sleep(0.5)
                 report(scheme, sum(_frames_done(pf) for pf in progress_files))
             report(scheme, sum(_frames_done(pf) for pf in progress_files))
@@ -374,6 +379,7 @@ def run_networked(scheme: str, cfg: EvalConfig, scale: float, folder: Path, clip
         for p in edges:
             if p.poll() is None:
                 p.kill()
+                p.wait(timeout=30)
         if server.poll() is None:
             server.send_signal(signal.SIGTERM)
             try:
@@ -426,6 +432,10 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
 
     ``merge``: ``out`` already holds a run of the same clip and settings; keep its schemes (those in
     ``cfg.schemes`` are replaced) and add the new ones to its results, table and plots.
+
+    Raises:
+        RunFolderError: ``out`` holds a run with other settings, or (``merge``) no run at all; raised after
+            reading the clip and before any labelling or training.
     """
     import torch
 
@@ -439,7 +449,7 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if merge and not (out / RunFolder.RESULTS).is_file():
-        raise ValueError(f"--merge: no earlier run in {out}")
+        raise RunFolderError(f"--merge: no earlier run in {out}")
     # the teacher first: a bad spec must fail before minutes of a live source are recorded
     teacher = load_teacher(cfg.teacher, expect_task="segmentation")
     clip = _source_clip(cfg, out, merge, log)
@@ -452,7 +462,7 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
     try:  # before minutes of labelling and pretraining: the folder must hold this experiment or nothing
         run = RunFolder(out, {"eval": cfg.to_dict(), "time_scale": scale, "clip_seconds": duration}, free=MERGE_FREE)
     except RunFolderError as exc:
-        raise ValueError(f"--merge: {exc}" if merge else str(exc)) from None
+        raise RunFolderError(f"--merge: {exc}" if merge else str(exc)) from None
     num_classes = teacher.num_classes
 
     def label_clip() -> tuple[np.ndarray, float]:  # the ground truth every scheme is scored against
@@ -513,25 +523,30 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
     jobs = cfg.jobs or max(1, min(len(networked), os.cpu_count() or 1))
     done: dict[str, int] = {}
     started = {s: time.perf_counter() for s in networked}
+    cancel = threading.Event()
     # Networked schemes run in lockstep with their server, so their results do not depend on how many run at
     # once; the in-process ones run meanwhile.
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {s: pool.submit(run_networked, s, cfg, scale, out / s, clip, num_classes, student_init,
-                                  frames=len(times), on_progress=lambda s, n: done.__setitem__(s, n))
+                                  frames=len(times), on_progress=lambda s, n: done.__setitem__(s, n),
+                                  cancel=cancel)
                    for s in networked}
-        for scheme in cfg.schemes:
-            if scheme == "no-custom":
-                t_start = time.perf_counter()
-                preds, lat = _latency_infer(student, frames)
-                summarize(scheme, preds, 0, 0, 0, lat, {"wall_s": time.perf_counter() - t_start})
-            elif scheme == "one-time":
-                summarize(scheme, *_one_time(cfg, student, manifest, frames, labels, times, scale, duration))
-        total = len(times) * cfg.devices * len(networked)
-        with progress(f"networked schemes ({jobs} at a time)", total, "frames") as bar:
-            while not all(f.done() for f in futures.values()):
-                time.sleep(0.5)
+        try:
+            _in_process_schemes(cfg, summarize, student, manifest, frames, labels, times, scale, duration)
+            total = len(times) * cfg.devices * len(networked)
+            with progress(f"networked schemes ({jobs} at a time)", total, "frames") as bar:
+                while not all(f.done() for f in futures.values()):
+                    time.sleep(0.5)
+                    bar.advance(sum(done.values()) - bar.done)
+                    failed = [f for f in futures.values() if f.done() and f.exception() is not None]
+                    if failed:  # one scheme failed: stop the others at once rather than after minutes
+                        raise failed[0].exception()
                 bar.advance(sum(done.values()) - bar.done)
-            bar.advance(sum(done.values()) - bar.done)
+        except BaseException:  # an error or Ctrl-C here: stop the server and edge processes instead of waiting
+            cancel.set()
+            for future in futures.values():
+                future.cancel()
+            raise
         for scheme, future in futures.items():
             result = future.result()
             devs = result["devices"]
@@ -563,6 +578,19 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
         _plots(results, out)
     return results
 
+
+
+def _in_process_schemes(cfg: EvalConfig, summarize: Callable[..., None], student: Any, manifest: Any,
+                        frames: np.ndarray, labels: np.ndarray, times: np.ndarray, scale: float,
+                        duration: float) -> None:
+    """``no-custom`` and ``one-time``: no network is involved, they run in this process."""
+    for scheme in cfg.schemes:
+        if scheme == "no-custom":
+            t_start = time.perf_counter()
+            preds, lat = _latency_infer(student, frames)
+            summarize(scheme, preds, 0, 0, 0, lat, {"wall_s": time.perf_counter() - t_start})
+        elif scheme == "one-time":
+            summarize(scheme, *_one_time(cfg, student, manifest, frames, labels, times, scale, duration))
 
 def _one_time(cfg: EvalConfig, student: Any, manifest: Any, frames: np.ndarray, labels: np.ndarray,
               times: np.ndarray, scale: float, duration: float) -> tuple[Any, ...]:
