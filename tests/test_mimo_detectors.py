@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
 
 from edgert.mimo import channels as ch
-from edgert.mimo.detectors import DETECTORS, KBest, SphereDecoder, make_detector
+from edgert.mimo.detectors import DETECTORS, EP, KBest, SphereDecoder, make_detector
 from edgert.ops.mmnet import qam_constellation
 
 
@@ -92,20 +93,77 @@ def test_bad_inputs_rejected():
     assert "mmnet" in DETECTORS
 
 
-@pytest.mark.skipif(importlib.util.find_spec("sionna") is None, reason="sionna-no-rt not installed (extra [mimo])")
-def test_ep_and_kbest_match_sionna():
-    from sionna.phy.mapping import Constellation
-    from sionna.phy.mimo import EPDetector, KBestDetector
+UMA_SAMPLE = Path(__file__).parent / "data" / "mimo" / "uma_nlos_seq_sample.npz"
 
-    H, b = _batch(8, 16, 4, 8.0, 16, 64, 7)
-    s = (b.sigma2[:, None, None, None] * torch.eye(16)).to(torch.complex64).expand(8, 64, 16, 16)
-    Hb = H[:, None].expand(8, 64, 16, 4)
-    points = Constellation("qam", 4).points.to(torch.complex64)
-    for ours, theirs in ((make_detector("ep"), EPDetector("symbol", 4, hard_out=True, l=10, beta=0.9)),
-                         (KBest(k=16), KBestDetector("symbol", 4, 16, "qam", 4, hard_out=True))):
-        _, idx = ours(H, b.y, b.sigma2, 16)
-        ref = theirs(b.y, Hb, s)
-        ours_x = qam_constellation(16)[idx]
-        theirs_x = points[ref.long()]
-        agree = float((ours_x - theirs_x).abs().lt(1e-4).double().mean())
-        assert agree > 0.97, (ours.name, agree)
+
+def _uma_batch(snr: float, vectors: int = 128):
+    """16 realistic 64x16 channels (3GPP UMa NLOS, condition numbers 17-200) and one QAM16 batch over them."""
+    H = ch.load_channels(UMA_SAMPLE, nt=16).H.reshape(-1, 64, 16)
+    return H, ch.sample_batch(H, snr, 16, vectors, torch.Generator().manual_seed(1))
+
+
+def test_ep_on_realistic_channels_is_far_better_than_mmse():
+    # SER ~1e-3 territory; the earlier complex, lightly damped EP made ~20x more errors on such channels
+    H, b = _uma_batch(22.0)
+    ser = {n: float((make_detector(n)(H, b.y, b.sigma2, 16)[1] != b.indices).double().mean())
+           for n in ("ep", "ep64", "mmse")}
+    assert ser["mmse"] > 0.1
+    assert 0 < ser["ep"] < 2e-3 and 0 < ser["ep64"] < 2e-3, ser
+
+
+def _sionna_indices(out: torch.Tensor) -> torch.Tensor:
+    """Sionna's QAM16 symbol indices -> edgert's (through the points, so labelling conventions cannot matter)."""
+    from sionna.phy.mapping import Constellation
+
+    points = Constellation("qam", 4).points.to(torch.complex64)[out.long()]
+    return (points[..., None] - qam_constellation(16)).abs().argmin(-1)
+
+
+def _sionna_inputs(H, b, dtype):
+    g, nv = b.y.shape[:2]
+    s = (b.sigma2[:, None, None, None] * torch.eye(H.shape[1])).to(dtype).expand(g, nv, H.shape[1], H.shape[1])
+    return b.y.to(dtype), H[:, None].expand(g, nv, *H.shape[1:]).to(dtype), s
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sionna") is None, reason="sionna-no-rt not installed (extra [mimo])")
+@pytest.mark.parametrize("float64", [False, True])
+def test_ep_matches_sionna_on_realistic_channels(float64):
+    from sionna.phy.mimo import EPDetector
+
+    H, b = _uma_batch(22.0)
+    dtype = torch.complex128 if float64 else torch.complex64
+    ref = _sionna_indices(EPDetector("symbol", 4, hard_out=True, l=10, beta=0.9,
+                                     precision="double" if float64 else "single")(*_sionna_inputs(H, b, dtype)))
+    _, ours = make_detector("ep64" if float64 else "ep")(H, b.y, b.sigma2, 16)
+    ser_ref = float((ref != b.indices).double().mean())
+    assert 2e-4 < ser_ref < 3e-3  # the regime of the claims, not the noise-free or hopeless one
+    assert float((ours == ref).double().mean()) >= 0.999  # issue: >= 99 %; measured: 99.98-100 %
+    assert abs(int((ours != b.indices).sum()) - int((ref != b.indices).sum())) <= 3
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sionna") is None, reason="sionna-no-rt not installed (extra [mimo])")
+def test_lmmse_and_kbest_match_sionna_on_realistic_channels():
+    from sionna.phy.mimo import KBestDetector, LinearDetector
+
+    H, b = _uma_batch(22.0, vectors=64)
+    y, Hb, s = _sionna_inputs(H, b, torch.complex64)
+    flat = (y.reshape(-1, 64), Hb.reshape(-1, 64, 16), s.reshape(-1, 64, 64))
+    lmmse = _sionna_indices(LinearDetector("lmmse", "symbol", "app", "qam", 4, hard_out=True)(y, Hb, s))
+    _, ours = make_detector("mmse")(H, b.y, b.sigma2, 16)
+    assert float((ours == lmmse).double().mean()) >= 0.999
+
+    kbest = _sionna_indices(KBestDetector("symbol", 16, 32, "qam", 4, hard_out=True)(*flat).reshape(b.indices.shape))
+    _, same_order = KBest(k=32, order="weakest_first")(H, b.y, b.sigma2, 16)
+    assert float((same_order == kbest).double().mean()) >= 0.999
+    # edgert's default order (strongest user at the root) is the stronger detector on these channels
+    _, ours = KBest(k=32)(H, b.y, b.sigma2, 16)
+    assert 3 * int((ours != b.indices).sum()) < int((kbest != b.indices).sum())
+
+
+def test_ep_and_kbest_options_are_checked():
+    with pytest.raises(ValueError, match="beta"):
+        EP(beta=1.0)
+    with pytest.raises(ValueError, match="init_precision"):
+        EP(init_precision=0.0)
+    with pytest.raises(ValueError, match="order"):
+        KBest(order="random")

@@ -15,6 +15,7 @@ from edgert.ops.mmnet import (
     indices_to_symbols,
     mmnet_detect,
     mmnet_detect_reference,
+    pam_posterior,
     qam_constellation,
     qam_levels,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "indices_to_symbols",
     "mmnet_detect",
     "mmnet_detect_reference",
+    "pam_posterior",
     "qam_constellation",
     "qam_levels",
     "sparse_gather",

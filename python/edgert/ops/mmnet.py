@@ -96,6 +96,16 @@ def _posterior_axis(u: torch.Tensor, var: torch.Tensor, levels: torch.Tensor) ->
     return mean, (second - mean**2).clamp_min(0.0)
 
 
+def pam_posterior(u: torch.Tensor, axis_var: torch.Tensor, modulation: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and variance of one real axis of square M-QAM (a sqrt(M)-PAM) seen in real Gaussian noise.
+
+    ``u`` real [...], ``axis_var`` real [...] (variance of the real noise on that axis); the symbol is uniform on
+    :func:`qam_levels`. The real-valued form of :func:`gaussian_denoise_reference` (which assumes the same
+    variance on both axes); used where the two axes have their own variances (real-valued EP).
+    """
+    return _posterior_axis(u, 2.0 * axis_var, qam_levels(modulation, axis_var.dtype, u.device))
+
+
 def gaussian_denoise_reference(z: torch.Tensor, var: torch.Tensor,
                                modulation: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """Pure-PyTorch posterior mean (complex) and variance (real, E|x - mean|^2) of QAM symbols.

@@ -12,7 +12,14 @@ from typing import Optional
 import torch
 
 from edgert.mimo.detectors.base import check_inputs, eye_like, gram, matched
-from edgert.ops.mmnet import gaussian_denoise, gaussian_denoise_reference, hard_decision
+from edgert.ops.mmnet import (
+    gaussian_denoise,
+    gaussian_denoise_reference,
+    hard_decision,
+    pam_posterior,
+    qam_levels,
+    real_block,
+)
 
 _EPS = 1e-9
 
@@ -119,49 +126,78 @@ class OAMP:
 
 @dataclass
 class EP:
-    """Expectation propagation (Cespedes, Olmos, Sanchez-Fernandez, Santamaria 2014), complex form.
+    """Expectation propagation (Cespedes, Olmos, Sanchez-Fernandez, Santamaria 2014) in the real-valued form.
 
-    Gaussian approximation ``q(x) ∝ N(y; Hx, sigma2 I) prod_i exp(-lam_i |x_i|^2 + 2 Re(gam_i^* x_i))``;
-    per iteration: ``Sigma = (H^H H / sigma2 + diag(lam))^-1``, ``mu = Sigma (H^H y / sigma2 + gam)``,
-    cavity ``h2_i = Sigma_ii / (1 - Sigma_ii lam_i)``, ``t_i = h2_i (mu_i / Sigma_ii - gam_i)``, moment
-    matching by the constellation posterior (:func:`edgert.ops.gaussian_denoise`), damped update
-    (``beta`` on the new value; negative precisions keep the old value). Decisions slice the cavity
-    mean ``t`` (the symbol-wise MAP decision). ``float64=True`` runs in complex128: float32 EP
-    breaks down on ill-conditioned channels at high SNR.
+    The complex model becomes ``y_r = H_r x_r + n_r`` with ``2 Nt`` real unknowns, each uniform on the
+    sqrt(M)-PAM of one QAM axis, and real noise of variance ``no = sigma2 / 2``. Every real unknown has its
+    own Gaussian site ``exp(-lam_i x_i^2 / 2 + gam_i x_i)``; per iteration:
+    ``Sigma = (H_r^T H_r / no + diag(lam))^-1``, ``mu = Sigma (H_r^T y_r / no + gam)``, cavity
+    ``v_i = 1 / (1 / Sigma_ii - lam_i)``, ``t_i = v_i (mu_i / Sigma_ii - gam_i)``, moment matching with the PAM
+    posterior (:func:`edgert.ops.pam_posterior`), and the damped site update
+    ``lam <- (1 - beta) lam_new + beta lam`` (same for ``gam``; a negative new precision keeps the old site).
+    Decisions slice the last cavity mean ``t`` (the symbol-wise MAP decision).
+
+    This is Sionna's ``EPDetector`` (``sionna.phy.mimo``, which follows the paper) step for step, including
+    its conventions, so that the two agree decision for decision (``tests/test_mimo_detectors.py``):
+
+    * ``beta`` weighs the *previous* site (Sionna's ``beta = 0.9``; the paper's smoothing factor is
+      ``1 - beta``). Heavy damping matters on correlated channels: weighing the new site by 0.9 instead (an
+      earlier edgert EP) made ~20x more errors on UMa NLOS 64x16 at 24 dB.
+    * Sites start at ``lam = init_precision / E[x_axis^2]``; ``None`` takes Sionna's start
+      ``1 / var(levels)`` with the unbiased sample variance of the ``k`` PAM levels, i.e.
+      ``(k - 1) / k / E[x_axis^2]`` (0.75 of the prior precision for QAM16). A start below the prior
+      precision is a wider prior and helps on ill-conditioned channels (``docs/results/mimo.md``).
+    * The real form gives the I and Q axes their own sites. With one site per complex symbol (the earlier
+      complex form) the same damping still made ~1.6x more errors on UMa NLOS 64x16 at 24 dB.
+
+    ``float64=True`` runs in double precision (variance floor 1e-12, else 1e-6, as Sionna).
     """
 
     iterations: int = 10
     beta: float = 0.9
     float64: bool = False
-    min_var: float = 1e-7
+    init_precision: Optional[float] = None
     name: str = "ep"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.beta < 1.0:
+            raise ValueError(f"beta: expected the weight of the previous site in [0, 1), got {self.beta}")
+        if self.iterations < 1:
+            raise ValueError(f"iterations: expected >= 1, got {self.iterations}")
+        if self.init_precision is not None and not self.init_precision > 0:
+            raise ValueError(f"init_precision: expected > 0 or None, got {self.init_precision}")
 
     def __call__(self, H, y, sigma2, modulation):
         check_inputs(H, y, sigma2, modulation)
-        ctype = torch.complex128 if self.float64 else torch.complex64
         rtype = torch.float64 if self.float64 else torch.float32
-        Hc, yc = H.to(ctype), y.to(ctype)
-        s2 = sigma2.to(rtype)[:, None, None]
+        floor = 1e-12 if self.float64 else 1e-6
         g, nr, nt = H.shape
-        b = y.shape[1]
-        G = (gram(Hc) / s2.to(ctype))[:, None]  # [G, 1, Nt, Nt]
-        hy = matched(Hc, yc) / s2.to(ctype)  # [G, B, Nt]
-        lam = torch.ones(g, b, nt, dtype=rtype)  # unit-energy prior
-        gam = torch.zeros(g, b, nt, dtype=ctype)
-        eye = torch.eye(nt, dtype=rtype)
-        floor = self.min_var if not self.float64 else 1e-12
+        rb = real_block(H.to(torch.complex128 if self.float64 else torch.complex64))  # [G, 2Nt, 2Nr]
+        yr = torch.cat([y.real, y.imag], -1).to(rtype)  # [G, B, 2Nr]
+        no = (sigma2.to(rtype) / 2)[:, None, None]  # [G, 1, 1]
+        hth = (rb @ rb.transpose(1, 2) / no)[:, None]  # [G, 1, 2Nt, 2Nt]
+        hty = (yr @ rb.transpose(1, 2)) / no  # [G, B, 2Nt]
+        levels = qam_levels(modulation, torch.float64)
+        k = levels.numel()
+        energy = float((levels ** 2).mean())
+        start = (k - 1) / k if self.init_precision is None else self.init_precision
+        lam = torch.full((g, y.shape[1], 2 * nt), start / energy, dtype=rtype)
+        gam = torch.zeros_like(lam)
         for _ in range(self.iterations):
-            sigma = torch.linalg.inv(G + torch.diag_embed(lam).to(ctype))
-            mu = (sigma @ (hy + gam)[..., None])[..., 0]
-            sd = torch.diagonal(sigma, dim1=-2, dim2=-1).real.clamp_min(floor)
-            h2 = (sd / (1 - sd * lam)).clamp_min(floor)
-            t = h2.to(ctype) * (mu / sd.to(ctype) - gam)
-            m, v = _denoise(t, h2, modulation, False)
-            v = v.to(rtype).clamp_min(floor)
-            lam_new = 1 / v - 1 / h2
-            gam_new = m.to(ctype) / v.to(ctype) - t / h2.to(ctype)
-            ok = lam_new > 0
-            lam = torch.where(ok, self.beta * lam_new + (1 - self.beta) * lam, lam)
-            gam = torch.where(ok, self.beta * gam_new + (1 - self.beta) * gam, gam)
-        del eye
-        return m.to(torch.complex64), hard_decision(t.to(torch.complex64), modulation)
+            sigma = torch.linalg.inv(hth + torch.diag_embed(lam))
+            mu = (sigma @ (hty + gam)[..., None])[..., 0]
+            sd = torch.diagonal(sigma, dim1=-2, dim2=-1)
+            v_cav = (1 / (1 / sd - lam)).clamp_min(floor)
+            t = v_cav * (mu / sd - gam)
+            m, v = pam_posterior(t, v_cav, modulation)
+            v = v.clamp_min(floor)
+            lam_new = 1 / v - 1 / v_cav
+            gam_new = m / v - t / v_cav
+            keep = lam_new < 0
+            lam_new = torch.where(keep, lam, lam_new)
+            gam_new = torch.where(keep, gam, gam_new)
+            lam = (1 - self.beta) * lam_new + self.beta * lam
+            gam = (1 - self.beta) * gam_new + self.beta * gam
+        x_soft = torch.complex(m[..., :nt], m[..., nt:]).to(torch.complex64)
+        x_cav = torch.complex(t[..., :nt], t[..., nt:]).to(torch.complex64)
+        return x_soft, hard_decision(x_cav, modulation)
