@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -52,22 +53,44 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
-def write_json(path: PathLike, data: Any, *, indent: Optional[int] = 2, sort_keys: bool = False) -> Path:
-    """Writes ``data`` as JSON atomically: a temporary file in the same folder, fsync, then rename, so a
-    reader (or a resumed run) sees the old file or the new one, never half of one."""
+def write_bytes_atomic(path: PathLike, data: Union[bytes, bytearray, memoryview]) -> Path:
+    """Writes ``data`` to ``path`` atomically and durably: a temporary file in the same folder
+    (``.<name>.<pid>.<thread>.tmp``), fsync, rename over ``path``, then fsync of the folder. A reader -- or
+    a process restarted after a crash or a power loss -- sees the old file or the new one, never half of one,
+    and once the call returns the new file survives a crash. On failure the temporary file is removed and
+    ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=indent, sort_keys=sort_keys, default=_json_default)
-            f.write("\n")
+        with open(tmp, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
     return path
+
+
+def fsync_dir(folder: PathLike) -> None:
+    """Makes the entries of ``folder`` (files created, renamed or removed in it) durable (no-op where the
+    platform cannot open a folder, e.g. Windows)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json(path: PathLike, data: Any, *, indent: Optional[int] = 2, sort_keys: bool = False) -> Path:
+    """Writes ``data`` as JSON atomically (:func:`write_bytes_atomic`), so a reader (or a resumed run) sees
+    the old file or the new one, never half of one."""
+    text = json.dumps(data, indent=indent, sort_keys=sort_keys, default=_json_default) + "\n"
+    return write_bytes_atomic(path, text.encode())
 
 
 def read_json(path: PathLike) -> Any:
@@ -197,5 +220,5 @@ def _version() -> str:
         return "unknown"
 
 
-__all__ = ["RunFolder", "RunFolderError", "canonical_json", "config_hash", "differing_keys", "flatten", "read_json",
-           "write_json"]
+__all__ = ["RunFolder", "RunFolderError", "canonical_json", "config_hash", "differing_keys", "flatten", "fsync_dir",
+           "read_json", "write_bytes_atomic", "write_json"]
