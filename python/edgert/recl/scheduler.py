@@ -231,7 +231,8 @@ class JobData(NamedTuple):
 
 
 @contextlib.contextmanager
-def _torch_threads(n: Optional[int]) -> Iterator[None]:
+def torch_threads(n: Optional[int]) -> Iterator[None]:
+    """Runs the block with ``n`` torch threads (``None``: as they are), restoring the previous count."""
     if n is None:
         yield
         return
@@ -360,7 +361,7 @@ class TorchJob:
         n = int(data.train_x.shape[0])
         if n == 0:
             raise ValueError(f"job {self.job_id}: no training frames")
-        with _torch_threads(self.num_threads), torch.random.fork_rng(devices=[]):
+        with torch_threads(self.num_threads), torch.random.fork_rng(devices=[]):
             model, opt = self._live()
             model.train()
             pool = torch.arange(n)
@@ -389,7 +390,7 @@ class TorchJob:
         total = int(data.val_x.shape[0])
         if total == 0:
             raise ValueError(f"job {self.job_id}: no held-out frames")
-        with _torch_threads(self.num_threads), torch.no_grad():
+        with torch_threads(self.num_threads), torch.no_grad():
             model, _ = self._live()
             model.eval()
             correct = 0
