@@ -83,6 +83,22 @@ def test_ks_matches_scipy_when_available():
     assert ks_normal(x) == pytest.approx(stats.kstest(x.numpy(), "norm").statistic, abs=1e-12)
 
 
+def test_anderson_darling_matches_scipy_and_flags_tails():
+    stats = pytest.importorskip("scipy.stats")
+    from edgert.mimo.analysis import ad_normal
+
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2000, generator=gen, dtype=torch.float64) * 1.3 + 0.2
+    z = (x - x.mean()) / x.std()  # scipy standardizes with the sample mean and std (ddof=1)
+    assert ad_normal(z) == pytest.approx(stats.anderson(x.numpy(), "norm").statistic, rel=1e-9)
+    assert ad_normal(torch.randn(5000, generator=gen, dtype=torch.float64)) < 2.49  # 5 % critical value, N(0,1)
+    # Student-t with 4 degrees of freedom scaled to unit variance: heavy tails the AD statistic sees
+    t4 = torch.distributions.StudentT(4.0).sample((5000,)).to(torch.float64) / 2 ** 0.5
+    assert ad_normal(t4) > 10
+    with pytest.raises(ValueError, match="no samples"):
+        ad_normal(torch.empty(0))
+
+
 def test_denoiser_inputs_match_the_reference_forward_and_layer_noise():
     gen = torch.Generator().manual_seed(1)
     H = ch.iid_rayleigh(3, 16, 4, gen)
@@ -208,7 +224,7 @@ def test_analyze_cli_runs_and_agrees_with_the_sweep(tmp_path, capsys):
     assert (out / "config.json").is_file() and (out / "models" / "mmnet_iid.pt").is_file()
     layers = res["snr"]["8"]["layers"]
     for key in ("linear_mse", "estimated_var", "denoiser_mse", "variance", "kurtosis_re", "kurtosis_im", "ks_re",
-                "ks_im", "estimate_over_measured"):
+                "ks_im", "ad_re", "ad_im", "ad_re_scaled", "estimate_over_measured"):
         assert len(layers[key]) == 3
     # same seed, SNR, training and chunking as a sweep: the same transmitted data and (almost) the same SER
     sweep = run_sweep(SweepConfig(detectors=["mmnet_iid"], nr=8, nt=4, modulation=4, snr_db=[4.0, 8.0],

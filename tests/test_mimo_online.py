@@ -142,3 +142,109 @@ def test_noise_scales_stay_positive_under_a_large_learning_rate():
     H = ch.iid_rayleigh(2, 32, 4, torch.Generator().manual_seed(5)).reshape(2, 1, 1, 32, 4)
     res = train_online(H, _cfg(psi=30, lr=0.5))
     assert float(res.theta2.min()) >= THETA2_FLOOR
+
+
+# ---------------------------------------------------------------------------------------------
+# OAMPNet trained online per channel
+# ---------------------------------------------------------------------------------------------
+
+def _oamp_cfg(**kw):
+    from edgert.mimo.oampnet_online import OAMPNetOnlineConfig
+
+    base = dict(modulation=4, snr_db=(6.0, 14.0), layers=5, iterations=40, batch=100, snr_groups=10, lr=1e-2)
+    base.update(kw)
+    return OAMPNetOnlineConfig(**base)
+
+
+def test_oamp_eigenbasis_forward_is_oamp_in_values_and_gradients(data_dir):
+    from edgert.mimo.detectors import OAMP, OAMPNetOnline, oamp_train_forward
+    from edgert.mimo.training import layer_loss
+    from edgert.ops.mmnet import real_to_complex
+
+    H = ch.load_channels(data_dir / "mimo" / "uma_nlos_seq_sample.npz", nt=16).flat()
+    gen = torch.Generator().manual_seed(3)
+    ones = torch.ones(6, dtype=torch.float64)
+    for snr in (6.0, 24.0):  # condition numbers 17-200: the eigenbasis residual must not lose precision
+        b = ch.sample_batch(H, snr, 16, 32, gen)
+        # OAMP in float64 as the reference (float32 OAMP itself is off by up to 8e-2 at 24 dB)
+        x_ref, i_ref = OAMP(iterations=6, gamma=ones, theta=ones)(H.to(torch.complex128), b.y.to(torch.complex128),
+                                                                  b.sigma2.double(), 16)
+        x, i = OAMPNetOnline.initial(6, 16)(H, b.y, b.sigma2, 16)
+        assert torch.equal(i, i_ref)
+        torch.testing.assert_close(x, x_ref.to(torch.complex64), rtol=0, atol=2e-3)
+    # per-channel parameters: gradients equal OAMP's differentiable graph (summed over the 2 channels)
+    h, b = H[:2], ch.sample_batch(H[:2], 12.0, 16, 64, gen)
+    gm, th = 0.8 + 0.4 * torch.rand(5, generator=gen), 0.8 + 0.4 * torch.rand(5, generator=gen)
+    ref = OAMP(iterations=5, gamma=gm.clone().requires_grad_(True), theta=th.clone().requires_grad_(True))
+    layer_loss(ref.forward(h, b.y, b.sigma2, 16, all_layers=True, differentiable=True)[0], b.x).backward()
+    g2, t2 = gm[:, None].repeat(1, 2).requires_grad_(True), th[:, None].repeat(1, 2).requires_grad_(True)
+    layer_loss(real_to_complex(oamp_train_forward(h, b.y, b.sigma2, g2, t2, 16)), b.x).backward()
+    torch.testing.assert_close(g2.grad.sum(1), ref.gamma.grad, rtol=5e-3, atol=1e-4)
+    torch.testing.assert_close(t2.grad.sum(1), ref.theta.grad, rtol=5e-3, atol=1e-4)
+
+
+def test_oampnet_online_trains_per_channel_and_is_no_worse_than_oamp(data_dir, tmp_path):
+    from edgert.mimo.detectors import OAMPNetOnline, make_detector, oamp_train_forward
+    from edgert.mimo.oampnet_online import OAMPNetOnlineResult, train_oampnet_online
+    from edgert.mimo.training import layer_loss
+    from edgert.ops.mmnet import real_to_complex
+
+    H = ch.load_channels(data_dir / "mimo" / "uma_nlos_seq_sample.npz", nt=16).flat()  # [16, 64, 16]
+    cfg = _oamp_cfg()
+    res = train_oampnet_online(H, cfg)
+    assert res.gamma.shape == res.theta.shape == (5, 16) and res.loss.shape == (40, 16)
+    assert res.iterations_per_channel == 40 and not res.gamma.requires_grad
+    assert len({tuple(res.gamma[:, g].tolist()) for g in range(16)}) == 16  # one model per channel
+
+    # the loss on held-out data goes down on every channel; SER at a moderate SNR no worse than OAMP's
+    b = ch.sample_batch(H, 10.0, 4, 256, torch.Generator().manual_seed(11))
+
+    def held_out(det: OAMPNetOnline) -> torch.Tensor:
+        xs = real_to_complex(oamp_train_forward(H, b.y, b.sigma2, det.gamma, det.theta, 4))
+        return layer_loss(xs, b.x, per_channel=True)
+
+    det = res.detector()
+    assert bool((held_out(det) < held_out(OAMPNetOnline.initial(5, 16))).all())
+    err_oamp = int((make_detector("oamp", layers=5)(H, b.y, b.sigma2, 4)[1] != b.indices).sum())
+    err_net = int((det(H, b.y, b.sigma2, 4)[1] != b.indices).sum())
+    assert err_net <= err_oamp
+
+    # chunks of the set: for_channels selects the trained parameters of channels [a, b)
+    part = det.for_channels(4, 8)
+    torch.testing.assert_close(part(H[4:8], b.y[4:8], b.sigma2[4:8], 4)[0], det(H, b.y, b.sigma2, 4)[0][4:8],
+                               rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="for_channels"):
+        det(H[:4], b.y[:4], b.sigma2[:4], 4)
+
+    res.save(tmp_path / "oampnet_online.pt")
+    back = OAMPNetOnlineResult.load(tmp_path / "oampnet_online.pt")
+    assert torch.equal(back.gamma, res.gamma) and torch.equal(back.theta, res.theta)
+    assert (back.loss == res.loss).all() and back.config == res.config and back.seconds == res.seconds
+
+
+def test_oampnet_online_chunks_and_zero_iterations():
+    from edgert.mimo.oampnet_online import train_oampnet_online
+
+    H = ch.iid_rayleigh(5, 8, 4, torch.Generator().manual_seed(6))
+    res = train_oampnet_online(H, _oamp_cfg(snr_db=(0.0, 4.0), iterations=3, batch=20, parallel=2))  # 2 + 2 + 1
+    assert res.gamma.shape == (5, 5) and res.loss.shape == (3, 5)
+    assert bool((res.gamma != 1).any(0).all())  # every graph trained
+    untrained = train_oampnet_online(H, _oamp_cfg(iterations=0))
+    assert bool((untrained.gamma == 1).all() & (untrained.theta == 1).all()) and untrained.iterations_per_channel == 0
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(snr_db=(10.0, 5.0)), "snr_db"),
+    (dict(batch=61), "multiple of snr_groups"),
+    (dict(modulation=8), "modulation"),
+    (dict(iterations=-1), "iterations"),
+    (dict(iterations=2.5), "iterations"),
+    (dict(lr=0.0), "lr"),
+])
+def test_oampnet_online_config_rejects_bad_values(kw, message):
+    from edgert.mimo.oampnet_online import train_oampnet_online
+
+    with pytest.raises(ValueError, match=message):
+        train_oampnet_online(torch.ones(1, 8, 2, dtype=torch.complex64), _oamp_cfg(**kw))
+    with pytest.raises(ValueError, match="H: expected"):
+        train_oampnet_online(torch.ones(8, 2, dtype=torch.complex64), _oamp_cfg())

@@ -3,7 +3,9 @@
 * :mod:`~edgert.mimo.channels`: i.i.d./file channel sets, imperfect CSI, symbol and noise sampling.
 * :mod:`~edgert.mimo.detectors`: MF, ZF, MMSE, AMP, OAMP/OAMPNet, EP, V-BLAST, K-Best, ML, MMNet(-iid).
 * :mod:`~edgert.mimo.online`: Algorithm 1 (online MMNet training with time/frequency warm starts).
-* :mod:`~edgert.mimo.evaluate`: SER sweeps, SNR at SER 1e-3, gap to ML, plots, resumable run folders.
+* :mod:`~edgert.mimo.oampnet_online`: OAMPNet's per-layer scalars trained per channel.
+* :mod:`~edgert.mimo.evaluate`: SER sweeps (optionally with channel-estimation error), SNR at SER 1e-3, gap
+  to ML, plots, resumable run folders.
 * :mod:`~edgert.mimo.complexity`: analytic multiplications per detected vector.
 * :mod:`~edgert.mimo.generate`: 3GPP UMa channels via the optional ``sionna-no-rt``.
 
@@ -17,6 +19,7 @@ from edgert.mimo.channels import ChannelSet, iid_rayleigh, imperfect_csi, load_c
 from edgert.mimo.complexity import multiplications
 from edgert.mimo.detectors import DETECTORS, Detector, make_detector
 from edgert.mimo.evaluate import SweepConfig, run_sweep, snr_at_ser
+from edgert.mimo.oampnet_online import OAMPNetOnlineConfig, OAMPNetOnlineResult, train_oampnet_online
 from edgert.mimo.online import OnlineConfig, OnlineResult, train_online
 from edgert.mimo.training import OfflineConfig, train_offline
 
@@ -25,6 +28,8 @@ __all__ = [
     "AnalysisConfig",
     "ChannelSet",
     "Detector",
+    "OAMPNetOnlineConfig",
+    "OAMPNetOnlineResult",
     "OfflineConfig",
     "OnlineConfig",
     "OnlineResult",
@@ -39,6 +44,7 @@ __all__ = [
     "sample_batch",
     "save_channels",
     "snr_at_ser",
+    "train_oampnet_online",
     "train_offline",
     "train_online",
 ]

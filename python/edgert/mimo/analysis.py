@@ -12,7 +12,8 @@ A ratio ``estimated_var / linear_mse`` far below 1 means an over-confident denoi
 too early, errors propagate); far above 1 an over-cautious one.
 
 The denoiser is the posterior mean for ``z_t = x + e_t`` with ``e_t ~ CN(0, v_t)``. :func:`layer_gaussianity`
-measures how Gaussian ``e_t = z_t - x`` is (excess kurtosis, Kolmogorov-Smirnov distance to N(0, 1)) for
+measures how Gaussian ``e_t = z_t - x`` is (excess kurtosis, Kolmogorov-Smirnov distance and
+Anderson-Darling statistic against N(0, 1)) for
 any detector that exposes its per-layer denoiser inputs; :func:`mmnet_denoiser_inputs` gives them for
 MMNet-style parameters. :func:`run_analysis` (``edgert mimo analyze``) puts both together on a channel set.
 """
@@ -113,19 +114,38 @@ def ks_normal(samples: torch.Tensor) -> float:
     return float(torch.maximum(i / n - cdf, cdf - (i - 1) / n).max())
 
 
+def ad_normal(samples: torch.Tensor) -> float:
+    """Anderson-Darling statistic ``A^2`` of real ``samples`` (any shape) against N(0, 1).
+
+    ``A^2 = -n - (1/n) sum_i (2i - 1) [ln Phi(s_i) + ln(1 - Phi(s_(n+1-i)))]`` over the sorted samples. It
+    weighs the tails, where the KS distance is least sensitive. 5 % critical values: 2.49 when N(0, 1) is
+    specified in advance (``w`` below); ``0.752 / (1 + 0.75/n + 2.25/n^2)`` when the samples were
+    standardized with their own mean and standard deviation (the pooled statistics), as in
+    ``scipy.stats.anderson``.
+    """
+    s = torch.sort(samples.reshape(-1).to(torch.float64)).values
+    n = s.numel()
+    if n == 0:
+        raise ValueError("ad_normal: no samples")
+    i = torch.arange(1, n + 1, dtype=torch.float64)
+    terms = (2 * i - 1) * (torch.special.log_ndtr(s) + torch.special.log_ndtr(-s.flip(0)))
+    return float(-n - terms.sum() / n)
+
+
 def noise_stats(e: torch.Tensor, var: Optional[torch.Tensor] = None) -> dict[str, float]:
     """Gaussianity of complex noise samples ``e`` (any shape, at least 2 samples).
 
     Returns ``variance`` (``E|e|^2``, the mean removed), ``kurtosis_re`` / ``kurtosis_im`` (excess kurtosis
     ``m4 / m2^2 - 3`` of the real / imaginary parts: 0 for a Gaussian, -1.2 for a uniform, -1.36 for
-    uniform 4-PAM) and ``ks_re`` / ``ks_im`` (:func:`ks_normal` of the standardized parts). These pool all
+    uniform 4-PAM), ``ks_re`` / ``ks_im`` (:func:`ks_normal` of the standardized parts) and ``ad_re`` /
+    ``ad_im`` (:func:`ad_normal` of the same, the tail-weighted test). These pool all
     samples, so noise that is Gaussian with a variance varying from sample to sample (channels, users)
     shows a positive kurtosis too.
 
     With ``var`` (real, the shape of ``e``: the variance ``E|e|^2`` each sample is assumed to have, e.g. a
     denoiser's ``v_t``) also ``w = Re(e) / sqrt(var / 2)``: ``scaled_power_re`` (``E w^2``, 1 when ``var``
-    is right on average), ``kurtosis_re_scaled`` and ``ks_re_scaled`` (``w`` against N(0, 1) as it is, not
-    re-standardized): whether each sample is Gaussian with the variance it was assigned.
+    is right on average), ``kurtosis_re_scaled``, ``ks_re_scaled`` and ``ad_re_scaled`` (``w`` against N(0, 1)
+    as it is, not re-standardized): whether each sample is Gaussian with the variance it was assigned.
     """
     if not e.is_complex():
         raise ValueError(f"e: expected complex samples, got {e.dtype}")
@@ -140,16 +160,18 @@ def noise_stats(e: torch.Tensor, var: Optional[torch.Tensor] = None) -> dict[str
         c = values - values.mean()
         m2 = float((c ** 2).mean())
         if m2 <= 0:
-            out[f"kurtosis_{part}"] = out[f"ks_{part}"] = math.nan
+            out[f"kurtosis_{part}"] = out[f"ks_{part}"] = out[f"ad_{part}"] = math.nan
             continue
         out[f"kurtosis_{part}"] = float((c ** 4).mean()) / m2 ** 2 - 3.0
         out[f"ks_{part}"] = ks_normal(c / math.sqrt(m2))
+        out[f"ad_{part}"] = ad_normal(c / math.sqrt(m2))
     if var is not None:
         w = e.real / torch.sqrt(var.reshape(-1).to(torch.float64) / 2)
         p2 = float((w ** 2).mean())
         out["scaled_power_re"] = p2
         out["kurtosis_re_scaled"] = float((w ** 4).mean()) / p2 ** 2 - 3.0 if p2 > 0 else math.nan
         out["ks_re_scaled"] = ks_normal(w)
+        out["ad_re_scaled"] = ad_normal(w)
     return out
 
 
@@ -318,7 +340,8 @@ def format_layers(stats: dict[str, list[float]]) -> str:
     noise divided by the denoiser's own standard deviation ``sqrt(v_t / 2)``)."""
     cols = [("linear_mse", "E|z-x|^2"), ("estimated_var", "v_t"), ("denoiser_mse", "E|x_t+1-x|^2"),
             ("kurtosis_re", "kurt Re"), ("kurtosis_im", "kurt Im"), ("ks_re", "KS Re"), ("ks_im", "KS Im"),
-            ("scaled_power_re", "E w^2"), ("kurtosis_re_scaled", "kurt w"), ("ks_re_scaled", "KS w")]
+            ("ad_re", "AD Re"), ("scaled_power_re", "E w^2"), ("kurtosis_re_scaled", "kurt w"),
+            ("ks_re_scaled", "KS w"), ("ad_re_scaled", "AD w")]
     lines = ["| layer | " + " | ".join(c for _, c in cols) + " |", "| ---: |" + " ---: |" * len(cols)]
     for t in range(len(stats["linear_mse"])):
         lines.append(f"| {t + 1} | " + " | ".join(f"{stats[k][t]:.3g}" for k, _ in cols) + " |")

@@ -48,13 +48,19 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                       offline_iterations=args.offline_iterations, online_psi=args.psi, online_phi=args.phi,
                       online_batch=args.batch, online_warm_start=args.warm_start, online_order=args.order,
                       online_phi_time=args.phi_time, online_parallel=args.parallel,
-                      online_lr_time=args.lr_time, threads=args.threads)
+                      online_lr_time=args.lr_time, threads=args.threads,
+                      count=args.count, csi_error=args.csi_error,
+                      oampnet_online_iterations=args.oampnet_iterations)
     try:
         cfg.validate()
     except ValueError as exc:
         print(f"edgert mimo sweep: {exc}", file=sys.stderr)
         return 2
-    results = run_sweep(cfg, args.out, plots=not args.no_plots)
+    try:
+        results = run_sweep(cfg, args.out, plots=not args.no_plots, redo=args.redo)
+    except ValueError as exc:
+        print(f"edgert mimo sweep: {exc}", file=sys.stderr)
+        return 2
     for name, s in results["summary"].items():
         snr = "not reached" if s["snr_at_target"] is None else f"{s['snr_at_target']:.2f} dB"
         gap = "" if s["gap_db"] is None else f", gap {s['gap_db']:+.2f} dB"
@@ -159,7 +165,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--offline-iterations", type=int, default=2000, help="MMNet-iid / OAMPNet training iterations")
     s.add_argument("--psi", type=int, default=1000, help="online MMNet: iterations on the first subcarrier")
     s.add_argument("--phi", type=int, default=5, help="online MMNet: iterations per further subcarrier")
-    s.add_argument("--batch", type=int, default=500, help="online MMNet training batch")
+    s.add_argument("--batch", type=int, default=500, help="online MMNet / oampnet_online training batch")
     s.add_argument("--warm-start", choices=["copy", "channel", "restart"], default="copy",
                    help="online MMNet: copy the neighbour's A_t (paper), move it to the new channel, or "
                         "restart A_t from the matched filter (theta2 and Adam moments carried over)")
@@ -172,8 +178,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="online MMNet, --order time: Adam step size from the second time step on (default: 1e-3)")
     s.add_argument("--parallel", type=int, default=0,
                    help="online MMNet, --order time: chains per batched graph (0 = all; bounds memory)")
+    s.add_argument("--oampnet-iterations", type=int, default=100,
+                   help="oampnet_online: Adam iterations per channel (from OAMP's gamma = theta = 1; batch --batch)")
+    s.add_argument("--csi-error", type=float, default=0.0,
+                   help="channel-estimation error variance per entry (E|h|^2 = 1): detectors and online training "
+                        "see H + E, E ~ CN(0, value); the data goes over H")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--no-plots", action="store_true")
+    s.add_argument("--count", choices=["symbol", "real"], default="symbol",
+                   help="SER per QAM symbol (default) or per real component (the MMNet authors' counting)")
+    s.add_argument("--redo", type=_names, default=[],
+                   help="comma list of detectors to measure again in an existing run folder (their code changed)")
     s.add_argument("--out", required=True, help="run folder (config.json, results.json, plots)")
     s.set_defaults(func=_cmd_sweep)
 
@@ -204,7 +219,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--nt", type=int, default=16)
     c.add_argument("--modulation", type=int, default=16)
     c.add_argument("--vectors", type=int, default=32, help="vectors sharing one channel")
-    c.add_argument("--training-iterations", type=float, default=10.0, help="online MMNet iterations per channel")
+    c.add_argument("--training-iterations", type=float, default=10.0,
+                   help="online MMNet / oampnet_online iterations per channel")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=_cmd_complexity)
 

@@ -32,8 +32,12 @@ def multiplications(detector: str, nr: int, nt: int, modulation: int, vectors: i
                     sphere_nodes: float = 0.0) -> Complexity:
     """Complex multiplications for ``detector`` on an ``nr x nt`` channel shared by ``vectors`` vectors.
 
-    ``training_iterations`` (online MMNet): Adam iterations spent per channel; each costs about 3 forward
-    passes (forward + backward) of ``batch`` vectors. ``sphere_nodes``: measured nodes per vector (ML).
+    ``training_iterations`` (online MMNet, OAMPNet-online): Adam iterations spent per channel; each costs
+    about 3 forward passes (forward + backward) of ``batch`` vectors. OAMPNet-online is counted as it runs
+    (:func:`edgert.mimo.detectors.iterative.oamp_train_forward`: ``H^H y`` and one Nt x Nt rotation per
+    vector, two rotations per layer, one eigendecomposition ~Nt^3 per channel); the ``oamp`` row counts
+    the textbook form with an Nt x Nt inverse per vector and layer (same math, more work).
+    ``sphere_nodes``: measured nodes per vector (ML).
     """
     den = 2 * math.sqrt(modulation) * nt
     gram = nr * nt * nt
@@ -47,6 +51,9 @@ def multiplications(detector: str, nr: int, nt: int, modulation: int, vectors: i
         return Complexity(layers * (2 * mf + den), 0, vectors)
     if detector in ("oamp", "oampnet"):
         return Complexity(layers * (3 * inv + 2 * mf + den), gram, vectors)
+    if detector == "oampnet_online":
+        forward = mf + nt * nt + layers * (2 * nt * nt + den)
+        return Complexity(forward, gram + inv + training_iterations * batch * 3 * forward, vectors)
     if detector == "ep":
         return Complexity(mf + layers * (inv + nt * nt + den), gram, vectors)
     if detector == "vblast":

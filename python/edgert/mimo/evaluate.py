@@ -1,9 +1,10 @@
 """SER-vs-SNR sweeps with confidence intervals, SNR at a target SER, gap to ML, plots, resumable runs.
 
-SER here is the true QAM symbol error rate: a symbol is wrong when its detected constellation index
-differs from the transmitted one. (The MMNet authors' code counted errors per real component, i.e. per
-PAM decision, which gives a different number for the same detector; compare with the paper's curves
-with that in mind.)
+SER here is by default the true QAM symbol error rate: a symbol is wrong when its detected constellation
+index differs from the transmitted one. The MMNet authors' code counts errors per real component, i.e. per
+PAM decision (two per complex symbol), which gives a lower number for the same detector:
+``SweepConfig(count="real")`` (``edgert mimo sweep --count real``) counts that way, for comparison with the
+paper's curves.
 
 A run folder holds ``config.json`` (the :class:`SweepConfig`), ``results.json`` (one entry per
 finished (detector, SNR) point plus summaries, including ``ser_by_condition``), ``per_matrix.npz``
@@ -11,6 +12,12 @@ finished (detector, SNR) point plus summaries, including ``ser_by_condition``), 
 :func:`save_per_matrix`), ``models/`` (trained detectors) and ``ser.png`` / ``gap.png`` /
 ``ser_vs_condition.png``. Re-running into the same folder skips finished points; their per-matrix
 errors are read back from ``per_matrix.npz``, which is rewritten (atomically) after every SNR point.
+
+Channel-estimation error (``SweepConfig.csi_error`` = sigma_c2 > 0): the data is always sent over the true
+channels, while every detector, and the training of the per-channel ones (``mmnet``, ``oampnet_online``),
+sees the estimate ``H_hat = H + E``, ``E ~ CN(0, sigma_c2)`` per entry (:func:`estimated_set`): one draw
+per matrix for the whole sweep, from a generator of its own (:func:`csi_generator`), so the transmitted
+data is the same with and without the error and the same for every detector.
 """
 from __future__ import annotations
 
@@ -19,20 +26,30 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 from edgert.harness import Progress, RunFolder
 from edgert.harness.plots import pyplot, save_figure
-from edgert.mimo.channels import ChannelSet, check_modulation, iid_rayleigh, load_channels, sample_batch
+from edgert.mimo.channels import (
+    ChannelSet,
+    check_modulation,
+    iid_rayleigh,
+    imperfect_csi,
+    load_channels,
+    sample_batch,
+)
 from edgert.mimo.complexity import multiplications
 from edgert.mimo.detectors import DETECTORS, OAMP, MMNetIID, SphereDecoder, make_detector
+from edgert.mimo.oampnet_online import OAMPNetOnlineConfig, OAMPNetOnlineResult, train_oampnet_online
 from edgert.mimo.online import ORDERS, WARM_STARTS, OnlineConfig, OnlineResult, train_online
 from edgert.mimo.training import OfflineConfig, train_offline
 
 Log = Callable[[str], None]
+#: how errors are counted: QAM symbols, or real components (the MMNet authors' counting)
+COUNTS = ("symbol", "real")
 
 
 def wilson_interval(errors: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
@@ -83,6 +100,15 @@ class SweepConfig:
             one, ``online_psi`` again on the first subcarrier of a later time step) or ``"time"`` (``online_psi``
             on every subcarrier of the first time step, ``online_phi_time`` per later time step, warm-started
             from the same subcarrier); see :class:`edgert.mimo.online.OnlineConfig`.
+        count: ``"symbol"`` (QAM symbol errors) or ``"real"`` (errors per real component, two PAM decisions
+            per symbol, the MMNet authors' counting).
+        csi_error: variance sigma_c2 of the channel-estimation error per entry, relative to the channels'
+            ``E|h|^2 = 1``; detectors see ``H + E``, ``E ~ CN(0, sigma_c2)`` (module docstring). 0 = perfect CSI.
+            The offline-trained ``mmnet_iid`` / ``oampnet`` are still trained on exact i.i.d. channels.
+        oampnet_online_iterations: Adam iterations per channel for ``oampnet_online`` (every channel from
+            OAMP's ``gamma = theta = 1``, no warm start; :mod:`edgert.mimo.oampnet_online`), with the online
+            MMNet recipe (``online_batch`` vectors, SNR uniform in :meth:`training_range`, lr 1e-3), trained
+            ``chunk_matrices`` channels per batched graph (~25 MB each at batch 500, 64x16, 10 layers).
     """
 
     detectors: list[str] = field(default_factory=lambda: ["mmse", "ep"])
@@ -110,6 +136,9 @@ class SweepConfig:
     online_parallel: int = 0
     online_lr_time: Optional[float] = None
     threads: int = 1
+    count: str = "symbol"
+    csi_error: float = 0.0
+    oampnet_online_iterations: int = 100
 
     def validate(self) -> None:
         """Rejects bad input before any work starts (ValueError naming the problem)."""
@@ -139,11 +168,16 @@ class SweepConfig:
             raise ValueError(f"target_ser: expected in (0, 1), got {self.target_ser}")
         if self.online_warm_start not in WARM_STARTS:
             raise ValueError(f"online_warm_start: expected one of {WARM_STARTS}, got {self.online_warm_start!r}")
+        if self.count not in COUNTS:
+            raise ValueError(f"count: expected one of {COUNTS}, got {self.count!r}")
         if self.online_order not in ORDERS:
             raise ValueError(f"online_order: expected one of {ORDERS}, got {self.online_order!r}")
-        for name in ("online_psi", "online_phi", "online_phi_time", "online_parallel"):
+        for name in ("online_psi", "online_phi", "online_phi_time", "online_parallel", "oampnet_online_iterations"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
+        c = self.csi_error
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c < 0:
+            raise ValueError(f"csi_error: expected a finite variance >= 0 (relative to E|h|^2 = 1), got {c!r}")
         if self.online_lr_time is not None and not (math.isfinite(self.online_lr_time) and self.online_lr_time > 0):
             raise ValueError(f"online_lr_time: expected None or a finite value > 0, got {self.online_lr_time!r}")
         if self.train_snr_db is not None and (len(self.train_snr_db) != 2
@@ -156,6 +190,18 @@ class SweepConfig:
         return (float(min(self.snr_db)), float(max(self.snr_db)))
 
 
+def count_errors(detected: torch.Tensor, sent: torch.Tensor, modulation: int, count: str = "symbol") -> torch.Tensor:
+    """Errors per channel matrix (int64 ``[G]``) between constellation indices ``[G, B, Nt]``: wrong symbols
+    (``count="symbol"``) or wrong real components (``"real"``: each axis of a symbol is one PAM decision)."""
+    if count == "symbol":
+        return (detected != sent).sum((1, 2))
+    if count != "real":
+        raise ValueError(f"count: expected one of {COUNTS}, got {count!r}")
+    k = math.isqrt(modulation)
+    d, t = detected.long(), sent.long()
+    return ((d // k != t // k).long() + (d % k != t % k).long()).sum((1, 2))
+
+
 def snr_key(snr: float) -> str:
     return f"{float(snr):g}"
 
@@ -163,6 +209,20 @@ def snr_key(snr: float) -> str:
 def snr_generator(seed: int, snr: float) -> torch.Generator:
     """The generator of the transmitted data at one SNR point (the same for every detector of a sweep)."""
     return torch.Generator().manual_seed(seed * 1_000_003 + int(round(float(snr) * 1000)) + 7)
+
+
+def csi_generator(seed: int) -> torch.Generator:
+    """The generator of the channel-estimation error (independent of the data's :func:`snr_generator`)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + 500_009)
+
+
+def estimated_set(cs: ChannelSet, csi_error: float, seed: int) -> ChannelSet:
+    """What the receiver knows of ``cs``: ``cs`` itself for ``csi_error == 0``, else the same set (axes
+    kept) with ``H + E``, ``E ~ CN(0, csi_error)`` per entry drawn from :func:`csi_generator` (``seed``)."""
+    if csi_error == 0:
+        return cs
+    H = imperfect_csi(cs.H, float(csi_error), csi_generator(seed))
+    return ChannelSet(H, cs.axes, f"{cs.source} (estimated, csi_error={csi_error:g})", dict(cs.info))
 
 
 def load_set(cfg: SweepConfig) -> ChannelSet:
@@ -293,9 +353,10 @@ def load_per_matrix(path: Path) -> tuple[dict[str, dict[str, np.ndarray]], np.nd
 def prepare_detector(name: str, cfg: SweepConfig, cs: ChannelSet, models: Path, training: dict, log: Log):
     """Builds detector ``name`` for the sweep ``cfg`` on channel set ``cs``.
 
-    Trainable detectors are trained (MMNet-iid / OAMPNet offline on fresh i.i.d. channels, MMNet online on
-    ``cs``) and saved under ``models``, or loaded from there when a previous run saved them; what the
-    training cost is added to ``training[name]``.
+    Trainable detectors are trained (MMNet-iid / OAMPNet offline on fresh i.i.d. channels, MMNet and
+    OAMPNet-online per channel of ``cs``, the channels the detectors will see) and saved under ``models``,
+    or loaded from there when a previous run saved them; what the training cost is added to
+    ``training[name]``.
     """
     if name in ("mmnet_iid", "oampnet"):
         det = MMNetIID(layers=cfg.layers, nr=cfg.nr) if name == "mmnet_iid" else OAMP(iterations=cfg.layers,
@@ -341,35 +402,73 @@ def prepare_detector(name: str, cfg: SweepConfig, cs: ChannelSet, models: Path, 
                              "snr_db": list(ocfg.snr_db), "final_loss_mean": float(res.final_loss.mean())}
         log(f"  trained mmnet online: {res.iterations_per_channel:.2f} iterations per channel, {res.seconds:.1f} s")
         return res.detector()
+    if name == "oampnet_online":
+        path = models / "oampnet_online.pt"
+        if path.is_file():
+            return OAMPNetOnlineResult.load(path).detector()
+        ocfg = OAMPNetOnlineConfig(modulation=cfg.modulation, snr_db=cfg.training_range(), layers=cfg.layers,
+                                   iterations=cfg.oampnet_online_iterations, batch=cfg.online_batch,
+                                   seed=cfg.seed + 31, threads=cfg.threads, parallel=cfg.chunk_matrices)
+        H = cs.flat()
+        ores = train_oampnet_online(H, ocfg)
+        ores.save(path)
+        g = H.shape[0]
+        training[name] = {"iterations_per_channel": ores.iterations_per_channel, "seconds": ores.seconds,
+                          "ms_per_channel_iteration": 1e3 * ores.seconds / max(1, g * ocfg.iterations),
+                          "channels": g, "batch": ocfg.batch, "snr_db": list(ocfg.snr_db), "lr": ocfg.lr,
+                          "start": "OAMP (gamma = theta = 1) on every channel",
+                          "channels_per_graph": min(g, ocfg.parallel),
+                          # over the first / last (up to) 10 iterations: one batch is noisy
+                          "initial_loss_mean": float(ores.loss[:10].mean()) if ocfg.iterations else None,
+                          "final_loss_mean": float(ores.loss[-10:].mean()) if ocfg.iterations else None}
+        log(f"  trained oampnet online: {ocfg.iterations} iterations per channel, {ores.seconds:.1f} s")
+        return ores.detector()
     return make_detector(name, layers=cfg.layers, kbest_k=cfg.kbest_k, ml_node_budget=cfg.ml_node_budget)
 
 
-def run_sweep(cfg: SweepConfig, out_dir: Union[str, Path], log: Log = print, plots: bool = True) -> dict:
+def run_sweep(cfg: SweepConfig, out_dir: Union[str, Path], log: Log = print, plots: bool = True,
+              redo: Sequence[str] = ()) -> dict:
     """Runs (or resumes) the sweep into ``out_dir``; returns the results dictionary.
 
-    Raises ValueError before any work when the config is invalid or ``out_dir`` holds a different sweep.
+    ``redo`` names detectors whose finished points are dropped and measured again (after a detector's code
+    changed); the other detectors' points stay, and the data is the same (it depends on the seed and SNR only).
+
+    Raises ValueError before any work when the config is invalid, ``out_dir`` holds a different sweep or a
+    ``redo`` name is not one of ``cfg.detectors``.
     """
     cfg.validate()
+    unknown = [n for n in redo if n not in cfg.detectors]
+    if unknown:
+        raise ValueError(f"redo: {unknown} are not detectors of this sweep ({cfg.detectors})")
     run = RunFolder(out_dir, asdict(cfg), free=("detectors", "snr_db"), defaults=asdict(SweepConfig()))
     out, pm_path = run.path, run.file(PER_MATRIX_FILE)
     cs = load_set(cfg)
+    cs_known = estimated_set(cs, cfg.csi_error, cfg.seed)  # what the detectors see (cs itself without error)
     run.start()
     (out / "models").mkdir(exist_ok=True)
     results = run.load_results()
     results.setdefault("points", {})
     results.setdefault("training", {})
-    H = cs.flat()
+    for name in redo:
+        dropped = results["points"].pop(name, None)
+        if dropped:
+            log(f"re-measuring {name}: dropped its {len(dropped)} finished point(s)")
+    H = cs.flat()  # the data goes over the true channels
+    H_known = cs_known.flat()
     g_total = H.shape[0]
     seq_shape = tuple(cs.sequences().shape[:3])  # (S, K, F) in flat() order
-    per_matrix_symbols = cfg.vectors_per_matrix * cfg.nt
+    per_matrix_symbols = cfg.vectors_per_matrix * cfg.nt * (2 if cfg.count == "real" else 1)
     condition = condition_numbers(H)
     per_matrix: dict[str, dict[str, np.ndarray]] = {}
     if pm_path.is_file():
         per_matrix, old_condition, old_spm = load_per_matrix(pm_path)
         if old_spm != per_matrix_symbols or not np.allclose(old_condition, condition, rtol=1e-6):
             raise ValueError(f"{pm_path} belongs to other channels or another vector count; use another folder")
+        for name in redo:
+            per_matrix.pop(name, None)
     log(f"channel set {cs.source}: {g_total} matrices {cs.nr}x{cs.nt}, QAM{cfg.modulation}, "
-        f"{cfg.vectors_per_matrix} vectors per matrix")
+        f"{cfg.vectors_per_matrix} vectors per matrix"
+        + (f", detectors see H + E with E ~ CN(0, {cfg.csi_error:g})" if cfg.csi_error else ""))
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
@@ -377,7 +476,7 @@ def run_sweep(cfg: SweepConfig, out_dir: Union[str, Path], log: Log = print, plo
         for name in cfg.detectors:
             pending = [s for s in cfg.snr_db if snr_key(s) not in results["points"].get(name, {})]
             if pending:
-                dets[name] = prepare_detector(name, cfg, cs, out / "models", results["training"], log)
+                dets[name] = prepare_detector(name, cfg, cs_known, out / "models", results["training"], log)
         run.save_results(results)
         work = sum(1 for s in cfg.snr_db for n in dets if snr_key(s) not in results["points"].get(n, {}))
         bar = Progress("SER sweep", work * g_total, "matrices")
@@ -394,9 +493,9 @@ def run_sweep(cfg: SweepConfig, out_dir: Union[str, Path], log: Log = print, plo
                 for n in todo:
                     det = dets[n].for_channels(a, b) if hasattr(dets[n], "for_channels") else dets[n]
                     t0 = time.perf_counter()
-                    _, idx = det(H[a:b], batch.y, batch.sigma2, cfg.modulation)
+                    _, idx = det(H_known[a:b], batch.y, batch.sigma2, cfg.modulation)
                     secs[n] += time.perf_counter() - t0
-                    errs[n][a:b] = (idx != batch.indices).sum((1, 2))
+                    errs[n][a:b] = count_errors(idx, batch.indices, cfg.modulation, cfg.count)
                     bar.advance(b - a, f"{n} @ {snr:g} dB")
             for n in todo:
                 e = int(errs[n].sum())

@@ -15,9 +15,11 @@ import torch
 from edgert.mimo.channels import check_modulation, iid_rayleigh, sample_batch
 
 
-def layer_loss(xs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``mean_t mean_vectors ||xs[t] - x||^2`` for ``xs`` ``[T, G, B, Nt]``, ``x`` ``[G, B, Nt]``."""
-    return (xs - x.unsqueeze(0)).abs().pow(2).sum(-1).mean()
+def layer_loss(xs: torch.Tensor, x: torch.Tensor, per_channel: bool = False) -> torch.Tensor:
+    """``mean_t mean_vectors ||xs[t] - x||^2`` for ``xs`` ``[T, G, B, Nt]``, ``x`` ``[G, B, Nt]``: a scalar
+    (also averaged over the G channels), or ``[G]`` with ``per_channel`` (each channel's own loss)."""
+    err = (xs - x.unsqueeze(0)).abs().pow(2).sum(-1)
+    return err.mean((0, 2)) if per_channel else err.mean()
 
 
 def uniform_snr(n: int, snr_db: tuple[float, float], generator: torch.Generator) -> torch.Tensor:

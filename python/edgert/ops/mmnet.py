@@ -300,6 +300,18 @@ class _PosteriorMean(torch.autograd.Function):
         return grad * du, grad * dv, None
 
 
+def axis_posterior_mean(u: torch.Tensor, var: torch.Tensor, modulation: int = 16) -> torch.Tensor:
+    """Posterior mean of one real axis of square M-QAM, differentiable with :class:`_PosteriorMean`'s backward.
+
+    ``u`` real ``[...]`` (one axis of ``z = x + w``), ``var`` real, same shape: ``E|w|^2`` of the complex
+    noise (``var / 2`` per axis), floored at :data:`MIN_VARIANCE`. The value is the real or imaginary part
+    of :func:`gaussian_denoise_reference`'s mean; the gradient (in ``u`` and ``var``) is the denoiser
+    backward of :func:`mmnet_train_forward`, for training graphs of other detectors.
+    """
+    _check_modulation(modulation)
+    return _PosteriorMean.apply(u, var, qam_levels(modulation, u.dtype, u.device))
+
+
 def real_block(M: torch.Tensor) -> torch.Tensor:
     """Real form of right-multiplication by ``M^T``: complex ``[..., m, n]`` -> real ``[..., 2n, 2m]``.
 

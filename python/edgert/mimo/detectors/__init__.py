@@ -1,22 +1,23 @@
 """MIMO detectors with one call signature ``det(H, y, sigma2, modulation) -> (x_soft, indices)``.
 
 See :mod:`edgert.mimo.detectors.base` for shapes and conventions. :func:`make_detector` builds the
-untrained ones by name; trainable ones (``oampnet``, ``mmnet_iid``, ``mmnet``) are built and trained
-by :mod:`edgert.mimo.evaluate` (or by hand with :mod:`edgert.mimo.training` / :mod:`edgert.mimo.online`).
+untrained ones by name; trainable ones (``oampnet``, ``mmnet_iid``, ``mmnet``, ``oampnet_online``) are built
+and trained by :mod:`edgert.mimo.evaluate` (or by hand with :mod:`edgert.mimo.training`,
+:mod:`edgert.mimo.online` / :mod:`edgert.mimo.oampnet_online`).
 """
 from __future__ import annotations
 
 from edgert.mimo.detectors.base import Detector, check_inputs
-from edgert.mimo.detectors.iterative import AMP, EP, OAMP
+from edgert.mimo.detectors.iterative import AMP, EP, OAMP, OAMPNetOnline, oamp_train_forward
 from edgert.mimo.detectors.linear import MMSE, MatchedFilter, ZeroForcing
 from edgert.mimo.detectors.mmnet import MMNet, MMNetIID, init_mmnet_params
 from edgert.mimo.detectors.tree import VBLAST, KBest, SphereDecoder, SphereStats
 
 #: every detector name the evaluation accepts
 DETECTORS: tuple[str, ...] = ("mf", "zf", "mmse", "amp", "oamp", "oampnet", "ep", "ep64", "vblast", "kbest", "ml",
-                              "mmnet_iid", "mmnet")
-#: detectors with parameters learned before detection
-TRAINABLE: tuple[str, ...] = ("oampnet", "mmnet_iid", "mmnet")
+                              "mmnet_iid", "mmnet", "oampnet_online")
+#: detectors with parameters learned before detection (``mmnet`` and ``oampnet_online`` per channel of the set)
+TRAINABLE: tuple[str, ...] = ("oampnet", "mmnet_iid", "mmnet", "oampnet_online")
 
 
 def make_detector(name: str, *, layers: int = 10, kbest_k: int = 32, ml_node_budget: int = 200_000,
@@ -38,10 +39,10 @@ def make_detector(name: str, *, layers: int = 10, kbest_k: int = 32, ml_node_bud
     }
     if name not in table:
         raise ValueError(f"unknown detector {name!r}; expected one of {list(table)} "
-                         "(mmnet is built by online training)")
+                         "(mmnet and oampnet_online are built by online training)")
     return table[name]()
 
 
 __all__ = ["AMP", "DETECTORS", "Detector", "EP", "KBest", "MMNet", "MMNetIID", "MMSE", "MatchedFilter", "OAMP",
-           "SphereDecoder", "SphereStats", "TRAINABLE", "VBLAST", "ZeroForcing", "check_inputs", "init_mmnet_params",
-           "make_detector"]
+           "OAMPNetOnline", "SphereDecoder", "SphereStats", "TRAINABLE", "VBLAST", "ZeroForcing", "check_inputs",
+           "init_mmnet_params", "make_detector", "oamp_train_forward"]

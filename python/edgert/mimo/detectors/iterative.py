@@ -1,4 +1,4 @@
-"""Message-passing detectors: AMP, OAMP/OAMPNet and EP (shapes in :mod:`.base`).
+"""Message-passing detectors: AMP, OAMP/OAMPNet (also trained per channel) and EP (shapes in :mod:`.base`).
 
 All three call the Gaussian-channel posterior of :func:`edgert.ops.gaussian_denoise`:
 given ``z = x + w`` with ``w ~ CN(0, var)`` and ``x`` uniform on the constellation, it returns the
@@ -6,13 +6,14 @@ posterior mean and variance ``E|x - mean|^2`` per symbol.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 
 from edgert.mimo.detectors.base import check_inputs, eye_like, gram, matched
 from edgert.ops.mmnet import (
+    axis_posterior_mean,
     gaussian_denoise,
     gaussian_denoise_reference,
     hard_decision,
@@ -121,6 +122,112 @@ class OAMP:
         check_inputs(H, y, sigma2, modulation)
         with torch.no_grad():
             x, z = self.forward(H, y, sigma2, modulation)
+        return x, hard_decision(x, modulation)
+
+
+def oamp_train_forward(H: torch.Tensor, y: torch.Tensor, sigma2: torch.Tensor, gamma: torch.Tensor,
+                       theta: torch.Tensor, modulation: int) -> torch.Tensor:
+    """:class:`OAMP`'s layers with per-channel ``gamma``, ``theta``, in a form that is fast to differentiate.
+
+    With ``H^H H = U diag(lam) U^H`` (one eigendecomposition per channel, float64), the LMMSE matrix is
+    diagonal in the basis ``U``: ``W^ H = U diag(d) U^H`` with ``d = v2 lam / (v2 lam + sigma2)``, so
+    ``c = Nt / sum(d)``, ``tr(C C^H) = sum (1 - theta c d)^2`` and ``tr(W W^H) = (c v2)^2 sum lam /
+    (v2 lam + sigma2)^2`` are sums over the Nt eigenvalues, and ``W (y - Hx) = c v2 U diag(1 / (v2 lam +
+    sigma2)) q`` with ``q = U^H H^H (y - Hx) = U^H H^H y - lam U^H x``: per vector and layer two Nt x Nt
+    rotations instead of an Nt x Nt inverse and two Nr x Nt products. The residual power is
+    ``||y - Hx||^2 = (||y||^2 - ||P_H y||^2) + sum_i |q_i|^2 / lam_i`` (a projection-free sum of squares,
+    no cancellation at high SNR; eigenvalues below ``1e-12 tr(H^H H)`` count as a null space). Vectors
+    are stacked ``[Re, Im]`` (no complex autograd) and the denoiser is
+    :func:`edgert.ops.mmnet.axis_posterior_mean`. Same math as :meth:`OAMP.forward` (float32 rounding).
+
+    Args:
+        H: complex64 ``[G, Nr, Nt]`` (constant, not differentiated).
+        y: complex64 ``[G, B, Nr]``.
+        sigma2: float32 ``[G]`` or ``[G, B]`` (a noise variance per vector, e.g. one SNR per vector group).
+        gamma, theta: float32 ``[T, G]`` (differentiable).
+        modulation: QAM order (4, 16, 64).
+
+    Returns:
+        float32 ``[T, G, B, 2, Nt]``: every layer's estimate (posterior mean), real part at ``[..., 0, :]``.
+    """
+    g, nr, nt = H.shape
+    b = y.shape[1]
+    s2 = (sigma2[:, None].expand(g, b) if sigma2.dim() == 1 else sigma2).to(torch.float32)
+    with torch.no_grad():
+        h64 = H.to(torch.complex128)
+        gram64 = h64.mH @ h64
+        lam64, u64 = torch.linalg.eigh(gram64)
+        tr_g = torch.diagonal(gram64, dim1=1, dim2=2).real.sum(-1)  # [G]
+        lam64 = lam64.clamp_min(0.0)
+        inv_lam64 = torch.where(lam64 > 1e-12 * tr_g[:, None], 1.0 / lam64.clamp_min(1e-300), 0.0)
+        y64 = y.to(torch.complex128)
+        ty64 = (y64 @ h64.conj()) @ u64.conj()  # U^H H^H y, [G, B, Nt]
+        perp = ((y64.abs() ** 2).sum(-1) - (ty64.abs() ** 2 * inv_lam64[:, None]).sum(-1)).clamp_min(0.0)
+        base = ((perp - nr * s2.double()) / tr_g[:, None]).float()  # v2 at zero in-span residual, [G, B]
+        lam = lam64.float()[:, None, :]  # [G, 1, Nt]
+        w_res = (inv_lam64 / tr_g[:, None]).float()[:, None, None, :]  # [G, 1, 1, Nt]
+        ty = torch.stack([ty64.real, ty64.imag], -2).float()  # [G, B, 2, Nt]
+        to_eig = real_block(u64.mH).float()  # [Re, Im](x) @ to_eig = [Re, Im](U^H x)
+        from_eig = real_block(u64).float()  # and back
+    x = torch.zeros(g, b, 2 * nt, dtype=torch.float32)
+    outputs = []
+    for t in range(gamma.shape[0]):
+        xt = torch.bmm(x, to_eig).view(g, b, 2, nt)
+        q = ty - lam.unsqueeze(2) * xt  # U^H H^H (y - H x)
+        v2 = (base + (q * q * w_res).sum((-2, -1))).clamp_min(_EPS)  # [G, B]
+        vl = v2[..., None] * lam  # [G, B, Nt]
+        den = vl + s2[..., None]
+        d = vl / den
+        c = nt / d.sum(-1)
+        cv = c * v2
+        gt, tt = gamma[t][:, None], theta[t][:, None]  # [G, 1]
+        zt = xt + (gt * cv)[..., None, None] * q / den.unsqueeze(2)
+        z = torch.bmm(zt.reshape(g, b, 2 * nt), from_eig).view(g, b, 2, nt)
+        trcc = (1.0 - (tt * c)[..., None] * d).pow(2).sum(-1)
+        trww = cv.pow(2) * (lam / den.pow(2)).sum(-1)
+        tau2 = ((trcc * v2 + tt.pow(2) * trww * s2) / nt).clamp_min(_EPS)  # [G, B]
+        x4 = axis_posterior_mean(z, tau2[..., None, None].expand(g, b, 2, nt), modulation)
+        outputs.append(x4)
+        x = x4.reshape(g, b, 2 * nt)
+    return torch.stack(outputs)
+
+
+@dataclass
+class OAMPNetOnline:
+    """OAMPNet with its two scalars per layer learned for each channel (:mod:`edgert.mimo.oampnet_online`).
+
+    ``gamma``, ``theta``: float32 ``[T, G]``; channel ``g`` of the parameters belongs to channel ``g`` of
+    the set they were trained on, and :meth:`for_channels` selects a range so that an evaluation can run
+    the set in chunks. The layer is :class:`OAMP`'s, computed as :func:`oamp_train_forward` (the form the
+    parameters were trained in; ``gamma = theta = 1`` is OAMP).
+    """
+
+    gamma: torch.Tensor = field(default_factory=lambda: torch.ones(0, 0))
+    theta: torch.Tensor = field(default_factory=lambda: torch.ones(0, 0))
+    name: str = "oampnet_online"
+
+    @staticmethod
+    def initial(layers: int, channels: int) -> "OAMPNetOnline":
+        """OAMP's parameters (``gamma = theta = 1``) for ``channels`` channels."""
+        return OAMPNetOnline(torch.ones(layers, channels), torch.ones(layers, channels))
+
+    def for_channels(self, start: int, stop: int) -> "OAMPNetOnline":
+        return OAMPNetOnline(self.gamma[:, start:stop].contiguous(), self.theta[:, start:stop].contiguous(),
+                             self.name)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.gamma, self.theta]
+
+    def __call__(self, H, y, sigma2, modulation):
+        check_inputs(H, y, sigma2, modulation)
+        g = H.shape[0]
+        if self.gamma.dim() != 2 or self.gamma.shape != self.theta.shape or self.gamma.shape[1] != g:
+            raise ValueError(f"OAMPNetOnline parameters gamma {list(self.gamma.shape)}, theta "
+                             f"{list(self.theta.shape)} do not match H {list(H.shape)} (expected [T, G={g}] "
+                             "each); select the trained channels with for_channels()")
+        with torch.no_grad():
+            x4 = oamp_train_forward(H, y, sigma2, self.gamma.float(), self.theta.float(), modulation)[-1]
+        x = torch.complex(x4[..., 0, :], x4[..., 1, :])
         return x, hard_decision(x, modulation)
 
 
