@@ -1,5 +1,5 @@
 """The ``edgert`` command: ``info``, ``data``, and a subcommand group per application (``mimo``, ``srvc``,
-``ams``), plus ``demo``."""
+``ams``, ``recl``), plus ``demo``."""
 from __future__ import annotations
 
 import argparse
@@ -26,9 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     from edgert.ams.cli import register_demo
     from edgert.data import register as register_data
     from edgert.mimo.cli import register as register_mimo
+    from edgert.recl.cli import register as register_recl
     from edgert.srvc.cli import register as register_srvc
 
-    for register in (register_mimo, register_data, register_srvc, register_ams, register_demo):
+    for register in (register_mimo, register_data, register_srvc, register_ams, register_recl, register_demo):
         register(sub)
     return parser
 
