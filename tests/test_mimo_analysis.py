@@ -149,6 +149,14 @@ def test_condition_binning_matches_numpy():
     assert sum(out["error_share"]["d"]["5"][:4]) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="expected \\[200\\] matrices"):
         ser_by_condition({"d": {"5": errors[:5]}}, c, 10)
+    # three matrices: a quartile bin is empty; its SER is None, not a 0/0 warning
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        small = ser_by_condition({"d": {"5": np.array([1, 0, 2])}}, np.array([3.0, 5.0, 9.0]), 10)
+    counts = [b["matrices"] for b in small["bins"]]
+    assert 0 in counts
+    assert [v is None for v in small["ser"]["d"]["5"]] == [n == 0 for n in counts]
     with pytest.raises(ValueError, match="non-empty"):
         condition_bins(np.array([]))
     with pytest.raises(ValueError, match="non-empty"):

@@ -288,7 +288,8 @@ def ser_by_condition(errors: dict[str, dict[str, np.ndarray]], condition: np.nda
         symbols_per_matrix: symbols sent per matrix and SNR point (vectors x Nt).
     Returns:
         ``{"bins": [{name, quantiles, condition, matrices}], "ser": {det: {snr: [SER per bin]}},
-        "error_share": {det: {snr: [fraction of that point's errors in the bin, None without errors]}}}``.
+        "error_share": {det: {snr: [fraction of that point's errors in the bin, None without errors]}}}``;
+        a bin without matrices (small sets: the worst 1 % of 3 matrices) has SER None.
     """
     if symbols_per_matrix <= 0:
         raise ValueError(f"symbols_per_matrix: expected > 0, got {symbols_per_matrix}")
@@ -304,7 +305,8 @@ def ser_by_condition(errors: dict[str, dict[str, np.ndarray]], condition: np.nda
                                  f"got {list(e.shape)}")
             total = int(e.sum())
             out["ser"].setdefault(det, {})[snr] = [
-                float(e[b["mask"]].sum() / (b["mask"].sum() * symbols_per_matrix)) for b in bins]
+                float(e[b["mask"]].sum() / (b["mask"].sum() * symbols_per_matrix)) if b["mask"].any() else None
+                for b in bins]
             out["error_share"].setdefault(det, {})[snr] = [
                 float(e[b["mask"]].sum() / total) if total else None for b in bins]
     return out
@@ -639,7 +641,8 @@ def plot_condition(results: dict, cfg: SweepConfig, out: Path) -> None:
     for ax, k in zip(axes[0], snrs):
         for n, pts in sbc["ser"].items():
             if k in pts:
-                ax.plot(range(len(labels)), [v if v > 0 else np.nan for v in pts[k]], marker="o", ms=3, label=n)
+                ax.plot(range(len(labels)), [v if v is not None and v > 0 else np.nan for v in pts[k]], marker="o",
+                        ms=3, label=n)
         ax.axhline(cfg.target_ser, color="gray", lw=0.8, ls="--")
         ax.set_yscale("log")
         ax.set_xticks(range(len(labels)))
