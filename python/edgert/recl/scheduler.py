@@ -393,11 +393,14 @@ class TorchJob:
         with torch_threads(self.num_threads), torch.no_grad():
             model, _ = self._live()
             model.eval()
-            correct = 0
-            for i in range(0, total, self.eval_batch_size):
-                logits = model(data.val_x[i:i + self.eval_batch_size])
-                correct += int((logits.argmax(1) == data.val_y[i:i + self.eval_batch_size]).sum())
-        return correct / total
+            predicted = torch.cat([model(data.val_x[i:i + self.eval_batch_size]).argmax(1)
+                                   for i in range(0, total, self.eval_batch_size)])
+        return self.score(predicted, data.val_y)
+
+    def score(self, predicted: torch.Tensor, labels: torch.Tensor) -> float:
+        """The held-out metric of the model's ``argmax`` labels: top-1 accuracy here; subclasses measure
+        other tasks (e.g. IoU of segmentation masks) by overriding only this."""
+        return float((predicted == labels).double().mean())
 
 
 # ------------------------------------------------------------------------------------------------- executors

@@ -80,7 +80,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgert.recl.scheduler import JobData, TorchJob, torch_threads
+from edgert.recl.scheduler import JobData, TorchJob
 from edgert.vision.distill import predict_labels
 from edgert.vision.metrics import confusion_matrix, mean_iou
 from edgert.vision.models import segmentation_student, tiny_classifier
@@ -355,8 +355,9 @@ def frame_iou(reference: np.ndarray, prediction: np.ndarray, num_classes: int) -
 class SegmentationJob(TorchJob):
     """:class:`~edgert.recl.scheduler.TorchJob` for segmentation: the same serialisable state, deterministic
     batches and per-pixel cross-entropy (``F.cross_entropy`` of logits ``[B, C, h, w]`` against masks
-    ``[B, h, w]``); :meth:`evaluate` is the mean per-frame IoU over present classes (:func:`frame_iou`) on the
-    held-out frames instead of top-1 agreement. ``data.train_y``/``val_y`` are int64 masks ``[N, h, w]``."""
+    ``[B, h, w]``); its :meth:`score` (so :meth:`evaluate`) is the mean per-frame IoU over present classes
+    (:func:`frame_iou`) on the held-out frames instead of top-1 agreement. ``data.train_y``/``val_y`` are int64
+    masks ``[N, h, w]``."""
 
     def __init__(self, job_id: str, model_factory: Callable[[], nn.Module],
                  data: Union[JobData, Callable[[], JobData]], *, num_classes: int = 2, **kwargs: Any) -> None:
@@ -365,18 +366,9 @@ class SegmentationJob(TorchJob):
             raise ValueError(f"num_classes: expected >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
 
-    def evaluate(self) -> float:
-        data = self._frames()
-        total = int(data.val_x.shape[0])
-        if total == 0:
-            raise ValueError(f"job {self.job_id}: no held-out frames")
-        with torch_threads(self.num_threads), torch.no_grad():
-            model, _ = self._live()
-            model.eval()
-            preds = [model(data.val_x[i:i + self.eval_batch_size]).argmax(1)
-                     for i in range(0, total, self.eval_batch_size)]
-        pred = torch.cat(preds).numpy()
-        return float(frame_iou(data.val_y.numpy(), pred, self.num_classes).mean())
+    def score(self, predicted: torch.Tensor, labels: torch.Tensor) -> float:
+        """Mean per-frame IoU of the predicted masks against the teacher's."""
+        return float(frame_iou(labels.numpy(), predicted.numpy(), self.num_classes).mean())
 
 
 class SegmentationTask(_ExpertTask):
