@@ -85,6 +85,23 @@ def test_manifest_from_module() -> None:
     assert slot.tensor_info("2.weight")["dtype"] == "float16"
 
 
+def test_manifest_pack_is_the_slot_layout() -> None:
+    rng = np.random.default_rng(3)
+    m = Manifest(b"\x07" * 16, (TensorSpec("a", "float32", (5, 3)), TensorSpec("b", "float16", (7,)),
+                                TensorSpec("c", "float32", (1,))))
+    weights = {t.name: rng.standard_normal(t.shape) for t in m.tensors}  # float64 in, converted per tensor
+    slot = Slot(m.to_bytes())
+    slot.apply(encode_snapshot(m, 1, weights).data)
+    mirror = DeviceMirror(m)
+    mirror.apply(encode_snapshot(m, 1, weights))
+    assert m.pack(weights) == slot.weights()[0] == mirror.weights_bytes()
+    assert m.offsets()[1] == 64  # "a" is 60 bytes: padding the packed layout must reproduce
+    with pytest.raises(KeyError):
+        m.pack({"a": weights["a"]})
+    with pytest.raises(ValueError, match="expected 7 values"):
+        m.pack({**weights, "b": np.zeros(6)})
+
+
 def test_golden_chain_through_binding() -> None:
     slot = Slot(golden("manifest.bin"))
     versions = []

@@ -60,10 +60,7 @@ Weights = dict[str, np.ndarray]
 
 def weights_digest(weights: Mapping[str, np.ndarray], manifest: Manifest) -> str:
     """SHA-256 (hex) of ``weights`` laid out as a device slot holds them (the manifest's tensor order, float32)."""
-    h = hashlib.sha256()
-    for spec in manifest.tensors:
-        h.update(np.ascontiguousarray(weights[spec.name], dtype=spec.np_dtype).tobytes())
-    return h.hexdigest()
+    return hashlib.sha256(manifest.pack(weights)).hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------------ state

@@ -397,7 +397,7 @@ class RECLServer:
                                   max_frame=max(max_upload_bytes, DEFAULT_MAX_FRAME))
         for device in keys:  # devices the controller already knew run their own model
             state = controller.devices[device]
-            if self.models.weights_bytes(device) != self._bytes(state.weights):
+            if self.models.weights_bytes(device) != self.manifest.pack(state.weights):
                 self.models.publish_snapshot(state.weights, device_id=device)
         self.models.register_frame(RECLFrame.WINDOW, self._on_window)
         self.reports: list[WindowReport] = []
@@ -407,10 +407,6 @@ class RECLServer:
         self._stopping = threading.Event()
         self._worker: Optional[threading.Thread] = None
         self._flush = False
-
-    def _bytes(self, weights: Mapping[str, np.ndarray]) -> bytes:
-        return b"".join(np.ascontiguousarray(weights[s.name], dtype=s.np_dtype).tobytes()
-                        for s in self.manifest.tensors)
 
     # ---- lifecycle -----------------------------------------------------------------------------
     @property

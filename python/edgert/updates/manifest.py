@@ -109,6 +109,18 @@ class Manifest:
         """Manifest of a torch module's named parameters (trainable state streamed to devices)."""
         return cls.from_state_dict({n: p.detach() for n, p in module.named_parameters()}, model_id, dtype)
 
+    def pack(self, weights: Mapping[str, Any]) -> bytes:
+        """``weights`` laid out as a device slot holds them: each tensor in its dtype at its 64-byte aligned
+        :meth:`offsets`, zero padding between (what ``Slot.weights()`` and
+        :meth:`edgert.updates.DeviceMirror.weights_bytes` return for the same weights)."""
+        buffer = np.zeros(self.weights_size, dtype=np.uint8)
+        for offset, t in zip(self.offsets(), self.tensors):
+            values = np.ascontiguousarray(weights[t.name], dtype=t.np_dtype).reshape(-1)
+            if values.size != t.numel:
+                raise ValueError(f"tensor {t.name!r}: expected {t.numel} values, got {values.size}")
+            buffer[offset:offset + t.nbytes] = values.view(np.uint8)
+        return buffer.tobytes()
+
     def table_bytes(self) -> bytes:
         """Canonical tensor-table encoding (u32 count, then name/dtype/ndim/shape per tensor)."""
         out = bytearray(struct.pack("<I", len(self.tensors)))
