@@ -290,7 +290,7 @@ def test_baseline_modes_run_through_the_same_controller(mode_runs: dict[str, lis
     one = mode_runs["one_time"]
     assert all(d.retrain_start is not None for d in one[0].devices.values())
     assert all(d.retrain_start is None and d.micro_windows == 0 for r in one[1:] for d in r.devices.values())
-    assert all(r.cost.retrain_s < 0.05 for r in one[1:])
+    assert all(r.cost.retrain_compute_s == 0 for r in one[1:])  # nominal compute: no wall-clock threshold
 
 
 def test_reuse_beats_continuous_retraining_when_cameras_swap_scenes(mode_runs: dict[str, list[WindowReport]]
