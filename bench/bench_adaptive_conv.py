@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from bench.harness import Row, cuda_sync, measure
+from bench.harness import Row, compiled_peer, cuda_sync, measure
 from edgert import ops
 
 
-def run(device: torch.device, quick: bool) -> list[Row]:
+def run(device: torch.device, quick: bool, peers: frozenset[str] = frozenset()) -> list[Row]:
     shapes = [(1, 3, 135, 240, 32, 5)] if quick else [(1, 3, 270, 480, 32, 5), (1, 3, 180, 320, 32, 5),
                                                       (4, 3, 135, 240, 32, 5)]
     rows: list[Row] = []
@@ -26,6 +26,15 @@ def run(device: torch.device, quick: bool) -> list[Row]:
             t = measure(lambda: ops.adaptive_conv_reference(x, kernels, bias, patch), repeats=repeats, sync=sync)
             rows.append(Row("adaptive_conv", "torch-eager (unfold+bmm)", str(device), "float32", shape, t,
                             bytes_moved, flops, extra={"peer": True}))
+            if "compile" in peers:
+                expected = ops.adaptive_conv_reference(x, kernels, bias, patch)
+                fn = compiled_peer(ops.adaptive_conv_reference, "adaptive_conv",
+                                   lambda got: torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4),
+                                   x, kernels, bias, patch)
+                if fn is not None:
+                    t = measure(lambda: fn(x, kernels, bias, patch), repeats=repeats, sync=sync)
+                    rows.append(Row("adaptive_conv", "torch.compile (unfold+bmm)", str(device), "float32", shape, t,
+                                    bytes_moved, flops, extra={"peer": True}))
             for backend in ops.available_backends(device):
                 if backend == "torch":
                     continue

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.harness import Row, cuda_sync, measure, start_numba
+from bench.harness import Row, compiled_peer, cuda_sync, cupy_module, measure, start_numba
 from edgert import ops
 
 try:
@@ -71,7 +71,7 @@ def block_average_numba(grad: np.ndarray, block: int = 16) -> np.ndarray:
     return out
 
 
-def run(device: torch.device, quick: bool) -> list[Row]:
+def run(device: torch.device, quick: bool, peers: frozenset[str] = frozenset()) -> list[Row]:
     shapes = [(1, 3, 720, 1280)] if quick else [(1, 3, 720, 1280), (4, 3, 1080, 1920), (8, 64, 68, 120)]
     rows: list[Row] = []
     sync = cuda_sync(device)
@@ -80,6 +80,7 @@ def run(device: torch.device, quick: bool) -> list[Row]:
     if device.type == "cpu" and numba is None:
         print("numba not installed: peer skipped")
     numba_threads = start_numba(numba) if use_numba else 0  # the same threads as torch and edgert
+    cp = cupy_module(device) if "cupy" in peers else None
     for n, c, h, w in shapes:
         grad = torch.randn(n, c, h, w, device=device)
         shape = f"[{n},{c},{h},{w}] b=16"
@@ -90,6 +91,23 @@ def run(device: torch.device, quick: bool) -> list[Row]:
 
         rows.append(Row("block_average", "torch-eager", str(device), "float32", shape,
                         measure(peer, repeats=repeats, sync=sync), bytes_moved, extra={"peer": True}))
+        expected = ops.block_average_reference(grad, 16) if peers else None
+        if "compile" in peers:
+            fn = compiled_peer(ops.block_average_reference, "block_average",
+                               lambda got: torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6), grad, 16)
+            if fn is not None:
+                rows.append(Row("block_average", "torch.compile", str(device), "float32", shape,
+                                measure(lambda: fn(grad, 16), repeats=repeats, sync=sync), bytes_moved,
+                                extra={"peer": True}))
+        if cp is not None and h % 16 == 0 and w % 16 == 0:
+            g_cp = cp.from_dlpack(grad)
+
+            def cupy_peer():  # the natural cupy formulation (full blocks only, as every shape here)
+                return cp.abs(g_cp).mean(axis=1).reshape(n, h // 16, 16, w // 16, 16).mean(axis=(2, 4))
+
+            torch.testing.assert_close(torch.from_dlpack(cupy_peer()), expected, rtol=1e-5, atol=1e-6)
+            rows.append(Row("block_average", "cupy", str(device), "float32", shape,
+                            measure(cupy_peer, repeats=repeats, sync=sync), bytes_moved, extra={"peer": True}))
         if use_numba:
             grad_np = grad.numpy()
             # Parity before timing; this first call also compiles the kernel and starts numba's threads.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.harness import Row, cuda_sync, measure
+from bench.harness import Row, compiled_peer, cuda_sync, measure
 from edgert import ops
 
 
@@ -29,7 +29,7 @@ def flops_per_vector(n_rx: int, n_tx: int, layers: int) -> float:
     return 16.0 * n_rx * n_tx * layers
 
 
-def run(device: torch.device, quick: bool) -> list[Row]:
+def run(device: torch.device, quick: bool, peers: frozenset[str] = frozenset()) -> list[Row]:
     rows: list[Row] = []
     sync = cuda_sync(device)
     repeats = 10 if quick else 30
@@ -45,6 +45,19 @@ def run(device: torch.device, quick: bool) -> list[Row]:
                                                            modulation=modulation), repeats=repeats, sync=sync)
         rows.append(Row("mmnet_detect", "torch-eager", str(device), "complex64", shape, t, flops=flops,
                         extra={"peer": True, "vectors_per_s": vectors / t.median}))
+        if "compile" in peers:
+            def detect(H, y, sigma2, theta2, A):
+                return ops.mmnet_detect_reference(H, y, sigma2, theta2, A=A, modulation=modulation)
+
+            args = (p["H"], p["y"], p["sigma2"], p["theta2"], p["A"])
+            with torch.no_grad():
+                want = detect(*args)[0]
+                fn = compiled_peer(detect, "mmnet_detect",
+                                   lambda got: torch.testing.assert_close(got[0], want, rtol=1e-3, atol=2e-4), *args)
+                if fn is not None:
+                    t = measure(lambda: fn(*args), repeats=repeats, sync=sync)
+                    rows.append(Row("mmnet_detect", "torch.compile", str(device), "complex64", shape, t, flops=flops,
+                                    extra={"peer": True, "vectors_per_s": vectors / t.median}))
         for backend in ops.available_backends(device):
             if backend == "torch":
                 continue
@@ -94,6 +107,18 @@ def run(device: torch.device, quick: bool) -> list[Row]:
     t = measure(lambda: ops.gaussian_denoise_reference(z, var, 16), repeats=repeats, sync=sync)
     rows.append(Row("gaussian_denoise", "torch-eager", str(device), "complex64", shape, t, bytes_moved,
                     extra={"peer": True}))
+    if "compile" in peers:
+        want_mean, want_var = ops.gaussian_denoise_reference(z, var, 16)
+
+        def check(got: tuple[torch.Tensor, torch.Tensor]) -> None:
+            torch.testing.assert_close(got[0], want_mean, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(got[1], want_var, rtol=1e-4, atol=1e-5)
+
+        fn = compiled_peer(ops.gaussian_denoise_reference, "gaussian_denoise", check, z, var, 16)
+        if fn is not None:
+            rows.append(Row("gaussian_denoise", "torch.compile", str(device), "complex64", shape,
+                            measure(lambda: fn(z, var, 16), repeats=repeats, sync=sync), bytes_moved,
+                            extra={"peer": True}))
     for backend in ops.available_backends(device):
         if backend != "torch":
             t = measure(lambda: ops.gaussian_denoise(z, var, 16, backend=backend), repeats=repeats, sync=sync)

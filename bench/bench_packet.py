@@ -137,7 +137,7 @@ def _print_sizes(title: str, sizes: dict) -> None:
           f"+{100 * (sizes['index_bits_per_param'] / sizes['bound_bits_per_param'] - 1):.1f}%)\n")
 
 
-def run(device: torch.device, quick: bool) -> list[Row]:
+def run(device: torch.device, quick: bool, peers: frozenset[str] = frozenset()) -> list[Row]:
     if device.type != "cpu":
         return []
     rng = np.random.default_rng(0)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench.harness import Row, cuda_sync, measure, start_numba
+from bench.harness import Row, compiled_peer, cuda_sync, cupy_module, measure, start_numba
 from edgert import ops
 
 try:
@@ -110,7 +110,7 @@ def sparse_patch_numba(weights: np.ndarray, indices: np.ndarray, values: np.ndar
         _add_f32(weights, indices, values)
 
 
-def run(device: torch.device, quick: bool) -> list[Row]:
+def run(device: torch.device, quick: bool, peers: frozenset[str] = frozenset()) -> list[Row]:
     fractions = [0.05] if quick else [0.05, 0.01, 1.0]
     repeats = 10 if quick else 100
     warmup = 3 if quick else 30  # the first calls on a fresh 8.8 MB buffer are slower for every impl
@@ -121,6 +121,7 @@ def run(device: torch.device, quick: bool) -> list[Row]:
     if device.type == "cpu" and numba is None:
         print("numba not installed: peer skipped")
     numba_threads = start_numba(numba) if use_numba else 0  # the same threads as torch and edgert
+    cp = cupy_module(device) if "cupy" in peers else None
     for fraction in fractions:
         count = int(PARAMS * fraction)
         if count == PARAMS:
@@ -138,6 +139,34 @@ def run(device: torch.device, quick: bool) -> list[Row]:
 
         rows.append(Row("sparse_patch", "torch-index_add_", str(device), "f32 w / f16 v", shape,
                         measure(peer, repeats=repeats, warmup=warmup, sync=sync), bytes_moved, extra={"peer": True}))
+        if peers:
+            # Parity of the extra peers on a copy of the weights (exact, like the op's backends) before timing.
+            w0 = w.clone()
+            expected = w0.clone()
+            ops.sparse_patch_reference(expected, idx, val, "add")
+        if "compile" in peers:
+            def index_add(target: torch.Tensor) -> torch.Tensor:
+                return target.index_add_(0, idx, val.float())
+
+            fn = compiled_peer(index_add, "sparse_patch",
+                               lambda got: torch.testing.assert_close(got, expected, rtol=0.0, atol=0.0), w0.clone())
+            if fn is not None:
+                rows.append(Row("sparse_patch", "torch.compile index_add_", str(device), "f32 w / f16 v", shape,
+                                measure(lambda: fn(w), repeats=repeats, warmup=warmup, sync=sync), bytes_moved,
+                                extra={"peer": True}))
+        if cp is not None:
+            idx_cp, val_cp = cp.from_dlpack(idx), cp.from_dlpack(val)
+
+            def cupy_fancy(target) -> None:
+                target[idx_cp] += val_cp.astype(cp.float32)
+
+            check = w0.clone()
+            cupy_fancy(cp.from_dlpack(check))
+            torch.testing.assert_close(check, expected, rtol=0.0, atol=0.0)
+            w_cp = cp.from_dlpack(w)
+            rows.append(Row("sparse_patch", "cupy-fancy", str(device), "f32 w / f16 v", shape,
+                            measure(lambda: cupy_fancy(w_cp), repeats=repeats, warmup=warmup, sync=sync),
+                            bytes_moved, extra={"peer": True}))
         if device.type == "cpu":
             w_np, idx_np, val_np = w.numpy(), idx.numpy(), val.numpy()
 

@@ -14,6 +14,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -65,6 +66,41 @@ def cuda_sync(device: torch.device) -> Callable[[], None]:
     if device.type == "cuda":
         return lambda: torch.cuda.synchronize(device)
     return lambda: None
+
+
+# Optional peers a run can add (bench.hotpaths --peers): torch.compile of the PyTorch formulation, and cupy on CUDA.
+PEERS = ("compile", "cupy")
+
+
+def compiled_peer(fn: Callable[..., Any], name: str, check: Callable[[Any], None],
+                  *args: Any) -> Optional[Callable[..., Any]]:
+    """``torch.compile(fn)``, compiled on ``fn(*args)`` and checked (``check(result)`` asserts parity with the
+    reference) outside the timing; None, with the reason printed, when this install cannot compile it (no Triton
+    or C compiler, an op Inductor cannot lower). A parity failure is raised, never skipped."""
+    try:
+        compiled = torch.compile(fn)
+        result = compiled(*args)
+    except Exception as exc:  # noqa: BLE001 (any compiler failure skips the row; it is reported)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"torch.compile peer of {name} skipped: {type(exc).__name__}: {first[:200]}")
+        return None
+    check(result)
+    return compiled
+
+
+def cupy_module(device: torch.device) -> Optional[ModuleType]:
+    """cupy when ``device`` is CUDA and cupy can use it (else None, reason printed): the cupy peers."""
+    if device.type != "cuda":
+        return None
+    try:
+        import cupy
+    except ImportError:
+        print("cupy not installed: cupy peers skipped (pip install cupy-cuda13x)")
+        return None
+    if not cupy.cuda.is_available():
+        print("cupy cannot use the GPU: cupy peers skipped")
+        return None
+    return cupy
 
 
 def start_numba(numba: Any) -> int:
@@ -186,8 +222,9 @@ def _fmt_time(seconds: float) -> str:
 
 
 def write_json(name: str, rows: list[Row], roofline: dict[str, float], config: dict[str, Any],
-               out_dir: Path = RESULTS_DIR) -> Path:
-    """Writes rows with commit/device metadata to ``bench/results/<name>-<device>.json``."""
+               out_dir: Path = RESULTS_DIR, markdown: Optional[str] = None) -> Path:
+    """Writes rows with commit/device metadata to ``bench/results/<name>-<device>.json`` (``out_dir`` instead of
+    bench/results), and ``markdown`` (the printed table) beside it as ``.md`` when given."""
     out_dir.mkdir(parents=True, exist_ok=True)
     device = config.get("device", "cpu")
     payload = {
@@ -197,6 +234,8 @@ def write_json(name: str, rows: list[Row], roofline: dict[str, float], config: d
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "device_name": device_name(torch.device(device)) if device != "cuda" or torch.cuda.is_available() else None,
         "config": config,
         "roofline": roofline,
         "rows": [
@@ -207,4 +246,7 @@ def write_json(name: str, rows: list[Row], roofline: dict[str, float], config: d
     }
     path = out_dir / f"{name}-{device}.json"
     path.write_text(json.dumps(payload, indent=2))
+    if markdown is not None:
+        path.with_suffix(".md").write_text(f"{name} on {payload['device_name'] or device}, commit {payload['commit']}, "
+                                           f"torch {torch.__version__}\n\n{markdown}\n")
     return path

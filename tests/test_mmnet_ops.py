@@ -4,9 +4,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import GPU
 from edgert import _edgert, ops
 
 BACKENDS = ["cpu", "torch"]
+# The same on every backend that has a native MMNet kernel, CUDA included (marked gpu, skipped without one).
+NATIVE = [pytest.param("cpu", "cpu", id="cpu"), pytest.param("torch", "cpu", id="torch"),
+          pytest.param("cuda", "cuda", id="cuda", marks=GPU)]
 
 
 def _system(groups=2, batch=16, n_rx=16, n_tx=4, modulation=16, seed=0):
@@ -219,3 +223,71 @@ def test_iid_form_training_graph_matches_the_reference():
     assert (idx != ref_idx).float().mean() < 0.01  # only ties at decision boundaries may differ
     torch.testing.assert_close(model.theta1.grad, t1.grad, rtol=1e-3, atol=1e-6)
     torch.testing.assert_close(model.theta2.grad, t2.grad, rtol=1e-3, atol=1e-6)
+
+
+def _one_layer_expectation(H, y, sigma2, theta2, A, *, divide_noise_by_h=False):
+    """The first layer's output in float64 from its definition (x = 0, so r = y and z = A y):
+    v = theta2 / Nt (||I - A H||^2 / ||H||^2 max(||y||^2 - Nr sigma2, 0) + ||A||^2 sigma2).
+    ``divide_noise_by_h`` gives the estimate before the fix (noise term ||A||^2 / ||H||^2 sigma2)."""
+    H, y, A = H.to(torch.complex128), y.to(torch.complex128), A.to(torch.complex128)
+    s2, th2 = sigma2.double(), theta2.double()
+    n_rx, n_tx = H.shape[-2:]
+    z = y @ A.transpose(-1, -2)
+    h2 = (H.abs() ** 2).sum((-2, -1))
+    m2 = ((torch.eye(n_tx, dtype=H.dtype) - A @ H).abs() ** 2).sum((-2, -1))
+    a2 = (A.abs() ** 2).sum((-2, -1))
+    noise = a2 * s2 / (h2 if divide_noise_by_h else 1.0)
+    excess = torch.relu((y.abs() ** 2).sum(-1) - n_rx * s2[:, None])
+    v = th2[:, None, :] / n_tx * ((m2 / h2)[:, None, None] * excess[..., None] + noise[:, None, None])
+    return ops.gaussian_denoise_reference(z, v)[0], excess
+
+
+def noise_estimate_problem(form: str, regime: str, batch: int):
+    """(H, y, sigma2, theta2 [1, G, Nt], kwargs (A or theta1), expected float64 x [G, B, Nt]) for one MMNet layer;
+    see :func:`test_noise_estimate_of_one_layer_matches_its_definition`."""
+    gen = torch.Generator().manual_seed(batch * 10 + (form == "iid"))
+    groups, n_rx, n_tx = 2, 16, 4
+    H = torch.randn(groups, n_rx, n_tx, generator=gen, dtype=torch.complex64)  # ||H||^2 ~ Nr Nt = 64
+    sigma2 = torch.tensor([2.0, 0.7])
+    noise = torch.randn(groups, batch, n_rx, generator=gen, dtype=torch.complex64) * sigma2.sqrt()[:, None, None]
+    if regime == "noise-only":
+        y = 0.5 * noise  # ||y||^2 ~ Nr sigma2 / 4: no excess residual power
+    else:
+        x = ops.indices_to_symbols(torch.randint(0, 16, (groups, batch, n_tx), generator=gen), 16)
+        y = torch.einsum("grt,gbt->gbr", H, x) + 0.05 * noise
+        sigma2 = 0.0025 * sigma2
+    theta2 = 0.5 + torch.rand(1, groups, n_tx, generator=gen)
+    if form == "full":
+        pinv = torch.linalg.pinv(H)
+        A = (0.8 * pinv + 0.02 * torch.randn(pinv.shape, generator=gen, dtype=torch.complex64))[None].contiguous()
+        kwargs = {"A": A}
+    else:
+        theta1 = torch.tensor([[1.0 / 24, 1.0 / 20]])
+        A = (theta1[0][:, None, None] * H.conj().transpose(-1, -2))[None]
+        kwargs = {"theta1": theta1}
+    want, excess = _one_layer_expectation(H, y, sigma2, theta2[0], A[0])
+    assert (excess == 0).all() if regime == "noise-only" else (excess > 0).all()
+    if regime == "noise-only":
+        old, _ = _one_layer_expectation(H, y, sigma2, theta2[0], A[0], divide_noise_by_h=True)
+        assert (want - old).abs().max() > 0.05  # the check can tell the two estimates apart
+    return H, y, sigma2, theta2, kwargs, want
+
+
+NOISE_ESTIMATE_CASES = [(form, regime, batch) for form in ("full", "iid") for regime in ("noise-only", "residual")
+                        for batch in (1, 7)]
+
+
+@pytest.mark.parametrize("backend,device", NATIVE)
+@pytest.mark.parametrize("form,regime,batch", NOISE_ESTIMATE_CASES)
+def test_noise_estimate_of_one_layer_matches_its_definition(backend, device, form, regime, batch):
+    """The MMNet noise estimate (the ||A_t||^2 sigma2 term, fixed in fe1dbdb in every implementation) checked
+    against its definition, not against another implementation: one layer, where x = 0 makes the denoiser input
+    z = A y and the variance v closed-form. 'noise-only' (y is weaker than the noise floor, so v is the noise term
+    alone) would pass with the old ||A||^2 / ||H||^2 term only if the outputs did not depend on v: asserted."""
+    H, y, sigma2, theta2, kwargs, want = noise_estimate_problem(form, regime, batch)
+    moved = {k: v.to(device) for k, v in kwargs.items()}
+    got, decisions = ops.mmnet_detect(H.to(device), y.to(device), sigma2.to(device), theta2.to(device),
+                                      modulation=16, backend=backend, **moved)
+    assert got.shape == want.shape and got.device.type == device
+    torch.testing.assert_close(got.cpu().to(torch.complex128), want, rtol=1e-3, atol=2e-4)
+    assert torch.equal(decisions.cpu(), ops.hard_decision(got.cpu(), 16))

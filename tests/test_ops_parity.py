@@ -3,7 +3,8 @@
 Each case: an op name, a function that builds inputs for a shape on a device,
 a function running the op on a backend, the shapes (batch 1, odd sizes, empty,
 large) and tolerances. Every available backend is checked against the
-PyTorch reference; CUDA rows run only when edgert.cuda_available().
+PyTorch reference. The CUDA rows (marked gpu) are always collected and run where
+edgert's CUDA kernels and torch's CUDA are usable (.ci/gpu), skipped with the reason elsewhere.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any, Callable
 import pytest
 import torch
 
-import edgert
+from conftest import GPU
 from edgert import ops
 
 
@@ -189,22 +190,13 @@ CASES: list[Case] = [
 ]
 
 
-def _devices() -> list[torch.device]:
-    devices = [torch.device("cpu")]
-    if edgert.cuda_available():
-        devices.append(torch.device("cuda"))
-    return devices
-
-
 def _params():
+    # The CPU kernels where this install has them; the CUDA rows always (skipped where they cannot run).
+    native = [(torch.device("cpu"), b, ()) for b in ops.available_backends("cpu") if b != "torch"]
     for case in CASES:
-        for device in _devices():
-            for backend in ops.available_backends(device):
-                if backend == "torch":
-                    continue
-                for shape in case.shapes:
-                    marks = [pytest.mark.gpu] if device.type == "cuda" else []
-                    yield pytest.param(case, device, backend, shape, id=f"{case.op}-{backend}-{shape}", marks=marks)
+        for device, backend, marks in native + [(torch.device("cuda"), "cuda", GPU)]:
+            for shape in case.shapes:
+                yield pytest.param(case, device, backend, shape, id=f"{case.op}-{backend}-{shape}", marks=marks)
 
 
 def _as_tuple(x):
