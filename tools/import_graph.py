@@ -5,7 +5,7 @@ import each other::
 
     entry points   cli, __main__
     applications   mimo, ams, srvc (recl, adapt)
-    foundation     ops, vision, updates, transport, harness, data
+    foundation     ops, vision, updates, transport, harness, data, infer
     core           edgert (the package root), _info, _edgert / _edgert_cuda (C++)
 
 Every ``import`` counts, including those inside functions (a lazy import is still a dependency); only
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 CORE = ("edgert", "_info", "_edgert", "_edgert_cuda")
-FOUNDATION = ("ops", "vision", "updates", "transport", "harness", "data")
+FOUNDATION = ("ops", "vision", "updates", "transport", "harness", "data", "infer")
 APPLICATIONS = ("mimo", "ams", "srvc", "recl", "adapt")
 ENTRY = ("cli", "__main__")
 FLOOR = {**{p: 0 for p in CORE}, **{p: 1 for p in FOUNDATION}, **{p: 2 for p in APPLICATIONS},

@@ -1,0 +1,46 @@
+"""On-device inference fed by the model slot (``docs/inference.md``).
+
+* :mod:`~edgert.infer.export`: :func:`export_onnx` exports any ``nn.Module`` (the AMS student, the SRVC
+  model, ...) with every streamed parameter as a named ONNX initializer, checked against the manifest.
+* :mod:`~edgert.infer.backends`: :class:`OnnxRuntimeBackend` (one ``InferenceSession`` per slot version,
+  its initializers read from the slot's buffer) and :class:`TorchEagerBackend`, behind one interface.
+* :mod:`~edgert.infer.runtime`: :class:`DeviceRuntime`, the per-frame API of a robot loop: ``infer(frame)``
+  on the active session while a builder thread prepares the next version and swaps it in between frames.
+
+``onnx`` and ``onnxruntime`` are optional (``pip install edgert[onnx]``); importing this package never
+needs them.
+"""
+from __future__ import annotations
+
+from edgert.infer.backends import (
+    BackendSession,
+    InferenceBackend,
+    OnnxRuntimeBackend,
+    OrtSession,
+    TorchEagerBackend,
+    TorchSession,
+    WeightsSnapshot,
+    slot_manifest,
+)
+from edgert.infer.export import INSTALL_HINT, ExportedModel, export_onnx, manifest_mismatches
+from edgert.infer.runtime import DeviceRuntime, RefusedVersion, Swap, argmax_labels, image_input
+
+__all__ = [
+    "INSTALL_HINT",
+    "BackendSession",
+    "DeviceRuntime",
+    "ExportedModel",
+    "InferenceBackend",
+    "OnnxRuntimeBackend",
+    "OrtSession",
+    "RefusedVersion",
+    "Swap",
+    "TorchEagerBackend",
+    "TorchSession",
+    "WeightsSnapshot",
+    "argmax_labels",
+    "export_onnx",
+    "image_input",
+    "manifest_mismatches",
+    "slot_manifest",
+]
