@@ -65,6 +65,40 @@ def test_masked_adam_changes_only_masked_coordinates_but_updates_all_moments():
         opt_m.set_masks([masks[0], torch.zeros(6, dtype=torch.bool)])
 
 
+def test_masked_adam_state_continues_exactly_in_another_optimizer():
+    """state_dict / load_state_dict: what an AMS phase trained as a Ray task takes along and brings back."""
+    a, b = _params(), _params()
+    opt_a = MaskedAdam(a, AdamConfig(lr=1e-2))
+    mask = torch.rand(4, 5, generator=torch.Generator().manual_seed(3)) < 0.5
+    opt_a.set_masks([mask, torch.ones(7, dtype=torch.bool)])
+    grads = _grads(6)
+    for g in grads[:3]:
+        for p, x in zip(a, g):
+            p.grad = x.clone()
+        opt_a.step()
+    with torch.no_grad():
+        for p, q in zip(b, a):
+            p.copy_(q)
+    opt_b = MaskedAdam(b, AdamConfig(lr=1e-2))
+    opt_b.load_state_dict(opt_a.state_dict())
+    for g in grads[3:]:
+        for opt, ps in ((opt_a, a), (opt_b, b)):
+            for p, x in zip(ps, g):
+                p.grad = x.clone()
+            opt.step()
+    assert opt_b.steps == opt_a.steps == 6
+    for i in range(2):
+        assert torch.equal(a[i], b[i]) and torch.equal(opt_a.accumulated[i], opt_b.accumulated[i])
+    bad = opt_a.state_dict()
+    bad["exp_avg"] = bad["exp_avg"][:1]
+    before = opt_b.state_dict()
+    with pytest.raises(ValueError, match="exp_avg does not match"):
+        opt_b.load_state_dict(bad)
+    after = opt_b.state_dict()
+    assert after["steps"] == before["steps"]
+    assert all(torch.equal(x, y) for x, y in zip(after["exp_avg"], before["exp_avg"]))
+
+
 def test_gradient_guided_selection_takes_the_largest_adam_updates():
     sel = CoordinateSelector([(4, 5), (7,)], SelectionConfig("gradient", fraction=0.25, seed=5))
     assert sel.total == 27 and sel.count == 7

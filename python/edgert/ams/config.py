@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from edgert.ams.sampling import ASRConfig, ATRConfig
 from edgert.updates import AdamConfig, SelectionConfig
 
 TRAINERS = ("ams", "jit", "remote")
+EXECUTORS = ("thread", "ray")
 
 
 @dataclass
@@ -33,7 +34,19 @@ class AMSConfig:
         queue_depth: uploads queued per device before new ones are refused (BUSY).
         session_ttl_s: training state of a device disconnected this long is freed (its model stream is kept).
         max_upload_bytes: largest SAMPLES frame accepted.
-        seed: minibatch sampling and random coordinate sets.
+        seed: minibatch sampling, random coordinate sets and each phase's torch seed.
+        executor: where phases train. ``thread`` (default): the server's compute worker trains each phase
+            itself, one at a time. ``ray``: the worker still decodes, labels (teacher), selects coordinates,
+            computes and publishes the updates, but sends each phase's training (the student copy, its
+            optimizer state, the phase's frames and labels) as a Ray task
+            (:class:`edgert.harness.executors.RayExecutor`), up to ``max_parallel_phases`` devices at once;
+            a device never has two phases in flight, so its phases stay in order. The weights are
+            bit-identical to ``thread`` when torch runs on as many threads (``ray_cpus_per_phase``).
+        ray_address: ``None`` starts a local Ray; otherwise the cluster to join (``"auto"``,
+            ``"ray://head:10001"``).
+        ray_num_cpus: CPUs of the local Ray (``None``: all of this machine's).
+        ray_cpus_per_phase: CPUs (and torch threads) each phase's task gets.
+        max_parallel_phases: phases in flight at once (``None``: as many as the executor has slots).
     """
 
     trainer: str = "ams"
@@ -52,6 +65,11 @@ class AMSConfig:
     session_ttl_s: float = 60.0
     max_upload_bytes: int = 32 << 20
     seed: int = 0
+    executor: str = "thread"
+    ray_address: Optional[str] = None
+    ray_num_cpus: Optional[int] = None
+    ray_cpus_per_phase: int = 1
+    max_parallel_phases: Optional[int] = None
 
     def validate(self) -> None:
         if self.trainer not in TRAINERS:
@@ -66,6 +84,14 @@ class AMSConfig:
             raise ValueError(f"packet_format: expected 1 or 2, got {self.packet_format}")
         if self.queue_depth < 1:
             raise ValueError(f"queue_depth: expected >= 1, got {self.queue_depth}")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor: expected one of {EXECUTORS}, got {self.executor!r}")
+        if self.ray_num_cpus is not None and self.ray_num_cpus < 1:
+            raise ValueError(f"ray_num_cpus: expected >= 1 or None, got {self.ray_num_cpus}")
+        if self.ray_cpus_per_phase < 1:
+            raise ValueError(f"ray_cpus_per_phase: expected >= 1, got {self.ray_cpus_per_phase}")
+        if self.max_parallel_phases is not None and self.max_parallel_phases < 1:
+            raise ValueError(f"max_parallel_phases: expected >= 1 or None, got {self.max_parallel_phases}")
         self.selection.validate()
         self.adam.validate()
         self.asr.validate()

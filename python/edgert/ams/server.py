@@ -9,8 +9,10 @@ changing only the fraction ``gamma`` of coordinates chosen by the gradient-guide
 (:mod:`edgert.updates.selection`), and publishes the change as one sparse update packet on the device's own
 model stream (:class:`edgert.transport.ModelServer` with ``per_device=True``). The phi-scores of the labels
 drive the device's sampling rate and the training period (:mod:`edgert.ams.sampling`); the new settings go
-back in a CONTROL frame. One worker thread owns the compute and serves devices round-robin, one phase at a
-time; connection threads only receive and queue.
+back in a CONTROL frame. One worker thread owns the compute and serves devices round-robin; connection
+threads only receive and queue. With ``AMSConfig.executor = "thread"`` the worker trains one phase at a time
+itself; with ``"ray"`` it sends each phase's training to Ray (:mod:`edgert.harness.executors`) and keeps up to
+``max_parallel_phases`` devices' phases in flight, labelling, publishing and answering on the server.
 """
 from __future__ import annotations
 
@@ -22,16 +24,17 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Collection, Mapping, Optional, Union
 
 import numpy as np
 import torch
 from torch import nn
 
 from edgert.ams.config import AMSConfig
-from edgert.ams.policies import UploadPolicy, policy_for
+from edgert.ams.policies import PhasePlan, TrainingPolicy, UploadPolicy, policy_for, train_phase_task
 from edgert.ams.protocol import AMSFrame, Control, Join, SampleUpload, UploadStatus
 from edgert.ams.sampling import SamplingController
+from edgert.harness.executors import RayExecutor, TaskExecutor, TaskHandle, TaskResult
 from edgert.transport import DEFAULT_MAX_FRAME, ModelServer, ProtocolError
 from edgert.updates import (
     CoordinateSelector,
@@ -66,6 +69,7 @@ class DeviceReport:
     update_sizes: dict[int, int] = field(default_factory=dict)  # target version -> packet bytes
     train_seconds: float = 0.0
     label_seconds: float = 0.0
+    train_spans: list[tuple[float, float]] = field(default_factory=list)  # time.time() of each phase's training
     rate_history: list[dict[str, float]] = field(default_factory=list)
     t_update_history: list[float] = field(default_factory=list)
     last_error: str = ""
@@ -77,6 +81,7 @@ class DeviceState:
     def __init__(self, server: "AMSServer", device_id: str) -> None:
         cfg = server.config
         self.device_id = device_id
+        self.device_seed = _seed(device_id)
         self.model = copy.deepcopy(server.student)
         self.model.eval()
         load_weights(self.model, buffer_tensors(server.manifest, server.models.weights_bytes(device_id)))
@@ -96,6 +101,16 @@ class DeviceState:
         self.connected = True
         self.disconnected_at = 0.0
         self.phase = 0
+
+
+@dataclass
+class _Flight:
+    """A phase whose training runs as a task."""
+
+    dev: DeviceState
+    upload: SampleUpload
+    plan: PhasePlan
+    handle: TaskHandle
 
 
 def _seed(device_id: str) -> int:
@@ -119,6 +134,10 @@ class AMSServer:
         log: optional line logger.
         policy: what the server does with a labelled upload (default: :func:`~edgert.ams.policies.policy_for`
             ``config.trainer``).
+        executor: runs the training phases as tasks (:mod:`edgert.harness.executors`), whatever
+            ``config.executor`` says; it stays the caller's (:meth:`stop` does not shut it down). ``None``:
+            ``config.executor = "ray"`` makes a :class:`~edgert.harness.executors.RayExecutor` at
+            :meth:`start` (and shuts it down at :meth:`stop`); ``"thread"`` trains in the worker thread.
 
     Raises:
         ValueError: bad config, keys, or a student/teacher label-space mismatch.
@@ -127,7 +146,7 @@ class AMSServer:
     def __init__(self, student: nn.Module, teacher: Teacher, keys: Mapping[str, bytes],
                  config: Optional[AMSConfig] = None, *, size: tuple[int, int], host: str = "127.0.0.1", port: int = 0,
                  state_dir: Optional[Union[str, Path]] = None, log: Optional[Log] = None,
-                 policy: Optional[UploadPolicy] = None) -> None:
+                 policy: Optional[UploadPolicy] = None, executor: Optional[TaskExecutor] = None) -> None:
         self.config = config or AMSConfig()
         self.config.validate()
         self.policy = policy or policy_for(self.config)
@@ -150,14 +169,26 @@ class AMSServer:
         self._cond = threading.Condition()
         self._stopping = threading.Event()
         self._worker: Optional[threading.Thread] = None
+        self._tasks: Optional[TaskExecutor] = executor
+        self._owns_tasks = False
 
     # ---- lifecycle -----------------------------------------------------------------------------
     @property
     def address(self) -> tuple[str, int]:
         return self.models.address
 
+    @property
+    def executor(self) -> Optional[TaskExecutor]:
+        """The executor phases train on (None: the worker thread trains them itself)."""
+        return self._tasks
+
     def start(self) -> "AMSServer":
-        self._worker = threading.Thread(target=self._work, name="edgert-ams-worker", daemon=True)
+        cfg = self.config
+        if self._tasks is None and cfg.executor == "ray":
+            self._tasks = RayExecutor(cfg.ray_address, cfg.ray_num_cpus, cpus_per_task=cfg.ray_cpus_per_phase)
+            self._owns_tasks = True
+        work = self._work if self._tasks is None else self._work_tasks
+        self._worker = threading.Thread(target=work, name="edgert-ams-worker", daemon=True)
         self._worker.start()
         self.models.start()
         return self
@@ -169,6 +200,9 @@ class AMSServer:
         self.models.stop()
         if self._worker is not None:
             self._worker.join(timeout=30)
+        if self._owns_tasks and self._tasks is not None:
+            self._tasks.shutdown()
+            self._tasks, self._owns_tasks = None, False
 
     def __enter__(self) -> "AMSServer":
         return self.start()
@@ -275,15 +309,106 @@ class AMSServer:
             try:
                 control = self._phase(dev, upload)
             except Exception as exc:  # a failing phase must not take the server down
-                self._log(f"{device_id}: phase failed: {exc!r}")
-                self.reports[device_id].last_error = repr(exc)
-                control = self.control(dev, upload.seq, UploadStatus.NO_UPDATE, f"phase failed: {exc}")
+                control = self._failed(dev, upload, exc)
             self.models.send_to(device_id, AMSFrame.CONTROL, control.encode())
 
-    def _free_idle(self) -> None:
+    def _failed(self, dev: DeviceState, upload: SampleUpload, exc: Union[Exception, str]) -> Control:
+        """A phase that raised (here, or in its task: ``exc`` is then the task's error message)."""
+        what = repr(exc) if isinstance(exc, Exception) else exc
+        self._log(f"{dev.device_id}: phase failed: {what}")
+        self.reports[dev.device_id].last_error = what
+        return self.control(dev, upload.seq, UploadStatus.NO_UPDATE, f"phase failed: {exc}")
+
+    # ---- the compute worker with an executor: phases of different devices in flight at once -------------
+    def _work_tasks(self) -> None:
+        tasks = self._tasks
+        assert tasks is not None
+        limit = self.config.max_parallel_phases or tasks.slots
+        flying: dict[str, _Flight] = {}
+        while not self._stopping.is_set():
+            with self._cond:
+                self._free_idle(busy=flying)  # a device's state stays while its phase is in flight
+                picked = self._pick(set(flying), limit - len(flying))
+                if not picked and not flying:
+                    self._cond.wait(timeout=1.0)
+                    continue
+            for dev, upload in picked:
+                try:
+                    started = self._begin(tasks, dev, upload)
+                except Exception as exc:  # a failing phase must not take the server down
+                    started = self._failed(dev, upload, exc)
+                if isinstance(started, Control):
+                    self.models.send_to(dev.device_id, AMSFrame.CONTROL, started.encode())
+                else:
+                    flying[dev.device_id] = started
+            if flying:
+                ready = tasks.wait([f.handle for f in flying.values()], timeout=0.05)
+                for device_id in [d for d, f in flying.items() if any(f.handle is h for h in ready)]:
+                    flight = flying.pop(device_id)
+                    try:
+                        control = self._land(flight, tasks.result(flight.handle))
+                    except Exception as exc:
+                        control = self._failed(flight.dev, flight.upload, exc)
+                    self.models.send_to(device_id, AMSFrame.CONTROL, control.encode())
+
+    def _pick(self, busy: set[str], room: int) -> list[tuple[DeviceState, SampleUpload]]:
+        """Round robin over devices with queued uploads and no phase in flight: at most ``room`` of them,
+        one upload each (called under the lock)."""
+        picked: list[tuple[DeviceState, SampleUpload]] = []
+        for device_id in list(self._order):
+            if len(picked) >= room:
+                break
+            if device_id in busy:
+                continue
+            self._order.remove(device_id)
+            dev = self._devices.get(device_id)
+            upload = dev.queue.popleft() if dev is not None and dev.queue else None
+            if dev is not None and dev.queue:
+                self._order.append(device_id)
+            if dev is not None and upload is not None:
+                picked.append((dev, upload))
+                busy.add(device_id)
+        return picked
+
+    def _begin(self, tasks: TaskExecutor, dev: DeviceState, upload: SampleUpload) -> Union[Control, "_Flight"]:
+        """The server's part before training (decode, label, buffer, plan) and the task sent; a Control when
+        the phase ends here (bad upload, nothing to train, a policy that does not train)."""
+        frames = self._decode(dev, upload)
+        if isinstance(frames, Control):
+            return frames
+        return self._dispatch(tasks, dev, upload, frames, self._label(dev, frames))
+
+    def _dispatch(self, tasks: TaskExecutor, dev: DeviceState, upload: SampleUpload, frames: np.ndarray,
+                  labels: np.ndarray) -> Union[Control, "_Flight"]:
+        if not isinstance(self.policy, TrainingPolicy):
+            return self.policy.handle(self, dev, upload, frames, labels)
+        self.add_samples(dev, upload, frames, labels)
+        plan = self.policy.plan(self, dev, frames, labels)
+        if plan is None:
+            return self.finish_phase(dev, upload.seq, None)
+        handle = tasks.submit(train_phase_task, plan.fn, plan.args, plan.seed, dev.model,
+                              dev.optimizer.state_dict(), self.config.adam, self.config.ray_cpus_per_phase)
+        return _Flight(dev, upload, plan, handle)
+
+    def _land(self, flight: "_Flight", result: TaskResult) -> Control:
+        """A phase's trained weights and optimizer state back into the device's copy; then publish."""
+        dev, rep = flight.dev, self.reports[flight.dev.device_id]
+        if result.error is not None:
+            return self._failed(dev, flight.upload, result.error)
+        params, optimizer_state, stats = result.value
+        with torch.no_grad():
+            for name, p in dev.model.named_parameters():
+                p.copy_(params[name])
+        dev.optimizer.load_state_dict(optimizer_state)
+        rep.train_seconds += result.wall_s
+        rep.train_spans.append((result.started, result.ended))
+        assert isinstance(self.policy, TrainingPolicy)
+        return self.finish_phase(dev, flight.upload.seq, self.policy.updates(self, dev, flight.plan, stats))
+
+    def _free_idle(self, busy: Collection[str] = ()) -> None:
         now = time.monotonic()
-        for device_id in [d for d, dev in self._devices.items()
-                          if not dev.connected and now - dev.disconnected_at >= self.config.session_ttl_s]:
+        for device_id in [d for d, dev in self._devices.items() if d not in busy
+                          and not dev.connected and now - dev.disconnected_at >= self.config.session_ttl_s]:
             del self._devices[device_id]
             self._log(f"{device_id}: session freed")
 
@@ -307,16 +432,18 @@ class AMSServer:
         return frames
 
     def _phase(self, dev: DeviceState, upload: SampleUpload) -> Control:
-        rep = self.reports[dev.device_id]
         frames = self._decode(dev, upload)
         if isinstance(frames, Control):
             return frames
+        return self.policy.handle(self, dev, upload, frames, self._label(dev, frames))
+
+    def _label(self, dev: DeviceState, frames: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()
         labels = np.asarray(self.teacher.label(frames))
-        rep.label_seconds += time.perf_counter() - t0
+        self.reports[dev.device_id].label_seconds += time.perf_counter() - t0
         if labels.shape != frames.shape[:3]:
             raise ValueError(f"teacher returned labels {list(labels.shape)} for frames {list(frames.shape)}")
-        return self.policy.handle(self, dev, upload, frames, labels)
+        return labels
 
     # ---- what the training policies share ----------------------------------------------------------------
     def add_samples(self, dev: DeviceState, upload: SampleUpload, frames: np.ndarray, labels: np.ndarray) -> None:

@@ -5,10 +5,13 @@
 * :mod:`~edgert.harness.cache`: pretrained models cached by a key of everything they depend on.
 * :mod:`~edgert.harness.progress`: progress bars with rate and ETA (plain log lines off a terminal).
 * :mod:`~edgert.harness.plots`: matplotlib on Agg, figures saved atomically.
+* :mod:`~edgert.harness.executors`: picklable callables run as tasks, in process or on Ray (local or a
+  cluster), errors as values: what RECL's scheduler and the AMS server's training phases run on.
 """
 from __future__ import annotations
 
 from edgert.harness.cache import ModelCache
+from edgert.harness.executors import LocalExecutor, RayExecutor, TaskExecutor, TaskHandle, TaskResult
 from edgert.harness.plots import pyplot, save_figure
 from edgert.harness.progress import Progress, progress, track
 from edgert.harness.run import (
@@ -22,5 +25,6 @@ from edgert.harness.run import (
     write_json,
 )
 
-__all__ = ["ModelCache", "Progress", "RunFolder", "RunFolderError", "canonical_json", "config_hash",
-           "differing_keys", "flatten", "progress", "pyplot", "read_json", "save_figure", "track", "write_json"]
+__all__ = ["LocalExecutor", "ModelCache", "Progress", "RayExecutor", "RunFolder", "RunFolderError", "TaskExecutor",
+           "TaskHandle", "TaskResult", "canonical_json", "config_hash", "differing_keys", "flatten", "progress",
+           "pyplot", "read_json", "save_figure", "track", "write_json"]

@@ -15,7 +15,7 @@ only where a boolean mask is set and accumulates the unmasked step for the selec
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -104,6 +104,34 @@ class MaskedAdam:
     def reset_accumulator(self) -> None:
         for a in self.accumulated:
             a.zero_()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizer's state (step count, moments, accumulator, masks) as CPU tensor copies: what another
+        process needs to continue exactly where this one is (see :meth:`load_state_dict`)."""
+        def copies(ts: Optional[Sequence[torch.Tensor]]) -> Optional[list[torch.Tensor]]:
+            return None if ts is None else [t.detach().cpu().clone() for t in ts]
+
+        return {"steps": self.steps, "exp_avg": copies(self.exp_avg), "exp_avg_sq": copies(self.exp_avg_sq),
+                "accumulated": copies(self.accumulated), "masks": copies(self.masks)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Takes a :meth:`state_dict` (of an optimizer over parameters of the same shapes), copying the values
+        into this optimizer's tensors.
+
+        Raises:
+            ValueError: the tensor counts or shapes differ from this optimizer's parameters; nothing changed.
+        """
+        for key in ("exp_avg", "exp_avg_sq", "accumulated"):
+            ts = state[key]
+            if len(ts) != len(self.params) or any(t.shape != p.shape for t, p in zip(ts, self.params)):
+                raise ValueError(f"load_state_dict: {key} does not match the optimizer's {len(self.params)} "
+                                 f"parameters")
+        self.set_masks(state["masks"])
+        with torch.no_grad():
+            for key in ("exp_avg", "exp_avg_sq", "accumulated"):
+                for mine, theirs in zip(getattr(self, key), state[key]):
+                    mine.copy_(theirs)
+        self.steps = int(state["steps"])
 
     @torch.no_grad()
     def step(self) -> None:
