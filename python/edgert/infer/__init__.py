@@ -6,6 +6,9 @@
   its initializers read from the slot's buffer) and :class:`TorchEagerBackend`, behind one interface.
 * :mod:`~edgert.infer.runtime`: :class:`DeviceRuntime`, the per-frame API of a robot loop: ``infer(frame)``
   on the active session while a builder thread prepares the next version and swaps it in between frames.
+* :mod:`~edgert.infer.node_client`: the inference process beside the firmware edge node: the node's weights
+  from its Unix socket (:class:`~edgert.infer.node_client.NodeWeights`) into a ``DeviceRuntime``, and
+  ``python -m edgert.infer.node_client``, a runnable per-frame loop over a clip.
 
 ``onnx`` and ``onnxruntime`` are optional (``pip install edgert[onnx]``); importing this package never
 needs them.
