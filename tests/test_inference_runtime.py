@@ -3,30 +3,35 @@ sessions fed by the model slot, swaps between frames, refusals, and errors befor
 
 Weights reach the device as real update packets (edgert.updates encodes, libedgert's Slot verifies and
 applies); the reference for every output is PyTorch eager on a module loaded with the slot's weights.
-Tolerances: ONNX Runtime fp32 vs PyTorch eager fp32, rtol 1e-4 and atol 1e-5 times the output's peak
-magnitude (at least 1): the same arithmetic with other kernels and summation orders; measured differences
-are ~1e-7 of the peak.
+Tolerances: ONNX Runtime and ExecuTorch (XNNPACK) fp32 vs PyTorch eager fp32, rtol 1e-4 and atol 1e-5 times
+the output's peak magnitude (at least 1): the same arithmetic with other kernels and summation orders;
+measured differences are ~1e-7 of the peak.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import needs_onnxruntime, wait_for
+from conftest import needs_executorch, needs_onnxruntime, wait_for
 from edgert._edgert import Slot
 from edgert.infer import (
     DeviceRuntime,
+    ExecuTorchBackend,
+    ExecuTorchExport,
     ExportedModel,
     OnnxRuntimeBackend,
     TorchEagerBackend,
     WeightsSnapshot,
     argmax_labels,
+    export_executorch,
     export_onnx,
     image_input,
 )
@@ -68,6 +73,13 @@ def exported_model(name: str, shape: tuple[int, ...]) -> tuple[torch.nn.Module, 
     return module, export_onnx(module, torch.rand(shape))
 
 
+@functools.cache
+def executorch_model(name: str, shape: tuple[int, ...]) -> tuple[torch.nn.Module, ExecuTorchExport]:
+    """One module per model and its ExecuTorch export at ``shape`` (torch.export + an XNNPACK lowering)."""
+    module = MODELS[name]()
+    return module, export_executorch(module, torch.rand(shape))
+
+
 class Device:
     """A model slot fed by real packets from a server-side encoder (the devices' path minus the socket)."""
 
@@ -106,7 +118,9 @@ def reference(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(x)).numpy()
 
 
-def backend_for(kind: str, module: torch.nn.Module, exported: ExportedModel):
+def backend_for(kind: str, module: torch.nn.Module, exported):
+    if kind == "executorch":
+        return ExecuTorchBackend(exported)
     if kind == "ort":
         return OnnxRuntimeBackend(exported)
     if kind == "ort-zero-copy":
@@ -138,6 +152,72 @@ def test_parity_with_eager_before_and_after_an_update(model_name, shape, kind, o
         out, version = runtime.infer_versioned(x)
         assert version == new
         np.testing.assert_allclose(out, after, **tolerance(after))
+
+
+# ExecuTorch: every version is a new XNNPACK lowering (seconds; ~25 s for the student on the shared VM, so its
+# rows are slow). One shape per model.
+EXECUTORCH_ROWS = [pytest.param("srvc-sr", (1, 3, 13, 11), id="srvc-sr-1x3x13x11"),
+                   pytest.param("ams-seg", (1, 3, 37, 53), id="ams-seg-1x3x37x53", marks=pytest.mark.slow)]
+
+
+@needs_executorch
+@pytest.mark.parametrize("model_name,shape", EXECUTORCH_ROWS)
+def test_executorch_parity_with_eager_before_and_after_an_update(model_name, shape, one_thread):
+    module, exported = executorch_model(model_name, shape)
+    assert [(t.name, t.dtype, t.shape) for t in exported.slot_tensors] == \
+        [(t.name, t.dtype, t.shape) for t in module_manifest(module).tensors]
+    x = np.random.default_rng(1).random(shape, dtype=np.float32)
+    device = Device(module)
+    with DeviceRuntime(ExecuTorchBackend(exported), device.slot) as runtime:
+        before = reference(device.eager(), x)
+        out, version = runtime.infer_versioned(x)
+        assert version == 1 and out.shape == before.shape
+        np.testing.assert_allclose(out, before, **tolerance(before))
+        new = device.update()
+        runtime.on_update(new)
+        assert runtime.wait_for_version(new, timeout=180)
+        after = reference(device.eager(), x)
+        assert np.abs(after - before).max() > 100 * ATOL
+        out, version = runtime.infer_versioned(x)
+        assert version == new
+        np.testing.assert_allclose(out, after, **tolerance(after))
+
+
+@needs_executorch
+def test_executorch_failed_build_keeps_the_old_program(monkeypatch, one_thread):
+    import edgert.infer.backends as backends
+
+    module, exported = executorch_model("srvc-sr", (1, 3, 13, 11))
+    x = np.random.default_rng(3).random((1, 3, 13, 11), dtype=np.float32)
+    device = Device(module)
+    with DeviceRuntime(ExecuTorchBackend(exported), device.slot) as runtime:  # version 1: the export's .pte
+        v1 = reference(device.eager(), x)
+
+        def failing(program, weights=None):
+            raise RuntimeError("XNNPACK lowering failed")
+
+        monkeypatch.setattr(backends, "lower_executorch", failing)
+        version = device.update()
+        runtime.on_update()
+        assert not runtime.wait_for_version(version, timeout=5)
+        assert runtime.last_error is runtime.refused[version] and "XNNPACK lowering failed" in str(runtime.last_error)
+        out, active = runtime.infer_versioned(x)
+        assert active == 1
+        np.testing.assert_allclose(out, v1, **tolerance(v1))
+
+
+@needs_executorch
+def test_executorch_errors_before_anything_runs(monkeypatch):
+    module, exported = executorch_model("srvc-sr", (1, 3, 13, 11))
+    other = Device(SRVCModel(SRConfig(features=8, predictor_channels=16, body_channels=(16, 4))).eval())
+    runtime = DeviceRuntime(ExecuTorchBackend(exported), other.slot)
+    with pytest.raises(ValueError, match="the slot's manifest does not match the exported program"):
+        runtime.start()
+    with pytest.raises(ValueError, match="executorch .* rejects the program"):
+        ExecuTorchBackend(dataclasses.replace(exported, pte=b"garbage"))
+    monkeypatch.setitem(sys.modules, "executorch", None)  # import raises ImportError
+    with pytest.raises(ImportError, match=r"pip install edgert\[executorch\]"):
+        ExecuTorchBackend(exported)
 
 
 def test_export_names_every_parameter_and_keeps_buffers_as_constants():
@@ -207,11 +287,20 @@ def test_input_of_another_shape_is_a_clear_error():
         runtime.stop()
 
 
-@pytest.mark.parametrize("kind", ["ort", "ort-zero-copy", "eager"])
+@pytest.mark.parametrize("kind", ["ort", "ort-zero-copy", "eager", pytest.param("executorch", marks=needs_executorch)])
 def test_swaps_never_tear(kind, one_thread):
-    """A thread runs frames while versions arrive: each output is its version's eager output and no other's."""
-    module, exported = exported_model("ams-seg", (2, 3, 16, 24))
-    x = np.random.default_rng(2).random((2, 3, 16, 24), dtype=np.float32)
+    """A thread runs frames while versions arrive: each output is its version's eager output and no other's.
+
+    ExecuTorch runs SRVC with one update: each of its versions is an XNNPACK lowering of seconds (the
+    student's take ~25 s here).
+    """
+    if kind == "executorch":
+        shape: tuple[int, ...] = (1, 3, 13, 11)
+        module, exported = executorch_model("srvc-sr", shape)
+    else:
+        shape = (2, 3, 16, 24)
+        module, exported = exported_model("ams-seg", shape)
+    x = np.random.default_rng(2).random(shape, dtype=np.float32)
     device = Device(module)
     expected = {1: reference(device.eager(), x)}
     results: list[tuple[np.ndarray, int]] = []
@@ -220,15 +309,17 @@ def test_swaps_never_tear(kind, one_thread):
         def frames() -> None:
             while not stop.is_set():
                 results.append(runtime.infer_versioned(x))
+                if kind == "executorch":  # paced: a 1 ms frame loop would starve the (Python) lowering of the GIL
+                    time.sleep(0.005)
 
         worker = threading.Thread(target=frames)
         worker.start()
         try:
-            for _ in range(3):
+            for _ in range(1 if kind == "executorch" else 3):
                 version = device.update(scale=0.05, density=1.0)
                 expected[version] = reference(device.eager(), x)
                 runtime.on_update(version)
-                assert runtime.wait_for_version(version, timeout=20)
+                assert runtime.wait_for_version(version, timeout=120)
                 n = len(results)
                 assert wait_for(lambda: len(results) > n + 2)  # frames on this version
         finally:

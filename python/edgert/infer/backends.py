@@ -1,4 +1,4 @@
-"""Inference backends a device runtime runs the slot's model with: ONNX Runtime and PyTorch eager.
+"""Inference backends a device runtime runs the slot's model with: ONNX Runtime, ExecuTorch and PyTorch eager.
 
 A backend turns one consistent version of the slot's weights (:class:`WeightsSnapshot`) into a
 :class:`BackendSession` (:meth:`InferenceBackend.prepare`, slow, on the runtime's builder thread) and
@@ -16,7 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgert.infer.export import ExportedModel, manifest_mismatches, require
+from edgert.infer.export import (
+    ExecuTorchExport,
+    ExportedModel,
+    lower_executorch,
+    manifest_mismatches,
+    require,
+    require_executorch,
+)
 from edgert.updates.manifest import Manifest, TensorSpec
 from edgert.updates.weights import buffer_tensors, load_weights, module_manifest
 
@@ -261,5 +268,86 @@ class TorchEagerBackend:
         return TorchSession(module, weights.version, self.input_shape)
 
 
-__all__ = ["BackendSession", "InferenceBackend", "OnnxRuntimeBackend", "OrtSession", "TorchEagerBackend",
-           "TorchSession", "WeightsSnapshot", "slot_manifest"]
+
+class ExecuTorchSession:
+    """An ExecuTorch program (XNNPACK-delegated) lowered from one version of the slot's weights."""
+
+    def __init__(self, program: Any, method: Any, version: int, shape: tuple[int, ...], pte_bytes: int) -> None:
+        self.program = program  # keeps the method's program alive
+        self.method = method
+        self.version = version
+        self.pte_bytes = pte_bytes
+        self._shape = shape
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        out = self.method.execute([torch.from_numpy(_check_input(x, self._shape))])
+        return np.asarray(out[0].numpy())
+
+
+class ExecuTorchBackend:
+    """ExecuTorch with the XNNPACK delegate on a model exported by :func:`edgert.infer.export_executorch`.
+
+    Each :meth:`prepare` lowers the exported program again with the snapshot's tensors as its parameters
+    (:func:`edgert.infer.export.lower_executorch`: ``to_edge_transform_and_lower`` with XNNPACK, then
+    ``to_executorch``) and loads the ``.pte`` with ``executorch.runtime``: a new program per slot version,
+    built on the runtime's builder thread. Why not a per-version ``.ptd`` data file: XNNPACK stores its
+    weights preprocessed (BatchNorm folded, NHWC) under hashes of those bytes, so the slot's tensors map to
+    them only through that preprocessing (``docs/inference.md``). The lowering takes seconds and needs torch
+    on the device.
+
+    Args:
+        exported: the :class:`~edgert.infer.export.ExecuTorchExport`, or the ``.pte``/``.pt2`` path it was saved to.
+        manifest: the slot manifest to check now (optional; the runtime checks the slot's manifest at start).
+        threads: XNNPACK's thread pool size (process-wide in executorch's pybindings; None leaves it alone).
+
+    Raises:
+        ImportError: executorch is not installed, naming ``pip install edgert[executorch]``.
+        ValueError: the runtime cannot load the exported ``.pte``, or ``manifest`` does not match it.
+    """
+
+    name = "executorch-xnnpack"
+
+    def __init__(self, exported: Union[ExecuTorchExport, str, Path], manifest: Optional[Manifest] = None, *,
+                 threads: Optional[int] = 1) -> None:
+        et = require_executorch()
+        from executorch.runtime import Runtime
+
+        self.exported = exported if isinstance(exported, ExecuTorchExport) else ExecuTorchExport.load(exported)
+        self._runtime = Runtime.get()
+        if threads is not None:
+            from executorch.extension.pybindings import portable_lib
+
+            portable_lib._unsafe_reset_threadpool(int(threads))
+        try:  # the export-time program: does the runtime load it at all?
+            self._load(self.exported.pte)
+        except Exception as exc:  # the pybindings raise RuntimeError with an error code
+            version = getattr(et, "__version__", "?")
+            raise ValueError(f"executorch {version} rejects the program: {exc}") from exc
+        if manifest is not None:
+            self.check_manifest(manifest)
+
+    def _load(self, pte: bytes) -> tuple[Any, Any]:
+        program = self._runtime.load_program(pte)
+        method = program.load_method("forward")
+        if method is None:
+            raise ValueError("the program has no method 'forward'")
+        return program, method
+
+    def check_manifest(self, manifest: Manifest) -> None:
+        self.exported.check_manifest(manifest)
+
+    def prepare(self, weights: WeightsSnapshot) -> ExecuTorchSession:
+        """A program lowered from ``weights`` (slow: seconds of CPU, on the builder thread); the export's own
+        ``.pte`` when ``weights`` equal the program's parameters."""
+        names = [spec.name for spec in self.exported.slot_tensors]
+        state = self.exported.program.state_dict
+        if all(np.array_equal(weights.tensors[n], state[n].detach().numpy()) for n in names):
+            pte = self.exported.pte  # the export-time weights (a first version, typically): already lowered
+        else:
+            pte = lower_executorch(self.exported.program, {name: weights.tensors[name] for name in names})
+        program, method = self._load(pte)
+        return ExecuTorchSession(program, method, weights.version, self.exported.input_shape, len(pte))
+
+
+__all__ = ["BackendSession", "ExecuTorchBackend", "ExecuTorchSession", "InferenceBackend", "OnnxRuntimeBackend",
+           "OrtSession", "TorchEagerBackend", "TorchSession", "WeightsSnapshot", "slot_manifest"]

@@ -14,6 +14,9 @@ The export uses PyTorch's TorchScript-based exporter (``dynamo=False``): with
 would otherwise vanish into another tensor's name) nor folds BatchNorm into convolutions, so every
 parameter keeps its own name. The graph inputs that are initializers are then removed again, so the
 file has exactly one data input. The input shape is fixed at export (one export per camera resolution).
+
+:func:`export_executorch` is the ExecuTorch counterpart: ``torch.export`` once, then an XNNPACK-delegated
+``.pte`` lowered from that program per slot version (:func:`lower_executorch`, :class:`ExecuTorchExport`).
 """
 from __future__ import annotations
 
@@ -21,11 +24,12 @@ import copy
 import io
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -225,5 +229,170 @@ def _describe(proto: Any, data: bytes) -> ExportedModel:
                          slot_tensors=tuple(slot), constants=tuple(n for n in init if n not in set(names)))
 
 
-__all__ = ["DEFAULT_OPSET", "INSTALL_HINT", "SLOT_TENSORS_KEY", "ExportedModel", "export_onnx",
-           "manifest_mismatches", "require"]
+
+# --- ExecuTorch ------------------------------------------------------------------------------------------
+
+#: the extra that installs ``executorch`` (its XNNPACK delegate and Python runtime)
+EXECUTORCH_INSTALL_HINT = "pip install edgert[executorch]"
+#: XNNPACK's tensors have at most this many dimensions (``XNN_MAX_TENSOR_DIMS``); nodes touching more stay
+#: on ExecuTorch's portable kernels (SRVC's per-patch kernels are 7-D)
+XNNPACK_MAX_DIMS = 6
+
+
+def require_executorch() -> ModuleType:
+    """Imports ``executorch``; ImportError naming the extra when it is not installed."""
+    import importlib
+
+    try:
+        return importlib.import_module("executorch")
+    except ImportError as exc:
+        raise ImportError(f"executorch is not installed: the ExecuTorch backend needs the extra [executorch] "
+                          f"({EXECUTORCH_INSTALL_HINT})") from exc
+
+
+@dataclass(frozen=True)
+class ExecuTorchExport:
+    """A student exported for ExecuTorch: the ``torch.export`` program and its XNNPACK-lowered ``.pte``.
+
+    XNNPACK names the weights it delegates by a hash of their *preprocessed* bytes (BatchNorm folded into the
+    convolutions, NHWC layout), so a slot version cannot be turned into a ``.ptd`` data file without
+    re-running that preprocessing: each version is lowered again from ``program`` with the slot's tensors as
+    its parameters (:func:`lower_executorch`; ``docs/inference.md``). The device therefore needs torch and
+    executorch's export stack, not only its runtime.
+
+    Attributes:
+        program: the ``torch.export.ExportedProgram`` (parameters: the export-time weights).
+        pte: the lowered program with the export-time weights (``.pte`` bytes).
+        input_shape, output_shape: float32, fixed at export.
+        slot_tensors: the parameters the slot feeds (name, dtype, shape), in ``named_parameters()`` order.
+        constants: buffers fixed at export (BatchNorm statistics, ...).
+    """
+
+    program: Any = field(repr=False)
+    pte: bytes = field(repr=False)
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    slot_tensors: tuple[TensorSpec, ...]
+    constants: tuple[str, ...]
+
+    def save(self, path: Union[str, Path]) -> Path:
+        """Writes the ``.pte`` to ``path`` and the exported program (what :meth:`load` reads) beside it as ``.pt2``."""
+        out = Path(path)
+        out.write_bytes(self.pte)
+        torch.export.save(self.program, out.with_suffix(".pt2"))
+        return out
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "ExecuTorchExport":
+        """Reads the ``.pt2`` written by :meth:`save` (``path`` may name the ``.pte``) and lowers it once."""
+        program = torch.export.load(Path(path).with_suffix(".pt2"))
+        return _describe_program(program)
+
+    def initializers(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """The program's parameters: name -> (dtype, shape)."""
+        return {t.name: (t.dtype, t.shape) for t in self.slot_tensors}
+
+    def check_manifest(self, manifest: Manifest) -> None:
+        """Checks that ``manifest`` feeds exactly the program's parameters (ValueError listing every mismatch)."""
+        problems = manifest_mismatches(self.initializers(), {t.name for t in self.slot_tensors}, manifest)
+        if problems:
+            raise ValueError("the slot's manifest does not match the exported program:\n  " + "\n  ".join(problems))
+
+
+def _xnnpack_partitioner() -> Any:
+    """XNNPACK's partitioner with every node config limited to tensors of at most XNNPACK_MAX_DIMS dims."""
+    from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    def rank_ok(node: torch.fx.Node) -> bool:
+        nodes = [node, *(a for a in node.args if isinstance(a, torch.fx.Node))]
+        for n in nodes:
+            val = n.meta.get("val")
+            for v in val if isinstance(val, (list, tuple)) else [val]:
+                if isinstance(v, torch.Tensor) and v.dim() > XNNPACK_MAX_DIMS:
+                    return False
+        return True
+
+    def limited(config: Any) -> Any:
+        def check_constraints(self: Any, node: torch.fx.Node, ep: Any) -> bool:
+            return rank_ok(node) and bool(config.check_constraints(self, node, ep))
+
+        return type(config.__name__, (config,), {"check_constraints": check_constraints})
+
+    return XnnpackPartitioner(configs=[limited(c) for c in ALL_PARTITIONER_CONFIGS])
+
+
+def lower_executorch(program: Any, weights: Optional[Mapping[str, Any]] = None) -> bytes:
+    """``program`` (a ``torch.export.ExportedProgram``) lowered to an XNNPACK-delegated ``.pte``.
+
+    Args:
+        program: the exported program (not modified).
+        weights: name -> array (NumPy or torch) for parameters of ``program``: lowered with these values
+            instead of the program's own (one slot version). Missing names keep the program's values.
+
+    Returns:
+        The ``.pte`` bytes. Slow (seconds): run it off the inference thread.
+    """
+    require_executorch()
+    from executorch.exir import to_edge_transform_and_lower
+
+    if weights:
+        program = copy.deepcopy(program)
+        for name, value in weights.items():
+            old = program.state_dict[name]
+            program.state_dict[name] = nn.Parameter(torch.as_tensor(np.array(value), dtype=old.dtype),
+                                                    requires_grad=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        edge = to_edge_transform_and_lower(program, partitioner=[_xnnpack_partitioner()])
+        return bytes(edge.to_executorch().buffer)
+
+
+def _describe_program(program: Any, pte: Optional[bytes] = None) -> ExecuTorchExport:
+    signature = program.graph_signature
+    state = program.state_dict
+    slot = tuple(TensorSpec(name, str(state[name].dtype).removeprefix("torch."), tuple(state[name].shape))
+                 for name in signature.parameters)
+    inputs = [spec.arg for spec in signature.input_specs if spec.kind.name == "USER_INPUT"]
+    outputs = [spec.arg for spec in signature.output_specs if spec.kind.name == "USER_OUTPUT"]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(f"expected a program with one input and one output, got {len(inputs)} and {len(outputs)}")
+    nodes = {n.name: n for n in program.graph.nodes}
+    shape_in = tuple(int(d) for d in nodes[inputs[0].name].meta["val"].shape)
+    shape_out = tuple(int(d) for d in nodes[outputs[0].name].meta["val"].shape)
+    return ExecuTorchExport(program=program, pte=pte if pte is not None else lower_executorch(program),
+                            input_shape=shape_in, output_shape=shape_out, slot_tensors=slot,
+                            constants=tuple(signature.buffers))
+
+
+def export_executorch(module: nn.Module, example_input: torch.Tensor, manifest: Optional[Manifest] = None, *,
+                      path: Union[str, Path, None] = None) -> ExecuTorchExport:
+    """Exports ``module`` (eval mode, on a copy) with ``torch.export`` and lowers it to ExecuTorch + XNNPACK.
+
+    Args:
+        module: any ``nn.Module`` whose ``forward`` takes one tensor (the AMS student, the SRVC model, ...).
+        example_input: float32 ``[N, C, H, W]``: fixes the program's input shape.
+        manifest: the slot's manifest to check the parameters against; None uses
+            :func:`edgert.updates.module_manifest` of ``module``.
+        path: also write the ``.pte`` (and the ``.pt2`` program beside it: :meth:`ExecuTorchExport.save`).
+
+    Raises:
+        ValueError: the program's parameters do not match ``manifest`` (every mismatch listed).
+        ImportError: executorch is not installed (naming ``pip install edgert[executorch]``).
+    """
+    require_executorch()
+    model = copy.deepcopy(module).cpu().eval()
+    manifest = manifest if manifest is not None else module_manifest(model)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(model, (example_input.detach().cpu().float(),))
+    exported = _describe_program(program)
+    exported.check_manifest(manifest)
+    if path is not None:
+        exported.save(path)
+    return exported
+
+
+__all__ = ["DEFAULT_OPSET", "EXECUTORCH_INSTALL_HINT", "INSTALL_HINT", "SLOT_TENSORS_KEY", "ExecuTorchExport",
+           "ExportedModel", "export_executorch", "export_onnx", "lower_executorch", "manifest_mismatches", "require",
+           "require_executorch"]

@@ -111,14 +111,15 @@ def resolve(backend: Backend, device: torch.device, tensors: Sequence[torch.Tens
     "torch" runs the reference. "auto", "cpu" and "cuda" are resolved by libedgert's backend
     registry from the tensors' addresses (pass every tensor the kernel touches); "auto" falls
     back to "torch" where no native kernel can run (no CUDA module, no usable device, another
-    device type) and while tracing (``torch.jit.trace``, ``torch.onnx.export``), so an exported graph
-    holds the reference's standard operators.
+    device type) and while tracing (``torch.jit.trace``, ``torch.onnx.export``, ``torch.export``), so an
+    exported graph holds the reference's standard operators.
     """
     if backend not in ("auto", *BACKENDS):
         raise ValueError(f"backend must be one of auto, cuda, cpu, torch; got {backend!r}")
     if backend == "torch":
         return "torch"
-    if backend == "auto" and (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+    if backend == "auto" and (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+                              or torch.compiler.is_exporting()):
         return "torch"  # a trace (ONNX export, TorchScript) records the reference's ops; native calls are opaque
     on_cuda = device.type == "cuda"
     if backend == "cuda" and not on_cuda:
