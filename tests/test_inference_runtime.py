@@ -137,16 +137,22 @@ PARITY_ROWS = [("ams-seg", (1, 3, 37, 53)), ("ams-seg", (2, 3, 16, 24)), ("srvc-
 @pytest.mark.parametrize("model_name,shape", PARITY_ROWS, ids=[f"{m}-{'x'.join(map(str, s))}" for m, s in PARITY_ROWS])
 def test_parity_with_eager_before_and_after_an_update(model_name, shape, kind, one_thread):
     module, exported = exported_model(model_name, shape)
+    check_parity_across_update(module, backend_for(kind, module, exported), shape, timeout=20)
+
+
+def check_parity_across_update(module, backend, shape, timeout: float) -> None:
+    """``backend`` on a slot holding ``module``'s weights matches eager on one input before a real update packet
+    and after it (once the runtime runs the new version)."""
     x = np.random.default_rng(1).random(shape, dtype=np.float32)
     device = Device(module)
-    with DeviceRuntime(backend_for(kind, module, exported), device.slot) as runtime:
+    with DeviceRuntime(backend, device.slot) as runtime:
         before = reference(device.eager(), x)
         out, version = runtime.infer_versioned(x)
         assert version == 1 and out.shape == before.shape
         np.testing.assert_allclose(out, before, **tolerance(before))
         new = device.update()
         runtime.on_update(new)
-        assert runtime.wait_for_version(new, timeout=20)
+        assert runtime.wait_for_version(new, timeout=timeout)
         after = reference(device.eager(), x)
         assert np.abs(after - before).max() > 100 * ATOL  # the update changed the outputs
         out, version = runtime.infer_versioned(x)
@@ -166,21 +172,7 @@ def test_executorch_parity_with_eager_before_and_after_an_update(model_name, sha
     module, exported = executorch_model(model_name, shape)
     assert [(t.name, t.dtype, t.shape) for t in exported.slot_tensors] == \
         [(t.name, t.dtype, t.shape) for t in module_manifest(module).tensors]
-    x = np.random.default_rng(1).random(shape, dtype=np.float32)
-    device = Device(module)
-    with DeviceRuntime(ExecuTorchBackend(exported), device.slot) as runtime:
-        before = reference(device.eager(), x)
-        out, version = runtime.infer_versioned(x)
-        assert version == 1 and out.shape == before.shape
-        np.testing.assert_allclose(out, before, **tolerance(before))
-        new = device.update()
-        runtime.on_update(new)
-        assert runtime.wait_for_version(new, timeout=180)
-        after = reference(device.eager(), x)
-        assert np.abs(after - before).max() > 100 * ATOL
-        out, version = runtime.infer_versioned(x)
-        assert version == new
-        np.testing.assert_allclose(out, after, **tolerance(after))
+    check_parity_across_update(module, ExecuTorchBackend(exported), shape, timeout=180)
 
 
 @needs_executorch
