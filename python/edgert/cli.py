@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_info = sub.add_parser("info", help="version, backends, devices and build flags")
     p_info.add_argument("--json", action="store_true", help="print as JSON")
     p_info.set_defaults(func=_cmd_info)
+    from edgert.adapt.cli import register as register_adapt
     from edgert.ams.cli import register as register_ams
     from edgert.ams.cli import register_demo
     from edgert.data import register as register_data
@@ -29,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     from edgert.recl.cli import register as register_recl
     from edgert.srvc.cli import register as register_srvc
 
-    for register in (register_mimo, register_data, register_srvc, register_ams, register_recl, register_demo):
+    for register in (register_mimo, register_data, register_srvc, register_ams, register_recl, register_adapt,
+                     register_demo):
         register(sub)
     return parser
 

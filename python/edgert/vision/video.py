@@ -299,12 +299,31 @@ class EncodedVideo:
 _CODECS = {"h264": "libx264", "libx264": "libx264", "h265": "libx265", "hevc": "libx265", "libx265": "libx265"}
 
 
+@dataclass(frozen=True)
+class QualityRegion:
+    """A rectangle of the picture coded at a quality offset (FFmpeg's ``AVRegionOfInterest``).
+
+    ``qoffset`` is in ``[-1, 1]``: negative is better quality (more bits) than the rest of the frame, positive
+    worse; libx264 and libx265 turn it into a quantiser offset of the macroblocks (CTUs) the rectangle covers
+    (they need adaptive quantisation, on by default). Regions must not overlap (the first would win).
+    """
+
+    x: int
+    y: int
+    width: int
+    height: int
+    qoffset: float
+
+
 def encode(frames: np.ndarray, fps: float, codec: str = "libx264", *, crf: Optional[float] = None,
-           bitrate_kbps: Optional[float] = None, preset: str = "medium", gop: Optional[int] = None) -> EncodedVideo:
+           bitrate_kbps: Optional[float] = None, preset: str = "medium", gop: Optional[int] = None,
+           regions: Sequence[QualityRegion] = ()) -> EncodedVideo:
     """Encode RGB frames ``uint8 [N, H, W, 3]`` (H, W even) with libx264/libx265 in yuv420p.
 
     Exactly one of ``crf`` (constant quality) and ``bitrate_kbps`` (average bitrate) may be given;
     neither means the codec's default CRF. ``gop`` sets the keyframe interval (default: the codec's).
+    ``regions`` code rectangles at a quality offset (:class:`QualityRegion`), attached to every frame as
+    region-of-interest side data by FFmpeg's ``addroi`` filter.
     """
     av = _av()
     frames = np.asarray(frames)
@@ -321,6 +340,12 @@ def encode(frames: np.ndarray, fps: float, codec: str = "libx264", *, crf: Optio
         raise ValueError("give crf or bitrate_kbps, not both")
     if fps <= 0:
         raise ValueError(f"fps: expected > 0, got {fps}")
+    for r in regions:
+        if not (0 <= r.x < w and 0 <= r.y < h and r.width > 0 and r.height > 0
+                and r.x + r.width <= w and r.y + r.height <= h):
+            raise ValueError(f"regions: {r} does not lie inside the {w}x{h} picture")
+        if not -1.0 <= r.qoffset <= 1.0:
+            raise ValueError(f"regions: qoffset must be in [-1, 1], got {r.qoffset}")
     lib = _CODECS[codec]
     options = {"preset": preset}
     if crf is not None:
@@ -337,9 +362,14 @@ def encode(frames: np.ndarray, fps: float, codec: str = "libx264", *, crf: Optio
             stream.bit_rate = int(bitrate_kbps * 1000)
         if gop is not None:
             stream.codec_context.gop_size = int(gop)
+        graph = _roi_graph(av, w, h, rate, regions) if regions else None
         for i in range(n):
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
             vf.pts = i
+            if graph is not None:
+                vf.time_base = 1 / rate
+                graph.push(vf)
+                vf = graph.pull()
             for packet in stream.encode(vf):
                 payload += packet.size
                 out.mux(packet)
@@ -347,6 +377,22 @@ def encode(frames: np.ndarray, fps: float, codec: str = "libx264", *, crf: Optio
             payload += packet.size
             out.mux(packet)
     return EncodedVideo(buf.getvalue(), payload, n, w, h, float(fps), lib)
+
+
+def _roi_graph(av: Any, width: int, height: int, rate: Fraction, regions: Sequence[QualityRegion]) -> Any:
+    """rgb24 -> yuv420p -> one ``addroi`` per region: the conversion happens in the graph because PyAV's own
+    format conversion at encode time would build a new frame without the side data."""
+    graph = av.filter.Graph()
+    last = graph.add_buffer(width=width, height=height, format="rgb24", time_base=1 / rate)
+    chain = [graph.add("format", "yuv420p")]
+    chain += [graph.add("addroi", f"x={r.x}:y={r.y}:w={r.width}:h={r.height}:qoffset={r.qoffset:.6f}")
+              for r in regions]
+    chain.append(graph.add("buffersink"))
+    for node in chain:
+        last.link_to(node)
+        last = node
+    graph.configure()
+    return graph
 
 
 def decode(data: Union[bytes, EncodedVideo]) -> np.ndarray:
