@@ -64,7 +64,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
     ev = asub.add_parser("eval", help="OneAdapt vs uniform sweep, periodic profiling and each pipeline's heuristic: "
                                       "table.md, plots, config.json, results.json")
     ev.add_argument("--out", default=None, help="run folder (default: runs/adapt-<time>)")
-    ev.add_argument("--pipelines", default=None, help="comma-separated of codec,filtering,audio (default: all)")
+    ev.add_argument("--pipelines", default=None,
+                    help="comma-separated of codec,codec-faces,filtering,audio (default: all)")
     ev.add_argument("--clips", default=None, help="comma-separated clip names or files (default: iscc-demo,bikes,"
                                                   "carphone)")
     ev.add_argument("--duration", type=float, default=None, help="seconds of each clip (default 30)")

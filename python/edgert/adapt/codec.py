@@ -11,14 +11,15 @@ every interval, as AWStream's and Chameleon's segments do). The knobs:
   +``region_range`` (k = 0, coarser) to -``region_range`` (k = 1, finer), sent to libx264 as region-of-interest
   side data by FFmpeg's ``addroi`` filter (:class:`edgert.vision.video.QualityRegion`).
 
-The resource is the bytes of the encoded packets. The DNN (person segmentation, :mod:`edgert.adapt.segmentation`)
-runs on the decoded pictures scaled back to the source size; the ground truth is the DNN on the original frames.
+The resource is the bytes of the encoded packets. The DNN (person segmentation, :mod:`edgert.adapt.segmentation`,
+by default; MTCNN faces, :mod:`edgert.adapt.detection`; any :class:`VisionDNN`) runs on the decoded pictures scaled
+back to the source size; the ground truth is the DNN on the original frames.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Protocol, Union
 
 import numpy as np
 import torch
@@ -31,6 +32,27 @@ from edgert.adapt.segmentation import SegmentationDNN
 SCALES = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
 CRF_COARSE, CRF_FINE = 45, 18
 MACROBLOCK = 16
+
+
+class VisionDNN(Protocol):
+    """What :class:`CodecPipeline` needs of its DNN (:class:`~edgert.adapt.segmentation.SegmentationDNN`,
+    :class:`~edgert.adapt.detection.FaceDNN`); ``output`` is what :meth:`predict` gives."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Output of frames ``[N, 3, H, W]`` in ``[0, 1]``, differentiable with respect to ``x``."""
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Output of frames ``[N, 3, H, W]`` without gradient, per frame (``[N, ...]``)."""
+
+    def utility(self, output: torch.Tensor) -> torch.Tensor:
+        """Output utility of :meth:`__call__`'s output: a scalar summed over frames."""
+
+    def score(self, output: torch.Tensor, reference: torch.Tensor) -> float:
+        """Accuracy in ``[0, 1]`` (mean over frames) of :meth:`predict` outputs against reference outputs."""
+
+    def interest(self, output: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Bool ``[N, height, width]``: pixels where :meth:`predict` output found the target (regions of
+        interest, :func:`region_heuristic`)."""
 
 
 def _even(v: float) -> int:
@@ -84,7 +106,7 @@ class CodecPipeline:
     Args:
         frames: the source clip ``uint8 [N, H, W, 3]`` (H, W even).
         fps: its frame rate; an interval is ``round(interval_s * fps)`` frames.
-        dnn: the person-segmentation DNN (default: MediaPipe selfie, auto variant).
+        dnn: the DNN (default: MediaPipe selfie person segmentation, auto variant; any :class:`VisionDNN`).
         regions: ``(rows, cols)`` of region knobs, or None for none.
         region_range: the largest quality offset of a region (``addroi`` units, at most 1).
         preset: libx264 preset of every encode.
@@ -94,8 +116,8 @@ class CodecPipeline:
 
     resource_unit = "bytes"
 
-    def __init__(self, frames: np.ndarray, fps: float, *, dnn: Optional[SegmentationDNN] = None,
-                 regions: Optional[tuple[int, int]] = (4, 4), region_range: float = 0.25, interval_s: float = 1.0,
+    def __init__(self, frames: np.ndarray, fps: float, *, dnn: Optional[VisionDNN] = None,
+                 regions: Optional[tuple[int, int]] = (4, 4), region_range: float = 0.1, interval_s: float = 1.0,
                  preset: str = "veryfast", name: str = "clip",
                  truth_cache: Optional[dict[int, torch.Tensor]] = None) -> None:
         frames = np.asarray(frames)
@@ -110,7 +132,7 @@ class CodecPipeline:
             raise ValueError(f"region_range: expected in (0, 1], got {region_range}")
         self.frames, self.fps, self.preset, self.name = frames, float(fps), preset, name
         self.per_interval = max(1, int(round(interval_s * fps)))
-        self.dnn = dnn if dnn is not None else SegmentationDNN()
+        self.dnn: VisionDNN = dnn if dnn is not None else SegmentationDNN()
         knobs = [Knob("resolution", SCALES[0], SCALES[-1], allowed=SCALES), Knob("crf", CRF_COARSE, CRF_FINE,
                                                                                   integer=True)]
         self.grid_shape = regions
@@ -228,7 +250,8 @@ def region_heuristic(pipeline: CodecPipeline, crf: int, *, min_fraction: float =
     received) found the class get the finest offset, the others the coarsest; resolution and CRF fixed.
 
     The first interval, with no inference yet, codes every region at offset 0. ``min_fraction`` is the share of a
-    region's pixels labelled ``person`` that makes it a region of interest.
+    region's pixels of interest (the DNN's :meth:`VisionDNN.interest`: ``person`` pixels, pixels in face boxes)
+    that makes it a region of interest.
     """
     if pipeline.grid_shape is None:
         raise ValueError("region_heuristic needs a pipeline with region knobs")
@@ -246,7 +269,7 @@ def region_heuristic(pipeline: CodecPipeline, crf: int, *, min_fraction: float =
         out = pipeline.outputs(rendered)
         trace.append(IntervalRecord(t, space.values(k), pipeline.score(out, pipeline.truth(t)),
                                     rendered.resource, rendered.dnn_frames, seconds=time.perf_counter() - t0))
-        person = (out > pipeline.dnn.threshold).float().mean(0)
+        person = pipeline.dnn.interest(out, pipeline.height, pipeline.width).float().mean(0)
         blocks = block_means(person, MACROBLOCK)
         for j, i in enumerate(regions):
             share = float(blocks[masks[j]].mean()) if bool(masks[j].any()) else 0.0

@@ -24,9 +24,9 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 
 from edgert.adapt.ascent import AdaptConfig, OneAdapt, Pipeline, SchemeResult
-from edgert.adapt.baselines import Measurer, compare, pareto, periodic_profiling, uniform_sweep
+from edgert.adapt.baselines import Measurer, compare, pareto, periodic_profiling, uniform_sweep, upper_hull
 
-PIPELINES = ("codec", "filtering", "audio")
+PIPELINES = ("codec", "codec-faces", "filtering", "audio")
 BASELINE_SCHEMES = ("uniform", "profiling", "region-heuristic", "reducto", "vad-heuristic")
 
 
@@ -37,6 +37,7 @@ class EvalConfig:
     Attributes:
         pipelines: any of :data:`PIPELINES`.
         clips: video inputs of the codec and filtering pipelines (bundled names or files).
+        face_clips: video inputs of the codec pipeline with the face detector (``codec-faces``).
         duration_s: seconds of each clip used (from its start).
         max_width: clips wider than this are scaled down (keeps the CPU run bounded).
         codec_fps: frame rate the codec pipeline's clips are decoded at (analytics pipelines run at 5-10 fps).
@@ -57,6 +58,7 @@ class EvalConfig:
 
     pipelines: tuple[str, ...] = PIPELINES
     clips: tuple[str, ...] = ("iscc-demo", "bikes", "carphone")
+    face_clips: tuple[str, ...] = ("carphone", "iscc-demo")
     duration_s: float = 30.0
     max_width: int = 640
     codec_fps: float = 10.0
@@ -94,13 +96,13 @@ class EvalConfig:
         """The lambdas OneAdapt runs with on ``pipeline``."""
         if self.lams is not None:
             return tuple(self.lams)
-        return tuple(getattr(self, f"{pipeline}_lams"))
+        return tuple(getattr(self, f"{'codec' if pipeline == 'codec-faces' else pipeline}_lams"))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-QUICK = {"clips": ("carphone",), "duration_s": 3.0, "lams": (0.1,), "region_grids": (2,),
+QUICK = {"clips": ("carphone",), "face_clips": ("carphone",), "duration_s": 3.0, "lams": (0.1,), "region_grids": (2,),
          "profiling_targets": (0.9,), "heuristic_crfs": (31,),
          "vad_thresholds_db": (-40.0,), "audio_duration_s": 5.0}
 """A run that finishes in about a minute (the tests' and a smoke check's)."""
@@ -124,13 +126,23 @@ def _baselines(measurer: Measurer, grid: list[np.ndarray], cfg: EvalConfig, log:
     return out
 
 
-def run_codec(clip: str, cfg: EvalConfig, log: Log) -> list[SchemeResult]:
-    """Every scheme on one clip's H.264 uplink (resolution, CRF, region quality)."""
-    from edgert.adapt.codec import CodecPipeline, load_video, region_heuristic  # noqa: PLC0415
+def _dnn(task: str) -> Any:
+    if task == "faces":
+        from edgert.adapt.detection import FaceDNN  # noqa: PLC0415
+
+        return FaceDNN()
     from edgert.adapt.segmentation import SegmentationDNN  # noqa: PLC0415
 
+    return SegmentationDNN()
+
+
+def run_codec(clip: str, cfg: EvalConfig, log: Log, task: str = "segmentation") -> list[SchemeResult]:
+    """Every scheme on one clip's H.264 uplink (resolution, CRF, region quality) for one DNN: person
+    segmentation, or MTCNN face detection (``task="faces"``)."""
+    from edgert.adapt.codec import CodecPipeline, load_video, region_heuristic  # noqa: PLC0415
+
     frames, fps = load_video(clip, max_width=cfg.max_width, duration_s=cfg.duration_s, fps=cfg.codec_fps)
-    dnn = SegmentationDNN()
+    dnn = _dnn(task)
     truth: dict[int, Any] = {}
 
     def pipeline(grid: Optional[int]) -> CodecPipeline:
@@ -139,15 +151,15 @@ def run_codec(clip: str, cfg: EvalConfig, log: Log) -> list[SchemeResult]:
 
     plain = pipeline(None)
     results = _baselines(Measurer(plain), plain.grid(), cfg, log)
+    lams = cfg.lams_of("codec")
     regional = pipeline(cfg.region_grids[0])
     heuristic = regional if cfg.region_grids[0] else pipeline(4)
     for crf in cfg.heuristic_crfs:
         results.append(region_heuristic(heuristic, crf))
     log(f"  baselines done ({len(results)} points)")
-    for lam in cfg.lams_of("codec"):
+    for lam in lams:
         results.append(_oneadapt(regional, lam, cfg, regional.neutral(), f"oneadapt-{cfg.region_grids[0] ** 2}r"))
         log(f"  oneadapt lam={lam:g}: accuracy {results[-1].accuracy:.3f}, {results[-1].resource:.0f} bytes")
-    lams = cfg.lams_of("codec")
     middle = lams[len(lams) // 2]
     for grid in cfg.region_grids[1:]:
         p = pipeline(grid)
@@ -190,14 +202,21 @@ def run_filtering(clip: str, cfg: EvalConfig, log: Log) -> list[SchemeResult]:
     return results
 
 
+def run_codec_faces(clip: str, cfg: EvalConfig, log: Log) -> list[SchemeResult]:
+    """:func:`run_codec` with the MTCNN face detector as the DNN (accuracy: per-frame F1 at IoU 0.5)."""
+    return run_codec(clip, cfg, log, task="faces")
+
+
 RUNNERS: dict[str, Callable[[str, EvalConfig, Log], list[SchemeResult]]] = {
-    "codec": run_codec, "filtering": run_filtering, "audio": run_audio}
+    "codec": run_codec, "codec-faces": run_codec_faces, "filtering": run_filtering, "audio": run_audio}
 
 
 def inputs_of(pipeline: str, cfg: EvalConfig) -> list[str]:
     """The inputs a pipeline runs on: the clips, or for audio the bundled speech."""
     if pipeline == "audio":
         return ["speech"]
+    if pipeline == "codec-faces":
+        return list(cfg.face_clips)
     return list(cfg.clips)
 
 
@@ -253,7 +272,8 @@ def run_eval(cfg: EvalConfig, out: Union[str, Path], *, plots: bool = True,
 
 
 def _unit(pipeline: str) -> str:
-    return {"codec": "bytes", "filtering": "DNN frames", "audio": "bytes"}.get(pipeline, "resource")
+    return {"codec": "bytes", "codec-faces": "bytes", "filtering": "DNN frames", "audio": "bytes"}.get(
+        pipeline, "resource")
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -306,6 +326,9 @@ def write_plots(results: dict[str, Any], out: Path) -> list[Path]:
                 marker = "o-" if scheme.startswith("oneadapt") else ("." if scheme == "uniform" else "s--")
                 ax.plot([p["resource"] for p in pts], [p["accuracy"] for p in pts], marker, label=scheme,
                         alpha=0.5 if scheme == "uniform" else 1.0)
+            hull = upper_hull([(s["resource"], s["accuracy"]) for s in entry["schemes"]
+                               if s["scheme"] in BASELINE_SCHEMES])
+            ax.plot([r for r, _ in hull], [a for _, a in hull], "k:", lw=1, label="baselines' upper hull")
             ax.set_xscale("log")
             ax.set_xlabel(_unit(name))
             ax.set_ylabel("accuracy")
@@ -313,12 +336,37 @@ def write_plots(results: dict[str, Any], out: Path) -> list[Path]:
             ax.legend(fontsize=7)
             adapt = [s for s in entry["schemes"] if s["scheme"].startswith("oneadapt")]
             if adapt:
-                trace = adapt[0]["trace"]
-                for knob in [k for k in trace[0]["knobs"] if not k.startswith("region_")]:
-                    bx.plot([r["interval"] for r in trace], [r["knobs"][knob] for r in trace], label=knob)
-                bx.set_xlabel("interval")
-                bx.set_title(f"knob trace, {adapt[0]['scheme']} lam={adapt[0]['params'].get('lam')}")
-                bx.legend(fontsize=7)
+                _plot_trace(bx, adapt[0], entry["schemes"])
             paths.append(save_figure(fig, out / f"{name}-{Path(item).stem}.png"))
             plt.close(fig)
     return paths
+
+
+def _plot_trace(ax: Any, scheme: dict[str, Any], everything: list[dict[str, Any]]) -> None:
+    """A OneAdapt run's knobs over time, each scaled to the range any scheme of the entry applied (the sweep
+    spans the whole grid), region knobs as their mean."""
+    lows: dict[str, float] = {}
+    highs: dict[str, float] = {}
+    for s in everything:
+        for r in s["trace"]:
+            for k, v in r["knobs"].items():
+                lows[k], highs[k] = min(lows.get(k, v), v), max(highs.get(k, v), v)
+    trace = scheme["trace"]
+    names = list(trace[0]["knobs"])
+
+    def scaled(name: str, v: float) -> float:
+        span = highs[name] - lows[name]
+        return (v - lows[name]) / span if span else 0.5
+
+    for name in [n for n in names if not n.startswith("region_")]:
+        ax.plot([r["interval"] for r in trace], [scaled(name, r["knobs"][name]) for r in trace],
+                label=f"{name} ({lows[name]:g}..{highs[name]:g})")
+    regions = [n for n in names if n.startswith("region_")]
+    if regions:
+        ax.plot([r["interval"] for r in trace],
+                [float(np.mean([r["knobs"][n] for n in regions])) for r in trace], "--",
+                label=f"mean region offset ({len(regions)}, raw)")
+    ax.set_xlabel("interval")
+    ax.set_ylabel("knob (scaled to the values used)")
+    ax.set_title(f"knob trace, {scheme['scheme']} lam={scheme['params'].get('lam')}")
+    ax.legend(fontsize=7)

@@ -69,6 +69,13 @@ class SegmentationDNN:
         """Mean over frames of the two-class mIoU of thresholded masks."""
         return float(np.mean(frame_miou(probability > self.threshold, reference > self.threshold)))
 
+    def interest(self, probability: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Bool ``[N, H, W]``: the pixels labelled ``person`` (probability > ``threshold``); ``height`` and
+        ``width`` (the frames', which the masks already have) are there for the interface's sake."""
+        if probability.shape[-2:] != (height, width):
+            raise ValueError(f"probability: expected [N, {height}, {width}], got {list(probability.shape)}")
+        return probability > self.threshold
+
 
 def frame_miou(pred: torch.Tensor, truth: torch.Tensor) -> np.ndarray:
     """Per-frame two-class mIoU of bool masks ``[N, H, W]`` (classes absent from both left out)."""

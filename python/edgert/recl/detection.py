@@ -16,10 +16,11 @@ centre (CenterNet's, alpha 2, beta 4, normalised by the number of faces) plus L1
 offset at the centre cells. Decoding (:func:`decode`) keeps the 3x3 max-pool peaks of the sigmoid heatmap
 above ``score_threshold`` (0.3), at most ``max_faces``.
 
-**Accuracy** of a frame (:func:`frame_f1`): F1 of the expert's boxes against the teacher's at IoU >= 0.5, boxes
-matched greedily (largest IoU first, each box at most once): ``2 TP / (2 TP + FP + FN)``. A frame where both the
-teacher and the expert find no face scores 1 (nothing to find, nothing wrongly found), one where only one of
-them finds faces scores 0. :class:`DetectionJob` reports the mean per-frame F1 on its held-out frames.
+**Accuracy** of a frame (:func:`frame_f1`, from :mod:`edgert.vision.metrics`, re-exported here with
+:func:`match_count`): F1 of the expert's boxes against the teacher's at IoU >= 0.5, boxes matched greedily
+(largest IoU first, each box at most once): ``2 TP / (2 TP + FP + FN)``. A frame where both the teacher and the
+expert find no face scores 1 (nothing to find, nothing wrongly found), one where only one of them finds faces
+scores 0. :class:`DetectionJob` reports the mean per-frame F1 on its held-out frames.
 
 **BatchNorm** stays frozen as in the other tasks (:func:`edgert.recl.tasks.frozen_batchnorm`): a fresh expert's
 statistics are the identity, so its BatchNorm layers act as learnt per-channel affine maps.
@@ -63,7 +64,7 @@ from torch import nn
 
 from edgert.recl.scheduler import JobData, TorchJob, torch_threads
 from edgert.recl.tasks import _frozen_factory, _seeded, complete_state, split_holdout
-from edgert.vision.metrics import box_iou
+from edgert.vision.metrics import check_boxes, frame_f1, match_count  # noqa: F401 (match_count: re-exported)
 from edgert.vision.models import ConvBNReLU, Normalize, _init_weights
 from edgert.vision.teachers import TeacherError, check_frames
 from edgert.vision.video import frames_to_tensor, resize
@@ -71,64 +72,6 @@ from edgert.vision.video import frames_to_tensor, resize
 #: rows of a frame's label (teacher faces beyond it are dropped, least probable first)
 MAX_FACES = 16
 _HEAT_PRIOR = 0.01  # initial face probability of every cell (CenterNet's bias init, -log(99))
-
-# --------------------------------------------------------------------------------------------------- metric
-
-
-def _check_boxes(name: str, boxes: Any, n: Optional[int] = None) -> np.ndarray:
-    arr = boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else np.asarray(boxes)
-    if arr.dtype.kind != "f" or arr.ndim != 3 or arr.shape[2] != 5 or (n is not None and arr.shape[0] != n):
-        want = "N" if n is None else f"N={n}"
-        raise ValueError(f"{name}: expected float boxes [N, M, 5] (x0, y0, x1, y1, valid) with {want}, got "
-                         f"{arr.dtype} {list(arr.shape)}")
-    valid = arr[..., 4]
-    if not np.isin(valid, (0.0, 1.0)).all():
-        raise ValueError(f"{name}: the valid column [..., 4] must be 0 or 1")
-    b = arr[valid == 1]
-    if not np.isfinite(b).all() or (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
-        raise ValueError(f"{name}: valid boxes must be finite with x1 >= x0 and y1 >= y0")
-    return arr
-
-
-def match_count(reference: np.ndarray, prediction: np.ndarray, iou_threshold: float = 0.5) -> int:
-    """True positives of one frame: boxes ``prediction [P, 4]`` matched to ``reference [R, 4]`` greedily (the
-    pair with the largest IoU first, each box used once) while the IoU is >= ``iou_threshold``."""
-    if not len(reference) or not len(prediction):
-        return 0
-    iou = box_iou(prediction, reference)
-    tp = 0
-    while True:
-        i, j = np.unravel_index(int(np.argmax(iou)), iou.shape)
-        if iou[i, j] < iou_threshold or iou[i, j] <= 0:
-            return tp
-        tp += 1
-        iou[i, :] = -1.0
-        iou[:, j] = -1.0
-
-
-def frame_f1(reference: Any, prediction: Any, iou_threshold: float = 0.5) -> np.ndarray:
-    """Per-frame F1 of ``prediction`` against ``reference`` (float ``[N, M, 5]`` label arrays, any ``M`` each;
-    only rows with ``valid == 1`` count): float64 ``[N]`` in ``[0, 1]``, ``2 TP / (2 TP + FP + FN)`` with
-    :func:`match_count`'s greedy matching; 1 where both are empty.
-
-    Raises:
-        ValueError: not ``[N, M, 5]`` float arrays of the same ``N``, a valid column other than 0/1, or a
-            valid box with ``x1 < x0``; ``iou_threshold`` outside ``(0, 1]``.
-    """
-    if not 0.0 < iou_threshold <= 1.0:
-        raise ValueError(f"iou_threshold: expected in (0, 1], got {iou_threshold}")
-    ref = _check_boxes("reference", reference)
-    pred = _check_boxes("prediction", prediction, ref.shape[0])
-    out = np.empty(ref.shape[0], np.float64)
-    for k, (r, p) in enumerate(zip(ref, pred)):
-        rb, pb = r[r[:, 4] == 1, :4], p[p[:, 4] == 1, :4]
-        if not len(rb) and not len(pb):
-            out[k] = 1.0
-            continue
-        tp = match_count(rb, pb, iou_threshold)
-        out[k] = 2.0 * tp / (len(rb) + len(pb))
-    return out
-
 
 # --------------------------------------------------------------------------------------------------- expert
 
@@ -390,7 +333,7 @@ class DetectionTask:
         return out
 
     def _checked(self, labels: Any, n: int) -> np.ndarray:
-        arr = _check_boxes("labels", labels, n)
+        arr = check_boxes("labels", labels, n)
         if arr.shape[1] != self.max_faces:
             raise ValueError(f"labels: expected float boxes [N, {self.max_faces}, 5] with N={n}, got {arr.dtype} "
                              f"{list(arr.shape)}")

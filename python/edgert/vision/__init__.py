@@ -9,7 +9,7 @@ Submodules:
 * :mod:`edgert.vision.tflite` — a dependency-free TFLite flatbuffer reader that runs small float models with PyTorch.
 * :mod:`edgert.vision.models` — MobileNetV2, the DeepLabV3-style segmentation student, a tiny classifier.
 * :mod:`edgert.vision.distill` — one distillation step (with parameter masks), BatchNorm recalibration, prediction.
-* :mod:`edgert.vision.metrics` — confusion matrices, per-class IoU, mIoU over present classes, accuracy.
+* :mod:`edgert.vision.metrics` — confusion matrices, per-class IoU, mIoU over present classes, accuracy, detection F1.
 """
 from __future__ import annotations
 

@@ -9,7 +9,10 @@ Confusion matrices are ``int64 [C, C]`` indexed ``[reference, prediction]``. Pix
 ``ignore_index`` (or outside ``[0, C)``) are not counted.
 
 For detectors: :func:`box_iou` and per-class :func:`average_precision` (VOC/COCO matching at one IoU
-threshold, all-point interpolation); mAP is the mean over classes that have reference boxes.
+threshold, all-point interpolation); mAP is the mean over classes that have reference boxes. Single-class
+per-frame accuracy: :func:`frame_f1` (``2 TP / (2 TP + FP + FN)`` with :func:`match_count`'s greedy matching at
+IoU >= 0.5; 1 for a frame where neither finds anything) on label rows ``[N, M, 5]`` checked by
+:func:`check_boxes`.
 """
 from __future__ import annotations
 
@@ -169,6 +172,70 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     union = area_a[:, None] + area_b[None, :] - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+# ---- per-frame detection F1 (label rows [N, M, 5]; RECL's detection task and OneAdapt's face pipeline) ----
+
+def check_boxes(name: str, boxes: Any, n: Optional[int] = None) -> np.ndarray:
+    """``boxes`` (numpy array or torch tensor) as a float array of label rows ``[N, M, 5]`` ``(x0, y0, x1, y1,
+    valid)``, checked: ``valid`` 0 or 1, valid boxes finite with ``x1 >= x0`` and ``y1 >= y0``, ``N == n`` when
+    given. Rows with ``valid == 0`` are padding and are not checked further.
+
+    Raises:
+        ValueError: naming ``name`` and what was expected.
+    """
+    arr = boxes.detach().cpu().numpy() if hasattr(boxes, "detach") else np.asarray(boxes)
+    if arr.dtype.kind != "f" or arr.ndim != 3 or arr.shape[2] != 5 or (n is not None and arr.shape[0] != n):
+        want = "N" if n is None else f"N={n}"
+        raise ValueError(f"{name}: expected float boxes [N, M, 5] (x0, y0, x1, y1, valid) with {want}, got "
+                         f"{arr.dtype} {list(arr.shape)}")
+    valid = arr[..., 4]
+    if not np.isin(valid, (0.0, 1.0)).all():
+        raise ValueError(f"{name}: the valid column [..., 4] must be 0 or 1")
+    b = arr[valid == 1]
+    if not np.isfinite(b).all() or (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
+        raise ValueError(f"{name}: valid boxes must be finite with x1 >= x0 and y1 >= y0")
+    return arr
+
+
+def match_count(reference: np.ndarray, prediction: np.ndarray, iou_threshold: float = 0.5) -> int:
+    """True positives of one frame: boxes ``prediction [P, 4]`` matched to ``reference [R, 4]`` greedily (the
+    pair with the largest IoU first, each box used once) while the IoU is >= ``iou_threshold``."""
+    if not len(reference) or not len(prediction):
+        return 0
+    iou = box_iou(prediction, reference)
+    tp = 0
+    while True:
+        i, j = np.unravel_index(int(np.argmax(iou)), iou.shape)
+        if iou[i, j] < iou_threshold or iou[i, j] <= 0:
+            return tp
+        tp += 1
+        iou[i, :] = -1.0
+        iou[:, j] = -1.0
+
+
+def frame_f1(reference: Any, prediction: Any, iou_threshold: float = 0.5) -> np.ndarray:
+    """Per-frame F1 of ``prediction`` against ``reference`` (float ``[N, M, 5]`` label arrays, any ``M`` each;
+    only rows with ``valid == 1`` count): float64 ``[N]`` in ``[0, 1]``, ``2 TP / (2 TP + FP + FN)`` with
+    :func:`match_count`'s greedy matching; 1 where both are empty.
+
+    Raises:
+        ValueError: not ``[N, M, 5]`` float arrays of the same ``N``, a valid column other than 0/1, or a
+            valid box with ``x1 < x0``; ``iou_threshold`` outside ``(0, 1]``.
+    """
+    if not 0.0 < iou_threshold <= 1.0:
+        raise ValueError(f"iou_threshold: expected in (0, 1], got {iou_threshold}")
+    ref = check_boxes("reference", reference)
+    pred = check_boxes("prediction", prediction, ref.shape[0])
+    out = np.empty(ref.shape[0], np.float64)
+    for k, (r, p) in enumerate(zip(ref, pred)):
+        rb, pb = r[r[:, 4] == 1, :4], p[p[:, 4] == 1, :4]
+        if not len(rb) and not len(pb):
+            out[k] = 1.0
+            continue
+        tp = match_count(rb, pb, iou_threshold)
+        out[k] = 2.0 * tp / (len(rb) + len(pb))
+    return out
 
 
 @dataclass(frozen=True)

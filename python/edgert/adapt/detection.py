@@ -1,0 +1,175 @@
+"""The face detector the video pipelines can adapt for: MTCNN (:mod:`edgert.vision.mtcnn`) with an input gradient.
+
+MTCNN's cascade is not differentiable end to end (NMS, thresholds, integer crop windows), so :class:`FaceDNN`
+splits it the way OneAdapt's detection utility needs: the boxes come from MTCNN's normal pipeline without gradient,
+then ONet's face probability of each final detection is computed again from the same 48x48 crop of the input with
+gradient. The crop window is fixed by the gradient-free pass; the gradient flows through the area resize into the
+pixels under it, so DNNGrad says how each input pixel moves the confidence of the faces already found.
+
+Output of :meth:`FaceDNN.__call__`: the ONet probabilities ``[D]`` of all detections of all frames (frame order,
+most probable first within a frame) -- the scores :meth:`FaceDNN.predict` reports. Utility: the soft count of
+confident detections (:func:`edgert.adapt.utility.soft_count`, ``theta`` 0.5). MTCNN keeps only detections
+with ONet probability > 0.7, where ``f(s) = 2 sigmoid(20 (s - 0.5)) - 1`` is already above 0.96, so the gradient of
+a confident face (probability >= 0.98, as carphone's driver) is small but not zero. Accuracy: mean over frames of
+the detection F1 at IoU >= 0.5 against the detector on the original frames (:func:`edgert.vision.metrics.frame_f1`;
+a frame where neither finds a face scores 1).
+
+The gradient-free pass repeats :meth:`MTCNN._detect_batch` step for step, keeping the windows ONet scored (the
+boxes it returns are after ONet's regression); ``tests/test_adapt_detection.py`` checks its boxes against
+:meth:`MTCNN.detect` exactly.
+
+Measured on carphone (4 s at 10 fps, 176x144, one face per frame; uniform configurations, 1-s segments, one
+thread): resolution 1 at CRF 23 / 35 / 45 gives F1 1.00 / 1.00 / 0.85 for 42.6 / 12.1 / 6.1 kB; resolution 0.5
+gives 1.00 / 0.85 / 0.28 for 18.4 / 6.3 / 3.9 kB (0.25: 1.00 / 0.10 / 0.00). Accuracy falls by faces lost, not
+moved, so the soft count per frame follows F1 (Pearson 0.9999 over the nine configurations, 0.994 over their 360
+frames). Summed ``|DNNGrad|`` per 1-s interval is 0.002-0.03 at resolution 1 / CRF 23 (probabilities ~0.9996,
+where ``f`` is flat) and 0.1-120 at CRF 45, where faces sit near ONet's threshold.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+from edgert.adapt.utility import DEFAULT_THETA, soft_count
+from edgert.vision.metrics import frame_f1
+from edgert.vision.mtcnn import MTCNN, _normalise, _regress, _square, batched_nms
+
+
+class FaceDNN:
+    """MTCNN faces of frames ``[N, 3, H, W]`` in ``[0, 1]`` (pixel values ``x * 255``), with an input gradient.
+
+    Args:
+        detector: the :class:`~edgert.vision.mtcnn.MTCNN` to run (default: standard settings, CPU).
+        theta: the soft count's threshold (:func:`edgert.adapt.utility.soft_count`).
+        iou_threshold: IoU at which a box matches a reference box in :meth:`score`.
+
+    Raises:
+        TeacherError: facenet-pytorch (which holds MTCNN's weights) is not installed.
+
+    The networks' parameters are frozen (``requires_grad`` False); not thread-safe only in that the torch modules
+    are shared.
+    """
+
+    def __init__(self, detector: Optional[MTCNN] = None, theta: float = DEFAULT_THETA,
+                 iou_threshold: float = 0.5) -> None:
+        if not 0.0 < iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold: expected in (0, 1], got {iou_threshold}")
+        self.detector = detector if detector is not None else MTCNN()
+        self.theta, self.iou_threshold = float(theta), float(iou_threshold)
+        for net in (self.detector.pnet, self.detector.rnet, self.detector.onet):
+            for p in net.parameters():
+                p.requires_grad_(False)
+
+    @staticmethod
+    def _check(x: torch.Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"x: expected [N, 3, H, W] in [0, 1], got {list(x.shape)}")
+
+    @torch.no_grad()
+    def _cascade(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """MTCNN's ``_detect_batch`` on pixel values ``[N, 3, H, W]`` (0..255), keeping what ONet saw.
+
+        Returns ``(boxes [D, 5], onet_boxes [D, 4], frames [D])``: the final detections (``x0, y0, x1, y1``, ONet
+        probability), the boxes whose crops ONet scored, and each detection's frame, sorted by frame and then
+        by probability (highest first), as :meth:`MTCNN.detect` orders them.
+        """
+        det = self.detector
+        boxes, groups = det.proposals(images)
+        boxes = _square(_regress(boxes[:, :5], boxes[:, 5:9], 0.0))
+        seen = boxes[:, :4]
+        for stage, (net, size) in enumerate(((det.rnet, 24), (det.onet, 48)), start=1):
+            if boxes.shape[0] == 0:
+                break
+            crops, ok = det._crops(images, boxes, groups, size)
+            boxes, groups = boxes[ok], groups[ok]
+            out = net(_normalise(crops)) if crops.shape[0] else (crops.new_zeros(0, 4), crops.new_zeros(0, 2))
+            reg, score = out[0], out[-1][:, 1]
+            good = score > det.thresholds[stage]
+            seen = boxes[good, :4]
+            boxes = torch.cat([boxes[good, :4], score[good, None]], dim=1)
+            groups, reg = groups[good], reg[good]
+            if stage == 1:
+                keep = batched_nms(boxes[:, :4], boxes[:, 4], groups, 0.7)
+                boxes = _square(_regress(boxes[keep], reg[keep], 1.0))
+                groups = groups[keep]
+            else:
+                boxes = _regress(boxes, reg, 1.0)
+                keep = batched_nms(boxes[:, :4], boxes[:, 4], groups, 0.7, mode="min", offset=1.0)
+                boxes, groups, seen = boxes[keep], groups[keep], seen[keep]
+        if boxes.shape[0] == 0:
+            return images.new_zeros(0, 5), images.new_zeros(0, 4), torch.zeros(0, dtype=torch.int64)
+        order = []
+        for i in range(images.shape[0]):
+            mine = torch.nonzero(groups == i).flatten()
+            order.append(mine[torch.argsort(boxes[mine, 4], descending=True, stable=True)])
+        idx = torch.cat(order)
+        return boxes[idx], seen[idx], groups[idx]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """ONet's face probability ``[D]`` of every detection of every frame (see the module docstring),
+        differentiable with respect to ``x``; an empty tensor, still attached to ``x``, when there is none."""
+        self._check(x)
+        images = x * 255.0
+        _, seen, frames = self._cascade(images.detach())
+        if seen.shape[0] == 0:
+            return x.reshape(-1)[:0]  # autograd.grad of its (zero) utility gives zeros, not an error
+        crops, ok = self.detector._crops(images, seen, frames, 48)
+        if not bool(ok.all()):  # cannot happen: these crops were scored in the pass above
+            raise RuntimeError("FaceDNN: a detection's ONet crop is empty")
+        return self.detector.onet(_normalise(crops))[-1][:, 1]
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, batch: Optional[int] = None) -> torch.Tensor:
+        """Boxes ``float32 [N, K, 5]`` (``x0, y0, x1, y1`` in frame pixels, ONet probability; most probable first)
+        of frames ``[N, 3, H, W]`` in ``[0, 1]``, in batches of ``batch`` frames (default: the detector's); rows
+        past a frame's detections are NaN, ``K`` the most faces in one frame (0 when none has any)."""
+        self._check(x)
+        step = int(batch or self.detector.batch_size)
+        per_frame: list[torch.Tensor] = []
+        for i in range(0, x.shape[0], step):
+            boxes, _, frames = self._cascade(x[i:i + step].float() * 255.0)
+            per_frame += [boxes[frames == j] for j in range(min(step, x.shape[0] - i))]
+        k = max((int(b.shape[0]) for b in per_frame), default=0)
+        out = torch.full((x.shape[0], k, 5), float("nan"))
+        for j, b in enumerate(per_frame):
+            out[j, :b.shape[0]] = b.float().cpu()
+        return out
+
+    def utility(self, probability: torch.Tensor) -> torch.Tensor:
+        """The soft count of confident detections, ``sum_i 2 sigmoid(20 (p_i - theta)) - 1`` (scalar)."""
+        return soft_count(probability, self.theta)
+
+    def score(self, boxes: torch.Tensor, reference: torch.Tensor) -> float:
+        """Mean over frames of the F1 of :meth:`predict` boxes against reference boxes (both ``[N, K, 5]``, NaN
+        padded) at IoU >= ``iou_threshold``; a frame where neither has a box scores 1, one where only one has any
+        scores 0 (:func:`edgert.vision.metrics.frame_f1`)."""
+        return float(np.mean(frame_f1(label_rows(reference), label_rows(boxes), self.iou_threshold)))
+
+    @staticmethod
+    def interest(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Bool ``[N, height, width]``: pixels any of a frame's :meth:`predict` boxes touches (pixel ``(r, c)``
+        covers ``[c, c + 1) x [r, r + 1)``; boxes reaching past the frame are clipped)."""
+        n = boxes.shape[0]
+        mask = torch.zeros((n, height, width), dtype=torch.bool)
+        for i, j in torch.nonzero(~torch.isnan(boxes[..., 4])).tolist():
+            x0, y0, x1, y1 = (float(v) for v in boxes[i, j, :4])
+            c0, r0 = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
+            c1, r1 = min(width, int(np.ceil(x1))), min(height, int(np.ceil(y1)))
+            if c1 > c0 and r1 > r0:
+                mask[i, r0:r1, c0:c1] = True
+        return mask
+
+
+def label_rows(boxes: torch.Tensor) -> np.ndarray:
+    """NaN-padded boxes ``[N, K, 5]`` (score last) as label rows ``float32 [N, K, 5]`` ``(x0, y0, x1, y1, valid)``
+    (:func:`edgert.vision.metrics.frame_f1`'s input): valid 1 where the score is a number, padding rows zero."""
+    if boxes.ndim != 3 or boxes.shape[2] != 5:
+        raise ValueError(f"boxes: expected [N, K, 5] (x0, y0, x1, y1, score), got {list(boxes.shape)}")
+    arr = boxes.detach().cpu().numpy().astype(np.float32)
+    valid = ~np.isnan(arr[..., 4])
+    out = np.zeros_like(arr)
+    out[..., :4] = np.where(valid[..., None], arr[..., :4], 0.0)
+    out[..., 4] = valid
+    return out
