@@ -74,7 +74,7 @@ def test_dnn_grad_is_finite_on_faces_and_zero_without(carphone):
     assert pipe.dnn(blank).shape == (0,)
     assert float(dnn_grad(pipe, blank).abs().sum()) == 0.0
     # the gradient lives under the face: in the window ONet scored (MTCNN's crops start one pixel before x0)
-    _, window, _ = pipe.dnn._cascade(x[:1] * 255)
+    _, window, _ = pipe.dnn.detector.cascade(x[:1] * 255)
     x0, y0, x1, y1 = window[0].tolist()
     inside = pipe.dnn.interest(torch.tensor([[[x0 - 1, y0 - 1, x1, y1, 1.0]]]), pipe.height, pipe.width)[0]
     assert float(grad[0].abs().sum(0)[~inside].sum()) == 0.0

@@ -14,9 +14,8 @@ a confident face (probability >= 0.98, as carphone's driver) is small but not ze
 the detection F1 at IoU >= 0.5 against the detector on the original frames (:func:`edgert.vision.metrics.frame_f1`;
 a frame where neither finds a face scores 1).
 
-The gradient-free pass repeats :meth:`MTCNN._detect_batch` step for step, keeping the windows ONet scored (the
-boxes it returns are after ONet's regression); ``tests/test_adapt_detection.py`` checks its boxes against
-:meth:`MTCNN.detect` exactly.
+The gradient-free pass is :meth:`MTCNN.cascade`, which also returns the windows ONet scored (the boxes it
+returns are after ONet's regression).
 
 Measured on carphone (4 s at 10 fps, 176x144, one face per frame; uniform configurations, 1-s segments, one
 thread): resolution 1 at CRF 23 / 35 / 45 gives F1 1.00 / 1.00 / 0.85 for 42.6 / 12.1 / 6.1 kB; resolution 0.5
@@ -34,7 +33,7 @@ import torch
 
 from edgert.adapt.utility import DEFAULT_THETA, soft_count
 from edgert.vision.metrics import frame_f1
-from edgert.vision.mtcnn import MTCNN, _normalise, _regress, _square, batched_nms
+from edgert.vision.mtcnn import MTCNN, _normalise
 
 
 class FaceDNN:
@@ -67,52 +66,12 @@ class FaceDNN:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"x: expected [N, 3, H, W] in [0, 1], got {list(x.shape)}")
 
-    @torch.no_grad()
-    def _cascade(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """MTCNN's ``_detect_batch`` on pixel values ``[N, 3, H, W]`` (0..255), keeping what ONet saw.
-
-        Returns ``(boxes [D, 5], onet_boxes [D, 4], frames [D])``: the final detections (``x0, y0, x1, y1``, ONet
-        probability), the boxes whose crops ONet scored, and each detection's frame, sorted by frame and then
-        by probability (highest first), as :meth:`MTCNN.detect` orders them.
-        """
-        det = self.detector
-        boxes, groups = det.proposals(images)
-        boxes = _square(_regress(boxes[:, :5], boxes[:, 5:9], 0.0))
-        seen = boxes[:, :4]
-        for stage, (net, size) in enumerate(((det.rnet, 24), (det.onet, 48)), start=1):
-            if boxes.shape[0] == 0:
-                break
-            crops, ok = det._crops(images, boxes, groups, size)
-            boxes, groups = boxes[ok], groups[ok]
-            out = net(_normalise(crops)) if crops.shape[0] else (crops.new_zeros(0, 4), crops.new_zeros(0, 2))
-            reg, score = out[0], out[-1][:, 1]
-            good = score > det.thresholds[stage]
-            seen = boxes[good, :4]
-            boxes = torch.cat([boxes[good, :4], score[good, None]], dim=1)
-            groups, reg = groups[good], reg[good]
-            if stage == 1:
-                keep = batched_nms(boxes[:, :4], boxes[:, 4], groups, 0.7)
-                boxes = _square(_regress(boxes[keep], reg[keep], 1.0))
-                groups = groups[keep]
-            else:
-                boxes = _regress(boxes, reg, 1.0)
-                keep = batched_nms(boxes[:, :4], boxes[:, 4], groups, 0.7, mode="min", offset=1.0)
-                boxes, groups, seen = boxes[keep], groups[keep], seen[keep]
-        if boxes.shape[0] == 0:
-            return images.new_zeros(0, 5), images.new_zeros(0, 4), torch.zeros(0, dtype=torch.int64)
-        order = []
-        for i in range(images.shape[0]):
-            mine = torch.nonzero(groups == i).flatten()
-            order.append(mine[torch.argsort(boxes[mine, 4], descending=True, stable=True)])
-        idx = torch.cat(order)
-        return boxes[idx], seen[idx], groups[idx]
-
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """ONet's face probability ``[D]`` of every detection of every frame (see the module docstring),
         differentiable with respect to ``x``; an empty tensor, still attached to ``x``, when there is none."""
         self._check(x)
         images = x * 255.0
-        _, seen, frames = self._cascade(images.detach())
+        _, seen, frames = self.detector.cascade(images.detach())
         if seen.shape[0] == 0:
             return x.reshape(-1)[:0]  # autograd.grad of its (zero) utility gives zeros, not an error
         crops, ok = self.detector._crops(images, seen, frames, 48)
@@ -129,7 +88,7 @@ class FaceDNN:
         step = int(batch or self.detector.batch_size)
         per_frame: list[torch.Tensor] = []
         for i in range(0, x.shape[0], step):
-            boxes, _, frames = self._cascade(x[i:i + step].float() * 255.0)
+            boxes, _, frames = self.detector.cascade(x[i:i + step].float() * 255.0)
             per_frame += [boxes[frames == j] for j in range(min(step, x.shape[0] - i))]
         k = max((int(b.shape[0]) for b in per_frame), default=0)
         out = torch.full((x.shape[0], k, 5), float("nan"))

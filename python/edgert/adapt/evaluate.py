@@ -283,8 +283,8 @@ def format_table(results: dict[str, Any]) -> str:
         for item, entry in items.items():
             lines.append(f"\n### {name} / {item} (resource: {_unit(name)})\n")
             lines.append("| scheme | params | accuracy | resource | DNN frames | backward/interval "
-                         "| renders/interval |")
-            lines.append("|---|---|---:|---:|---:|---:|---:|")
+                         "| renders/interval | s/interval |")
+            lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
             for s in sorted(entry["schemes"], key=lambda s: (s["scheme"], s["resource"])):
                 params = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                                    for k, v in s["params"].items() if k != "knobs")
@@ -294,7 +294,7 @@ def format_table(results: dict[str, Any]) -> str:
                 o = s["overhead"]
                 lines.append(f"| {s['scheme']} | {params} | {s['accuracy']:.4f} | {s['resource']:.0f} | "
                              f"{s['dnn_frames']} | {o['backward_per_interval']:.1f} | "
-                             f"{o['renders_per_interval']:.1f} |")
+                             f"{o['renders_per_interval']:.1f} | {o['seconds_per_interval']:.2f} |")
             lines.append("\n| OneAdapt point | accuracy | resource | baselines' resource at equal accuracy | saving | "
                          "baselines' accuracy at equal resource | accuracy gain |")
             lines.append("|---|---:|---:|---:|---:|---:|---:|")

@@ -325,10 +325,16 @@ class MTCNN:
         return (torch.cat(crops) if crops else images.new_zeros(0, 3, size, size)), ok
 
     @torch.no_grad()
-    def _detect_batch(self, images: torch.Tensor) -> list[np.ndarray]:
-        n = images.shape[0]
+    def cascade(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The three stages on pixel values ``[N, 3, H, W]`` (0..255).
+
+        Returns ``(boxes [D, 5], windows [D, 4], frames [D])``: the final detections (``x0, y0, x1, y1``, ONet
+        face probability), the windows whose crops ONet scored (the boxes are after ONet's regression), and each
+        detection's frame; sorted by frame, then by probability, highest first.
+        """
         boxes, groups = self.proposals(images)
         boxes = _square(_regress(boxes[:, :5], boxes[:, 5:9], 0.0))
+        windows = boxes[:, :4]
         for stage, (net, size) in enumerate(((self.rnet, 24), (self.onet, 48)), start=1):
             if boxes.shape[0] == 0:
                 break
@@ -337,6 +343,7 @@ class MTCNN:
             out = net(_normalise(crops)) if crops.shape[0] else (crops.new_zeros(0, 4), crops.new_zeros(0, 2))
             reg, score = out[0], out[-1][:, 1]
             good = score > self.thresholds[stage]
+            windows = boxes[good, :4]
             boxes = torch.cat([boxes[good, :4], score[good, None]], dim=1)
             groups, reg = groups[good], reg[good]
             if stage == 1:
@@ -346,13 +353,16 @@ class MTCNN:
             else:
                 boxes = _regress(boxes, reg, 1.0)
                 keep = batched_nms(boxes[:, :4], boxes[:, 4], groups, 0.7, mode="min", offset=1.0)
-                boxes, groups = boxes[keep], groups[keep]
-        result = []
-        for i in range(n):
-            mine = boxes[groups == i]
-            mine = mine[torch.argsort(mine[:, 4], descending=True, stable=True)]
-            result.append(mine.cpu().numpy().astype(np.float32).reshape(-1, 5))
-        return result
+                boxes, groups, windows = boxes[keep], groups[keep], windows[keep]
+        if boxes.shape[0] == 0 or windows.shape[0] != boxes.shape[0]:  # nothing survived the cascade
+            return images.new_zeros(0, 5), images.new_zeros(0, 4), torch.zeros(0, dtype=torch.int64)
+        order = [torch.nonzero(groups == i).flatten() for i in range(images.shape[0])]
+        idx = torch.cat([o[torch.argsort(boxes[o, 4], descending=True, stable=True)] for o in order])
+        return boxes[idx], windows[idx], groups[idx]
+
+    def _detect_batch(self, images: torch.Tensor) -> list[np.ndarray]:
+        boxes, _, groups = self.cascade(images)
+        return [boxes[groups == i].cpu().numpy().astype(np.float32).reshape(-1, 5) for i in range(images.shape[0])]
 
     def detect(self, frames: np.ndarray) -> list[np.ndarray]:
         """Faces in each frame: a list of N float32 arrays ``[K_i, 5]`` (``x0, y0, x1, y1`` in frame pixels,
