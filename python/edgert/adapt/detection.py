@@ -1,21 +1,18 @@
 """The face detector the video pipelines can adapt for: MTCNN (:mod:`edgert.vision.mtcnn`) with an input gradient.
 
 MTCNN's cascade is not differentiable end to end (NMS, thresholds, integer crop windows), so :class:`FaceDNN`
-splits it the way OneAdapt's detection utility needs: the boxes come from MTCNN's normal pipeline without gradient,
-then ONet's face probability of each final detection is computed again from the same 48x48 crop of the input with
-gradient. The crop window is fixed by the gradient-free pass; the gradient flows through the area resize into the
-pixels under it, so DNNGrad says how each input pixel moves the confidence of the faces already found.
+splits it the way OneAdapt's detection utility needs: the windows come from MTCNN's normal pipeline without
+gradient (:meth:`MTCNN.cascade`), then ONet's face probability of **every window ONet scored** -- the ones under
+its 0.7 threshold included -- is computed again from the same 48x48 crop of the input with gradient. The crop
+window is fixed by the gradient-free pass; the gradient flows through the area resize into the pixels under it.
 
-Output of :meth:`FaceDNN.__call__`: the ONet probabilities ``[D]`` of all detections of all frames (frame order,
-most probable first within a frame) -- the scores :meth:`FaceDNN.predict` reports. Utility: the soft count of
-confident detections (:func:`edgert.adapt.utility.soft_count`, ``theta`` 0.5). MTCNN keeps only detections
-with ONet probability > 0.7, where ``f(s) = 2 sigmoid(20 (s - 0.5)) - 1`` is already above 0.96, so the gradient of
-a confident face (probability >= 0.98, as carphone's driver) is small but not zero. Accuracy: mean over frames of
-the detection F1 at IoU >= 0.5 against the detector on the original frames (:func:`edgert.vision.metrics.frame_f1`;
-a frame where neither finds a face scores 1).
-
-The gradient-free pass is :meth:`MTCNN.cascade`, which also returns the windows ONet scored (the boxes it
-returns are after ONet's regression).
+Output of :meth:`FaceDNN.__call__`: those probabilities ``[S]``. Utility: the soft count
+(:func:`edgert.adapt.utility.soft_count`, ``theta`` 0.5), the paper's ``sum f(score)`` over candidates. Counting
+the candidates under the detection threshold matters: with only the final detections, a face that a coarse
+configuration loses stops contributing any gradient exactly when it is lost, and the resource gradient alone then
+drives the knobs down (measured: OneAdapt at lambda 0.03 fell to F1 0.48 on carphone); a face near ``theta``
+is where ``f`` is steepest. Accuracy: mean over frames of the detection F1 at IoU >= 0.5 against the detector on
+the original frames (:func:`edgert.vision.metrics.frame_f1`; a frame where neither finds a face scores 1).
 
 Measured on carphone (4 s at 10 fps, 176x144, one face per frame; uniform configurations, 1-s segments, one
 thread): resolution 1 at CRF 23 / 35 / 45 gives F1 1.00 / 1.00 / 0.85 for 42.6 / 12.1 / 6.1 kB; resolution 0.5
@@ -67,16 +64,17 @@ class FaceDNN:
             raise ValueError(f"x: expected [N, 3, H, W] in [0, 1], got {list(x.shape)}")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """ONet's face probability ``[D]`` of every detection of every frame (see the module docstring),
-        differentiable with respect to ``x``; an empty tensor, still attached to ``x``, when there is none."""
+        """ONet's face probability ``[S]`` of every window ONet scored in every frame, the ones under its
+        threshold included (see the module docstring), differentiable with respect to ``x``; an empty tensor,
+        still attached to ``x``, when ONet scored none."""
         self._check(x)
         images = x * 255.0
-        _, seen, frames = self.detector.cascade(images.detach())
-        if seen.shape[0] == 0:
+        found = self.detector.cascade(images.detach())
+        if found.scored.shape[0] == 0:
             return x.reshape(-1)[:0]  # autograd.grad of its (zero) utility gives zeros, not an error
-        crops, ok = self.detector._crops(images, seen, frames, 48)
+        crops, ok = self.detector._crops(images, found.scored, found.scored_frames, 48)
         if not bool(ok.all()):  # cannot happen: these crops were scored in the pass above
-            raise RuntimeError("FaceDNN: a detection's ONet crop is empty")
+            raise RuntimeError("FaceDNN: a window's ONet crop is empty")
         return self.detector.onet(_normalise(crops))[-1][:, 1]
 
     @torch.no_grad()
@@ -88,7 +86,8 @@ class FaceDNN:
         step = int(batch or self.detector.batch_size)
         per_frame: list[torch.Tensor] = []
         for i in range(0, x.shape[0], step):
-            boxes, _, frames = self.detector.cascade(x[i:i + step].float() * 255.0)
+            found = self.detector.cascade(x[i:i + step].float() * 255.0)
+            boxes, frames = found.boxes, found.frames
             per_frame += [boxes[frames == j] for j in range(min(step, x.shape[0] - i))]
         k = max((int(b.shape[0]) for b in per_frame), default=0)
         out = torch.full((x.shape[0], k, 5), float("nan"))

@@ -46,7 +46,7 @@ Checks (facenet-pytorch 2.6.0 weights, CPU):
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -237,6 +237,26 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
     return (x - 127.5) * 0.0078125
 
 
+class Cascade(NamedTuple):
+    """What :meth:`MTCNN.cascade` found.
+
+    Attributes:
+        boxes: ``[D, 5]`` final detections (``x0, y0, x1, y1``, ONet face probability), sorted by frame, then by
+            probability, highest first.
+        windows: ``[D, 4]`` the window whose crop ONet scored for each detection (``boxes`` are after ONet's
+            regression).
+        frames: ``[D]`` each detection's frame.
+        scored: ``[S, 4]`` every window ONet scored, below its threshold included.
+        scored_frames: ``[S]`` their frames.
+    """
+
+    boxes: torch.Tensor
+    windows: torch.Tensor
+    frames: torch.Tensor
+    scored: torch.Tensor
+    scored_frames: torch.Tensor
+
+
 class MTCNN:
     """The MTCNN cascade (see the module docstring) on RGB ``uint8 [N, H, W, 3]`` frames.
 
@@ -325,16 +345,13 @@ class MTCNN:
         return (torch.cat(crops) if crops else images.new_zeros(0, 3, size, size)), ok
 
     @torch.no_grad()
-    def cascade(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The three stages on pixel values ``[N, 3, H, W]`` (0..255).
-
-        Returns ``(boxes [D, 5], windows [D, 4], frames [D])``: the final detections (``x0, y0, x1, y1``, ONet
-        face probability), the windows whose crops ONet scored (the boxes are after ONet's regression), and each
-        detection's frame; sorted by frame, then by probability, highest first.
-        """
+    def cascade(self, images: torch.Tensor) -> "Cascade":
+        """The three stages on pixel values ``[N, 3, H, W]`` (0..255); see :class:`Cascade`."""
         boxes, groups = self.proposals(images)
         boxes = _square(_regress(boxes[:, :5], boxes[:, 5:9], 0.0))
         windows = boxes[:, :4]
+        none = torch.zeros(0, dtype=torch.int64)
+        scored, scored_frames = images.new_zeros(0, 4), none  # stays empty when the cascade ends before ONet
         for stage, (net, size) in enumerate(((self.rnet, 24), (self.onet, 48)), start=1):
             if boxes.shape[0] == 0:
                 break
@@ -343,6 +360,8 @@ class MTCNN:
             out = net(_normalise(crops)) if crops.shape[0] else (crops.new_zeros(0, 4), crops.new_zeros(0, 2))
             reg, score = out[0], out[-1][:, 1]
             good = score > self.thresholds[stage]
+            if stage == 2:
+                scored, scored_frames = boxes[:, :4], groups
             windows = boxes[good, :4]
             boxes = torch.cat([boxes[good, :4], score[good, None]], dim=1)
             groups, reg = groups[good], reg[good]
@@ -355,14 +374,15 @@ class MTCNN:
                 keep = batched_nms(boxes[:, :4], boxes[:, 4], groups, 0.7, mode="min", offset=1.0)
                 boxes, groups, windows = boxes[keep], groups[keep], windows[keep]
         if boxes.shape[0] == 0 or windows.shape[0] != boxes.shape[0]:  # nothing survived the cascade
-            return images.new_zeros(0, 5), images.new_zeros(0, 4), torch.zeros(0, dtype=torch.int64)
+            return Cascade(images.new_zeros(0, 5), images.new_zeros(0, 4), none, scored, scored_frames)
         order = [torch.nonzero(groups == i).flatten() for i in range(images.shape[0])]
         idx = torch.cat([o[torch.argsort(boxes[o, 4], descending=True, stable=True)] for o in order])
-        return boxes[idx], windows[idx], groups[idx]
+        return Cascade(boxes[idx], windows[idx], groups[idx], scored, scored_frames)
 
     def _detect_batch(self, images: torch.Tensor) -> list[np.ndarray]:
-        boxes, _, groups = self.cascade(images)
-        return [boxes[groups == i].cpu().numpy().astype(np.float32).reshape(-1, 5) for i in range(images.shape[0])]
+        c = self.cascade(images)
+        return [c.boxes[c.frames == i].cpu().numpy().astype(np.float32).reshape(-1, 5)
+                for i in range(images.shape[0])]
 
     def detect(self, frames: np.ndarray) -> list[np.ndarray]:
         """Faces in each frame: a list of N float32 arrays ``[K_i, 5]`` (``x0, y0, x1, y1`` in frame pixels,
