@@ -210,7 +210,7 @@ def test_one_backward_per_interval_and_the_step_follows_lambda(monkeypatch):
     grad = torch.autograd.grad
     monkeypatch.setattr(torch.autograd, "grad", lambda *a, **kw: calls.append(1) or grad(*a, **kw))
     toy = Toy()
-    spend = OneAdapt(toy, AdaptConfig(lam=0.0, initial=(0.5, 0.5, 0.5))).run()
+    spend = OneAdapt(toy, AdaptConfig(lam=0.0, momentum=0.0, initial=(0.5, 0.5, 0.5))).run()
     assert len(calls) == toy.num_intervals()
     assert [r.backward_passes for r in spend.trace] == [1] * toy.num_intervals()
     assert spend.overhead["backward_per_interval"] == 1.0 and spend.overhead["renders_per_interval"] == 3.0
@@ -218,6 +218,12 @@ def test_one_backward_per_interval_and_the_step_follows_lambda(monkeypatch):
     for before, after in zip(spend.trace, spend.trace[1:]):
         for j, name in enumerate(("q", "left", "right")):
             assert np.sign(after.knobs[name] - before.knobs[name]) == np.sign(before.acc_grad[j])
+    # with momentum the direction is the running average of the plain ones
+    toy = Toy()
+    ctrl = OneAdapt(toy, AdaptConfig(lam=0.0, momentum=0.5, initial=(0.5, 0.5, 0.5)))
+    first = ctrl.step(np.array([1.0, 0.0, 0.0]), np.zeros(3)).copy()
+    second = ctrl.step(np.array([-1.0, 0.0, 0.0]), np.zeros(3))
+    assert first[0] == pytest.approx(0.6) and second[0] == pytest.approx(0.6)  # 0.1 up, then (0.5 - 0.5) * 0.1
     # a huge lambda only saves resource
     save = OneAdapt(Toy(), AdaptConfig(lam=1e4, initial=(0.5, 0.5, 0.5))).run()
     assert all(a > b for a, b in zip(save.trace[0].knobs.values(), save.trace[-1].knobs.values()))

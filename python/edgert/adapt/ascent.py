@@ -106,7 +106,8 @@ class AdaptConfig:
         alpha: step size as a fraction of the knob range per unit of normalised gradient.
         max_step: largest change of one knob per interval.
         dk: finite-difference step of continuous knobs (discrete knobs move to the next allowed value).
-        grad_frames: frames of each interval used for DNNGrad (evenly spaced; 0 = all).
+        grad_frames: frames of each interval used for DNNGrad (evenly spaced; 0 = all, the default: with 4 of 10
+            the gradient's noise cost 2 points of saving on iscc-demo).
         block: macroblock side for the region knobs' block averaging (16: H.264's).
         scale_decay: decay of the running mean of ``|AccGrad|`` that normalises the step.
         initial: starting knob vector (None: every knob at 1, the most resource).
@@ -115,17 +116,22 @@ class AdaptConfig:
             how much it raises it is the size of the first-order change; ``"signed"``: the plain inner product
             ``<DNNGrad, InputGrad>``. The sign of the inner product is unreliable for codec, filtering and
             sampling changes (docs/design/adapt.md has the measurements).
+        momentum: weight of the previous intervals in the ascent direction (an exponential average of
+            ``AccGrad - lambda ResourceGrad``; 0 is plain gradient ascent, the paper's). 0.5 by default: one
+            interval's gradient is noisy, and the knobs' random walk around the optimum costs accuracy
+            (measurements in docs/results/adapt.md).
     """
 
     lam: float = 0.1
     alpha: float = 0.1
     max_step: float = 0.25
     dk: float = 0.1
-    grad_frames: int = 4
+    grad_frames: int = 0
     block: int = 16
     scale_decay: float = 0.8
     initial: Optional[tuple[float, ...]] = None
     gain: str = "magnitude"
+    momentum: float = 0.5
 
     def validate(self) -> None:
         if self.gain not in GAINS:
@@ -142,6 +148,8 @@ class AdaptConfig:
             raise ValueError(f"grad_frames: expected >= 0, got {self.grad_frames}")
         if self.block <= 0:
             raise ValueError(f"block: expected > 0, got {self.block}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum: expected in [0, 1), got {self.momentum}")
         if not 0.0 <= self.scale_decay < 1.0:
             raise ValueError(f"scale_decay: expected in [0, 1), got {self.scale_decay}")
 
@@ -224,6 +232,7 @@ class OneAdapt:
         initial = self.config.initial if self.config.initial is not None else (1.0,) * len(space)
         self.k = space.check(initial)
         self._scale: Optional[float] = None
+        self._direction: Optional[np.ndarray] = None
         self.resource_ref: Optional[float] = None
 
     def _reference(self, interval: int, rendered: Rendered) -> float:
@@ -311,7 +320,12 @@ class OneAdapt:
             self._scale = magnitude if self._scale is None else (
                 cfg.scale_decay * self._scale + (1.0 - cfg.scale_decay) * magnitude)
         scale = self._scale if self._scale else 1.0
-        move = np.clip(cfg.alpha * (acc_grad - cfg.lam * res_grad) / scale, -cfg.max_step, cfg.max_step)
+        direction = (acc_grad - cfg.lam * res_grad) / scale
+        if cfg.momentum > 0.0:
+            if self._direction is not None:
+                direction = cfg.momentum * self._direction + (1.0 - cfg.momentum) * direction
+            self._direction = direction
+        move = np.clip(cfg.alpha * direction, -cfg.max_step, cfg.max_step)
         self.k = np.clip(self.k + move, 0.0, 1.0)
         return self.k
 

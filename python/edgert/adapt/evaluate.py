@@ -276,9 +276,33 @@ def _unit(pipeline: str) -> str:
         pipeline, "resource")
 
 
+GOAL_SAVING = 0.15
+GOAL_GAIN = 0.01
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """Markdown: per pipeline and input, OneAdapt's best point against the baselines' upper hull, and whether the
+    issue's goal (>= 15 % less resource at equal accuracy, or >= +1 point at equal or lower resource) is met."""
+    lines = ["| pipeline / input | OneAdapt runs | best saving at equal accuracy | best accuracy gain at equal "
+             "resource | goal met |", "|---|---:|---:|---:|---|"]
+    for name, items in results["pipelines"].items():
+        for item, entry in items.items():
+            rows = entry["comparisons"]
+            savings = [c["saving"] for c in rows if c["saving"] is not None]
+            gains = [c["accuracy_gain"] for c in rows if c["accuracy_gain"] is not None]
+            best_s = max(savings) if savings else None
+            best_g = max(gains) if gains else None
+            met = (best_s is not None and best_s >= GOAL_SAVING) or (best_g is not None and best_g >= GOAL_GAIN)
+            lines.append(f"| {name} / {item} | {len(rows)} | "
+                         f"{'n/a' if best_s is None else format(best_s, '+.1%')} | "
+                         f"{'n/a' if best_g is None else format(best_g, '+.4f')} | {'yes' if met else 'no'} |")
+    return "\n".join(lines)
+
+
 def format_table(results: dict[str, Any]) -> str:
-    """Markdown: per pipeline and input, every scheme's frontier and OneAdapt against the baselines."""
-    lines = []
+    """Markdown: the summary, then per pipeline and input every scheme's points and OneAdapt against the
+    baselines."""
+    lines = [summary_table(results)]
     for name, items in results["pipelines"].items():
         for item, entry in items.items():
             lines.append(f"\n### {name} / {item} (resource: {_unit(name)})\n")
