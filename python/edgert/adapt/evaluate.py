@@ -359,8 +359,9 @@ def write_plots(results: dict[str, Any], out: Path) -> list[Path]:
             ax.set_title(f"{name} / {item}")
             ax.legend(fontsize=7)
             adapt = [s for s in entry["schemes"] if s["scheme"].startswith("oneadapt")]
-            if adapt:
-                _plot_trace(bx, adapt[0], entry["schemes"])
+            if adapt:  # the lambda sweep's middle run
+                sweep = [s for s in adapt if s["scheme"] == adapt[0]["scheme"]]
+                _plot_trace(bx, sweep[len(sweep) // 2], entry["schemes"])
             paths.append(save_figure(fig, out / f"{name}-{Path(item).stem}.png"))
             plt.close(fig)
     return paths
@@ -390,6 +391,7 @@ def _plot_trace(ax: Any, scheme: dict[str, Any], everything: list[dict[str, Any]
         ax.plot([r["interval"] for r in trace],
                 [float(np.mean([r["knobs"][n] for n in regions])) for r in trace], "--",
                 label=f"mean region offset ({len(regions)}, raw)")
+    ax.ticklabel_format(axis="y", useOffset=False)
     ax.set_xlabel("interval")
     ax.set_ylabel("knob (scaled to the values used)")
     ax.set_title(f"knob trace, {scheme['scheme']} lam={scheme['params'].get('lam')}")
