@@ -224,6 +224,13 @@ def test_one_backward_per_interval_and_the_step_follows_lambda(monkeypatch):
     first = ctrl.step(np.array([1.0, 0.0, 0.0]), np.zeros(3)).copy()
     second = ctrl.step(np.array([-1.0, 0.0, 0.0]), np.zeros(3))
     assert first[0] == pytest.approx(0.6) and second[0] == pytest.approx(0.6)  # 0.1 up, then (0.5 - 0.5) * 0.1
+    # a saturated utility: with the step scaled by AccGrad alone the resource term takes a full max_step, scaled by
+    # both terms it takes alpha
+    for scale_by, expected in (("accuracy", 0.5 - 0.25), ("both", 0.5 - 0.1)):
+        ctrl = OneAdapt(Toy(), AdaptConfig(lam=1.0, momentum=0.0, scale_by=scale_by, initial=(0.5, 0.5, 0.5)))
+        assert ctrl.step(np.array([1e-6, 0.0, 0.0]), np.array([1.0, 0.0, 0.0]))[0] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="scale_by"):
+        AdaptConfig(scale_by="resource").validate()
     # a huge lambda only saves resource
     save = OneAdapt(Toy(), AdaptConfig(lam=1e4, initial=(0.5, 0.5, 0.5))).run()
     assert all(a > b for a, b in zip(save.trace[0].knobs.values(), save.trace[-1].knobs.values()))

@@ -110,6 +110,10 @@ class AdaptConfig:
             the gradient's noise cost 2 points of saving on iscc-demo).
         block: macroblock side for the region knobs' block averaging (16: H.264's).
         scale_decay: decay of the running mean of ``|AccGrad|`` that normalises the step.
+        scale_by: ``"accuracy"`` (default): the step is normalised by the running mean of ``max |AccGrad|``;
+            ``"both"``: by that of ``max(max |AccGrad|, lambda max |ResourceGrad|)``, so a saturated utility (tiny
+            AccGrad) no longer turns the resource term into a full ``max_step`` per interval (measured in
+            docs/results/adapt.md: it stops the face detector's collapse on carphone, and removes bikes' saving).
         initial: starting knob vector (None: every knob at 1, the most resource).
         gain: ``"magnitude"`` (default): a knob's AccGrad is the sum over frames of ``|<DNNGrad_f, InputGrad_f>|``,
             AccMPEG's first-order magnitude -- moving towards more resource is taken never to lower accuracy, and
@@ -132,6 +136,7 @@ class AdaptConfig:
     initial: Optional[tuple[float, ...]] = None
     gain: str = "magnitude"
     momentum: float = 0.5
+    scale_by: str = "accuracy"
 
     def validate(self) -> None:
         if self.gain not in GAINS:
@@ -148,6 +153,8 @@ class AdaptConfig:
             raise ValueError(f"grad_frames: expected >= 0, got {self.grad_frames}")
         if self.block <= 0:
             raise ValueError(f"block: expected > 0, got {self.block}")
+        if self.scale_by not in ("accuracy", "both"):
+            raise ValueError(f"scale_by: expected 'accuracy' or 'both', got {self.scale_by!r}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum: expected in [0, 1), got {self.momentum}")
         if not 0.0 <= self.scale_decay < 1.0:
@@ -316,6 +323,8 @@ class OneAdapt:
         """``k <- clip(k + alpha (AccGrad - lambda ResGrad) / scale, +-max_step)`` into ``[0, 1]``."""
         cfg = self.config
         magnitude = float(np.max(np.abs(acc_grad))) if acc_grad.size else 0.0
+        if cfg.scale_by == "both" and res_grad.size:
+            magnitude = max(magnitude, cfg.lam * float(np.max(np.abs(res_grad))))
         if magnitude > 0.0:
             self._scale = magnitude if self._scale is None else (
                 cfg.scale_decay * self._scale + (1.0 - cfg.scale_decay) * magnitude)
