@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import GPU
 from edgert.adapt import AdaptConfig, AdaptError, Knob, KnobError, KnobSpace, OneAdapt, Rendered, dnn_grad
 from edgert.adapt.ascent import _region_gains, grad_indices
 from edgert.adapt.baselines import Measurer, compare, pareto, periodic_profiling, uniform_sweep
@@ -294,3 +295,16 @@ def test_compare_reads_the_upper_hull():
     assert c.accuracy_gain == pytest.approx(0.025)
     assert compare(1.1, 10.0, frontier).saving is None
     assert compare(0.7, 500.0, frontier).accuracy_gain == pytest.approx(-0.3)
+
+
+@pytest.mark.gpu
+@GPU[1]
+def test_region_gains_on_cuda_match_cpu():
+    grad = torch.randn(3, 3, 37, 50)
+    delta = torch.randn(3, 3, 37, 50)
+    masks = torch.zeros(2, 3, 4, dtype=torch.bool)
+    masks[0, :, :2] = True
+    masks[1] = ~masks[0]
+    cpu = _region_gains(grad, delta, masks, 16)
+    cuda = _region_gains(grad.cuda(), delta.cuda(), masks, 16)
+    torch.testing.assert_close(cuda, cpu, rtol=1e-5, atol=1e-6)

@@ -221,11 +221,11 @@ def _region_gains(grad: torch.Tensor, delta: torch.Tensor, masks: torch.Tensor, 
     d = block_average(delta.float().contiguous(), block)
     h, w = grad.shape[-2:]
     rows, cols = g.shape[-2:]
-    valid_h = torch.clamp(h - torch.arange(rows) * block, max=block)
-    valid_w = torch.clamp(w - torch.arange(cols) * block, max=block)
+    valid_h = torch.clamp(h - torch.arange(rows, device=g.device) * block, max=block)
+    valid_w = torch.clamp(w - torch.arange(cols, device=g.device) * block, max=block)
     pixels = (valid_h[:, None] * valid_w[None, :]).to(torch.float32) * grad.shape[1]
     per_block = (g * d).sum(dim=0) * pixels
-    return (masks.to(per_block.dtype) * per_block[None]).sum(dim=(1, 2))
+    return (masks.to(per_block.device, per_block.dtype) * per_block[None]).sum(dim=(1, 2)).cpu()
 
 
 class OneAdapt:
