@@ -117,3 +117,37 @@ def test_unknown_device_and_wrong_key_are_refused():
             with pytest.raises(ConnectionClosed):
                 read_frame(sock, 2.0)
         assert server.version == 1
+
+
+def test_reads_work_on_descriptors_past_fd_setsize():
+    """select() cannot watch descriptors >= 1024 and raised "filedescriptor out of range" once a server held about
+    a thousand connections; the reads now poll."""
+    import resource
+
+    from edgert.transport.frames import recv_exact, wait_readable
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        if hard != resource.RLIM_INFINITY and hard < 1200:
+            pytest.skip(f"descriptor limit {hard} < 1200")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    filler = []
+    try:
+        while len(filler) < 1100:
+            filler.append(socket.socket())
+        a, b = socket.socketpair()
+        try:
+            assert a.fileno() >= 1024
+            assert not wait_readable(a, 0.01)
+            b.sendall(b"hello")
+            assert recv_exact(a, 5, 1.0) == b"hello"
+            a.close()
+            with pytest.raises(ValueError):
+                wait_readable(a, 0.01)
+        finally:
+            a.close()
+            b.close()
+    finally:
+        for s in filler:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

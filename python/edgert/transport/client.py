@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import enum
 import secrets
-import select
 import socket
 import threading
 import time
@@ -32,6 +31,7 @@ from edgert.transport.frames import (
     read_frame,
     send_frame,
     server_proof,
+    wait_readable,
 )
 
 Log = Callable[[str], None]
@@ -142,7 +142,7 @@ class EdgeClient:
                     delays = backoff_delays()
             except (ConnectionClosed, ProtocolError, OSError) as exc:
                 self._log(f"{self.device_id}: {exc}")
-            except ValueError as exc:  # select() on a socket that stop() closed
+            except ValueError as exc:  # poll() on a socket that stop() closed
                 if not self._stopping.is_set():
                     raise
                 self._log(f"{self.device_id}: stopped ({exc})")
@@ -153,8 +153,7 @@ class EdgeClient:
         quiet_since = time.monotonic()
         pinged = False
         while True:
-            ready, _, _ = select.select([sock], [], [], self.ping_after)
-            if ready:
+            if wait_readable(sock, self.ping_after):
                 break
             if self._stopping.is_set():
                 raise ConnectionClosed("stopping")

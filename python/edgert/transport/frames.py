@@ -133,12 +133,23 @@ def parse_header(header: bytes, max_frame: int = DEFAULT_MAX_FRAME,
     return frame_type, length
 
 
+def wait_readable(sock: socket.socket, timeout: float) -> bool:
+    """True when ``sock`` has data (or EOF) within ``timeout`` seconds.
+
+    ``poll`` rather than ``select``: ``select`` cannot watch descriptors >= 1024 (FD_SETSIZE) and raised
+    ``ValueError: filedescriptor out of range`` once a server held ~1,000 connections. A closed socket raises
+    ``ValueError`` as ``select`` did.
+    """
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(max(0.0, timeout) * 1000.0))
+
+
 def recv_exact(sock: socket.socket, n: int, timeout: float) -> bytes:
     """Reads exactly n bytes; raises ConnectionClosed on EOF or when a chunk takes longer than timeout."""
     chunks = bytearray()
     while len(chunks) < n:
-        ready, _, _ = select.select([sock], [], [], timeout)
-        if not ready:
+        if not wait_readable(sock, timeout):
             raise ConnectionClosed(f"peer silent for {timeout:.1f} s")
         try:
             data = sock.recv(min(n - len(chunks), 1 << 20))
