@@ -98,11 +98,16 @@ def test_read_frame_on_a_random_stream(chunks: list[bytes], close: bool) -> None
             b.sendall(chunk)
         if close:
             b.shutdown(socket.SHUT_WR)
+        sent = sum(len(c) for c in chunks)
+        read = 0
         for _ in range(len(chunks) + 1):
             try:
-                frames.read_frame(a, timeout=0.05)
+                frame_type, body = frames.read_frame(a, timeout=0.05)
             except (ProtocolError, ConnectionClosed):
                 break
+            assert isinstance(frame_type, frames.FrameType)
+            read += frames.HEADER.size + len(body)
+            assert read <= sent  # a frame is only ever made of bytes that arrived
     finally:
         a.close()
         b.close()

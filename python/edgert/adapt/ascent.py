@@ -242,7 +242,7 @@ class OneAdapt:
         self._direction: Optional[np.ndarray] = None
         self.resource_ref: Optional[float] = None
 
-    def _reference(self, interval: int, rendered: Rendered) -> float:
+    def _reference(self, rendered: Rendered) -> float:
         """The starting configuration's resource on the first interval adapted (normalises ResourceGrad)."""
         if self.resource_ref is None:
             self.resource_ref = max(float(rendered.resource), 1e-12)
@@ -259,7 +259,7 @@ class OneAdapt:
         sel = grad_indices(n, cfg.grad_frames)
         base = rendered.inputs[sel]
         grad = dnn_grad(pipe, base)
-        ref = self._reference(interval, rendered)
+        ref = self._reference(rendered)
         here = space.snapped(self.k)
         acc_grad = np.zeros(len(space))
         res_grad = np.zeros(len(space))

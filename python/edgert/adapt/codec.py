@@ -70,31 +70,39 @@ def _splits(total: int, parts: int) -> list[int]:
     return cuts
 
 
-def load_video(source: Union[str, Path], *, max_width: Optional[int] = None, duration_s: Optional[float] = None,
-               start_s: float = 0.0, fps: Optional[float] = None) -> tuple[np.ndarray, float]:
-    """A clip's frames ``uint8 [N, H, W, 3]`` (even size, at most ``max_width`` wide) and their frame rate.
+def load_video(source: Union[str, Path], *, size: Optional[tuple[int, int]] = None, max_width: Optional[int] = None,
+               duration_s: Optional[float] = None, start_s: float = 0.0,
+               fps: Optional[float] = None) -> tuple[np.ndarray, float]:
+    """A clip's frames ``uint8 [N, H, W, 3]`` and their frame rate: the one loader of the video pipelines.
 
-    ``fps`` keeps at most that many frames per second (analytics pipelines commonly run at 5-10 fps); the rate
-    returned is the one the frames have.
+    ``source`` is a bundled clip name (:func:`edgert.data.clip_path`) or a file. The frames are decoded at ``size``
+    ``(width, height)``, or at the clip's size scaled to at most ``max_width`` wide, rounded to even (H.264 in
+    yuv420p needs it). ``fps`` keeps at most that many frames per second (analytics pipelines commonly run at 5-10
+    fps); the rate returned is the one the frames have.
 
-    ``source`` is a bundled clip name (:func:`edgert.data.clip_path`) or a file. Raises ``ValueError`` naming the
-    file when it does not decode or holds no frames.
+    Raises:
+        edgert.vision.video.VideoError: (a ``ValueError``) naming the clip, when it is unknown, missing, does not
+            decode or has no frame rate -- before anything else runs.
     """
     from edgert.data import clip_path  # noqa: PLC0415
     from edgert.vision.video import VideoError, probe, read_clip  # noqa: PLC0415
 
     try:
-        path = clip_path(source)
-        info = probe(path)
+        path = clip_path(source) if isinstance(source, str) else Path(source)
+    except FileNotFoundError as exc:
+        raise VideoError(str(exc)) from exc
+    info = probe(path)
+    if not info.fps or info.fps <= 0:
+        raise VideoError(f"video {str(path)!r}: no frame rate in the stream")
+    if size is None:
         w, h = float(info.width), float(info.height)
         if max_width is not None and w > max_width:
             w, h = float(max_width), h * max_width / w
         size = (_even(w), _even(h))
+    try:
         frames, times = read_clip(path, size, start_s=start_s, duration_s=duration_s, fps=fps)
-    except (VideoError, FileNotFoundError, OSError) as exc:
-        raise ValueError(f"clip {str(source)!r} cannot be used: {exc}") from exc
-    if not info.fps or info.fps <= 0:
-        raise ValueError(f"clip {str(source)!r}: no frame rate in the stream")
+    except OSError as exc:
+        raise VideoError(f"video {str(path)!r} cannot be read: {exc}") from exc
     if fps is None or fps >= info.fps or len(times) < 2:
         return frames, float(info.fps)
     return frames, float((len(times) - 1) / (times[-1] - times[0]))

@@ -48,14 +48,10 @@ import numpy as np
 import torch
 
 from edgert.adapt.ascent import AdaptError, IntervalRecord, Rendered, SchemeResult, summarise
-from edgert.adapt.knobs import Knob, KnobSpace
+from edgert.adapt.knobs import Knob, KnobSpace, KnobVector
 
 #: knob order of :class:`FilteringPipeline`
 FEATURES = ("pixel", "area")
-
-#: a normalised knob vector, ``(pixel, area)``
-KnobVector = Union[Sequence[float], np.ndarray]
-
 
 @dataclass(frozen=True)
 class FilterParams:
@@ -159,7 +155,8 @@ class FilteringPipeline:
         dnn: the segmentation model (default: a new :class:`~edgert.adapt.segmentation.SegmentationDNN`).
         interval_s: adaptation interval in seconds of video.
         start_s, duration_s: the part of the clip used (None: to its end).
-        size: ``(width, height)`` to decode at, or None for the clip's own size.
+        size: ``(width, height)`` to decode at, or None for the clip's own size (rounded to even, as
+            :func:`edgert.adapt.codec.load_video` decodes every video pipeline's clips).
         params: the filter's fixed settings.
         frame_cost: ``"frames"`` (resource = frames sent) or ``"gflops"`` (frames sent x the DNN's GFLOPs per
             frame).
@@ -177,8 +174,7 @@ class FilteringPipeline:
     def __init__(self, source: Union[str, Any], dnn: Optional[Any] = None, *, interval_s: float = 1.0,
                  start_s: float = 0.0, duration_s: Optional[float] = None, size: Optional[tuple[int, int]] = None,
                  params: FilterParams = FilterParams(), frame_cost: str = "frames") -> None:
-        from edgert.data import clip_path  # noqa: PLC0415
-        from edgert.vision.video import probe, read_clip  # noqa: PLC0415
+        from edgert.adapt.codec import load_video  # noqa: PLC0415
 
         if not interval_s > 0.0:
             raise ValueError(f"interval_s: expected > 0, got {interval_s}")
@@ -186,13 +182,8 @@ class FilteringPipeline:
             raise ValueError(f"frame_cost: expected 'frames' or 'gflops', got {frame_cost!r}")
         params.validate()
         self.params = params
-        path = clip_path(source) if isinstance(source, str) else source
-        self.source = str(path)
-        info = probe(path)
-        if not info.fps > 0.0:
-            raise ValueError(f"video {self.source!r}: unknown frame rate")
-        self.fps = float(info.fps)
-        self.frames, self.times = read_clip(path, size, start_s=start_s, duration_s=duration_s)
+        self.source = str(source)
+        self.frames, self.fps = load_video(source, size=size, start_s=start_s, duration_s=duration_s)
         self.interval_frames = max(1, round(interval_s * self.fps))
         self.interval_s = float(interval_s)
         self._gray, self._blurred = feature_frames(self.frames, params)
