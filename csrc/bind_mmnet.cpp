@@ -93,6 +93,79 @@ void bind_mmnet(pyb::module_& m) {
       pyb::arg("H"), pyb::arg("y"), pyb::arg("A"), pyb::arg("theta1"), pyb::arg("theta2"), pyb::arg("sigma2"),
       pyb::arg("modulation"), pyb::arg("all_layers"), pyb::arg("x_out"), pyb::arg("decisions") = pyb::none(),
       pyb::arg("stream") = 0, "Batched MMNet detection (see edgert/kernels.hpp for the layer equations).");
+#if !defined(EDGERT_CUDA_MODULE)
+  // Training (CPU module only): the forward fills xs and the tape; the backward reads them.
+  auto train_shape = [](const ArrayArg& H, const ArrayArg& y, const ArrayArg& sigma2, const ArrayArg& A,
+                        const ArrayArg& theta2, int32_t modulation) {
+    H.require({Dtype::c64}, {-1, -1, -1}, "[G, Nr, Nt]", false);
+    MMNetShape shape;
+    shape.groups = H.dim(0), shape.n_rx = H.dim(1), shape.n_tx = H.dim(2), shape.modulation = modulation;
+    y.require({Dtype::c64}, {shape.groups, -1, shape.n_rx}, "[G, B, Nr]", false);
+    shape.batch = y.dim(1);
+    sigma2.require({Dtype::f32}, {shape.groups, shape.batch}, "[G, B]", false);
+    theta2.require({Dtype::f32}, {-1, shape.groups, shape.n_tx}, "[T, G, Nt]", false);
+    shape.layers = theta2.dim(0);
+    A.require({Dtype::c64}, {shape.layers, shape.groups, shape.n_tx, shape.n_rx}, "[T, G, Nt, Nr]", false);
+    return shape;
+  };
+  m.def(
+      "mmnet_tape_size",
+      [](int64_t layers, int64_t groups, int64_t batch, int64_t n_tx) {
+        MMNetShape shape;
+        shape.layers = layers, shape.groups = groups, shape.batch = batch, shape.n_tx = n_tx;
+        return ::edgert::cpu::mmnet_tape_size(shape);
+      },
+      pyb::arg("layers"), pyb::arg("groups"), pyb::arg("batch"), pyb::arg("n_tx"),
+      "Floats in the tape of mmnet_train_forward.");
+  m.def(
+      "mmnet_train_forward",
+      [train_shape](pyb::handle H_obj, pyb::handle y_obj, pyb::handle sigma2_obj, pyb::handle A_obj,
+                    pyb::handle theta2_obj, int32_t modulation, pyb::handle xs_obj, pyb::handle tape_obj) {
+        ArrayArg H(H_obj, "H"), y(y_obj, "y"), sigma2(sigma2_obj, "sigma2"), A(A_obj, "A"), theta2(theta2_obj, "theta2");
+        const MMNetShape shape = train_shape(H, y, sigma2, A, theta2, modulation);
+        ArrayArg xs(xs_obj, "xs"), tape(tape_obj, "tape");
+        xs.require({Dtype::f32}, {shape.layers, shape.groups, shape.batch, 2, shape.n_tx}, "[T, G, B, 2, Nt]", false);
+        tape.require({Dtype::f32}, {::edgert::cpu::mmnet_tape_size(shape)}, "[mmnet_tape_size]", false);
+        edgert_status st;
+        {
+          pyb::gil_scoped_release nogil;
+          st = ::edgert::cpu::mmnet_train_forward(shape, H.ptr<const cfloat>(), y.ptr<const cfloat>(),
+                                                  sigma2.ptr<const float>(), A.ptr<const cfloat>(),
+                                                  theta2.ptr<const float>(), xs.ptr<float>(), tape.ptr<float>());
+        }
+        check(st, "mmnet_train_forward");
+      },
+      pyb::arg("H"), pyb::arg("y"), pyb::arg("sigma2"), pyb::arg("A"), pyb::arg("theta2"), pyb::arg("modulation"),
+      pyb::arg("xs"), pyb::arg("tape"), "MMNet training forward (full-A form) recording the tape for the backward.");
+  m.def(
+      "mmnet_train_backward",
+      [train_shape](pyb::handle H_obj, pyb::handle y_obj, pyb::handle sigma2_obj, pyb::handle A_obj,
+                    pyb::handle theta2_obj, int32_t modulation, pyb::handle xs_obj, pyb::handle tape_obj,
+                    pyb::handle grad_xs_obj, pyb::handle grad_A_obj, pyb::handle grad_theta2_obj) {
+        ArrayArg H(H_obj, "H"), y(y_obj, "y"), sigma2(sigma2_obj, "sigma2"), A(A_obj, "A"), theta2(theta2_obj, "theta2");
+        const MMNetShape shape = train_shape(H, y, sigma2, A, theta2, modulation);
+        ArrayArg xs(xs_obj, "xs"), tape(tape_obj, "tape"), grad_xs(grad_xs_obj, "grad_xs"), grad_A(grad_A_obj, "grad_A"),
+            grad_theta2(grad_theta2_obj, "grad_theta2");
+        const std::vector<int64_t> xs_dims{shape.layers, shape.groups, shape.batch, 2, shape.n_tx};
+        xs.require({Dtype::f32}, xs_dims, "[T, G, B, 2, Nt]", false);
+        grad_xs.require({Dtype::f32}, xs_dims, "[T, G, B, 2, Nt]", false);
+        tape.require({Dtype::f32}, {::edgert::cpu::mmnet_tape_size(shape)}, "[mmnet_tape_size]", false);
+        grad_A.require({Dtype::c64}, A.shape(), "like A", false);
+        grad_theta2.require({Dtype::f32}, theta2.shape(), "like theta2", false);
+        edgert_status st;
+        {
+          pyb::gil_scoped_release nogil;
+          st = ::edgert::cpu::mmnet_train_backward(
+              shape, H.ptr<const cfloat>(), y.ptr<const cfloat>(), sigma2.ptr<const float>(), A.ptr<const cfloat>(),
+              theta2.ptr<const float>(), xs.ptr<const float>(), tape.ptr<const float>(), grad_xs.ptr<const float>(),
+              grad_A.ptr<cfloat>(), grad_theta2.ptr<float>());
+        }
+        check(st, "mmnet_train_backward");
+      },
+      pyb::arg("H"), pyb::arg("y"), pyb::arg("sigma2"), pyb::arg("A"), pyb::arg("theta2"), pyb::arg("modulation"),
+      pyb::arg("xs"), pyb::arg("tape"), pyb::arg("grad_xs"), pyb::arg("grad_A"), pyb::arg("grad_theta2"),
+      "Backward of mmnet_train_forward: dL/dA (complex) and dL/dtheta2 from dL/dxs.");
+#endif
 }
 
 }  // namespace edgert::py

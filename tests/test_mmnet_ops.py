@@ -160,7 +160,8 @@ def _train_problem(dtype=torch.complex64, groups=2, batch=40, n_rx=32, n_tx=8, l
     return H, y, sigma2, x, A, theta2
 
 
-def test_train_forward_matches_the_reference_values_and_gradients():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_train_forward_matches_the_reference_values_and_gradients(backend):
     from edgert.ops.mmnet import mmnet_train_forward, real_to_complex
 
     H, y, sigma2, x, A, theta2 = _train_problem()
@@ -173,7 +174,7 @@ def test_train_forward_matches_the_reference_values_and_gradients():
         ((xs - x[g:g + 1]).abs() ** 2).sum(-1).mean().backward()
         A_ri = torch.view_as_real(A[:, g:g + 1]).clone().requires_grad_()
         th = theta2[:, g:g + 1].clone().requires_grad_()
-        out = mmnet_train_forward(H[g:g + 1], y[g:g + 1], s, A_ri, th, 16)
+        out = mmnet_train_forward(H[g:g + 1], y[g:g + 1], s, A_ri, th, 16, backend=backend)
         assert out.shape == (4, 1, 40, 2, 8)
         torch.testing.assert_close(real_to_complex(out), xs.detach(), rtol=0, atol=2e-5)
         target = torch.stack([x[g:g + 1].real, x[g:g + 1].imag], -2)
@@ -191,17 +192,75 @@ def test_train_forward_gradients_pass_gradcheck_in_float64():
     assert torch.autograd.gradcheck(lambda a, t: mmnet_train_forward(H, y, sigma2, a, t, 16), (A_ri, theta2))
 
 
-def test_train_forward_is_finite_and_exact_in_the_noise_free_limit():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_train_forward_is_finite_and_exact_in_the_noise_free_limit(backend):
     from edgert.ops.mmnet import mmnet_train_forward, real_to_complex
 
     H, y, _, x, _, _ = _train_problem(batch=16)
     y = x @ H.transpose(1, 2)
     A_ri = torch.view_as_real(torch.linalg.pinv(H)[None].repeat(3, 1, 1, 1).contiguous()).clone().requires_grad_()
     theta2 = torch.ones(3, 2, 8, requires_grad=True)
-    out = mmnet_train_forward(H, y, torch.zeros(2), A_ri, theta2, 16)
+    out = mmnet_train_forward(H, y, torch.zeros(2), A_ri, theta2, 16, backend=backend)
     torch.testing.assert_close(real_to_complex(out[-1]), x, rtol=0, atol=1e-5)
     out.sum().backward()
     assert torch.isfinite(A_ri.grad).all() and torch.isfinite(theta2.grad).all()
+
+
+@pytest.mark.parametrize("shape", [
+    # (G, B, Nr, Nt, T, M): the benchmark's shape, then batch 1, odd sizes, Nt not a multiple of the
+    # row block (4) or lane tile (8), B not a multiple of the 8-vector tile, one layer, QAM4/64
+    (1, 100, 64, 16, 10, 16), (1, 1, 4, 1, 1, 4), (3, 13, 7, 5, 3, 64), (2, 9, 12, 11, 2, 4), (2, 17, 9, 9, 1, 16),
+])
+def test_native_training_step_matches_the_pytorch_graph(shape):
+    """libedgert's fused forward/backward (backend="cpu") against the PyTorch graph (backend="torch"): the
+    estimates of every layer and dL/dA, dL/dtheta2 for a random upstream gradient, with a noise variance per
+    vector."""
+    from edgert.ops.mmnet import mmnet_train_forward
+
+    groups, batch, n_rx, n_tx, layers, modulation = shape
+    gen = torch.Generator().manual_seed(sum(shape))
+    H = torch.randn(groups, n_rx, n_tx, generator=gen, dtype=torch.complex64) / n_rx ** 0.5
+    x = ops.indices_to_symbols(torch.randint(0, modulation, (groups, batch, n_tx), generator=gen), modulation)
+    sigma2 = 0.01 + 0.1 * torch.rand(groups, batch, generator=gen)
+    y = x @ H.transpose(1, 2) + torch.randn(groups, batch, n_rx, generator=gen,
+                                            dtype=torch.complex64) * sigma2.sqrt()[..., None]
+    A = torch.linalg.pinv(H)[None] * torch.linspace(0.6, 1.0, layers)[:, None, None, None]
+    A = (A + 0.02 * torch.randn(A.shape, generator=gen, dtype=torch.complex64)).contiguous()
+    theta2 = 0.5 + torch.rand(layers, groups, n_tx, generator=gen)
+    upstream = torch.randn(layers, groups, batch, 2, n_tx, generator=gen)
+    results = {}
+    for backend in ("torch", "cpu"):
+        A_ri = torch.view_as_real(A).clone().requires_grad_()
+        th = theta2.clone().requires_grad_()
+        xs = mmnet_train_forward(H, y, sigma2, A_ri, th, modulation, backend=backend)
+        (xs * upstream).sum().backward()
+        results[backend] = (xs.detach(), A_ri.grad, th.grad)
+    for got, want, name in zip(results["cpu"], results["torch"], ("xs", "dL/dA", "dL/dtheta2")):
+        scale = want.abs().max().item()
+        torch.testing.assert_close(got, want, rtol=0, atol=2e-4 * scale, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_native_training_step_edge_cases_and_bad_input():
+    from edgert.ops.mmnet import mmnet_train_forward
+
+    H = torch.randn(2, 6, 3, dtype=torch.complex64)
+    A_ri = torch.zeros(2, 2, 3, 6, 2, requires_grad=True)
+    theta2 = torch.ones(2, 2, 3, requires_grad=True)
+    empty = mmnet_train_forward(H, torch.zeros(2, 0, 6, dtype=torch.complex64), torch.zeros(2), A_ri, theta2, 16,
+                                backend="cpu")
+    assert empty.shape == (2, 2, 0, 2, 3)
+    empty.sum().backward()
+    assert (A_ri.grad == 0).all() and (theta2.grad == 0).all()
+    y = torch.randn(2, 5, 6, dtype=torch.complex64)
+    with pytest.raises(ValueError, match="backend='cpu' needs float32"):
+        mmnet_train_forward(H.to(torch.complex128), y.to(torch.complex128), torch.zeros(2),
+                            A_ri.detach().double(), theta2.detach().double(), 16, backend="cpu")
+    with pytest.raises(ValueError, match=r"theta2: expected contiguous float32 \[T, G, Nt\]"):
+        mmnet_train_forward(H, y, torch.zeros(2), A_ri, torch.ones(3, 2, 3), 16, backend="cpu")
+    with pytest.raises(ValueError, match="sigma2"):
+        mmnet_train_forward(H, y, torch.tensor([0.1, float("nan")]), A_ri, theta2, 16, backend="cpu")
+    with pytest.raises(ValueError, match="backend must be auto, cpu or torch"):
+        mmnet_train_forward(H, y, torch.zeros(2), A_ri, theta2, 16, backend="cuda")
 
 
 def test_iid_form_training_graph_matches_the_reference():

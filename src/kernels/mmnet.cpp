@@ -213,131 +213,230 @@ inline int32_t nearest_level(const Constellation& c, float u) {
 
 bool finite_nonneg(float v) { return std::isfinite(v) && v >= 0.0f; }
 
-// Channel-dependent quantities for one group, split real/imaginary so that the
-// per-tile loops run over contiguous arrays.
+// ---- Register-blocked complex matrix x tile products --------------------
+//
+// Received vectors are detected in tiles of kLanes vectors that share one channel. A tile
+// operand is [row][kLanes] floats per real/imaginary part, so a matrix entry times a tile
+// row is one 8-wide multiply-accumulate. Matrices are packed once per channel in blocks of
+// kRows rows: for each block and each column j, the kRows real parts then the kRows
+// imaginary parts. The product kernel keeps 2 x kRows accumulators (kRows rows x 8 lanes,
+// re and im) in registers and reads each tile row once per block: every column costs two
+// vector loads, 2 kRows broadcasts and 4 kRows FMAs, so it runs at the FMA rate instead of
+// the load or latency limit of a row-at-a-time loop. Padding rows (n_out not a multiple of
+// kRows) are zero in the packed matrix; their outputs land in scratch rows and are unused.
+constexpr int64_t kLanes = 8;
+constexpr int64_t kRows = 4;
+
+inline int64_t padded_rows(int64_t n) { return (n + kRows - 1) / kRows * kRows; }
+
+// Packs the complex matrix at(i, j), i < n_out, j < n_in, into the block layout above.
+template <typename At>
+void pack_rows(int64_t n_out, int64_t n_in, At&& at, float* dst) {
+  for (int64_t b = 0; b < padded_rows(n_out) / kRows; ++b) {
+    for (int64_t j = 0; j < n_in; ++j) {
+      float* d = dst + (b * n_in + j) * 2 * kRows;
+      for (int64_t q = 0; q < kRows; ++q) {
+        const int64_t i = b * kRows + q;
+        const cfloat v = i < n_out ? at(i, j) : cfloat(0.0f, 0.0f);
+        d[q] = v.real();
+        d[kRows + q] = v.imag();
+      }
+    }
+  }
+}
+
+inline int64_t packed_size(int64_t n_out, int64_t n_in) { return padded_rows(n_out) * n_in * 2; }
+
+#if defined(__GNUC__)
+__attribute__((always_inline)) inline v8f load8(const float* p) {
+  v8f v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+__attribute__((always_inline)) inline void store8(float* p, v8f v) { std::memcpy(p, &v, sizeof(v)); }
+
+// out[i][:8] (=|+=) sum_j M[i][j] v[j][:8] for i < padded_rows(n_out); M packed by pack_rows; v and out
+// are 8 lanes wide with row strides ldv and ldo (floats).
+template <bool kAccumulate>
+__attribute__((always_inline)) inline void tile_product(const float* packed, int64_t n_in, int64_t n_out,
+                                                        const float* v_re, const float* v_im, int64_t ldv,
+                                                        float* out_re, float* out_im, int64_t ldo) {
+  static_assert(kRows == 4, "the accumulators below are written out for four rows");
+  for (int64_t b = 0; b < padded_rows(n_out) / kRows; ++b) {
+    float* o_re = out_re + b * kRows * ldo;
+    float* o_im = out_im + b * kRows * ldo;
+    v8f r0 = {}, r1 = {}, r2 = {}, r3 = {}, i0 = {}, i1 = {}, i2 = {}, i3 = {};
+    if constexpr (kAccumulate) {
+      r0 = load8(o_re), r1 = load8(o_re + ldo), r2 = load8(o_re + 2 * ldo), r3 = load8(o_re + 3 * ldo);
+      i0 = load8(o_im), i1 = load8(o_im + ldo), i2 = load8(o_im + 2 * ldo), i3 = load8(o_im + 3 * ldo);
+    }
+    const float* m = packed + b * n_in * 2 * kRows;
+    for (int64_t j = 0; j < n_in; ++j, m += 2 * kRows) {
+      const v8f vr = load8(v_re + j * ldv), vi = load8(v_im + j * ldv);
+      // One statement per product: each contracts into one FMA (r += a*b - c*d in one
+      // expression costs a multiply, an FMA and an add without -ffast-math).
+      r0 += m[0] * vr;
+      r0 -= m[4] * vi;
+      i0 += m[0] * vi;
+      i0 += m[4] * vr;
+      r1 += m[1] * vr;
+      r1 -= m[5] * vi;
+      i1 += m[1] * vi;
+      i1 += m[5] * vr;
+      r2 += m[2] * vr;
+      r2 -= m[6] * vi;
+      i2 += m[2] * vi;
+      i2 += m[6] * vr;
+      r3 += m[3] * vr;
+      r3 -= m[7] * vi;
+      i3 += m[3] * vi;
+      i3 += m[7] * vr;
+    }
+    store8(o_re, r0), store8(o_re + ldo, r1), store8(o_re + 2 * ldo, r2), store8(o_re + 3 * ldo, r3);
+    store8(o_im, i0), store8(o_im + ldo, i1), store8(o_im + 2 * ldo, i2), store8(o_im + 3 * ldo, i3);
+  }
+}
+
+typedef double v4d __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
+
+__attribute__((always_inline)) inline v4d widen4(const float* p) {
+  v4f v;
+  std::memcpy(&v, p, sizeof(v));
+  return __builtin_convertvector(v, v4d);
+}
+
+// residual[l] += sum_{i < nt} x_i (u_i - 2 hy_i) (real part of the complex products), in double.
+__attribute__((always_inline)) inline void accumulate_residual(int64_t nt, const float* x_re, const float* x_im,
+                                                               const float* u_re, const float* u_im,
+                                                               const float* hy_re, const float* hy_im,
+                                                               double* residual) {
+  v4d lo, hi;
+  std::memcpy(&lo, residual, sizeof(lo));
+  std::memcpy(&hi, residual + 4, sizeof(hi));
+  for (int64_t e = 0; e < nt * kLanes; e += kLanes) {
+    lo += widen4(x_re + e) * (widen4(u_re + e) - 2.0 * widen4(hy_re + e)) +
+          widen4(x_im + e) * (widen4(u_im + e) - 2.0 * widen4(hy_im + e));
+    hi += widen4(x_re + e + 4) * (widen4(u_re + e + 4) - 2.0 * widen4(hy_re + e + 4)) +
+          widen4(x_im + e + 4) * (widen4(u_im + e + 4) - 2.0 * widen4(hy_im + e + 4));
+  }
+  std::memcpy(residual, &lo, sizeof(lo));
+  std::memcpy(residual + 4, &hi, sizeof(hi));
+}
+#else
+template <bool kAccumulate>
+inline void tile_product(const float* packed, int64_t n_in, int64_t n_out, const float* v_re, const float* v_im,
+                         int64_t ldv, float* out_re, float* out_im, int64_t ldo) {
+  for (int64_t b = 0; b < padded_rows(n_out) / kRows; ++b) {
+    for (int64_t q = 0; q < kRows; ++q) {
+      float* o_re = out_re + (b * kRows + q) * ldo;
+      float* o_im = out_im + (b * kRows + q) * ldo;
+      for (int64_t l = 0; l < kLanes; ++l) {
+        float acc_re = kAccumulate ? o_re[l] : 0.0f, acc_im = kAccumulate ? o_im[l] : 0.0f;
+        for (int64_t j = 0; j < n_in; ++j) {
+          const float* m = packed + (b * n_in + j) * 2 * kRows;
+          acc_re += m[q] * v_re[j * ldv + l] - m[kRows + q] * v_im[j * ldv + l];
+          acc_im += m[q] * v_im[j * ldv + l] + m[kRows + q] * v_re[j * ldv + l];
+        }
+        o_re[l] = acc_re;
+        o_im[l] = acc_im;
+      }
+    }
+  }
+}
+
+inline void accumulate_residual(int64_t nt, const float* x_re, const float* x_im, const float* u_re,
+                                const float* u_im, const float* hy_re, const float* hy_im, double* residual) {
+  for (int64_t e = 0; e < nt * kLanes; ++e) {
+    residual[e % kLanes] += double(x_re[e]) * (double(u_re[e]) - 2.0 * hy_re[e]) +
+                            double(x_im[e]) * (double(u_im[e]) - 2.0 * hy_im[e]);
+  }
+}
+#endif
+
+// Channel-dependent quantities for one group: the matrices of the per-vector work packed
+// for tile_product, and the Frobenius ratios of the noise estimate.
 struct GroupPrep {
-  std::vector<float> h_re, h_im;        // H   [Nr][Nt]
-  std::vector<float> gram_re, gram_im;  // H^H H [Nt][Nt]
-  std::vector<float> a_re, a_im;        // A_t [T][Nt][Nr]
-  std::vector<float> m_re, m_im;        // M_t [T][Nt][Nt], M_t = I - A_t H
+  std::vector<float> hh;                // H^H [Nt][Nr], packed
+  std::vector<float> gram;              // H^H H [Nt][Nt], packed
+  std::vector<float> a;                 // A_t [T][Nt][Nr], packed per layer (full form only)
+  std::vector<float> m;                 // M_t = I - A_t H [T][Nt][Nt], packed per layer
   std::vector<float> ratio_m, ratio_a;  // [T] ||M_t||^2/||H||^2, ||A_t||^2 (E||A_t n||^2 / sigma2)
 };
 
 EDGERT_MMNET_CLONES void prepare_group(const MMNetShape& s, const cfloat* H, const cfloat* A, const float* theta1,
                                        int64_t g, GroupPrep& p) {
   const int64_t nr = s.n_rx, nt = s.n_tx, T = s.layers;
-  p.h_re.resize(nr * nt);
-  p.h_im.resize(nr * nt);
+  // The channel products (H^H H, A_t H) run through tile_product with H's columns as the
+  // lanes: H is copied split into re/im with its columns zero-padded to a multiple of kLanes.
+  const int64_t cols = (nt + kLanes - 1) / kLanes * kLanes, rows = padded_rows(nt);
+  const cfloat* h = H + g * nr * nt;
+  std::vector<float> h_re(nr * cols, 0.0f), h_im(nr * cols, 0.0f);
   double h_norm = 0;
-  for (int64_t j = 0; j < nr * nt; ++j) {
-    const cfloat v = H[g * nr * nt + j];
-    p.h_re[j] = v.real();
-    p.h_im[j] = v.imag();
-    h_norm += std::norm(std::complex<double>(v));
+  for (int64_t j = 0; j < nr; ++j) {
+    for (int64_t k = 0; k < nt; ++k) {
+      const cfloat v = h[j * nt + k];
+      h_re[j * cols + k] = v.real();
+      h_im[j * cols + k] = v.imag();
+      h_norm += std::norm(std::complex<double>(v));
+    }
   }
   const double inv_h_norm = h_norm > 0 ? 1.0 / h_norm : 0.0;
-  // (H^H H)[i][k] = sum_j conj(H[j][i]) H[j][k]; the inner loop over k is contiguous.
-  p.gram_re.assign(nt * nt, 0.0f);
-  p.gram_im.assign(nt * nt, 0.0f);
-  for (int64_t j = 0; j < nr; ++j) {
-    const float* hr = p.h_re.data() + j * nt;
-    const float* hi = p.h_im.data() + j * nt;
-    for (int64_t i = 0; i < nt; ++i) {
-      const float cr = hr[i], ci = -hi[i];
-      float* gr = p.gram_re.data() + i * nt;
-      float* gi = p.gram_im.data() + i * nt;
-      for (int64_t k = 0; k < nt; ++k) {
-        gr[k] += cr * hr[k] - ci * hi[k];
-        gi[k] += cr * hi[k] + ci * hr[k];
-      }
+  // out = packed x H, out [rows][cols]
+  auto times_h = [&](const float* packed, float* out_re, float* out_im) {
+    for (int64_t k = 0; k < cols; k += kLanes) {
+      tile_product<false>(packed, nr, nt, h_re.data() + k, h_im.data() + k, cols, out_re + k, out_im + k, cols);
     }
-  }
-  p.a_re.resize(T * nt * nr);
-  p.a_im.resize(T * nt * nr);
-  p.m_re.assign(T * nt * nt, 0.0f);
-  p.m_im.assign(T * nt * nt, 0.0f);
+  };
+  p.hh.resize(packed_size(nt, nr));
+  pack_rows(nt, nr, [&](int64_t i, int64_t j) { return std::conj(h[j * nt + i]); }, p.hh.data());
+  std::vector<float> gram_re(rows * cols), gram_im(rows * cols);
+  times_h(p.hh.data(), gram_re.data(), gram_im.data());
+  p.gram.resize(packed_size(nt, nt));
+  pack_rows(nt, nt, [&](int64_t i, int64_t k) { return cfloat(gram_re[i * cols + k], gram_im[i * cols + k]); },
+            p.gram.data());
+  if (A != nullptr) p.a.resize(T * packed_size(nt, nr));
+  p.m.resize(T * packed_size(nt, nt));
   p.ratio_m.resize(T);
   p.ratio_a.resize(T);
+  std::vector<float> ah_re(rows * cols), ah_im(rows * cols);
   for (int64_t t = 0; t < T; ++t) {
-    float* ar = p.a_re.data() + t * nt * nr;
-    float* ai = p.a_im.data() + t * nt * nr;
+    // M_t = I - A_t H; for the iid form A_t H = theta1_t H^H H.
     double a_norm = 0;
-    for (int64_t i = 0; i < nt; ++i) {
-      for (int64_t j = 0; j < nr; ++j) {
-        cfloat v;
-        if (A != nullptr) {
-          v = A[((t * s.groups + g) * nt + i) * nr + j];
-        } else {
-          v = theta1[t * s.groups + g] * std::conj(H[(g * nr + j) * nt + i]);
-        }
-        ar[i * nr + j] = v.real();
-        ai[i * nr + j] = v.imag();
-        a_norm += std::norm(std::complex<double>(v));
-      }
-    }
-    float* mr = p.m_re.data() + t * nt * nt;
-    float* mi = p.m_im.data() + t * nt * nt;
-    for (int64_t i = 0; i < nt; ++i) {
-      float* row_r = mr + i * nt;
-      float* row_i = mi + i * nt;
-      row_r[i] = 1.0f;
-      for (int64_t j = 0; j < nr; ++j) {
-        const float xr = ar[i * nr + j], xi = ai[i * nr + j];
-        const float* hr = p.h_re.data() + j * nt;
-        const float* hi = p.h_im.data() + j * nt;
-        for (int64_t k = 0; k < nt; ++k) {
-          row_r[k] -= xr * hr[k] - xi * hi[k];
-          row_i[k] -= xr * hi[k] + xi * hr[k];
-        }
-      }
+    float scale = 1.0f;
+    const float* ah_r = gram_re.data();
+    const float* ah_i = gram_im.data();
+    if (A != nullptr) {
+      const cfloat* a = A + (t * s.groups + g) * nt * nr;
+      for (int64_t e = 0; e < nt * nr; ++e) a_norm += std::norm(std::complex<double>(a[e]));
+      float* packed = p.a.data() + t * packed_size(nt, nr);
+      pack_rows(nt, nr, [&](int64_t i, int64_t j) { return a[i * nr + j]; }, packed);
+      times_h(packed, ah_re.data(), ah_im.data());
+      ah_r = ah_re.data();
+      ah_i = ah_im.data();
+    } else {
+      scale = theta1[t * s.groups + g];
+      a_norm = double(scale) * scale * h_norm;
     }
     double m_norm = 0;
-    for (int64_t e = 0; e < nt * nt; ++e) m_norm += double(mr[e]) * mr[e] + double(mi[e]) * mi[e];
+    pack_rows(nt, nt, [&](int64_t i, int64_t k) {
+      const cfloat v(float(i == k) - scale * ah_r[i * cols + k], -scale * ah_i[i * cols + k]);
+      m_norm += std::norm(std::complex<double>(v));
+      return v;
+    }, p.m.data() + t * packed_size(nt, nt));
     p.ratio_m[t] = static_cast<float>(m_norm * inv_h_norm);
     p.ratio_a[t] = static_cast<float>(a_norm);
   }
 }
 
-// Received vectors are detected in tiles of kLanes that share one channel; every
-// per-tile array is [row][kLanes], so each complex multiply-accumulate of a
-// matrix entry with a tile row is one 8-wide FMA sequence. Partial tiles are
-// zero-padded (a zero y is harmless) and only their valid lanes are written.
-constexpr int64_t kLanes = 8;
-
-// out[i][:] (=|+=) sum_j M[i][j] * v[j][:], complex split, M [n_out][n_in] row-major.
-template <bool kAccumulate>
-inline void tile_matvec(const float* m_re, const float* m_im, const float* v_re, const float* v_im, int64_t n_in,
-                        int64_t n_out, float* out_re, float* out_im) {
-  for (int64_t i = 0; i < n_out; ++i) {
-    float acc_re[kLanes], acc_im[kLanes];
-    for (int64_t l = 0; l < kLanes; ++l) {
-      acc_re[l] = kAccumulate ? out_re[i * kLanes + l] : 0.0f;
-      acc_im[l] = kAccumulate ? out_im[i * kLanes + l] : 0.0f;
-    }
-    const float* row_re = m_re + i * n_in;
-    const float* row_im = m_im + i * n_in;
-    for (int64_t j = 0; j < n_in; ++j) {
-      const float mr = row_re[j], mi = row_im[j];
-      const float* vr = v_re + j * kLanes;
-      const float* vi = v_im + j * kLanes;
-      for (int64_t l = 0; l < kLanes; ++l) {
-        acc_re[l] += mr * vr[l] - mi * vi[l];
-        acc_im[l] += mr * vi[l] + mi * vr[l];
-      }
-    }
-    for (int64_t l = 0; l < kLanes; ++l) {
-      out_re[i * kLanes + l] = acc_re[l];
-      out_im[i * kLanes + l] = acc_im[l];
-    }
-  }
-}
-
 struct TileScratch {
+  // Rows padded to kRows: tile_product writes whole row blocks.
   std::vector<float> y_re, y_im, hy_re, hy_im, x_re, x_im, z_re, z_im, u_re, u_im, inv_v;
   TileScratch(int64_t nr, int64_t nt)
-      : y_re(nr * kLanes), y_im(nr * kLanes), hy_re(nt * kLanes), hy_im(nt * kLanes), x_re(nt * kLanes),
-        x_im(nt * kLanes), z_re(nt * kLanes), z_im(nt * kLanes), u_re(nt * kLanes), u_im(nt * kLanes),
-        inv_v(nt * kLanes) {}
+      : y_re(nr * kLanes), y_im(nr * kLanes), hy_re(padded_rows(nt) * kLanes), hy_im(padded_rows(nt) * kLanes),
+        x_re(nt * kLanes), x_im(nt * kLanes), z_re(padded_rows(nt) * kLanes), z_im(padded_rows(nt) * kLanes),
+        u_re(padded_rows(nt) * kLanes), u_im(padded_rows(nt) * kLanes), inv_v(nt * kLanes) {}
 };
 
 EDGERT_MMNET_CLONES void detect_tile(const MMNetShape& s, const GroupPrep& p, const Constellation& c, const cfloat* y,
@@ -355,22 +454,8 @@ EDGERT_MMNET_CLONES void detect_tile(const MMNetShape& s, const GroupPrep& p, co
   for (int64_t l = 0; l < lanes; ++l) {
     for (int64_t j = 0; j < nr; ++j) yy[l] += std::norm(std::complex<double>(y[l * nr + j]));
   }
-  // H^H y: hy[i] = sum_j conj(H[j][i]) y[j]
-  std::fill(w.hy_re.begin(), w.hy_re.end(), 0.0f);
-  std::fill(w.hy_im.begin(), w.hy_im.end(), 0.0f);
-  for (int64_t j = 0; j < nr; ++j) {
-    const float* yr = w.y_re.data() + j * kLanes;
-    const float* yi = w.y_im.data() + j * kLanes;
-    for (int64_t i = 0; i < nt; ++i) {
-      const float hr = p.h_re[j * nt + i], hi = p.h_im[j * nt + i];
-      float* dr = w.hy_re.data() + i * kLanes;
-      float* di = w.hy_im.data() + i * kLanes;
-      for (int64_t l = 0; l < kLanes; ++l) {
-        dr[l] += hr * yr[l] + hi * yi[l];
-        di[l] += hr * yi[l] - hi * yr[l];
-      }
-    }
-  }
+  tile_product<false>(p.hh.data(), nr, nt, w.y_re.data(), w.y_im.data(), kLanes, w.hy_re.data(), w.hy_im.data(),
+                      kLanes);
   std::fill(w.x_re.begin(), w.x_re.end(), 0.0f);
   std::fill(w.x_im.begin(), w.x_im.end(), 0.0f);
   const float noise_floor = static_cast<float>(nr) * sigma2;
@@ -384,25 +469,20 @@ EDGERT_MMNET_CLONES void detect_tile(const MMNetShape& s, const GroupPrep& p, co
         w.z_im[e] = th * w.hy_im[e];
       }
     } else {
-      tile_matvec<false>(p.a_re.data() + t * nt * nr, p.a_im.data() + t * nt * nr, w.y_re.data(), w.y_im.data(), nr,
-                         nt, w.z_re.data(), w.z_im.data());
+      tile_product<false>(p.a.data() + t * packed_size(nt, nr), nr, nt, w.y_re.data(), w.y_im.data(), kLanes,
+                          w.z_re.data(), w.z_im.data(), kLanes);
     }
     double residual[kLanes];
     for (int64_t l = 0; l < kLanes; ++l) residual[l] = yy[l];
     if (t > 0) {
-      tile_matvec<true>(p.m_re.data() + t * nt * nt, p.m_im.data() + t * nt * nt, w.x_re.data(), w.x_im.data(), nt, nt,
-                        w.z_re.data(), w.z_im.data());
+      tile_product<true>(p.m.data() + t * packed_size(nt, nt), nt, nt, w.x_re.data(), w.x_im.data(), kLanes,
+                         w.z_re.data(), w.z_im.data(), kLanes);
       // ||y - Hx||^2 = ||y||^2 - 2 Re(x^H H^H y) + x^H (H^H H) x, accumulated in double:
       // at high SNR it is a small difference of large terms.
-      tile_matvec<false>(p.gram_re.data(), p.gram_im.data(), w.x_re.data(), w.x_im.data(), nt, nt, w.u_re.data(),
-                         w.u_im.data());
-      for (int64_t i = 0; i < nt; ++i) {
-        for (int64_t l = 0; l < kLanes; ++l) {
-          const int64_t e = i * kLanes + l;
-          const double xr = w.x_re[e], xi = w.x_im[e];
-          residual[l] += xr * (double(w.u_re[e]) - 2.0 * w.hy_re[e]) + xi * (double(w.u_im[e]) - 2.0 * w.hy_im[e]);
-        }
-      }
+      tile_product<false>(p.gram.data(), nt, nt, w.x_re.data(), w.x_im.data(), kLanes, w.u_re.data(), w.u_im.data(),
+                          kLanes);
+      accumulate_residual(nt, w.x_re.data(), w.x_im.data(), w.u_re.data(), w.u_im.data(), w.hy_re.data(),
+                          w.hy_im.data(), residual);
     }
     float common[kLanes];
     for (int64_t l = 0; l < kLanes; ++l) {
@@ -432,6 +512,8 @@ EDGERT_MMNET_CLONES void detect_tile(const MMNetShape& s, const GroupPrep& p, co
     }
   }
 }
+
+#include "mmnet_train.inl"
 
 }  // namespace
 
@@ -492,18 +574,38 @@ edgert_status mmnet_detect(const MMNetShape& s, const cfloat* H, const cfloat* y
       return fail(EDGERT_ERR_INVALID_ARGUMENT, "mmnet_detect: sigma2[%lld] = %g (need finite >= 0)", (long long)g, sigma2[g]);
     }
   }
+  const int64_t tiles_per_group = (s.batch + kLanes - 1) / kLanes;
+  auto detect_group_tiles = [&](const GroupPrep& prep, int64_t g, int64_t tile_begin, int64_t tile_end,
+                                TileScratch& scratch) {
+    for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
+      const int64_t b0 = tile * kLanes, lanes = std::min(kLanes, s.batch - b0);
+      detect_tile(s, prep, c, y + (g * s.batch + b0) * s.n_rx, lanes, theta2, theta1, sigma2[g], g, b0, all_layers,
+                  x_out, decisions, scratch);
+    }
+  };
+  if (s.groups >= 2 * detail::max_threads()) {
+    // Enough channels for every thread: each prepares a channel and detects all its vectors
+    // while the packed matrices are still in its cache.
+    detail::parallel_for(s.groups, 1, [&](int64_t begin, int64_t end) {
+      GroupPrep prep;
+      TileScratch scratch(s.n_rx, s.n_tx);
+      for (int64_t g = begin; g < end; ++g) {
+        prepare_group(s, H, A, theta1, g, prep);
+        detect_group_tiles(prep, g, 0, tiles_per_group, scratch);
+      }
+    });
+    return EDGERT_OK;
+  }
+  // Few channels: prepare them all, then spread the tiles of every channel over the threads.
   std::vector<GroupPrep> prep(static_cast<size_t>(s.groups));
   detail::parallel_for(s.groups, 1, [&](int64_t begin, int64_t end) {
     for (int64_t g = begin; g < end; ++g) prepare_group(s, H, A, theta1, g, prep[static_cast<size_t>(g)]);
   });
-  const int64_t tiles_per_group = (s.batch + kLanes - 1) / kLanes;
   detail::parallel_for(s.groups * tiles_per_group, 1, [&](int64_t begin, int64_t end) {
     TileScratch scratch(s.n_rx, s.n_tx);
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t g = item / tiles_per_group, b0 = (item % tiles_per_group) * kLanes;
-      const int64_t lanes = std::min(kLanes, s.batch - b0);
-      detect_tile(s, prep[static_cast<size_t>(g)], c, y + (g * s.batch + b0) * s.n_rx, lanes, theta2, theta1,
-                  sigma2[g], g, b0, all_layers, x_out, decisions, scratch);
+      const int64_t g = item / tiles_per_group, tile = item % tiles_per_group;
+      detect_group_tiles(prep[static_cast<size_t>(g)], g, tile, tile + 1, scratch);
     }
   });
   return EDGERT_OK;

@@ -29,11 +29,13 @@ from typing import Any, Iterator, NamedTuple, Optional
 
 import torch
 
+import edgert._edgert as _edgert
 from edgert.ops._dispatch import (
     ArrayLike,
     Backend,
     as_tensor,
     check_tensor,
+    describe,
     native,
     resolve,
     same_device,
@@ -330,7 +332,7 @@ def _real_block_ri(A_ri: torch.Tensor) -> torch.Tensor:
 
 
 def mmnet_train_forward(H: torch.Tensor, y: torch.Tensor, sigma2: torch.Tensor, A_ri: torch.Tensor,
-                        theta2: torch.Tensor, modulation: int = 16) -> torch.Tensor:
+                        theta2: torch.Tensor, modulation: int = 16, *, backend: Backend = "auto") -> torch.Tensor:
     """MMNet forward for training: the math of :func:`mmnet_detect_reference` (full-A form), fast to differentiate.
 
     Same layer as the module docstring, rewritten without complex autograd:
@@ -350,12 +352,18 @@ def mmnet_train_forward(H: torch.Tensor, y: torch.Tensor, sigma2: torch.Tensor, 
             float64 runs the whole graph in float64 (gradient checks).
         theta2: float32 ``[T, G, Nt]`` (differentiable).
         modulation: QAM order (4, 16, 64).
+        backend: "torch" runs the PyTorch graph below (the reference); "cpu" runs libedgert's fused
+            forward and backward (:func:`_MMNetTrainCpu`: register-blocked complex products over tiles of
+            vectors, the denoiser and its derivatives in one pass); "auto" picks "cpu" for float32 CPU
+            tensors (not while tracing or compiling) and "torch" otherwise.
 
     Returns:
         float32 ``[T, G, B, 2, Nt]``: every layer's estimate, real part at ``[..., 0, :]``, imaginary at
         ``[..., 1, :]`` (:func:`real_to_complex` gives the complex view of :func:`mmnet_detect_reference`).
     """
     _check_modulation(modulation)
+    if _train_backend(backend, H, y, sigma2, A_ri, theta2) == "cpu":
+        return _train_forward_cpu(H, y, sigma2, A_ri, theta2, modulation)
     dtype = A_ri.dtype
     levels = qam_levels(modulation, dtype, H.device)
     groups, n_rx, n_tx = H.shape
@@ -402,6 +410,66 @@ def mmnet_train_forward(H: torch.Tensor, y: torch.Tensor, sigma2: torch.Tensor, 
         outputs.append(x4)
         x = x4.reshape(groups, batch, 2 * n_tx)
     return torch.stack(outputs)
+
+
+def _train_backend(backend: Backend, *tensors: torch.Tensor) -> str:
+    """"cpu" or "torch" for :func:`mmnet_train_forward` (see its ``backend`` argument)."""
+    if backend not in ("auto", "cpu", "torch"):
+        raise ValueError(f"mmnet_train_forward: backend must be auto, cpu or torch; got {backend!r}")
+    if backend == "torch":
+        return "torch"
+    native_ok = (all(t.device.type == "cpu" for t in tensors) and tensors[3].dtype == torch.float32
+                 and tensors[4].dtype == torch.float32)
+    if backend == "cpu":
+        if not native_ok:
+            raise ValueError("mmnet_train_forward: backend='cpu' needs float32 A_ri and theta2 on the CPU, got "
+                             f"A_ri {describe(tensors[3])}, theta2 {describe(tensors[4])}")
+        return "cpu"
+    tracing = torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+    return "cpu" if native_ok and not tracing else "torch"
+
+
+def _train_forward_cpu(H: torch.Tensor, y: torch.Tensor, sigma2: torch.Tensor, A_ri: torch.Tensor,
+                       theta2: torch.Tensor, modulation: int) -> torch.Tensor:
+    groups, n_rx, n_tx = H.shape
+    check_tensor(H, "H", (torch.complex64,), (None, None, None), "[G, Nr, Nt]")
+    check_tensor(y, "y", (torch.complex64,), (groups, None, n_rx), "[G, B, Nr]")
+    batch = y.shape[1]
+    if sigma2.dim() == 1:
+        sigma2 = sigma2[:, None].expand(groups, batch)
+    sigma2 = sigma2.detach().to(torch.float32).contiguous()
+    check_tensor(sigma2, "sigma2", (torch.float32,), (groups, batch), "[G] or [G, B]")
+    check_tensor(A_ri, "A_ri", (torch.float32,), (None, groups, n_tx, n_rx, 2), "[T, G, Nt, Nr, 2]")
+    check_tensor(theta2, "theta2", (torch.float32,), (A_ri.shape[0], groups, n_tx), "[T, G, Nt]")
+    return _MMNetTrainCpu.apply(A_ri, theta2, H.detach(), y.detach(), sigma2, modulation)
+
+
+class _MMNetTrainCpu(torch.autograd.Function):
+    """:func:`mmnet_train_forward` on libedgert: the forward records a tape, the backward gives dL/dA and dL/dtheta2."""
+
+    @staticmethod
+    def forward(ctx: Any, A_ri: torch.Tensor, theta2: torch.Tensor, H: torch.Tensor, y: torch.Tensor,
+                sigma2: torch.Tensor, modulation: int) -> torch.Tensor:
+        layers, groups, n_tx = theta2.shape
+        batch = y.shape[1]
+        A = torch.view_as_complex(A_ri.detach())
+        theta2 = theta2.detach()
+        xs = torch.empty((layers, groups, batch, 2, n_tx), dtype=torch.float32)
+        tape = torch.empty(_edgert.mmnet_tape_size(layers, groups, batch, n_tx), dtype=torch.float32)
+        _edgert.mmnet_train_forward(H, y, sigma2, A, theta2, modulation, xs, tape)
+        ctx.save_for_backward(A_ri, theta2, H, y, sigma2, xs, tape)
+        ctx.modulation = modulation
+        return xs
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
+        A_ri, theta2, H, y, sigma2, xs, tape = (t.detach() for t in ctx.saved_tensors)
+        A = torch.view_as_complex(A_ri)
+        grad_A = torch.empty_like(A)
+        grad_theta2 = torch.empty_like(theta2)
+        _edgert.mmnet_train_backward(H, y, sigma2, A, theta2, ctx.modulation, xs, tape,
+                                     grad.to(torch.float32).contiguous(), grad_A, grad_theta2)
+        return torch.view_as_real(grad_A), grad_theta2, None, None, None, None
 
 
 def real_to_complex(x: torch.Tensor) -> torch.Tensor:

@@ -75,6 +75,19 @@ edgert_status mmnet_detect(const MMNetShape& shape, const cfloat* H, const cfloa
                            const float* theta1, const float* theta2, const float* sigma2, bool all_layers,
                            cfloat* x_out, int32_t* decisions);
 
+// MMNet training (full-A form), CPU: the forward of a training graph with a noise variance per
+// vector, recording a tape for the backward. Same layer as mmnet_detect with sigma2 [G, B].
+//   xs     [T, G, B, 2, Nt] float: every layer's estimate, real parts then imaginary parts
+//   tape   [mmnet_tape_size(shape)] float, filled by the forward, read by the backward
+// The backward takes dL/dxs and writes dL/dA (complex, dL/dRe + i dL/dIm, [T, G, Nt, Nr]) and
+// dL/dtheta2 [T, G, Nt]; H, y and sigma2 are constants.
+int64_t mmnet_tape_size(const MMNetShape& shape);
+edgert_status mmnet_train_forward(const MMNetShape& shape, const cfloat* H, const cfloat* y, const float* sigma2,
+                                  const cfloat* A, const float* theta2, float* xs, float* tape);
+edgert_status mmnet_train_backward(const MMNetShape& shape, const cfloat* H, const cfloat* y, const float* sigma2,
+                                   const cfloat* A, const float* theta2, const float* xs, const float* tape,
+                                   const float* grad_xs, cfloat* grad_A, float* grad_theta2);
+
 // ---- Sparse delta patching ---------------------------------------------
 // weights[indices[i]] (+)= values[i]; dtypes: weights F32|F16, indices I32|U32,
 // values F32|F16. Indices must be strictly increasing and < n_weights; this is
