@@ -197,8 +197,15 @@ EDGERT_CLONES_FLAT void patch_row(const float* x, const float* kernels, const fl
       const int64_t ahead = x0 + (kPrefetchPatches + 1) * patch <= width ? kPrefetchPatches * patch : 0;
       for (int64_t r = 0; r < n_runs; ++r) {
         const int64_t at = runs[r].y * width + runs[r].x, lane = runs[r].lane, len = runs[r].len;
+        // Runs of <= 8 pixels with 8 columns of this item's own output row left: one 8-wide store, whose
+        // extra lanes land on the next patch's pixels (written later by this same item).
+        const bool wide = len <= kLanes && x0 + runs[r].x + kLanes <= width;
         for (int64_t f = 0; f < f_out; ++f) {
-          copy_exact(dst + f * plane + at, ob + f * kBlockPixels + lane, len);
+          if (wide) {
+            store8(dst + f * plane + at, load8(ob + f * kBlockPixels + lane));
+          } else {
+            copy_exact(dst + f * plane + at, ob + f * kBlockPixels + lane, len);
+          }
           // One patch row writes F * P rows at once, more streams than the hardware prefetcher follows:
           // fetch the lines of the patch kPrefetchPatches to the right now.
           if (ahead) prefetch_for_write(dst + f * plane + at + ahead);
@@ -239,7 +246,7 @@ edgert_status adaptive_conv(const float* x, const float* kernels, const float* b
     // + kLanes: copy_run reads up to 7 floats past the last tile row
     std::vector<float> tile(static_cast<size_t>(c_in * tile_w * tile_w + kLanes), 0.0f);
     std::vector<float> col(static_cast<size_t>(taps * kColStride + kLanes));
-    std::vector<float> ob(static_cast<size_t>(f_out * kBlockPixels));
+    std::vector<float> ob(static_cast<size_t>(f_out * kBlockPixels + kLanes));  // + kLanes: 8-wide reads
     std::vector<Run> runs(static_cast<size_t>(kBlockPixels));  // a block spans at most 32 patch rows
     for (int64_t item = begin; item < end; ++item) {
       patch_row(x, kernels, bias, c_in, height, width, f_out, patch, activation, item, tap_offset.data(),
