@@ -188,10 +188,12 @@ def speedups(rows: list[Row], baseline_impl: str) -> dict[tuple[str, str], float
 
 
 def markdown_table(rows: list[Row], roofline: dict[str, float]) -> str:
-    """Rows as a markdown table. The last column is the speedup against the fastest of the op's peer
-    rows (marked in extra['peer']) at the same shapes, naming that peer when there are several."""
-    lines = ["| op | impl | shapes | dtype | median | IQR | GB/s | %memcpy | GFLOP/s | vs fastest peer |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    """Rows as a markdown table; %memcpy and %GEMM are fractions of the roofline's measured copy bandwidth and
+    fp32 GEMM rate (blank when the row or the roofline lacks them). The last column is the speedup against the
+    fastest of the op's peer rows (marked in extra['peer']) at the same shapes, naming that peer when there are
+    several."""
+    lines = ["| op | impl | shapes | dtype | median | IQR | GB/s | %memcpy | GFLOP/s | %GEMM | vs fastest peer |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     peers: dict[tuple[str, str], list[Row]] = {}
     for r in rows:
         if r.extra.get("peer"):
@@ -206,9 +208,11 @@ def markdown_table(rows: list[Row], roofline: dict[str, float]) -> str:
         else:
             vs = ""
         pct = f"{100 * r.gbps / roofline['memcpy_gbps']:.0f}%" if r.gbps and roofline.get("memcpy_gbps") else ""
+        gemm = (f"{100 * r.gflops / roofline['gemm_fp32_gflops']:.0f}%"
+                if r.gflops and roofline.get("gemm_fp32_gflops") else "")
         lines.append(
             f"| {r.op} | {r.impl} | {r.shapes} | {r.dtype} | {_fmt_time(r.time.median)} | {_fmt_time(r.time.iqr)} | "
-            f"{r.gbps:.1f} | {pct} | {r.gflops:.1f} | {vs} |".replace("| 0.0 |", "|  |")
+            f"{r.gbps:.1f} | {pct} | {r.gflops:.1f} | {gemm} | {vs} |".replace("| 0.0 |", "|  |")
         )
     return "\n".join(lines)
 

@@ -20,6 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))  # bench/ is a top-level package of the checkout, not installed
 
+from bench.bench_adaptive_conv import ATOL as ADAPTIVE_ATOL  # noqa: E402
+from bench.bench_adaptive_conv import RTOL as ADAPTIVE_RTOL  # noqa: E402
+from bench.bench_adaptive_conv import adaptive_conv_grouped, adaptive_conv_numba  # noqa: E402
 from bench.bench_block_average import NUMBA_ATOL, NUMBA_RTOL, block_average_numba  # noqa: E402
 from bench.bench_sparse import sparse_patch_numba  # noqa: E402
 
@@ -101,3 +104,24 @@ def test_sparse_patch_numba_rejects_bad_indices_before_writing(idt, tail, late):
         sparse_patch_numba(weights, indices, values)
     assert str(numba_error.value) == str(reference_error.value)
     assert weights.tobytes() == before.tobytes()
+
+
+# (N, Cin, H, W, F, P, activation): batch 1, partial edge patches, a frame smaller than a patch, odd F,
+# an empty batch, and the benchmark's frame.
+@pytest.mark.parametrize("shape", [(1, 3, 10, 10, 32, 5, "relu"), (2, 3, 7, 11, 8, 5, "none"),
+                                   (1, 3, 4, 3, 5, 5, "relu"), (1, 1, 9, 4, 3, 3, "none"),
+                                   (0, 3, 10, 10, 32, 5, "relu"), (1, 3, 270, 480, 32, 5, "relu")], ids=str)
+@pytest.mark.parametrize("peer", ["numba", "grouped"])
+def test_adaptive_conv_peers_match_reference(shape, peer):
+    n, c_in, h, w, f_out, patch, activation = shape
+    gen = torch.Generator().manual_seed(hash(shape) % (2**31))
+    gh, gw = ops.patch_grid(h, w, patch)
+    x = torch.randn(n, c_in, h, w, generator=gen)
+    kernels = 0.3 * torch.randn(n, gh, gw, f_out, c_in, 3, 3, generator=gen)
+    bias = torch.randn(n, gh, gw, f_out, generator=gen)
+    if peer == "numba":
+        got = torch.from_numpy(adaptive_conv_numba(x.numpy(), kernels.numpy(), bias.numpy(), patch, activation))
+    else:
+        got = adaptive_conv_grouped(x, kernels, bias, patch, activation)
+    expected = ops.adaptive_conv_reference(x, kernels, bias, patch, activation)
+    torch.testing.assert_close(got, expected, rtol=ADAPTIVE_RTOL, atol=ADAPTIVE_ATOL)

@@ -156,7 +156,11 @@ CASES: list[Case] = [
         # (N, Cin, H, W, F, P, activation)
         shapes=((1, 3, 1, 1, 32, 5, "relu"), (2, 3, 7, 11, 8, 5, "relu"), (1, 3, 10, 10, 32, 5, "none"),
                 (1, 1, 9, 4, 16, 3, "relu"), (3, 3, 6, 6, 5, 1, "none"), (0, 3, 10, 10, 32, 5, "relu"),
-                (1, 3, 13, 17, 64, 5, "relu"), (1, 2, 8, 8, 1, 4, "none"), (1, 3, 270, 480, 32, 5, "relu")),
+                (1, 3, 13, 17, 64, 5, "relu"), (1, 2, 8, 8, 1, 4, "none"), (1, 3, 270, 480, 32, 5, "relu"),
+                # patches of more than 32 pixels (several pixel blocks, runs longer than a vector), odd F
+                # (the 3-feature micro-kernel's remainders), frames narrower than a patch
+                (2, 3, 11, 6, 2, 6, "relu"), (1, 3, 23, 37, 7, 9, "relu"), (1, 2, 20, 33, 3, 16, "none"),
+                (1, 3, 4, 3, 31, 5, "none")),
         rtol=1e-4,
         atol=1e-4,
     ),

@@ -13,7 +13,11 @@ TEST(AdaptiveConv, MatchesNaiveOnOddShapes) {
   std::normal_distribution<float> normal;
   // n, c_in, h, w, f, p, act
   const int64_t cases[][7] = {{1, 3, 1, 1, 32, 5, 1}, {2, 3, 7, 11, 8, 5, 1}, {1, 1, 9, 4, 16, 3, 0},
-                              {1, 3, 13, 17, 64, 5, 1}, {1, 2, 6, 6, 5, 1, 0}, {1, 3, 10, 10, 7, 4, 1}};
+                              {1, 3, 13, 17, 64, 5, 1}, {1, 2, 6, 6, 5, 1, 0}, {1, 3, 10, 10, 7, 4, 1},
+                              // patches of more than 32 pixels (several blocks, runs longer than a vector),
+                              // frames narrower than a patch
+                              {2, 3, 11, 6, 2, 6, 1}, {1, 3, 23, 37, 7, 9, 1}, {1, 2, 20, 33, 3, 16, 0},
+                              {1, 3, 4, 3, 31, 5, 0}};
   for (const auto& c : cases) {
     const int64_t n = c[0], ci = c[1], h = c[2], w = c[3], f = c[4], p = c[5];
     const int64_t gh = (h + p - 1) / p, gw = (w + p - 1) / p;
