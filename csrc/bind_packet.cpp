@@ -316,8 +316,8 @@ void bind_packet(pybind11::module_& m) {
         "The rANS stream of an update packet of format 3 (docs/spec/update-packet.md) from its coding steps, in\n"
         "decode order: step j codes [starts[j], starts[j] + freqs[j]) of 4096 on state states[j] (0..2).\n"
         "Bit-exact with edgert.updates.rans.encode_steps_reference; edgert.updates.rans builds the steps and the\n"
-        "tables. Arrays are converted to uint8/uint16 (pybind11 casting rules). Raises ValueError naming the\n"
-        "step on bad input. Releases the GIL.");
+        "tables. states: uint8 [n], starts and freqs: uint16 [n] (other dtypes: TypeError). Raises ValueError\n"
+        "naming the step on bad input. Releases the GIL.");
   m.def("packet_max_format", &edgert_packet_max_format,
         "The newest update-packet format this libedgert decodes (announced to servers in HELLO).");
   m.def(

@@ -34,7 +34,7 @@ edgert_status encode_rans_v3(const uint8_t* states, const uint16_t* starts, cons
     for (size_t j = count; j-- > 0;) {
       uint32_t& s = x[states[j]];
       const uint32_t f = freqs[j];
-      if (s >= (f << 20)) {  // ((kRansLow >> kRansPrecision) << 16) * f: keep the state below 2^32
+      if (s >= (static_cast<uint64_t>(f) << 20)) {  // ((kRansLow >> kRansPrecision) << 16) * f (2^32 for f = 4096)
         words.push_back(static_cast<uint16_t>(s));
         s >>= 16;
       }

@@ -24,8 +24,8 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 import edgert._edgert as _edgert
-from edgert.updates.manifest import FORMAT_VERSION, Manifest, TensorMap, crc32c
 from edgert.updates import rans
+from edgert.updates.manifest import FORMAT_VERSION, Manifest, TensorMap, crc32c
 from edgert.updates.rangecoder import GapModel, RangeDecoder, RangeEncoder, RangeError, TreeModel
 
 PACKET_MAGIC = b"ERTP"

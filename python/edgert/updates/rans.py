@@ -17,7 +17,7 @@ entry) and its low byte on state 2; an int8 ``q`` (two's complement byte) on sta
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -196,12 +196,11 @@ def build_tables(entries: Sequence[StreamEntry]) -> dict[int, np.ndarray]:
         if e.indices is not None and len(e.indices):
             counts[TABLE_GAP] += np.bincount(_gap_symbols(e.indices)[0], minlength=GAP_ALPHABET)
         first, tables, second = _value_symbols(e)
-        if tables is None:
+        if tables is None or second is None:
             counts[TABLE_Q] += np.bincount(first, minlength=256)
         else:
-            np.add.at(counts[TABLE_LO], second, 1)
-            flat = np.zeros(HI_CONTEXTS * 256, dtype=np.int64)
-            np.add.at(flat, (tables - TABLE_HI) * 256 + first, 1)
+            counts[TABLE_LO] += np.bincount(second, minlength=256)
+            flat = np.bincount((tables - TABLE_HI) * 256 + first, minlength=HI_CONTEXTS * 256)
             for c in range(HI_CONTEXTS):
                 counts[TABLE_HI + c] += flat[c * 256:(c + 1) * 256]
     return {t: normalize(c) for t, c in sorted(counts.items())}
@@ -248,7 +247,8 @@ def coding_steps(entries: Sequence[StreamEntry],
         else:
             hi_starts = np.stack([starts_of[TABLE_HI + c] for c in range(HI_CONTEXTS)])
             hi_freqs = np.stack([tables[TABLE_HI + c] for c in range(HI_CONTEXTS)])
-            state[:, 4], start[:, 4], freq[:, 4] = 1, hi_starts[tabs - TABLE_HI, first], hi_freqs[tabs - TABLE_HI, first]
+            ctx = tabs - TABLE_HI
+            state[:, 4], start[:, 4], freq[:, 4] = 1, hi_starts[ctx, first], hi_freqs[ctx, first]
             state[:, 5], start[:, 5], freq[:, 5] = 2, starts_of[TABLE_LO][second], tables[TABLE_LO][second]
             used[:, 4] = used[:, 5] = True
         parts.append((state[used], start[used], freq[used]))
@@ -263,7 +263,8 @@ def coding_steps(entries: Sequence[StreamEntry],
 # ---- the coder -------------------------------------------------------------------------
 
 
-def encode_steps_reference(states: Sequence[int], starts: Sequence[int], freqs: Sequence[int]) -> bytes:
+def encode_steps_reference(states: Union[Sequence[int], np.ndarray], starts: Union[Sequence[int], np.ndarray],
+                           freqs: Union[Sequence[int], np.ndarray]) -> bytes:
     """The stream of the steps (pure Python; what ``_edgert.rans_encode_v3`` computes): the steps are coded
     last to first; before coding a step with frequency f its state x emits the word ``x & 0xFFFF`` and
     shifts right by 16 if ``x >= f << 20``, then ``x = (x // f << 12) + x % f + start``. The stream is
