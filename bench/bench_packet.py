@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import gzip
 import lzma
+import time
 import zlib
 
 import numpy as np
 import torch
 
-from bench.harness import Row, measure
+from bench.harness import Row, Timing, measure
 from edgert._edgert import Slot
 from edgert.updates import Manifest, TensorSpec, TensorUpdate, encode_update, index_entropy_bound_bits
 
@@ -151,6 +152,21 @@ def _packet(m: Manifest, v: int, update: dict, coding: str, key, fmt: int) -> by
                          packet_format=fmt).data
 
 
+def _apply_timings(slot: Slot, packets: list[bytes], repeats: int, warmup: int,
+                   transform=None) -> tuple[Timing, Timing]:
+    """(wall, thread CPU) timings of slot.apply over a version chain of ``packets`` (twice as long as
+    repeats + warmup: the first half is timed on the wall clock, the second on the thread's CPU clock)."""
+    it = iter(packets)
+    step = (lambda: slot.apply(transform(next(it)))) if transform else (lambda: slot.apply(next(it)))
+    wall = measure(step, repeats=repeats, warmup=warmup)
+    cpu = measure(step, repeats=repeats, warmup=warmup, clock=time.thread_time)
+    return wall, cpu
+
+
+def _cpu(t: Timing) -> dict:
+    return {"thread_cpu_median_s": t.median, "thread_cpu_q1_s": t.q1, "thread_cpu_q3_s": t.q3}
+
+
 def phase_rows(m: Manifest, rng: np.random.Generator, repeats: int, warmup: int) -> list[Row]:
     """Where decode time goes, per format: the same random 5% update as whole packets, as packets whose
     entries carry the same number of values densely (no index coding), and as int8 (half the value
@@ -164,13 +180,11 @@ def phase_rows(m: Manifest, rng: np.random.Generator, repeats: int, warmup: int)
         cases = (("sparse", m, update, "fp16"), ("dense-same-values", dense_m, dense, "fp16"),
                  ("sparse-int8", m, update, "int8"))
         for label, model, upd, coding in cases:
-            packets = [_packet(model, v, upd, coding, None, fmt) for v in range(repeats + warmup)]
-            slot = Slot(model.to_bytes())
-            it = iter(packets)
-            t = measure(lambda: slot.apply(next(it)), repeats=repeats, warmup=warmup)
+            packets = [_packet(model, v, upd, coding, None, fmt) for v in range(2 * (repeats + warmup))]
+            t, cpu = _apply_timings(Slot(model.to_bytes()), packets, repeats, warmup)
             rows.append(Row("packet_phase", f"format{fmt}-{label}", "cpu", coding, f"{n} values", t,
                             bytes_moved=float(len(packets[0])),
-                            extra={"packet_bytes": len(packets[0]), "format": fmt}))
+                            extra={"packet_bytes": len(packets[0]), "format": fmt, **_cpu(cpu)}))
     return rows
 
 
@@ -197,32 +211,29 @@ def run(device: torch.device, quick: bool, peers: frozenset[str] = frozenset()) 
     shape = f"{numel / 1e6:.1f}M params, {DENSITY:.0%}"
     for coding, key, fmt in (("fp16", None, 1), ("int8", None, 1), ("fp16", KEY, 1), ("fp16", None, 2),
                              ("int8", None, 2), ("fp16", None, 3), ("int8", None, 3)):
-        packets = [_packet(m, v, _update(m, rng), coding, key, fmt) for v in range(repeats + warmup)]
+        packets = [_packet(m, v, _update(m, rng), coding, key, fmt) for v in range(2 * (repeats + warmup))]
         slot = Slot(m.to_bytes())
         if key is not None:
             slot.set_key(key)
-        it = iter(packets)
-        t = measure(lambda: slot.apply(next(it)), repeats=repeats, warmup=warmup)
+        t, cpu = _apply_timings(slot, packets, repeats, warmup)
         impl = "edgert-cpu" + ("+hmac" if key else "") + (f"-format{fmt}" if fmt > 1 else "")
         rows.append(Row("packet_apply", impl, "cpu", coding, shape, t, bytes_moved=float(len(packets[0])),
-                        extra={"packet_bytes": len(packets[0]), "format": fmt, **sizes,
+                        extra={"packet_bytes": len(packets[0]), "format": fmt, **_cpu(cpu), **sizes,
                                **({"real_update": real_sizes} if real_sizes else {})}))
     # Peer: format 1 compressed with zlib (level 6), inflated and applied.
-    zipped = [zlib.compress(_packet(m, v, _update(m, rng), "fp16", None, 1), 6) for v in range(repeats + warmup)]
-    slot = Slot(m.to_bytes())
-    it = iter(zipped)
-    t = measure(lambda: slot.apply(zlib.decompress(next(it))), repeats=repeats, warmup=warmup)
+    zipped = [zlib.compress(_packet(m, v, _update(m, rng), "fp16", None, 1), 6)
+              for v in range(2 * (repeats + warmup))]
+    t, cpu = _apply_timings(Slot(m.to_bytes()), zipped, repeats, warmup, transform=zlib.decompress)
     rows.append(Row("packet_apply", "zlib+edgert-cpu", "cpu", "fp16", shape, t, bytes_moved=float(len(zipped[0])),
-                    extra={"packet_bytes": len(zipped[0]), "peer": True}))
+                    extra={"packet_bytes": len(zipped[0]), "peer": True, **_cpu(cpu)}))
     if real_sizes:  # the real update re-sent as a version chain: apply cost of each format
         real_shape = f"{real_sizes['params'] / 1e6:.2f}M params, real AMS update"
         for fmt in (1, 2, 3):
-            packets = [_packet(real_m, v, real, "fp16", None, fmt) for v in range(repeats + warmup)]
-            slot = Slot(real_m.to_bytes())
-            it = iter(packets)
-            t = measure(lambda: slot.apply(next(it)), repeats=repeats, warmup=warmup)
+            packets = [_packet(real_m, v, real, "fp16", None, fmt) for v in range(2 * (repeats + warmup))]
+            t, cpu = _apply_timings(Slot(real_m.to_bytes()), packets, repeats, warmup)
             rows.append(Row("packet_apply", f"edgert-cpu-format{fmt}", "cpu", "fp16", real_shape, t,
-                            bytes_moved=float(len(packets[0])), extra={"packet_bytes": len(packets[0]), "format": fmt}))
+                            bytes_moved=float(len(packets[0])),
+                            extra={"packet_bytes": len(packets[0]), "format": fmt, **_cpu(cpu)}))
     rows += phase_rows(m, rng, repeats, warmup)
     # Peer: scatter-add of already-decoded fp16 values with 32-bit indices, no verification.
     upd = _update(m, rng)
@@ -233,6 +244,15 @@ def run(device: torch.device, quick: bool, peers: frozenset[str] = frozenset()) 
         for w, (idx, vals) in zip(weights, decoded):
             w[idx] += vals.astype(np.float32)
 
+    peer_cpu = measure(peer, repeats=repeats, clock=time.thread_time)
     rows.append(Row("packet_apply", "numpy-scatter", "cpu", "fp16", shape, measure(peer, repeats=repeats),
-                    bytes_moved=float(sizes["fp16_u32"]), extra={"peer": True}))
+                    bytes_moved=float(sizes["fp16_u32"]), extra={"peer": True, **_cpu(peer_cpu)}))
+    print("thread CPU time (what one core spends; wall time above also counts waiting on a shared machine):")
+    print("| op | impl | shapes | dtype | bytes | CPU median | CPU IQR |\n|---|---|---|---|---|---|---|")
+    for r in rows:
+        c = r.extra
+        iqr = c["thread_cpu_q3_s"] - c["thread_cpu_q1_s"]
+        print(f"| {r.op} | {r.impl} | {r.shapes} | {r.dtype} | {c.get('packet_bytes', '')} | "
+              f"{c['thread_cpu_median_s'] * 1e3:.3f} ms | {iqr * 1e3:.3f} ms |")
+    print()
     return rows
