@@ -2,23 +2,28 @@
 
 Model: 2.2M float32 parameters; update: a random 5% mask per tensor (add mode), and (not
 --quick) a real gradient-guided AMS update. Sizes compare the edgert packet (format 1:
-Golomb-Rice indices, raw values; format 2: range-coded) against fp16 values + 32-bit indices
-and against a 1-bit mask + fp16 values compressed with gzip (the original AMS code's format)
-or xz, at the same values. Timing: Slot.apply (verify everything, decode into the shadow buffer, swap) vs a NumPy
-scatter-add of already-decoded indices (no checks) as the peer. The packet path is single
+Golomb-Rice indices, raw values; format 2: adaptive range coder; format 3: static-table rANS)
+against fp16 values + 32-bit indices and against a 1-bit mask + fp16 values compressed with
+gzip (the original AMS code's format) or xz, at the same values. Timing: Slot.apply (verify
+everything, decode into the shadow buffer, swap) of formats 1, 2 and 3 carrying the same values;
+peers: zlib-compressed format 1 (inflate + apply: what a user would pick to shrink format 1
+without a new format) and a NumPy scatter-add of already-decoded indices (no checks). The
+packet_phase rows split decode time into index and value coding. The packet path is single
 threaded by design (run with OMP_NUM_THREADS=1 to confirm).
 """
 from __future__ import annotations
 
 import gzip
 import lzma
+import time
+import zlib
 
 import numpy as np
 import torch
 
-from bench.harness import Row, measure
+from bench.harness import Row, Timing, measure
 from edgert._edgert import Slot
-from edgert.updates import Manifest, TensorSpec, encode_update, index_entropy_bound_bits
+from edgert.updates import Manifest, TensorSpec, TensorUpdate, encode_update, index_entropy_bound_bits
 
 SHAPES = [(256, 256, 3, 3), (256, 128, 3, 3), (512, 1024), (1024, 768), (256,), (512,), (1024,)]
 DENSITY = 0.05
@@ -58,6 +63,8 @@ def size_report(m: Manifest, update: dict) -> dict:
     pkt8 = encode_update(m, 0, 1, update, value_coding="int8")
     compact = encode_update(m, 0, 1, update, value_coding="fp16", max_format=2)
     compact8 = encode_update(m, 0, 1, update, value_coding="int8", max_format=2)
+    rans16 = encode_update(m, 0, 1, update, value_coding="fp16", max_format=3, packet_format=3)
+    rans8 = encode_update(m, 0, 1, update, value_coding="int8", max_format=3, packet_format=3)
     mask = np.zeros(numel, dtype=bool)
     values16 = []
     offset = 0
@@ -79,6 +86,7 @@ def size_report(m: Manifest, update: dict) -> dict:
         "params": numel, "updated": count,
         "edgert_fp16": len(pkt), "edgert_int8": len(pkt8),
         "edgert_v2_fp16": len(compact), "edgert_v2_int8": len(compact8),
+        "edgert_v3_fp16": len(rans16), "edgert_v3_int8": len(rans8), "zlib_v1_fp16": len(zlib.compress(pkt.data, 6)),
         "mask_lzma": mask_lzma, "mask_gzip_int8": mask_gzip8,
         "fp16_u32": count * 6, "mask_gzip": mask_gzip, "mask_gzip_fp32": mask_gzip32,
         "mask_gzip_index_only": len(gzip.compress(mask_bits)),
@@ -129,12 +137,55 @@ def real_update(phases: int = 2, iterations: int = 20, seed: int = 0) -> tuple[M
 def _print_sizes(title: str, sizes: dict) -> None:
     print(f"{title} ({sizes['updated']} coordinates):")
     print("| format | bytes | vs edgert fp16 |\n|---|---|---|")
-    for name in ("edgert_fp16", "edgert_v2_fp16", "edgert_int8", "edgert_v2_int8", "fp16_u32", "mask_gzip",
+    for name in ("edgert_fp16", "edgert_v2_fp16", "edgert_v3_fp16", "edgert_int8", "edgert_v2_int8", "edgert_v3_int8",
+                 "zlib_v1_fp16", "fp16_u32", "mask_gzip",
                  "mask_lzma", "mask_gzip_int8", "mask_gzip_fp32", "mask_gzip_index_only"):
         print(f"| {name} | {sizes[name]} | {sizes[name] / sizes['edgert_fp16']:.2f}x |")
     print(f"index bits/param: {sizes['index_bits_per_param']:.4f} (entropy bound "
           f"{sizes['bound_bits_per_param']:.4f}, "
           f"+{100 * (sizes['index_bits_per_param'] / sizes['bound_bits_per_param'] - 1):.1f}%)\n")
+
+
+def _packet(m: Manifest, v: int, update: dict, coding: str, key, fmt: int) -> bytes:
+    """Update v -> v + 1 in exactly format ``fmt`` (formats 2 and 3 carry the same values as 1)."""
+    return encode_update(m, v, v + 1, update, value_coding=coding, key=key, max_format=fmt,
+                         packet_format=fmt).data
+
+
+def _apply_timings(slot: Slot, packets: list[bytes], repeats: int, warmup: int,
+                   transform=None) -> tuple[Timing, Timing]:
+    """(wall, thread CPU) timings of slot.apply over a version chain of ``packets`` (twice as long as
+    repeats + warmup: the first half is timed on the wall clock, the second on the thread's CPU clock)."""
+    it = iter(packets)
+    step = (lambda: slot.apply(transform(next(it)))) if transform else (lambda: slot.apply(next(it)))
+    wall = measure(step, repeats=repeats, warmup=warmup)
+    cpu = measure(step, repeats=repeats, warmup=warmup, clock=time.thread_time)
+    return wall, cpu
+
+
+def _cpu(t: Timing) -> dict:
+    return {"thread_cpu_median_s": t.median, "thread_cpu_q1_s": t.q1, "thread_cpu_q3_s": t.q3}
+
+
+def phase_rows(m: Manifest, rng: np.random.Generator, repeats: int, warmup: int) -> list[Row]:
+    """Where decode time goes, per format: the same random 5% update as whole packets, as packets whose
+    entries carry the same number of values densely (no index coding), and as int8 (half the value
+    symbols). index ~ sparse - dense, values ~ dense - format 1 dense (CRC, checks, apply)."""
+    update = _update(m, rng)
+    n = sum(v[0].size for v in update.values())
+    dense_m = Manifest(b"\x5b" * 16, (TensorSpec("values", "float32", (n,)),))
+    dense = {"values": TensorUpdate(values=np.concatenate([update[t.name][1] for t in m.tensors]))}
+    rows = []
+    for fmt in (1, 2, 3):
+        cases = (("sparse", m, update, "fp16"), ("dense-same-values", dense_m, dense, "fp16"),
+                 ("sparse-int8", m, update, "int8"))
+        for label, model, upd, coding in cases:
+            packets = [_packet(model, v, upd, coding, None, fmt) for v in range(2 * (repeats + warmup))]
+            t, cpu = _apply_timings(Slot(model.to_bytes()), packets, repeats, warmup)
+            rows.append(Row("packet_phase", f"format{fmt}-{label}", "cpu", coding, f"{n} values", t,
+                            bytes_moved=float(len(packets[0])),
+                            extra={"packet_bytes": len(packets[0]), "format": fmt, **_cpu(cpu)}))
+    return rows
 
 
 def run(device: torch.device, quick: bool, peers: frozenset[str] = frozenset()) -> list[Row]:
@@ -159,27 +210,31 @@ def run(device: torch.device, quick: bool, peers: frozenset[str] = frozenset()) 
     rows: list[Row] = []
     shape = f"{numel / 1e6:.1f}M params, {DENSITY:.0%}"
     for coding, key, fmt in (("fp16", None, 1), ("int8", None, 1), ("fp16", KEY, 1), ("fp16", None, 2),
-                             ("int8", None, 2)):
-        packets = [encode_update(m, v, v + 1, _update(m, rng), value_coding=coding, key=key, max_format=fmt).data
-                   for v in range(repeats + warmup)]
+                             ("int8", None, 2), ("fp16", None, 3), ("int8", None, 3)):
+        packets = [_packet(m, v, _update(m, rng), coding, key, fmt) for v in range(2 * (repeats + warmup))]
         slot = Slot(m.to_bytes())
         if key is not None:
             slot.set_key(key)
-        it = iter(packets)
-        t = measure(lambda: slot.apply(next(it)), repeats=repeats, warmup=warmup)
-        impl = "edgert-cpu" + ("+hmac" if key else "") + ("-format2" if fmt == 2 else "")
+        t, cpu = _apply_timings(slot, packets, repeats, warmup)
+        impl = "edgert-cpu" + ("+hmac" if key else "") + (f"-format{fmt}" if fmt > 1 else "")
         rows.append(Row("packet_apply", impl, "cpu", coding, shape, t, bytes_moved=float(len(packets[0])),
-                        extra={"packet_bytes": len(packets[0]), **sizes,
+                        extra={"packet_bytes": len(packets[0]), "format": fmt, **_cpu(cpu), **sizes,
                                **({"real_update": real_sizes} if real_sizes else {})}))
+    # Peer: format 1 compressed with zlib (level 6), inflated and applied.
+    zipped = [zlib.compress(_packet(m, v, _update(m, rng), "fp16", None, 1), 6)
+              for v in range(2 * (repeats + warmup))]
+    t, cpu = _apply_timings(Slot(m.to_bytes()), zipped, repeats, warmup, transform=zlib.decompress)
+    rows.append(Row("packet_apply", "zlib+edgert-cpu", "cpu", "fp16", shape, t, bytes_moved=float(len(zipped[0])),
+                    extra={"packet_bytes": len(zipped[0]), "peer": True, **_cpu(cpu)}))
     if real_sizes:  # the real update re-sent as a version chain: apply cost of each format
         real_shape = f"{real_sizes['params'] / 1e6:.2f}M params, real AMS update"
-        for fmt in (1, 2):
-            packets = [encode_update(real_m, v, v + 1, real, max_format=fmt).data for v in range(repeats + warmup)]
-            slot = Slot(real_m.to_bytes())
-            it = iter(packets)
-            t = measure(lambda: slot.apply(next(it)), repeats=repeats, warmup=warmup)
+        for fmt in (1, 2, 3):
+            packets = [_packet(real_m, v, real, "fp16", None, fmt) for v in range(2 * (repeats + warmup))]
+            t, cpu = _apply_timings(Slot(real_m.to_bytes()), packets, repeats, warmup)
             rows.append(Row("packet_apply", f"edgert-cpu-format{fmt}", "cpu", "fp16", real_shape, t,
-                            bytes_moved=float(len(packets[0])), extra={"packet_bytes": len(packets[0])}))
+                            bytes_moved=float(len(packets[0])),
+                            extra={"packet_bytes": len(packets[0]), "format": fmt, **_cpu(cpu)}))
+    rows += phase_rows(m, rng, repeats, warmup)
     # Peer: scatter-add of already-decoded fp16 values with 32-bit indices, no verification.
     upd = _update(m, rng)
     weights = [np.zeros(t.numel, dtype=np.float32) for t in m.tensors]
@@ -189,6 +244,15 @@ def run(device: torch.device, quick: bool, peers: frozenset[str] = frozenset()) 
         for w, (idx, vals) in zip(weights, decoded):
             w[idx] += vals.astype(np.float32)
 
+    peer_cpu = measure(peer, repeats=repeats, clock=time.thread_time)
     rows.append(Row("packet_apply", "numpy-scatter", "cpu", "fp16", shape, measure(peer, repeats=repeats),
-                    bytes_moved=float(sizes["fp16_u32"]), extra={"peer": True}))
+                    bytes_moved=float(sizes["fp16_u32"]), extra={"peer": True, **_cpu(peer_cpu)}))
+    print("thread CPU time (what one core spends; wall time above also counts waiting on a shared machine):")
+    print("| op | impl | shapes | dtype | bytes | CPU median | CPU IQR |\n|---|---|---|---|---|---|---|")
+    for r in rows:
+        c = r.extra
+        iqr = c["thread_cpu_q3_s"] - c["thread_cpu_q1_s"]
+        print(f"| {r.op} | {r.impl} | {r.shapes} | {r.dtype} | {c.get('packet_bytes', '')} | "
+              f"{c['thread_cpu_median_s'] * 1e3:.3f} ms | {iqr * 1e3:.3f} ms |")
+    print()
     return rows

@@ -30,8 +30,8 @@ SUMMARY = re.compile(r"applied (\d+) packets: median ([\d.]+) us, min ([\d.]+) u
 
 
 def write_chain(folder: Path, packets: int, seed: int = 0, packet_format: int = 1) -> list[Path]:
-    """Manifest, snapshot (v1) and ``packets`` sparse updates v1->v2->... (format 1, or format 2 where
-    smaller); returns the file list for time_apply."""
+    """Manifest, snapshot (v1) and ``packets`` sparse updates v1->v2->... (format 1, format 2 where
+    smaller, or format 3); returns the file list for time_apply."""
     rng = np.random.default_rng(seed)
     m = _model()
     (folder / "manifest.bin").write_bytes(m.to_bytes())
@@ -40,7 +40,9 @@ def write_chain(folder: Path, packets: int, seed: int = 0, packet_format: int = 
     files[1].write_bytes(encode_snapshot(m, 1, weights).data)
     for v in range(1, packets + 1):
         path = folder / f"update_{v:03d}.bin"
-        path.write_bytes(encode_update(m, v, v + 1, _update(m, rng), max_format=packet_format).data)
+        forced = packet_format if packet_format == 3 else None
+        path.write_bytes(encode_update(m, v, v + 1, _update(m, rng), max_format=packet_format,
+                                       packet_format=forced).data)
         files.append(path)
     return files
 
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     numel = sum(t.numel for t in _model().tensors)
     shape = f"{numel / 1e6:.1f}M params, {DENSITY:.0%}"
-    for packet_format in (1, 2):
+    for packet_format in (1, 2, 3):
         with tempfile.TemporaryDirectory() as tmp:
             files = write_chain(Path(tmp), args.packets, packet_format=packet_format)
             size = files[-1].stat().st_size

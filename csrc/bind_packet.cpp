@@ -11,7 +11,8 @@
 
 #include "bindings.hpp"
 #include "edgert/edgert.h"
-#include "packet/encode_v2.hpp"  // libedgert-internal: the server-side encoder is not in the device C API
+#include "packet/encode_v2.hpp"  // libedgert-internal: the server-side encoders are not in the device C API
+#include "packet/encode_v3.hpp"
 
 namespace edgert::py {
 
@@ -110,6 +111,27 @@ pyb::bytes range_encode_v2(const pyb::sequence& entries) {
     st = packet::encode_stream_v2(spec.data(), spec.size(), &stream);
   }
   check(st, "range_encode_v2");
+  return pyb::bytes(reinterpret_cast<const char*>(stream.data()), stream.size());
+}
+
+// steps: the format 3 coding steps as three equal-length 1-D arrays -> the rANS stream.
+pyb::bytes rans_encode_v3(const pyb::array_t<uint8_t, pyb::array::c_style>& states,
+                          const pyb::array_t<uint16_t, pyb::array::c_style>& starts,
+                          const pyb::array_t<uint16_t, pyb::array::c_style>& freqs) {
+  if (states.ndim() != 1 || starts.ndim() != 1 || freqs.ndim() != 1 || states.size() != starts.size() ||
+      states.size() != freqs.size()) {
+    throw pyb::value_error("rans_encode_v3: expected three 1-D arrays of equal length (uint8 states, uint16 starts, "
+                           "uint16 freqs), got sizes " + std::to_string(states.size()) + ", " +
+                           std::to_string(starts.size()) + ", " + std::to_string(freqs.size()));
+  }
+  std::vector<uint8_t> stream;
+  edgert_status st;
+  {
+    pyb::gil_scoped_release release;
+    st = packet::encode_rans_v3(states.data(), starts.data(), freqs.data(), static_cast<size_t>(states.size()),
+                                &stream);
+  }
+  check(st, "rans_encode_v3");
   return pyb::bytes(reinterpret_cast<const char*>(stream.data()), stream.size());
 }
 
@@ -290,6 +312,12 @@ void bind_packet(pybind11::module_& m) {
         "(INT8_AC); symbols the value section as in format 1 (little-endian fp16 patterns / int8 q: bytes,\n"
         "uint8/int8, or uint16/float16 for 16 bits); indices None (DENSE: n = numel) or int64 [n] strictly\n"
         "increasing in [0, numel) (GAP_AC). Raises ValueError naming the entry on bad input. Releases the GIL.");
+  m.def("rans_encode_v3", &rans_encode_v3, pyb::arg("states"), pyb::arg("starts"), pyb::arg("freqs"),
+        "The rANS stream of an update packet of format 3 (docs/spec/update-packet.md) from its coding steps, in\n"
+        "decode order: step j codes [starts[j], starts[j] + freqs[j]) of 4096 on state states[j] (0..2).\n"
+        "Bit-exact with edgert.updates.rans.encode_steps_reference; edgert.updates.rans builds the steps and the\n"
+        "tables. states: uint8 [n], starts and freqs: uint16 [n] (other dtypes: TypeError). Raises ValueError\n"
+        "naming the step on bad input. Releases the GIL.");
   m.def("packet_max_format", &edgert_packet_max_format,
         "The newest update-packet format this libedgert decodes (announced to servers in HELLO).");
   m.def(

@@ -28,7 +28,7 @@ from edgert.updates.packet import _decode_v2_entries, _payload_v2, _payload_v2_r
 
 PACKETS = Path(__file__).resolve().parent / "data" / "packets"
 CHAIN = ["full_snapshot.bin", "sparse_fp16.bin", "dense_fp32.bin", "int8.bin", "authenticated.bin",
-         "v2_sparse_fp16.bin", "v2_int8.bin"]
+         "v2_sparse_fp16.bin", "v2_int8.bin", "v3_sparse_fp16.bin", "v3_int8.bin"]
 
 
 def _golden_module():
@@ -335,7 +335,7 @@ def test_format2_falls_back_when_not_smaller_or_not_expressible() -> None:
     snapshot = encode_snapshot(m, 1, {"w": np.ones(64)}, max_format=2)
     assert snapshot.format_version == 1  # a lossless fp32 snapshot stays format 1
     with pytest.raises(ValueError, match="max_format"):
-        encode_update(m, 1, 2, {}, max_format=3)
+        encode_update(m, 1, 2, {}, max_format=4)
 
 
 @pytest.mark.parametrize("name", ["v2_sparse_fp16.bin", "v2_int8.bin"])
@@ -371,7 +371,7 @@ def test_format2_reference_decoder_rejects_malformed_directories() -> None:
 
 def test_format2_through_the_device(slot_v1: Slot) -> None:
     """The C++ decoder applies format 2 exactly like the mirror, and rejects its corruptions intact."""
-    assert edgert._edgert.packet_max_format() == 2
+    assert edgert._edgert.packet_max_format() == 3
     m = Manifest.from_bytes(golden("manifest.bin"))
     rng = np.random.default_rng(9)
     mirror = DeviceMirror(m)

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "edgert/edgert.h"
+#include "packet/rans.hpp"
 
 namespace edgert::packet {
 
@@ -16,8 +17,9 @@ constexpr uint8_t kSnapshotFileMagic[4] = {'E', 'R', 'T', 'S'};
 
 // The newest packet format this decoder understands; it accepts 1..kFormatVersion.
 // Manifests and snapshot files are still at version 1 (kContainerVersion).
-constexpr uint16_t kFormatVersion = 2;
+constexpr uint16_t kFormatVersion = 3;
 constexpr uint16_t kCompactFormat = 2;  // varint directory + one range-coded stream
+constexpr uint16_t kRansFormat = 3;     // varint directory + static tables + one rANS stream
 constexpr uint16_t kContainerVersion = 1;
 
 constexpr size_t kManifestHeaderBytes = 44;  // magic .. tensor_count
@@ -33,9 +35,17 @@ enum PacketFlags : uint16_t {
   kFlagFullSnapshot = 1u << 1,
   kKnownFlags = kFlagAuthenticated | kFlagFullSnapshot,
 };
-enum IndexCoding : uint8_t { kIndexDense = 0, kIndexRice = 1, kIndexGapAc = 2 };
-// 0..2: format 1 raw values; 3..4: format 2 range-coded fp16 patterns / int8 q.
-enum ValueCoding : uint8_t { kValueF16 = 0, kValueF32 = 1, kValueQ8 = 2, kValueF16Ac = 3, kValueQ8Ac = 4 };
+enum IndexCoding : uint8_t { kIndexDense = 0, kIndexRice = 1, kIndexGapAc = 2, kIndexGapRans = 3 };
+// 0..2: format 1 raw values; 3..4: format 2 range-coded fp16 patterns / int8 q; 5..6: the same, format 3 rANS.
+enum ValueCoding : uint8_t {
+  kValueF16 = 0,
+  kValueF32 = 1,
+  kValueQ8 = 2,
+  kValueF16Ac = 3,
+  kValueQ8Ac = 4,
+  kValueF16Rans = 5,
+  kValueQ8Rans = 6,
+};
 enum PatchMode : uint8_t { kModeAdd = 0, kModeSet = 1 };
 
 constexpr uint32_t kMaxTensors = 1u << 16;
@@ -90,9 +100,10 @@ struct VerifyScratch {
   uint64_t index_used;
   uint16_t* probs16;  // format 2 model state: kTree16Contexts and kTree8Contexts entries
   uint16_t* probs8;
+  RansTable* rans_tables;  // format 3: kRansTables decode tables
   uint8_t* value_store = nullptr;  // format 2: decoded raw values are kept here when all of them fit
   uint64_t value_capacity = 0;     // bytes
-  const uint8_t* stream = nullptr;  // out (format 2): the range-coded stream
+  const uint8_t* stream = nullptr;  // out (formats 2, 3): the entropy-coded stream
   uint64_t stream_bytes = 0;
   bool stream_stored = false;  // out (format 2): every index and value is in the scratch (no second decode)
 };
@@ -118,3 +129,4 @@ edgert_status decode_rice(const uint8_t* data, uint64_t nbytes, unsigned k, uint
 
 #include "packet/rice.inl"
 #include "packet/stream_v2.inl"
+#include "packet/stream_v3.inl"

@@ -39,10 +39,16 @@ bool read_varint(const uint8_t*& cur, uint64_t& remaining, uint64_t* out) {
   return false;
 }
 
-// Format 2 payload: the directory, then the range-coded stream, checked by decoding it once.
-edgert_status verify_payload_v2(const uint8_t* cur, uint64_t remaining, const edgert_packet_header& h,
-                                const Manifest& manifest, VerifyScratch* scratch) {
+// Formats 2 and 3: the directory (same layout, different coding numbers), format 3's tables,
+// then the entropy-coded stream, checked by decoding it once.
+edgert_status verify_payload_compact(const uint8_t* cur, uint64_t remaining, const edgert_packet_header& h,
+                                     const Manifest& manifest, VerifyScratch* scratch) {
   const size_t n_tensors = manifest.tensors.size();
+  const bool rans = h.format_version == kRansFormat;
+  const uint8_t sparse_coding = rans ? kIndexGapRans : kIndexGapAc;
+  const uint8_t f16_coding = rans ? kValueF16Rans : kValueF16Ac;
+  const uint8_t q8_coding = rans ? kValueQ8Rans : kValueQ8Ac;
+  bool uses[kRansTables] = {};
   for (uint32_t e = 0; e < h.tensor_count; ++e) {
     Entry& en = scratch->entries[e];
     uint64_t tid = 0;
@@ -66,12 +72,13 @@ edgert_status verify_payload_v2(const uint8_t* cur, uint64_t remaining, const ed
     en.rice_k = 0;
     cur += 3;
     remaining -= 3;
-    if ((en.index_coding != kIndexDense && en.index_coding != kIndexGapAc) ||
-        (en.value_coding != kValueF16Ac && en.value_coding != kValueQ8Ac) || en.mode > kModeSet) {
+    if ((en.index_coding != kIndexDense && en.index_coding != sparse_coding) ||
+        (en.value_coding != f16_coding && en.value_coding != q8_coding) || en.mode > kModeSet) {
       return fail(EDGERT_ERR_PACKET_UNSUPPORTED_VERSION,
-                  "packet: format 2 tensor %u uses index coding %u, value coding %u, mode %u; this decoder knows "
-                  "index codings 0 and 2, value codings 3 and 4, modes <= %u",
-                  en.tensor_id, en.index_coding, en.value_coding, en.mode, kModeSet);
+                  "packet: format %u tensor %u uses index coding %u, value coding %u, mode %u; this decoder knows "
+                  "index codings 0 and %u, value codings %u and %u, modes <= %u",
+                  h.format_version, en.tensor_id, en.index_coding, en.value_coding, en.mode, sparse_coding,
+                  f16_coding, q8_coding, kModeSet);
     }
     if (!read_varint(cur, remaining, &en.count)) {
       return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: tensor %u coordinate count is not a valid varint",
@@ -86,7 +93,7 @@ edgert_status verify_payload_v2(const uint8_t* cur, uint64_t remaining, const ed
                   en.tensor_id, static_cast<ull>(d.numel), static_cast<ull>(en.count));
     }
     en.scale = 0.0f;
-    if (en.value_coding == kValueQ8Ac) {
+    if (en.value_coding == q8_coding) {
       if (remaining < 4) return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: entry %u runs past the payload", e);
       en.scale = load_f32(cur);
       cur += 4;
@@ -99,14 +106,30 @@ edgert_status verify_payload_v2(const uint8_t* cur, uint64_t remaining, const ed
       return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: full snapshot entry for tensor %u is not dense set-mode",
                   en.tensor_id);
     }
+    if (en.index_coding == kIndexGapRans) uses[kTableGap] = true;
+    if (en.value_coding == kValueF16Rans) {
+      for (unsigned c = 0; c < kHiContexts; ++c) uses[kTableHi + c] = true;
+      uses[kTableLo] = true;
+    }
+    if (en.value_coding == kValueQ8Rans) uses[kTableQ] = true;
     en.index = nullptr;
     en.index_bytes = 0;
     en.values = nullptr;
     en.value_bytes = 0;
     en.stored_at = kNotStored;
-    if (en.index_coding == kIndexGapAc && en.count <= scratch->index_capacity - scratch->index_used) {
+    if (en.index_coding == sparse_coding && en.count <= scratch->index_capacity - scratch->index_used) {
       en.stored_at = scratch->index_used;
       scratch->index_used += en.count;
+    }
+  }
+  if (rans) {
+    for (unsigned t = 0; t < kRansTables; ++t) {
+      if (uses[t] && !read_rans_table(&cur, &remaining, rans_alphabet(t), &scratch->rans_tables[t])) {
+        return fail(EDGERT_ERR_PACKET_MALFORMED,
+                    "packet: rANS frequency table %u is malformed (bad varint, zero run past %u symbols or not "
+                    "maximal, or frequencies not summing to %u)",
+                    t, rans_alphabet(t), kRansTotal);
+      }
     }
   }
   scratch->stream = cur;
@@ -116,7 +139,7 @@ edgert_status verify_payload_v2(const uint8_t* cur, uint64_t remaining, const ed
   uint64_t value_bytes = 0;
   for (uint32_t e = 0; e < h.tensor_count && keep; ++e) {
     Entry& en = scratch->entries[e];
-    const uint64_t bytes = en.count * (en.value_coding == kValueF16Ac ? 2 : 1);
+    const uint64_t bytes = en.count * (en.value_coding == f16_coding ? 2 : 1);
     keep = (en.index_coding == kIndexDense || en.stored_at != kNotStored) &&
            bytes <= scratch->value_capacity - value_bytes;
     en.values = scratch->value_store + value_bytes;
@@ -126,17 +149,18 @@ edgert_status verify_payload_v2(const uint8_t* cur, uint64_t remaining, const ed
   scratch->stream_stored = keep;
   const Entry* entries = scratch->entries;
   uint32_t* stored = scratch->indices;
-  return decode_stream_v2(entries, h.tensor_count, manifest, cur, remaining, scratch->probs16, scratch->probs8,
-                          [&](uint32_t e, const uint32_t* idx, uint64_t first, const uint8_t* raw, size_t n) {
-                            const Entry& en = entries[e];
-                            if (idx != nullptr && en.stored_at != kNotStored) {
-                              std::memcpy(stored + en.stored_at + first, idx, n * sizeof(uint32_t));
-                            }
-                            if (keep) {
-                              const uint64_t size = en.value_coding == kValueF16Ac ? 2 : 1;
-                              std::memcpy(const_cast<uint8_t*>(en.values) + first * size, raw, n * size);
-                            }
-                          });
+  auto sink = [&](uint32_t e, const uint32_t* idx, uint64_t first, const uint8_t* raw, size_t n) {
+    const Entry& en = entries[e];
+    if (idx != nullptr && en.stored_at != kNotStored) {
+      std::memcpy(stored + en.stored_at + first, idx, n * sizeof(uint32_t));
+    }
+    if (keep) {
+      const uint64_t size = en.value_coding == f16_coding ? 2 : 1;
+      std::memcpy(const_cast<uint8_t*>(en.values) + first * size, raw, n * size);
+    }
+  };
+  if (rans) return decode_stream_v3(entries, h.tensor_count, manifest, cur, remaining, scratch->rans_tables, sink);
+  return decode_stream_v2(entries, h.tensor_count, manifest, cur, remaining, scratch->probs16, scratch->probs8, sink);
 }
 
 }  // namespace
@@ -236,8 +260,8 @@ edgert_status verify_packet(const uint8_t* p, size_t len, const Manifest& manife
   scratch->stream = nullptr;
   scratch->stream_bytes = 0;
   scratch->stream_stored = false;
-  if (h.format_version == kCompactFormat) {
-    if (edgert_status st = verify_payload_v2(p + kPacketHeaderBytes, h.payload_length, h, manifest, scratch);
+  if (h.format_version == kCompactFormat || h.format_version == kRansFormat) {
+    if (edgert_status st = verify_payload_compact(p + kPacketHeaderBytes, h.payload_length, h, manifest, scratch);
         st != EDGERT_OK) {
       return st;
     }

@@ -88,7 +88,8 @@ struct edgert_slot {
   std::vector<uint32_t> changed_ids;
   std::vector<uint16_t> probs16;  // format 2 value models (reset per packet)
   std::vector<uint16_t> probs8;
-  std::vector<uint8_t> value_store;  // format 2 values decoded while verifying
+  std::vector<pk::RansTable> rans_tables;  // format 3 decode tables (rebuilt per packet)
+  std::vector<uint8_t> value_store;  // format 2/3 values decoded while verifying
   ChangeSet sets[kBuffers];
   int fill_set = 0;  // the set the next packet records into
 
@@ -201,10 +202,10 @@ edgert_patch_mode patch_mode(uint8_t mode) { return mode == pk::kModeSet ? EDGER
 
 uint64_t value_size(uint8_t coding) { return coding == pk::kValueF32 ? 4 : coding == pk::kValueF16 ? 2 : 1; }
 
-// Format 2 codings carry the raw values of a format 1 coding.
+// Format 2 and 3 codings carry the raw values of a format 1 coding.
 uint8_t raw_coding(uint8_t coding) {
-  if (coding == pk::kValueF16Ac) return pk::kValueF16;
-  if (coding == pk::kValueQ8Ac) return pk::kValueQ8;
+  if (coding == pk::kValueF16Ac || coding == pk::kValueF16Rans) return pk::kValueF16;
+  if (coding == pk::kValueQ8Ac || coding == pk::kValueQ8Rans) return pk::kValueQ8;
   return coding;
 }
 
@@ -231,18 +232,23 @@ void apply_entry(const edgert_slot* s, const pk::Entry& e, const uint32_t* store
   }
 }
 
-// Writes a verified format 2 packet into buffer `base`: decodes its stream a second time and
+// Writes a verified format 2 or 3 packet into buffer `base`: decodes its stream a second time and
 // applies each chunk with the format 1 arithmetic of the same values (cannot fail).
-void apply_stream(edgert_slot* s, const pk::VerifyScratch& scratch, uint32_t count, uint8_t* base) {
-  const edgert_status st = pk::decode_stream_v2(
-      s->entries.data(), count, s->manifest, scratch.stream, scratch.stream_bytes, s->probs16.data(),
-      s->probs8.data(), [&](uint32_t e, const uint32_t* idx, uint64_t first, const uint8_t* raw, size_t n) {
-        const pk::Entry& en = s->entries[e];
-        const pk::TensorDesc& d = s->manifest.tensors[en.tensor_id];
-        const bool dense = idx == nullptr;
-        uint8_t* w = base + d.offset + (dense ? first * d.elem_bytes : 0);
-        apply_run(w, d.dtype, idx, raw_coding(en.value_coding), raw, n, en.scale, patch_mode(en.mode));
-      });
+void apply_stream(edgert_slot* s, const pk::VerifyScratch& scratch, uint16_t format, uint32_t count,
+                  uint8_t* base) {
+  auto sink = [&](uint32_t e, const uint32_t* idx, uint64_t first, const uint8_t* raw, size_t n) {
+    const pk::Entry& en = s->entries[e];
+    const pk::TensorDesc& d = s->manifest.tensors[en.tensor_id];
+    const bool dense = idx == nullptr;
+    uint8_t* w = base + d.offset + (dense ? first * d.elem_bytes : 0);
+    apply_run(w, d.dtype, idx, raw_coding(en.value_coding), raw, n, en.scale, patch_mode(en.mode));
+  };
+  const edgert_status st =
+      format == pk::kRansFormat
+          ? pk::decode_stream_v3(s->entries.data(), count, s->manifest, scratch.stream, scratch.stream_bytes,
+                                 s->rans_tables.data(), sink)
+          : pk::decode_stream_v2(s->entries.data(), count, s->manifest, scratch.stream, scratch.stream_bytes,
+                                 s->probs16.data(), s->probs8.data(), sink);
   (void)st;  // verified before: decoding the same bytes again succeeds
 }
 
@@ -285,6 +291,7 @@ edgert_status edgert_slot_create(const uint8_t* manifest, size_t manifest_len, e
     s->changed_ids.resize(n);
     s->probs16.resize(pk::kTree16Contexts);
     s->probs8.resize(pk::kTree8Contexts);
+    s->rans_tables.resize(pk::kRansTables);
     // Sparse updates up to 25% dense keep their indices for catch-up; denser
     // ones fall back to copying (which then costs about as much).
     const uint64_t capacity = total_numel / 4 + 1024;
@@ -343,7 +350,8 @@ edgert_status edgert_slot_apply(edgert_slot* slot, const uint8_t* packet, size_t
   ChangeSet& set = slot->sets[slot->fill_set];
   set.valid = false;  // its storage is about to be overwritten
   pk::VerifyScratch scratch{slot->entries.data(), slot->seen.data(), set.indices.data(), set.indices.size(), 0,
-                            slot->probs16.data(), slot->probs8.data(), slot->value_store.data(),
+                            slot->probs16.data(), slot->probs8.data(), slot->rans_tables.data(),
+                            slot->value_store.data(),
                             slot->value_store.size()};
   edgert_packet_header h;
   const uint64_t active_version = slot->active_version.load();
@@ -358,8 +366,8 @@ edgert_status edgert_slot_apply(edgert_slot* slot, const uint8_t* packet, size_t
   uint8_t* dst = slot->buffers[x].data;
   set.complete = true;
   set.n_changes = h.tensor_count;
-  const bool decode_again = h.format_version == pk::kCompactFormat && !scratch.stream_stored;
-  if (decode_again) apply_stream(slot, scratch, h.tensor_count, dst);
+  const bool decode_again = h.format_version >= pk::kCompactFormat && !scratch.stream_stored;
+  if (decode_again) apply_stream(slot, scratch, h.format_version, h.tensor_count, dst);
   for (uint32_t i = 0; i < h.tensor_count; ++i) {
     const pk::Entry& e = slot->entries[i];
     if (!decode_again) apply_entry(slot, e, set.indices.data(), dst);

@@ -22,6 +22,7 @@
 #include "packet/bytes.hpp"
 #include "packet/crc32c.hpp"
 #include "packet/encode_v2.hpp"
+#include "packet/encode_v3.hpp"
 #include "packet/format.hpp"
 #include "packet/range_coder.hpp"
 #include "packet/sha256.hpp"
@@ -207,8 +208,9 @@ TEST(PacketCrypto, HmacSha256Rfc4231Vectors) {
 // ---- golden packets ----------------------------------------------------------------
 
 const char* kChain[] = {"full_snapshot.bin", "sparse_fp16.bin", "dense_fp32.bin",    "int8.bin",
-                        "authenticated.bin", "v2_sparse_fp16.bin", "v2_int8.bin"};
-constexpr int kChainLength = 7;  // v6, v7: format 2, authenticated like v5
+                        "authenticated.bin", "v2_sparse_fp16.bin", "v2_int8.bin", "v3_sparse_fp16.bin",
+                        "v3_int8.bin"};
+constexpr int kChainLength = 9;  // v6, v7: format 2; v8, v9: format 3; authenticated like v5
 
 TEST(PacketGolden, ManifestDescribesTheModel) {
   const Bytes m = read_golden("manifest.bin");
@@ -240,7 +242,7 @@ TEST(PacketGolden, ChainDecodesToExpectedWeights) {
   const Bytes key = read_golden("key.bin");
   SlotPtr slot;
   ASSERT_EQ(edgert_slot_create(m.data(), m.size(), &slot.s), EDGERT_OK);
-  EXPECT_EQ(edgert_packet_max_format(), 2);
+  EXPECT_EQ(edgert_packet_max_format(), 3);
   for (int v = 1; v <= kChainLength; ++v) {
     const Bytes p = read_golden(kChain[v - 1]);
     edgert_packet_header h;
@@ -248,7 +250,7 @@ TEST(PacketGolden, ChainDecodesToExpectedWeights) {
     EXPECT_EQ(h.target_version, static_cast<uint64_t>(v));
     EXPECT_EQ(h.full_snapshot, v == 1 ? 1 : 0);
     EXPECT_EQ(h.authenticated, v >= 5 ? 1 : 0);
-    EXPECT_EQ(h.format_version, v >= 6 ? 2 : 1);
+    EXPECT_EQ(h.format_version, v >= 8 ? 3 : v >= 6 ? 2 : 1);
     if (v == 5) ASSERT_EQ(edgert_slot_set_key(slot.s, key.data(), key.size()), EDGERT_OK);
     ASSERT_EQ(edgert_slot_apply(slot.s, p.data(), p.size()), EDGERT_OK) << kChain[v - 1] << ": " << edgert_last_error();
     EXPECT_EQ(edgert_slot_version(slot.s), static_cast<uint64_t>(v));
@@ -260,7 +262,7 @@ TEST(PacketGolden, ChainDecodesToExpectedWeights) {
   Bytes t(info.byte_size);
   uint64_t version = 0;
   ASSERT_EQ(edgert_slot_read_tensor(slot.s, 2, t.data(), t.size(), &version), EDGERT_OK);
-  EXPECT_EQ(version, 7u);
+  EXPECT_EQ(version, 9u);
   const Bytes all = weights_of(slot.s);
   EXPECT_EQ(Bytes(all.begin() + info.byte_offset, all.begin() + info.byte_offset + info.byte_size), t);
   EXPECT_EQ(edgert_slot_read_tensor(slot.s, 2, t.data(), t.size() - 1, &version), EDGERT_ERR_BUFFER_TOO_SMALL);
@@ -1174,7 +1176,6 @@ pk::StreamEntryV2 stream_entry(const pk::Entry& e, const DecodedStream& d, size_
           e.count, d.indices[j].data(), numel};
 }
 
-}  // namespace
 
 TEST_F(Format2, GoldenStreamsReencodeByteForByte) {
   pk::Manifest m;
@@ -1319,3 +1320,220 @@ TEST(EncodeStreamV2, RejectsInvalidEntriesAndLeavesTheOutput) {
   EXPECT_EQ(out, (Bytes{0, 0, 0, 0}));
   EXPECT_EQ(pk::encode_stream_v2(&good, 1, nullptr), EDGERT_ERR_INVALID_ARGUMENT);
 }
+
+// ---- format 3 (static-table rANS) ------------------------------------------------------
+
+class Format3 : public Format2 {
+ protected:
+  void SetUp() override {
+    Format2::SetUp();
+    for (int v = 6; v <= 7; ++v) {
+      const Bytes p = read_golden(kChain[v - 1]);
+      ASSERT_EQ(edgert_slot_apply(slot.s, p.data(), p.size()), EDGERT_OK) << edgert_last_error();
+    }
+    sparse = read_golden("v3_sparse_fp16.bin");  // v7 -> v8; directory: 00 03 05 00 12 | 02 03 05 00 05 | 03 00 05 01 0a
+    int8 = read_golden("v3_int8.bin");           // v8 -> v9; 00 03 06 00 05 f32 | 04 03 06 00 01 f32 | 05 03 06 00 00 f32
+  }
+  // Offset of the rANS stream in a format 3 payload: the directory, then `tables` tables.
+  static size_t stream_offset(const Bytes& pay, size_t directory, const std::vector<unsigned>& tables) {
+    const uint8_t* cur = pay.data() + directory;
+    uint64_t remaining = pay.size() - directory;
+    pk::RansTable t;
+    for (unsigned id : tables) EXPECT_TRUE(pk::read_rans_table(&cur, &remaining, pk::rans_alphabet(id), &t));
+    return static_cast<size_t>(cur - pay.data());
+  }
+};
+
+TEST_F(Format3, GoldenPacketsApplyAfterResealing) {
+  ASSERT_EQ(edgert_slot_apply(slot.s, with_payload(sparse, payload_of(sparse)).data(), sparse.size()), EDGERT_OK)
+      << edgert_last_error();
+  EXPECT_EQ(weights_of(slot.s), read_golden("weights_v8.bin"));
+  ASSERT_EQ(edgert_slot_apply(slot.s, int8.data(), int8.size()), EDGERT_OK) << edgert_last_error();
+  EXPECT_EQ(weights_of(slot.s), read_golden("weights_v9.bin"));
+  expect_rejected(int8, EDGERT_ERR_PACKET_STALE, "replayed format 3 packet");
+}
+
+TEST_F(Format3, EveryTruncationPoint) {
+  for (const Bytes* p : {&sparse, &int8}) {
+    for (size_t n = 0; n < p->size(); ++n) {
+      expect_rejected(Bytes(p->begin(), p->begin() + n), EDGERT_ERR_PACKET_TRUNCATED,
+                      "truncated to " + std::to_string(n));
+    }
+  }
+}
+
+TEST_F(Format3, MalformedDirectoriesTablesAndStreams) {
+  const Bytes pay = payload_of(sparse);
+  std::vector<unsigned> all_fp16{pk::kTableGap};
+  for (unsigned c = 0; c < pk::kHiContexts; ++c) all_fp16.push_back(pk::kTableHi + c);
+  all_fp16.push_back(pk::kTableLo);
+  const size_t tables_at = 15;
+  const size_t stream_at = stream_offset(pay, tables_at, all_fp16);
+  auto edit = [&](size_t at, std::initializer_list<uint8_t> bytes) {
+    Bytes q = pay;
+    size_t i = at;
+    for (uint8_t b : bytes) q[i++] = b;
+    return with_payload(sparse, q);
+  };
+  auto splice = [&](size_t at, size_t drop, const Bytes& insert) {
+    Bytes q(pay.begin(), pay.begin() + at);
+    q.insert(q.end(), insert.begin(), insert.end());
+    q.insert(q.end(), pay.begin() + at + drop, pay.end());
+    return with_payload(sparse, q);
+  };
+  expect_rejected(edit(1, {pk::kIndexGapAc}), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "GAP_AC in format 3");
+  expect_rejected(edit(2, {pk::kValueF16Ac}), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "FP16_AC in format 3");
+  expect_rejected(edit(2, {pk::kValueQ8Rans + 1}), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "unknown value coding");
+  expect_rejected(edit(5, {0}), EDGERT_ERR_PACKET_BAD_TENSOR, "duplicate tensor id");
+  expect_rejected(edit(4, {0x6D}), EDGERT_ERR_PACKET_MALFORMED, "n = 109 > 108 elements");
+  // Tables: the gap table's first frequency +1 (sum 4097), a zero run past the alphabet, two runs in a row.
+  expect_rejected(edit(tables_at, {static_cast<uint8_t>(pay[tables_at] + 1)}), EDGERT_ERR_PACKET_MALFORMED,
+                  "table sum != 4096");
+  expect_rejected(splice(tables_at, stream_at - tables_at, Bytes{0x80, 0x20, 0x00, 90}), EDGERT_ERR_PACKET_MALFORMED,
+                  "zero run past the gap alphabet");
+  expect_rejected(splice(tables_at, 0, Bytes{0x00, 0x00}), EDGERT_ERR_PACKET_MALFORMED, "zero run then zero run");
+  expect_rejected(splice(tables_at, 0, Bytes{0x81, 0x20}), EDGERT_ERR_PACKET_MALFORMED, "frequency 4097");
+  expect_rejected(with_payload(sparse, Bytes(pay.begin(), pay.begin() + stream_at + 11)),
+                  EDGERT_ERR_PACKET_MALFORMED, "stream shorter than its states");
+  expect_rejected(edit(stream_at + 2, {0, 0}), EDGERT_ERR_PACKET_MALFORMED, "initial state below 2^16");
+  Bytes longer = pay;
+  longer.push_back(0);
+  longer.push_back(0);
+  expect_rejected(with_payload(sparse, longer), EDGERT_ERR_PACKET_MALFORMED, "a word after the stream");
+  EXPECT_NE(std::string(edgert_last_error()).find("after the last symbol"), std::string::npos) << edgert_last_error();
+  expect_rejected(with_payload(sparse, Bytes(pay.begin(), pay.end() - 2)), EDGERT_ERR_PACKET_MALFORMED,
+                  "stream one word short");
+  for (size_t at = stream_at; at < pay.size(); ++at) {
+    Bytes q = pay;
+    q[at] ^= 0x5A;
+    const Bytes p = with_payload(sparse, q);
+    const Bytes before = weights_of(slot.s);
+    const edgert_status st = edgert_slot_apply(slot.s, p.data(), p.size());
+    if (st == EDGERT_OK) {  // still ends in the initial states: well-formed, CRC/MAC protect the content
+      ASSERT_EQ(edgert_slot_version(slot.s), 8u);
+      SetUp();
+      continue;
+    }
+    EXPECT_EQ(st, EDGERT_ERR_PACKET_MALFORMED) << "flip at " << at;
+    EXPECT_EQ(weights_of(slot.s), before);
+  }
+  ASSERT_EQ(edgert_slot_apply(slot.s, sparse.data(), sparse.size()), EDGERT_OK) << edgert_last_error();
+  const Bytes ipay = payload_of(int8);
+  Bytes bad_scale = ipay;
+  pk::store_u32(bad_scale.data() + 5, 0x7F800000u);  // +inf
+  expect_rejected(with_payload(int8, bad_scale), EDGERT_ERR_PACKET_MALFORMED, "non-finite int8 scale");
+}
+
+// A table as the spec serialises it (varints; a maximal zero run r as 0, r - 1).
+Bytes write_table(const std::vector<uint32_t>& f) {
+  Bytes out;
+  auto varint = [&](uint64_t x) {
+    do {
+      const uint8_t b = x & 0x7F;
+      x >>= 7;
+      out.push_back(static_cast<uint8_t>(b | (x ? 0x80 : 0)));
+    } while (x);
+  };
+  for (size_t i = 0; i < f.size();) {
+    if (f[i]) {
+      varint(f[i++]);
+      continue;
+    }
+    size_t j = i;
+    while (j < f.size() && f[j] == 0) ++j;
+    varint(0);
+    varint(j - i - 1);
+    i = j;
+  }
+  return out;
+}
+
+TEST(RansCoder, RoundTripsSymbolsAndRawBitsOnThreeStates) {
+  std::mt19937 rng(7);
+  for (unsigned trial = 0; trial < 20; ++trial) {
+    // A random table over 256 symbols (some zero), frequencies summing to 4096.
+    std::vector<uint32_t> f(256, 0);
+    const unsigned used = 1 + rng() % 256;
+    for (unsigned i = 0; i < used; ++i) f[rng() % 256] += 1;
+    uint32_t sum = 0;
+    for (uint32_t x : f) sum += x;
+    std::vector<uint32_t> start(256, 0);
+    uint32_t acc = 0;
+    for (unsigned s = 0; s < 256; ++s) {
+      f[s] = f[s] * (4096 / sum);
+      acc += f[s];
+    }
+    for (unsigned s = 0; s < 256; ++s) {
+      if (f[s]) {
+        f[s] += 4096 - acc;
+        break;
+      }
+    }
+    acc = 0;
+    for (unsigned s = 0; s < 256; ++s) {
+      start[s] = acc;
+      acc += f[s];
+    }
+    ASSERT_EQ(acc, 4096u);
+    const Bytes table = write_table(f);
+    const uint8_t* cur = table.data();
+    uint64_t remaining = table.size();
+    pk::RansTable decode_table;
+    ASSERT_TRUE(pk::read_rans_table(&cur, &remaining, 256, &decode_table));
+    EXPECT_EQ(remaining, 0u);
+    // Steps: symbols on states 1 and 2, raw chunks of 1..12 bits on state 0; n = 0 and 1 included.
+    const size_t n = trial == 0 ? 0 : trial == 1 ? 1 : 1 + rng() % 3000;
+    std::vector<uint8_t> states;
+    std::vector<uint16_t> starts, freqs;
+    std::vector<uint32_t> expect;
+    std::vector<unsigned> widths;
+    for (size_t i = 0; i < n; ++i) {
+      const unsigned kind = rng() % 3;
+      if (kind == 0) {
+        const unsigned bits = 1 + rng() % 12;
+        const uint32_t r = rng() & ((1u << bits) - 1);
+        states.push_back(0);
+        starts.push_back(static_cast<uint16_t>(r << (12 - bits)));
+        freqs.push_back(static_cast<uint16_t>(1u << (12 - bits)));
+        expect.push_back(r);
+        widths.push_back(bits);
+      } else {
+        unsigned s;
+        do s = rng() % 256; while (f[s] == 0);
+        states.push_back(static_cast<uint8_t>(kind));
+        starts.push_back(static_cast<uint16_t>(start[s]));
+        freqs.push_back(static_cast<uint16_t>(f[s]));
+        expect.push_back(s);
+        widths.push_back(0);
+      }
+    }
+    Bytes stream;
+    ASSERT_EQ(pk::encode_rans_v3(states.data(), starts.data(), freqs.data(), n, &stream), EDGERT_OK);
+    pk::RansDecoder dec;
+    ASSERT_TRUE(dec.init(stream.data(), stream.size()));
+    for (size_t i = 0; i < n; ++i) {
+      const uint32_t got = states[i] == 0   ? dec.raw<0>(widths[i])
+                           : states[i] == 1 ? dec.symbol<1>(decode_table)
+                                            : dec.symbol<2>(decode_table);
+      ASSERT_EQ(got, expect[i]) << "trial " << trial << " step " << i;
+    }
+    EXPECT_TRUE(dec.finished()) << "trial " << trial;
+  }
+}
+
+TEST(RansCoder, EncoderRejectsInvalidStepsAndLeavesTheOutput) {
+  Bytes out{1, 2, 3};
+  const uint8_t s_ok = 0, s_bad = 3;
+  const uint16_t zero = 0, one = 1, big = 4097, start = 4000, f97 = 97;
+  EXPECT_EQ(pk::encode_rans_v3(&s_bad, &zero, &one, 1, &out), EDGERT_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(pk::encode_rans_v3(&s_ok, &zero, &zero, 1, &out), EDGERT_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(pk::encode_rans_v3(&s_ok, &zero, &big, 1, &out), EDGERT_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(pk::encode_rans_v3(&s_ok, &start, &f97, 1, &out), EDGERT_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(edgert_last_error()).find("step 0"), std::string::npos);
+  EXPECT_EQ(pk::encode_rans_v3(nullptr, nullptr, nullptr, 1, &out), EDGERT_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(out, (Bytes{1, 2, 3}));
+  ASSERT_EQ(pk::encode_rans_v3(nullptr, nullptr, nullptr, 0, &out), EDGERT_OK);
+  EXPECT_EQ(out, (Bytes{0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0}));  // three states at 2^16, no words
+}
+
+}  // namespace

@@ -3,7 +3,8 @@
 // byte). Must never crash, leak or write the active weights on rejection.
 // With bit 2 of the last byte the harness rebases the packet onto the slot's
 // version and recomputes its CRC, so mutations reach the entry and
-// range-coded stream decoders instead of stopping at the CRC check.
+// entropy-coded stream decoders (formats 2 and 3; the seed corpus has golden packets
+// of both) instead of stopping at the CRC check.
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>

@@ -1,8 +1,9 @@
 """The model-update format, shared by every application (AMS, SRVC, RECL, ...).
 
 * :mod:`~edgert.updates.manifest`: a model's identity and tensor table (the device's buffer layout).
-* :mod:`~edgert.updates.packet`: update packets, formats 1 and 2 (server-side encoder, transcoder, MAC);
-  :mod:`~edgert.updates.rangecoder`: the range coder of format 2.
+* :mod:`~edgert.updates.packet`: update packets, formats 1 to 3 (server-side encoder, transcoder, MAC);
+  :mod:`~edgert.updates.rangecoder`: the range coder of format 2; :mod:`~edgert.updates.rans`: the
+  static-table rANS coder of format 3.
 * :mod:`~edgert.updates.mirror`: :class:`DeviceMirror`, the server's bit-exact copy of a device slot.
 * :mod:`~edgert.updates.weights`: the one ``nn.Module`` <-> manifest/weights bridge.
 * :mod:`~edgert.updates.selection`: sparse-update selection -- masked Adam and gradient-guided coordinates.
@@ -16,6 +17,7 @@ from edgert.updates.manifest import FORMAT_VERSION, Manifest, TensorSpec, crc32c
 from edgert.updates.mirror import DeviceMirror, PacketEncoder
 from edgert.updates.packet import (
     COMPACT_FORMAT,
+    RANS_FORMAT,
     EncodedPacket,
     TensorUpdate,
     authenticate,
@@ -45,6 +47,7 @@ from edgert.updates.weights import (
 
 __all__ = [
     "COMPACT_FORMAT",
+    "RANS_FORMAT",
     "FORMAT_VERSION",
     "AdamConfig",
     "CoordinateSelector",

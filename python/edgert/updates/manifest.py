@@ -17,7 +17,7 @@ import numpy as np
 import edgert._edgert as _edgert
 
 MANIFEST_MAGIC = b"ERTM"
-FORMAT_VERSION = 1  # manifests and snapshot files; packets: FORMAT_VERSION or COMPACT_FORMAT
+FORMAT_VERSION = 1  # manifests and snapshot files; packets: FORMAT_VERSION, COMPACT_FORMAT or RANS_FORMAT
 HASH_BYTES = 16
 MODEL_ID_BYTES = 16
 TENSOR_ALIGNMENT = 64

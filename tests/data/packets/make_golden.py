@@ -17,6 +17,12 @@ Format 2 (range-coded; the chain continues, so these carry a MAC under key.bin t
     v2_int8.bin        v6 -> v7  sparse int8 on conv.weight and gain (n = 1), add; empty
                                  tensor with n = 0
 
+Format 3 (static-table rANS; the chain continues, MAC under key.bin):
+
+    v3_sparse_fp16.bin v7 -> v8  runs and single coordinates on conv.weight, a gap of 149 on
+                                 fc.weight (an escape: bucket symbol + raw bits), dense fc.bias set
+    v3_int8.bin        v8 -> v9  sparse int8 on conv.weight and gain (n = 1); empty tensor n = 0
+
 weights_vN.bin is the whole device weight buffer after the packet reaching vN.
 """
 from __future__ import annotations
@@ -100,11 +106,28 @@ def generate() -> dict[str, bytes]:
         "empty": (np.array([], dtype=np.int64), np.array([])),
     }
     emit("v2_int8.bin", _compact(encode_update(MANIFEST, 6, 7, q2, value_coding="int8", key=KEY, max_format=2)))
+
+    conv3 = np.concatenate([np.arange(0, 12), np.arange(40, 44), [90, 107]])
+    fc3 = np.array([0, 1, 2, 152, 199])
+    rans = {
+        "conv.weight": (conv3, rng.choice(palette, conv3.size)),
+        "fc.weight": (fc3, 0.01 * rng.standard_normal(fc3.size)),
+        "fc.bias": TensorUpdate(values=rng.standard_normal(10), mode="set"),
+    }
+    emit("v3_sparse_fp16.bin", _compact(encode_update(MANIFEST, 7, 8, rans, value_coding="fp16", key=KEY,
+                                                      max_format=3, packet_format=3), 3))
+    q3 = {
+        "conv.weight": (np.array([3, 4, 5, 70, 100]), 0.01 * rng.standard_normal(5)),
+        "gain": (np.array([0]), np.array([-0.5])),
+        "empty": (np.array([], dtype=np.int64), np.array([])),
+    }
+    emit("v3_int8.bin", _compact(encode_update(MANIFEST, 8, 9, q3, value_coding="int8", key=KEY, max_format=3,
+                                               packet_format=3), 3))
     return out
 
 
-def _compact(pkt):
-    assert pkt.format_version == 2, "the format 2 golden packets must use format 2"
+def _compact(pkt, version: int = 2):
+    assert pkt.format_version == version, f"the format {version} golden packets must use format {version}"
     return pkt
 
 
