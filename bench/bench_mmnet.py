@@ -1,15 +1,116 @@
-"""MMNet detection and the Gaussian denoiser vs PyTorch eager (the reference) on the same threads.
+"""MMNet detection, its online-training step and the Gaussian denoiser against their peers on the same threads.
+
+Peers: PyTorch eager (the reference), ``torch.compile`` of the same PyTorch code (``--peers compile``) and,
+on the CPU, numba kernels a user would write instead (``@njit(parallel=True)`` over vectors / elements, the
+direct layer r = y - Hx, z = x + A r, the posterior mean by log-sum-exp), each checked against the
+reference before it is timed.
 
 FLOPs are counted for the direct layer (r = y - Hx and A r: 2 * Nr * Nt complex
 multiply-adds = 16 Nr Nt real flops per vector and layer), the work a reader
 would count; the C++ kernel does less (it hoists H^H H and I - A H per channel).
+The training step counts 3x the forward (forward, and a backward of twice its work).
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
-from bench.harness import Row, compiled_peer, cuda_sync, measure
+from bench.harness import Row, compiled_peer, cuda_sync, measure, start_numba
 from edgert import ops
+
+try:
+    import numba
+except ModuleNotFoundError:  # optional (extra [bench]): the numba peer rows are then skipped
+    numba = None
+
+
+def _njit(fn):
+    """The numba peers' compile options; without numba the kernels stay plain Python and are never called."""
+    return numba.njit(parallel=True, cache=False, fastmath=False)(fn) if numba is not None else fn
+
+
+_prange = numba.prange if numba is not None else range
+
+
+@_njit
+def _denoise_numba(z, var, levels, mean):
+    # Posterior mean per element, both axes, by log-sum-exp over the PAM levels (as the reference).
+    k = levels.shape[0]
+    for e in _prange(z.shape[0]):
+        v = max(var[e], np.float32(1e-9))
+        for axis in range(2):
+            u = z[e].real if axis == 0 else z[e].imag
+            top = -np.inf
+            for i in range(k):
+                top = max(top, -(u - levels[i]) ** 2 / v)
+            s = np.float32(0.0)
+            m = np.float32(0.0)
+            for i in range(k):
+                w = math.exp(-(u - levels[i]) ** 2 / v - top)
+                s += w
+                m += w * levels[i]
+            if axis == 0:
+                mean[e] = complex(m / s, 0.0)
+            else:
+                mean[e] = complex(mean[e].real, m / s)
+
+
+@_njit
+def _mmnet_numba(H, y, sigma2, theta2, A, levels, x_out):
+    # The direct layer per vector (prange over all G x B vectors): r = y - H x, z = x + A_t r,
+    # v from ||r||^2 and the channel's Frobenius ratios, x = E[x | z, v].
+    groups, n_rx, n_tx = H.shape
+    batch = y.shape[1]
+    layers = A.shape[0]
+    ratio_m = np.zeros((layers, groups), dtype=np.float32)
+    ratio_a = np.zeros((layers, groups), dtype=np.float32)
+    for g in range(groups):
+        h_norm = np.sum(np.abs(H[g]) ** 2)
+        for t in range(layers):
+            m = np.eye(n_tx, dtype=np.complex64) - A[t, g] @ H[g]
+            ratio_m[t, g] = np.sum(np.abs(m) ** 2) / h_norm
+            ratio_a[t, g] = np.sum(np.abs(A[t, g]) ** 2)
+    k = levels.shape[0]
+    for item in _prange(groups * batch):
+        g, b = item // batch, item % batch
+        x = np.zeros(n_tx, dtype=np.complex64)
+        r = np.empty(n_rx, dtype=np.complex64)
+        z = np.empty(n_tx, dtype=np.complex64)
+        for t in range(layers):
+            rr = np.float32(0.0)
+            for j in range(n_rx):
+                acc = y[g, b, j]
+                for i in range(n_tx):
+                    acc -= H[g, j, i] * x[i]
+                r[j] = acc
+                rr += acc.real * acc.real + acc.imag * acc.imag
+            for i in range(n_tx):
+                acc = x[i]
+                for j in range(n_rx):
+                    acc += A[t, g, i, j] * r[j]
+                z[i] = acc
+            excess = max(rr - n_rx * sigma2[g], np.float32(0.0))
+            common = (ratio_m[t, g] * excess + ratio_a[t, g] * sigma2[g]) / n_tx
+            for i in range(n_tx):
+                v = max(theta2[t, g, i] * common, np.float32(1e-9))
+                parts = np.zeros(2, dtype=np.float32)
+                for axis in range(2):
+                    u = z[i].real if axis == 0 else z[i].imag
+                    top = -np.inf
+                    for q in range(k):
+                        top = max(top, -(u - levels[q]) ** 2 / v)
+                    s = np.float32(0.0)
+                    m = np.float32(0.0)
+                    for q in range(k):
+                        w = math.exp(-(u - levels[q]) ** 2 / v - top)
+                        s += w
+                        m += w * levels[q]
+                    parts[axis] = m / s
+                x[i] = complex(parts[0], parts[1])
+        for i in range(n_tx):
+            x_out[g, b, i] = x[i]
 
 
 def _problem(groups: int, batch: int, n_rx: int, n_tx: int, layers: int, modulation: int, device: torch.device):
@@ -58,6 +159,24 @@ def run(device: torch.device, quick: bool, peers: frozenset[str] = frozenset()) 
                     t = measure(lambda: fn(*args), repeats=repeats, sync=sync)
                     rows.append(Row("mmnet_detect", "torch.compile", str(device), "complex64", shape, t, flops=flops,
                                     extra={"peer": True, "vectors_per_s": vectors / t.median}))
+        if numba is not None and device.type == "cpu":
+            start_numba(numba)
+            arrays = {k: v.numpy() for k, v in p.items()}
+            levels = ops.qam_levels(modulation).numpy()
+            x_numba = np.empty((groups, batch, n_tx), dtype=np.complex64)
+
+            def detect_numba() -> None:
+                _mmnet_numba(arrays["H"], arrays["y"], arrays["sigma2"], arrays["theta2"], arrays["A"], levels,
+                             x_numba)
+
+            detect_numba()
+            with torch.no_grad():
+                want = ops.mmnet_detect_reference(p["H"], p["y"], p["sigma2"], p["theta2"], A=p["A"],
+                                                  modulation=modulation)[0]
+            torch.testing.assert_close(torch.from_numpy(x_numba), want, rtol=1e-3, atol=2e-4)
+            t = measure(detect_numba, repeats=repeats, sync=sync)
+            rows.append(Row("mmnet_detect", "numba-prange", str(device), "complex64", shape, t, flops=flops,
+                            extra={"peer": True, "vectors_per_s": vectors / t.median}))
         for backend in ops.available_backends(device):
             if backend == "torch":
                 continue
@@ -85,18 +204,43 @@ def run(device: torch.device, quick: bool, peers: frozenset[str] = frozenset()) 
 
         target = torch.stack([x_ref.real, x_ref.imag], -2)
 
-        def fast_step() -> None:
+        def real_loss(A_ri: torch.Tensor, th: torch.Tensor, backend: str) -> torch.Tensor:
+            xs = mmnet_train_forward(p["H"], p["y"], p["sigma2"], A_ri, th, modulation, backend=backend)
+            return (xs - target).pow(2).sum((-2, -1)).mean()
+
+        def real_step(loss_fn, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
             A_ri = torch.view_as_real(p["A"]).clone().requires_grad_()
             th = p["theta2"].clone().requires_grad_()
-            xs = mmnet_train_forward(p["H"], p["y"], p["sigma2"], A_ri, th, modulation)
-            (xs - target).pow(2).sum((-2, -1)).mean().backward()
+            loss_fn(A_ri, th, backend).backward()
+            return A_ri.grad, th.grad
 
+        train_flops = 3 * flops_per_vector(n_rx, n_tx, layers) * 500
         t = measure(ref_step, repeats=repeats, sync=sync)
         rows.append(Row("mmnet_train_step", "torch-eager-complex", str(device), "complex64", shape, t,
-                        flops=3 * flops_per_vector(n_rx, n_tx, layers) * 500, extra={"peer": True}))
-        t = measure(fast_step, repeats=repeats, sync=sync)
-        rows.append(Row("mmnet_train_step", "edgert-real-fused", str(device), "float32", shape, t,
-                        flops=3 * flops_per_vector(n_rx, n_tx, layers) * 500))
+                        flops=train_flops, extra={"peer": True}))
+        t = measure(lambda: real_step(real_loss, "torch"), repeats=repeats, sync=sync)
+        rows.append(Row("mmnet_train_step", "torch-eager-real", str(device), "float32", shape, t,
+                        flops=train_flops, extra={"peer": True}))
+        want_grads = real_step(real_loss, "torch")
+        if "compile" in peers:
+            # torch.compile of the same real-valued graph (inside a compiled region mmnet_train_forward runs
+            # its PyTorch graph); the backward is AOTAutograd's compiled backward.
+            compiled = compiled_peer(real_loss, "mmnet_train_step",
+                                     lambda _: None, torch.view_as_real(p["A"]).clone().requires_grad_(),
+                                     p["theta2"].clone().requires_grad_(), "torch")
+            if compiled is not None:
+                got = real_step(compiled, "torch")
+                for g_got, g_want in zip(got, want_grads):
+                    torch.testing.assert_close(g_got, g_want, rtol=1e-3, atol=1e-3 * g_want.abs().max().item())
+                t = measure(lambda: real_step(compiled, "torch"), repeats=repeats, sync=sync)
+                rows.append(Row("mmnet_train_step", "torch.compile-real", str(device), "float32", shape, t,
+                                flops=train_flops, extra={"peer": True}))
+        got = real_step(real_loss, "cpu")
+        for g_got, g_want in zip(got, want_grads):
+            torch.testing.assert_close(g_got, g_want, rtol=1e-3, atol=1e-3 * g_want.abs().max().item())
+        t = measure(lambda: real_step(real_loss, "cpu"), repeats=repeats, sync=sync)
+        rows.append(Row("mmnet_train_step", "edgert-cpu-fused", str(device), "float32", shape, t,
+                        flops=train_flops))
 
     gen = torch.Generator().manual_seed(1)
     n = 16 * 100 * 64
@@ -119,6 +263,16 @@ def run(device: torch.device, quick: bool, peers: frozenset[str] = frozenset()) 
             rows.append(Row("gaussian_denoise", "torch.compile", str(device), "complex64", shape,
                             measure(lambda: fn(z, var, 16), repeats=repeats, sync=sync), bytes_moved,
                             extra={"peer": True}))
+    if numba is not None and device.type == "cpu":
+        start_numba(numba)
+        z_np, var_np, levels16 = z.numpy(), var.numpy(), ops.qam_levels(16).numpy()
+        mean_np = np.empty_like(z_np)
+        _denoise_numba(z_np, var_np, levels16, mean_np)
+        torch.testing.assert_close(torch.from_numpy(mean_np), ops.gaussian_denoise_reference(z, var, 16)[0],
+                                   rtol=1e-4, atol=1e-5)
+        rows.append(Row("gaussian_denoise", "numba-prange (mean only)", str(device), "complex64", shape,
+                        measure(lambda: _denoise_numba(z_np, var_np, levels16, mean_np), repeats=repeats),
+                        bytes_moved, extra={"peer": True}))
     for backend in ops.available_backends(device):
         if backend != "torch":
             t = measure(lambda: ops.gaussian_denoise(z, var, 16, backend=backend), repeats=repeats, sync=sync)
