@@ -18,6 +18,9 @@ paper's T_update = 10 s of wall time (unscaled).
    ``i * T_update / N`` after the first, so uploads arrive evenly; each uploads ``rounds`` buffers. A device's
    latency is from writing an upload to receiving its CONTROL (its update packet precedes it on the stream
    and is applied by then); phases/s counts the phases answered between the first upload and the last answer.
+   ``server s/phase`` is the teacher + training time per phase inside the run (against the stage table's
+   isolated figure it shows what the devices and the rest of the machine took), ``CPU %`` this process's
+   CPU time over the run's wall time (200 % = both cores of the 2-core box), ``load avg`` the machine's.
    N *sustains* when every upload's update arrives within T_update and none was
    dropped. N grows until it no longer sustains (or the time budget ends).
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import threading
 import time
@@ -163,6 +167,9 @@ class LoadResult:
     max_backlog: int = 0  # most uploads queued at the server at once (all devices)
     window_s: float = 0.0  # first upload -> last answer
     wall_s: float = 0.0
+    server_phase_s: float = 0.0  # the server's teacher + training seconds per phase, measured in the run
+    cpu_s: float = 0.0  # CPU seconds of this process (server, devices, all threads) during the run
+    loadavg: float = 0.0  # the machine's 1-minute load average at the end (other processes included)
 
     @property
     def sustained(self) -> bool:
@@ -219,6 +226,7 @@ def run_devices(server: AMSServer, keys: dict[str, bytes], student: nn.Module, f
             errors.append(exc)
 
     threads = [threading.Thread(target=device, args=(i, e), daemon=True) for i, e in enumerate(edges.values())]
+    cpu0 = time.process_time()
     for t in threads:
         t.start()
     backlog = 0
@@ -227,7 +235,11 @@ def run_devices(server: AMSServer, keys: dict[str, bytes], student: nn.Module, f
         time.sleep(0.1)
     if errors:
         raise RuntimeError(f"a simulated device failed: {errors[0]!r}") from errors[0]
-    res = LoadResult(devices, t_update, max_backlog=backlog, wall_s=time.monotonic() - start)
+    res = LoadResult(devices, t_update, max_backlog=backlog, wall_s=time.monotonic() - start,
+                     cpu_s=time.process_time() - cpu0, loadavg=os.getloadavg()[0])
+    srv = server.report().values()
+    done = sum(r["phases"] for r in srv)
+    res.server_phase_s = sum(r["label_seconds"] + r["train_seconds"] for r in srv) / done if done else 0.0
     first, last = float("inf"), 0.0
     for edge in edges.values():
         rep = edge.report
@@ -282,12 +294,14 @@ def _stage_rows(result: dict[str, list[float]], threads: int, shapes: str) -> li
 def load_table(results: list[LoadResult], threads: int) -> str:
     """The device sweep as a markdown table."""
     lines = ["| devices | trainer threads | uploads | updates | dropped | late or missing | max backlog | "
-             "latency median | latency p95 | phases/s | demand phases/s | sustains T_update |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "latency median | latency p95 | phases/s | demand phases/s | server s/phase | CPU % of wall | load avg | "
+             "sustains T_update |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
         lines.append(f"| {r.devices} | {threads} | {r.uploads} | {r.updates} | {r.dropped} | {r.missed} | "
                      f"{r.max_backlog} | {r.latency(0.5):.2f} s | {r.latency(0.95):.2f} s | {r.phases_per_s:.3f} | "
-                     f"{r.devices / r.t_update_s:.3f} | {'yes' if r.sustained else '**no**'} |")
+                     f"{r.devices / r.t_update_s:.3f} | {r.server_phase_s:.2f} | {100 * r.cpu_s / r.wall_s:.0f} | "
+                     f"{r.loadavg:.1f} | {'yes' if r.sustained else '**no**'} |")
     return "\n".join(lines)
 
 
@@ -303,10 +317,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads of the server in the device sweep (0: the stage count with the "
                              "shortest phase)")
-    parser.add_argument("--devices", default="1,2,4,8,16", help="device counts, tried in order until one fails")
+    parser.add_argument("--devices", default="1,2,3,4,6,8,12,16",
+                        help="device counts, tried in order until one fails (or the budget ends)")
     parser.add_argument("--rounds", type=int, default=3, help="uploads per device at each device count")
     parser.add_argument("--t-update", type=float, default=10.0, help="T_update in wall seconds (paper: 10)")
-    parser.add_argument("--budget", type=float, default=270.0,
+    parser.add_argument("--budget", type=float, default=280.0,
                         help="seconds for the whole command: a device count that would end past it is skipped")
     parser.add_argument("--quick", action="store_true", help="3 phases per thread count, rounds 2")
     args = parser.parse_args()
