@@ -52,6 +52,7 @@ from edgert.ams.policies import TrainingPolicy, run_plan
 from edgert.ams.protocol import AMSFrame, Control, Join, SampleUpload, UploadStatus
 from edgert.ams.sampling import ASRConfig, ATRConfig
 from edgert.ams.server import AMSServer
+from edgert.harness.executors import RayExecutor
 from edgert.transport import EdgeClient
 
 STAGES = ("decode", "label", "select", "train", "delta", "publish", "phase", "deliver")
@@ -323,6 +324,10 @@ def main() -> None:
     parser.add_argument("--t-update", type=float, default=10.0, help="T_update in wall seconds (paper: 10)")
     parser.add_argument("--budget", type=float, default=280.0,
                         help="seconds for the whole command: a device count that would end past it is skipped")
+    parser.add_argument("--executor", choices=("thread", "ray"), default="thread",
+                        help="thread: the server's worker trains one phase at a time (default); ray: up to "
+                             "--parallel phases of different devices at once as Ray tasks (AMSConfig.executor)")
+    parser.add_argument("--parallel", type=int, default=2, help="ray: phases in flight (one Ray CPU each)")
     parser.add_argument("--quick", action="store_true", help="3 phases per thread count, rounds 2")
     args = parser.parse_args()
     t_start = time.monotonic()
@@ -353,28 +358,38 @@ def main() -> None:
     sweep_threads = args.threads or min(phase_s, key=lambda t: phase_s[t])
     torch.set_num_threads(sweep_threads)
     per_phase = phase_s.get(sweep_threads) or min(phase_s.values())
+    executor: Optional[RayExecutor] = None
+    sweep_config, slots = config, 1
+    if args.executor == "ray":
+        executor = RayExecutor(num_cpus=args.parallel, cpus_per_task=1, init_kwargs={"log_to_driver": False})
+        sweep_config = dataclasses.replace(config, executor="ray", max_parallel_phases=args.parallel,
+                                           ray_cpus_per_phase=sweep_threads)
+        slots = args.parallel
     results: list[LoadResult] = []
-    for n in (int(v) for v in args.devices.split(",")):
-        expected = args.t_update * (rounds + 2)
-        if time.monotonic() - t_start + expected > args.budget:
-            print(f"\n{n} devices skipped: would end past the {args.budget:.0f} s budget")
-            break
-        keys = device_keys(n)
-        with AMSServer(student, teacher, keys, config, size=(w, h)) as server:
-            res = run_devices(server, keys, student, frames, fps, rounds, edge_config=edge_cfg)
-        results.append(res)
-        print(f"{n} devices: {res.updates}/{res.uploads} updates, latency median {res.latency(0.5):.2f} s, "
-              f"p95 {res.latency(0.95):.2f} s, {'sustains' if res.sustained else 'does not sustain'}", flush=True)
-        if not res.sustained:
-            break
+    try:
+        for n in (int(v) for v in args.devices.split(",")):
+            if time.monotonic() - t_start + args.t_update * (rounds + 2) > args.budget:
+                print(f"\n{n} devices skipped: would end past the {args.budget:.0f} s budget")
+                break
+            keys = device_keys(n)
+            with AMSServer(student, teacher, keys, sweep_config, size=(w, h), executor=executor) as server:
+                res = run_devices(server, keys, student, frames, fps, rounds, edge_config=edge_cfg)
+            results.append(res)
+            print(f"{n} devices: {res.updates}/{res.uploads} updates, latency median {res.latency(0.5):.2f} s, "
+                  f"p95 {res.latency(0.95):.2f} s, {'sustains' if res.sustained else 'does not sustain'}", flush=True)
+            if not res.sustained:
+                break
+    finally:
+        if executor is not None:
+            executor.shutdown()
     sweep = load_table(results, sweep_threads)
     good = [r for r in results if r.sustained]
     best = max(good, key=lambda r: r.devices) if good else None
-    predicted = args.t_update / per_phase
+    predicted = slots * args.t_update / per_phase  # phases in flight x T_update / phase (thread: one)
     analysis = {
         "phase_s_by_threads": {str(k): v for k, v in phase_s.items()},
-        "predicted_max_devices": predicted,  # one worker trains one phase at a time: T_update / phase
-        "predicted_phases_per_s": 1.0 / per_phase,
+        "predicted_max_devices": predicted,
+        "predicted_phases_per_s": slots / per_phase,
         "max_sustained_devices": best.devices if best else 0,
         "phases_per_s_at_max": best.phases_per_s if best else 0.0,
     }
@@ -383,15 +398,18 @@ def main() -> None:
     analysis["stage_share_of_phase"] = stage_share
     shares = ", ".join(f"{k} {100 * v:.1f} %" for k, v in sorted(stage_share.items(), key=lambda kv: -kv[1]))
     summary = (f"phase ({sweep_threads} thread{'s' if sweep_threads > 1 else ''}): {per_phase:.2f} s median "
-               f"({shares}) -> "
-               f"predicted capacity {1 / per_phase:.3f} phases/s = {predicted:.1f} devices at T_update "
+               f"({shares}) -> {args.executor} executor, {slots} phase(s) at once: "
+               f"predicted capacity {slots / per_phase:.3f} phases/s = {predicted:.1f} devices at T_update "
                f"{args.t_update:g} s; measured: largest sustained N = {analysis['max_sustained_devices']} at "
                f"{analysis['phases_per_s_at_max']:.3f} phases/s")
     print("\n" + sweep + "\n\n" + summary)
     markdown = markdown_table(rows, {}) + "\n\n" + sweep + "\n\n" + summary
-    path = write_json("bench_ams_load", rows, analysis, {
+    name = "bench_ams_load" + ("" if args.executor == "thread" else f"-ray{args.parallel}")
+    path = write_json(name, rows, analysis, {
         "device": "cpu", "clip": args.clip, "size": [w, h], "teacher": args.teacher, "quick": args.quick,
-        "sweep_threads": sweep_threads, "stage_threads": args.stage_threads, "rounds": rounds,
+        "sweep_threads": sweep_threads, "executor": args.executor,
+        "phases_in_flight": slots, "ams_sweep": sweep_config.to_dict(), "stage_threads": args.stage_threads,
+        "rounds": rounds,
         "t_update_s": args.t_update, "ams": config.to_dict(), "edge": dataclasses.asdict(edge_cfg),
         "sweep": [r.to_dict() for r in results], "wall_s": time.monotonic() - t_start}, markdown=markdown)
     print(f"\nJSON: {path} ({time.monotonic() - t_start:.0f} s)")
