@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -59,6 +59,13 @@ def measure(fn: Callable[[], Any], *, repeats: int = 30, warmup: int = 3, min_ti
         samples.append(clock() - t0)
         if len(samples) > 100 * repeats:
             break
+    return summarize(samples)
+
+
+def summarize(samples: Sequence[float]) -> Timing:
+    """Median and quartiles of seconds measured elsewhere (e.g. per phase of a running server); non-empty."""
+    if not samples:
+        raise ValueError("summarize: no samples")
     q = statistics.quantiles(samples, n=4) if len(samples) >= 2 else [samples[0]] * 3
     return Timing(median=statistics.median(samples), q1=q[0], q3=q[2], repeats=len(samples))
 

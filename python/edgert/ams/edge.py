@@ -50,7 +50,8 @@ class EdgeReport:
     model_swaps: int = 0
     versions: list[int] = field(default_factory=list)  # active version per frame
     latency_ms: list[float] = field(default_factory=list)  # student inference per frame
-    controls: list[dict[str, Any]] = field(default_factory=list)
+    controls: list[dict[str, Any]] = field(default_factory=list)  # each with received_s (time.monotonic())
+    upload_log: list[dict[str, Any]] = field(default_factory=list)  # seq, t_end, samples, bytes, sent_s (monotonic)
     reconnects: int = 0
     lockstep_timeouts: int = 0
 
@@ -98,13 +99,15 @@ class AMSEdge:
 
     def _on_control(self, body: bytes) -> None:
         control = Control.decode(body)
+        received = time.monotonic()  # packets precede their CONTROL on the stream: the update is applied by now
         with self._control_cond:
             self.rate, self.t_update = control.sample_rate, control.t_update
             self._controls[control.seq] = control
             self._control_cond.notify_all()
         self.report.controls.append({"seq": control.seq, "status": control.status.name,
                                      "version": control.model_version, "rate": control.sample_rate,
-                                     "t_update": control.t_update, "message": control.message})
+                                     "t_update": control.t_update, "message": control.message,
+                                     "received_s": received})
 
     def _on_version(self, version: int) -> None:
         """Loads the slot's weights into the shadow model and swaps it in (inference keeps running)."""
@@ -169,12 +172,9 @@ class AMSEdge:
     def upload(self, seq: int, t_end: float, times: list[float], frames: list[np.ndarray]) -> bool:
         """Encodes ``frames`` (taken at ``times``) as one H.264 video and sends it as SAMPLES upload ``seq``;
         False when the connection is down (counted in the report)."""
-        from edgert.vision.video import encode
-
-        rate = max(self.rate, 1e-3)
-        video = encode(np.stack(frames), fps=rate, codec="libx264", bitrate_kbps=self.config.uplink_kbps,
-                       preset=self.config.preset)
-        body = SampleUpload(seq, t_end, times, video.data).encode()
+        upload, payload_bytes = encode_samples(seq, t_end, times, frames, self.rate, self.config)
+        body = upload.encode()
+        sent = time.monotonic()
         try:
             self.client.send(AMSFrame.SAMPLES, body)
         except ConnectionClosed as exc:
@@ -184,7 +184,9 @@ class AMSEdge:
         self.report.uploads += 1
         self.report.samples_uploaded += len(times)
         self.report.upload_bytes += len(body) + 6
-        self.report.video_payload_bytes += video.payload_bytes
+        self.report.video_payload_bytes += payload_bytes
+        self.report.upload_log.append({"seq": seq, "t_end": t_end, "samples": len(times), "bytes": len(body) + 6,
+                                       "sent_s": sent})
         return True
 
     def run(self, frames: Iterable[tuple[float, np.ndarray]], fps: float,
@@ -246,6 +248,17 @@ class AMSEdge:
             on_frame(index, t, labels)
 
 
+def encode_samples(seq: int, t_end: float, times: list[float], frames: list[np.ndarray], rate: float,
+                   config: EdgeConfig) -> tuple[SampleUpload, int]:
+    """Upload ``seq``: ``frames`` (``uint8 [H, W, 3]`` taken at ``times``, sampled at ``rate`` per second) as one
+    libx264 video at ``config``'s uplink bitrate and preset; returns it and its H.264 payload bytes."""
+    from edgert.vision.video import encode
+
+    video = encode(np.stack(frames), fps=max(rate, 1e-3), codec="libx264", bitrate_kbps=config.uplink_kbps,
+                   preset=config.preset)
+    return SampleUpload(seq, t_end, times, video.data), video.payload_bytes
+
+
 class EdgeLoop(Protocol):
     """What a device does with its frames between JOIN and the end of the stream."""
 
@@ -262,7 +275,16 @@ class EdgeLoop(Protocol):
 
 class ModelStreamingLoop:
     """AMS's device loop: run the streamed student on every frame, upload one buffer of samples per
-    ``T_update``; in lockstep, wait for each buffer's model at stream time ``t_end + apply_lag_s``."""
+    ``T_update``; in lockstep, wait for each buffer's model at stream time ``t_end + apply_lag_s``.
+
+    Args:
+        infer: False: sample and upload only, never run the student (the simulated devices of a server load
+            test, ``bench.bench_ams_load``: updates are still received and swapped in; ``on_frame`` is not
+            called and no per-frame latency is recorded).
+    """
+
+    def __init__(self, infer: bool = True) -> None:
+        self.infer = infer
 
     def attach(self, edge: AMSEdge) -> None:
         """Nothing to register: model updates arrive as core PACKET frames."""
@@ -297,7 +319,10 @@ class ModelStreamingLoop:
                 buf_times.append(t)
                 buf_frames.append(frame)
                 next_sample = max(next_sample + 1.0 / rate, t)
-            edge.record_frame(index, t, lambda: edge.infer(frame), edge.active_version, on_frame)
+            if self.infer:
+                edge.record_frame(index, t, lambda: edge.infer(frame), edge.active_version, on_frame)
+            else:
+                edge.report.frames += 1
 
 
-__all__ = ["AMSEdge", "EdgeLoop", "EdgeReport", "ModelStreamingLoop"]
+__all__ = ["AMSEdge", "EdgeLoop", "EdgeReport", "ModelStreamingLoop", "encode_samples"]

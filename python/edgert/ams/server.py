@@ -215,6 +215,11 @@ class AMSServer:
         with self._cond:
             return sorted(self._devices)
 
+    def queued(self) -> dict[str, int]:
+        """Uploads waiting for a phase, by device (the server's backlog; a phase in progress is not counted)."""
+        with self._cond:
+            return {device_id: len(dev.queue) for device_id, dev in self._devices.items()}
+
     def report(self) -> dict[str, Any]:
         """Per-device counters plus the wire totals the model server measured."""
         out: dict[str, Any] = {}
