@@ -34,27 +34,26 @@ def _njit(fn):
 _prange = numba.prange if numba is not None else range
 
 
+@(numba.njit(cache=False, fastmath=False) if numba is not None else (lambda fn: fn))
+def _axis_mean_numba(u, v, levels):
+    # Posterior mean of one real axis by log-sum-exp over the PAM levels (as the reference).
+    top = -np.inf
+    for i in range(levels.shape[0]):
+        top = max(top, -(u - levels[i]) ** 2 / v)
+    s = np.float32(0.0)
+    m = np.float32(0.0)
+    for i in range(levels.shape[0]):
+        w = math.exp(-(u - levels[i]) ** 2 / v - top)
+        s += w
+        m += w * levels[i]
+    return m / s
+
+
 @_njit
 def _denoise_numba(z, var, levels, mean):
-    # Posterior mean per element, both axes, by log-sum-exp over the PAM levels (as the reference).
-    k = levels.shape[0]
     for e in _prange(z.shape[0]):
         v = max(var[e], np.float32(1e-9))
-        for axis in range(2):
-            u = z[e].real if axis == 0 else z[e].imag
-            top = -np.inf
-            for i in range(k):
-                top = max(top, -(u - levels[i]) ** 2 / v)
-            s = np.float32(0.0)
-            m = np.float32(0.0)
-            for i in range(k):
-                w = math.exp(-(u - levels[i]) ** 2 / v - top)
-                s += w
-                m += w * levels[i]
-            if axis == 0:
-                mean[e] = complex(m / s, 0.0)
-            else:
-                mean[e] = complex(mean[e].real, m / s)
+        mean[e] = complex(_axis_mean_numba(z[e].real, v, levels), _axis_mean_numba(z[e].imag, v, levels))
 
 
 @_njit
@@ -72,7 +71,6 @@ def _mmnet_numba(H, y, sigma2, theta2, A, levels, x_out):
             m = np.eye(n_tx, dtype=np.complex64) - A[t, g] @ H[g]
             ratio_m[t, g] = np.sum(np.abs(m) ** 2) / h_norm
             ratio_a[t, g] = np.sum(np.abs(A[t, g]) ** 2)
-    k = levels.shape[0]
     for item in _prange(groups * batch):
         g, b = item // batch, item % batch
         x = np.zeros(n_tx, dtype=np.complex64)
@@ -95,20 +93,7 @@ def _mmnet_numba(H, y, sigma2, theta2, A, levels, x_out):
             common = (ratio_m[t, g] * excess + ratio_a[t, g] * sigma2[g]) / n_tx
             for i in range(n_tx):
                 v = max(theta2[t, g, i] * common, np.float32(1e-9))
-                parts = np.zeros(2, dtype=np.float32)
-                for axis in range(2):
-                    u = z[i].real if axis == 0 else z[i].imag
-                    top = -np.inf
-                    for q in range(k):
-                        top = max(top, -(u - levels[q]) ** 2 / v)
-                    s = np.float32(0.0)
-                    m = np.float32(0.0)
-                    for q in range(k):
-                        w = math.exp(-(u - levels[q]) ** 2 / v - top)
-                        s += w
-                        m += w * levels[q]
-                    parts[axis] = m / s
-                x[i] = complex(parts[0], parts[1])
+                x[i] = complex(_axis_mean_numba(z[i].real, v, levels), _axis_mean_numba(z[i].imag, v, levels))
         for i in range(n_tx):
             x_out[g, b, i] = x[i]
 
