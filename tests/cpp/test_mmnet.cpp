@@ -3,6 +3,7 @@
 #include <cmath>
 #include <complex>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "edgert/edgert.h"
@@ -139,4 +140,86 @@ TEST(GaussianDenoise, TinyVarianceSnapsAndBadInputIsRejected) {
   const float bad_var[1] = {-1.0f};
   EXPECT_EQ(edgert::cpu::gaussian_denoise(z, bad_var, 1, 16, mean, nullptr), EDGERT_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(edgert::cpu::gaussian_denoise(z, var, 1, 32, mean, nullptr), EDGERT_ERR_INVALID_ARGUMENT);
+}
+
+// The training backward against central finite differences of the training forward, on a noisy
+// problem (posteriors not saturated, so the loss is smooth): L = sum(w * xs) for fixed random w.
+TEST(MMNetTrain, BackwardMatchesFiniteDifferencesOfTheForward) {
+  edgert::MMNetShape s;
+  s.layers = 3, s.groups = 2, s.batch = 11, s.n_rx = 6, s.n_tx = 5, s.modulation = 16;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  auto cnormal = [&](float scale) { return scale * cfloat(normal(rng), normal(rng)); };
+  std::vector<cfloat> H(static_cast<size_t>(s.groups * s.n_rx * s.n_tx)), y(static_cast<size_t>(s.groups * s.batch * s.n_rx)),
+      A(static_cast<size_t>(s.layers * s.groups * s.n_tx * s.n_rx));
+  for (auto& v : H) v = cnormal(0.4f);
+  for (auto& v : y) v = cnormal(0.8f);
+  for (auto& v : A) v = cnormal(0.15f);
+  std::vector<float> sigma2(static_cast<size_t>(s.groups * s.batch)), theta2(static_cast<size_t>(s.layers * s.groups * s.n_tx));
+  for (auto& v : sigma2) v = 0.2f + 0.1f * std::abs(normal(rng));
+  for (auto& v : theta2) v = 0.8f + 0.2f * std::abs(normal(rng));
+  const size_t n_xs = static_cast<size_t>(s.layers * s.groups * s.batch * 2 * s.n_tx);
+  std::vector<float> weights(n_xs), xs(n_xs), tape(static_cast<size_t>(edgert::cpu::mmnet_tape_size(s)));
+  for (auto& v : weights) v = normal(rng);
+  auto loss = [&](const std::vector<cfloat>& a, const std::vector<float>& th) {
+    std::vector<float> out(n_xs), scratch(tape.size());
+    EXPECT_EQ(edgert::cpu::mmnet_train_forward(s, H.data(), y.data(), sigma2.data(), a.data(), th.data(), out.data(),
+                                               scratch.data()),
+              EDGERT_OK);
+    double l = 0;
+    for (size_t e = 0; e < n_xs; ++e) l += double(weights[e]) * out[e];
+    return l;
+  };
+  ASSERT_EQ(edgert::cpu::mmnet_train_forward(s, H.data(), y.data(), sigma2.data(), A.data(), theta2.data(), xs.data(),
+                                             tape.data()),
+            EDGERT_OK);
+  std::vector<cfloat> grad_A(A.size());
+  std::vector<float> grad_theta2(theta2.size());
+  ASSERT_EQ(edgert::cpu::mmnet_train_backward(s, H.data(), y.data(), sigma2.data(), A.data(), theta2.data(), xs.data(),
+                                              tape.data(), weights.data(), grad_A.data(), grad_theta2.data()),
+            EDGERT_OK);
+  const float eps = 2e-3f;
+  double worst = 0, scale = 0;
+  for (size_t e = 0; e < A.size(); e += 11) {  // a spread of entries over layers, groups, rows and columns
+    for (int part = 0; part < 2; ++part) {
+      const cfloat step = part == 0 ? cfloat(eps, 0.0f) : cfloat(0.0f, eps);
+      auto plus = A, minus = A;
+      plus[e] += step, minus[e] -= step;
+      const double numeric = (loss(plus, theta2) - loss(minus, theta2)) / (2.0 * eps);
+      const double analytic = part == 0 ? grad_A[e].real() : grad_A[e].imag();
+      worst = std::max(worst, std::abs(numeric - analytic));
+      scale = std::max(scale, std::abs(analytic));
+    }
+  }
+  for (size_t e = 0; e < theta2.size(); e += 3) {
+    auto plus = theta2, minus = theta2;
+    plus[e] += eps, minus[e] -= eps;
+    const double numeric = (loss(A, plus) - loss(A, minus)) / (2.0 * eps);
+    worst = std::max(worst, std::abs(numeric - double(grad_theta2[e])));
+    scale = std::max(scale, std::abs(double(grad_theta2[e])));
+  }
+  ASSERT_GT(scale, 0.1);
+  // measured 1e-4 of the largest gradient (float32 rounding of the differences, O(eps^2) truncation)
+  RecordProperty("relative_error", std::to_string(worst / scale));
+  EXPECT_LT(worst, 3e-3 * scale) << "largest |numeric - analytic| " << worst << " of gradients up to " << scale;
+}
+
+TEST(MMNetTrain, RejectsBadShapesAndNoise) {
+  edgert::MMNetShape s;
+  s.layers = 0, s.groups = 1, s.batch = 1, s.n_rx = 2, s.n_tx = 1;
+  std::vector<cfloat> H(2), y(2), A(2);
+  std::vector<float> sigma2{0.1f}, theta2{1.0f}, xs(2), tape(16);
+  EXPECT_EQ(edgert::cpu::mmnet_train_forward(s, H.data(), y.data(), sigma2.data(), A.data(), theta2.data(), xs.data(),
+                                             tape.data()),
+            EDGERT_ERR_SHAPE);
+  s.layers = 1;
+  sigma2[0] = std::nanf("");
+  EXPECT_EQ(edgert::cpu::mmnet_train_forward(s, H.data(), y.data(), sigma2.data(), A.data(), theta2.data(), xs.data(),
+                                             tape.data()),
+            EDGERT_ERR_INVALID_ARGUMENT);
+  s.modulation = 8;
+  sigma2[0] = 0.1f;
+  EXPECT_EQ(edgert::cpu::mmnet_train_forward(s, H.data(), y.data(), sigma2.data(), A.data(), theta2.data(), xs.data(),
+                                             tape.data()),
+            EDGERT_ERR_INVALID_ARGUMENT);
 }
