@@ -22,16 +22,20 @@ from edgert.updates import (
     encode_snapshot,
     encode_update,
     index_entropy_bound_bits,
+    rans,
     rice_encode,
 )
 from edgert.updates.packet import (
     COMPACT_VALUE_CODINGS,
+    RANS_FORMAT,
     RANS_VALUE_CODINGS,
     VALUE_CODINGS,
     _decode_v2_entries,
+    _directory_v2,
     _payload_v2,
     _payload_v2_reference,
     _read_varint,
+    _stream_entries_v3,
     block_quantize,
     transcode,
 )
@@ -39,7 +43,7 @@ from edgert.updates.packet import (
 PACKETS = Path(__file__).resolve().parent / "data" / "packets"
 CHAIN = ["full_snapshot.bin", "sparse_fp16.bin", "dense_fp32.bin", "int8.bin", "authenticated.bin",
          "v2_sparse_fp16.bin", "v2_int8.bin", "v3_sparse_fp16.bin", "v3_int8.bin", "int4b.bin", "int8b.bin",
-         "v2_int4b.bin", "v2_int8b.bin"]
+         "v2_int4b.bin", "v2_int8b.bin", "v3_blocks.bin"]
 
 
 def _golden_module():
@@ -515,26 +519,45 @@ def test_format2_block_codings_through_the_device(slot_v1: Slot) -> None:
 
 
 @pytest.mark.parametrize("coding", ["int4b", "int8b"])
-def test_format3_carries_no_block_codings(slot_v1: Slot, coding: str) -> None:
-    """Block codings are formats 1 and 2 only: the encoder never writes them as format 3 (whatever max_format),
-    refuses packet_format=3 with the reason, and a format 3 directory naming a block coding id is
-    UNSUPPORTED_VERSION on the device and ValueError in the reference decoder."""
+def test_format3_block_codings_through_the_device(slot_v1: Slot, coding: str) -> None:
+    """Format 3 carries the block codings (ids 11, 12; q on the shared q table, int4 q as a sign-extended byte):
+    the device applies what the mirror predicts, transcoding gives the format 2 and 1 packets byte for byte,
+    every truncation is TRUNCATED, format 1/2 block ids in a format 3 directory are UNSUPPORTED_VERSION, and an
+    int4 q byte outside -8..7 is MALFORMED (device and reference decoder)."""
     m = Manifest.from_bytes(golden("manifest.bin"))
     rng = np.random.default_rng(12)
-    runs = np.concatenate([np.arange(0, 40), np.arange(60, 101)])
-    update = {"conv.weight": (runs, rng.choice([1e-3, -1e-3, 2e-3], runs.size))}
-    best = encode_update(m, 1, 2, update, coding, max_format=3)
-    assert best.format_version == min(
-        (1, 2), key=lambda f: (len(encode_update(m, 1, 2, update, coding, max_format=2, packet_format=f)), f))
-    with pytest.raises(ValueError, match=f"packet format 3 carries fp16/int8 values only, not {coding}"):
-        encode_update(m, 1, 2, update, coding, max_format=3, packet_format=3)
-    v3 = bytearray(encode_update(m, 1, 2, update, "int8", max_format=3, packet_format=3).data)
-    assert v3[72 + 2] == RANS_VALUE_CODINGS["int8"]
-    for block_id in (VALUE_CODINGS[coding], COMPACT_VALUE_CODINGS[coding]):
-        v3[72 + 2] = block_id
-        _rejects(slot_v1, reseal(v3), "EDGERT_ERR_PACKET_UNSUPPORTED_VERSION")
+    mirror = DeviceMirror(m)
+    mirror.apply(encode_snapshot(m, 1, {t.name: slot_v1.read_tensor(i)[0] for i, t in enumerate(m.tensors)}))
+    runs = np.concatenate([np.arange(0, 40), np.arange(60, 101)])  # 81 coordinates: two blocks
+    update = {"conv.weight": (runs, 0.01 * rng.standard_normal(runs.size)),
+              "fc.weight": TensorUpdate(values=rng.choice([1e-2, -1e-2, 0.0], 200))}
+    pkt = encode_update(m, 1, 2, update, coding, max_format=3, packet_format=3)
+    assert pkt.format_version == 3 and pkt.data[72 + 2] == RANS_VALUE_CODINGS[coding]
+    assert transcode(pkt, m, 2) == encode_update(m, 1, 2, update, coding, max_format=2, packet_format=2).data
+    assert transcode(pkt, m, 1) == encode_update(m, 1, 2, update, coding).data
+    for n in range(len(pkt.data)):
+        _rejects(slot_v1, pkt.data[:n], "EDGERT_ERR_PACKET_TRUNCATED")
+    for other in (VALUE_CODINGS[coding], COMPACT_VALUE_CODINGS[coding]):
+        body = bytearray(pkt.data); body[72 + 2] = other  # noqa: E702
+        _rejects(slot_v1, reseal(body), "EDGERT_ERR_PACKET_UNSUPPORTED_VERSION")
         with pytest.raises(ValueError, match="unknown coding"):
-            _decode_v2_entries(m, bytes(v3[72:-4]), 1, 3)
+            _decode_v2_entries(m, bytes(body[72:-4]), 2, 3)
+    if coding == "int4b":  # the same directory over a stream whose first q byte is 0x08 (not an int4)
+        entries = _decode_v2_entries(m, pkt.data[72:-4], 2, 3)
+        stream_entries = _stream_entries_v3(entries)
+        stream_entries[0].symbols[0] = 0x08
+        tables = rans.build_tables(stream_entries)
+        payload = (_directory_v2(entries, RANS_FORMAT) + b"".join(rans.write_table(f) for f in tables.values())
+                   + rans.encode_steps_reference(*rans.coding_steps(stream_entries, tables)))
+        bad = bytearray(pkt.data[:72]) + payload + bytes(4)
+        struct.pack_into("<Q", bad, 64, len(payload))
+        _rejects(slot_v1, reseal(bad), "EDGERT_ERR_PACKET_MALFORMED")
+        with pytest.raises(ValueError, match="outside -8..7"):
+            _decode_v2_entries(m, payload, 2, 3)
+    slot_v1.apply(pkt.data)
+    mirror.apply(pkt)
+    assert slot_v1.weights() == (mirror.weights_bytes(), 2)
+
 
 
 def test_mask_fp16_gzip_reference_is_the_papers_coding() -> None:

@@ -39,7 +39,7 @@ enum IndexCoding : uint8_t { kIndexDense = 0, kIndexRice = 1, kIndexGapAc = 2, k
 // One id space for all formats; each format accepts only its own ids.
 // 0..2: format 1 raw values; 3..4: format 2 range-coded fp16 patterns / int8 q; 5..6: the same, format 3 rANS.
 // 7..8: format 1 block-scaled q (4-bit packed nibbles / int8, one fp16 scale per kQuantBlock values);
-// 9..10: the same q range-coded in format 2 (scales in the directory). Format 3 has no block codings.
+// 9..10: the same q range-coded in format 2 (scales in the directory); 11..12: rANS-coded in format 3.
 enum ValueCoding : uint8_t {
   kValueF16 = 0,
   kValueF32 = 1,
@@ -52,9 +52,11 @@ enum ValueCoding : uint8_t {
   kValueQ8Block = 8,
   kValueQ4BlockAc = 9,
   kValueQ8BlockAc = 10,
+  kValueQ4BlockRans = 11,
+  kValueQ8BlockRans = 12,
 };
 constexpr uint64_t kQuantBlock = 64;  // values per fp16 scale of the block codings
-inline bool is_block_coding(uint8_t c) { return c >= kValueQ4Block && c <= kValueQ8BlockAc; }
+inline bool is_block_coding(uint8_t c) { return c >= kValueQ4Block && c <= kValueQ8BlockRans; }
 inline uint64_t block_count(uint64_t n) { return (n + kQuantBlock - 1) / kQuantBlock; }
 enum PatchMode : uint8_t { kModeAdd = 0, kModeSet = 1 };
 

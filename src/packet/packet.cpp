@@ -67,6 +67,8 @@ edgert_status verify_payload_compact(const uint8_t* cur, uint64_t remaining, con
   const uint8_t sparse_coding = rans ? kIndexGapRans : kIndexGapAc;
   const uint8_t f16_coding = rans ? kValueF16Rans : kValueF16Ac;
   const uint8_t q8_coding = rans ? kValueQ8Rans : kValueQ8Ac;
+  const uint8_t q4_block_coding = rans ? kValueQ4BlockRans : kValueQ4BlockAc;
+  const uint8_t q8_block_coding = rans ? kValueQ8BlockRans : kValueQ8BlockAc;
   bool uses[kRansTables] = {};
   for (uint32_t e = 0; e < h.tensor_count; ++e) {
     Entry& en = scratch->entries[e];
@@ -91,15 +93,14 @@ edgert_status verify_payload_compact(const uint8_t* cur, uint64_t remaining, con
     en.rice_k = 0;
     cur += 3;
     remaining -= 3;
-    // Format 3 carries no block codings: their ids (7..10) are unknown there like any other.
     const bool known_value = en.value_coding == f16_coding || en.value_coding == q8_coding ||
-                             (!rans && (en.value_coding == kValueQ4BlockAc || en.value_coding == kValueQ8BlockAc));
+                             en.value_coding == q4_block_coding || en.value_coding == q8_block_coding;
     if ((en.index_coding != kIndexDense && en.index_coding != sparse_coding) || !known_value || en.mode > kModeSet) {
       return fail(EDGERT_ERR_PACKET_UNSUPPORTED_VERSION,
                   "packet: format %u tensor %u uses index coding %u, value coding %u, mode %u; this decoder knows "
                   "index codings 0 and %u, value codings %s, modes <= %u",
                   h.format_version, en.tensor_id, en.index_coding, en.value_coding, en.mode, sparse_coding,
-                  rans ? "5 and 6 (no block codings in format 3)" : "3, 4, 9 and 10", kModeSet);
+                  rans ? "5, 6, 11 and 12" : "3, 4, 9 and 10", kModeSet);
     }
     if (!read_varint(cur, remaining, &en.count)) {
       return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: tensor %u coordinate count is not a valid varint",
@@ -147,7 +148,9 @@ edgert_status verify_payload_compact(const uint8_t* cur, uint64_t remaining, con
       for (unsigned c = 0; c < kHiContexts; ++c) uses[kTableHi + c] = true;
       uses[kTableLo] = true;
     }
-    if (en.value_coding == kValueQ8Rans) uses[kTableQ] = true;
+    if (en.value_coding == kValueQ8Rans || en.value_coding == kValueQ4BlockRans || en.value_coding == kValueQ8BlockRans) {
+      uses[kTableQ] = true;  // every format 3 q (int8, block int8, block int4 sign-extended) shares the q table
+    }
     en.index = nullptr;
     en.index_bytes = 0;
     en.values = nullptr;

@@ -218,12 +218,15 @@ edgert_patch_mode patch_mode(uint8_t mode) { return mode == pk::kModeSet ? EDGER
 
 uint64_t value_size(uint8_t coding) { return coding == pk::kValueF32 ? 4 : coding == pk::kValueF16 ? 2 : 1; }
 
-// Format 2 and 3 codings carry the raw values of a format 1 coding (format 2's stream yields 4-bit
-// block q as sign-extended bytes).
+// Format 2 and 3 codings carry the raw values of a format 1 coding (both streams yield 4-bit block q
+// as sign-extended bytes).
 uint8_t raw_coding(uint8_t coding) {
   if (coding == pk::kValueF16Ac || coding == pk::kValueF16Rans) return pk::kValueF16;
   if (coding == pk::kValueQ8Ac || coding == pk::kValueQ8Rans) return pk::kValueQ8;
-  if (coding == pk::kValueQ4BlockAc || coding == pk::kValueQ8BlockAc) return pk::kValueQ8Block;
+  if (coding == pk::kValueQ4BlockAc || coding == pk::kValueQ8BlockAc || coding == pk::kValueQ4BlockRans ||
+      coding == pk::kValueQ8BlockRans) {
+    return pk::kValueQ8Block;
+  }
   return coding;
 }
 

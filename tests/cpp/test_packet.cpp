@@ -210,9 +210,9 @@ TEST(PacketCrypto, HmacSha256Rfc4231Vectors) {
 const char* kChain[] = {"full_snapshot.bin", "sparse_fp16.bin", "dense_fp32.bin",    "int8.bin",
                         "authenticated.bin", "v2_sparse_fp16.bin", "v2_int8.bin",    "v3_sparse_fp16.bin",
                         "v3_int8.bin",       "int4b.bin",          "int8b.bin",      "v2_int4b.bin",
-                        "v2_int8b.bin"};
-constexpr int kChainLength = 13;  // formats: v6, v7, v12, v13: 2; v8, v9: 3; v10..v13 block-scaled; keyed from v5
-int chain_format(int v) { return v == 8 || v == 9 ? 3 : v == 6 || v == 7 || v >= 12 ? 2 : 1; }
+                        "v2_int8b.bin",      "v3_blocks.bin"};
+constexpr int kChainLength = 14;  // formats: v6, v7, v12, v13: 2; v8, v9, v14: 3; v10..v14 block-scaled; keyed from v5
+int chain_format(int v) { return v == 8 || v == 9 || v == 14 ? 3 : v == 6 || v == 7 || v >= 12 ? 2 : 1; }
 
 TEST(PacketGolden, ManifestDescribesTheModel) {
   const Bytes m = read_golden("manifest.bin");
@@ -1483,14 +1483,14 @@ TEST_F(Format3, MalformedDirectoriesTablesAndStreams) {
   };
   expect_rejected(edit(1, {pk::kIndexGapAc}), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "GAP_AC in format 3");
   expect_rejected(edit(2, {pk::kValueF16Ac}), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "FP16_AC in format 3");
-  expect_rejected(edit(2, {pk::kValueQ8BlockAc + 1}), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "unknown value coding");
-  // Format 3 carries no block codings: neither format 1's nor format 2's ids are accepted in its directory.
+  expect_rejected(edit(2, {pk::kValueQ8BlockRans + 1}), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "unknown value coding");
+  // Format 3 has its own block codings (11, 12): format 1's and format 2's ids are not accepted in its directory.
   for (uint8_t block : {pk::kValueQ4Block, pk::kValueQ8Block, pk::kValueQ4BlockAc, pk::kValueQ8BlockAc}) {
     const Bytes p = edit(2, {block});
     ASSERT_EQ(edgert_slot_apply(slot.s, p.data(), p.size()), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION);
-    EXPECT_NE(std::string(edgert_last_error()).find("no block codings in format 3"), std::string::npos)
+    EXPECT_NE(std::string(edgert_last_error()).find("value codings 5, 6, 11 and 12"), std::string::npos)
         << edgert_last_error();
-    expect_rejected(p, EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "block coding in format 3");
+    expect_rejected(p, EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "format 1/2 block coding in format 3");
   }
   expect_rejected(edit(5, {0}), EDGERT_ERR_PACKET_BAD_TENSOR, "duplicate tensor id");
   expect_rejected(edit(4, {0x6D}), EDGERT_ERR_PACKET_MALFORMED, "n = 109 > 108 elements");

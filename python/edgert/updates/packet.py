@@ -46,8 +46,8 @@ INDEX_DENSE, INDEX_RICE, INDEX_GAP_AC, INDEX_GAP_RANS = 0, 1, 2, 3
 VALUE_CODINGS = {"fp16": 0, "fp32": 1, "int8": 2, "int4b": 7, "int8b": 8}
 #: format 2 value codings (entropy-coded fp16 patterns / q), by format 1 coding name
 COMPACT_VALUE_CODINGS = {"fp16": 3, "int8": 4, "int4b": 9, "int8b": 10}
-#: format 3 value codings (the same values, rANS-coded), by format 1 coding name; no block codings
-RANS_VALUE_CODINGS = {"fp16": 5, "int8": 6}
+#: format 3 value codings (the same values, rANS-coded), by format 1 coding name
+RANS_VALUE_CODINGS = {"fp16": 5, "int8": 6, "int4b": 11, "int8b": 12}
 #: per compact format: (sparse index coding, value codings by name)
 _COMPACT_CODINGS = {COMPACT_FORMAT: (INDEX_GAP_AC, COMPACT_VALUE_CODINGS),
                     RANS_FORMAT: (INDEX_GAP_RANS, RANS_VALUE_CODINGS)}
@@ -421,8 +421,15 @@ def _payload_v2_reference(entries: Sequence[_Entry]) -> bytes:
     return _directory_v2(entries) + enc.finish()
 
 
+def _symbols_v3(e: _Entry) -> np.ndarray:
+    """The format 3 value symbols: fp16 patterns, or q bytes (block int4 q sign-extended to a byte)."""
+    if e.coding in BLOCK_CODINGS:
+        return _block_sections(e.value_bytes, e.coding, _count(e))[1].view(np.uint8)
+    return _symbols(e)
+
+
 def _stream_entries_v3(entries: Sequence[_Entry]) -> list[rans.StreamEntry]:
-    return [rans.StreamEntry(_symbols(e), None if e.indices is None else np.asarray(e.indices, dtype=np.int64),
+    return [rans.StreamEntry(_symbols_v3(e), None if e.indices is None else np.asarray(e.indices, dtype=np.int64),
                              e.coding == "fp16") for e in entries]
 
 
@@ -457,11 +464,10 @@ def encode_update(manifest: Manifest, base_version: int, target_version: int,
 
     ``max_format`` is the newest packet format the receiving device decodes. Format 1 Golomb-Rice
     codes the indices and sends values raw; formats 2 (adaptive range coder: smallest on real updates)
-    and 3 (static-table rANS: ~10x faster to decode than 2) carry the same values entropy-coded: format 2
-    fp16/int8/int4b/int8b, format 3 fp16/int8 only. By default the smallest format up to ``max_format``
-    that expresses the packet is written (ties: the older), so block-coded packets are format 1 or 2 whatever
-    ``max_format`` is. ``packet_format`` writes exactly that format instead (it must be <= ``max_format``
-    and able to express the packet), e.g. 3 where decode time matters.
+    and 3 (static-table rANS: ~10x faster to decode than 2) carry the same fp16/int8/int4b/int8b values
+    entropy-coded (fp32 is format 1 only). By default the smallest format up to ``max_format`` that
+    expresses the packet is written (ties: the older). ``packet_format`` writes exactly that format instead
+    (it must be <= ``max_format`` and able to express the packet), e.g. 3 where decode time matters.
 
     ``value_coding``: 'fp16', 'fp32', 'int8' (per-tensor scale) or the lossy block codings 'int4b' /
     'int8b' (4- / 8-bit q, one fp16 scale per 64 values, see :func:`block_quantize`); decoders built
@@ -510,6 +516,7 @@ def encode_update(manifest: Manifest, base_version: int, target_version: int,
         applied.append(AppliedUpdate(tid, indices, applied_values, u.mode))
     flags = FLAG_FULL_SNAPSHOT if full_snapshot else 0
     ids = (manifest.model_id, manifest.table_hash)
+
     def expresses(fmt: int) -> bool:
         return all(e.coding in _COMPACT_CODINGS[fmt][1] for e in entries)
 
@@ -517,7 +524,7 @@ def encode_update(manifest: Manifest, base_version: int, target_version: int,
         carried = "/".join(_COMPACT_CODINGS[packet_format][1])
         other = sorted({e.coding for e in entries} - set(_COMPACT_CODINGS[packet_format][1]))
         raise ValueError(f"packet format {packet_format} carries {carried} values only, not {'/'.join(other)}; "
-                         f"fp32 needs format 1, the block codings int4b/int8b format 1 or 2")
+                         f"use format 1")
     payload, index_bits = _payload_v1(entries)
     version = FORMAT_VERSION
     if packet_format is not None and packet_format > FORMAT_VERSION:
@@ -618,12 +625,19 @@ def _decode_v3_stream(payload: bytes, pos: int, directory: list) -> list[_Entry]
         tables[t], pos = rans.read_table(payload, pos, rans.alphabet(t))
     dec = rans.RansStreamDecoder(payload[pos:])
     entries = []
-    for tid, numel, sparse, coding, mode_name, n, scale, _ in directory:
+    for tid, numel, sparse, coding, mode_name, n, scale, scales in directory:
         try:
             positions, symbols = rans.decode_entry(dec, tables, n, numel, sparse, coding == "fp16")
         except rans.RansError as exc:
             raise ValueError(f"tensor {tid}: {exc}") from None
-        raw = symbols.astype("<u2" if coding == "fp16" else np.uint8).tobytes()
+        if coding == "int4b":
+            bad = (symbols >= 8) & (symbols < 248)
+            if np.any(bad):
+                raise ValueError(f"tensor {tid}: 4-bit q byte {int(symbols[np.argmax(bad)]):#04x} outside -8..7")
+            nibbles = np.append(symbols & 0x0F, 0) if n % 2 else symbols & 0x0F
+            raw = scales + (nibbles[0::2] | (nibbles[1::2] << 4)).astype(np.uint8).tobytes()
+        else:
+            raw = scales + symbols.astype("<u2" if coding == "fp16" else np.uint8).tobytes()
         entries.append(_Entry(tid, numel, positions, coding, mode_name, raw, scale))
     dec.finish()
     return entries

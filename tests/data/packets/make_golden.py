@@ -23,8 +23,7 @@ Format 3 (static-table rANS; the chain continues, MAC under key.bin):
                                  fc.weight (an escape: bucket symbol + raw bits), dense fc.bias set
     v3_int8.bin        v8 -> v9  sparse int8 on conv.weight and gain (n = 1); empty tensor n = 0
 
-Block-scaled values (one fp16 scale per 64 values; formats 1 and 2 only; the chain
-continues after format 3, same key):
+Block-scaled values (one fp16 scale per 64 values; the chain continues after format 3, same key):
 
     int4b.bin          v9 -> v10  format 1 INT4_BLOCK: 71 sparse coordinates of conv.weight (odd n, two
                                  blocks), fc.weight dense (fp16 weights, a short last block), gain = 0
@@ -32,6 +31,9 @@ continues after format 3, same key):
     int8b.bin          v10 -> v11 format 1 INT8_BLOCK: sparse conv.weight, dense fc.bias set
     v2_int4b.bin       v11 -> v12 format 2 INT4_BLOCK_AC: clustered runs on conv.weight and fc.weight
     v2_int8b.bin       v12 -> v13 format 2 INT8_BLOCK_AC: clustered runs on conv.weight, dense fc.bias
+    v3_blocks.bin      v13 -> v14 format 3, one q table shared by INT4_BLOCK_RANS (71 sparse coordinates
+                                 of conv.weight: odd n, two blocks, negative q), INT8_BLOCK_RANS (dense
+                                 fc.bias set) and INT8_RANS (gain)
 
 weights_vN.bin is the whole device weight buffer after the packet reaching vN.
 """
@@ -159,6 +161,13 @@ def generate() -> dict[str, bytes]:
     }
     emit("v2_int8b.bin", _compact(encode_update(MANIFEST, 12, 13, q8c, value_coding="int8b", key=KEY,
                                                 max_format=2)))
+    q3b = {
+        "conv.weight": (np.sort(rng.choice(108, 71, replace=False)), 0.01 * rng.standard_normal(71)),
+        "fc.bias": TensorUpdate(values=rng.standard_normal(10), mode="set", value_coding="int8b"),
+        "gain": TensorUpdate(values=np.array([0.125]), indices=np.array([0]), value_coding="int8"),
+    }
+    emit("v3_blocks.bin", _compact(encode_update(MANIFEST, 13, 14, q3b, value_coding="int4b", key=KEY,
+                                                 max_format=3, packet_format=3), 3))
     return out
 
 
