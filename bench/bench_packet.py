@@ -5,12 +5,12 @@ Model: 2.2M float32 parameters; update: a random 5% mask per tensor (add mode), 
 Golomb-Rice indices, raw values; format 2: adaptive range coder; format 3: static-table rANS)
 against fp16 values + 32-bit indices and against a 1-bit mask + fp16 values compressed with
 gzip (the original AMS code's format, ``edgert.updates.reference``) or xz, at the same values;
-and the lossy block codings (int8b, int4b; formats 1 and 2 only). Timing: Slot.apply (verify
-everything, decode into the shadow buffer, swap) of formats 1, 2 and 3 carrying the same values,
-and of int4b in formats 1 and 2; peers: zlib-compressed format 1 (inflate + apply: what a user
-would pick to shrink format 1 without a new format) and a NumPy scatter-add of already-decoded
-indices (no checks). The packet_phase rows split decode time into index and value coding. The
-packet path is single threaded by design (run with OMP_NUM_THREADS=1 to confirm).
+and the lossy block codings (int8b, int4b). Timing: Slot.apply (verify everything, decode into
+the shadow buffer, swap) of formats 1, 2 and 3 carrying the same values (fp16, int8, int4b);
+peers: zlib-compressed format 1 (inflate + apply: what a user would pick to shrink format 1
+without a new format) and a NumPy scatter-add of already-decoded indices (no checks). The
+packet_phase rows split decode time into index and value coding. The packet path is single
+threaded by design (run with OMP_NUM_THREADS=1 to confirm).
 """
 from __future__ import annotations
 
@@ -84,9 +84,9 @@ def size_report(m: Manifest, update: dict) -> dict:
     values32 = np.concatenate([update[t.name][1].astype("<f4") for t in m.tensors]).tobytes()
     mask_gzip32 = len(gzip.compress(mask_bits + values32))
     bound = sum(index_entropy_bound_bits(t.numel, update[t.name][0].size) for t in m.tensors)
-    blocks = {f"edgert{'_v2' if fmt == 2 else ''}_{c}": len(encode_update(m, 0, 1, update, value_coding=c,
-                                                                          max_format=fmt))
-              for c in ("int8b", "int4b") for fmt in (1, 2)}
+    blocks = {f"edgert{'' if fmt == 1 else f'_v{fmt}'}_{c}": len(encode_update(
+        m, 0, 1, update, value_coding=c, max_format=fmt, packet_format=3 if fmt == 3 else None))
+        for c in ("int8b", "int4b") for fmt in (1, 2, 3)}  # v2: the smaller of 1 and 2; v3: format 3 as for fp16
     return {
         "params": numel, "updated": count, **blocks,
         "edgert_fp16": len(pkt), "edgert_int8": len(pkt8),
@@ -143,7 +143,8 @@ def _print_sizes(title: str, sizes: dict) -> None:
     print(f"{title} ({sizes['updated']} coordinates):")
     print("| format | bytes | vs edgert fp16 |\n|---|---|---|")
     for name in ("edgert_fp16", "edgert_v2_fp16", "edgert_v3_fp16", "edgert_int8", "edgert_v2_int8", "edgert_v3_int8",
-                 "edgert_int8b", "edgert_v2_int8b", "edgert_int4b", "edgert_v2_int4b", "zlib_v1_fp16", "fp16_u32",
+                 "edgert_int8b", "edgert_v2_int8b", "edgert_v3_int8b", "edgert_int4b", "edgert_v2_int4b",
+                 "edgert_v3_int4b", "zlib_v1_fp16", "fp16_u32",
                  "mask_gzip",
                  "mask_lzma", "mask_gzip_int8", "mask_gzip_fp32", "mask_gzip_index_only"):
         print(f"| {name} | {sizes[name]} | {sizes[name] / sizes['edgert_fp16']:.2f}x |")
@@ -217,7 +218,7 @@ def run(device: torch.device, quick: bool, peers: frozenset[str] = frozenset()) 
     shape = f"{numel / 1e6:.1f}M params, {DENSITY:.0%}"
     for coding, key, fmt in (("fp16", None, 1), ("int8", None, 1), ("fp16", KEY, 1), ("fp16", None, 2),
                              ("int8", None, 2), ("fp16", None, 3), ("int8", None, 3), ("int4b", None, 1),
-                             ("int4b", None, 2)):
+                             ("int4b", None, 2), ("int4b", None, 3)):
         packets = [_packet(m, v, _update(m, rng), coding, key, fmt) for v in range(2 * (repeats + warmup))]
         slot = Slot(m.to_bytes())
         if key is not None:
