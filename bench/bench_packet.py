@@ -4,8 +4,9 @@ Model: 2.2M float32 parameters; update: a random 5% mask per tensor (add mode), 
 --quick) a real gradient-guided AMS update. Sizes compare the edgert packet (format 1:
 Golomb-Rice indices, raw values; format 2: adaptive range coder; format 3: static-table rANS)
 against fp16 values + 32-bit indices and against a 1-bit mask + fp16 values compressed with
-gzip (the original AMS code's format) or xz, at the same values. Timing: Slot.apply (verify
-everything, decode into the shadow buffer, swap) of formats 1, 2 and 3 carrying the same values;
+gzip (the original AMS code's format, ``edgert.updates.reference``) or xz, at the same values;
+and the lossy block codings (int8b, int4b). Timing: Slot.apply (verify everything, decode into
+the shadow buffer, swap) of formats 1, 2 and 3 carrying the same values (fp16, int8, int4b);
 peers: zlib-compressed format 1 (inflate + apply: what a user would pick to shrink format 1
 without a new format) and a NumPy scatter-add of already-decoded indices (no checks). The
 packet_phase rows split decode time into index and value coding. The packet path is single
@@ -24,6 +25,7 @@ import torch
 from bench.harness import Row, Timing, measure
 from edgert._edgert import Slot
 from edgert.updates import Manifest, TensorSpec, TensorUpdate, encode_update, index_entropy_bound_bits
+from edgert.updates.reference import mask_fp16_gzip_bytes
 
 SHAPES = [(256, 256, 3, 3), (256, 128, 3, 3), (512, 1024), (1024, 768), (256,), (512,), (1024,)]
 DENSITY = 0.05
@@ -74,7 +76,7 @@ def size_report(m: Manifest, update: dict) -> dict:
         values16.append(vals.astype("<f2"))
         offset += t.numel
     mask_bits = np.packbits(mask).tobytes()
-    mask_gzip = len(gzip.compress(mask_bits + np.concatenate(values16).tobytes()))
+    mask_gzip = mask_fp16_gzip_bytes(m, update)
     mask_lzma = len(lzma.compress(mask_bits + np.concatenate(values16).tobytes(), preset=9 | lzma.PRESET_EXTREME))
     # int8 q bytes exactly as the packet carries them (per-tensor scale), mask + gzip
     q_bytes = b"".join(e for e in _int8_sections(pkt8.data))
@@ -82,8 +84,11 @@ def size_report(m: Manifest, update: dict) -> dict:
     values32 = np.concatenate([update[t.name][1].astype("<f4") for t in m.tensors]).tobytes()
     mask_gzip32 = len(gzip.compress(mask_bits + values32))
     bound = sum(index_entropy_bound_bits(t.numel, update[t.name][0].size) for t in m.tensors)
+    blocks = {f"edgert{'' if fmt == 1 else f'_v{fmt}'}_{c}": len(encode_update(
+        m, 0, 1, update, value_coding=c, max_format=fmt, packet_format=3 if fmt == 3 else None))
+        for c in ("int8b", "int4b") for fmt in (1, 2, 3)}  # v2: the smaller of 1 and 2; v3: format 3 as for fp16
     return {
-        "params": numel, "updated": count,
+        "params": numel, "updated": count, **blocks,
         "edgert_fp16": len(pkt), "edgert_int8": len(pkt8),
         "edgert_v2_fp16": len(compact), "edgert_v2_int8": len(compact8),
         "edgert_v3_fp16": len(rans16), "edgert_v3_int8": len(rans8), "zlib_v1_fp16": len(zlib.compress(pkt.data, 6)),
@@ -138,7 +143,9 @@ def _print_sizes(title: str, sizes: dict) -> None:
     print(f"{title} ({sizes['updated']} coordinates):")
     print("| format | bytes | vs edgert fp16 |\n|---|---|---|")
     for name in ("edgert_fp16", "edgert_v2_fp16", "edgert_v3_fp16", "edgert_int8", "edgert_v2_int8", "edgert_v3_int8",
-                 "zlib_v1_fp16", "fp16_u32", "mask_gzip",
+                 "edgert_int8b", "edgert_v2_int8b", "edgert_v3_int8b", "edgert_int4b", "edgert_v2_int4b",
+                 "edgert_v3_int4b", "zlib_v1_fp16", "fp16_u32",
+                 "mask_gzip",
                  "mask_lzma", "mask_gzip_int8", "mask_gzip_fp32", "mask_gzip_index_only"):
         print(f"| {name} | {sizes[name]} | {sizes[name] / sizes['edgert_fp16']:.2f}x |")
     print(f"index bits/param: {sizes['index_bits_per_param']:.4f} (entropy bound "
@@ -210,7 +217,8 @@ def run(device: torch.device, quick: bool, peers: frozenset[str] = frozenset()) 
     rows: list[Row] = []
     shape = f"{numel / 1e6:.1f}M params, {DENSITY:.0%}"
     for coding, key, fmt in (("fp16", None, 1), ("int8", None, 1), ("fp16", KEY, 1), ("fp16", None, 2),
-                             ("int8", None, 2), ("fp16", None, 3), ("int8", None, 3)):
+                             ("int8", None, 2), ("fp16", None, 3), ("int8", None, 3), ("int4b", None, 1),
+                             ("int4b", None, 2), ("int4b", None, 3)):
         packets = [_packet(m, v, _update(m, rng), coding, key, fmt) for v in range(2 * (repeats + warmup))]
         slot = Slot(m.to_bytes())
         if key is not None:

@@ -122,6 +122,32 @@ def test_edge_converges_to_the_servers_weights_byte_for_byte():
         assert loss1 < 0.8 * loss0
 
 
+@pytest.mark.parametrize("coding", ["int4b", "int8b"])
+def test_lossy_block_values_do_not_drift(coding):
+    """With lossy values the device, the server's mirror and the server's training copy (which the next phase
+    starts from) hold the same bytes after every phase: quantisation error is fed back, never accumulated."""
+    student = _student()
+    with AMSServer(student, ColorTeacher(), {"cam-1": KEYS["cam-1"]},
+                   _config(value_coding=coding, size_codings=("fp16", coding)), size=(W, H)) as server:
+        edge = AMSEdge(server.address, "cam-1", KEYS["cam-1"], student, EDGE)
+        report = edge.run(_frames(60), FPS)
+        rep = server.report()["cam-1"]
+        assert rep["updates"] >= 4 and report.versions[-1] == server.models.version_of("cam-1")
+        slot_bytes = edge.client.slot.weights()[0]
+        assert slot_bytes == server.models.weights_bytes("cam-1")
+        assert _model_bytes(edge._active, server) == slot_bytes
+        assert _model_bytes(server._devices["cam-1"].model, server) == slot_bytes
+        for version, size in rep["update_sizes"].items():
+            sizes = rep["coding_sizes"][version]
+            assert set(sizes) == {"fp16/f1", "fp16/f2", f"{coding}/f1", f"{coding}/f2"}
+            assert size == sizes[f"{coding}/f2"] < sizes["fp16/f2"]  # the packet sent carried the block coding
+            assert rep["reference_sizes"][version] > 0
+        # the updates are sparse but did change the model (~20 % of the coordinates per phase)
+        total = sum(p.numel() for p in student.parameters())
+        changed = np.frombuffer(slot_bytes, np.float32) != np.frombuffer(_model_bytes(student, server), np.float32)
+        assert 0.2 * total * 0.9 <= np.count_nonzero(changed) <= total
+
+
 def test_two_devices_share_one_server_with_separate_streams():
     student = _student()
     with AMSServer(student, ColorTeacher(), KEYS, _config(), size=(W, H)) as server:

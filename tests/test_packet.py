@@ -22,13 +22,28 @@ from edgert.updates import (
     encode_snapshot,
     encode_update,
     index_entropy_bound_bits,
+    rans,
     rice_encode,
 )
-from edgert.updates.packet import _decode_v2_entries, _payload_v2, _payload_v2_reference, transcode
+from edgert.updates.packet import (
+    COMPACT_VALUE_CODINGS,
+    RANS_FORMAT,
+    RANS_VALUE_CODINGS,
+    VALUE_CODINGS,
+    _decode_v2_entries,
+    _directory_v2,
+    _payload_v2,
+    _payload_v2_reference,
+    _read_varint,
+    _stream_entries_v3,
+    block_quantize,
+    transcode,
+)
 
 PACKETS = Path(__file__).resolve().parent / "data" / "packets"
 CHAIN = ["full_snapshot.bin", "sparse_fp16.bin", "dense_fp32.bin", "int8.bin", "authenticated.bin",
-         "v2_sparse_fp16.bin", "v2_int8.bin", "v3_sparse_fp16.bin", "v3_int8.bin"]
+         "v2_sparse_fp16.bin", "v2_int8.bin", "v3_sparse_fp16.bin", "v3_int8.bin", "int4b.bin", "int8b.bin",
+         "v2_int4b.bin", "v2_int8b.bin", "v3_blocks.bin"]
 
 
 def _golden_module():
@@ -142,7 +157,8 @@ def test_encoder_rejects_unsorted_duplicate_and_out_of_range_indices() -> None:
         encode_update(m, 2, 2, {})
 
 
-@pytest.mark.parametrize("coding,max_format", [("fp16", 1), ("fp32", 1), ("int8", 1), ("fp16", 2), ("int8", 2)])
+@pytest.mark.parametrize("coding,max_format", [("fp16", 1), ("fp32", 1), ("int8", 1), ("fp16", 2), ("int8", 2),
+                                              ("int4b", 1), ("int8b", 1), ("int4b", 2), ("int8b", 2)])
 def test_mirror_matches_device_over_many_packets(coding: str, max_format: int) -> None:
     rng = np.random.default_rng(1)
     m = Manifest(b"\x42" * 16, (TensorSpec("a", "float32", (300, 7)), TensorSpec("b", "float16", (513,)),
@@ -310,7 +326,7 @@ def _adam_like_update(m: Manifest, rng: np.random.Generator) -> dict:
     return out
 
 
-@pytest.mark.parametrize("coding", ["fp16", "int8"])
+@pytest.mark.parametrize("coding", ["fp16", "int8", "int4b", "int8b"])
 def test_format2_is_smaller_and_carries_exactly_the_format1_values(coding: str) -> None:
     rng = np.random.default_rng(5)
     m = Manifest(b"\x07" * 16, (TensorSpec("w", "float32", (256, 64)), TensorSpec("h", "float16", (4096,)),
@@ -338,7 +354,7 @@ def test_format2_falls_back_when_not_smaller_or_not_expressible() -> None:
         encode_update(m, 1, 2, {}, max_format=4)
 
 
-@pytest.mark.parametrize("name", ["v2_sparse_fp16.bin", "v2_int8.bin"])
+@pytest.mark.parametrize("name", ["v2_sparse_fp16.bin", "v2_int8.bin", "v2_int4b.bin", "v2_int8b.bin"])
 def test_format2_golden_payloads_reencode_byte_for_byte(name: str) -> None:
     """libedgert's stream encoder (behind _payload_v2) and the Python reference rebuild each golden payload."""
     m = Manifest.from_bytes(golden("manifest.bin"))
@@ -389,3 +405,176 @@ def test_format2_through_the_device(slot_v1: Slot) -> None:
     slot_v1.apply(pkt.data)
     mirror.apply(pkt)
     assert slot_v1.weights() == (mirror.weights_bytes(), 2)
+
+
+# ---- block-scaled values (INT4_BLOCK, INT8_BLOCK) ----------------------------------------------------
+
+
+def _block_reference(v: np.ndarray, qmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-block (64) symmetric quantisation in float64 with the scale rounded up to fp16: (q, scales)."""
+    q = np.zeros(v.size, dtype=np.int64)
+    scales = []
+    for b in range(0, v.size, 64):
+        block = v[b:b + 64].astype(np.float64)
+        peak = np.abs(block).max()
+        s = np.float16(peak / qmax)
+        while float(s) * qmax < peak:
+            s = np.nextafter(s, np.float16(np.inf))
+        scales.append(s)
+        if s > 0:
+            q[b:b + 64] = np.clip(np.rint(block / float(s)), -qmax, qmax)
+    return q, np.array(scales, dtype=np.float16)
+
+
+@pytest.mark.parametrize("coding,qmax", [("int4b", 7), ("int8b", 127)])
+@pytest.mark.parametrize("n", [0, 1, 2, 63, 64, 65, 129, 1000])
+def test_block_quantize_matches_reference(coding: str, qmax: int, n: int) -> None:
+    rng = np.random.default_rng(n)
+    v = (rng.standard_normal(n) * 10.0 ** rng.uniform(-7, 1, n)).astype(np.float32)
+    if n > 64:
+        v[64:128] = 0.0  # an all-zero block: scale 0, q 0
+    q, scales = block_quantize(v, coding)
+    ref_q, ref_scales = _block_reference(v, qmax)
+    np.testing.assert_array_equal(scales.view(np.uint16), ref_scales.view(np.uint16))
+    np.testing.assert_array_equal(q, ref_q)
+    assert q.dtype == np.int8 and np.all(np.abs(q) <= qmax)
+    s = np.repeat(scales.astype(np.float64), 64)[:n]
+    assert np.all(np.abs(q * s - v) <= s / 2 + 1e-30)  # nearest rounding: at most half a step off, never clipped
+    smaller = np.nextafter(scales, np.float16(0)).astype(np.float64) * qmax  # the next smaller scale would clip
+    peaks = [np.abs(v[b:b + 64]).max() for b in range(0, n, 64)]
+    assert all(p == 0 or sm < p for sm, p in zip(smaller, peaks))
+
+
+def test_block_codings_reject_what_they_cannot_express() -> None:
+    m = Manifest(b"\x07" * 16, (TensorSpec("w", "float32", (100,)),))
+    with pytest.raises(ValueError, match="finite"):
+        encode_update(m, 1, 2, {"w": (np.array([3]), np.array([np.nan]))}, "int4b")
+    with pytest.raises(ValueError, match="fp16 scale range"):
+        encode_update(m, 1, 2, {"w": (np.array([3]), np.array([1e6]))}, "int4b")
+    big = encode_update(m, 1, 2, {"w": (np.array([3]), np.array([4e5]))}, "int4b")  # 4e5 < 65504 * 7: fits
+    assert abs(float(big.applied[0].values[0]) - 4e5) <= 4e5 / 7 / 2
+    with pytest.raises(ValueError, match="value coding"):
+        encode_update(m, 1, 2, {"w": np.zeros(100)}, "int3b")
+
+
+def _v1_block_packet(m: Manifest, coding: str, n: int) -> bytes:
+    rng = np.random.default_rng(3)
+    idx = np.sort(rng.choice(m.tensors[0].numel, n, replace=False))
+    return encode_update(m, 1, 2, {m.tensors[0].name: (idx, 0.01 * rng.standard_normal(n))}, coding).data
+
+
+def test_block_codings_through_the_device_and_their_corruptions(slot_v1: Slot) -> None:
+    """Every truncation point, a non-finite scale, a non-zero padding nibble, a wrong value-section length and
+    an unknown coding are rejected with their exact status and leave the slot untouched; q = -8 applies."""
+    m = Manifest.from_bytes(golden("manifest.bin"))
+    p4 = _v1_block_packet(m, "int4b", 71)  # conv.weight: two blocks, odd n
+    for n in range(len(p4)):
+        _rejects(slot_v1, p4[:n], "EDGERT_ERR_PACKET_TRUNCATED")
+    entry = 72
+    (index_bytes,) = struct.unpack_from("<Q", p4, entry + 24)
+    values_at = entry + 48 + index_bytes
+    b = bytearray(p4); struct.pack_into("<H", b, values_at + 2, 0x7C00)  # second block scale = +inf  # noqa: E702
+    _rejects(slot_v1, reseal(b), "EDGERT_ERR_PACKET_MALFORMED")
+    b = bytearray(p4); b[values_at + 4 + 35] |= 0x30  # 71 values: the last byte's high nibble is padding  # noqa: E702
+    _rejects(slot_v1, reseal(b), "EDGERT_ERR_PACKET_MALFORMED")
+    b = bytearray(p4); b[entry + 5] = 11  # no value coding 11 (yet)  # noqa: E702
+    _rejects(slot_v1, reseal(b), "EDGERT_ERR_PACKET_UNSUPPORTED_VERSION")
+    b = bytearray(p4); b[entry + 5] = VALUE_CODINGS["int8b"]  # INT8_BLOCK needs 71 q bytes, not 36  # noqa: E702
+    _rejects(slot_v1, reseal(b), "EDGERT_ERR_PACKET_MALFORMED")
+    b = bytearray(p4); struct.pack_into("<f", b, entry + 40, 1.0)  # the per-tensor scale field must be 0  # noqa: E702
+    _rejects(slot_v1, reseal(b), "EDGERT_ERR_PACKET_MALFORMED")
+    # q = -8 (never written by the encoder) is a valid value: v = -8 * s
+    b = bytearray(p4); b[values_at + 4] = 0x88  # values 0 and 1: nibble 8 = -8  # noqa: E702
+    scale = float(np.frombuffer(bytes(b[values_at:values_at + 2]), dtype="<f2")[0])
+    idx0 = int(np.sort(np.random.default_rng(3).choice(108, 71, replace=False))[0])
+    before = slot_v1.read_tensor(0)[0].ravel().copy()
+    slot_v1.apply(reseal(b))
+    after = slot_v1.read_tensor(0)[0].ravel()
+    assert after[idx0] == np.float32(before[idx0] + np.float32(-8 * scale))
+
+
+def test_format2_block_codings_through_the_device(slot_v1: Slot) -> None:
+    m = Manifest.from_bytes(golden("manifest.bin"))
+    rng = np.random.default_rng(11)
+    mirror = DeviceMirror(m)
+    mirror.apply(encode_snapshot(m, 1, {t.name: slot_v1.read_tensor(i)[0] for i, t in enumerate(m.tensors)}))
+    runs = np.concatenate([np.arange(0, 40), np.arange(60, 101)])  # 81 coordinates: two blocks
+    update = {"conv.weight": (runs, rng.choice([1e-3, -1e-3, 2e-3], runs.size)),
+              "fc.weight": TensorUpdate(values=rng.choice([1e-2, -1e-2, 0.0], 200))}
+    pkt = encode_update(m, 1, 2, update, "int4b", max_format=2)
+    assert pkt.format_version == 2
+    for n in range(len(pkt.data)):
+        _rejects(slot_v1, pkt.data[:n], "EDGERT_ERR_PACKET_TRUNCATED")
+    # directory of the first entry: varint tid, 3 coding bytes, varint n, then the fp16 block scales
+    count, pos = _read_varint(pkt.data, 72 + 4, "n")
+    assert count == runs.size
+    body = bytearray(pkt.data); struct.pack_into("<H", body, pos, 0xFC00)  # scale 0 = -inf  # noqa: E702
+    _rejects(slot_v1, reseal(body), "EDGERT_ERR_PACKET_MALFORMED")
+    body = bytearray(pkt.data); body[72 + 2] = VALUE_CODINGS["int4b"]  # raw INT4_BLOCK: not format 2  # noqa: E702
+    _rejects(slot_v1, reseal(body), "EDGERT_ERR_PACKET_UNSUPPORTED_VERSION")
+    slot_v1.apply(pkt.data)
+    mirror.apply(pkt)
+    assert slot_v1.weights() == (mirror.weights_bytes(), 2)
+    assert transcode(pkt, m) == encode_update(m, 1, 2, update, "int4b").data
+
+
+@pytest.mark.parametrize("coding", ["int4b", "int8b"])
+def test_format3_block_codings_through_the_device(slot_v1: Slot, coding: str) -> None:
+    """Format 3 carries the block codings (ids 11, 12; q on the shared q table, int4 q as a sign-extended byte):
+    the device applies what the mirror predicts, transcoding gives the format 2 and 1 packets byte for byte,
+    every truncation is TRUNCATED, format 1/2 block ids in a format 3 directory are UNSUPPORTED_VERSION, and an
+    int4 q byte outside -8..7 is MALFORMED (device and reference decoder)."""
+    m = Manifest.from_bytes(golden("manifest.bin"))
+    rng = np.random.default_rng(12)
+    mirror = DeviceMirror(m)
+    mirror.apply(encode_snapshot(m, 1, {t.name: slot_v1.read_tensor(i)[0] for i, t in enumerate(m.tensors)}))
+    runs = np.concatenate([np.arange(0, 40), np.arange(60, 101)])  # 81 coordinates: two blocks
+    update = {"conv.weight": (runs, 0.01 * rng.standard_normal(runs.size)),
+              "fc.weight": TensorUpdate(values=rng.choice([1e-2, -1e-2, 0.0], 200))}
+    pkt = encode_update(m, 1, 2, update, coding, max_format=3, packet_format=3)
+    assert pkt.format_version == 3 and pkt.data[72 + 2] == RANS_VALUE_CODINGS[coding]
+    assert transcode(pkt, m, 2) == encode_update(m, 1, 2, update, coding, max_format=2, packet_format=2).data
+    assert transcode(pkt, m, 1) == encode_update(m, 1, 2, update, coding).data
+    for n in range(len(pkt.data)):
+        _rejects(slot_v1, pkt.data[:n], "EDGERT_ERR_PACKET_TRUNCATED")
+    for other in (VALUE_CODINGS[coding], COMPACT_VALUE_CODINGS[coding]):
+        body = bytearray(pkt.data); body[72 + 2] = other  # noqa: E702
+        _rejects(slot_v1, reseal(body), "EDGERT_ERR_PACKET_UNSUPPORTED_VERSION")
+        with pytest.raises(ValueError, match="unknown coding"):
+            _decode_v2_entries(m, bytes(body[72:-4]), 2, 3)
+    if coding == "int4b":  # the same directory over a stream whose first q byte is 0x08 (not an int4)
+        entries = _decode_v2_entries(m, pkt.data[72:-4], 2, 3)
+        stream_entries = _stream_entries_v3(entries)
+        stream_entries[0].symbols[0] = 0x08
+        tables = rans.build_tables(stream_entries)
+        payload = (_directory_v2(entries, RANS_FORMAT) + b"".join(rans.write_table(f) for f in tables.values())
+                   + rans.encode_steps_reference(*rans.coding_steps(stream_entries, tables)))
+        bad = bytearray(pkt.data[:72]) + payload + bytes(4)
+        struct.pack_into("<Q", bad, 64, len(payload))
+        _rejects(slot_v1, reseal(bad), "EDGERT_ERR_PACKET_MALFORMED")
+        with pytest.raises(ValueError, match="outside -8..7"):
+            _decode_v2_entries(m, payload, 2, 3)
+    slot_v1.apply(pkt.data)
+    mirror.apply(pkt)
+    assert slot_v1.weights() == (mirror.weights_bytes(), 2)
+
+
+
+def test_mask_fp16_gzip_reference_is_the_papers_coding() -> None:
+    """The size reference decompresses to the 1-bit mask over all parameters, then the fp16 values in order."""
+    import gzip
+
+    from edgert.updates.reference import mask_fp16_gzip, mask_fp16_gzip_bytes
+
+    m = Manifest(b"\x07" * 16, (TensorSpec("a", "float32", (10,)), TensorSpec("b", "float16", (3, 3)),
+                                TensorSpec("c", "float32", (0,))))
+    update = {"b": TensorUpdate(values=np.arange(9) / 8), "a": (np.array([1, 9]), np.array([0.5, -2.0]))}
+    raw = gzip.decompress(mask_fp16_gzip(m, update))
+    mask = np.zeros(19, dtype=bool)
+    mask[[1, 9]] = True
+    mask[10:] = True
+    values = np.concatenate([[0.5, -2.0], np.arange(9) / 8]).astype("<f2")
+    assert raw == np.packbits(mask).tobytes() + values.tobytes()
+    assert mask_fp16_gzip_bytes(m, update) == len(mask_fp16_gzip(m, update))
+    with pytest.raises(ValueError, match="2 values for 1 indices"):
+        mask_fp16_gzip(m, {"a": (np.array([10]), np.array([1.0, 2.0]))})

@@ -141,7 +141,7 @@ def test_encoder_picks_the_smallest_allowed_format() -> None:
     assert encode_update(m, 3, 4, update, max_format=2).format_version in (1, 2)
     with pytest.raises(ValueError, match="packet_format must be in"):
         encode_update(m, 3, 4, update, max_format=2, packet_format=3)
-    with pytest.raises(ValueError, match="fp16/int8 values only"):
+    with pytest.raises(ValueError, match="fp16/int8/int4b/int8b values only, not fp32"):
         encode_update(m, 3, 4, update, "fp32", max_format=3, packet_format=3)
     snapshot = encode_snapshot(m, 1, {"w": np.ones(256 * 64), "h": np.ones(4096)}, max_format=3)
     assert snapshot.format_version == 1  # a lossless fp32 snapshot stays format 1

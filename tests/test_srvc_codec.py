@@ -3,6 +3,7 @@ encoder's mirror after every packet; bad packets are rejected and the previous m
 corrupt containers and content streams fail with errors that say where."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,20 @@ def test_round_trip_decoder_weights_equal_encoder_mirror(encoded) -> None:
     total = sum(t.numel for t in res.manifest.tensors)
     assert res.segments[1].updated == round(0.05 * total)
     assert res.summary()["model_bytes"] == sum(len(p.data) for p in res.packets)
+
+
+@pytest.mark.parametrize("coding", ["int4b", "int8b"])
+def test_lossy_block_values_decoder_equals_mirror_after_every_segment(coding: str) -> None:
+    """With lossy values the next segment trains from what the decoder holds, so they never drift apart."""
+    cfg = EncoderConfig(model=TINY, segment_s=0.2, eta=0.05, crf=24, preset="ultrafast", iterations=2, batch=2,
+                        init="scratch", seed=3, value_coding=coding)
+    res = encode(_clip(), FPS, cfg, log=lambda m: None)
+    fp16 = encode(_clip(), FPS, replace(cfg, value_coding="fp16"), log=lambda m: None)
+    _, report = decode(res.container, log=lambda m: None)
+    assert report.rejected == [] and len(res.segments) == 5
+    assert [report.weights_sha256[v] for v in sorted(report.weights_sha256)] == [s.weights_sha256 for s in res.segments]
+    assert all(len(a.data) < len(b.data) for a, b in zip(res.packets[1:], fp16.packets[1:]))  # the values are coded
+    assert [s.weights_sha256 for s in res.segments][1:] != [s.weights_sha256 for s in fp16.segments][1:]
 
 
 def test_bad_packet_rejected_previous_model_kept(encoded) -> None:

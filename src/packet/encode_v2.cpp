@@ -17,13 +17,21 @@ using ull = unsigned long long;
 using detail::fail;
 
 edgert_status validate(const StreamEntryV2& e, size_t j) {
-  if (e.value_bits != 8 && e.value_bits != 16) {
-    return fail(EDGERT_ERR_INVALID_ARGUMENT, "range_encode_v2: entry %zu: value bits must be 8 or 16, got %u", j,
+  if (e.value_bits != 4 && e.value_bits != 8 && e.value_bits != 16) {
+    return fail(EDGERT_ERR_INVALID_ARGUMENT, "range_encode_v2: entry %zu: value bits must be 4, 8 or 16, got %u", j,
                 e.value_bits);
   }
   if (e.count > 0 && e.symbols == nullptr) {
     return fail(EDGERT_ERR_INVALID_ARGUMENT, "range_encode_v2: entry %zu: %llu symbols but no symbol buffer", j,
                 static_cast<ull>(e.count));
+  }
+  if (e.value_bits == 4) {
+    for (uint64_t t = 0; t < e.count; ++t) {
+      if (e.symbols[t] > 15) {
+        return fail(EDGERT_ERR_INVALID_ARGUMENT, "range_encode_v2: entry %zu: 4-bit symbol %llu is %u (> 15)", j,
+                    static_cast<ull>(t), e.symbols[t]);
+      }
+    }
   }
   if (e.sparse && e.count > 0 && e.indices == nullptr) {
     return fail(EDGERT_ERR_INVALID_ARGUMENT, "range_encode_v2: entry %zu: %llu sparse coordinates but no indices", j,
@@ -73,7 +81,7 @@ uint32_t symbol_at(const uint8_t* p) {
 
 template <unsigned kBits>
 void encode_entry(RangeEncoder& rc, const StreamEntryV2& e, uint16_t* probs, GapModel& gaps) {
-  constexpr unsigned kBytes = kBits / 8;
+  constexpr unsigned kBytes = kBits == 16 ? 2 : 1;
   const uint8_t* sym = e.symbols;
   if (!e.sparse) {
     for (uint64_t t = 0; t < e.count; ++t, sym += kBytes) {
@@ -102,21 +110,25 @@ edgert_status encode_stream_v2(const StreamEntryV2* entries, size_t count, std::
   for (size_t j = 0; j < count; ++j) {
     const edgert_status st = validate(entries[j], j);
     if (st != EDGERT_OK) return st;
-    estimate += entries[j].count * (entries[j].value_bits / 8 + (entries[j].sparse ? 1 : 0));
+    estimate += entries[j].count * ((entries[j].value_bits + 7) / 8 + (entries[j].sparse ? 1 : 0));
   }
   try {
     std::vector<uint8_t> stream;
     stream.reserve(static_cast<size_t>(estimate + estimate / 16));
-    std::unique_ptr<uint16_t[]> probs(new uint16_t[kTree16Contexts + kTree8Contexts]);
+    std::unique_ptr<uint16_t[]> probs(new uint16_t[kTree16Contexts + kTree8Contexts + kTree4Contexts]);
     uint16_t* probs16 = probs.get();
     uint16_t* probs8 = probs16 + kTree16Contexts;
+    uint16_t* probs4 = probs8 + kTree8Contexts;
     reset_probs(probs16, kTree16Contexts);
     reset_probs(probs8, kTree8Contexts);
+    reset_probs(probs4, kTree4Contexts);
     GapModel gaps;
     RangeEncoder rc(&stream);
     for (size_t j = 0; j < count; ++j) {
       if (entries[j].value_bits == 16) {
         encode_entry<16>(rc, entries[j], probs16, gaps);
+      } else if (entries[j].value_bits == 4) {
+        encode_entry<4>(rc, entries[j], probs4, gaps);
       } else {
         encode_entry<8>(rc, entries[j], probs8, gaps);
       }

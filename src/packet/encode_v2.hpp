@@ -18,9 +18,11 @@ namespace edgert::packet {
 
 // One directory entry as the stream sees it.
 struct StreamEntryV2 {
-  uint32_t value_bits;     // 16: FP16_AC (fp16 bit patterns), 8: INT8_AC (two's complement q)
+  uint32_t value_bits;     // 16: FP16_AC (fp16 bit patterns), 8: INT8_AC / INT8_BLOCK_AC (two's complement q),
+                           // 4: INT4_BLOCK_AC (q & 15, one byte each; 4-bit and 8-bit entries have own models,
+                           // all 8-bit entries share one)
   bool sparse;             // GAP_AC: `indices` holds the coordinates; DENSE: count must equal numel
-  const uint8_t* symbols;  // count symbols, little-endian as in a format 1 value section (2 or 1 bytes each)
+  const uint8_t* symbols;  // count symbols, little-endian (2 bytes each for 16 bits, else 1 byte each)
   uint64_t count;          // coordinates n
   const int64_t* indices;  // sparse: count flat indices, strictly increasing, in [0, numel), gaps < 2^32
   uint64_t numel;          // the tensor's element count
@@ -31,7 +33,7 @@ struct StreamEntryV2 {
 // content: exactly the bytes the Python reference produces, never fewer than 4
 // (`00 00 00 00` when no symbol is coded).
 //
-// Every entry is validated before anything is coded: value_bits not 8/16, or a null
+// Every entry is validated before anything is coded: value_bits not 4/8/16, a 4-bit symbol > 15, or a null
 // symbols/indices pointer with count > 0 (EDGERT_ERR_INVALID_ARGUMENT); DENSE with count != numel
 // (EDGERT_ERR_SHAPE); a negative index, an index >= numel, or a gap >= 2^32
 // (EDGERT_ERR_INDEX_OUT_OF_RANGE); indices not strictly increasing
@@ -39,7 +41,7 @@ struct StreamEntryV2 {
 // *out is unchanged and edgert_last_error() says which entry and coordinate.
 //
 // Allocates the output (grown as needed, reserved from the symbol count) and the
-// 65 536 + 256 contexts once per call, nothing per symbol. Thread-safe (no shared state).
+// 65 536 + 256 + 16 contexts once per call, nothing per symbol. Thread-safe (no shared state).
 [[nodiscard]] edgert_status encode_stream_v2(const StreamEntryV2* entries, size_t count, std::vector<uint8_t>* out);
 
 }  // namespace edgert::packet

@@ -36,7 +36,10 @@ enum PacketFlags : uint16_t {
   kKnownFlags = kFlagAuthenticated | kFlagFullSnapshot,
 };
 enum IndexCoding : uint8_t { kIndexDense = 0, kIndexRice = 1, kIndexGapAc = 2, kIndexGapRans = 3 };
+// One id space for all formats; each format accepts only its own ids.
 // 0..2: format 1 raw values; 3..4: format 2 range-coded fp16 patterns / int8 q; 5..6: the same, format 3 rANS.
+// 7..8: format 1 block-scaled q (4-bit packed nibbles / int8, one fp16 scale per kQuantBlock values);
+// 9..10: the same q range-coded in format 2 (scales in the directory); 11..12: rANS-coded in format 3.
 enum ValueCoding : uint8_t {
   kValueF16 = 0,
   kValueF32 = 1,
@@ -45,7 +48,16 @@ enum ValueCoding : uint8_t {
   kValueQ8Ac = 4,
   kValueF16Rans = 5,
   kValueQ8Rans = 6,
+  kValueQ4Block = 7,
+  kValueQ8Block = 8,
+  kValueQ4BlockAc = 9,
+  kValueQ8BlockAc = 10,
+  kValueQ4BlockRans = 11,
+  kValueQ8BlockRans = 12,
 };
+constexpr uint64_t kQuantBlock = 64;  // values per fp16 scale of the block codings
+inline bool is_block_coding(uint8_t c) { return c >= kValueQ4Block && c <= kValueQ8BlockRans; }
+inline uint64_t block_count(uint64_t n) { return (n + kQuantBlock - 1) / kQuantBlock; }
 enum PatchMode : uint8_t { kModeAdd = 0, kModeSet = 1 };
 
 constexpr uint32_t kMaxTensors = 1u << 16;
@@ -86,6 +98,7 @@ struct Entry {
   const uint8_t* values;
   uint64_t value_bytes;
   float scale;
+  const uint8_t* scales;  // block codings: block_count(count) fp16 scales (little-endian); else null
   uint64_t stored_at;  // offset of the decoded indices in the scratch, or kNotStored
 };
 constexpr uint64_t kNotStored = ~0ull;

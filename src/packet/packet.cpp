@@ -18,7 +18,26 @@ using ull = unsigned long long;
 
 size_t trailer_bytes(uint16_t flags) { return kCrcBytes + ((flags & kFlagAuthenticated) ? kMacBytes : 0); }
 
-uint64_t value_size(uint8_t coding) { return coding == kValueF32 ? 4 : coding == kValueF16 ? 2 : 1; }
+// Bytes of a format 1 value section of n values.
+uint64_t value_section_bytes(uint8_t coding, uint64_t n) {
+  switch (coding) {
+    case kValueF32: return 4 * n;
+    case kValueF16: return 2 * n;
+    case kValueQ4Block: return 2 * block_count(n) + (n + 1) / 2;
+    case kValueQ8Block: return 2 * block_count(n) + n;
+    default: return n;
+  }
+}
+
+bool known_v1_value_coding(uint8_t c) { return c <= kValueQ8 || c == kValueQ4Block || c == kValueQ8Block; }
+
+// Index of the first non-finite fp16 scale among `blocks`, or `blocks` if all are finite.
+uint64_t first_bad_scale(const uint8_t* scales, uint64_t blocks) {
+  for (uint64_t b = 0; b < blocks; ++b) {
+    if ((load_u16(scales + 2 * b) & 0x7C00u) == 0x7C00u) return b;
+  }
+  return blocks;
+}
 
 // Unsigned LEB128, at most 10 bytes, < 2^64, minimal. False on any violation.
 bool read_varint(const uint8_t*& cur, uint64_t& remaining, uint64_t* out) {
@@ -48,6 +67,8 @@ edgert_status verify_payload_compact(const uint8_t* cur, uint64_t remaining, con
   const uint8_t sparse_coding = rans ? kIndexGapRans : kIndexGapAc;
   const uint8_t f16_coding = rans ? kValueF16Rans : kValueF16Ac;
   const uint8_t q8_coding = rans ? kValueQ8Rans : kValueQ8Ac;
+  const uint8_t q4_block_coding = rans ? kValueQ4BlockRans : kValueQ4BlockAc;
+  const uint8_t q8_block_coding = rans ? kValueQ8BlockRans : kValueQ8BlockAc;
   bool uses[kRansTables] = {};
   for (uint32_t e = 0; e < h.tensor_count; ++e) {
     Entry& en = scratch->entries[e];
@@ -72,13 +93,14 @@ edgert_status verify_payload_compact(const uint8_t* cur, uint64_t remaining, con
     en.rice_k = 0;
     cur += 3;
     remaining -= 3;
-    if ((en.index_coding != kIndexDense && en.index_coding != sparse_coding) ||
-        (en.value_coding != f16_coding && en.value_coding != q8_coding) || en.mode > kModeSet) {
+    const bool known_value = en.value_coding == f16_coding || en.value_coding == q8_coding ||
+                             en.value_coding == q4_block_coding || en.value_coding == q8_block_coding;
+    if ((en.index_coding != kIndexDense && en.index_coding != sparse_coding) || !known_value || en.mode > kModeSet) {
       return fail(EDGERT_ERR_PACKET_UNSUPPORTED_VERSION,
                   "packet: format %u tensor %u uses index coding %u, value coding %u, mode %u; this decoder knows "
-                  "index codings 0 and %u, value codings %u and %u, modes <= %u",
+                  "index codings 0 and %u, value codings %s, modes <= %u",
                   h.format_version, en.tensor_id, en.index_coding, en.value_coding, en.mode, sparse_coding,
-                  f16_coding, q8_coding, kModeSet);
+                  rans ? "5, 6, 11 and 12" : "3, 4, 9 and 10", kModeSet);
     }
     if (!read_varint(cur, remaining, &en.count)) {
       return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: tensor %u coordinate count is not a valid varint",
@@ -102,6 +124,21 @@ edgert_status verify_payload_compact(const uint8_t* cur, uint64_t remaining, con
         return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: tensor %u has a non-finite int8 scale", en.tensor_id);
       }
     }
+    en.scales = nullptr;
+    if (is_block_coding(en.value_coding)) {
+      const uint64_t blocks = block_count(en.count);
+      if (remaining / 2 < blocks) {
+        return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: tensor %u block scales (%llu) run past the payload",
+                    en.tensor_id, static_cast<ull>(blocks));
+      }
+      if (const uint64_t bad = first_bad_scale(cur, blocks); bad != blocks) {
+        return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: tensor %u block %llu has a non-finite scale", en.tensor_id,
+                    static_cast<ull>(bad));
+      }
+      en.scales = cur;
+      cur += 2 * blocks;
+      remaining -= 2 * blocks;
+    }
     if (h.full_snapshot && (en.index_coding != kIndexDense || en.mode != kModeSet)) {
       return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: full snapshot entry for tensor %u is not dense set-mode",
                   en.tensor_id);
@@ -111,7 +148,9 @@ edgert_status verify_payload_compact(const uint8_t* cur, uint64_t remaining, con
       for (unsigned c = 0; c < kHiContexts; ++c) uses[kTableHi + c] = true;
       uses[kTableLo] = true;
     }
-    if (en.value_coding == kValueQ8Rans) uses[kTableQ] = true;
+    if (en.value_coding == kValueQ8Rans || en.value_coding == kValueQ4BlockRans || en.value_coding == kValueQ8BlockRans) {
+      uses[kTableQ] = true;  // every format 3 q (int8, block int8, block int4 sign-extended) shares the q table
+    }
     en.index = nullptr;
     en.index_bytes = 0;
     en.values = nullptr;
@@ -303,11 +342,12 @@ edgert_status verify_packet(const uint8_t* p, size_t len, const Manifest& manife
       return fail(EDGERT_ERR_PACKET_BAD_TENSOR, "packet: tensor %u ('%s') has %llu elements, the packet says %llu",
                   en.tensor_id, d.name, static_cast<ull>(d.numel), static_cast<ull>(numel));
     }
-    if (en.index_coding > kIndexRice || en.value_coding > kValueQ8 || en.mode > kModeSet || reserved != 0) {
+    if (en.index_coding > kIndexRice || !known_v1_value_coding(en.value_coding) || en.mode > kModeSet ||
+        reserved != 0) {
       return fail(EDGERT_ERR_PACKET_UNSUPPORTED_VERSION,
                   "packet: tensor %u uses index coding %u, value coding %u, mode %u, reserved 0x%x; "
-                  "this decoder knows codings <= %u, <= %u, modes <= %u, reserved 0",
-                  en.tensor_id, en.index_coding, en.value_coding, en.mode, reserved, kIndexRice, kValueQ8, kModeSet);
+                  "this decoder knows index codings <= %u, value codings 0-2, 7, 8, modes <= %u, reserved 0",
+                  en.tensor_id, en.index_coding, en.value_coding, en.mode, reserved, kIndexRice, kModeSet);
     }
     if (en.count > numel) {
       return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: tensor %u updates %llu of %llu elements", en.tensor_id,
@@ -345,12 +385,27 @@ edgert_status verify_packet(const uint8_t* p, size_t len, const Manifest& manife
       return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: tensor %u value section (%llu bytes) runs past the payload",
                   en.tensor_id, static_cast<ull>(en.value_bytes));
     }
-    if (en.value_bytes != en.count * value_size(en.value_coding)) {
-      return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: tensor %u has %llu value bytes for %llu values of %llu bytes",
-                  en.tensor_id, static_cast<ull>(en.value_bytes), static_cast<ull>(en.count),
-                  static_cast<ull>(value_size(en.value_coding)));
+    if (en.value_bytes != value_section_bytes(en.value_coding, en.count)) {
+      return fail(EDGERT_ERR_PACKET_MALFORMED,
+                  "packet: tensor %u has %llu value bytes, value coding %u needs %llu for %llu values", en.tensor_id,
+                  static_cast<ull>(en.value_bytes), en.value_coding,
+                  static_cast<ull>(value_section_bytes(en.value_coding, en.count)), static_cast<ull>(en.count));
     }
     en.values = cur;
+    en.scales = nullptr;
+    if (is_block_coding(en.value_coding)) {
+      const uint64_t blocks = block_count(en.count);
+      if (const uint64_t bad = first_bad_scale(cur, blocks); bad != blocks) {
+        return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: tensor %u block %llu has a non-finite scale", en.tensor_id,
+                    static_cast<ull>(bad));
+      }
+      if (en.value_coding == kValueQ4Block && (en.count & 1) && (cur[en.value_bytes - 1] >> 4) != 0) {
+        return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: tensor %u has a non-zero 4-bit padding nibble",
+                    en.tensor_id);
+      }
+      en.scales = cur;
+      en.values = cur + 2 * blocks;  // the q (int8 bytes or packed nibbles)
+    }
     cur += en.value_bytes;
     remaining -= en.value_bytes;
 

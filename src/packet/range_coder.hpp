@@ -22,6 +22,7 @@ constexpr uint32_t kRangeTop = 1u << 24;
 constexpr unsigned kMaxGapBucket = 32;
 constexpr uint32_t kTree16Contexts = 1u << 16;  // nodes 1..65535
 constexpr uint32_t kTree8Contexts = 1u << 8;    // nodes 1..255
+constexpr uint32_t kTree4Contexts = 1u << 4;    // nodes 1..15
 
 class RangeDecoder {
  public:

@@ -31,6 +31,7 @@
 #endif
 
 #include "core/error.hpp"
+#include "core/half.hpp"
 #include "kernels/sparse_apply.hpp"
 #include "packet/bytes.hpp"
 #include "packet/crc32c.hpp"
@@ -173,9 +174,12 @@ void catch_up(edgert_slot* s, int x, int a) {
 // Applies n raw values of `coding` (format 1 codings) at idx[0..n), or densely
 // from element 0 of w when idx is null. int8 values are dequantised here, each
 // q * scale one fp32 product rounded once (built with -ffp-contract=off), and
-// then added or set like any fp32 value.
+// then added or set like any fp32 value. Block codings multiply by the fp16 scale
+// of coordinate first + j's block (scales[(first + j) / 64]; exact in fp32).
+// `values` points at the value of coordinate `first`, except for packed 4-bit q
+// (kValueQ4Block), where it points at the nibbles of coordinate 0.
 void apply_run(uint8_t* w, edgert_dtype dtype, const uint32_t* idx, uint8_t coding, const uint8_t* values,
-               uint64_t n, float scale, edgert_patch_mode mode) {
+               uint64_t n, float scale, edgert_patch_mode mode, const uint8_t* scales = nullptr, uint64_t first = 0) {
   constexpr uint64_t kStage = 512;
   float f32[kStage];
   uint16_t f16[kStage];
@@ -191,6 +195,18 @@ void apply_run(uint8_t* w, edgert_dtype dtype, const uint32_t* idx, uint8_t codi
     }
     if (coding == pk::kValueF32) {
       for (size_t j = 0; j < m; ++j) f32[j] = pk::load_f32(values + 4 * (b + j));
+    } else if (coding == pk::kValueQ4Block || coding == pk::kValueQ8Block) {
+      for (size_t j = 0; j < m; ++j) {
+        const uint64_t c = first + b + j;
+        int32_t q;
+        if (coding == pk::kValueQ8Block) {
+          q = static_cast<int8_t>(values[b + j]);
+        } else {
+          const uint32_t nibble = (values[c >> 1] >> ((c & 1) * 4)) & 0xFu;
+          q = static_cast<int32_t>(nibble ^ 8u) - 8;
+        }
+        f32[j] = static_cast<float>(q) * edgert::detail::half_to_float(pk::load_u16(scales + 2 * (c / pk::kQuantBlock)));
+      }
     } else {
       for (size_t j = 0; j < m; ++j) f32[j] = static_cast<float>(static_cast<int8_t>(values[b + j])) * scale;
     }
@@ -202,10 +218,15 @@ edgert_patch_mode patch_mode(uint8_t mode) { return mode == pk::kModeSet ? EDGER
 
 uint64_t value_size(uint8_t coding) { return coding == pk::kValueF32 ? 4 : coding == pk::kValueF16 ? 2 : 1; }
 
-// Format 2 and 3 codings carry the raw values of a format 1 coding.
+// Format 2 and 3 codings carry the raw values of a format 1 coding (both streams yield 4-bit block q
+// as sign-extended bytes).
 uint8_t raw_coding(uint8_t coding) {
   if (coding == pk::kValueF16Ac || coding == pk::kValueF16Rans) return pk::kValueF16;
   if (coding == pk::kValueQ8Ac || coding == pk::kValueQ8Rans) return pk::kValueQ8;
+  if (coding == pk::kValueQ4BlockAc || coding == pk::kValueQ8BlockAc || coding == pk::kValueQ4BlockRans ||
+      coding == pk::kValueQ8BlockRans) {
+    return pk::kValueQ8Block;
+  }
   return coding;
 }
 
@@ -217,15 +238,15 @@ void apply_entry(const edgert_slot* s, const pk::Entry& e, const uint32_t* store
   const edgert_patch_mode mode = patch_mode(e.mode);
   const uint8_t coding = raw_coding(e.value_coding);
   if (e.index_coding == pk::kIndexDense) {
-    apply_run(w, d.dtype, nullptr, coding, e.values, e.count, e.scale, mode);
+    apply_run(w, d.dtype, nullptr, coding, e.values, e.count, e.scale, mode, e.scales);
   } else if (e.stored_at != pk::kNotStored) {
-    apply_run(w, d.dtype, stored + e.stored_at, coding, e.values, e.count, e.scale, mode);
+    apply_run(w, d.dtype, stored + e.stored_at, coding, e.values, e.count, e.scale, mode, e.scales);
   } else {
     uint64_t done = 0;
-    const uint64_t vsize = value_size(e.value_coding);
+    const uint64_t vsize = coding == pk::kValueQ4Block ? 0 : value_size(coding);  // packed nibbles: by `first`
     const edgert_status st =
         pk::decode_rice(e.index, e.index_bytes, e.rice_k, e.count, d.numel, [&](const uint32_t* idx, size_t n) {
-          apply_run(w, d.dtype, idx, coding, e.values + done * vsize, n, e.scale, mode);
+          apply_run(w, d.dtype, idx, coding, e.values + done * vsize, n, e.scale, mode, e.scales, done);
           done += n;
         });
     (void)st;  // verified before: decoding the same bytes again succeeds
@@ -241,7 +262,8 @@ void apply_stream(edgert_slot* s, const pk::VerifyScratch& scratch, uint16_t for
     const pk::TensorDesc& d = s->manifest.tensors[en.tensor_id];
     const bool dense = idx == nullptr;
     uint8_t* w = base + d.offset + (dense ? first * d.elem_bytes : 0);
-    apply_run(w, d.dtype, idx, raw_coding(en.value_coding), raw, n, en.scale, patch_mode(en.mode));
+    apply_run(w, d.dtype, idx, raw_coding(en.value_coding), raw, n, en.scale, patch_mode(en.mode), en.scales,
+              first);
   };
   const edgert_status st =
       format == pk::kRansFormat

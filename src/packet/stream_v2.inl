@@ -11,7 +11,8 @@
 namespace edgert::packet {
 
 // Calls sink(entry_index, indices or nullptr (dense), first coordinate number, raw values, n) on
-// chunks; raw values are fp16 patterns (2 bytes, little-endian) or int8 q (1 byte). Entries must
+// chunks; raw values are fp16 patterns (2 bytes, little-endian) or q (1 byte, two's complement; the
+// 4-bit q of INT4 blocks sign-extended). The 4-bit model lives on the stack. Entries must
 // have passed the directory checks. Any stream error is MALFORMED (sink may have seen a prefix).
 template <typename Sink>
 edgert_status decode_stream_v2(const Entry* entries, uint32_t count, const Manifest& manifest, const uint8_t* stream,
@@ -26,6 +27,8 @@ edgert_status decode_stream_v2(const Entry* entries, uint32_t count, const Manif
   }
   reset_probs(probs16, kTree16Contexts);
   reset_probs(probs8, kTree8Contexts);
+  uint16_t probs4[kTree4Contexts];
+  reset_probs(probs4, kTree4Contexts);
   constexpr size_t kChunk = 1024;
   uint32_t idx[kChunk];
   uint8_t raw[2 * kChunk];
@@ -35,6 +38,7 @@ edgert_status decode_stream_v2(const Entry* entries, uint32_t count, const Manif
     const uint64_t numel = manifest.tensors[en.tensor_id].numel;
     const bool sparse = en.index_coding == kIndexGapAc;
     const bool fp16 = en.value_coding == kValueF16Ac;
+    const bool q4 = en.value_coding == kValueQ4BlockAc;
     gaps.reset();
     uint64_t next = 0;  // smallest admissible index
     uint64_t first = 0;
@@ -52,6 +56,9 @@ edgert_status decode_stream_v2(const Entry* entries, uint32_t count, const Manif
       }
       if (fp16) {
         store_u16(raw + 2 * filled, static_cast<uint16_t>(decode_tree<16>(rc, probs16)));
+      } else if (q4) {
+        const uint32_t nibble = decode_tree<4>(rc, probs4);
+        raw[filled] = static_cast<uint8_t>(nibble >= 8 ? nibble + 0xF0u : nibble);
       } else {
         raw[filled] = static_cast<uint8_t>(decode_tree<8>(rc, probs8));
       }

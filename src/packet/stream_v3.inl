@@ -1,7 +1,7 @@
 // The rANS stream of packet format 3 (included by format.hpp): for each directory entry in
 // order, per coordinate the gap on state 0 (GAP_RANS entries), then the value: the fp16 hi
-// byte on state 1 (table hi[previous hi byte >> 5]) and the lo byte on state 2, or the int8
-// q on state 1. Same sink contract as decode_stream_v2.
+// byte on state 1 (table hi[previous hi byte >> 5]) and the lo byte on state 2, or the q byte
+// (int8, block int8, or block int4 sign-extended) on state 1. Same sink contract as decode_stream_v2.
 #pragma once
 
 #include "core/error.hpp"
@@ -11,7 +11,8 @@
 namespace edgert::packet {
 
 // Calls sink(entry_index, indices or nullptr (dense), first coordinate number, raw values, n) on
-// chunks; raw values are fp16 patterns (2 bytes, little-endian) or int8 q (1 byte). Entries must
+// chunks; raw values are fp16 patterns (2 bytes, little-endian) or q (1 byte, two's complement; a
+// block int4 q outside -8..7 is MALFORMED). Entries must
 // have passed the directory checks and `tables` the table checks (only the tables the directory
 // uses are read). Any stream error is MALFORMED (sink may have seen a prefix).
 template <typename Sink>
@@ -37,6 +38,7 @@ edgert_status decode_stream_v3(const Entry* entries, uint32_t count, const Manif
     const uint64_t numel = manifest.tensors[en.tensor_id].numel;
     const bool sparse = en.index_coding == kIndexGapRans;
     const bool fp16 = en.value_coding == kValueF16Rans;
+    const bool q4 = en.value_coding == kValueQ4BlockRans;
     uint64_t next = 0;  // smallest admissible index
     uint64_t first = 0;
     unsigned prev_hi = 0;
@@ -72,7 +74,12 @@ edgert_status decode_stream_v3(const Entry* entries, uint32_t count, const Manif
         raw[2 * filled + 1] = static_cast<uint8_t>(h);
         prev_hi = h;
       } else {
-        raw[filled] = static_cast<uint8_t>(rc.symbol<1>(q));
+        const unsigned s = rc.symbol<1>(q);
+        if (q4 && s >= 8u && s < 248u) {  // int4 q is -8..7: bytes 0..7 and 248..255
+          return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: tensor %u coordinate %llu has 4-bit q byte 0x%02x",
+                      en.tensor_id, static_cast<ull>(t), s);
+        }
+        raw[filled] = static_cast<uint8_t>(s);
       }
       if (++filled == kChunk) {
         if (rc.overrun()) break;

@@ -208,9 +208,11 @@ TEST(PacketCrypto, HmacSha256Rfc4231Vectors) {
 // ---- golden packets ----------------------------------------------------------------
 
 const char* kChain[] = {"full_snapshot.bin", "sparse_fp16.bin", "dense_fp32.bin",    "int8.bin",
-                        "authenticated.bin", "v2_sparse_fp16.bin", "v2_int8.bin", "v3_sparse_fp16.bin",
-                        "v3_int8.bin"};
-constexpr int kChainLength = 9;  // v6, v7: format 2; v8, v9: format 3; authenticated like v5
+                        "authenticated.bin", "v2_sparse_fp16.bin", "v2_int8.bin",    "v3_sparse_fp16.bin",
+                        "v3_int8.bin",       "int4b.bin",          "int8b.bin",      "v2_int4b.bin",
+                        "v2_int8b.bin",      "v3_blocks.bin"};
+constexpr int kChainLength = 14;  // formats: v6, v7, v12, v13: 2; v8, v9, v14: 3; v10..v14 block-scaled; keyed from v5
+int chain_format(int v) { return v == 8 || v == 9 || v == 14 ? 3 : v == 6 || v == 7 || v >= 12 ? 2 : 1; }
 
 TEST(PacketGolden, ManifestDescribesTheModel) {
   const Bytes m = read_golden("manifest.bin");
@@ -250,7 +252,7 @@ TEST(PacketGolden, ChainDecodesToExpectedWeights) {
     EXPECT_EQ(h.target_version, static_cast<uint64_t>(v));
     EXPECT_EQ(h.full_snapshot, v == 1 ? 1 : 0);
     EXPECT_EQ(h.authenticated, v >= 5 ? 1 : 0);
-    EXPECT_EQ(h.format_version, v >= 8 ? 3 : v >= 6 ? 2 : 1);
+    EXPECT_EQ(h.format_version, chain_format(v));
     if (v == 5) ASSERT_EQ(edgert_slot_set_key(slot.s, key.data(), key.size()), EDGERT_OK);
     ASSERT_EQ(edgert_slot_apply(slot.s, p.data(), p.size()), EDGERT_OK) << kChain[v - 1] << ": " << edgert_last_error();
     EXPECT_EQ(edgert_slot_version(slot.s), static_cast<uint64_t>(v));
@@ -262,7 +264,7 @@ TEST(PacketGolden, ChainDecodesToExpectedWeights) {
   Bytes t(info.byte_size);
   uint64_t version = 0;
   ASSERT_EQ(edgert_slot_read_tensor(slot.s, 2, t.data(), t.size(), &version), EDGERT_OK);
-  EXPECT_EQ(version, 9u);
+  EXPECT_EQ(version, static_cast<uint64_t>(kChainLength));
   const Bytes all = weights_of(slot.s);
   EXPECT_EQ(Bytes(all.begin() + info.byte_offset, all.begin() + info.byte_offset + info.byte_size), t);
   EXPECT_EQ(edgert_slot_read_tensor(slot.s, 2, t.data(), t.size() - 1, &version), EDGERT_ERR_BUFFER_TOO_SMALL);
@@ -441,7 +443,7 @@ TEST_F(Malformed, TensorEntries) {
   reseal(p);
   expect_rejected(p, EDGERT_ERR_PACKET_MALFORMED, "count disagrees with sections");
   p = sparse;
-  p[e0 + 5] = 7;
+  p[e0 + 5] = pk::kValueQ8BlockAc + 1;
   reseal(p);
   expect_rejected(p, EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "unknown value coding");
   p = sparse;
@@ -514,6 +516,66 @@ TEST_F(Malformed, NonFiniteInt8Scale) {
   expect_rejected(build_packet(manifest, 1, 2, {e}), EDGERT_ERR_PACKET_MALFORMED, "infinite scale");
   e.scale = std::nanf("");
   expect_rejected(build_packet(manifest, 1, 2, {e}), EDGERT_ERR_PACKET_MALFORMED, "NaN scale");
+}
+
+// Block-scaled values (INT4_BLOCK / INT8_BLOCK) on conv.bias (4 fp32) and gain (1 fp32), slot at v1.
+Bytes half_bits(float f) {
+  const uint16_t h = edgert::detail::float_to_half(f);
+  return {static_cast<uint8_t>(h), static_cast<uint8_t>(h >> 8)};
+}
+
+TEST_F(Malformed, BlockCodedValues) {
+  Bytes q4 = half_bits(0.5f);
+  q4.insert(q4.end(), {0x78, 0xF1});  // q = -8, 7, 1, -1 (low nibble first)
+  EntrySpec e4{1, pk::kIndexDense, pk::kValueQ4Block, pk::kModeAdd, 0, 4, 4, {}, q4};
+  Bytes bad = q4;
+  bad[1] = 0x7C;  // +inf scale
+  EntrySpec inf_scale = e4;
+  inf_scale.values = bad;
+  expect_rejected(build_packet(manifest, 1, 2, {inf_scale}), EDGERT_ERR_PACKET_MALFORMED, "infinite block scale");
+  bad[1] = 0x7E;  // NaN
+  inf_scale.values = bad;
+  expect_rejected(build_packet(manifest, 1, 2, {inf_scale}), EDGERT_ERR_PACKET_MALFORMED, "NaN block scale");
+  EntrySpec long_section = e4;
+  long_section.values.push_back(0);
+  expect_rejected(build_packet(manifest, 1, 2, {long_section}), EDGERT_ERR_PACKET_MALFORMED, "value bytes");
+  EntrySpec with_scale = e4;
+  with_scale.scale = 1.0f;
+  expect_rejected(build_packet(manifest, 1, 2, {with_scale}), EDGERT_ERR_PACKET_MALFORMED, "per-tensor scale set");
+  EntrySpec as_q8b = e4;  // INT8_BLOCK needs 2 + 4 bytes
+  as_q8b.value_coding = pk::kValueQ8Block;
+  expect_rejected(build_packet(manifest, 1, 2, {as_q8b}), EDGERT_ERR_PACKET_MALFORMED, "int8 block length");
+  EntrySpec unknown = e4;
+  unknown.value_coding = pk::kValueQ8BlockAc;  // a format 2 coding in a format 1 entry
+  expect_rejected(build_packet(manifest, 1, 2, {unknown}), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "coding 10 in f1");
+  unknown.value_coding = pk::kValueQ8Rans;  // a format 3 coding in a format 1 entry
+  expect_rejected(build_packet(manifest, 1, 2, {unknown}), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "coding 6 in f1");
+  unknown.value_coding = pk::kValueQ8BlockAc + 1;
+  expect_rejected(build_packet(manifest, 1, 2, {unknown}), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "coding 11");
+  Bytes odd = half_bits(0.25f);
+  odd.push_back(0x13);  // n = 1: q = 3 in the low nibble, padding nibble 1
+  EntrySpec padded{4, pk::kIndexDense, pk::kValueQ4Block, pk::kModeAdd, 0, 1, 1, {}, odd};
+  expect_rejected(build_packet(manifest, 1, 2, {padded}), EDGERT_ERR_PACKET_MALFORMED, "padding nibble");
+
+  // The good ones apply exactly: v = q * s, added in fp32.
+  const auto read = [&](uint32_t id, size_t n) {
+    std::vector<float> out(n);
+    EXPECT_EQ(edgert_slot_read_tensor(slot.s, id, out.data(), 4 * n, nullptr), EDGERT_OK);
+    return out;
+  };
+  const std::vector<float> bias = read(1, 4), gain = read(4, 1);
+  padded.values[2] = 0x03;
+  const Bytes p = build_packet(manifest, 1, 2, {e4, padded});
+  ASSERT_EQ(edgert_slot_apply(slot.s, p.data(), p.size()), EDGERT_OK) << edgert_last_error();
+  const std::vector<float> q{-8.0f, 7.0f, 1.0f, -1.0f};
+  const std::vector<float> after = read(1, 4);
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(after[i], bias[i] + q[i] * 0.5f) << i;
+  EXPECT_EQ(read(4, 1)[0], gain[0] + 3.0f * 0.25f);
+  Bytes q8 = half_bits(-0.125f);
+  q8.insert(q8.end(), {0x80, 0x7F, 0x00, 0xFF});  // q = -128, 127, 0, -1
+  const Bytes p8 = build_packet(manifest, 2, 3, {{1, pk::kIndexDense, pk::kValueQ8Block, pk::kModeSet, 0, 4, 4, {}, q8}});
+  ASSERT_EQ(edgert_slot_apply(slot.s, p8.data(), p8.size()), EDGERT_OK) << edgert_last_error();
+  EXPECT_EQ(read(1, 4), (std::vector<float>{16.0f, -15.875f, -0.0f, 0.125f}));
 }
 
 TEST(PacketManifest, RejectsBadManifests) {
@@ -957,7 +1019,7 @@ TEST_F(Format2, MalformedDirectoriesAndStreams) {
   expect_rejected(edit(5, {0}), EDGERT_ERR_PACKET_BAD_TENSOR, "duplicate tensor id");
   expect_rejected(edit(1, {pk::kIndexRice}), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "Rice coding in format 2");
   expect_rejected(edit(2, {pk::kValueF16}), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "raw fp16 in format 2");
-  expect_rejected(edit(2, {5}), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "unknown value coding");
+  expect_rejected(edit(2, {pk::kValueF16Rans}), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "FP16_RANS in format 2");
   expect_rejected(edit(3, {2}), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "unknown mode");
   expect_rejected(edit(4, {0x6D}), EDGERT_ERR_PACKET_MALFORMED, "n = 109 > 108 elements");
   expect_rejected(edit(1, {pk::kIndexDense}), EDGERT_ERR_PACKET_MALFORMED, "dense with n != numel");
@@ -1145,6 +1207,7 @@ Directory parse_directory(const Bytes& pay, uint32_t count) {
     e.mode = pay.at(pos++);
     e.count = varint();
     if (e.value_coding == pk::kValueQ8Ac) pos += 4;  // scale
+    if (pk::is_block_coding(e.value_coding)) pos += 2 * pk::block_count(e.count);  // block scales
     d.entries.push_back(e);
   }
   d.stream_at = pos;
@@ -1171,16 +1234,22 @@ edgert_status decode_all(const std::vector<pk::Entry>& entries, const pk::Manife
       });
 }
 
-pk::StreamEntryV2 stream_entry(const pk::Entry& e, const DecodedStream& d, size_t j, uint64_t numel) {
-  return {e.value_coding == pk::kValueF16Ac ? 16u : 8u, e.index_coding == pk::kIndexGapAc, d.values[j].data(),
-          e.count, d.indices[j].data(), numel};
+// The encoder's view of decoded entry j (4-bit q go back from sign-extended bytes to nibbles, in place).
+pk::StreamEntryV2 stream_entry(const pk::Entry& e, DecodedStream& d, size_t j, uint64_t numel) {
+  const bool q4 = e.value_coding == pk::kValueQ4BlockAc;
+  if (q4) {
+    for (uint8_t& q : d.values[j]) q &= 0x0F;
+  }
+  return {e.value_coding == pk::kValueF16Ac ? 16u : q4 ? 4u : 8u, e.index_coding == pk::kIndexGapAc,
+          d.values[j].data(), e.count, d.indices[j].data(), numel};
 }
 
 
 TEST_F(Format2, GoldenStreamsReencodeByteForByte) {
   pk::Manifest m;
   ASSERT_EQ(pk::parse_manifest(manifest.data(), manifest.size(), &m), EDGERT_OK) << edgert_last_error();
-  for (const Bytes* packet : {&sparse, &int8}) {
+  const Bytes int4b = read_golden("v2_int4b.bin"), int8b = read_golden("v2_int8b.bin");
+  for (const Bytes* packet : std::vector<const Bytes*>{&sparse, &int8, &int4b, &int8b}) {
     const Bytes pay = payload_of(*packet);
     const Directory d = parse_directory(pay, pk::load_u32(packet->data() + 56));
     const Bytes golden_stream(pay.begin() + static_cast<ptrdiff_t>(d.stream_at), pay.end());
@@ -1194,6 +1263,37 @@ TEST_F(Format2, GoldenStreamsReencodeByteForByte) {
     ASSERT_EQ(pk::encode_stream_v2(spec.data(), spec.size(), &stream), EDGERT_OK) << edgert_last_error();
     EXPECT_EQ(hex(stream.data(), stream.size()), hex(golden_stream.data(), golden_stream.size()));
   }
+}
+
+TEST(Format2Blocks, TruncationsAndBadScalesLeaveTheSlot) {
+  const Bytes m = read_golden("manifest.bin"), key = read_golden("key.bin");
+  SlotPtr slot;
+  ASSERT_EQ(edgert_slot_create(m.data(), m.size(), &slot.s), EDGERT_OK);
+  for (int v = 1; v <= 11; ++v) {
+    if (v == 5) ASSERT_EQ(edgert_slot_set_key(slot.s, key.data(), key.size()), EDGERT_OK);
+    const Bytes p = read_golden(kChain[v - 1]);
+    ASSERT_EQ(edgert_slot_apply(slot.s, p.data(), p.size()), EDGERT_OK) << edgert_last_error();
+  }
+  const Bytes p = read_golden("v2_int4b.bin");  // v11 -> v12; directory at 72: 00 02 09 00 1a, one block scale | ...
+  ASSERT_EQ(p[72 + 2], pk::kValueQ4BlockAc);
+  for (size_t n = 0; n < p.size(); ++n) {
+    expect_rejected_by(slot.s, Bytes(p.begin(), p.begin() + n), EDGERT_ERR_PACKET_TRUNCATED,
+                       "truncated to " + std::to_string(n));
+  }
+  Bytes bad = p;
+  bad[72 + 5 + 1] = 0xFC;  // the block scale's exponent all ones
+  reseal(bad, key);
+  expect_rejected_by(slot.s, bad, EDGERT_ERR_PACKET_MALFORMED, "non-finite block scale");
+  bad = p;
+  bad[72 + 2] = pk::kValueQ4Block;  // a format 1 coding in a format 2 directory
+  reseal(bad, key);
+  expect_rejected_by(slot.s, bad, EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "format 1 coding in format 2");
+  bad = p;
+  bad[72 + 4] = 0x1B;  // n = 27: still one block scale, but the stream holds 26 coordinates
+  reseal(bad, key);
+  expect_rejected_by(slot.s, bad, EDGERT_ERR_PACKET_MALFORMED, "count past the stream");
+  ASSERT_EQ(edgert_slot_apply(slot.s, p.data(), p.size()), EDGERT_OK) << edgert_last_error();
+  EXPECT_EQ(weights_of(slot.s), read_golden("weights_v12.bin"));
 }
 
 TEST(EncodeStreamV2, RoundTripsThroughTheDecoder) {
@@ -1383,7 +1483,15 @@ TEST_F(Format3, MalformedDirectoriesTablesAndStreams) {
   };
   expect_rejected(edit(1, {pk::kIndexGapAc}), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "GAP_AC in format 3");
   expect_rejected(edit(2, {pk::kValueF16Ac}), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "FP16_AC in format 3");
-  expect_rejected(edit(2, {pk::kValueQ8Rans + 1}), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "unknown value coding");
+  expect_rejected(edit(2, {pk::kValueQ8BlockRans + 1}), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "unknown value coding");
+  // Format 3 has its own block codings (11, 12): format 1's and format 2's ids are not accepted in its directory.
+  for (uint8_t block : {pk::kValueQ4Block, pk::kValueQ8Block, pk::kValueQ4BlockAc, pk::kValueQ8BlockAc}) {
+    const Bytes p = edit(2, {block});
+    ASSERT_EQ(edgert_slot_apply(slot.s, p.data(), p.size()), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION);
+    EXPECT_NE(std::string(edgert_last_error()).find("value codings 5, 6, 11 and 12"), std::string::npos)
+        << edgert_last_error();
+    expect_rejected(p, EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "format 1/2 block coding in format 3");
+  }
   expect_rejected(edit(5, {0}), EDGERT_ERR_PACKET_BAD_TENSOR, "duplicate tensor id");
   expect_rejected(edit(4, {0x6D}), EDGERT_ERR_PACKET_MALFORMED, "n = 109 > 108 elements");
   // Tables: the gap table's first frequency +1 (sum 4097), a zero run past the alphabet, two runs in a row.

@@ -146,6 +146,8 @@ def _eval_config(args: argparse.Namespace) -> Any:
     cfg.ams.t_horizon_s = args.t_horizon
     cfg.ams.atr.t_update_s = args.t_update
     cfg.ams.atr.t_update_max_s = max(cfg.ams.atr.t_update_max_s, args.t_update)
+    cfg.ams.value_coding = args.value_coding
+    cfg.ams.size_codings = tuple(c.strip() for c in args.size_codings.split(",") if c.strip())
     cfg.edge.uplink_kbps = args.uplink_kbps
     cfg.edge.preset = args.preset
     if args.live:
@@ -201,6 +203,12 @@ def _add_eval_args(p: argparse.ArgumentParser, schemes: str, clip: str = "bikes"
     p.add_argument("--fraction", type=float, default=0.05, help="gamma, fraction of coordinates per phase (5%%)")
     p.add_argument("--t-update", type=float, default=10.0, help="T_update in paper seconds before scaling (10)")
     p.add_argument("--t-horizon", type=float, default=240.0, help="T_horizon in paper seconds before scaling (240)")
+    p.add_argument("--value-coding", default="fp16",
+                   help="update values on the wire: fp16 (default), fp32, int8, or the lossy block codings "
+                        "int8b / int4b (one fp16 scale per 64 values)")
+    p.add_argument("--size-codings", default="",
+                   help="comma-separated value codings each update is also encoded in (not sent) to record its "
+                        "size (server report: coding_sizes)")
     p.add_argument("--uplink-kbps", type=float, default=200.0, help="H.264 target in paper-time kbit/s (200)")
     p.add_argument("--preset", default="slow", help="libx264 preset of the uploads (slow)")
     p.add_argument("--remote-rate", type=float, default=1.0,

@@ -7,6 +7,7 @@ from typing import Any, Mapping, Optional
 
 from edgert.ams.sampling import ASRConfig, ATRConfig
 from edgert.updates import AdamConfig, SelectionConfig
+from edgert.updates.packet import VALUE_CODINGS
 
 TRAINERS = ("ams", "jit", "remote")
 EXECUTORS = ("thread", "ray")
@@ -26,7 +27,13 @@ class AMSConfig:
         selection: which coordinates a phase changes (gradient-guided, gamma = 5 %).
         adam: optimizer settings (lr 1e-3).
         asr, atr: adaptive sampling and training rate.
-        value_coding: update values on the wire, ``fp16`` (default), ``fp32`` or ``int8``.
+        value_coding: update values on the wire, ``fp16`` (default), ``fp32``, ``int8`` (per-tensor scale), or
+            the lossy block codings ``int8b`` / ``int4b`` (one fp16 scale per 64 values; only for devices whose
+            libedgert decodes them). Lossy values do not drift: each phase trains from the device's exact
+            weights (the server's mirror), so later phases correct the rounding of earlier ones.
+        size_codings: also encode every published update in these value codings (not sent) and record the
+            bytes per update in the device report (``coding_sizes``, with format 1 and with ``packet_format``),
+            for comparisons on identical updates.
         packet_format: newest update-packet format the server writes (2: range-coded when smaller;
             devices announcing format 1 get transcoded packets).
         jit_target_miou: JIT trains on a frame until the student's mIoU on it reaches this.
@@ -58,6 +65,7 @@ class AMSConfig:
     asr: ASRConfig = field(default_factory=ASRConfig)
     atr: ATRConfig = field(default_factory=ATRConfig)
     value_coding: str = "fp16"
+    size_codings: tuple[str, ...] = ()
     packet_format: int = 2
     jit_target_miou: float = 0.8
     jit_max_iterations: int = 20
@@ -78,8 +86,9 @@ class AMSConfig:
             raise ValueError(f"t_horizon_s: expected > 0, got {self.t_horizon_s}")
         if self.iterations < 1 or self.batch_size < 1 or self.jit_max_iterations < 1:
             raise ValueError("iterations, batch_size and jit_max_iterations must be >= 1")
-        if self.value_coding not in ("fp16", "fp32", "int8"):
-            raise ValueError(f"value_coding: expected fp16, fp32 or int8, got {self.value_coding!r}")
+        for coding in (self.value_coding, *self.size_codings):
+            if coding not in VALUE_CODINGS:
+                raise ValueError(f"value_coding: expected one of {', '.join(VALUE_CODINGS)}, got {coding!r}")
         if self.packet_format not in (1, 2):
             raise ValueError(f"packet_format: expected 1 or 2, got {self.packet_format}")
         if self.queue_depth < 1:
@@ -118,6 +127,8 @@ class AMSConfig:
                 if key == "adam" and "betas" in sub:
                     sub["betas"] = tuple(sub["betas"])
                 d[key] = kind(**sub)
+        if "size_codings" in d:
+            d["size_codings"] = tuple(d["size_codings"])
         return cls(**d)
 
 

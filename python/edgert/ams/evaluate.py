@@ -564,7 +564,8 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Any = print, m
                            "t_update_history": s.get("t_update_history"), "reconnects": e["reconnects"],
                            "lockstep_timeouts": e["lockstep_timeouts"],
                            "wall_s": result["finished"] - started[scheme],
-                           "update_sizes": s.get("update_sizes"), **extra}, e["versions"])
+                           "update_sizes": s.get("update_sizes"), "reference_sizes": s.get("reference_sizes"),
+                           "coding_sizes": s.get("coding_sizes"), **extra}, e["versions"])
     order = earlier + [n for s in cfg.schemes for n in results["schemes"] if n == s or n.startswith(s + "/")]
     results["schemes"] = {n: results["schemes"][n] for n in dict.fromkeys(order)}
     base = results["schemes"].get("no-custom", {}).get("miou")

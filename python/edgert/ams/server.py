@@ -45,6 +45,8 @@ from edgert.updates import (
     module_manifest,
     module_weights,
 )
+from edgert.updates.packet import encode_update
+from edgert.updates.reference import mask_fp16_gzip_bytes
 from edgert.vision.distill import check_label_space
 from edgert.vision.teachers import Teacher
 
@@ -67,6 +69,11 @@ class DeviceReport:
     upload_bytes: int = 0
     update_bytes: int = 0
     update_sizes: dict[int, int] = field(default_factory=dict)  # target version -> packet bytes
+    #: target version -> bytes of the same update as 1-bit mask + fp16 values + gzip (the AMS paper's coding)
+    reference_sizes: dict[int, int] = field(default_factory=dict)
+    #: target version -> {"<value coding>/f<max format>": packet bytes} for AMSConfig.size_codings (encoded, not
+    #: sent; f1: format 1, f2: the smaller of formats 1 and 2; without MAC, like update_sizes)
+    coding_sizes: dict[int, dict[str, int]] = field(default_factory=dict)
     train_seconds: float = 0.0
     label_seconds: float = 0.0
     train_spans: list[tuple[float, float]] = field(default_factory=list)  # time.time() of each phase's training
@@ -482,6 +489,11 @@ class AMSServer:
             rep.updates += 1
             rep.update_bytes += len(packet)
             rep.update_sizes[packet.target_version] = len(packet)
+            rep.reference_sizes[packet.target_version] = mask_fp16_gzip_bytes(self.manifest, updates)
+            if self.config.size_codings:
+                rep.coding_sizes[packet.target_version] = {
+                    f"{c}/f{f}": len(encode_update(self.manifest, 0, 1, updates, c, max_format=f))
+                    for c in self.config.size_codings for f in sorted({1, self.config.packet_format})}
             status = UploadStatus.OK
         # the training copy continues from exactly what the device holds (fp16 deltas round)
         load_weights(dev.model, buffer_tensors(self.manifest, self.models.weights_bytes(dev.device_id)))

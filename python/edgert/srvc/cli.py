@@ -51,7 +51,8 @@ def _add_encoder_args(p: argparse.ArgumentParser) -> None:
                    help="iterations of the selection pass (default: --iterations)")
     g.add_argument("--batch", type=int, default=4, help="crops per step (default 4)")
     g.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
-    g.add_argument("--value-coding", default="fp16", choices=("fp16", "fp32", "int8"), help="sparse delta values")
+    g.add_argument("--value-coding", default="fp16", choices=("fp16", "fp32", "int8", "int8b", "int4b"),
+                   help="sparse delta values (int8b/int4b: lossy, one fp16 scale per 64 values)")
     g.add_argument("--snapshot-coding", default="fp16", choices=("fp16", "fp32"), help="initial full model values")
     g.add_argument("--init", default="generic", choices=("generic", "scratch"), help="segment 0 starts from")
     g.add_argument("--preset", default="slow", help="libx265 preset of the content stream (default slow)")

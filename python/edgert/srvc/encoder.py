@@ -12,8 +12,9 @@ is trained on exactly what the decoder will see). Then, per segment of tau secon
   update packet (``ADD`` of fp16 values by default).
 
 The encoder keeps a :class:`~edgert.updates.DeviceMirror` of the decoder's model slot and
-continues every segment from the mirror's weights, so fp16 rounding of the sent values never
-makes encoder and decoder drift apart.
+continues every segment from the mirror's weights, so rounding of the sent values (fp16, or the
+lossy int8/int4 block codings) never makes encoder and decoder drift apart: the next segment trains
+from what the decoder holds and corrects it.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from edgert.updates import (
     parameter_delta,
     top_count_masks,
 )
+from edgert.updates.packet import VALUE_CODINGS
 
 Log = Callable[[str], None]
 MIN_LR_SIDE = 48
@@ -66,7 +68,7 @@ class EncoderConfig:
     batch: int = 4
     crop: float = 0.5  # LR crop size as a fraction of the frame (half-size crops)
     learning_rate: float = 1e-4
-    value_coding: str = "fp16"  # sparse delta values: fp16 | fp32 | int8
+    value_coding: str = "fp16"  # sparse delta values: fp16 | fp32 | int8 | int8b | int4b (block codings: lossy)
     snapshot_coding: str = "fp16"  # first full model: fp16 | fp32
     packet_format: int = 2  # newest update-packet format written (2: range-coded when smaller)
     init: str = "generic"  # "generic" (the cached generic model) or "scratch"
@@ -83,9 +85,9 @@ class EncoderConfig:
         if self.iterations < 0 or self.batch <= 0 or not 0.0 < self.crop <= 1.0:
             raise ValueError(f"iterations >= 0, batch > 0 and 0 < crop <= 1 required, got {self.iterations}, "
                              f"{self.batch}, {self.crop}")
-        if self.value_coding not in ("fp16", "fp32", "int8") or self.snapshot_coding not in ("fp16", "fp32"):
-            raise ValueError(f"value_coding fp16|fp32|int8 and snapshot_coding fp16|fp32, got {self.value_coding}, "
-                             f"{self.snapshot_coding}")
+        if self.value_coding not in VALUE_CODINGS or self.snapshot_coding not in ("fp16", "fp32"):
+            raise ValueError(f"value_coding {'|'.join(VALUE_CODINGS)} and snapshot_coding fp16|fp32, got "
+                             f"{self.value_coding}, {self.snapshot_coding}")
         if self.packet_format not in (1, 2):
             raise ValueError(f"packet_format: expected 1 or 2, got {self.packet_format}")
         if self.init not in ("generic", "scratch"):

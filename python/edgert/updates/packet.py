@@ -8,6 +8,8 @@ Device arithmetic (what :class:`~edgert.updates.mirror.DeviceMirror` reproduces 
 
 * a value ``v`` is an fp32 number: fp16 values widen exactly, fp32 values are
   taken as is, int8 values are ``v = float32(q) * scale`` (one fp32 rounding);
+  int4b/int8b values are ``v = float32(q) * float32(s_b)`` with the fp16 scale of their
+  block of 64 (exact: the product has at most 19 significant bits);
 * fp32 weights: add ``w = w + v`` (fp32), set ``w = v``;
 * fp16 weights: add ``w = fp16(fp32(w) + v)``, set ``w = fp16(v)``
   (round-to-nearest-even, once per update).
@@ -40,14 +42,18 @@ MAX_RICE_PARAMETER = 31
 FLAG_AUTHENTICATED = 1
 FLAG_FULL_SNAPSHOT = 2
 INDEX_DENSE, INDEX_RICE, INDEX_GAP_AC, INDEX_GAP_RANS = 0, 1, 2, 3
-VALUE_CODINGS = {"fp16": 0, "fp32": 1, "int8": 2}
-#: format 2 value codings (entropy-coded fp16 patterns / int8 q), by format 1 coding name
-COMPACT_VALUE_CODINGS = {"fp16": 3, "int8": 4}
+#: value coding ids share one space across formats; each format accepts only its own
+VALUE_CODINGS = {"fp16": 0, "fp32": 1, "int8": 2, "int4b": 7, "int8b": 8}
+#: format 2 value codings (entropy-coded fp16 patterns / q), by format 1 coding name
+COMPACT_VALUE_CODINGS = {"fp16": 3, "int8": 4, "int4b": 9, "int8b": 10}
 #: format 3 value codings (the same values, rANS-coded), by format 1 coding name
-RANS_VALUE_CODINGS = {"fp16": 5, "int8": 6}
+RANS_VALUE_CODINGS = {"fp16": 5, "int8": 6, "int4b": 11, "int8b": 12}
 #: per compact format: (sparse index coding, value codings by name)
 _COMPACT_CODINGS = {COMPACT_FORMAT: (INDEX_GAP_AC, COMPACT_VALUE_CODINGS),
                     RANS_FORMAT: (INDEX_GAP_RANS, RANS_VALUE_CODINGS)}
+#: block-scaled codings: q bits and largest |q| (values per block: :data:`QUANT_BLOCK`, one fp16 scale each)
+BLOCK_CODINGS = {"int4b": (4, 7), "int8b": (8, 127)}
+QUANT_BLOCK = 64
 MODES = {"add": 0, "set": 1}
 
 
@@ -145,7 +151,70 @@ def _encode_values(values: np.ndarray, coding: str) -> tuple[bytes, float, np.nd
             q = np.clip(np.rint(v / scale), -127, 127).astype(np.int8)
         applied = q.astype(np.float32) * scale  # fp32 product, exactly as the device computes it
         return q.tobytes(), float(scale), applied.astype(np.float32)
+    if coding in BLOCK_CODINGS:
+        return _encode_block_values(v, coding)
     raise ValueError(f"value coding must be one of {sorted(VALUE_CODINGS)}, got {coding!r}")
+
+
+def block_quantize(values: np.ndarray, coding: str) -> tuple[np.ndarray, np.ndarray]:
+    """Block-scaled quantisation of float ``values`` ``[n]`` for ``coding`` 'int4b' or 'int8b'.
+
+    Blocks are runs of :data:`QUANT_BLOCK` consecutive values (the last may be shorter). Each block's
+    scale ``s`` is the smallest fp16 number with ``s * qmax >= max|block|`` (qmax 7 or 127; 0 for an
+    all-zero block), and ``q = clip(rint(v / s), -qmax, qmax)`` (round to nearest, ties to even).
+    Returns (``int8 [n]`` q, ``float16 [ceil(n / 64)]`` scales). Raises ValueError for non-finite
+    values or a block whose scale would overflow fp16 (``max|v| > 65504 * qmax``).
+    """
+    bits, qmax = BLOCK_CODINGS[coding]
+    v = np.asarray(values, dtype=np.float32).ravel()
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"{coding} value coding needs finite values")
+    blocks = -(-v.size // QUANT_BLOCK)
+    padded = np.zeros(blocks * QUANT_BLOCK, dtype=np.float64)
+    padded[:v.size] = np.abs(v)
+    peak = padded.reshape(blocks, QUANT_BLOCK).max(axis=1) if blocks else np.zeros(0)
+    with np.errstate(over="ignore"):
+        scales = (peak / qmax).astype(np.float16)
+    short = scales.astype(np.float64) * qmax < peak  # fp16 rounded down: step up one ulp so no value clips
+    scales[short] = np.nextafter(scales[short], np.float16(np.inf))
+    if not np.all(np.isfinite(scales)):
+        bad = int(np.argmax(~np.isfinite(scales)))
+        raise ValueError(f"{coding}: block {bad} peaks at {peak[bad]:.6g}, beyond the fp16 scale range "
+                         f"(max |value| {65504.0 * qmax:g}); use fp16, fp32 or int8")
+    s = np.repeat(scales.astype(np.float64), QUANT_BLOCK)[:v.size]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(s > 0, np.clip(np.rint(v / s), -qmax, qmax), 0.0)
+    return q.astype(np.int8), scales
+
+
+def _encode_block_values(v: np.ndarray, coding: str) -> tuple[bytes, float, np.ndarray]:
+    q, scales = block_quantize(v, coding)
+    applied = q.astype(np.float32) * np.repeat(scales.astype(np.float32), QUANT_BLOCK)[:v.size]
+    if coding == "int8b":
+        packed = q.tobytes()
+    else:
+        nibbles = (q.astype(np.uint8) & 0x0F)
+        if nibbles.size % 2:
+            nibbles = np.append(nibbles, np.uint8(0))
+        packed = (nibbles[0::2] | (nibbles[1::2] << 4)).astype(np.uint8).tobytes()
+    return scales.astype("<f2").tobytes() + packed, 0.0, applied.astype(np.float32)
+
+
+def _block_sections(value_bytes: bytes, coding: str, n: int) -> tuple[bytes, np.ndarray]:
+    """A format 1 block-coded value section -> (fp16 scale bytes, ``int8 [n]`` q)."""
+    split = 2 * (-(-n // QUANT_BLOCK))
+    scales, packed = value_bytes[:split], np.frombuffer(value_bytes, dtype=np.uint8, offset=split)
+    if coding == "int8b":
+        return scales, packed.view(np.int8).copy()
+    nibbles = np.empty(2 * packed.size, dtype=np.uint8)
+    nibbles[0::2], nibbles[1::2] = packed & 0x0F, packed >> 4
+    return scales, ((nibbles[:n].astype(np.int16) ^ 8) - 8).astype(np.int8)
+
+
+def block_values_bytes(coding: str, n: int) -> int:
+    """Bytes of a format 1 value section of ``n`` values in block coding ``coding``."""
+    bits, _ = BLOCK_CODINGS[coding]
+    return 2 * (-(-n // QUANT_BLOCK)) + (n if bits == 8 else -(-n // 2))
 
 
 # ---- packets -------------------------------------------------------------------------
@@ -285,7 +354,19 @@ def _payload_v1(entries: Sequence[_Entry]) -> tuple[bytes, int]:
 
 
 def _symbols(e: _Entry) -> np.ndarray:
+    """The format 2 value symbols: fp16 patterns, int8 q bytes, or 4-bit q nibbles (one per byte)."""
+    if e.coding in BLOCK_CODINGS:
+        q = _block_sections(e.value_bytes, e.coding, _count(e))[1]
+        return q.view(np.uint8) & (0x0F if e.coding == "int4b" else 0xFF)
     return np.frombuffer(e.value_bytes, dtype="<u2" if e.coding == "fp16" else np.uint8)
+
+
+def _count(e: _Entry) -> int:
+    return e.numel if e.indices is None else int(e.indices.size)
+
+
+def _symbol_bits(coding: str) -> int:
+    return {"fp16": 16, "int4b": 4}.get(coding, 8)
 
 
 def _directory_v2(entries: Sequence[_Entry], version: int = COMPACT_FORMAT) -> bytes:
@@ -300,6 +381,8 @@ def _directory_v2(entries: Sequence[_Entry], version: int = COMPACT_FORMAT) -> b
         directory += _varint(count)
         if e.coding == "int8":
             directory += struct.pack("<f", e.scale)
+        elif e.coding in BLOCK_CODINGS:
+            directory += _block_sections(e.value_bytes, e.coding, count)[0]
     return bytes(directory)
 
 
@@ -307,16 +390,22 @@ def _payload_v2(entries: Sequence[_Entry]) -> bytes:
     """The format 2 payload: the directory (here), then the range-coded stream from libedgert's encoder
     (``_edgert.range_encode_v2``, GIL released), byte for byte what :func:`_payload_v2_reference` writes."""
     stream = _edgert.range_encode_v2([
-        (16 if e.coding == "fp16" else 8, e.value_bytes,
+        (_symbol_bits(e.coding), e.value_bytes if e.coding in ("fp16", "int8") else _symbols(e),
          None if e.indices is None else np.ascontiguousarray(e.indices, dtype=np.int64), e.numel)
         for e in entries])
     return _directory_v2(entries) + stream
 
 
+def _value_models() -> dict[str, TreeModel]:
+    """Format 2 value models by coding; int8 and int8b share one 8-bit tree."""
+    int8 = TreeModel(8)
+    return {"fp16": TreeModel(16), "int8": int8, "int8b": int8, "int4b": TreeModel(4)}
+
+
 def _payload_v2_reference(entries: Sequence[_Entry]) -> bytes:
     """The format 2 payload with the pure-Python coder of :mod:`edgert.updates.rangecoder` (the ground truth)."""
     enc = RangeEncoder()
-    models = {"fp16": TreeModel(16), "int8": TreeModel(8)}
+    models = _value_models()
     for e in entries:
         symbols = _symbols(e).tolist()
         model = models[e.coding]
@@ -332,8 +421,15 @@ def _payload_v2_reference(entries: Sequence[_Entry]) -> bytes:
     return _directory_v2(entries) + enc.finish()
 
 
+def _symbols_v3(e: _Entry) -> np.ndarray:
+    """The format 3 value symbols: fp16 patterns, or q bytes (block int4 q sign-extended to a byte)."""
+    if e.coding in BLOCK_CODINGS:
+        return _block_sections(e.value_bytes, e.coding, _count(e))[1].view(np.uint8)
+    return _symbols(e)
+
+
 def _stream_entries_v3(entries: Sequence[_Entry]) -> list[rans.StreamEntry]:
-    return [rans.StreamEntry(_symbols(e), None if e.indices is None else np.asarray(e.indices, dtype=np.int64),
+    return [rans.StreamEntry(_symbols_v3(e), None if e.indices is None else np.asarray(e.indices, dtype=np.int64),
                              e.coding == "fp16") for e in entries]
 
 
@@ -368,10 +464,15 @@ def encode_update(manifest: Manifest, base_version: int, target_version: int,
 
     ``max_format`` is the newest packet format the receiving device decodes. Format 1 Golomb-Rice
     codes the indices and sends values raw; formats 2 (adaptive range coder: smallest on real updates)
-    and 3 (static-table rANS: ~10x faster to decode than 2) carry the same fp16/int8 values entropy-coded.
-    By default the smallest format up to ``max_format`` that expresses the packet is written (ties: the
-    older). ``packet_format`` writes exactly that format instead (it must be <= ``max_format`` and able to
-    express the packet: formats 2 and 3 need fp16/int8 values), e.g. 3 where decode time matters.
+    and 3 (static-table rANS: ~10x faster to decode than 2) carry the same fp16/int8/int4b/int8b values
+    entropy-coded (fp32 is format 1 only). By default the smallest format up to ``max_format`` that
+    expresses the packet is written (ties: the older). ``packet_format`` writes exactly that format instead
+    (it must be <= ``max_format`` and able to express the packet), e.g. 3 where decode time matters.
+
+    ``value_coding``: 'fp16', 'fp32', 'int8' (per-tensor scale) or the lossy block codings 'int4b' /
+    'int8b' (4- / 8-bit q, one fp16 scale per 64 values, see :func:`block_quantize`); decoders built
+    before these codings existed reject them with UNSUPPORTED_VERSION (send them only to devices known to
+    decode them: every decoder whose maximum format is >= 3 does).
     """
     if not 0 <= base_version < target_version < 2**64:
         raise ValueError(f"versions must satisfy 0 <= base ({base_version}) < target ({target_version}) < 2^64")
@@ -415,15 +516,23 @@ def encode_update(manifest: Manifest, base_version: int, target_version: int,
         applied.append(AppliedUpdate(tid, indices, applied_values, u.mode))
     flags = FLAG_FULL_SNAPSHOT if full_snapshot else 0
     ids = (manifest.model_id, manifest.table_hash)
-    compact_ok = all(e.coding in COMPACT_VALUE_CODINGS for e in entries)
-    if packet_format is not None and packet_format > FORMAT_VERSION and not compact_ok:
-        raise ValueError(f"packet format {packet_format} carries fp16/int8 values only; use format 1 for fp32")
+
+    def expresses(fmt: int) -> bool:
+        return all(e.coding in _COMPACT_CODINGS[fmt][1] for e in entries)
+
+    if packet_format is not None and packet_format > FORMAT_VERSION and not expresses(packet_format):
+        carried = "/".join(_COMPACT_CODINGS[packet_format][1])
+        other = sorted({e.coding for e in entries} - set(_COMPACT_CODINGS[packet_format][1]))
+        raise ValueError(f"packet format {packet_format} carries {carried} values only, not {'/'.join(other)}; "
+                         f"use format 1")
     payload, index_bits = _payload_v1(entries)
     version = FORMAT_VERSION
     if packet_format is not None and packet_format > FORMAT_VERSION:
         payload, index_bits, version = _payload(entries, packet_format), 0, packet_format
-    elif packet_format is None and compact_ok:
+    elif packet_format is None:
         for candidate in range(COMPACT_FORMAT, max_format + 1):
+            if not expresses(candidate):
+                continue
             compact = _payload(entries, candidate)
             if len(compact) < len(payload):
                 payload, index_bits, version = compact, 0, candidate
@@ -456,6 +565,7 @@ def _decode_v2_entries(manifest: Manifest, payload: bytes, count: int, version: 
         if n > numel or (index_coding == INDEX_DENSE and n != numel):
             raise ValueError(f"entry {j}: {n} coordinates for {numel} elements")
         scale = 0.0
+        scales = b""
         coding = inverse_codings[value_coding]
         if coding == "int8":
             if pos + 4 > len(payload):
@@ -464,14 +574,22 @@ def _decode_v2_entries(manifest: Manifest, payload: bytes, count: int, version: 
             pos += 4
             if not math.isfinite(scale):
                 raise ValueError(f"entry {j}: non-finite int8 scale")
-        directory.append((tid, numel, index_coding == sparse_coding, coding, inverse_modes[mode], n, scale))
+        elif coding in BLOCK_CODINGS:
+            end = pos + 2 * (-(-n // QUANT_BLOCK))
+            if end > len(payload):
+                raise ValueError(f"entry {j}: directory runs past the payload")
+            scales = payload[pos:end]
+            pos = end
+            if not np.all(np.isfinite(np.frombuffer(scales, dtype="<f2"))):
+                raise ValueError(f"entry {j}: non-finite block scale")
+        directory.append((tid, numel, index_coding == sparse_coding, coding, inverse_modes[mode], n, scale, scales))
     if version == RANS_FORMAT:
         return _decode_v3_stream(payload, pos, directory)
     try:
         dec = RangeDecoder(payload[pos:])
-        models = {"fp16": TreeModel(16), "int8": TreeModel(8)}
+        models = _value_models()
         entries = []
-        for tid, numel, sparse, coding, mode_name, n, scale in directory:
+        for tid, numel, sparse, coding, mode_name, n, scale, scales in directory:
             model = models[coding]
             symbols = np.empty(n, dtype=np.int64)
             positions = np.empty(n, dtype=np.int64)
@@ -483,7 +601,11 @@ def _decode_v2_entries(manifest: Manifest, payload: bytes, count: int, version: 
                         raise ValueError(f"tensor {tid}: index {prev} out of range [0, {numel})")
                     positions[t] = prev
                 symbols[t] = model.decode(dec)
-            raw = symbols.astype("<u2" if coding == "fp16" else np.uint8).tobytes()
+            if coding == "int4b":
+                nibbles = np.append(symbols, 0) if n % 2 else symbols
+                raw = scales + (nibbles[0::2] | (nibbles[1::2] << 4)).astype(np.uint8).tobytes()
+            else:
+                raw = scales + symbols.astype("<u2" if coding == "fp16" else np.uint8).tobytes()
             entries.append(_Entry(tid, numel, positions if sparse else None, coding, mode_name, raw, scale))
         dec.finish()
     except RangeError as exc:
@@ -494,7 +616,7 @@ def _decode_v2_entries(manifest: Manifest, payload: bytes, count: int, version: 
 def _decode_v3_stream(payload: bytes, pos: int, directory: list) -> list[_Entry]:
     """Format 3 after the directory: the tables it uses, then the rANS stream (reference; raises ValueError)."""
     uses = set()
-    for _, _, sparse, coding, _, _, _ in directory:
+    for _, _, sparse, coding, _, _, _, _ in directory:
         if sparse:
             uses.add(rans.TABLE_GAP)
         uses.update(range(rans.TABLE_HI, rans.TABLE_LO + 1) if coding == "fp16" else [rans.TABLE_Q])
@@ -503,12 +625,19 @@ def _decode_v3_stream(payload: bytes, pos: int, directory: list) -> list[_Entry]
         tables[t], pos = rans.read_table(payload, pos, rans.alphabet(t))
     dec = rans.RansStreamDecoder(payload[pos:])
     entries = []
-    for tid, numel, sparse, coding, mode_name, n, scale in directory:
+    for tid, numel, sparse, coding, mode_name, n, scale, scales in directory:
         try:
             positions, symbols = rans.decode_entry(dec, tables, n, numel, sparse, coding == "fp16")
         except rans.RansError as exc:
             raise ValueError(f"tensor {tid}: {exc}") from None
-        raw = symbols.astype("<u2" if coding == "fp16" else np.uint8).tobytes()
+        if coding == "int4b":
+            bad = (symbols >= 8) & (symbols < 248)
+            if np.any(bad):
+                raise ValueError(f"tensor {tid}: 4-bit q byte {int(symbols[np.argmax(bad)]):#04x} outside -8..7")
+            nibbles = np.append(symbols & 0x0F, 0) if n % 2 else symbols & 0x0F
+            raw = scales + (nibbles[0::2] | (nibbles[1::2] << 4)).astype(np.uint8).tobytes()
+        else:
+            raw = scales + symbols.astype("<u2" if coding == "fp16" else np.uint8).tobytes()
         entries.append(_Entry(tid, numel, positions, coding, mode_name, raw, scale))
     dec.finish()
     return entries
@@ -517,9 +646,9 @@ def _decode_v3_stream(payload: bytes, pos: int, directory: list) -> list[_Entry]
 def transcode(packet: Union[bytes, EncodedPacket], manifest: Manifest, max_format: int = FORMAT_VERSION) -> bytes:
     """``packet`` in a format a device that decodes up to ``max_format`` understands.
 
-    Formats 2 and 3 carry exactly the values of format 1 (fp16 patterns, int8 q and scale), so the
-    result applies bit-identically: format 3 becomes format 2 for a device that decodes 2, format 1
-    for one that decodes only 1. A packet already old enough is returned unchanged; a
+    Formats 2 and 3 carry exactly the values of format 1 (fp16 patterns, int8 q and scale, block q and
+    scales), so the result applies bit-identically: format 3 becomes format 2 for a device that decodes 2,
+    format 1 for one that decodes only 1. A packet already old enough is returned unchanged; a
     transcoded one loses its MAC (authenticate it again with :func:`authenticate`).
     """
     data = bytes(packet)

@@ -12,7 +12,8 @@ Symbols, per coordinate in directory order: the gap (sparse entries) on state 0 
 below its leading one as raw chunks (most significant first, the first chunk ``nb - 12 *
 ((nb - 1) // 12)`` bits, the others 12) on state 0 — then the value: an fp16 pattern as its
 high byte on state 1 with table ``hi[previous high byte >> 5]`` (0 at the start of each
-entry) and its low byte on state 2; an int8 ``q`` (two's complement byte) on state 1.
+entry) and its low byte on state 2; a ``q`` (two's complement byte: int8, block int8, or block
+int4 sign-extended) on state 1, all with the one q table.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def alphabet(table: int) -> int:
 
 @dataclass
 class StreamEntry:
-    """One directory entry as the stream sees it: fp16 patterns (uint16) or int8 q (uint8)
+    """One directory entry as the stream sees it: fp16 patterns (uint16) or q bytes (uint8)
     ``symbols``, and the strictly increasing ``indices`` (None: dense)."""
 
     symbols: np.ndarray

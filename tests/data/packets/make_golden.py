@@ -23,6 +23,18 @@ Format 3 (static-table rANS; the chain continues, MAC under key.bin):
                                  fc.weight (an escape: bucket symbol + raw bits), dense fc.bias set
     v3_int8.bin        v8 -> v9  sparse int8 on conv.weight and gain (n = 1); empty tensor n = 0
 
+Block-scaled values (one fp16 scale per 64 values; the chain continues after format 3, same key):
+
+    int4b.bin          v9 -> v10  format 1 INT4_BLOCK: 71 sparse coordinates of conv.weight (odd n, two
+                                 blocks), fc.weight dense (fp16 weights, a short last block), gain = 0
+                                 (an all-zero block, scale 0), empty with n = 0
+    int8b.bin          v10 -> v11 format 1 INT8_BLOCK: sparse conv.weight, dense fc.bias set
+    v2_int4b.bin       v11 -> v12 format 2 INT4_BLOCK_AC: clustered runs on conv.weight and fc.weight
+    v2_int8b.bin       v12 -> v13 format 2 INT8_BLOCK_AC: clustered runs on conv.weight, dense fc.bias
+    v3_blocks.bin      v13 -> v14 format 3, one q table shared by INT4_BLOCK_RANS (71 sparse coordinates
+                                 of conv.weight: odd n, two blocks, negative q), INT8_BLOCK_RANS (dense
+                                 fc.bias set) and INT8_RANS (gain)
+
 weights_vN.bin is the whole device weight buffer after the packet reaching vN.
 """
 from __future__ import annotations
@@ -123,6 +135,39 @@ def generate() -> dict[str, bytes]:
     }
     emit("v3_int8.bin", _compact(encode_update(MANIFEST, 8, 9, q3, value_coding="int8", key=KEY, max_format=3,
                                                packet_format=3), 3))
+
+    conv_idx = np.sort(rng.choice(108, 71, replace=False))
+    q4 = {
+        "conv.weight": (conv_idx, 0.01 * rng.standard_normal(71)),
+        "fc.weight": TensorUpdate(values=0.05 * rng.standard_normal(200)),
+        "gain": (np.array([0]), np.array([0.0])),
+        "empty": (np.array([], dtype=np.int64), np.array([])),
+    }
+    emit("int4b.bin", encode_update(MANIFEST, 9, 10, q4, value_coding="int4b", key=KEY))
+    q8b = {
+        "conv.weight": (np.sort(rng.choice(108, 90, replace=False)), 0.01 * rng.standard_normal(90)),
+        "fc.bias": TensorUpdate(values=rng.standard_normal(10), mode="set"),
+    }
+    emit("int8b.bin", encode_update(MANIFEST, 10, 11, q8b, value_coding="int8b", key=KEY))
+    q4c = {
+        "conv.weight": (conv_runs, rng.choice(palette, conv_runs.size)),
+        "fc.weight": (fc_runs, rng.choice(palette, fc_runs.size)),
+    }
+    emit("v2_int4b.bin", _compact(encode_update(MANIFEST, 11, 12, q4c, value_coding="int4b", key=KEY,
+                                                max_format=2)))
+    q8c = {
+        "conv.weight": (conv_runs, rng.choice(palette, conv_runs.size)),
+        "fc.bias": TensorUpdate(values=rng.choice(palette, 10)),
+    }
+    emit("v2_int8b.bin", _compact(encode_update(MANIFEST, 12, 13, q8c, value_coding="int8b", key=KEY,
+                                                max_format=2)))
+    q3b = {
+        "conv.weight": (np.sort(rng.choice(108, 71, replace=False)), 0.01 * rng.standard_normal(71)),
+        "fc.bias": TensorUpdate(values=rng.standard_normal(10), mode="set", value_coding="int8b"),
+        "gain": TensorUpdate(values=np.array([0.125]), indices=np.array([0]), value_coding="int8"),
+    }
+    emit("v3_blocks.bin", _compact(encode_update(MANIFEST, 13, 14, q3b, value_coding="int4b", key=KEY,
+                                                 max_format=3, packet_format=3), 3))
     return out
 
 
