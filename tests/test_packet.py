@@ -34,7 +34,6 @@ from edgert.updates.packet import (
     _directory_v2,
     _payload_v2,
     _payload_v2_reference,
-    _read_varint,
     _stream_entries_v3,
     block_quantize,
     transcode,
@@ -506,7 +505,7 @@ def test_format2_block_codings_through_the_device(slot_v1: Slot) -> None:
     for n in range(len(pkt.data)):
         _rejects(slot_v1, pkt.data[:n], "EDGERT_ERR_PACKET_TRUNCATED")
     # directory of the first entry: varint tid, 3 coding bytes, varint n, then the fp16 block scales
-    count, pos = _read_varint(pkt.data, 72 + 4, "n")
+    count, pos = rans.read_varint(pkt.data, 72 + 4, "n")
     assert count == runs.size
     body = bytearray(pkt.data); struct.pack_into("<H", body, pos, 0xFC00)  # scale 0 = -inf  # noqa: E702
     _rejects(slot_v1, reseal(body), "EDGERT_ERR_PACKET_MALFORMED")

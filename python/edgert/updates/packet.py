@@ -294,34 +294,6 @@ class _Entry:
     scale: float
 
 
-def _varint(x: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = x & 0x7F
-        x >>= 7
-        if x:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _read_varint(buf: bytes, pos: int, what: str) -> tuple[int, int]:
-    value = 0
-    for i in range(10):
-        if pos + i >= len(buf):
-            raise ValueError(f"{what}: varint runs past the payload")
-        byte = buf[pos + i]
-        value |= (byte & 0x7F) << (7 * i)
-        if not byte & 0x80:
-            if i and byte == 0:
-                raise ValueError(f"{what}: non-minimal varint")
-            if value >= 1 << 64:
-                raise ValueError(f"{what}: varint exceeds 64 bits")
-            return value, pos + i + 1
-    raise ValueError(f"{what}: varint longer than 10 bytes")
-
-
 def _header(manifest_ids: tuple[bytes, bytes], version: int, flags: int, base: int, target: int, count: int,
             payload: bytes, key: Optional[bytes]) -> bytes:
     model_id, table_hash = manifest_ids
@@ -375,10 +347,10 @@ def _directory_v2(entries: Sequence[_Entry], version: int = COMPACT_FORMAT) -> b
     directory = bytearray()
     for e in entries:
         count = e.numel if e.indices is None else e.indices.size
-        directory += _varint(e.tensor_id)
+        directory += rans.varint(e.tensor_id)
         directory += bytes((INDEX_DENSE if e.indices is None else sparse_coding, value_codings[e.coding],
                             MODES[e.mode]))
-        directory += _varint(count)
+        directory += rans.varint(count)
         if e.coding == "int8":
             directory += struct.pack("<f", e.scale)
         elif e.coding in BLOCK_CODINGS:
@@ -549,7 +521,7 @@ def _decode_v2_entries(manifest: Manifest, payload: bytes, count: int, version: 
     inverse_codings = {v: k for k, v in value_codings.items()}
     inverse_modes = {v: k for k, v in MODES.items()}
     for j in range(count):
-        tid, pos = _read_varint(payload, pos, f"entry {j} tensor id")
+        tid, pos = rans.read_varint(payload, pos, f"entry {j} tensor id")
         if tid >= len(manifest.tensors) or tid in seen:
             raise ValueError(f"entry {j}: tensor id {tid} unknown or repeated")
         seen.add(tid)
@@ -560,7 +532,7 @@ def _decode_v2_entries(manifest: Manifest, payload: bytes, count: int, version: 
         if index_coding not in (INDEX_DENSE, sparse_coding) or value_coding not in inverse_codings \
                 or mode not in inverse_modes:
             raise ValueError(f"entry {j}: unknown coding {index_coding}/{value_coding} or mode {mode}")
-        n, pos = _read_varint(payload, pos, f"entry {j} count")
+        n, pos = rans.read_varint(payload, pos, f"entry {j} count")
         numel = manifest.tensors[tid].numel
         if n > numel or (index_coding == INDEX_DENSE and n != numel):
             raise ValueError(f"entry {j}: {n} coordinates for {numel} elements")

@@ -83,7 +83,8 @@ def normalize(counts: np.ndarray) -> np.ndarray:
     return freqs
 
 
-def _varint(x: int) -> bytes:
+def varint(x: int) -> bytes:
+    """LEB128 encoding of ``x >= 0`` (the varints of formats 2 and 3)."""
     out = bytearray()
     while True:
         byte = x & 0x7F
@@ -95,20 +96,22 @@ def _varint(x: int) -> bytes:
             return bytes(out)
 
 
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+def read_varint(buf: bytes, pos: int, what: str, error: type[ValueError] = ValueError) -> tuple[int, int]:
+    """Decodes the minimal LEB128 varint at ``buf[pos:]`` (at most 64 bits): (value, next position); raises
+    ``error`` naming ``what`` for a truncated, non-minimal or oversized varint."""
     value = 0
     for i in range(10):
         if pos + i >= len(buf):
-            raise RansError("table: varint runs past the payload")
+            raise error(f"{what}: varint runs past the payload")
         byte = buf[pos + i]
         value |= (byte & 0x7F) << (7 * i)
         if not byte & 0x80:
             if i and byte == 0:
-                raise RansError("table: non-minimal varint")
+                raise error(f"{what}: non-minimal varint")
             if value >= 1 << 64:
-                raise RansError("table: varint exceeds 64 bits")
+                raise error(f"{what}: varint exceeds 64 bits")
             return value, pos + i + 1
-    raise RansError("table: varint longer than 10 bytes")
+    raise error(f"{what}: varint longer than 10 bytes")
 
 
 def write_table(freqs: np.ndarray) -> bytes:
@@ -118,13 +121,13 @@ def write_table(freqs: np.ndarray) -> bytes:
     i = 0
     while i < len(f):
         if f[i]:
-            out += _varint(f[i])
+            out += varint(f[i])
             i += 1
             continue
         j = i
         while j < len(f) and f[j] == 0:
             j += 1
-        out += b"\x00" + _varint(j - i - 1)
+        out += b"\x00" + varint(j - i - 1)
         i = j
     return bytes(out)
 
@@ -134,13 +137,13 @@ def read_table(buf: bytes, pos: int, size: int) -> tuple[np.ndarray, int]:
     freqs = np.zeros(size, dtype=np.int64)
     sym, after_run = 0, False
     while sym < size:
-        f, pos = _read_varint(buf, pos)
+        f, pos = read_varint(buf, pos, "table", RansError)
         if f > TOTAL:
             raise RansError(f"table: frequency {f} > {TOTAL}")
         if f == 0:
             if after_run:
                 raise RansError("table: two zero runs in a row")
-            more, pos = _read_varint(buf, pos)
+            more, pos = read_varint(buf, pos, "table", RansError)
             if more >= size - sym:
                 raise RansError(f"table: zero run past the {size} symbols")
             sym += more + 1
