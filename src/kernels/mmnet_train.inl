@@ -185,56 +185,52 @@ struct TileRun {
   int64_t rows, im_offset, stride;
 };
 
-// out[i][j] += sum over the tiles and lanes of a[i] conj(b[j]); out [a.rows][b.rows] split re/im.
-// Two rows of a by two rows of b at a time: 8 lane-wise accumulators, 8 loads per 16 FMAs,
-// summed across lanes once at the end.
-EDGERT_MMNET_CLONES void lane_outer_sum(const TileRun& a, const TileRun& b, int64_t tiles, float* out_re,
-                                        float* out_im) {
-  for (int64_t i0 = 0; i0 < a.rows; i0 += 2) {
-    const int64_t ni = std::min<int64_t>(2, a.rows - i0);
-    for (int64_t j0 = 0; j0 < b.rows; j0 += 2) {
-      const int64_t nj = std::min<int64_t>(2, b.rows - j0);
+// out[i][j] += sum_b a[i][b] conj(m[b][j]) for i < a.rows, j < cols: a batch-wide product with the batch as
+// the inner dimension. a: split tiles (rows padded to kRows, zero beyond a.rows); m: split row-major
+// [tiles * kLanes][ldm], columns zero-padded to a multiple of kLanes. The register block is kRows rows of a
+// by 8 columns of m (eight vector accumulators), as in tile_product: each vector b costs two loads of m,
+// 2 kRows broadcasts and 4 kRows FMAs.
+EDGERT_MMNET_CLONES void batch_outer_sum(const TileRun& a, const float* m_re, const float* m_im, int64_t ldm,
+                                         int64_t cols, int64_t tiles, float* out_re, float* out_im) {
+  for (int64_t i0 = 0; i0 < a.rows; i0 += kRows) {
+    for (int64_t j0 = 0; j0 < cols; j0 += kLanes) {
 #if defined(__GNUC__)
-      v8f acc_re[2][2] = {}, acc_im[2][2] = {};
+      v8f r0 = {}, r1 = {}, r2 = {}, r3 = {}, c0 = {}, c1 = {}, c2 = {}, c3 = {};
       for (int64_t tile = 0; tile < tiles; ++tile) {
-        v8f ar[2], ai[2], br[2], bi[2];
-        for (int64_t q = 0; q < 2; ++q) {
-          const float* pa = a.data + tile * a.stride + std::min(i0 + q, a.rows - 1) * kLanes;
-          const float* pb = b.data + tile * b.stride + std::min(j0 + q, b.rows - 1) * kLanes;
-          ar[q] = load8(pa), ai[q] = load8(pa + a.im_offset);
-          br[q] = load8(pb), bi[q] = load8(pb + b.im_offset);
-        }
-        for (int64_t q = 0; q < 2; ++q) {
-          for (int64_t r = 0; r < 2; ++r) {
-            acc_re[q][r] += ar[q] * br[r];
-            acc_re[q][r] += ai[q] * bi[r];
-            acc_im[q][r] += ai[q] * br[r];
-            acc_im[q][r] -= ar[q] * bi[r];
-          }
+        const float* pa = a.data + tile * a.stride + i0 * kLanes;
+        for (int64_t l = 0; l < kLanes; ++l, ++pa) {
+          const int64_t b = tile * kLanes + l;
+          const v8f mr = load8(m_re + b * ldm + j0), mi = load8(m_im + b * ldm + j0);
+          const float* pc = pa + a.im_offset;
+          // (a + i c) conj(mr + i mi) = (a mr + c mi) + i (c mr - a mi)
+          r0 += pa[0] * mr, r0 += pc[0] * mi, c0 += pc[0] * mr, c0 -= pa[0] * mi;
+          r1 += pa[8] * mr, r1 += pc[8] * mi, c1 += pc[8] * mr, c1 -= pa[8] * mi;
+          r2 += pa[16] * mr, r2 += pc[16] * mi, c2 += pc[16] * mr, c2 -= pa[16] * mi;
+          r3 += pa[24] * mr, r3 += pc[24] * mi, c3 += pc[24] * mr, c3 -= pa[24] * mi;
         }
       }
-      for (int64_t q = 0; q < ni; ++q) {
-        for (int64_t r = 0; r < nj; ++r) {
-          float sum_re = 0, sum_im = 0;
-          for (int l = 0; l < kLanes; ++l) sum_re += acc_re[q][r][l], sum_im += acc_im[q][r][l];
-          out_re[(i0 + q) * b.rows + j0 + r] += sum_re;
-          out_im[(i0 + q) * b.rows + j0 + r] += sum_im;
+      const v8f acc_re[kRows] = {r0, r1, r2, r3}, acc_im[kRows] = {c0, c1, c2, c3};
+      for (int64_t q = 0; q < kRows && i0 + q < a.rows; ++q) {
+        for (int64_t lane = 0; lane < kLanes && j0 + lane < cols; ++lane) {
+          out_re[(i0 + q) * cols + j0 + lane] += acc_re[q][lane];
+          out_im[(i0 + q) * cols + j0 + lane] += acc_im[q][lane];
         }
       }
 #else
-      for (int64_t q = 0; q < ni; ++q) {
-        for (int64_t r = 0; r < nj; ++r) {
+      for (int64_t q = 0; q < kRows && i0 + q < a.rows; ++q) {
+        for (int64_t lane = 0; lane < kLanes && j0 + lane < cols; ++lane) {
           float sum_re = 0, sum_im = 0;
           for (int64_t tile = 0; tile < tiles; ++tile) {
-            const float* pa = a.data + tile * a.stride + (i0 + q) * kLanes;
-            const float* pb = b.data + tile * b.stride + (j0 + r) * kLanes;
             for (int64_t l = 0; l < kLanes; ++l) {
-              sum_re += pa[l] * pb[l] + pa[a.im_offset + l] * pb[b.im_offset + l];
-              sum_im += pa[a.im_offset + l] * pb[l] - pa[l] * pb[b.im_offset + l];
+              const float ar = a.data[tile * a.stride + (i0 + q) * kLanes + l];
+              const float ai = a.data[tile * a.stride + a.im_offset + (i0 + q) * kLanes + l];
+              const int64_t e = (tile * kLanes + l) * ldm + j0 + lane;
+              sum_re += ar * m_re[e] + ai * m_im[e];
+              sum_im += ai * m_re[e] - ar * m_im[e];
             }
           }
-          out_re[(i0 + q) * b.rows + j0 + r] += sum_re;
-          out_im[(i0 + q) * b.rows + j0 + r] += sum_im;
+          out_re[(i0 + q) * cols + j0 + lane] += sum_re;
+          out_im[(i0 + q) * cols + j0 + lane] += sum_im;
         }
       }
 #endif
@@ -268,6 +264,10 @@ EDGERT_MMNET_CLONES void train_backward_tiles(const MMNetShape& s, const GroupPr
   const int64_t y_stride = 2 * nr * kLanes, x_stride = 2 * nt * kLanes, z_stride = 2 * rows * kLanes;
   std::vector<float> y_tiles(tiles * y_stride), hy_tiles(tiles * z_stride), gx_tiles(tiles * x_stride, 0.0f),
       gz_tiles(tiles * z_stride, 0.0f), xprev_tiles(tiles * x_stride, 0.0f);
+  // y and x_{t-1} with the batch as rows (split, columns padded to kLanes) for batch_outer_sum
+  const int64_t ldy = (nr + kLanes - 1) / kLanes * kLanes, ldx = (nt + kLanes - 1) / kLanes * kLanes;
+  std::vector<float> yb_re(tiles * kLanes * ldy, 0.0f), yb_im(yb_re.size(), 0.0f), xb_re(tiles * kLanes * ldx, 0.0f),
+      xb_im(xb_re.size(), 0.0f);
   std::vector<float> gx_in_re(nt * kLanes), gx_in_im(nt * kLanes), u_re(rows * kLanes), u_im(rows * kLanes),
       gx_new_re(rows * kLanes), gx_new_im(rows * kLanes);
   for (int64_t k = 0; k < tiles; ++k) {
@@ -275,6 +275,12 @@ EDGERT_MMNET_CLONES void train_backward_tiles(const MMNetShape& s, const GroupPr
     double yy[kLanes];
     float* yt = y_tiles.data() + k * y_stride;
     load_y_tile(y + (g * s.batch + b0) * nr, nr, lanes, yt, yt + nr * kLanes, yy);
+    for (int64_t j = 0; j < nr; ++j) {
+      for (int64_t l = 0; l < kLanes; ++l) {
+        yb_re[(k * kLanes + l) * ldy + j] = yt[j * kLanes + l];
+        yb_im[(k * kLanes + l) * ldy + j] = yt[(nr + j) * kLanes + l];
+      }
+    }
     float* hy = hy_tiles.data() + k * z_stride;
     tile_product<false>(p.hh.data(), nr, nt, yt, yt + nr * kLanes, kLanes, hy, hy + rows * kLanes, kLanes);
   }
@@ -323,6 +329,12 @@ EDGERT_MMNET_CLONES void train_backward_tiles(const MMNetShape& s, const GroupPr
       float* xp_re = xprev_tiles.data() + k * x_stride;
       float* xp_im = xp_re + nt * kLanes;
       load_stacked(xs + (((t - 1) * s.groups + g) * s.batch + b0) * 2 * nt, nt, lanes, xp_re, xp_im);
+      for (int64_t i = 0; i < nt; ++i) {
+        for (int64_t l = 0; l < kLanes; ++l) {
+          xb_re[(k * kLanes + l) * ldx + i] = xp_re[i * kLanes + l];
+          xb_im[(k * kLanes + l) * ldx + i] = xp_im[i * kLanes + l];
+        }
+      }
       tile_product<false>(m_herm + t * packed_size(nt, nt), nt, nt, gz_re, gz_im, kLanes, gx_new_re.data(),
                           gx_new_im.data(), kLanes);
       tile_product<false>(p.gram.data(), nt, nt, xp_re, xp_im, kLanes, u_re.data(), u_im.data(), kLanes);
@@ -337,12 +349,82 @@ EDGERT_MMNET_CLONES void train_backward_tiles(const MMNetShape& s, const GroupPr
       }
     }
     const TileRun gz{gz_tiles.data(), nt, rows * kLanes, z_stride};
-    lane_outer_sum(gz, TileRun{y_tiles.data(), nr, nr * kLanes, y_stride}, tiles, out.gzy_re.data() + t * nt * nr,
-                   out.gzy_im.data() + t * nt * nr);
+    batch_outer_sum(gz, yb_re.data(), yb_im.data(), ldy, nr, tiles, out.gzy_re.data() + t * nt * nr,
+                    out.gzy_im.data() + t * nt * nr);
     if (t > 0) {
-      lane_outer_sum(gz, TileRun{xprev_tiles.data(), nt, nt * kLanes, x_stride}, tiles,
-                     out.gzx_re.data() + t * nt * nt, out.gzx_im.data() + t * nt * nt);
+      batch_outer_sum(gz, xb_re.data(), xb_im.data(), ldx, nt, tiles, out.gzx_re.data() + t * nt * nt,
+                      out.gzx_im.data() + t * nt * nt);
     }
+  }
+}
+
+// dL/dA and dL/dtheta2 of group g from its runs' partial sums:
+//   g_M = sum_b g_z x^H + 2 g_ratio_m M / ||H||^2,  g_A = sum_b g_z y^H - g_M H^H + 2 g_ratio_a A.
+// Split re/im rows with the Nr columns innermost, so the g_M H^H loop vectorises.
+EDGERT_MMNET_CLONES void assemble_group_grads(const MMNetShape& s, const GroupPrep& p, const cfloat* H, const cfloat* A,
+                                              const TrainPartial* parts, int64_t runs, int64_t g, cfloat* grad_A,
+                                              float* grad_theta2) {
+  const int64_t nr = s.n_rx, nt = s.n_tx, T = s.layers;
+  const cfloat* h = H + g * nr * nt;
+  double h_norm = 0;
+  std::vector<float> hh_re(nt * nr), hh_im(nt * nr);  // H^H [Nt][Nr]
+  for (int64_t j = 0; j < nr; ++j) {
+    for (int64_t k = 0; k < nt; ++k) {
+      const cfloat v = h[j * nt + k];
+      hh_re[k * nr + j] = v.real();
+      hh_im[k * nr + j] = -v.imag();
+      h_norm += std::norm(std::complex<double>(v));
+    }
+  }
+  std::vector<float> ga_re(nt * nr), ga_im(nt * nr), gm_re(nt * nt), gm_im(nt * nt);
+  for (int64_t t = 0; t < T; ++t) {
+    double g_rm = 0, g_ra = 0;
+    for (int64_t run = 0; run < runs; ++run) g_rm += parts[run].g_ratio_m[t], g_ra += parts[run].g_ratio_a[t];
+    for (int64_t i = 0; i < nt; ++i) {
+      double g_th = 0;
+      for (int64_t run = 0; run < runs; ++run) g_th += parts[run].g_theta2[t * nt + i];
+      grad_theta2[(t * s.groups + g) * nt + i] = static_cast<float>(g_th);
+    }
+    const float m_scale = h_norm > 0 ? static_cast<float>(2.0 * g_rm / h_norm) : 0.0f;
+    const float* m = p.m.data() + t * packed_size(nt, nt);
+    for (int64_t i = 0; i < nt; ++i) {
+      for (int64_t k = 0; k < nt; ++k) {
+        const cfloat v = packed_at(m, nt, i, k);
+        gm_re[i * nt + k] = m_scale * v.real();
+        gm_im[i * nt + k] = m_scale * v.imag();
+      }
+    }
+    const cfloat* a = A + (t * s.groups + g) * nt * nr;
+    const float a_scale = static_cast<float>(2.0 * g_ra);
+    for (int64_t e = 0; e < nt * nr; ++e) ga_re[e] = a_scale * a[e].real(), ga_im[e] = a_scale * a[e].imag();
+    for (int64_t run = 0; run < runs; ++run) {
+      const TrainPartial& part = parts[run];
+      for (int64_t e = 0; e < nt * nt; ++e) {
+        gm_re[e] += part.gzx_re[t * nt * nt + e];
+        gm_im[e] += part.gzx_im[t * nt * nt + e];
+      }
+      for (int64_t e = 0; e < nt * nr; ++e) {
+        ga_re[e] += part.gzy_re[t * nt * nr + e];
+        ga_im[e] += part.gzy_im[t * nt * nr + e];
+      }
+    }
+    for (int64_t i = 0; i < nt; ++i) {
+      float* out_re = ga_re.data() + i * nr;
+      float* out_im = ga_im.data() + i * nr;
+      for (int64_t k = 0; k < nt; ++k) {
+        const float gr = gm_re[i * nt + k], gi = gm_im[i * nt + k];
+        const float* br = hh_re.data() + k * nr;
+        const float* bi = hh_im.data() + k * nr;
+        for (int64_t j = 0; j < nr; ++j) {
+          out_re[j] -= gr * br[j];
+          out_re[j] += gi * bi[j];
+          out_im[j] -= gr * bi[j];
+          out_im[j] -= gi * br[j];
+        }
+      }
+    }
+    cfloat* ga = grad_A + (t * s.groups + g) * nt * nr;
+    for (int64_t e = 0; e < nt * nr; ++e) ga[e] = cfloat(ga_re[e], ga_im[e]);
   }
 }
 
@@ -412,7 +494,7 @@ edgert_status mmnet_train_backward(const MMNetShape& s, const cfloat* H, const c
   if (edgert_status st = check_train_args("mmnet_train_backward", s, H, y, sigma2, A, theta2); st != EDGERT_OK) {
     return st;
   }
-  const int64_t nr = s.n_rx, nt = s.n_tx, T = s.layers;
+  const int64_t nt = s.n_tx, T = s.layers;
   if (s.groups == 0) return EDGERT_OK;
   if (grad_A == nullptr || grad_theta2 == nullptr) {
     return fail(EDGERT_ERR_INVALID_ARGUMENT, "mmnet_train_backward: null buffer");
@@ -452,52 +534,9 @@ edgert_status mmnet_train_backward(const MMNetShape& s, const cfloat* H, const c
     }
   });
   detail::parallel_for(s.groups, 1, [&](int64_t begin, int64_t end) {
-    std::vector<cfloat> g_m(nt * nt);
     for (int64_t g = begin; g < end; ++g) {
-      const GroupPrep& p = prep[static_cast<size_t>(g)];
-      const cfloat* h = H + g * nr * nt;
-      double h_norm = 0;
-      for (int64_t e = 0; e < nr * nt; ++e) h_norm += std::norm(std::complex<double>(h[e]));
-      for (int64_t t = 0; t < T; ++t) {
-        double g_rm = 0, g_ra = 0;
-        for (int64_t run = 0; run < runs; ++run) {
-          g_rm += partials[static_cast<size_t>(g * runs + run)].g_ratio_m[t];
-          g_ra += partials[static_cast<size_t>(g * runs + run)].g_ratio_a[t];
-        }
-        for (int64_t i = 0; i < nt; ++i) {
-          double g_th = 0;
-          for (int64_t run = 0; run < runs; ++run) g_th += partials[static_cast<size_t>(g * runs + run)].g_theta2[t * nt + i];
-          grad_theta2[(t * s.groups + g) * nt + i] = static_cast<float>(g_th);
-        }
-        // g_M = sum_b g_z x^H + 2 g_ratio_m M / ||H||^2
-        const float m_scale = h_norm > 0 ? static_cast<float>(2.0 * g_rm / h_norm) : 0.0f;
-        const float* m = p.m.data() + t * packed_size(nt, nt);
-        for (int64_t i = 0; i < nt; ++i) {
-          for (int64_t k = 0; k < nt; ++k) {
-            cfloat acc = m_scale * packed_at(m, nt, i, k);
-            for (int64_t run = 0; run < runs; ++run) {
-              const TrainPartial& part = partials[static_cast<size_t>(g * runs + run)];
-              acc += cfloat(part.gzx_re[(t * nt + i) * nt + k], part.gzx_im[(t * nt + i) * nt + k]);
-            }
-            g_m[i * nt + k] = acc;
-          }
-        }
-        // g_A = sum_b g_z y^H - g_M H^H + 2 g_ratio_a A
-        const cfloat* a = A + (t * s.groups + g) * nt * nr;
-        cfloat* ga = grad_A + (t * s.groups + g) * nt * nr;
-        const float a_scale = static_cast<float>(2.0 * g_ra);
-        for (int64_t i = 0; i < nt; ++i) {
-          for (int64_t j = 0; j < nr; ++j) {
-            cfloat acc = a_scale * a[i * nr + j];
-            for (int64_t run = 0; run < runs; ++run) {
-              const TrainPartial& part = partials[static_cast<size_t>(g * runs + run)];
-              acc += cfloat(part.gzy_re[(t * nt + i) * nr + j], part.gzy_im[(t * nt + i) * nr + j]);
-            }
-            for (int64_t k = 0; k < nt; ++k) acc -= g_m[i * nt + k] * std::conj(h[j * nt + k]);
-            ga[i * nr + j] = acc;
-          }
-        }
-      }
+      assemble_group_grads(s, prep[static_cast<size_t>(g)], H, A, partials.data() + g * runs, runs, g, grad_A,
+                           grad_theta2);
     }
   });
   return EDGERT_OK;
