@@ -62,9 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_json:
         config = {"device": device.type, "device_name": device_name(device), "quick": args.quick,
                   "threads": torch.get_num_threads(), "ops": args.only or list(OP_MODULES), "peers": sorted(peers)}
-        # A partial run (--only, --peers) gets its own file so it never overwrites the full table.
+        # A partial run (--only, --peers, --threads) gets its own file so it never overwrites the full table.
         name = ("hotpaths" + ("-" + "-".join(sorted(args.only)) if args.only else "")
-                + ("-peers-" + "-".join(sorted(peers)) if peers else "") + ("-quick" if args.quick else ""))
+                + ("-peers-" + "-".join(sorted(peers)) if peers else "") + ("-quick" if args.quick else "")
+                + (f"-t{args.threads}" if args.threads else ""))
         path = write_json(name, rows, roofline, config, args.out, markdown=table if args.out != RESULTS_DIR else None)
         print(f"wrote {path}")
     return 0
