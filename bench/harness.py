@@ -138,11 +138,17 @@ def memcpy_bandwidth(device: torch.device, n_bytes: int = 256 << 20) -> float:
     return 2 * n * 4 / t.median / 1e9
 
 
-def gemm_rate(device: torch.device, n: int = 1024) -> float:
-    """Achieved fp32 GEMM rate in GFLOP/s (torch.mm, n x n x n)."""
+def gemm_rate(device: torch.device, n: int = 1024, tf32: bool = False) -> float:
+    """Achieved fp32 GEMM rate in GFLOP/s (torch.mm, n x n x n); ``tf32`` lets a CUDA device use its TF32 tensor
+    cores, as cuDNN's convolutions do by default (``torch.backends.cudnn.allow_tf32``)."""
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
-    t = measure(lambda: torch.mm(a, b), repeats=10, sync=cuda_sync(device))
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        t = measure(lambda: torch.mm(a, b), repeats=10, sync=cuda_sync(device))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
     return 2 * n**3 / t.median / 1e9
 
 

@@ -1,7 +1,9 @@
 // Sparse delta patching on the device. Synchronous by contract: one kernel
-// finds the lowest invalid position (atomicMin), the host reads it back, and
-// only if every index is valid is the apply kernel launched, so nothing is
-// written on failure and the error message matches the CPU kernel's.
+// finds the lowest invalid position (atomicMin) into a device word, the apply
+// kernel, queued behind it on the same stream, writes nothing unless that word
+// says every index is valid, and the host reads the word back once at the end
+// (one synchronisation per call). Nothing is written on failure and the error
+// message matches the CPU kernel's.
 #include <cuda_fp16.h>
 
 #include <cstdint>
@@ -48,7 +50,8 @@ __global__ void validate_kernel(const I* __restrict__ idx, unsigned long long co
 
 template <typename W, typename I, typename V>
 __global__ void apply_kernel(W* __restrict__ w, const I* __restrict__ idx, const V* __restrict__ val,
-                             unsigned long long count, int mode) {
+                             unsigned long long count, int mode, const unsigned long long* __restrict__ first_bad) {
+  if (*first_bad != ~0ull) return;  // some index is invalid: the host reports it, nothing is written
   for (unsigned long long i = blockIdx.x * static_cast<unsigned long long>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<unsigned long long>(gridDim.x) * blockDim.x) {
     const size_t k = static_cast<size_t>(idx[i]);
@@ -66,7 +69,8 @@ __global__ void apply_kernel(W* __restrict__ w, const I* __restrict__ idx, const
 
 template <typename W, typename I, typename O>
 __global__ void gather_kernel(const W* __restrict__ w, const I* __restrict__ idx, unsigned long long count,
-                              O* __restrict__ out) {
+                              O* __restrict__ out, const unsigned long long* __restrict__ first_bad) {
+  if (*first_bad != ~0ull) return;
   for (unsigned long long i = blockIdx.x * static_cast<unsigned long long>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<unsigned long long>(gridDim.x) * blockDim.x) {
     if constexpr (std::is_same<W, O>::value) {
@@ -123,50 +127,88 @@ edgert_status report(const I* idx, size_t bad, size_t n, cudaStream_t stream, co
                       static_cast<long long>(pair[0]));
 }
 
-// Runs the validation kernel and waits for it. EDGERT_OK iff every index is valid.
-template <typename I>
-edgert_status validate(const I* idx, size_t count, size_t n, cudaStream_t stream, const char* op) {
-  unsigned long long* flag = nullptr;
-  if (edgert_status st = cuda_detail::check(cudaMallocAsync(&flag, sizeof(*flag), stream), "sparse validate alloc");
-      st != EDGERT_OK)
-    return st;
-  // All-ones = "no bad position" (greater than any count).
-  unsigned long long first_bad = ~0ull;
-  edgert_status st =
-      cuda_detail::check(cudaMemsetAsync(flag, 0xff, sizeof(*flag), stream), "sparse validate init");
-  if (st == EDGERT_OK) {
-    validate_kernel<I><<<cuda_detail::blocks_for(static_cast<long long>(count), kThreads), kThreads, 0, stream>>>(
-        idx, count, n, flag);
-    st = cuda_detail::check(cudaGetLastError(), "sparse validate launch");
+// The device word that gates the write kernels: all-ones means "no bad position" (greater than any count).
+// queue() allocates it and queues the validation kernel; the caller queues its gated kernel with flag();
+// finish() reads the word back, frees it and waits for the stream, then formats the error if there is one.
+class IndexCheck {
+ public:
+  IndexCheck(cudaStream_t stream, const char* op) : stream_(stream), op_(op) {}
+  IndexCheck(const IndexCheck&) = delete;
+  IndexCheck& operator=(const IndexCheck&) = delete;
+  ~IndexCheck() {
+    if (flag_ != nullptr) cudaFreeAsync(flag_, stream_);  // only on an early return: finish() frees it
   }
-  if (st == EDGERT_OK) {
-    st = cuda_detail::check(cudaMemcpyAsync(&first_bad, flag, sizeof(first_bad), cudaMemcpyDeviceToHost, stream),
-                            "sparse validate readback");
+
+  template <typename I>
+  edgert_status queue(const I* idx, size_t count, size_t n) {
+    if (edgert_status st = cuda_detail::check(cudaMallocAsync(&flag_, sizeof(*flag_), stream_),
+                                              "sparse validate alloc");
+        st != EDGERT_OK) {
+      flag_ = nullptr;
+      return st;
+    }
+    if (edgert_status st =
+            cuda_detail::check(cudaMemsetAsync(flag_, 0xff, sizeof(*flag_), stream_), "sparse validate init");
+        st != EDGERT_OK)
+      return st;
+    validate_kernel<I><<<cuda_detail::blocks_for(static_cast<long long>(count), kThreads), kThreads, 0, stream_>>>(
+        idx, count, n, flag_);
+    return cuda_detail::check(cudaGetLastError(), "sparse validate launch");
   }
-  const edgert_status free_st = cuda_detail::check(cudaFreeAsync(flag, stream), "sparse validate free");
-  if (st == EDGERT_OK) st = cuda_detail::check(cudaStreamSynchronize(stream), "sparse validate");
-  if (st != EDGERT_OK) return st;
-  if (free_st != EDGERT_OK) return free_st;
-  if (first_bad >= count) return EDGERT_OK;
-  return report(idx, static_cast<size_t>(first_bad), n, stream, op);
-}
+
+  const unsigned long long* flag() const { return flag_; }
+
+  // Waits for everything queued; EDGERT_OK iff every index was valid (then the gated kernel ran).
+  template <typename I>
+  edgert_status finish(const I* idx, size_t count, size_t n) {
+    unsigned long long first_bad = ~0ull;
+    edgert_status st = cuda_detail::check(
+        cudaMemcpyAsync(&first_bad, flag_, sizeof(first_bad), cudaMemcpyDeviceToHost, stream_),
+        "sparse validate readback");
+    const edgert_status free_st = cuda_detail::check(cudaFreeAsync(flag_, stream_), "sparse validate free");
+    flag_ = nullptr;
+    if (edgert_status sync_st = cuda_detail::check(cudaStreamSynchronize(stream_), op_);
+        st == EDGERT_OK && sync_st != EDGERT_OK)
+      st = sync_st;
+    if (st != EDGERT_OK) return st;
+    if (free_st != EDGERT_OK) return free_st;
+    if (first_bad >= count) return EDGERT_OK;
+    return report(idx, static_cast<size_t>(first_bad), n, stream_, op_);
+  }
+
+ private:
+  cudaStream_t stream_;
+  const char* op_;
+  unsigned long long* flag_ = nullptr;
+};
 
 template <typename W, typename I, typename V>
-void launch_apply(W* w, const I* idx, const V* val, size_t count, edgert_patch_mode mode, cudaStream_t stream) {
+void launch_apply(W* w, const I* idx, const V* val, size_t count, edgert_patch_mode mode, cudaStream_t stream,
+                  const unsigned long long* first_bad) {
   apply_kernel<W, I, V><<<cuda_detail::blocks_for(static_cast<long long>(count), kThreads), kThreads, 0, stream>>>(
-      w, idx, val, count, static_cast<int>(mode));
+      w, idx, val, count, static_cast<int>(mode), first_bad);
 }
 
 template <typename W, typename I, typename O>
-void launch_gather(const W* w, const I* idx, size_t count, O* out, cudaStream_t stream) {
+void launch_gather(const W* w, const I* idx, size_t count, O* out, cudaStream_t stream,
+                   const unsigned long long* first_bad) {
   gather_kernel<W, I, O><<<cuda_detail::blocks_for(static_cast<long long>(count), kThreads), kThreads, 0, stream>>>(
-      w, idx, count, out);
+      w, idx, count, out, first_bad);
 }
 
-edgert_status validate_any(const void* indices, edgert_dtype index_dtype, size_t count, size_t n,
-                           cudaStream_t stream, const char* op) {
-  return index_dtype == EDGERT_I32 ? validate(static_cast<const int32_t*>(indices), count, n, stream, op)
-                                   : validate(static_cast<const uint32_t*>(indices), count, n, stream, op);
+// Validation, the gated kernel that `launch(typed indices)` queues, and the single wait at the end.
+template <typename Launch>
+edgert_status checked_launch(const void* indices, edgert_dtype index_dtype, size_t count, size_t n,
+                             cudaStream_t stream, const char* op, Launch&& launch) {
+  IndexCheck check(stream, op);
+  auto run = [&](const auto* idx) -> edgert_status {
+    if (edgert_status st = check.queue(idx, count, n); st != EDGERT_OK) return st;
+    launch(idx, check.flag());
+    if (edgert_status st = cuda_detail::check(cudaGetLastError(), op); st != EDGERT_OK) return st;
+    return check.finish(idx, count, n);
+  };
+  return index_dtype == EDGERT_I32 ? run(static_cast<const int32_t*>(indices))
+                                   : run(static_cast<const uint32_t*>(indices));
 }
 
 }  // namespace
@@ -185,26 +227,18 @@ edgert_status sparse_patch(void* weights, edgert_dtype weights_dtype, size_t n_w
   }
   if (count == 0) return EDGERT_OK;
   cudaStream_t s = cuda_detail::as_stream(stream);
-  if (edgert_status st = validate_any(indices, index_dtype, count, n_weights, s, op); st != EDGERT_OK) return st;
-
-  auto dispatch_values = [&](auto* w, auto* idx) {
-    if (values_dtype == EDGERT_F32)
-      launch_apply(w, idx, static_cast<const float*>(values), count, mode, s);
+  return checked_launch(indices, index_dtype, count, n_weights, s, op, [&](const auto* idx, const auto* flag) {
+    auto dispatch_values = [&](auto* w) {
+      if (values_dtype == EDGERT_F32)
+        launch_apply(w, idx, static_cast<const float*>(values), count, mode, s, flag);
+      else
+        launch_apply(w, idx, static_cast<const __half*>(values), count, mode, s, flag);
+    };
+    if (weights_dtype == EDGERT_F32)
+      dispatch_values(static_cast<float*>(weights));
     else
-      launch_apply(w, idx, static_cast<const __half*>(values), count, mode, s);
-  };
-  auto dispatch_index = [&](auto* w) {
-    if (index_dtype == EDGERT_I32)
-      dispatch_values(w, static_cast<const int32_t*>(indices));
-    else
-      dispatch_values(w, static_cast<const uint32_t*>(indices));
-  };
-  if (weights_dtype == EDGERT_F32)
-    dispatch_index(static_cast<float*>(weights));
-  else
-    dispatch_index(static_cast<__half*>(weights));
-  if (edgert_status st = cuda_detail::check(cudaGetLastError(), "sparse_patch launch"); st != EDGERT_OK) return st;
-  return cuda_detail::check(cudaStreamSynchronize(s), "sparse_patch");
+      dispatch_values(static_cast<__half*>(weights));
+  });
 }
 
 edgert_status sparse_gather(const void* weights, edgert_dtype weights_dtype, size_t n_weights, const void* indices,
@@ -215,24 +249,18 @@ edgert_status sparse_gather(const void* weights, edgert_dtype weights_dtype, siz
     return st;
   if (count == 0) return EDGERT_OK;
   cudaStream_t s = cuda_detail::as_stream(stream);
-  if (edgert_status st = validate_any(indices, index_dtype, count, n_weights, s, op); st != EDGERT_OK) return st;
-  auto dispatch_out = [&](auto* w, auto* idx) {
-    if (out_dtype == EDGERT_F32)
-      launch_gather(w, idx, count, static_cast<float*>(out), s);
+  return checked_launch(indices, index_dtype, count, n_weights, s, op, [&](const auto* idx, const auto* flag) {
+    auto dispatch_out = [&](const auto* w) {
+      if (out_dtype == EDGERT_F32)
+        launch_gather(w, idx, count, static_cast<float*>(out), s, flag);
+      else
+        launch_gather(w, idx, count, static_cast<__half*>(out), s, flag);
+    };
+    if (weights_dtype == EDGERT_F32)
+      dispatch_out(static_cast<const float*>(weights));
     else
-      launch_gather(w, idx, count, static_cast<__half*>(out), s);
-  };
-  auto dispatch_index = [&](auto* w) {
-    if (index_dtype == EDGERT_I32)
-      dispatch_out(w, static_cast<const int32_t*>(indices));
-    else
-      dispatch_out(w, static_cast<const uint32_t*>(indices));
-  };
-  if (weights_dtype == EDGERT_F32)
-    dispatch_index(static_cast<const float*>(weights));
-  else
-    dispatch_index(static_cast<const __half*>(weights));
-  return cuda_detail::check(cudaGetLastError(), "sparse_gather launch");
+      dispatch_out(static_cast<const __half*>(weights));
+  });
 }
 
 }  // namespace edgert::cuda
