@@ -197,7 +197,7 @@ edgert_status mmnet_detect(const MMNetShape& s, const cfloat* H, const cfloat* y
   cudaStream_t st = cuda_detail::as_stream(stream);
   float2* ratios = nullptr;
   const size_t bytes = sizeof(float2) * static_cast<size_t>(s.layers * s.groups);
-  if (edgert_status e = cuda_detail::check(cudaMallocAsync(reinterpret_cast<void**>(&ratios), bytes, st),
+  if (edgert_status e = cuda_detail::check(cuda_detail::scratch_alloc(reinterpret_cast<void**>(&ratios), bytes, st),
                                            "mmnet_detect scratch");
       e != EDGERT_OK)
     return e;

@@ -141,9 +141,8 @@ class IndexCheck {
 
   template <typename I>
   edgert_status queue(const I* idx, size_t count, size_t n) {
-    if (edgert_status st = cuda_detail::check(cudaMallocAsync(&flag_, sizeof(*flag_), stream_),
-                                              "sparse validate alloc");
-        st != EDGERT_OK) {
+    const cudaError_t alloc = cuda_detail::scratch_alloc(reinterpret_cast<void**>(&flag_), sizeof(*flag_), stream_);
+    if (edgert_status st = cuda_detail::check(alloc, "sparse validate alloc"); st != EDGERT_OK) {
       flag_ = nullptr;
       return st;
     }
