@@ -53,12 +53,21 @@ bool exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
-std::string fresh_dir(const std::string& name) {
-  const std::string dir = ::testing::TempDir() + name + "_" + std::to_string(::getpid());
-  ::mkdir(dir.c_str(), 0755);
-  for (const char* f : {"/slot.snap", "/slot.snap.tmp"}) std::remove((dir + f).c_str());
-  return dir;
-}
+// A fresh directory for one test's snapshot files, removed with them afterwards.
+struct StateDir {
+  std::string path;
+  explicit StateDir(const std::string& name) : path(::testing::TempDir() + name + "_" + std::to_string(::getpid())) {
+    clear();
+    ::mkdir(path.c_str(), 0755);
+  }
+  ~StateDir() {
+    clear();
+    ::rmdir(path.c_str());
+  }
+  void clear() const {
+    for (const char* f : {"/slot.snap", "/slot.snap.tmp"}) std::remove((path + f).c_str());
+  }
+};
 
 std::set<std::string> files_in(const std::string& dir) {
   std::set<std::string> names;
@@ -180,7 +189,8 @@ TEST(SnapshotCrash, EveryFailingCallLeavesTheLastCompleteSnapshot) {
   SlotPtr old_slot, new_slot;
   make_slot(old_slot, 4);
   make_slot(new_slot, 5);
-  const std::string dir = fresh_dir("edgert_inject");
+  const StateDir state("edgert_inject");
+  const std::string& dir = state.path;
   const std::string path = dir + "/slot.snap";
   const std::string tmp = path + ".tmp";
 
@@ -239,7 +249,8 @@ TEST(SnapshotCrash, EveryFailingCallLeavesTheLastCompleteSnapshot) {
 TEST(SnapshotCrash, DirectorySyncUnsupportedIsNotAnError) {
   SlotPtr slot;
   make_slot(slot, 3);
-  const std::string path = fresh_dir("edgert_einval") + "/slot.snap";
+  const StateDir state("edgert_einval");
+  const std::string path = state.path + "/slot.snap";
   FileOps ops = sys();
   ops.fsync_dir = [](void*, const char*) {
     errno = EINVAL;  // e.g. a file system that cannot sync directories
@@ -254,7 +265,8 @@ TEST(SnapshotCrash, ConcurrentSavesOfOneSlotNeverTearTheFile) {
   // Saves of a slot share path.tmp; they are serialized, so racing threads still leave a loadable file.
   SlotPtr slot;
   make_slot(slot, 6);
-  const std::string path = fresh_dir("edgert_concurrent") + "/slot.snap";
+  const StateDir state("edgert_concurrent");
+  const std::string path = state.path + "/slot.snap";
   std::vector<std::thread> threads;
   std::atomic<int> failures{0};
   for (int t = 0; t < 4; ++t) {
@@ -284,7 +296,8 @@ TEST(SnapshotCrash, SigkillAtRandomPointsOfSavesLeavesTheLastCompleteSnapshot) {
   for (int v = 1; v <= kChainLength; ++v) make_slot(slots[v - 1], v);
   auto version_of = [](uint64_t index) { return 1 + index % kChainLength; };  // save number -> version it writes
 
-  const std::string dir = fresh_dir("edgert_kill");
+  const StateDir state("edgert_kill");
+  const std::string& dir = state.path;
   const std::string path = dir + "/slot.snap";
   uint64_t on_disk = 0;  // the number of the save whose snapshot the file holds
   ASSERT_EQ(edgert_slot_save(slots[version_of(on_disk) - 1].s, path.c_str()), EDGERT_OK);
