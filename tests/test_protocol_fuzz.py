@@ -1,21 +1,27 @@
 """Property-based fuzzing of the Python side of the wire protocol: every parser that reads bytes from the network
 either returns a value or raises its protocol error -- never another exception, never a hang -- and valid messages
-round-trip. (The C++ decoders have libFuzzer targets; this covers the server's Python parsers.)"""
+round-trip; the handshake on both ends, a real ModelServer and a real EdgeClient over localhost, survives any byte
+stream from an unauthenticated peer and never authenticates it. (The C++ decoders and the firmware node's frame
+reader and handshake have libFuzzer targets in tests/fuzz; this covers the Python side.)"""
 from __future__ import annotations
 
+import secrets
 import socket
 import struct
+import threading
 
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis", reason="hypothesis not installed (extra [dev])")
+import numpy as np  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from edgert.ams import protocol as ams  # noqa: E402
 from edgert.recl import protocol as recl  # noqa: E402
-from edgert.transport import frames  # noqa: E402
-from edgert.transport.frames import ConnectionClosed, ProtocolError  # noqa: E402
+from edgert.transport import EdgeClient, ModelServer, frames  # noqa: E402
+from edgert.transport.frames import ConnectionClosed, FrameType, ProtocolError  # noqa: E402
+from edgert.updates import Manifest, TensorSpec  # noqa: E402
 
 FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 blobs = st.binary(max_size=512)
@@ -122,3 +128,109 @@ def test_a_valid_frame_reads_back() -> None:
     finally:
         a.close()
         b.close()
+
+
+# ---- the handshake on a real server and a real client over localhost ----------------------------------------------
+
+MANIFEST = Manifest(bytes(range(16)), (TensorSpec("w", "float32", (8, 4)),))
+KEY = bytes(range(32))
+SERVER_FRAMES = st.sampled_from([t for t in frames.FrameType])
+
+
+def _hello(device: str, nonce: bytes) -> bytes:
+    return frames.encode_frame(FrameType.HELLO, frames.Hello(device, MANIFEST.model_id, 0, nonce).encode())
+
+
+def _read_all(sock: socket.socket, timeout: float = 5.0) -> list[tuple[FrameType, bytes]]:
+    """Frames the peer sends until it closes (a protocol error here is a test failure: peers send valid frames)."""
+    out = []
+    while True:
+        try:
+            out.append(frames.read_frame(sock, timeout))
+        except ConnectionClosed:
+            return out
+
+
+@pytest.fixture(scope="module")
+def server():
+    with ModelServer(MANIFEST, {"dev": KEY}, {"w": np.ones((8, 4), np.float32)}) as s:
+        yield s
+
+
+def _still_authenticates(server: ModelServer) -> None:
+    """A fresh HELLO from the known device gets a CHALLENGE with the right proof: the server survived."""
+    nonce = secrets.token_bytes(frames.NONCE_BYTES)
+    with socket.create_connection(server.address, timeout=5) as sock:
+        sock.sendall(_hello("dev", nonce))
+        frame_type, body = frames.read_frame(sock, 5.0)
+        assert frame_type == FrameType.CHALLENGE
+        server_nonce, proof = frames.decode_challenge(body)
+        assert proof == frames.server_proof(KEY, nonce, server_nonce, "dev")
+
+
+@settings(max_examples=60, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(["none", "known", "unknown"]),
+       st.lists(st.one_of(st.binary(max_size=80), st.tuples(SERVER_FRAMES, st.binary(max_size=64))), max_size=4))
+def test_server_handshake_on_random_streams(server: ModelServer, hello: str, parts: list) -> None:
+    """Whatever an unauthenticated peer sends (after a valid HELLO or not), the server answers at most CHALLENGE and
+    then ERROR, closes, never sends a model, and goes on authenticating real devices."""
+    stream = b"" if hello == "none" else _hello("dev" if hello == "known" else "stranger", bytes(16))
+    for part in parts:
+        stream += part if isinstance(part, bytes) else frames.encode_frame(part[0], part[1])
+    with socket.create_connection(server.address, timeout=5) as sock:
+        try:
+            sock.sendall(stream)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:  # the server may close as soon as it has seen enough
+            pass
+        try:
+            replies = [t for t, _ in _read_all(sock)]
+        except OSError:  # reset after an early close
+            replies = []
+    assert replies in ([], [FrameType.ERROR], [FrameType.CHALLENGE], [FrameType.CHALLENGE, FrameType.ERROR]), replies
+    if hello == "unknown":
+        assert FrameType.CHALLENGE not in replies
+    _still_authenticates(server)
+
+
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.booleans(), st.lists(st.one_of(st.binary(max_size=80), st.tuples(SERVER_FRAMES, st.binary(max_size=64))),
+                               max_size=4))
+def test_client_handshake_on_random_server_bytes(challenge_first: bool, parts: list) -> None:
+    """A hostile server: the real EdgeClient's handshake refuses it (no AUTH, never connected) without any
+    exception escaping its network thread, then reconnects."""
+    errors: list[BaseException] = []
+    previous_hook = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_value)  # type: ignore[assignment]
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+    client = EdgeClient(listener.getsockname(), "dev", KEY)
+    try:
+        client.start()
+        for _ in range(2):  # the second connection shows the client survived the first
+            conn, _ = listener.accept()
+            with conn:
+                frame_type, body = frames.read_frame(conn, 5.0)
+                assert frame_type == FrameType.HELLO
+                frames.Hello.decode(body)
+                stream = b""
+                if challenge_first:
+                    stream = frames.encode_frame(FrameType.CHALLENGE,
+                                                 frames.encode_challenge(bytes(16), secrets.token_bytes(32)))
+                for part in parts:
+                    stream += part if isinstance(part, bytes) else frames.encode_frame(part[0], part[1])
+                try:
+                    conn.sendall(stream)
+                    conn.shutdown(socket.SHUT_WR)
+                    replies = [t for t, _ in _read_all(conn)]
+                except OSError:
+                    replies = []
+                assert FrameType.AUTH not in replies
+                assert not client.connected.is_set()
+    finally:
+        client.stop()
+        listener.close()
+        threading.excepthook = previous_hook
+    assert client.connections == 0
+    assert not errors, errors

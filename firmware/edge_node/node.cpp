@@ -26,6 +26,8 @@ using Clock = std::chrono::steady_clock;
 using wire::Bytes;
 using wire::FrameType;
 
+constexpr uint32_t kMaxHandshakeFrame = 4096;
+
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 // Writes all bytes (MSG_NOSIGNAL: a closed peer is an error, not a signal).
@@ -38,11 +40,6 @@ bool send_all(int fd, const uint8_t* data, size_t len) {
     len -= static_cast<size_t>(n);
   }
   return true;
-}
-
-bool send_frame(int fd, FrameType type, const Bytes& body) {
-  const Bytes frame = wire::encode_frame(type, body);
-  return send_all(fd, frame.data(), frame.size());
 }
 
 // Reads exactly len bytes, waiting at most timeout_s for each chunk.
@@ -60,6 +57,23 @@ bool recv_exact(int fd, uint8_t* out, size_t len, double timeout_s) {
   }
   return true;
 }
+
+// The server connection as a ByteStream.
+class SocketStream final : public wire::ByteStream {
+ public:
+  explicit SocketStream(int fd) : fd_(fd) {}
+  bool read_exact(uint8_t* out, size_t len, double timeout_s) override { return recv_exact(fd_, out, len, timeout_s); }
+  bool write_all(const uint8_t* data, size_t len) override { return send_all(fd_, data, len); }
+  int wait_readable(int timeout_ms) override {
+    pollfd p{fd_, POLLIN, 0};
+    const int r = ::poll(&p, 1, timeout_ms);
+    if (r < 0) return errno == EINTR ? 0 : -1;
+    return r;
+  }
+
+ private:
+  int fd_;
+};
 
 int connect_to(const std::string& host, uint16_t port) {
   addrinfo hints{};
@@ -182,9 +196,9 @@ bool EdgeNode::handle_manifest(const Bytes& body) {
   return true;
 }
 
-bool EdgeNode::handle_packet(int fd, const Bytes& body) {
+bool EdgeNode::handle_packet(wire::ByteStream& io, const Bytes& body) {
   const auto s = current_slot();
-  if (!s) return send_frame(fd, FrameType::kResync, wire::encode_u64(0));
+  if (!s) return wire::write_frame(io, FrameType::kResync, wire::encode_u64(0));
   const edgert_status st = edgert_slot_apply(s->slot, body.data(), body.size());
   const uint64_t v = edgert_slot_version(s->slot);
   if (st == EDGERT_OK || st == EDGERT_ERR_PACKET_STALE) {
@@ -195,19 +209,19 @@ bool EdgeNode::handle_packet(int fd, const Bytes& body) {
         if (edgert_slot_save(s->slot, snap.c_str()) != EDGERT_OK) log(std::string("save failed: ") + edgert_last_error());
       }
     }
-    return send_frame(fd, FrameType::kAck, wire::encode_u64(v));
+    return wire::write_frame(io, FrameType::kAck, wire::encode_u64(v));
   }
   const std::string message = std::string(edgert_status_name(st)) + ": " + edgert_last_error();
   log("rejected packet: " + message);
-  if (st == EDGERT_ERR_PACKET_VERSION_MISMATCH) return send_frame(fd, FrameType::kResync, wire::encode_u64(v));
+  if (st == EDGERT_ERR_PACKET_VERSION_MISMATCH) return wire::write_frame(io, FrameType::kResync, wire::encode_u64(v));
   wire::Nack nack;
   nack.active_version = v;
   nack.status = static_cast<uint32_t>(st);
   nack.message = message;
-  return send_frame(fd, FrameType::kNack, wire::encode_nack(nack));
+  return wire::write_frame(io, FrameType::kNack, wire::encode_nack(nack));
 }
 
-bool EdgeNode::session(int fd) {
+bool EdgeNode::session(wire::ByteStream& io) {
   wire::Hello hello;
   hello.device_id = config_.device_id;
   hello.max_packet_format = edgert_packet_max_format();
@@ -216,26 +230,19 @@ bool EdgeNode::session(int fd) {
     hello.active_version = edgert_slot_version(s->slot);
   }
   random_bytes(hello.client_nonce, wire::kNonceBytes);
-  if (!send_frame(fd, FrameType::kHello, wire::encode_hello(hello))) return false;
+  if (!wire::write_frame(io, FrameType::kHello, wire::encode_hello(hello))) return false;
 
-  auto read_frame = [&](FrameType* type, Bytes* body, double first_byte_timeout) -> bool {
-    uint8_t header[wire::kHeaderBytes];
-    uint32_t len = 0;
-    std::string error;
-    if (!recv_exact(fd, header, 1, first_byte_timeout) || !recv_exact(fd, header + 1, wire::kHeaderBytes - 1, config_.drop_after_s)) {
-      return false;
-    }
-    if (!wire::parse_header(header, config_.max_frame, type, &len, &error)) {
-      log("bad frame from server: " + error);
-      return false;
-    }
-    body->resize(len);
-    return len == 0 || recv_exact(fd, body->data(), len, config_.drop_after_s);
+  std::string error;
+  auto read_frame = [&](FrameType* type, Bytes* body, uint32_t max_length) -> bool {
+    if (wire::read_frame(io, max_length, config_.drop_after_s, config_.drop_after_s, type, body, &error)) return true;
+    if (!error.empty()) log("bad frame from server: " + error);
+    return false;
   };
 
   FrameType type;
   Bytes body;
-  if (!read_frame(&type, &body, config_.drop_after_s)) return false;
+  // Until the server has proved it knows the key, frames are small (CHALLENGE or ERROR).
+  if (!read_frame(&type, &body, std::min(config_.max_frame, kMaxHandshakeFrame))) return false;
   if (type == FrameType::kError) {
     wire::ErrorMessage e;
     std::string err;
@@ -243,7 +250,6 @@ bool EdgeNode::session(int fd) {
     return false;
   }
   wire::Challenge challenge;
-  std::string error;
   if (type != FrameType::kChallenge || !wire::parse_challenge(body, &challenge, &error)) {
     log("handshake: expected CHALLENGE, got " + std::string(wire::frame_name(type)) + " " + error);
     return false;
@@ -256,27 +262,26 @@ bool EdgeNode::session(int fd) {
   }
   uint8_t proof[wire::kProofBytes];
   wire::device_proof(config_.key, challenge.server_nonce, hello.client_nonce, config_.device_id, proof);
-  if (!send_frame(fd, FrameType::kAuth, wire::encode_auth(proof))) return false;
+  if (!wire::write_frame(io, FrameType::kAuth, wire::encode_auth(proof))) return false;
   log("connected and authenticated");
 
   auto last_traffic = Clock::now();
   auto last_ping = Clock::now();
   while (!stopping_) {
-    pollfd p{fd, POLLIN, 0};
-    const int r = ::poll(&p, 1, 200);
-    if (r < 0 && errno != EINTR) return true;
-    if (r <= 0) {
+    const int r = io.wait_readable(200);
+    if (r < 0) return true;
+    if (r == 0) {
       if (seconds_since(last_traffic) > config_.drop_after_s) {
         log("server silent; dropping the connection");
         return true;
       }
       if (seconds_since(last_traffic) > config_.ping_after_s && seconds_since(last_ping) > config_.ping_after_s) {
         last_ping = Clock::now();
-        if (!send_frame(fd, FrameType::kPing, wire::encode_u64(0))) return true;
+        if (!wire::write_frame(io, FrameType::kPing, wire::encode_u64(0))) return true;
       }
       continue;
     }
-    if (!read_frame(&type, &body, config_.drop_after_s)) return true;
+    if (!read_frame(&type, &body, config_.max_frame)) return true;
     last_traffic = Clock::now();
     bool ok = true;
     switch (type) {
@@ -284,11 +289,11 @@ bool EdgeNode::session(int fd) {
         ok = handle_manifest(body);  // a manifest we cannot parse: drop and retry later
         break;
       case FrameType::kPacket:
-        ok = handle_packet(fd, body);
+        ok = handle_packet(io, body);
         break;
       case FrameType::kPing: {
         uint64_t nonce = 0;
-        ok = wire::parse_u64(body, &nonce, &error) && send_frame(fd, FrameType::kPong, wire::encode_u64(nonce));
+        ok = wire::parse_u64(body, &nonce, &error) && wire::write_frame(io, FrameType::kPong, wire::encode_u64(nonce));
         break;
       }
       case FrameType::kPong:
@@ -381,7 +386,8 @@ void EdgeNode::run() {
     const int fd = connect_to(config_.host, config_.port);
     bool authenticated = false;
     if (fd >= 0) {
-      authenticated = session(fd);
+      SocketStream io(fd);
+      authenticated = session(io);
       ::close(fd);
     }
     if (stopping_) break;

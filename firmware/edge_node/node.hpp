@@ -44,11 +44,15 @@ class EdgeNode {
 
   uint64_t version() const;
 
+  // One connection over `io` (a socket in run(), a buffer in tests and the fuzzer): HELLO, the
+  // server's CHALLENGE, AUTH, then MANIFEST/PACKET/PING frames until the stream ends, fails, goes
+  // silent or stop() is called. Returns whether the handshake authenticated the server.
+  bool session(wire::ByteStream& io);
+
  private:
   struct SlotHandle;
-  bool session(int fd);  // one connection; returns after disconnect/failure
   bool handle_manifest(const wire::Bytes& body);
-  bool handle_packet(int fd, const wire::Bytes& body);
+  bool handle_packet(wire::ByteStream& io, const wire::Bytes& body);
   void load_state();
   void serve_loop(int listen_fd);
   std::shared_ptr<SlotHandle> current_slot() const;

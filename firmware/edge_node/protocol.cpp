@@ -169,6 +169,46 @@ bool parse_error(const Bytes& body, ErrorMessage* out, std::string* error) {
   return true;
 }
 
+bool read_frame(ByteStream& in, uint32_t max_length, double first_byte_timeout_s, double timeout_s, FrameType* type,
+                Bytes* body, std::string* error) {
+  error->clear();
+  uint8_t header[kHeaderBytes];
+  uint32_t len = 0;
+  if (!in.read_exact(header, 1, first_byte_timeout_s) || !in.read_exact(header + 1, kHeaderBytes - 1, timeout_s)) {
+    return false;
+  }
+  if (!parse_header(header, max_length, type, &len, error)) return false;
+  constexpr size_t kChunk = 64 << 10;
+  body->clear();
+  while (body->size() < len) {
+    const size_t have = body->size();
+    const size_t n = len - have < kChunk ? len - have : kChunk;
+    body->resize(have + n);
+    if (!in.read_exact(body->data() + have, n, timeout_s)) return false;
+  }
+  return true;
+}
+
+bool write_frame(ByteStream& out, FrameType type, const Bytes& body) {
+  const Bytes frame = encode_frame(type, body);
+  return out.write_all(frame.data(), frame.size());
+}
+
+bool BufferStream::read_exact(uint8_t* out, size_t len, double) {
+  if (input.size() - pos < len) {
+    pos = input.size();  // a short read ends the stream, as a closed socket does
+    return false;
+  }
+  if (len) std::memcpy(out, input.data() + pos, len);
+  pos += len;
+  return true;
+}
+
+bool BufferStream::write_all(const uint8_t* data, size_t len) {
+  output.insert(output.end(), data, data + len);
+  return true;
+}
+
 void server_proof(const Bytes& key, const uint8_t client_nonce[kNonceBytes], const uint8_t server_nonce[kNonceBytes],
                   const std::string& device_id, uint8_t out[kProofBytes]) {
   proof(key, "edgert-server", client_nonce, server_nonce, device_id, out);

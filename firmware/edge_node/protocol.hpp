@@ -1,11 +1,13 @@
-// The edgert wire protocol (docs/spec/wire-protocol.md): frame header checks and
-// message encoding/decoding on byte buffers. No I/O here, so it is unit-tested
-// directly and shared by the node's network loop.
+// The edgert wire protocol (docs/spec/wire-protocol.md): frame header checks,
+// message encoding/decoding on byte buffers, and frame reading/writing over a
+// ByteStream. No sockets here: the node's network loop passes a socket stream,
+// the unit tests and the libFuzzer target (tests/fuzz/fuzz_node.cpp) a buffer.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace edgert::wire {
@@ -72,6 +74,39 @@ bool parse_hello(const Bytes& body, Hello* out, std::string* error);
 bool parse_challenge(const Bytes& body, Challenge* out, std::string* error);
 bool parse_u64(const Bytes& body, uint64_t* out, std::string* error);
 bool parse_error(const Bytes& body, ErrorMessage* out, std::string* error);
+
+// A source and sink of bytes: a socket in the node (node.cpp), a buffer in tests and the fuzzer.
+class ByteStream {
+ public:
+  virtual ~ByteStream() = default;
+  // Reads exactly len bytes, waiting at most timeout_s for each chunk; false when the stream ends,
+  // fails or times out first.
+  virtual bool read_exact(uint8_t* out, size_t len, double timeout_s) = 0;
+  virtual bool write_all(const uint8_t* data, size_t len) = 0;
+  // 1 when bytes are ready to read, 0 after timeout_ms without any, -1 when the stream ended or failed.
+  virtual int wait_readable(int timeout_ms) = 0;
+};
+
+// Reads one frame: the first header byte within first_byte_timeout_s, then everything else within
+// timeout_s per chunk. The header is checked (parse_header, length <= max_length) before any of the
+// body is read, and the body grows only as its bytes arrive, so a length that lies costs no memory.
+// False when the stream ends or times out (*error empty) or the header is bad (*error says why).
+bool read_frame(ByteStream& in, uint32_t max_length, double first_byte_timeout_s, double timeout_s, FrameType* type,
+                Bytes* body, std::string* error);
+bool write_frame(ByteStream& out, FrameType type, const Bytes& body);
+
+// A ByteStream over a byte buffer: reads consume `input` (never wait), writes append to `output`.
+class BufferStream : public ByteStream {
+ public:
+  explicit BufferStream(Bytes input) : input(std::move(input)) {}
+  bool read_exact(uint8_t* out, size_t len, double timeout_s) override;
+  bool write_all(const uint8_t* data, size_t len) override;
+  int wait_readable(int) override { return pos < input.size() ? 1 : -1; }
+
+  Bytes input;
+  size_t pos = 0;  // bytes of input consumed
+  Bytes output;
+};
 
 // The handshake proofs (HMAC-SHA256 under the device key, see the spec).
 void server_proof(const Bytes& key, const uint8_t client_nonce[kNonceBytes], const uint8_t server_nonce[kNonceBytes],

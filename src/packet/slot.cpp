@@ -23,18 +23,14 @@
 #include <thread>
 #include <vector>
 
-#if defined(_WIN32)
-#include <io.h>
-#else
 #include <fcntl.h>
-#include <unistd.h>
-#endif
 
 #include "core/error.hpp"
 #include "core/half.hpp"
 #include "kernels/sparse_apply.hpp"
 #include "packet/bytes.hpp"
 #include "packet/crc32c.hpp"
+#include "packet/file_ops.hpp"
 #include "packet/format.hpp"
 
 using edgert::detail::fail;
@@ -93,6 +89,8 @@ struct edgert_slot {
   std::vector<uint8_t> value_store;  // format 2/3 values decoded while verifying
   ChangeSet sets[kBuffers];
   int fill_set = 0;  // the set the next packet records into
+  std::mutex saver;  // one save at a time: saves of a slot share the temp file
+  edgert::detail::FileOps file_ops = edgert::detail::system_file_ops();
 
   ~edgert_slot() {
     for (Buffer& b : buffers) ::operator delete(b.data, std::align_val_t(pk::kTensorAlignment), std::nothrow);
@@ -290,7 +288,27 @@ bool valid_slot(const edgert_slot* s, const char* op) {
   return true;
 }
 
+// Writes all n bytes, resuming after short writes and EINTR; false with errno set otherwise.
+bool write_all(const edgert::detail::FileOps& io, int fd, const uint8_t* p, uint64_t n) {
+  while (n > 0) {
+    const size_t chunk = n > (uint64_t{1} << 30) ? size_t{1} << 30 : static_cast<size_t>(n);
+    const int64_t written = io.write(io.user, fd, p, chunk);
+    if (written < 0 && errno == EINTR) continue;
+    if (written <= 0) {
+      if (written == 0) errno = ENOSPC;  // no progress and no error: the device is full
+      return false;
+    }
+    p += written;
+    n -= static_cast<uint64_t>(written);
+  }
+  return true;
+}
+
 }  // namespace
+
+void edgert::detail::slot_set_file_ops(edgert_slot* slot, const FileOps* ops) {
+  slot->file_ops = ops ? *ops : system_file_ops();
+}
 
 extern "C" {
 
@@ -498,6 +516,22 @@ edgert_status edgert_slot_read_tensor(edgert_slot* slot, uint32_t tensor_id, voi
 edgert_status edgert_slot_save(edgert_slot* slot, const char* path) {
   if (!valid_slot(slot, "slot_save")) return EDGERT_ERR_INVALID_ARGUMENT;
   if (path == nullptr) return fail(EDGERT_ERR_INVALID_ARGUMENT, "slot_save: null path");
+  // Crash consistency: the new snapshot is complete and durable in path.tmp
+  // (every byte written, fsync, close) before the rename publishes it, and the
+  // directory is synced so the rename survives a power loss. A crash at any
+  // point leaves `path` holding the previous or the new snapshot, never a mix;
+  // a leftover path.tmp is truncated by the next save and never read by load.
+  std::lock_guard<std::mutex> saving(slot->saver);
+  const edgert::detail::FileOps& io = slot->file_ops;
+  std::string tmp, dir;
+  try {
+    tmp = std::string(path) + ".tmp";
+    dir = path;
+    const size_t slash = dir.find_last_of('/');
+    dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : dir.substr(0, slash));
+  } catch (const std::bad_alloc&) {
+    return fail(EDGERT_ERR_OUT_OF_MEMORY, "slot_save: out of memory");
+  }
   const void* w = nullptr;
   uint64_t version = 0;
   if (edgert_status st = edgert_slot_acquire(slot, &w, &version); st != EDGERT_OK) return st;
@@ -512,47 +546,45 @@ edgert_status edgert_slot_save(edgert_slot* slot, const char* path) {
   uint8_t trailer[4];
   pk::store_u32(trailer, pk::crc32c_update(pk::crc32c(header, sizeof(header)), w, size));
 
-  std::string tmp;
-  try {
-    tmp = std::string(path) + ".tmp";
-  } catch (const std::bad_alloc&) {
+  const int fd = io.open(io.user, tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) {
+    const int err = errno;
     edgert_slot_release(slot, w);
-    return fail(EDGERT_ERR_OUT_OF_MEMORY, "slot_save: out of memory");
+    return fail(EDGERT_ERR_IO, "slot_save: cannot create '%s': %s; '%s' is unchanged", tmp.c_str(),
+                std::strerror(err), path);
   }
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (f == nullptr) {
-    edgert_slot_release(slot, w);
-    return fail(EDGERT_ERR_IO, "slot_save: cannot create '%s': %s", tmp.c_str(), std::strerror(errno));
-  }
-  bool ok = std::fwrite(header, 1, sizeof(header), f) == sizeof(header) &&
-            (size == 0 || std::fwrite(w, 1, size, f) == size) && std::fwrite(trailer, 1, 4, f) == 4 &&
-            std::fflush(f) == 0;
+  const char* step = "writing";
+  bool ok = write_all(io, fd, header, sizeof(header)) && write_all(io, fd, static_cast<const uint8_t*>(w), size) &&
+            write_all(io, fd, trailer, sizeof(trailer));
   edgert_slot_release(slot, w);
-#if !defined(_WIN32)
-  ok = ok && ::fsync(fileno(f)) == 0;
-#else
-  ok = ok && ::_commit(_fileno(f)) == 0;
-#endif
-  ok = (std::fclose(f) == 0) && ok;
+  if (ok && io.fsync(io.user, fd) != 0) {
+    ok = false;
+    step = "syncing";
+  }
+  int err = errno;
+  if (io.close(io.user, fd) != 0 && ok) {  // a deferred write error (e.g. NFS) surfaces here
+    ok = false;
+    step = "closing";
+    err = errno;
+  }
+  if (ok && io.rename(io.user, tmp.c_str(), path) != 0) {
+    ok = false;
+    step = "renaming";
+    err = errno;
+  }
   if (!ok) {
-    std::remove(tmp.c_str());
-    return fail(EDGERT_ERR_IO, "slot_save: writing '%s' failed: %s", tmp.c_str(), std::strerror(errno));
+    (void)io.unlink(io.user, tmp.c_str());
+    return fail(EDGERT_ERR_IO, "slot_save: %s '%s' failed: %s; '%s' is unchanged", step, tmp.c_str(),
+                std::strerror(err), path);
   }
-  if (std::rename(tmp.c_str(), path) != 0) {
-    std::remove(tmp.c_str());
-    return fail(EDGERT_ERR_IO, "slot_save: cannot rename '%s' to '%s': %s", tmp.c_str(), path, std::strerror(errno));
+  // EINVAL: the file system cannot sync a directory (its renames are as durable as it gets).
+  if (io.fsync_dir(io.user, dir.c_str()) != 0 && errno != EINVAL) {
+    err = errno;
+    return fail(EDGERT_ERR_IO,
+                "slot_save: '%s' holds version %llu, but syncing directory '%s' failed (%s): the rename may not "
+                "survive a power loss",
+                path, static_cast<ull>(version), dir.c_str(), std::strerror(err));
   }
-#if !defined(_WIN32)
-  // Make the rename itself durable: fsync the directory (best effort).
-  std::string dir(path);
-  const size_t slash = dir.find_last_of('/');
-  dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : dir.substr(0, slash));
-  const int fd = ::open(dir.c_str(), O_RDONLY);
-  if (fd >= 0) {
-    (void)::fsync(fd);
-    ::close(fd);
-  }
-#endif
   edgert::detail::clear_error();
   return EDGERT_OK;
 }

@@ -19,6 +19,7 @@
 
 #include "core/half.hpp"
 #include "edgert/edgert.h"
+#include "golden.hpp"
 #include "packet/bytes.hpp"
 #include "packet/crc32c.hpp"
 #include "packet/encode_v2.hpp"
@@ -29,14 +30,8 @@
 
 namespace {
 
-using Bytes = std::vector<uint8_t>;
+using namespace edgert_test;  // NOLINT: golden files and slot helpers
 namespace pk = edgert::packet;
-
-Bytes read_golden(const std::string& name) {
-  std::ifstream f(std::string(EDGERT_TEST_DATA_DIR) + "/packets/" + name, std::ios::binary);
-  EXPECT_TRUE(f.good()) << "missing golden file " << name;
-  return Bytes(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
-}
 
 std::string hex(const uint8_t* p, size_t n) {
   static const char* digits = "0123456789abcdef";
@@ -46,21 +41,6 @@ std::string hex(const uint8_t* p, size_t n) {
     s += digits[p[i] & 15];
   }
   return s;
-}
-
-struct SlotPtr {
-  edgert_slot* s = nullptr;
-  ~SlotPtr() { edgert_slot_free(s); }
-};
-
-Bytes weights_of(edgert_slot* s) {
-  const void* w = nullptr;
-  uint64_t v = 0;
-  EXPECT_EQ(edgert_slot_acquire(s, &w, &v), EDGERT_OK);
-  const auto* p = static_cast<const uint8_t*>(w);
-  Bytes out(p, p + edgert_slot_weights_size(s));
-  edgert_slot_release(s, w);
-  return out;
 }
 
 // Applies `p` to `s`, expects `status`, and that weights and version did not move.
@@ -207,11 +187,6 @@ TEST(PacketCrypto, HmacSha256Rfc4231Vectors) {
 
 // ---- golden packets ----------------------------------------------------------------
 
-const char* kChain[] = {"full_snapshot.bin", "sparse_fp16.bin", "dense_fp32.bin",    "int8.bin",
-                        "authenticated.bin", "v2_sparse_fp16.bin", "v2_int8.bin",    "v3_sparse_fp16.bin",
-                        "v3_int8.bin",       "int4b.bin",          "int8b.bin",      "v2_int4b.bin",
-                        "v2_int8b.bin",      "v3_blocks.bin"};
-constexpr int kChainLength = 14;  // formats: v6, v7, v12, v13: 2; v8, v9, v14: 3; v10..v14 block-scaled; keyed from v5
 int chain_format(int v) { return v == 8 || v == 9 || v == 14 ? 3 : v == 6 || v == 7 || v >= 12 ? 2 : 1; }
 
 TEST(PacketGolden, ManifestDescribesTheModel) {

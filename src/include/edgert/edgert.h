@@ -441,9 +441,18 @@ EDGERT_API void edgert_slot_release(edgert_slot* slot, const void* weights);
 EDGERT_NODISCARD EDGERT_API edgert_status edgert_slot_read_tensor(edgert_slot* slot, uint32_t tensor_id, void* dst,
                                                                   size_t dst_bytes, uint64_t* version);
 
-/* Saves manifest hash, model id, version and weights atomically (temp file,
- * fsync, rename). Load replaces the slot's state only if the file is intact
- * and matches the slot's manifest; otherwise the slot is unchanged. */
+/* Saves manifest hash, model id, version and weights atomically: writes
+ * `path`.tmp completely, fsyncs it, renames it over `path` and fsyncs the
+ * directory. Crash consistency: if the process dies or the power fails at any
+ * point of a save, `path` afterwards holds the previous complete snapshot or
+ * the new one, never a torn file (a leftover `path`.tmp is never read and is
+ * truncated by the next save). On failure (EDGERT_ERR_IO) `path` is unchanged
+ * and the temp file removed, except when only the final directory sync fails:
+ * then `path` already holds the new snapshot (the message says so). Saves of
+ * one slot are serialized; saving two slots, or two processes, to one path at
+ * the same time is not supported. The slot itself is never changed by a save.
+ * Load replaces the slot's state only if the file is intact and matches the
+ * slot's manifest; otherwise the slot is unchanged. */
 EDGERT_NODISCARD EDGERT_API edgert_status edgert_slot_save(edgert_slot* slot, const char* path);
 EDGERT_NODISCARD EDGERT_API edgert_status edgert_slot_load(edgert_slot* slot, const char* path);
 

@@ -1,9 +1,13 @@
-// Unit tests of the wire protocol codec used by the edge node (no sockets).
+// Unit tests of the wire protocol codec used by the edge node, and of its frame
+// reader and handshake over a buffer (no sockets; tests/test_edge_node.py runs
+// the node against the Python server over TCP).
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <string>
+#include <vector>
 
+#include "node.hpp"
 #include "protocol.hpp"
 
 using edgert::wire::Bytes;
@@ -111,4 +115,109 @@ TEST(WireProtocol, ChallengeAndNackAndError) {
   ASSERT_TRUE(wire::parse_error(Bytes{2, 0, 0, 0, 'n', 'o'}, &e, &error));
   EXPECT_EQ(e.code, 2u);
   EXPECT_EQ(e.message, "no");
+}
+
+// ---- frames over a ByteStream (the node's reader; tests/fuzz/fuzz_node.cpp drives the same code) ----
+
+TEST(WireStream, ReadsFramesInOrderAndStopsAtTheEnd) {
+  Bytes data = wire::encode_frame(FrameType::kPing, wire::encode_u64(5));
+  const Bytes second = wire::encode_frame(FrameType::kPong, {});
+  data.insert(data.end(), second.begin(), second.end());
+  wire::BufferStream in(data);
+  FrameType type;
+  Bytes body;
+  std::string error;
+  ASSERT_TRUE(wire::read_frame(in, 1024, 1.0, 1.0, &type, &body, &error)) << error;
+  EXPECT_EQ(type, FrameType::kPing);
+  EXPECT_EQ(body, wire::encode_u64(5));
+  ASSERT_TRUE(wire::read_frame(in, 1024, 1.0, 1.0, &type, &body, &error)) << error;
+  EXPECT_EQ(type, FrameType::kPong);
+  EXPECT_TRUE(body.empty());
+  EXPECT_FALSE(wire::read_frame(in, 1024, 1.0, 1.0, &type, &body, &error));
+  EXPECT_EQ(error, "");  // the stream ended: not a protocol error
+  EXPECT_EQ(in.wait_readable(0), -1);
+}
+
+TEST(WireStream, EveryTruncationEndsTheStreamAndBadHeadersSayWhy) {
+  const Bytes frame = wire::encode_frame(FrameType::kAck, wire::encode_u64(9));
+  for (size_t cut = 0; cut < frame.size(); ++cut) {
+    wire::BufferStream in(Bytes(frame.begin(), frame.begin() + static_cast<std::ptrdiff_t>(cut)));
+    FrameType type;
+    Bytes body;
+    std::string error;
+    EXPECT_FALSE(wire::read_frame(in, 1024, 1.0, 1.0, &type, &body, &error)) << "cut " << cut;
+    EXPECT_EQ(error, "") << "cut " << cut;
+  }
+  Bytes bad = frame;
+  bad[0] = 99;
+  wire::BufferStream in(bad);
+  FrameType type;
+  Bytes body;
+  std::string error;
+  EXPECT_FALSE(wire::read_frame(in, 1024, 1.0, 1.0, &type, &body, &error));
+  EXPECT_EQ(error, "unknown frame type");
+}
+
+TEST(WireStream, ALyingLengthCostsNoMemoryBeyondWhatArrives) {
+  // A header announcing 64 MiB followed by 10 bytes: the read fails without allocating the announced size.
+  Bytes data = {static_cast<uint8_t>(FrameType::kPacket), 0, 0, 0, 0, 4};
+  data.resize(data.size() + 10, 1);
+  wire::BufferStream in(data);
+  FrameType type;
+  Bytes body;
+  std::string error;
+  EXPECT_FALSE(wire::read_frame(in, wire::kDefaultMaxFrame, 1.0, 1.0, &type, &body, &error));
+  EXPECT_LE(body.capacity(), size_t{1} << 20);
+}
+
+namespace {
+
+edgert::node::NodeConfig buffer_config() {
+  edgert::node::NodeConfig config;
+  config.device_id = "drone-7";
+  config.key = Bytes(32, 7);
+  return config;
+}
+
+// The frames the node wrote (each header must parse).
+std::vector<FrameType> written(const Bytes& out) {
+  std::vector<FrameType> types;
+  wire::BufferStream back(out);
+  FrameType type;
+  Bytes body;
+  std::string error;
+  while (wire::read_frame(back, wire::kDefaultMaxFrame, 0, 0, &type, &body, &error)) types.push_back(type);
+  EXPECT_EQ(back.pos, out.size()) << error;
+  return types;
+}
+
+}  // namespace
+
+TEST(NodeSession, RefusedOrUnprovenServersGetNoAuth) {
+  std::vector<std::string> lines;
+  auto log = [&](const std::string& line) { lines.push_back(line); };
+  {  // ERROR instead of CHALLENGE: the node reports the refusal and disconnects.
+    edgert::node::EdgeNode node(buffer_config(), log);
+    Bytes error_body = {1, 0, 0, 0, 'n', 'o'};
+    wire::BufferStream io(wire::encode_frame(FrameType::kError, error_body));
+    EXPECT_FALSE(node.session(io));
+    EXPECT_EQ(written(io.output), std::vector<FrameType>{FrameType::kHello});
+    EXPECT_EQ(lines.back(), "server refused: no");
+  }
+  {  // A CHALLENGE whose proof was not made with this device's key.
+    edgert::node::EdgeNode node(buffer_config(), log);
+    Bytes body = {2, 0};
+    body.resize(2 + wire::kNonceBytes + wire::kProofBytes, 3);
+    wire::BufferStream io(wire::encode_frame(FrameType::kChallenge, body));
+    EXPECT_FALSE(node.session(io));
+    EXPECT_EQ(written(io.output), std::vector<FrameType>{FrameType::kHello});
+    EXPECT_NE(lines.back().find("does not know this device's key"), std::string::npos) << lines.back();
+  }
+  {  // Before the server is authenticated a frame may not be large: refused from its header alone.
+    edgert::node::EdgeNode node(buffer_config(), log);
+    wire::BufferStream io(Bytes{static_cast<uint8_t>(FrameType::kChallenge), 0, 0x89, 0x13, 0, 0});  // 5001 bytes
+    EXPECT_FALSE(node.session(io));
+    EXPECT_EQ(lines.back(), "bad frame from server: frame longer than the limit");
+    EXPECT_EQ(io.pos, wire::kHeaderBytes);
+  }
 }
