@@ -13,6 +13,7 @@ import struct
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pytest
@@ -57,14 +58,16 @@ def node_binary() -> Path:
 class Node:
     """One edgert_edge_node process with its state dir and local socket."""
 
-    def __init__(self, binary: Path, port: int, workdir: Path, key: bytes = KEY) -> None:
+    def __init__(self, binary: Path, port: int, workdir: Path, key: bytes = KEY,
+                 extra_args: Sequence[str] = ()) -> None:
         self.workdir = workdir
         (workdir / "key").write_bytes(key)
         self.sock_path = str(workdir / "weights.sock")
         self.log = open(workdir / "node.log", "ab")
+        self.log_start = self.log.tell()  # where this process's lines begin (the log survives restarts)
         self.proc = subprocess.Popen(
             [str(binary), "--server", f"127.0.0.1:{port}", "--device-id", DEVICE, "--key-file", str(workdir / "key"),
-             "--state-dir", str(workdir / "state"), "--serve", self.sock_path],
+             "--state-dir", str(workdir / "state"), "--serve", self.sock_path, *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT)
 
     def request(self, op: bytes) -> bytes:
@@ -100,6 +103,10 @@ class Node:
     def log_text(self) -> str:
         return (self.workdir / "node.log").read_text(errors="replace")
 
+    def own_log(self) -> str:
+        """The lines this process wrote (not those of earlier runs in the same folder)."""
+        return (self.workdir / "node.log").read_bytes()[self.log_start:].decode(errors="replace")
+
 
 def _recv(s: socket.socket, n: int) -> bytes:
     data = bytearray()
@@ -109,8 +116,6 @@ def _recv(s: socket.socket, n: int) -> bytes:
             raise OSError("closed")
         data += chunk
     return bytes(data)
-
-
 
 
 def _weights(seed: int = 0) -> dict:

@@ -28,39 +28,6 @@ using wire::FrameType;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// Writes all bytes (MSG_NOSIGNAL: a closed peer is an error, not a signal).
-bool send_all(int fd, const uint8_t* data, size_t len) {
-  while (len > 0) {
-    const ssize_t n = ::send(fd, data, len, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    data += n;
-    len -= static_cast<size_t>(n);
-  }
-  return true;
-}
-
-bool send_frame(int fd, FrameType type, const Bytes& body) {
-  const Bytes frame = wire::encode_frame(type, body);
-  return send_all(fd, frame.data(), frame.size());
-}
-
-// Reads exactly len bytes, waiting at most timeout_s for each chunk.
-bool recv_exact(int fd, uint8_t* out, size_t len, double timeout_s) {
-  while (len > 0) {
-    pollfd p{fd, POLLIN, 0};
-    const int r = ::poll(&p, 1, static_cast<int>(timeout_s * 1000));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    const ssize_t n = ::recv(fd, out, len, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    out += n;
-    len -= static_cast<size_t>(n);
-  }
-  return true;
-}
-
 int connect_to(const std::string& host, uint16_t port) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -182,9 +149,16 @@ bool EdgeNode::handle_manifest(const Bytes& body) {
   return true;
 }
 
-bool EdgeNode::handle_packet(int fd, const Bytes& body) {
+bool EdgeNode::send_frame(Link& link, FrameType type, const Bytes& body) {
+  const Bytes frame = wire::encode_frame(type, body);
+  if (link.write_all(frame.data(), frame.size(), config_.drop_after_s)) return true;
+  log(std::string("cannot send ") + wire::frame_name(type) + ": " + link.error());
+  return false;
+}
+
+bool EdgeNode::handle_packet(Link& link, const Bytes& body) {
   const auto s = current_slot();
-  if (!s) return send_frame(fd, FrameType::kResync, wire::encode_u64(0));
+  if (!s) return send_frame(link, FrameType::kResync, wire::encode_u64(0));
   const edgert_status st = edgert_slot_apply(s->slot, body.data(), body.size());
   const uint64_t v = edgert_slot_version(s->slot);
   if (st == EDGERT_OK || st == EDGERT_ERR_PACKET_STALE) {
@@ -195,19 +169,19 @@ bool EdgeNode::handle_packet(int fd, const Bytes& body) {
         if (edgert_slot_save(s->slot, snap.c_str()) != EDGERT_OK) log(std::string("save failed: ") + edgert_last_error());
       }
     }
-    return send_frame(fd, FrameType::kAck, wire::encode_u64(v));
+    return send_frame(link, FrameType::kAck, wire::encode_u64(v));
   }
   const std::string message = std::string(edgert_status_name(st)) + ": " + edgert_last_error();
   log("rejected packet: " + message);
-  if (st == EDGERT_ERR_PACKET_VERSION_MISMATCH) return send_frame(fd, FrameType::kResync, wire::encode_u64(v));
+  if (st == EDGERT_ERR_PACKET_VERSION_MISMATCH) return send_frame(link, FrameType::kResync, wire::encode_u64(v));
   wire::Nack nack;
   nack.active_version = v;
   nack.status = static_cast<uint32_t>(st);
   nack.message = message;
-  return send_frame(fd, FrameType::kNack, wire::encode_nack(nack));
+  return send_frame(link, FrameType::kNack, wire::encode_nack(nack));
 }
 
-bool EdgeNode::session(int fd) {
+bool EdgeNode::session(Link& link) {
   wire::Hello hello;
   hello.device_id = config_.device_id;
   hello.max_packet_format = edgert_packet_max_format();
@@ -216,13 +190,15 @@ bool EdgeNode::session(int fd) {
     hello.active_version = edgert_slot_version(s->slot);
   }
   random_bytes(hello.client_nonce, wire::kNonceBytes);
-  if (!send_frame(fd, FrameType::kHello, wire::encode_hello(hello))) return false;
+  if (!send_frame(link, FrameType::kHello, wire::encode_hello(hello))) return false;
 
   auto read_frame = [&](FrameType* type, Bytes* body, double first_byte_timeout) -> bool {
     uint8_t header[wire::kHeaderBytes];
     uint32_t len = 0;
     std::string error;
-    if (!recv_exact(fd, header, 1, first_byte_timeout) || !recv_exact(fd, header + 1, wire::kHeaderBytes - 1, config_.drop_after_s)) {
+    if (!link.read_exact(header, 1, first_byte_timeout) ||
+        !link.read_exact(header + 1, wire::kHeaderBytes - 1, config_.drop_after_s)) {
+      log("connection lost: " + link.error());
       return false;
     }
     if (!wire::parse_header(header, config_.max_frame, type, &len, &error)) {
@@ -230,7 +206,9 @@ bool EdgeNode::session(int fd) {
       return false;
     }
     body->resize(len);
-    return len == 0 || recv_exact(fd, body->data(), len, config_.drop_after_s);
+    if (len == 0 || link.read_exact(body->data(), len, config_.drop_after_s)) return true;
+    log(std::string("connection lost inside a ") + wire::frame_name(*type) + " frame: " + link.error());
+    return false;
   };
 
   FrameType type;
@@ -256,23 +234,20 @@ bool EdgeNode::session(int fd) {
   }
   uint8_t proof[wire::kProofBytes];
   wire::device_proof(config_.key, challenge.server_nonce, hello.client_nonce, config_.device_id, proof);
-  if (!send_frame(fd, FrameType::kAuth, wire::encode_auth(proof))) return false;
-  log("connected and authenticated");
+  if (!send_frame(link, FrameType::kAuth, wire::encode_auth(proof))) return false;
+  log("connected and authenticated (" + link.describe() + ")");
 
   auto last_traffic = Clock::now();
   auto last_ping = Clock::now();
   while (!stopping_) {
-    pollfd p{fd, POLLIN, 0};
-    const int r = ::poll(&p, 1, 200);
-    if (r < 0 && errno != EINTR) return true;
-    if (r <= 0) {
+    if (!link.wait_readable(200)) {
       if (seconds_since(last_traffic) > config_.drop_after_s) {
         log("server silent; dropping the connection");
         return true;
       }
       if (seconds_since(last_traffic) > config_.ping_after_s && seconds_since(last_ping) > config_.ping_after_s) {
         last_ping = Clock::now();
-        if (!send_frame(fd, FrameType::kPing, wire::encode_u64(0))) return true;
+        if (!send_frame(link, FrameType::kPing, wire::encode_u64(0))) return true;
       }
       continue;
     }
@@ -284,11 +259,11 @@ bool EdgeNode::session(int fd) {
         ok = handle_manifest(body);  // a manifest we cannot parse: drop and retry later
         break;
       case FrameType::kPacket:
-        ok = handle_packet(fd, body);
+        ok = handle_packet(link, body);
         break;
       case FrameType::kPing: {
         uint64_t nonce = 0;
-        ok = wire::parse_u64(body, &nonce, &error) && send_frame(fd, FrameType::kPong, wire::encode_u64(nonce));
+        ok = wire::parse_u64(body, &nonce, &error) && send_frame(link, FrameType::kPong, wire::encode_u64(nonce));
         break;
       }
       case FrameType::kPong:
@@ -314,7 +289,7 @@ void EdgeNode::serve_loop(int listen_fd) {
     const int client = ::accept(listen_fd, nullptr, nullptr);
     if (client < 0) continue;
     uint8_t request = 0;
-    while (recv_exact(client, &request, 1, 5.0)) {
+    while (recv_exact_fd(client, &request, 1, 5.0)) {
       Bytes reply;
       const auto s = current_slot();
       if (request == 'V') {
@@ -347,13 +322,25 @@ void EdgeNode::serve_loop(int listen_fd) {
       } else {
         break;  // unknown request: close
       }
-      if (!send_all(client, reply.data(), reply.size())) break;
+      if (!send_all_fd(client, reply.data(), reply.size(), 5.0)) break;
     }
     ::close(client);
   }
 }
 
-void EdgeNode::run() {
+bool EdgeNode::run() {
+  std::unique_ptr<TlsClient> tls;
+  if (config_.tls.enabled()) {
+    std::string error;
+    tls = TlsClient::create(config_.tls, &error);
+    if (!tls) {
+      log(error);
+      return false;
+    }
+    log("TLS 1.3 to " + (config_.tls.server_name.empty() ? config_.host : config_.tls.server_name) +
+        (config_.tls.cert_file.empty() ? ", presenting no device certificate" : ", device certificate " +
+         config_.tls.cert_file));
+  }
   load_state();
   int listen_fd = -1;
   std::thread server;
@@ -381,8 +368,15 @@ void EdgeNode::run() {
     const int fd = connect_to(config_.host, config_.port);
     bool authenticated = false;
     if (fd >= 0) {
-      authenticated = session(fd);
-      ::close(fd);
+      std::unique_ptr<Link> link;
+      std::string error;
+      if (tls) {
+        link = tls->connect(fd, config_.host, config_.drop_after_s, &error);
+        if (!link) log(error);
+      } else {
+        link = plain_link(fd);
+      }
+      if (link) authenticated = session(*link);
     }
     if (stopping_) break;
     backoff = authenticated ? config_.backoff_min_s : std::min(backoff * 2, config_.backoff_max_s);
@@ -398,6 +392,7 @@ void EdgeNode::run() {
     ::close(listen_fd);
     ::unlink(config_.serve_path.c_str());
   }
+  return true;
 }
 
 }  // namespace edgert::node
