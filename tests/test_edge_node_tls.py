@@ -8,7 +8,9 @@ handshake and every frame still travel inside TLS from the node's point of view.
 """
 from __future__ import annotations
 
+import datetime as dt
 import select
+import shutil
 import socket
 import ssl
 import subprocess
@@ -110,18 +112,29 @@ def node_binary() -> Path:
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The fleet CA (server 'localhost' for localhost and 127.0.0.1, device DEVICE) and a second, unrelated CA."""
+    """The fleet CA (server 'localhost' for localhost and 127.0.0.1, device DEVICE; servers 'expired', whose
+    certificate ran out yesterday, and 'revoked', on the CRL, with its files kept in 'revoked/') and a second,
+    unrelated CA."""
     root = tmp_path_factory.mktemp("pki")
+    hosts = ("localhost", "127.0.0.1")
     ca = certs.CertificateAuthority.init(root / "ca")
-    ca.issue_server("localhost", hosts=("localhost", "127.0.0.1"))
+    ca.issue_server("localhost", hosts=hosts)
     ca.issue_device(DEVICE)
+    ca.issue_server("expired", hosts=hosts, valid_from=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3),
+                    days=2)
+    ca.issue_server("revoked", hosts=hosts)
+    (root / "revoked").mkdir()
+    for suffix in (".pem", ".key"):
+        shutil.copy(root / "ca" / f"server-revoked{suffix}", root / "revoked" / f"server-revoked{suffix}")
+    shutil.copy(root / "ca" / "bundle.pem", root / "revoked" / "bundle.pem")
+    ca.revoke("server", "revoked")
     other = certs.CertificateAuthority.init(root / "other", name="some other CA")
-    other.issue_server("localhost", hosts=("localhost", "127.0.0.1"))
-    return {"ca": root / "ca", "other": root / "other"}
+    other.issue_server("localhost", hosts=hosts)
+    return {"ca": root / "ca", "other": root / "other", "revoked": root / "revoked"}
 
 
-def _server_context(folder: Path) -> ssl.SSLContext:
-    return TLSConfig.from_dir(folder, "server", "localhost").server_context()
+def _server_context(folder: Path, name: str = "localhost") -> ssl.SSLContext:
+    return TLSConfig.from_dir(folder, "server", name, crl=False).server_context()
 
 
 def _device_args(pki: dict[str, Path], *, cert: bool = True, server_name: Optional[str] = None) -> list[str]:
@@ -165,7 +178,7 @@ def test_update_delivered_and_applied_over_tls(node_binary: Path, pki: dict[str,
         server.stop()
 
 
-@pytest.mark.parametrize("case", ["wrong CA", "no device certificate", "wrong host name"])
+@pytest.mark.parametrize("case", ["wrong CA", "expired", "revoked", "no device certificate", "wrong host name"])
 def test_refused_peer_never_reaches_the_protocol(node_binary: Path, pki: dict[str, Path], tmp_path: Path,
                                                  case: str) -> None:
     rng = np.random.default_rng(3)
@@ -181,6 +194,12 @@ def test_refused_peer_never_reaches_the_protocol(node_binary: Path, pki: dict[st
         if case == "wrong CA":  # a server certificate from a CA the node does not trust
             front = TLSTerminator(_server_context(pki["other"]), server.address)
             args, expect = _device_args(pki), "server certificate of 127.0.0.1 is refused"
+        elif case == "expired":  # the right CA and name, but no longer valid
+            front = TLSTerminator(_server_context(pki["ca"], "expired"), server.address)
+            args, expect = _device_args(pki), "is refused: certificate has expired"
+        elif case == "revoked":  # the right CA and name, but on the CRL the node was given
+            front = TLSTerminator(_server_context(pki["revoked"], "revoked"), server.address)
+            args, expect = _device_args(pki), "is refused: certificate revoked"
         elif case == "no device certificate":  # the server demands one; the node has none to present
             front = TLSTerminator(_server_context(pki["ca"]), server.address)
             args, expect = _device_args(pki, cert=False), "certificate required"
