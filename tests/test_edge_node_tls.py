@@ -1,20 +1,14 @@
-"""TLS 1.3 with mutual authentication between the C++ firmware edge node and a model server, on localhost.
+"""TLS 1.3 with mutual authentication between the C++ firmware edge node and the model server, on localhost.
 
-The node is the real binary built with OpenSSL (``EDGERT_TLS``); certificates come from the transport's CA
-(:mod:`edgert.transport.certs`). The server end is Python's :mod:`ssl` (TLS 1.3 only, a client certificate
-from the CA bundle required, :class:`edgert.transport.tls.TLSConfig`) in front of a plain
-:class:`~edgert.transport.ModelServer`: a TLS terminator that relays the decrypted stream, so the edgert
-handshake and every frame still travel inside TLS from the node's point of view.
+The node is the real binary built with OpenSSL (``EDGERT_TLS``); the server is :class:`~edgert.transport.ModelServer`
+with ``tls=`` (Python's :mod:`ssl`, TLS 1.3 only, a client certificate from the CA bundle required, its CN the
+HELLO's device id); certificates come from the transport's CA (:mod:`edgert.transport.certs`, ``edgert keys``).
 """
 from __future__ import annotations
 
 import datetime as dt
-import select
 import shutil
-import socket
-import ssl
 import subprocess
-import threading
 from pathlib import Path
 from typing import Optional
 
@@ -26,79 +20,7 @@ from edgert.transport import ModelServer
 from test_edge_node import DEVICE, KEY, MANIFEST, Node, _find_or_build_node, _in_sync, _update, _weights
 
 certs = pytest.importorskip("edgert.transport.certs", reason="needs the cryptography package (extra [tls])")
-from edgert.transport.tls import TLSConfig, peer_device_id  # noqa: E402
-
-
-class TLSTerminator:
-    """A TLS 1.3 server socket (``ssl``, mutual authentication) relaying each connection to a plain server.
-
-    ``refused`` collects the handshake errors of connections it turned away (those never reach the backend);
-    ``peers`` the device ids (certificate CN) of those it accepted.
-    """
-
-    def __init__(self, context: ssl.SSLContext, backend: tuple[str, int]) -> None:
-        self.context = context
-        self.backend = backend
-        self.refused: list[str] = []
-        self.peers: list[Optional[str]] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.2)
-        self._stopping = threading.Event()
-        self._threads = [threading.Thread(target=self._accept_loop, daemon=True)]
-        self._threads[0].start()
-
-    @property
-    def port(self) -> int:
-        return int(self._listener.getsockname()[1])
-
-    def _accept_loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                raw, _ = self._listener.accept()
-            except (socket.timeout, TimeoutError):
-                continue
-            except OSError:
-                return
-            thread = threading.Thread(target=self._relay, args=(raw,), daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def _relay(self, raw: socket.socket) -> None:
-        raw.settimeout(5.0)
-        try:
-            tls = self.context.wrap_socket(raw, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            self.refused.append(str(exc))
-            raw.close()
-            return
-        self.peers.append(peer_device_id(tls.getpeercert()))
-        plain = socket.create_connection(self.backend)
-        try:
-            while not self._stopping.is_set():
-                ready = tls.pending() > 0 or bool(select.select([tls, plain], [], [], 0.2)[0])
-                if not ready:
-                    continue
-                if tls.pending() > 0 or select.select([tls], [], [], 0)[0]:
-                    data = tls.recv(1 << 16)
-                    if not data:
-                        break
-                    plain.sendall(data)
-                if select.select([plain], [], [], 0)[0]:
-                    data = plain.recv(1 << 16)
-                    if not data:
-                        break
-                    tls.sendall(data)
-        except (ssl.SSLError, OSError):
-            pass
-        finally:
-            plain.close()
-            tls.close()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._listener.close()
-        for t in self._threads:
-            t.join(timeout=5)
+from edgert.transport.tls import TLSConfig  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +55,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"ca": root / "ca", "other": root / "other", "revoked": root / "revoked"}
 
 
-def _server_context(folder: Path, name: str = "localhost") -> ssl.SSLContext:
-    return TLSConfig.from_dir(folder, "server", name, crl=False).server_context()
+def _tls_server(folder: Path, name: str = "localhost", log: Optional[list[str]] = None) -> ModelServer:
+    """A TLS model server at version 1 with the certificate ``server-<name>`` of the CA folder ``folder``
+    (its log lines appended to ``log``)."""
+    return ModelServer(MANIFEST, {DEVICE: KEY}, _weights(), log=None if log is None else log.append,
+                       tls=TLSConfig.from_dir(folder, "server", name, crl=(folder / "crl.pem").exists())).start()
 
 
 def _device_args(pki: dict[str, Path], *, cert: bool = True, server_name: Optional[str] = None) -> list[str]:
@@ -149,9 +74,8 @@ def _device_args(pki: dict[str, Path], *, cert: bool = True, server_name: Option
 
 def test_update_delivered_and_applied_over_tls(node_binary: Path, pki: dict[str, Path], tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
-    server = ModelServer(MANIFEST, {DEVICE: KEY}, _weights()).start()
-    front = TLSTerminator(_server_context(pki["ca"]), server.address)
-    node = Node(node_binary, front.port, tmp_path, extra_args=_device_args(pki))  # the name checked: 127.0.0.1
+    server = _tls_server(pki["ca"])
+    node = Node(node_binary, server.address[1], tmp_path, extra_args=_device_args(pki))  # checked: 127.0.0.1
     try:
         assert wait_for(lambda: _in_sync(node, server), timeout=15.0), node.log_text()
         for _ in range(3):
@@ -159,22 +83,21 @@ def test_update_delivered_and_applied_over_tls(node_binary: Path, pki: dict[str,
         assert wait_for(lambda: _in_sync(node, server), timeout=15.0), node.log_text()
         assert wait_for(lambda: server.devices[DEVICE].acked_version == server.version, timeout=15.0)
         assert "connected and authenticated (TLSv1.3 " in node.log_text()
-        assert front.peers == [DEVICE] and front.refused == []  # the node presented its own certificate
+        stats = server.stats()
+        assert stats.authenticated == 1 and stats.tls_failed == 0 and stats.auth_failed == 0
     finally:
         node.stop()
-        front.stop()
         server.stop()
 
     # The same node by host name (SNI and the DNS SAN) continues from its snapshot over TLS.
-    server = ModelServer(MANIFEST, {DEVICE: KEY}, _weights()).start()
-    front = TLSTerminator(_server_context(pki["ca"]), server.address)
-    node = Node(node_binary, front.port, tmp_path, extra_args=_device_args(pki, server_name="localhost"))
+    server = _tls_server(pki["ca"])
+    server.publish(_update(rng))
+    node = Node(node_binary, server.address[1], tmp_path, extra_args=_device_args(pki, server_name="localhost"))
     try:
         assert wait_for(lambda: _in_sync(node, server), timeout=15.0), node.own_log()
-        assert "TLSv1.3" in node.own_log()
+        assert "TLSv1.3" in node.own_log() and "resumed from" in node.own_log()
     finally:
         node.stop()
-        front.stop()
         server.stop()
 
 
@@ -182,46 +105,45 @@ def test_update_delivered_and_applied_over_tls(node_binary: Path, pki: dict[str,
 def test_refused_peer_never_reaches_the_protocol(node_binary: Path, pki: dict[str, Path], tmp_path: Path,
                                                  case: str) -> None:
     rng = np.random.default_rng(3)
-    server = ModelServer(MANIFEST, {DEVICE: KEY}, _weights()).start()
-    good = TLSTerminator(_server_context(pki["ca"]), server.address)
-    node = Node(node_binary, good.port, tmp_path, extra_args=_device_args(pki))
+    server = _tls_server(pki["ca"])
+    node = Node(node_binary, server.address[1], tmp_path, extra_args=_device_args(pki))
     try:
         assert wait_for(lambda: _in_sync(node, server), timeout=15.0), node.log_text()
-        node.stop()
-        synced_version, synced_weights = server.version, server.weights_bytes()
-        server.publish(_update(rng))  # something the node would take if it got through
-
-        if case == "wrong CA":  # a server certificate from a CA the node does not trust
-            front = TLSTerminator(_server_context(pki["other"]), server.address)
-            args, expect = _device_args(pki), "server certificate of 127.0.0.1 is refused"
-        elif case == "expired":  # the right CA and name, but no longer valid
-            front = TLSTerminator(_server_context(pki["ca"], "expired"), server.address)
-            args, expect = _device_args(pki), "is refused: certificate has expired"
-        elif case == "revoked":  # the right CA and name, but on the CRL the node was given
-            front = TLSTerminator(_server_context(pki["revoked"], "revoked"), server.address)
-            args, expect = _device_args(pki), "is refused: certificate revoked"
-        elif case == "no device certificate":  # the server demands one; the node has none to present
-            front = TLSTerminator(_server_context(pki["ca"]), server.address)
-            args, expect = _device_args(pki, cert=False), "certificate required"
-        else:  # a certificate from the right CA, but not for this name
-            front = TLSTerminator(_server_context(pki["ca"]), server.address)
-            args, expect = _device_args(pki, server_name="model-server.example"), "is refused: hostname mismatch"
-        node = Node(node_binary, front.port, tmp_path, extra_args=args)
-        try:
-            assert wait_for(lambda: expect in node.own_log() and "retrying" in node.own_log(), timeout=15.0), \
-                node.own_log()
-            assert node.weights() == (synced_version, synced_weights)  # resumed from its snapshot, untouched
-            assert "connected and authenticated" not in node.own_log()
-            assert front.peers == []  # no connection got past TLS, so the model server read no frame
-            if case == "no device certificate":
-                assert wait_for(lambda: len(front.refused) > 0, timeout=5.0)
-                assert "certificate" in front.refused[0]
-        finally:
-            front.stop()
     finally:
         node.stop()
-        good.stop()
         server.stop()
+    synced = (server.version, server.weights_bytes())
+    server_log: list[str] = []
+
+    if case == "wrong CA":  # a server certificate from a CA the node does not trust
+        bad, args, expect = _tls_server(pki["other"]), _device_args(pki), "server certificate of 127.0.0.1 is refused"
+    elif case == "expired":  # the right CA and name, but no longer valid
+        bad, args, expect = _tls_server(pki["ca"], "expired"), _device_args(pki), "certificate has expired"
+    elif case == "revoked":  # the right CA and name, but on the CRL the node was given
+        bad, args, expect = _tls_server(pki["revoked"], "revoked"), _device_args(pki), "certificate revoked"
+    elif case == "no device certificate":  # the server demands one; the node has none to present
+        bad, args = _tls_server(pki["ca"], log=server_log), _device_args(pki, cert=False)
+        expect = "it may require a device certificate"
+    else:  # a certificate from the right CA, but not for this name
+        bad, args = _tls_server(pki["ca"]), _device_args(pki, server_name="model-server.example")
+        expect = "is refused: hostname mismatch"
+    for _ in range(2):
+        bad.publish(_update(rng))  # something the node would take if it got through
+    node = Node(node_binary, bad.address[1], tmp_path, extra_args=args)
+    try:
+        assert wait_for(lambda: expect in node.own_log() and "retrying" in node.own_log(), timeout=15.0), \
+            node.own_log()
+        assert wait_for(lambda: bad.stats().tls_failed >= 1, timeout=5.0)
+        assert node.weights() == synced  # resumed from its snapshot, untouched
+        assert "connected and authenticated" not in node.own_log()
+        stats = bad.stats()  # refused in TLS: no HELLO was read, nobody authenticated
+        assert stats.authenticated == 0 and stats.auth_failed == 0, stats
+        assert bad.devices.get(DEVICE) is None or bad.devices[DEVICE].acked_version == 0
+        if case == "no device certificate":
+            assert any("TLS handshake refused" in line and "certificate" in line for line in server_log), server_log
+    finally:
+        node.stop()
+        bad.stop()
 
 
 def test_tls_files_that_do_not_load_stop_the_node(node_binary: Path, pki: dict[str, Path], tmp_path: Path) -> None:

@@ -213,7 +213,15 @@ bool EdgeNode::session(Link& link) {
 
   FrameType type;
   Bytes body;
-  if (!read_frame(&type, &body, config_.drop_after_s)) return false;
+  if (!read_frame(&type, &body, config_.drop_after_s)) {
+    if (config_.tls.enabled() && config_.tls.cert_file.empty()) {
+      // TLS 1.3 completes on our side before the server checks our (absent) certificate, so its refusal
+      // arrives as an alert or a closed connection here.
+      log("the server ended the connection before CHALLENGE: it may require a device certificate "
+          "(--tls-cert, --tls-key), which this node does not present");
+    }
+    return false;
+  }
   if (type == FrameType::kError) {
     wire::ErrorMessage e;
     std::string err;
