@@ -102,6 +102,5 @@ int main(int argc, char** argv) {
   g_node = &node;
   std::signal(SIGTERM, on_signal);
   std::signal(SIGINT, on_signal);
-  std::signal(SIGPIPE, SIG_IGN);  // OpenSSL writes with write(2): a closed server is an error, not a signal
   return node.run() ? 0 : 2;
 }

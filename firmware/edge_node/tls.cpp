@@ -9,8 +9,10 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
+#include <pthread.h>
 
 #include <cerrno>
+#include <csignal>
 #include <chrono>
 #include <cstring>
 #endif
@@ -61,6 +63,40 @@ std::string openssl_errors() {
   return out;
 }
 
+// OpenSSL's socket BIO writes with write(2), which raises SIGPIPE when the server has gone. While one is
+// alive, SIGPIPE is blocked in this thread and one it raised is discarded, so a closed connection is an
+// error return and never a signal, whatever the embedding program's SIGPIPE disposition.
+class SigpipeGuard {
+ public:
+  SigpipeGuard() {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    sigset_t pending;
+    sigpending(&pending);
+    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+    pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
+  }
+  ~SigpipeGuard() {
+    if (!was_pending_) {
+      sigset_t pending;
+      sigpending(&pending);
+      if (sigismember(&pending, SIGPIPE) == 1) {
+        const timespec zero{0, 0};
+        while (sigtimedwait(&pipe_, nullptr, &zero) < 0 && errno == EINTR) {
+        }
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  SigpipeGuard(const SigpipeGuard&) = delete;
+  SigpipeGuard& operator=(const SigpipeGuard&) = delete;
+
+ private:
+  sigset_t pipe_;
+  sigset_t old_;
+  bool was_pending_ = false;
+};
+
 bool is_ip_address(const std::string& name) {
   unsigned char buf[sizeof(in6_addr)];
   return ::inet_pton(AF_INET, name.c_str(), buf) == 1 || ::inet_pton(AF_INET6, name.c_str(), buf) == 1;
@@ -74,6 +110,7 @@ class TlsLink final : public Link {
   ~TlsLink() override {
     if (!failed_) {
       // close_notify, best effort and without waiting for the server's: the connection ends either way.
+      const SigpipeGuard guard;
       ERR_clear_error();
       SSL_shutdown(ssl_);
     }
@@ -84,6 +121,7 @@ class TlsLink final : public Link {
 
   bool write_all(const uint8_t* data, size_t len, double timeout_s) override {
     if (failed_) return false;
+    const SigpipeGuard guard;
     while (len > 0) {
       size_t n = 0;
       ERR_clear_error();
@@ -100,6 +138,7 @@ class TlsLink final : public Link {
 
   bool read_exact(uint8_t* out, size_t len, double timeout_s) override {
     if (failed_) return false;
+    const SigpipeGuard guard;  // a read may write too (an alert, a key update answer)
     while (len > 0) {
       size_t n = 0;
       ERR_clear_error();
@@ -123,6 +162,7 @@ class TlsLink final : public Link {
       // update leaves nothing to read, and we keep waiting.
       uint8_t byte = 0;
       size_t n = 0;
+      const SigpipeGuard guard;
       ERR_clear_error();
       const int r = SSL_peek_ex(ssl_, &byte, 1, &n);
       if (r == 1) return true;
@@ -264,6 +304,7 @@ std::unique_ptr<Link> TlsClient::connect(int fd, const std::string& host, double
   }
 
   const auto deadline = Clock::now() + std::chrono::milliseconds(to_ms(timeout_s));
+  const SigpipeGuard guard;
   for (;;) {
     ERR_clear_error();
     const int r = SSL_connect(ssl);

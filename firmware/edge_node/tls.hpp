@@ -3,8 +3,9 @@
 // host name, presents its own device certificate, and accepts nothing older than TLS 1.3. The edgert
 // handshake (HELLO/CHALLENGE/AUTH) then runs inside the TLS stream unchanged (docs/spec/wire-protocol.md).
 //
-// OpenSSL writes to the socket with write(2): a program that embeds this must ignore SIGPIPE
-// (edgert_edge_node does), or a server that closes mid-write ends the process.
+// A server that closes mid-write is an error return, never a SIGPIPE: every OpenSSL call that may write
+// blocks SIGPIPE in the calling thread and discards the one it raised (the embedding program's SIGPIPE
+// handling is left as it is).
 #pragma once
 
 #include <memory>
