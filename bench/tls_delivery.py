@@ -24,7 +24,6 @@ edgert handshake + manifest + snapshot). A benchmark: nothing is asserted. JSON 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -37,7 +36,7 @@ from typing import Any, Optional
 import numpy as np
 
 from bench.device_e2e import node_binary, proc_cpu_s, sparse_update, student
-from bench.harness import RESULTS_DIR, git_commit
+from bench.harness import git_commit, write_report
 
 DEVICE_ID = "bench-device"
 KEY = bytes(range(40, 72))
@@ -239,12 +238,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     md = markdown(result)
     print(md)
     if not args.no_json:
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        path = RESULTS_DIR / ("tls_delivery-durable-cpu.json" if args.durable else "tls_delivery-cpu.json")
-        path.write_text(json.dumps(result, indent=1))
-        path.with_suffix(".md").write_text(f"bench/tls_delivery.py, commit {result['commit']}, {result['date']}\n\n"
-                                           f"{md}\n")
-        print(f"\nwrote {path}")
+        stem = "tls_delivery-durable-cpu" if args.durable else "tls_delivery-cpu"
+        print(f"\nwrote {write_report(stem, result, md, 'bench/tls_delivery.py')}")
     return 0
 
 

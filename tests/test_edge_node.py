@@ -138,6 +138,15 @@ def _in_sync(node: Node, server: ModelServer) -> bool:
     return version == server.version and weights == server.weights_bytes()
 
 
+def _sync_publish_sync(node: Node, server: ModelServer, rng, updates: int = 3) -> None:
+    """Asserts the node syncs, takes ``updates`` published updates and acknowledges the last."""
+    assert wait_for(lambda: _in_sync(node, server), timeout=15.0), node.log_text()
+    for _ in range(updates):
+        server.publish(_update(rng))
+    assert wait_for(lambda: _in_sync(node, server), timeout=15.0), node.log_text()
+    assert wait_for(lambda: server.devices[DEVICE].acked_version == server.version, timeout=15.0)
+
+
 @pytest.fixture
 def workdir():
     with tempfile.TemporaryDirectory(prefix="edgert-node-") as d:
@@ -151,11 +160,7 @@ def test_node_converges_and_survives_server_restart_and_dropped_connection(node_
     port = server.address[1]
     node = Node(node_binary, port, workdir)
     try:
-        assert wait_for(lambda: _in_sync(node, server), timeout=15.0), node.log_text()
-        for _ in range(3):
-            server.publish(_update(rng))
-        assert wait_for(lambda: _in_sync(node, server), timeout=15.0), node.log_text()
-        assert wait_for(lambda: server.devices[DEVICE].acked_version == server.version, timeout=15.0)
+        _sync_publish_sync(node, server, rng)
 
         # Dropped connection mid-packet: half a PACKET frame, then the socket closes.
         half = encode_frame(FrameType.PACKET, encode_update(MANIFEST, server.version, server.version + 1,

@@ -17,7 +17,17 @@ import pytest
 
 from conftest import wait_for
 from edgert.transport import ModelServer
-from test_edge_node import DEVICE, KEY, MANIFEST, Node, _find_or_build_node, _in_sync, _update, _weights
+from test_edge_node import (
+    DEVICE,
+    KEY,
+    MANIFEST,
+    Node,
+    _find_or_build_node,
+    _in_sync,
+    _sync_publish_sync,
+    _update,
+    _weights,
+)
 
 certs = pytest.importorskip("edgert.transport.certs", reason="needs the cryptography package (extra [tls])")
 from edgert.transport.tls import TLSConfig  # noqa: E402
@@ -77,11 +87,7 @@ def test_update_delivered_and_applied_over_tls(node_binary: Path, pki: dict[str,
     server = _tls_server(pki["ca"])
     node = Node(node_binary, server.address[1], tmp_path, extra_args=_device_args(pki))  # checked: 127.0.0.1
     try:
-        assert wait_for(lambda: _in_sync(node, server), timeout=15.0), node.log_text()
-        for _ in range(3):
-            server.publish(_update(rng))
-        assert wait_for(lambda: _in_sync(node, server), timeout=15.0), node.log_text()
-        assert wait_for(lambda: server.devices[DEVICE].acked_version == server.version, timeout=15.0)
+        _sync_publish_sync(node, server, rng)
         assert "connected and authenticated (TLSv1.3 " in node.log_text()
         stats = server.stats()
         assert stats.authenticated == 1 and stats.tls_failed == 0 and stats.auth_failed == 0
