@@ -477,6 +477,8 @@ class ModelServer:
         workers: threads that run per-device work (synchronisation after AUTH, resync snapshots,
             application frame handlers, ``on_disconnect``) off the I/O loop.
         send_timeout: how long a send waits for a device that does not read before closing it.
+        on_ack: called on the I/O loop with (device id, version) for every ACK; it must not block
+            (delivery-time measurements: ``bench/transport_load.py``).
     """
 
     def __init__(self, manifest: Manifest, keys: Mapping[str, bytes], weights: Optional[Mapping[str, Any]] = None, *,
@@ -487,7 +489,7 @@ class ModelServer:
                  handlers: Optional[Mapping[enum.IntEnum, "ServerHandler"]] = None,
                  on_disconnect: Optional[Callable[[str], None]] = None, tls: Optional[TLSConfig] = None,
                  max_unauthenticated: int = 1024, handshake_timeout: float = 10.0, workers: int = 4,
-                 send_timeout: float = 10.0) -> None:
+                 send_timeout: float = 10.0, on_ack: Optional[Callable[[str, int], None]] = None) -> None:
         for device, key in keys.items():
             if not 16 <= len(key) <= 64:
                 raise ValueError(f"key of device {device!r} must be 16..64 bytes, got {len(key)}")
@@ -508,6 +510,7 @@ class ModelServer:
         self.max_unauthenticated = max_unauthenticated
         self.handshake_timeout = handshake_timeout
         self.send_timeout = send_timeout
+        self.on_ack = on_ack
         self._tls_context = tls.server_context() if tls is not None else None
         self._log = log or (lambda line: None)
         # _lock: the streams, publishing and pushing (held across sends, so the I/O loop never takes it);
@@ -768,6 +771,8 @@ class ModelServer:
     def _acked(self, device_id: str, version: int) -> None:
         with self._state_lock:
             self.devices[device_id].acked_version = version
+        if self.on_ack is not None:
+            self.on_ack(device_id, version)
 
     def _nacked(self, device_id: str, message: str) -> None:
         with self._state_lock:

@@ -103,11 +103,14 @@ def peer_device_id(peercert: Optional[dict[str, Any]]) -> Optional[str]:
     return None
 
 
-def add_tls_arguments(parser: Any) -> None:
-    """Adds ``--tls-dir`` / ``--tls-cert`` / ``--tls-key`` / ``--tls-ca`` to an argparse parser."""
+def add_tls_arguments(parser: Any, server: bool = False) -> None:
+    """Adds ``--tls-dir`` / ``--tls-cert`` / ``--tls-key`` / ``--tls-ca`` to an argparse parser (a server's also
+    ``--tls-name``, the ``server-<name>`` certificate of ``--tls-dir``)."""
     parser.add_argument("--tls-dir", default=None,
                         help="TLS 1.3 with the certificates of this `edgert keys` CA folder (server-<name>, "
                              "device-<id>, bundle.pem, crl.pem)")
+    if server:
+        parser.add_argument("--tls-name", default="localhost", help="with --tls-dir: use server-<name>.pem/.key")
     parser.add_argument("--tls-cert", default=None, help="TLS: this endpoint's certificate (PEM)")
     parser.add_argument("--tls-key", default=None, help="TLS: its private key (PEM)")
     parser.add_argument("--tls-ca", default=None, help="TLS: the CA bundle peers must chain to (PEM)")
