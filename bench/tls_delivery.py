@@ -10,11 +10,11 @@ Updates touch 5 % of every tensor's coordinates (N(0, 1e-2) steps, the packets `
 encodes). They alternate between the two setups (the order inside each pair drawn at random), so drift in
 the machine's load hits both alike; the next is published only when the previous was acknowledged.
 
-Delivery time: ``publish()`` called -> the device's ACK of that version seen by the server (encode, MAC,
-send, TLS record layer, the node's verify + apply, ACK; with ``--durable`` also the node's snapshot save
-with fsync before the ACK); the server's status is polled every 0.2 ms. Then, as a second series, the
-transport alone: a PACKET frame encoded and MAC'd beforehand, written on the server's connection
-(``ModelServer.inject``, the same I/O path, TLS-encrypted on the TLS server) -> its ACK.
+Delivery time: ``publish()`` called -> the device's ACK of that version, stamped as the server's I/O loop
+parses it (``ModelServer(on_ack=)``): encode, MAC, send, TLS record layer, the node's verify + apply (with
+``--durable`` also its snapshot save with fsync), the ACK. Then, as a second series, the transport alone: a
+PACKET frame encoded and MAC'd beforehand, written on the server's connection (``ModelServer.inject``, the
+same I/O path, TLS-encrypted on the TLS server) -> its ACK.
 
 Also reported: the node's CPU time per update of the first series (``/proc/PID/stat``, 10 ms ticks, so
 summed over the run) and the time from starting a node to its first synced version (TCP + TLS handshake +
@@ -28,6 +28,7 @@ import os
 import platform
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,27 @@ from bench.harness import git_commit, write_report
 
 DEVICE_ID = "bench-device"
 KEY = bytes(range(40, 72))
-POLL_S = 2e-4
+
+
+class AckClock:
+    """When each version was acknowledged: ``ModelServer(on_ack=)`` stamps every ACK on the server's I/O loop
+    as it is parsed, so no polling thread competes with the server for the interpreter."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._acked: dict[int, float] = {}
+
+    def on_ack(self, device_id: str, version: int) -> None:
+        now = time.perf_counter()
+        with self._cond:
+            self._acked.setdefault(version, now)
+            self._cond.notify_all()
+
+    def wait(self, version: int, timeout: float) -> Optional[float]:
+        """The time ``version`` was acknowledged, waiting at most ``timeout`` s for it (None: not in time)."""
+        with self._cond:
+            self._cond.wait_for(lambda: version in self._acked, timeout)
+            return self._acked.get(version)
 
 
 @dataclass
@@ -49,32 +70,28 @@ class Setup:
 
     name: str
     server: Any
+    acks: AckClock
     node: subprocess.Popen
     log: Any
-    connect_s: float
+    connect_s: float = 0.0
     delivery_s: list[float] = field(default_factory=list)
     publish_s: list[float] = field(default_factory=list)  # of which publish() itself (encode, MAC, hand-off)
     wire_s: list[float] = field(default_factory=list)  # a pre-encoded PACKET frame written -> its ACK
     node_cpu_s: float = 0.0
 
-    def acked(self) -> int:
-        st = self.server.devices.get(DEVICE_ID)
-        return st.acked_version if st is not None else 0
-
     def wait_acked(self, version: int, timeout: float = 30.0) -> float:
-        deadline = time.perf_counter() + timeout
-        while self.acked() < version:
-            if time.perf_counter() > deadline:
-                raise SystemExit(f"{self.name}: version {version} not acknowledged within {timeout} s")
-            time.sleep(POLL_S)
-        return time.perf_counter()
+        t = self.acks.wait(version, timeout)
+        if t is None:
+            raise SystemExit(f"{self.name}: version {version} not acknowledged within {timeout} s")
+        return t
 
 
 def start(name: str, manifest: Any, weights: Any, work: Path, tls: Optional[Any], node_args: list[str],
           durable: bool) -> Setup:
     from edgert.transport import ModelServer
 
-    server = ModelServer(manifest, {DEVICE_ID: KEY}, weights, tls=tls).start()
+    acks = AckClock()
+    server = ModelServer(manifest, {DEVICE_ID: KEY}, weights, tls=tls, on_ack=acks.on_ack).start()
     folder = work / name
     folder.mkdir()
     (folder / "key").write_bytes(KEY)
@@ -84,7 +101,7 @@ def start(name: str, manifest: Any, weights: Any, work: Path, tls: Optional[Any]
                              DEVICE_ID, "--key-file", str(folder / "key"),
                              *(["--state-dir", str(folder / "state")] if durable else []), *node_args],
                             stdout=log, stderr=subprocess.STDOUT)
-    setup = Setup(name, server, node, log, 0.0)
+    setup = Setup(name, server, acks, node, log)
     try:
         setup.connect_s = setup.wait_acked(server.version, timeout=60.0) - t0
     except SystemExit as exc:
@@ -220,7 +237,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                    "pretrained_encoder": pretrained, "parameters": sum(t.numel for t in manifest.tensors),
                    "weights_bytes": manifest.weights_size,
                    "update": "5% of each tensor, N(0, 1e-2), ModelServer.publish", "updates": args.updates,
-                   "warmup": args.warmup, "gap_s": args.gap, "poll_s": POLL_S, "durable": args.durable,
+                   "warmup": args.warmup, "gap_s": args.gap, "durable": args.durable,
                    "load_average_before": load_before, "load_average_after": list(os.getloadavg()),
                    "wall_s": time.monotonic() - t_start},
         "packet_bytes_median": float(np.median(packet_bytes)),
