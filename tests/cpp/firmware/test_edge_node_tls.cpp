@@ -8,12 +8,22 @@
 
 #include "tls.hpp"
 
+namespace {
+
+edgert::node::TlsConfig trusting(const std::string& ca_file) {
+  edgert::node::TlsConfig config;
+  config.ca_file = ca_file;
+  return config;
+}
+
+}  // namespace
+
 #ifndef EDGERT_NODE_TLS
 
 TEST(EdgeNodeTls, BuiltWithoutTls) {
   std::string error;
   EXPECT_FALSE(edgert::node::tls_available());
-  EXPECT_EQ(edgert::node::TlsClient::create({"ca.pem"}, &error), nullptr);
+  EXPECT_EQ(edgert::node::TlsClient::create(trusting("ca.pem"), &error), nullptr);
   EXPECT_NE(error.find("without TLS"), std::string::npos) << error;
 }
 
@@ -43,12 +53,18 @@ using edgert::node::TlsConfig;
 
 // A self-signed P-256 certificate for 127.0.0.1 (its own CA) and its key, as PEM files in a temp folder.
 struct TestPki {
-  std::string cert, key;
+  std::string dir, cert, key;
+  ~TestPki() {
+    std::remove(cert.c_str());
+    std::remove(key.c_str());
+    ::rmdir(dir.c_str());
+  }
   TestPki() {
-    char dir[] = "/tmp/edgert-tls-test-XXXXXX";
-    if (::mkdtemp(dir) == nullptr) std::abort();
-    cert = std::string(dir) + "/server.pem";
-    key = std::string(dir) + "/server.key";
+    char tmpl[] = "/tmp/edgert-tls-test-XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) std::abort();
+    dir = tmpl;
+    cert = dir + "/server.pem";
+    key = dir + "/server.key";
     EVP_PKEY* pkey = EVP_EC_gen("P-256");
     X509* x = X509_new();
     X509_set_version(x, 2);
@@ -130,7 +146,7 @@ class TestServer {
 };
 
 std::unique_ptr<Link> connect_tls(uint16_t port, std::string* error) {
-  const auto client = TlsClient::create(TlsConfig{pki().cert}, error);
+  const auto client = TlsClient::create(trusting(pki().cert), error);
   if (!client) return nullptr;
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
@@ -223,7 +239,7 @@ TEST(EdgeNodeTls, SilentServerTimesOut) {
 TEST(EdgeNodeTls, RefusesAServerCertificateForAnotherName) {
   TestServer server([](SSL*, int) {});
   std::string error;
-  TlsConfig config{pki().cert};
+  TlsConfig config = trusting(pki().cert);
   config.server_name = "model-server.example";
   const auto client = TlsClient::create(config, &error);
   ASSERT_NE(client, nullptr) << error;
@@ -239,9 +255,9 @@ TEST(EdgeNodeTls, RefusesAServerCertificateForAnotherName) {
 
 TEST(EdgeNodeTls, FilesThatDoNotLoadAreNamed) {
   std::string error;
-  EXPECT_EQ(TlsClient::create(TlsConfig{"/nonexistent/ca.pem"}, &error), nullptr);
+  EXPECT_EQ(TlsClient::create(trusting("/nonexistent/ca.pem"), &error), nullptr);
   EXPECT_NE(error.find("/nonexistent/ca.pem"), std::string::npos) << error;
-  TlsConfig config{pki().cert};
+  TlsConfig config = trusting(pki().cert);
   config.cert_file = pki().cert;
   EXPECT_EQ(TlsClient::create(config, &error), nullptr);  // a certificate without its key
   EXPECT_NE(error.find("go together"), std::string::npos) << error;
