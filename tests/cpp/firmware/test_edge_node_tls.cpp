@@ -1,6 +1,7 @@
 // The edge node's TLS link (firmware/edge_node/tls.cpp) against a real OpenSSL TLS 1.3 server on loopback:
 // session tickets while idle, megabyte frames through full socket buffers (WANT_WRITE, partial writes),
-// close_notify, a server that vanishes mid-stream (an error, not SIGPIPE), and read timeouts.
+// close_notify, a server that vanishes mid-stream (an error, not SIGPIPE), read timeouts, another host name,
+// a server without TLS 1.3.
 // Certificate validation and mutual authentication against the Python server: tests/test_edge_node_tls.py.
 #include <gtest/gtest.h>
 
@@ -105,7 +106,8 @@ const TestPki& pki() {
 // A TLS 1.3 server on 127.0.0.1 for one connection: accepts it (blocking), runs script, closes it.
 class TestServer {
  public:
-  explicit TestServer(std::function<void(SSL*, int)> script) {
+  // max_version: the newest TLS version the server offers (TLS1_3_VERSION, or older to test the refusal).
+  explicit TestServer(std::function<void(SSL*, int)> script, int max_version = TLS1_3_VERSION) {
     listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
@@ -117,7 +119,8 @@ class TestServer {
     }
     port_ = ntohs(addr.sin_port);
     ctx_ = SSL_CTX_new(TLS_server_method());
-    SSL_CTX_set_min_proto_version(ctx_, TLS1_3_VERSION);
+    SSL_CTX_set_min_proto_version(ctx_, max_version);
+    SSL_CTX_set_max_proto_version(ctx_, max_version);
     if (SSL_CTX_use_certificate_file(ctx_, pki().cert.c_str(), SSL_FILETYPE_PEM) != 1 ||
         SSL_CTX_use_PrivateKey_file(ctx_, pki().key.c_str(), SSL_FILETYPE_PEM) != 1) {
       std::abort();
@@ -251,6 +254,14 @@ TEST(EdgeNodeTls, RefusesAServerCertificateForAnotherName) {
   ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
   EXPECT_EQ(client->connect(fd, "127.0.0.1", 5.0, &error), nullptr);
   EXPECT_NE(error.find("hostname mismatch"), std::string::npos) << error;
+}
+
+TEST(EdgeNodeTls, RefusesAServerWithoutTls13) {
+  TestServer server([](SSL*, int) {}, TLS1_2_VERSION);
+  std::string error;
+  EXPECT_EQ(connect_tls(server.port(), &error), nullptr);
+  EXPECT_NE(error.find("TLS handshake with 127.0.0.1 failed"), std::string::npos) << error;
+  EXPECT_NE(error.find("protocol"), std::string::npos) << error;  // OpenSSL: "... protocol version"
 }
 
 TEST(EdgeNodeTls, FilesThatDoNotLoadAreNamed) {
