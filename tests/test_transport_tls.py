@@ -151,3 +151,19 @@ def test_tls_config_from_files_and_errors(pki: dict[str, TLSConfig], tmp_path: P
     bad.write_text("not a certificate")
     with pytest.raises(TLSConfigError, match="bad.pem"):
         TLSConfig(bad, pki["cam-1"].key, pki["cam-1"].ca).client_context()
+
+
+def test_cli_flags_build_the_settings(pki: dict[str, TLSConfig], tmp_path: Path) -> None:
+    import argparse
+
+    from edgert.transport.tls import TLSConfigError, add_tls_arguments
+
+    parser = argparse.ArgumentParser()
+    add_tls_arguments(parser, server=True)
+    folder = pki["server"].cert.parent
+    assert TLSConfig.from_args(parser.parse_args([]), "server", "localhost") is None
+    assert TLSConfig.from_args(parser.parse_args(["--tls-dir", str(folder)]), "device", "cam-1") == pki["cam-1"]
+    explicit = parser.parse_args(["--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca", "ca.pem"])
+    assert TLSConfig.from_args(explicit, "device", "x") == TLSConfig(Path("c.pem"), Path("k.pem"), Path("ca.pem"))
+    with pytest.raises(TLSConfigError, match="together"):
+        TLSConfig.from_args(parser.parse_args(["--tls-cert", "c.pem"]), "device", "x")
