@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("cryptography", reason="cryptography not installed (extra [tls])")
 
 from conftest import wait_for  # noqa: E402
-from edgert.transport import EdgeClient, ModelServer  # noqa: E402
+from edgert.transport import DeviceStatus, EdgeClient, ModelServer, ServerStats  # noqa: E402
 from edgert.transport.certs import CertificateAuthority  # noqa: E402
 from edgert.transport.frames import FrameType, Hello, encode_frame  # noqa: E402
 from edgert.transport.tls import TLSConfig  # noqa: E402
@@ -67,6 +67,21 @@ def test_an_update_reaches_a_device_over_mutual_tls(pki: dict[str, TLSConfig]) -
             client.stop()
 
 
+def _refused(server_tls: TLSConfig, device: str, client_tls: TLSConfig,
+             counter: str) -> tuple[ServerStats, dict[str, DeviceStatus]]:
+    """Runs ``device`` with ``client_tls`` against a server with ``server_tls`` until the server counts one refusal
+    in ``counter``; checks the device never got through; returns the server's counters and device statuses."""
+    with ModelServer(MANIFEST, KEYS, _weights(), tls=server_tls) as server:
+        client = EdgeClient(server.address, device, KEYS[device], tls=client_tls).start()
+        try:
+            assert wait_for(lambda: getattr(server.stats(), counter) >= 1, 10)
+            time.sleep(0.2)
+            assert client.slot is None and client.connections == 0
+            return server.stats(), dict(server.devices)
+        finally:
+            client.stop()
+
+
 @pytest.mark.parametrize("device,cert,why", [
     ("cam-1", "foreign", "a certificate from another CA"),
     ("cam-old", "cam-old", "an expired certificate"),
@@ -74,28 +89,14 @@ def test_an_update_reaches_a_device_over_mutual_tls(pki: dict[str, TLSConfig]) -
 ])
 def test_bad_certificates_are_refused_before_any_frame(pki: dict[str, TLSConfig], device: str, cert: str,
                                                        why: str) -> None:
-    with ModelServer(MANIFEST, KEYS, _weights(), tls=pki["server"]) as server:
-        client = EdgeClient(server.address, device, KEYS[device], tls=pki[cert]).start()
-        try:
-            assert wait_for(lambda: server.stats().tls_failed >= 1, 10), why
-            time.sleep(0.2)
-            stats = server.stats()
-            assert client.slot is None and client.connections == 0, why
-            assert stats.authenticated == 0 and stats.auth_failed == 0 and device not in server.devices, why
-        finally:
-            client.stop()
+    stats, devices = _refused(pki["server"], device, pki[cert], "tls_failed")
+    assert stats.authenticated == 0 and stats.auth_failed == 0 and device not in devices, why
 
 
 def test_a_certificate_for_another_device_is_refused_at_hello(pki: dict[str, TLSConfig]) -> None:
     """cam-2's valid certificate cannot authenticate as cam-1, even with cam-1's HMAC key."""
-    with ModelServer(MANIFEST, KEYS, _weights(), tls=pki["server"]) as server:
-        client = EdgeClient(server.address, "cam-1", KEYS["cam-1"], tls=pki["cam-2"]).start()
-        try:
-            assert wait_for(lambda: server.stats().auth_failed >= 1, 10)
-            assert client.slot is None and client.connections == 0
-            assert server.stats().authenticated == 0 and "cam-1" not in server.devices
-        finally:
-            client.stop()
+    stats, devices = _refused(pki["server"], "cam-1", pki["cam-2"], "auth_failed")
+    assert stats.authenticated == 0 and "cam-1" not in devices
 
 
 def _raw_tls(address: tuple[str, int], ctx: ssl.SSLContext) -> bytes:
@@ -133,13 +134,8 @@ def test_no_client_certificate_and_plain_tcp_are_refused(pki: dict[str, TLSConfi
 
 
 def test_the_device_refuses_a_server_from_another_ca(pki: dict[str, TLSConfig]) -> None:
-    with ModelServer(MANIFEST, KEYS, _weights(), tls=pki["foreign-server"]) as server:
-        client = EdgeClient(server.address, "cam-1", KEYS["cam-1"], tls=pki["cam-1"]).start()
-        try:
-            assert wait_for(lambda: server.stats().tls_failed >= 1, 10)
-            assert client.slot is None and client.connections == 0
-        finally:
-            client.stop()
+    stats, _ = _refused(pki["foreign-server"], "cam-1", pki["cam-1"], "tls_failed")
+    assert stats.authenticated == 0
 
 
 def test_tls_config_from_files_and_errors(pki: dict[str, TLSConfig], tmp_path: Path) -> None:
@@ -151,3 +147,19 @@ def test_tls_config_from_files_and_errors(pki: dict[str, TLSConfig], tmp_path: P
     bad.write_text("not a certificate")
     with pytest.raises(TLSConfigError, match="bad.pem"):
         TLSConfig(bad, pki["cam-1"].key, pki["cam-1"].ca).client_context()
+
+
+def test_cli_flags_build_the_settings(pki: dict[str, TLSConfig], tmp_path: Path) -> None:
+    import argparse
+
+    from edgert.transport.tls import TLSConfigError, add_tls_arguments
+
+    parser = argparse.ArgumentParser()
+    add_tls_arguments(parser, server=True)
+    folder = pki["server"].cert.parent
+    assert TLSConfig.from_args(parser.parse_args([]), "server", "localhost") is None
+    assert TLSConfig.from_args(parser.parse_args(["--tls-dir", str(folder)]), "device", "cam-1") == pki["cam-1"]
+    explicit = parser.parse_args(["--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca", "ca.pem"])
+    assert TLSConfig.from_args(explicit, "device", "x") == TLSConfig(Path("c.pem"), Path("k.pem"), Path("ca.pem"))
+    with pytest.raises(TLSConfigError, match="together"):
+        TLSConfig.from_args(parser.parse_args(["--tls-cert", "c.pem"]), "device", "x")

@@ -417,9 +417,14 @@ class _Connection(asyncio.Protocol):
         except RuntimeError as exc:
             raise ConnectionClosed("server stopped") from exc
         timeout = self.server.send_timeout
-        if not (written.wait(timeout) and self.writable.wait(timeout)):
-            self.server._call(lambda: self.close(f"the device did not read for {timeout:.1f} s"))
-            raise ConnectionClosed(f"the device did not read for {timeout:.1f} s")
+        deadline = time.monotonic() + timeout
+        for event in (written, self.writable):
+            while not event.wait(0.1):
+                if self.closed or self.server._stopping.is_set():
+                    raise ConnectionClosed("connection closed")
+                if time.monotonic() > deadline:
+                    self.server._call(lambda: self.close(f"the device did not read for {timeout:.1f} s"))
+                    raise ConnectionClosed(f"the device did not read for {timeout:.1f} s")
         if self.closed:
             raise ConnectionClosed("connection closed")
 
@@ -521,6 +526,7 @@ class ModelServer:
         self._state_dir = Path(state_dir) if state_dir is not None else None
         self._stats = ServerStats()
         self._conns: set[_Connection] = set()  # loop thread only
+        self._stopping = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._loop_thread: Optional[threading.Thread] = None
         self._workers = ThreadPoolExecutor(workers, thread_name_prefix="edgert-model-server-worker")
@@ -597,6 +603,7 @@ class ModelServer:
 
     def stop(self, abrupt: bool = False) -> None:
         """Stops listening and closes every connection (``abrupt``: reset, as a killed process would)."""
+        self._stopping.set()
         thread = self._loop_thread
         if thread is None or not thread.is_alive():
             self._listener.close()
