@@ -37,7 +37,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from bench.harness import RESULTS_DIR, git_commit
+from bench.harness import git_commit, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE_ID = "bench-device"
@@ -199,11 +199,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     md = markdown(result)
     print(md)
     if not args.no_json:
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        path = RESULTS_DIR / "device_e2e-cpu.json"
-        path.write_text(json.dumps(result, indent=1))
-        path.with_suffix(".md").write_text(f"bench/device_e2e.py, commit {result['commit']}, "
-                                           f"{result['date']}\n\n{md}\n")
+        path = write_report("device_e2e-cpu", result, md, "bench/device_e2e.py")
         print(f"\nwrote {path}")
     return 0
 

@@ -269,3 +269,13 @@ def write_json(name: str, rows: list[Row], roofline: dict[str, float], config: d
         path.with_suffix(".md").write_text(f"{name} on {payload['device_name'] or device}, commit {payload['commit']}, "
                                            f"torch {torch.__version__}\n\n{markdown}\n")
     return path
+
+
+def write_report(stem: str, result: dict[str, Any], markdown: str, script: str, out_dir: Path = RESULTS_DIR) -> Path:
+    """Writes a system benchmark's ``result`` (a dict holding ``commit`` and ``date``) to ``<out_dir>/<stem>.json``
+    and its printed ``markdown`` beside it as ``.md``, headed by ``script`` and the commit; returns the JSON path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{stem}.json"
+    path.write_text(json.dumps(result, indent=1))
+    path.with_suffix(".md").write_text(f"{script}, commit {result['commit']}, {result['date']}\n\n{markdown}\n")
+    return path

@@ -13,6 +13,7 @@ import struct
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pytest
@@ -57,14 +58,16 @@ def node_binary() -> Path:
 class Node:
     """One edgert_edge_node process with its state dir and local socket."""
 
-    def __init__(self, binary: Path, port: int, workdir: Path, key: bytes = KEY) -> None:
+    def __init__(self, binary: Path, port: int, workdir: Path, key: bytes = KEY,
+                 extra_args: Sequence[str] = ()) -> None:
         self.workdir = workdir
         (workdir / "key").write_bytes(key)
         self.sock_path = str(workdir / "weights.sock")
         self.log = open(workdir / "node.log", "ab")
+        self.log_start = self.log.tell()  # where this process's lines begin (the log survives restarts)
         self.proc = subprocess.Popen(
             [str(binary), "--server", f"127.0.0.1:{port}", "--device-id", DEVICE, "--key-file", str(workdir / "key"),
-             "--state-dir", str(workdir / "state"), "--serve", self.sock_path],
+             "--state-dir", str(workdir / "state"), "--serve", self.sock_path, *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT)
 
     def request(self, op: bytes) -> bytes:
@@ -100,6 +103,10 @@ class Node:
     def log_text(self) -> str:
         return (self.workdir / "node.log").read_text(errors="replace")
 
+    def own_log(self) -> str:
+        """The lines this process wrote (not those of earlier runs in the same folder)."""
+        return (self.workdir / "node.log").read_bytes()[self.log_start:].decode(errors="replace")
+
 
 def _recv(s: socket.socket, n: int) -> bytes:
     data = bytearray()
@@ -109,8 +116,6 @@ def _recv(s: socket.socket, n: int) -> bytes:
             raise OSError("closed")
         data += chunk
     return bytes(data)
-
-
 
 
 def _weights(seed: int = 0) -> dict:
@@ -133,6 +138,15 @@ def _in_sync(node: Node, server: ModelServer) -> bool:
     return version == server.version and weights == server.weights_bytes()
 
 
+def _sync_publish_sync(node: Node, server: ModelServer, rng, updates: int = 3) -> None:
+    """Asserts the node syncs, takes ``updates`` published updates and acknowledges the last."""
+    assert wait_for(lambda: _in_sync(node, server), timeout=15.0), node.log_text()
+    for _ in range(updates):
+        server.publish(_update(rng))
+    assert wait_for(lambda: _in_sync(node, server), timeout=15.0), node.log_text()
+    assert wait_for(lambda: server.devices[DEVICE].acked_version == server.version, timeout=15.0)
+
+
 @pytest.fixture
 def workdir():
     with tempfile.TemporaryDirectory(prefix="edgert-node-") as d:
@@ -146,11 +160,7 @@ def test_node_converges_and_survives_server_restart_and_dropped_connection(node_
     port = server.address[1]
     node = Node(node_binary, port, workdir)
     try:
-        assert wait_for(lambda: _in_sync(node, server), timeout=15.0), node.log_text()
-        for _ in range(3):
-            server.publish(_update(rng))
-        assert wait_for(lambda: _in_sync(node, server), timeout=15.0), node.log_text()
-        assert wait_for(lambda: server.devices[DEVICE].acked_version == server.version, timeout=15.0)
+        _sync_publish_sync(node, server, rng)
 
         # Dropped connection mid-packet: half a PACKET frame, then the socket closes.
         half = encode_frame(FrameType.PACKET, encode_update(MANIFEST, server.version, server.version + 1,

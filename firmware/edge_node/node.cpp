@@ -30,49 +30,20 @@ constexpr uint32_t kMaxHandshakeFrame = 4096;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// Writes all bytes (MSG_NOSIGNAL: a closed peer is an error, not a signal).
-bool send_all(int fd, const uint8_t* data, size_t len) {
-  while (len > 0) {
-    const ssize_t n = ::send(fd, data, len, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    data += n;
-    len -= static_cast<size_t>(n);
-  }
-  return true;
-}
-
-// Reads exactly len bytes, waiting at most timeout_s for each chunk.
-bool recv_exact(int fd, uint8_t* out, size_t len, double timeout_s) {
-  while (len > 0) {
-    pollfd p{fd, POLLIN, 0};
-    const int r = ::poll(&p, 1, static_cast<int>(timeout_s * 1000));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    const ssize_t n = ::recv(fd, out, len, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    out += n;
-    len -= static_cast<size_t>(n);
-  }
-  return true;
-}
-
-// The server connection as a ByteStream.
-class SocketStream final : public wire::ByteStream {
+// The server connection (a plain or TLS Link) as the ByteStream that the frame reader and the session use.
+class LinkStream final : public wire::ByteStream {
  public:
-  explicit SocketStream(int fd) : fd_(fd) {}
-  bool read_exact(uint8_t* out, size_t len, double timeout_s) override { return recv_exact(fd_, out, len, timeout_s); }
-  bool write_all(const uint8_t* data, size_t len) override { return send_all(fd_, data, len); }
-  int wait_readable(int timeout_ms) override {
-    pollfd p{fd_, POLLIN, 0};
-    const int r = ::poll(&p, 1, timeout_ms);
-    if (r < 0) return errno == EINTR ? 0 : -1;
-    return r;
-  }
+  LinkStream(Link& link, double write_timeout_s) : link_(link), write_timeout_s_(write_timeout_s) {}
+  bool read_exact(uint8_t* out, size_t len, double timeout_s) override { return link_.read_exact(out, len, timeout_s); }
+  bool write_all(const uint8_t* data, size_t len) override { return link_.write_all(data, len, write_timeout_s_); }
+  // A Link reports "ready" for data, end of stream and failure alike; the read that follows tells them apart.
+  int wait_readable(int timeout_ms) override { return link_.wait_readable(timeout_ms) ? 1 : 0; }
+  std::string last_error() const override { return link_.error(); }
+  std::string describe() const override { return link_.describe(); }
 
  private:
-  int fd_;
+  Link& link_;
+  double write_timeout_s_;
 };
 
 int connect_to(const std::string& host, uint16_t port) {
@@ -235,14 +206,26 @@ bool EdgeNode::session(wire::ByteStream& io) {
   std::string error;
   auto read_frame = [&](FrameType* type, Bytes* body, uint32_t max_length) -> bool {
     if (wire::read_frame(io, max_length, config_.drop_after_s, config_.drop_after_s, type, body, &error)) return true;
-    if (!error.empty()) log("bad frame from server: " + error);
+    if (!error.empty()) {
+      log("bad frame from server: " + error);
+    } else if (const std::string why = io.last_error(); !why.empty()) {
+      log("connection lost: " + why);
+    }
     return false;
   };
 
   FrameType type;
   Bytes body;
   // Until the server has proved it knows the key, frames are small (CHALLENGE or ERROR).
-  if (!read_frame(&type, &body, std::min(config_.max_frame, kMaxHandshakeFrame))) return false;
+  if (!read_frame(&type, &body, std::min(config_.max_frame, kMaxHandshakeFrame))) {
+    if (config_.tls.enabled() && config_.tls.cert_file.empty()) {
+      // TLS 1.3 completes on our side before the server checks our (absent) certificate, so its refusal
+      // arrives as an alert or a closed connection here.
+      log("the server ended the connection before CHALLENGE: it may require a device certificate "
+          "(--tls-cert, --tls-key), which this node does not present");
+    }
+    return false;
+  }
   if (type == FrameType::kError) {
     wire::ErrorMessage e;
     std::string err;
@@ -263,7 +246,7 @@ bool EdgeNode::session(wire::ByteStream& io) {
   uint8_t proof[wire::kProofBytes];
   wire::device_proof(config_.key, challenge.server_nonce, hello.client_nonce, config_.device_id, proof);
   if (!wire::write_frame(io, FrameType::kAuth, wire::encode_auth(proof))) return false;
-  log("connected and authenticated");
+  log("connected and authenticated (" + io.describe() + ")");
 
   auto last_traffic = Clock::now();
   auto last_ping = Clock::now();
@@ -319,7 +302,7 @@ void EdgeNode::serve_loop(int listen_fd) {
     const int client = ::accept(listen_fd, nullptr, nullptr);
     if (client < 0) continue;
     uint8_t request = 0;
-    while (recv_exact(client, &request, 1, 5.0)) {
+    while (recv_exact_fd(client, &request, 1, 5.0)) {
       Bytes reply;
       const auto s = current_slot();
       if (request == 'V') {
@@ -352,13 +335,25 @@ void EdgeNode::serve_loop(int listen_fd) {
       } else {
         break;  // unknown request: close
       }
-      if (!send_all(client, reply.data(), reply.size())) break;
+      if (!send_all_fd(client, reply.data(), reply.size(), 5.0)) break;
     }
     ::close(client);
   }
 }
 
-void EdgeNode::run() {
+bool EdgeNode::run() {
+  std::unique_ptr<TlsClient> tls;
+  if (config_.tls.enabled()) {
+    std::string error;
+    tls = TlsClient::create(config_.tls, &error);
+    if (!tls) {
+      log(error);
+      return false;
+    }
+    log("TLS 1.3 to " + (config_.tls.server_name.empty() ? config_.host : config_.tls.server_name) +
+        (config_.tls.cert_file.empty() ? ", presenting no device certificate" : ", device certificate " +
+         config_.tls.cert_file));
+  }
   load_state();
   int listen_fd = -1;
   std::thread server;
@@ -386,9 +381,18 @@ void EdgeNode::run() {
     const int fd = connect_to(config_.host, config_.port);
     bool authenticated = false;
     if (fd >= 0) {
-      SocketStream io(fd);
-      authenticated = session(io);
-      ::close(fd);
+      std::unique_ptr<Link> link;  // owns fd from here on
+      std::string error;
+      if (tls) {
+        link = tls->connect(fd, config_.host, config_.drop_after_s, &error);
+        if (!link) log(error);
+      } else {
+        link = plain_link(fd);
+      }
+      if (link) {
+        LinkStream io(*link, config_.drop_after_s);
+        authenticated = session(io);
+      }
     }
     if (stopping_) break;
     backoff = authenticated ? config_.backoff_min_s : std::min(backoff * 2, config_.backoff_max_s);
@@ -404,6 +408,7 @@ void EdgeNode::run() {
     ::close(listen_fd);
     ::unlink(config_.serve_path.c_str());
   }
+  return true;
 }
 
 }  // namespace edgert::node

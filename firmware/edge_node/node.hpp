@@ -10,7 +10,9 @@
 #include <string>
 
 #include "edgert/edgert.h"
+#include "link.hpp"
 #include "protocol.hpp"
+#include "tls.hpp"
 
 namespace edgert::node {
 
@@ -26,6 +28,7 @@ struct NodeConfig {
   double drop_after_s = 15.0;    // give up on a silent connection
   double backoff_min_s = 0.1;
   double backoff_max_s = 5.0;
+  TlsConfig tls;                 // TLS 1.3 to the server when tls.enabled(); plain TCP otherwise
 };
 
 using LogFn = std::function<void(const std::string&)>;
@@ -38,8 +41,9 @@ class EdgeNode {
   EdgeNode& operator=(const EdgeNode&) = delete;
 
   // Loads the saved state (if any), starts the local server and runs the
-  // connect / sync / reconnect loop until stop() is called.
-  void run();
+  // connect / sync / reconnect loop until stop() is called. Returns false at once (and logs why)
+  // when the TLS settings cannot be used (a file that does not load, a build without TLS).
+  bool run();
   void stop() { stopping_ = true; }
 
   uint64_t version() const;

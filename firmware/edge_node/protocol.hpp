@@ -85,6 +85,10 @@ class ByteStream {
   virtual bool write_all(const uint8_t* data, size_t len) = 0;
   // 1 when bytes are ready to read, 0 after timeout_ms without any, -1 when the stream ended or failed.
   virtual int wait_readable(int timeout_ms) = 0;
+  // Why the last read or write failed ("" when the stream does not know or nothing failed), for the log.
+  virtual std::string last_error() const { return {}; }
+  // What carries the bytes (e.g. "plain TCP", the TLS version and cipher suite), for the log.
+  virtual std::string describe() const { return "buffer"; }
 };
 
 // Reads one frame: the first header byte within first_byte_timeout_s, then everything else within

@@ -26,7 +26,7 @@ from torch import nn
 
 from edgert.ams.config import EdgeConfig
 from edgert.ams.protocol import AMSFrame, Control, Join, SampleUpload, UploadStatus
-from edgert.transport import ConnectionClosed, EdgeClient
+from edgert.transport import ConnectionClosed, EdgeClient, TLSConfig
 from edgert.updates import Manifest, buffer_tensors, load_weights
 
 Log = Callable[[str], None]
@@ -67,11 +67,12 @@ class AMSEdge:
         config: :class:`EdgeConfig`.
         log: optional line logger.
         loop: what the device does per frame (default :class:`ModelStreamingLoop`: run the streamed student).
+        tls: TLS 1.3 with this device's certificate (:class:`~edgert.transport.TLSConfig`).
     """
 
     def __init__(self, address: tuple[str, int], device_id: str, key: bytes, student: nn.Module,
                  config: Optional[EdgeConfig] = None, *, log: Optional[Log] = None,
-                 loop: Optional["EdgeLoop"] = None) -> None:
+                 loop: Optional["EdgeLoop"] = None, tls: Optional[TLSConfig] = None) -> None:
         self.config = config or EdgeConfig()
         self.config.validate()
         self._log = log or (lambda line: None)
@@ -88,7 +89,7 @@ class AMSEdge:
         self._join: Optional[Join] = None
         self.report = EdgeReport()
         self.client = EdgeClient(address, device_id, key, on_version=self._on_version, log=self._log,
-                                 on_connect=self._on_connect, handlers={AMSFrame.CONTROL: self._on_control})
+                                 on_connect=self._on_connect, handlers={AMSFrame.CONTROL: self._on_control}, tls=tls)
         self.loop = loop or ModelStreamingLoop()
         self.loop.attach(self)
 

@@ -35,7 +35,7 @@ from edgert.ams.policies import PhasePlan, TrainingPolicy, UploadPolicy, policy_
 from edgert.ams.protocol import AMSFrame, Control, Join, SampleUpload, UploadStatus
 from edgert.ams.sampling import SamplingController
 from edgert.harness.executors import RayExecutor, TaskExecutor, TaskHandle, TaskResult
-from edgert.transport import DEFAULT_MAX_FRAME, ModelServer, ProtocolError
+from edgert.transport import DEFAULT_MAX_FRAME, ModelServer, ProtocolError, TLSConfig
 from edgert.updates import (
     CoordinateSelector,
     MaskedAdam,
@@ -145,6 +145,7 @@ class AMSServer:
             ``config.executor`` says; it stays the caller's (:meth:`stop` does not shut it down). ``None``:
             ``config.executor = "ray"`` makes a :class:`~edgert.harness.executors.RayExecutor` at
             :meth:`start` (and shuts it down at :meth:`stop`); ``"thread"`` trains in the worker thread.
+        tls: TLS 1.3 with client certificates for every connection (:class:`~edgert.transport.TLSConfig`).
 
     Raises:
         ValueError: bad config, keys, or a student/teacher label-space mismatch.
@@ -153,7 +154,8 @@ class AMSServer:
     def __init__(self, student: nn.Module, teacher: Teacher, keys: Mapping[str, bytes],
                  config: Optional[AMSConfig] = None, *, size: tuple[int, int], host: str = "127.0.0.1", port: int = 0,
                  state_dir: Optional[Union[str, Path]] = None, log: Optional[Log] = None,
-                 policy: Optional[UploadPolicy] = None, executor: Optional[TaskExecutor] = None) -> None:
+                 policy: Optional[UploadPolicy] = None, executor: Optional[TaskExecutor] = None,
+                 tls: Optional[TLSConfig] = None) -> None:
         self.config = config or AMSConfig()
         self.config.validate()
         self.policy = policy or policy_for(self.config)
@@ -167,7 +169,7 @@ class AMSServer:
         self.models = ModelServer(
             self.manifest, keys, module_weights(student), host=host, port=port, value_coding=self.config.value_coding,
             packet_format=self.config.packet_format, state_dir=state_dir, per_device=True, log=self._log,
-            max_frame=max(self.config.max_upload_bytes, DEFAULT_MAX_FRAME), on_disconnect=self._on_disconnect)
+            max_frame=max(self.config.max_upload_bytes, DEFAULT_MAX_FRAME), on_disconnect=self._on_disconnect, tls=tls)
         self.models.register_frame(AMSFrame.JOIN, self._on_join)
         self.models.register_frame(AMSFrame.SAMPLES, self._on_samples)
         self.reports: dict[str, DeviceReport] = {d: DeviceReport(d) for d in keys}

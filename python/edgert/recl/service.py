@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from edgert.harness.run import write_bytes_atomic
+from edgert.transport.tls import TLSConfig, TLSConfigError, add_tls_arguments
 
 Log = Callable[[str], None]
 
@@ -150,6 +151,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         keys = load_keys(args.keys)
         config = serve_config(args)
+        tls = _tls(args, "server", args.tls_name)
     except (KeyFileError, ValueError) as exc:
         raise _Fail(EXIT_BAD_INPUT, str(exc)) from exc
     expected = None
@@ -190,7 +192,7 @@ def _serve(args: argparse.Namespace) -> int:
             first = controller.next_window = last + 1
         try:
             server = RECLServer(controller, keys, expected=expected, gather_s=args.gather_s, host=args.host,
-                                port=args.port, log=log).start()
+                                port=args.port, log=log, tls=tls).start()
         except OSError as exc:
             raise _Fail(EXIT_BAD_INPUT, f"cannot listen on {args.host}:{args.port}: {exc}") from exc
         host, port = address = server.address
@@ -315,6 +317,14 @@ def _predictions(task: Any, model: Any, frames: np.ndarray) -> dict[str, Any]:
     return out
 
 
+def _tls(args: argparse.Namespace, kind: str, name: str) -> Optional[TLSConfig]:
+    """The TLS settings of the flags, checked now (a missing or bad file fails before anything starts)."""
+    tls = TLSConfig.from_args(args, kind, name)
+    if tls is not None:
+        tls.server_context() if kind == "server" else tls.client_context()
+    return tls
+
+
 def _device(args: argparse.Namespace) -> int:
     from edgert.data import clip_path
 
@@ -333,7 +343,8 @@ def _device(args: argparse.Namespace) -> int:
 
     try:
         key = read_key_file(args.key_file, args.device) if args.key_file else load_key(args.keys, args.device)
-    except KeyFileError as exc:
+        tls = _tls(args, "device", args.device)
+    except (KeyFileError, TLSConfigError) as exc:
         raise _Fail(EXIT_BAD_INPUT, str(exc)) from exc
 
     import torch
@@ -360,7 +371,7 @@ def _device(args: argparse.Namespace) -> int:
         model = task.new_expert()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = RECLDevice(address, args.device, key, codec=args.codec, log=log).start()
+    device = RECLDevice(address, args.device, key, codec=args.codec, log=log, tls=tls).start()
     records: list[dict[str, Any]] = []
     failed = 0
     state: dict[str, Any] = {"device": args.device, "server": args.server, "clip": str(clip), "size": list(size),
@@ -461,6 +472,7 @@ def _add_serve_args(s: argparse.ArgumentParser) -> None:
                    help="a window closes this long after its first upload even if expected devices are missing")
     s.add_argument("--windows", type=int, default=None, help="stop after this many windows (default: on SIGTERM)")
     s.add_argument("--report", default=None, help="write the window reports (JSON) here on exit")
+    add_tls_arguments(s, server=True)
     s.add_argument("--config", default=None, metavar="CONFIG.json",
                    help="RECLConfig as JSON (RECLConfig.to_dict); the flags below override it")
     g = s.add_argument_group("RECL settings (default: --config's, else RECLConfig's)")
@@ -503,6 +515,7 @@ def _add_device_args(d: argparse.ArgumentParser) -> None:
     d.add_argument("--connect-timeout", type=float, default=15.0, help="seconds to connect and get a model (15)")
     d.add_argument("--threads", type=int, default=1, help="torch threads")
     d.add_argument("--out", required=True, help=f"folder for {DEVICE_LOG}")
+    add_tls_arguments(d)
 
 
 def register_service(ssub: "argparse._SubParsersAction") -> None:

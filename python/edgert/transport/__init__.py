@@ -5,6 +5,8 @@
 * :mod:`~edgert.transport.server`: :class:`ModelServer` (one model stream, or one per device; packet
   history, resync, persistence).
 * :mod:`~edgert.transport.client`: :class:`EdgeClient`, the device side in Python on libedgert's slot.
+* :mod:`~edgert.transport.tls`: :class:`TLSConfig`, TLS 1.3 with mutual authentication for both;
+  :mod:`~edgert.transport.certs` (``edgert keys``, needs ``cryptography``) is the CA that issues the certificates.
 
 Specified in ``docs/spec/wire-protocol.md``; ``firmware/edge_node`` speaks the same core protocol in C++.
 """
@@ -20,7 +22,8 @@ from edgert.transport.frames import (
     FrameType,
     ProtocolError,
 )
-from edgert.transport.server import DeviceStatus, ModelServer
+from edgert.transport.server import DeviceStatus, ModelServer, ServerStats
+from edgert.transport.tls import TLSConfig, TLSConfigError
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
@@ -33,4 +36,7 @@ __all__ = [
     "FrameType",
     "ModelServer",
     "ProtocolError",
+    "ServerStats",
+    "TLSConfig",
+    "TLSConfigError",
 ]

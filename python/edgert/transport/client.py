@@ -33,6 +33,7 @@ from edgert.transport.frames import (
     server_proof,
     wait_readable,
 )
+from edgert.transport.tls import TLSConfig
 
 Log = Callable[[str], None]
 ClientHandler = Callable[[bytes], None]
@@ -53,6 +54,10 @@ class EdgeClient:
 
     ``max_packet_format`` (default: what the linked libedgert decodes) is announced in HELLO;
     a lower value makes the server transcode, as it does for older devices.
+
+    ``tls``: connect with TLS 1.3, presenting the device certificate (subject CN = ``device_id``) and checking
+    the server's against the CA bundle and the host name; the HMAC handshake then runs inside TLS. A failed
+    TLS handshake counts as a failed connection (logged, retried with backoff).
     """
 
     def __init__(self, address: tuple[str, int], device_id: str, key: bytes, *,
@@ -60,8 +65,10 @@ class EdgeClient:
                  log: Optional[Log] = None, on_connect: Optional[Callable[[], None]] = None,
                  handlers: Optional[Mapping[enum.IntEnum, ClientHandler]] = None,
                  ping_after: float = 5.0, silence_timeout: float = 15.0,
-                 max_packet_format: Optional[int] = None) -> None:
+                 max_packet_format: Optional[int] = None, tls: Optional[TLSConfig] = None) -> None:
         self.address = address
+        self.tls = tls
+        self._tls_context = tls.client_context() if tls is not None else None
         self.max_packet_format = _edgert.packet_max_format() if max_packet_format is None else max_packet_format
         self.device_id = device_id
         self.key = key
@@ -132,8 +139,7 @@ class EdgeClient:
         delays = backoff_delays()
         while not self._stopping.is_set():
             try:
-                with socket.create_connection(self.address, timeout=5) as sock:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                with self._connect() as sock:
                     self._sock = sock
                     try:
                         self._session(sock)
@@ -147,6 +153,19 @@ class EdgeClient:
                     raise
                 self._log(f"{self.device_id}: stopped ({exc})")
             self._stopping.wait(next(delays))
+
+    def _connect(self) -> socket.socket:
+        """A connected socket, TLS-wrapped (handshake done) when configured."""
+        sock = socket.create_connection(self.address, timeout=5)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._tls_context is None:
+            return sock
+        assert self.tls is not None
+        try:
+            return self._tls_context.wrap_socket(sock, server_hostname=self.tls.server_hostname or self.address[0])
+        except BaseException:
+            sock.close()
+            raise
 
     def _read(self, sock: socket.socket) -> tuple[enum.IntEnum, bytes]:
         """Next frame; pings when the server is quiet, gives up after ``silence_timeout``."""

@@ -138,8 +138,11 @@ def wait_readable(sock: socket.socket, timeout: float) -> bool:
 
     ``poll`` rather than ``select``: ``select`` cannot watch descriptors >= 1024 (FD_SETSIZE) and raised
     ``ValueError: filedescriptor out of range`` once a server held ~1,000 connections. A closed socket raises
-    ``ValueError`` as ``select`` did.
+    ``ValueError`` as ``select`` did. A TLS socket may hold decrypted bytes the descriptor no longer shows.
     """
+    pending = getattr(sock, "pending", None)  # ssl.SSLSocket
+    if pending is not None and pending() > 0:
+        return True
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
     return bool(poller.poll(max(0.0, timeout) * 1000.0))

@@ -22,6 +22,19 @@ MIN_KEY_BYTES = 16
 MAX_KEY_BYTES = 64
 
 
+def check_device_id(device: object) -> str:
+    """``device`` if it is a usable device id (1..64 UTF-8 bytes, no '/', not '.' or '..'): it names files
+    (``<device>.key``, ``device-<device>.pem``) and travels in HELLO.
+
+    Raises:
+        ValueError: anything else, with the value.
+    """
+    if (not isinstance(device, str) or not device or "/" in device or device in (".", "..")
+            or "\x00" in device or len(device.encode()) > 64):
+        raise ValueError(f"device id: expected 1..64 bytes without '/', got {device!r}")
+    return device
+
+
 class KeyFileError(ValueError):
     """A keys file or key file is missing, malformed, or holds a key of the wrong length (the message says
     which file and what was expected)."""
@@ -43,8 +56,7 @@ def write_keys(folder: PathLike, devices: Iterable[str], *, nbytes: int = 32, na
     root.mkdir(parents=True, exist_ok=True)
     entries: dict[str, str] = {}
     for device in ids:
-        if not isinstance(device, str) or not device or "/" in device or device in (".", ".."):
-            raise ValueError(f"device id: expected a non-empty name without '/', got {device!r}")
+        check_device_id(device)
         path = root / f"{device}.key"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
@@ -107,4 +119,5 @@ def load_key(path: PathLike, device: str) -> bytes:
     return read_key_file(entries[device], device)
 
 
-__all__ = ["MAX_KEY_BYTES", "MIN_KEY_BYTES", "KeyFileError", "load_key", "load_keys", "read_key_file", "write_keys"]
+__all__ = ["MAX_KEY_BYTES", "MIN_KEY_BYTES", "KeyFileError", "check_device_id", "load_key", "load_keys",
+           "read_key_file", "write_keys"]

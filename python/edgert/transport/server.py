@@ -1,22 +1,29 @@
 """The model server (``docs/spec/wire-protocol.md``).
 
 :class:`ModelServer` holds one model (manifest + the device-exact weights in a
-:class:`~edgert.updates.DeviceMirror`), a bounded history of update packets
-and one thread per connected device. It answers each device with the packets
-that lead from the device's version to its own, or with a full snapshot, MACs
-every packet with that device's key, and pushes new versions as they are
-published. Applications add their own frame types with :meth:`ModelServer.register_frame`.
+:class:`~edgert.updates.DeviceMirror`) and a bounded history of update packets, and
+serves every connection from one I/O loop (asyncio on epoll, optionally TLS 1.3 with
+mutual authentication) with a small pool of worker threads for per-device work. It
+answers each device with the packets that lead from the device's version to its own,
+or with a full snapshot, MACs every packet with that device's key, and pushes new
+versions as they are published. Applications add their own frame types with
+:meth:`ModelServer.register_frame`; see ``docs/design/transport.md``.
 The device side is :class:`edgert.transport.EdgeClient` (Python) or ``firmware/edge_node`` (C++).
 """
 from __future__ import annotations
 
+import asyncio
 import enum
 import json
 import os
 import secrets
 import socket
+import struct
 import threading
+import time
+import traceback
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
@@ -25,6 +32,7 @@ import numpy as np
 
 from edgert.transport.frames import (
     DEFAULT_MAX_FRAME,
+    HEADER,
     NONCE_BYTES,
     ConnectionClosed,
     ErrorCode,
@@ -37,10 +45,11 @@ from edgert.transport.frames import (
     device_proof,
     encode_challenge,
     encode_error,
-    read_frame,
-    send_frame,
+    encode_frame,
+    parse_header,
     server_proof,
 )
+from edgert.transport.tls import TLSConfig, peer_device_id
 from edgert.updates import (
     COMPACT_FORMAT,
     DeviceMirror,
@@ -90,23 +99,42 @@ def _safe_dir_name(device_id: str) -> str:
     return "hex-" + device_id.encode().hex()
 
 
+@dataclass
+class ServerStats:
+    """Connection counters of a :class:`ModelServer` (:meth:`ModelServer.stats`)."""
+
+    accepted: int = 0  # TCP connections accepted
+    refused_over_limit: int = 0  # closed at once: ``max_unauthenticated`` connections were still in their handshake
+    tls_failed: int = 0  # TLS handshake failed (bad, expired, revoked or missing certificate, not TLS 1.3)
+    handshake_timeouts: int = 0  # not authenticated within ``handshake_timeout``
+    auth_failed: int = 0  # HELLO/AUTH refused (unknown device, wrong key, certificate for another device)
+    authenticated: int = 0
+    open: int = 0  # connections now open
+    unauthenticated: int = 0  # of those, still in their handshake
+
+
+#: pending connections the kernel queues for accept (it clamps this to net.core.somaxconn)
+LISTEN_BACKLOG = 4096
+#: the largest frame read before a device has authenticated (HELLO is at most 114 bytes, AUTH 32)
+PREAUTH_MAX_FRAME = 256
+
+
 class _Session:
     """One device connection. Extension frame handlers receive it: ``device_id`` and :meth:`send`."""
 
-    def __init__(self, server: "ModelServer", sock: socket.socket) -> None:
+    def __init__(self, server: "ModelServer", conn: "_Connection") -> None:
         self.server = server
-        self.sock = sock
+        self.conn = conn
         self.device_id = ""
         self.key = b""
         self.sent_version = 0
         self.max_packet_format = 1  # from HELLO
         self.stream: Optional[_Stream] = None
-        self.lock = threading.Lock()  # one writer at a time (session thread and publishers)
 
     def send(self, frame_type: int, body: bytes = b"") -> None:
-        """Writes one frame to this device (any thread)."""
-        with self.lock:
-            send_frame(self.sock, frame_type, body)
+        """Writes one frame to this device (any thread). Blocks while the device is slow to read (backpressure,
+        up to the server's send timeout); raises :class:`ConnectionClosed` when the connection is gone."""
+        self.conn.write(encode_frame(frame_type, body))
         self.server._account(self.device_id, sent=len(body) + 6)
 
     def send_packet(self, packet: Union[bytes, EncodedPacket], target_version: int) -> None:
@@ -115,8 +143,315 @@ class _Session:
         self.sent_version = target_version
 
 
+class _Connection(asyncio.Protocol):
+    """The I/O loop's side of one connection: TLS, framing, the handshake, core frames; the rest (the
+    synchronisation after AUTH, NACK/RESYNC, application frames) runs on the server's workers, one item at a
+    time per connection, with reading paused meanwhile so frames are handled in order."""
+
+    def __init__(self, server: "ModelServer") -> None:
+        self.server = server
+        self.loop = server._loop
+        self.transport: Optional[asyncio.Transport] = None
+        self.session = _Session(server, self)
+        self.buffer = bytearray()
+        self.state = "new"  # new -> tls -> hello -> auth -> ready -> closed
+        self.counted = False  # counted among the unauthenticated
+        self.deadline = 0.0
+        self.last_rx = 0.0
+        self.hello: Optional[Hello] = None
+        self.server_nonce = b""
+        self.work: deque[Callable[[], None]] = deque()
+        self.busy = False
+        self.writable = threading.Event()  # cleared while the transport's buffer is over its high-water mark
+        self.writable.set()
+        self.closed = False
+        self.peer = "unauthenticated peer"
+
+    # ---- asyncio callbacks (loop thread) ---------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        srv = self.server
+        self.transport = transport
+        srv._stats.accepted += 1
+        if srv._stats.unauthenticated >= srv.max_unauthenticated:
+            srv._stats.refused_over_limit += 1
+            self.closed, self.state = True, "closed"
+            transport.abort()
+            return
+        srv._stats.unauthenticated += 1
+        srv._stats.open += 1
+        self.counted = True
+        now = time.monotonic()
+        self.deadline, self.last_rx = now + srv.handshake_timeout, now
+        srv._conns.add(self)
+        if srv._tls_context is not None:
+            self.state = "tls"
+            self.loop.create_task(self._start_tls(transport))
+        else:
+            self.state = "hello"
+
+    async def _start_tls(self, raw: asyncio.Transport) -> None:
+        srv = self.server
+        assert srv._tls_context is not None
+        try:
+            tls = await self.loop.start_tls(raw, self, srv._tls_context, server_side=True,
+                                            ssl_handshake_timeout=srv.handshake_timeout)
+        except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+            srv._stats.tls_failed += 1
+            srv._log(f"TLS handshake refused: {exc}")
+            raw.abort()
+            return
+        if self.closed or tls is None:
+            return
+        certified = peer_device_id(tls.get_extra_info("peercert"))
+        if certified not in srv.keys:  # refused before any frame is read
+            srv._stats.tls_failed += 1
+            self.transport = tls
+            self.close(f"TLS certificate of unknown device {certified!r}")
+            return
+        self.transport = tls
+        self.state = "hello"
+        self._process()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self.last_rx = time.monotonic()
+        self._process()
+
+    def eof_received(self) -> Optional[bool]:
+        return False  # close our side too
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        if self.state == "closed" and not self.counted:
+            return
+        srv = self.server
+        self.closed = True
+        self.writable.set()  # wakes writers, which now see `closed`
+        srv._conns.discard(self)
+        if self.counted:
+            srv._stats.open -= 1
+            if self.state != "ready":
+                srv._stats.unauthenticated -= 1
+            self.counted = False
+        was_ready = self.state == "ready"
+        self.state = "closed"
+        if was_ready:
+            s = self.session
+            srv._detach(s)
+            if srv.on_disconnect is not None:
+                on_disconnect = srv.on_disconnect
+                self._queue(lambda: on_disconnect(s.device_id))
+
+    # ---- frames (loop thread) ----------------------------------------------------------------------------
+    def _process(self) -> None:
+        srv = self.server
+        while not self.busy and self.state in ("hello", "auth", "ready"):
+            if len(self.buffer) < HEADER.size:
+                return
+            ready = self.state == "ready"
+            try:
+                frame_type, length = parse_header(bytes(self.buffer[:HEADER.size]),
+                                                  srv.max_frame if ready else PREAUTH_MAX_FRAME,
+                                                  srv.frames if ready else None)
+                if len(self.buffer) < HEADER.size + length:
+                    return
+                body = bytes(self.buffer[HEADER.size:HEADER.size + length])
+                del self.buffer[:HEADER.size + length]
+                if ready:
+                    self._frame(frame_type, body)
+                else:
+                    self._handshake(frame_type, body)
+            except (ProtocolError, ConnectionClosed) as exc:
+                self.close(str(exc))
+                return
+
+    def _handshake(self, frame_type: enum.IntEnum, body: bytes) -> None:
+        srv = self.server
+        if self.state == "hello":
+            if frame_type != FrameType.HELLO:
+                raise ProtocolError(f"expected HELLO, got {frame_type.name}")
+            hello = Hello.decode(body)
+            key = srv.keys.get(hello.device_id)
+            if key is None:
+                self._refuse(ErrorCode.UNKNOWN_DEVICE, f"unknown device {hello.device_id!r}")
+                return
+            if srv._tls_context is not None and self.transport is not None:
+                certified = peer_device_id(self.transport.get_extra_info("peercert"))
+                if certified != hello.device_id:
+                    self._refuse(ErrorCode.AUTH_FAILED, f"the TLS certificate is for device {certified!r}, "
+                                                        f"HELLO says {hello.device_id!r}")
+                    return
+            self.hello, self.server_nonce = hello, secrets.token_bytes(NONCE_BYTES)
+            self._write_now(encode_frame(FrameType.CHALLENGE, encode_challenge(
+                self.server_nonce, server_proof(key, hello.client_nonce, self.server_nonce, hello.device_id),
+                hello.protocol)))
+            self.state = "auth"
+            return
+        greeted = self.hello
+        assert greeted is not None
+        key = srv.keys[greeted.device_id]
+        expected = device_proof(key, self.server_nonce, greeted.client_nonce, greeted.device_id)
+        if frame_type != FrameType.AUTH or not secrets.compare_digest(body, expected):
+            self._refuse(ErrorCode.AUTH_FAILED, "authentication failed",
+                         f"device {greeted.device_id!r} failed authentication")
+            return
+        self.state = "ready"
+        srv._stats.unauthenticated -= 1
+        srv._stats.authenticated += 1
+        s = self.session
+        s.device_id, s.key, s.max_packet_format = greeted.device_id, key, greeted.max_packet_format
+        self.peer = greeted.device_id
+        srv._attach(s)
+        self._queue(lambda: srv._welcome(s, greeted))
+
+    def _refuse(self, code: ErrorCode, message: str, log: str = "") -> None:
+        self.server._stats.auth_failed += 1
+        self._write_now(encode_frame(FrameType.ERROR, encode_error(code, message)))
+        self.close(log or message, graceful=True)
+
+    def _frame(self, frame_type: enum.IntEnum, body: bytes) -> None:
+        srv, s = self.server, self.session
+        srv._account(s.device_id, received=len(body) + HEADER.size)
+        if frame_type == FrameType.ACK:
+            srv._acked(s.device_id, decode_u64(body, "ACK"))
+        elif frame_type == FrameType.PING:
+            self._write_now(encode_frame(FrameType.PONG, body))
+        elif frame_type == FrameType.PONG:
+            return
+        elif frame_type == FrameType.NACK:
+            version, _, message = decode_nack(body)
+            srv._nacked(s.device_id, message)
+            srv._log(f"{s.device_id}: rejected a packet at version {version}: {message}")
+            self._queue(lambda: srv._resync(s, version))
+        elif frame_type == FrameType.RESYNC:
+            version = decode_u64(body, "RESYNC")
+            self._queue(lambda: srv._resync(s, version))
+        else:
+            handler = srv.frames.handler(frame_type)
+            if handler is None:
+                raise ProtocolError(f"unexpected {frame_type.name} from a device")
+            self._queue(lambda: handler(s, body))
+
+    # ---- work off the loop -----------------------------------------------------------------------------
+    def _queue(self, job: Callable[[], None]) -> None:
+        """Runs ``job`` on a worker after this connection's earlier jobs; reading pauses until it is done."""
+        self.work.append(job)
+        if not self.busy:
+            self.busy = True
+            self._pause(True)
+            self._submit()
+
+    def _submit(self) -> None:
+        try:
+            self.server._workers.submit(self._run, self.work[0])
+        except RuntimeError:  # the server is stopping: its workers are shut down
+            self.work.clear()
+
+    def _run(self, job: Callable[[], None]) -> None:
+        error: Optional[BaseException] = None
+        try:
+            job()
+        except (ConnectionClosed, ProtocolError, OSError) as exc:
+            error = exc
+        except Exception as exc:  # an application handler's bug closes its connection, not the server
+            error = exc
+            self.server._log(f"{self.peer}: handler failed: {traceback.format_exc()}")
+        try:
+            self.loop.call_soon_threadsafe(self._done, error)
+        except RuntimeError:  # the loop is closed: the server stopped
+            pass
+
+    def _done(self, error: Optional[BaseException]) -> None:
+        self.work.popleft()
+        if error is not None and not self.closed:
+            self.close(str(error))
+        if self.work:
+            self._submit()
+            return
+        self.busy = False
+        if not self.closed:
+            self.last_rx = time.monotonic()
+            self._pause(False)
+            self._process()
+
+    def _pause(self, paused: bool) -> None:
+        transport = self.transport
+        if self.closed or transport is None:
+            return
+        try:
+            if paused:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
+        except (RuntimeError, AttributeError):
+            pass
+
+    # ---- writing (any thread) ----------------------------------------------------------------------------
+    def _write_now(self, data: bytes) -> None:
+        if self.closed or self.transport is None:
+            return
+        self.transport.write(data)
+
+    def write(self, data: bytes) -> None:
+        """Queues ``data`` for the peer. Off the loop it then waits (at most the server's ``send_timeout``)
+        while the connection's write buffer is over its high-water mark, as ``sendall`` would block."""
+        if self.closed:
+            raise ConnectionClosed("connection closed")
+        if self.server._on_loop():
+            self._write_now(data)
+            return
+        written = threading.Event()
+
+        def put() -> None:
+            self._write_now(data)
+            written.set()
+
+        try:
+            self.loop.call_soon_threadsafe(put)
+        except RuntimeError as exc:
+            raise ConnectionClosed("server stopped") from exc
+        timeout = self.server.send_timeout
+        deadline = time.monotonic() + timeout
+        for event in (written, self.writable):
+            while not event.wait(0.1):
+                if self.closed or self.server._stopping.is_set():
+                    raise ConnectionClosed("connection closed")
+                if time.monotonic() > deadline:
+                    self.server._call(lambda: self.close(f"the device did not read for {timeout:.1f} s"))
+                    raise ConnectionClosed(f"the device did not read for {timeout:.1f} s")
+        if self.closed:
+            raise ConnectionClosed("connection closed")
+
+    def close(self, reason: str = "", graceful: bool = False, abrupt: bool = False) -> None:
+        """Closes the connection (loop thread): ``graceful`` flushes what is queued, ``abrupt`` resets."""
+        if self.state == "closed" and self.closed:
+            return
+        if reason:
+            self.server._log(f"{self.peer}: {reason}")
+        transport = self.transport
+        if transport is None:
+            return
+        if abrupt:
+            raw = transport.get_extra_info("socket")
+            if raw is not None:
+                try:
+                    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                except OSError:
+                    pass
+        if graceful:
+            transport.close()
+        else:
+            transport.abort()
+
+
 class ModelServer:
-    """Serves one model to many devices (one thread per connection).
+    """Serves one model to many devices from one I/O loop.
 
     Args:
         manifest: the model's tensor table.
@@ -134,9 +469,21 @@ class ModelServer:
             weights and versions, all starting from ``weights``); publish with
             ``device_id=``. State is saved under ``state_dir/<device id>``.
         handlers: extension frames a device may send (application frame type -> ``fn(session, body)``,
-            called on the connection's thread; ``session.send(type, body)`` answers); the same as
-            calling :meth:`register_frame` for each. Types without a handler are protocol errors.
-        on_disconnect: called with the device id when an authenticated connection ends.
+            called on a worker thread, one frame at a time per connection and in order;
+            ``session.send(type, body)`` answers); the same as calling :meth:`register_frame` for each.
+            Types without a handler are protocol errors.
+        on_disconnect: called (on a worker, after the connection's pending frames) with the device id when an
+            authenticated connection ends.
+        tls: TLS 1.3 with a client certificate required (its subject CN must be the HELLO's device id);
+            the HMAC handshake runs inside it. None: plain TCP (HMAC-authenticated, not encrypted).
+        max_unauthenticated: connections allowed in their handshake (TLS, HELLO, AUTH) at once; more are
+            closed as they arrive.
+        handshake_timeout: seconds a connection has to complete TLS and AUTH before it is closed.
+        workers: threads that run per-device work (synchronisation after AUTH, resync snapshots,
+            application frame handlers, ``on_disconnect``) off the I/O loop.
+        send_timeout: how long a send waits for a device that does not read before closing it.
+        on_ack: called on the I/O loop with (device id, version) for every ACK; it must not block
+            (delivery-time measurements: ``bench/transport_load.py``).
     """
 
     def __init__(self, manifest: Manifest, keys: Mapping[str, bytes], weights: Optional[Mapping[str, Any]] = None, *,
@@ -145,10 +492,15 @@ class ModelServer:
                  state_dir: Optional[Union[str, Path]] = None, max_frame: int = DEFAULT_MAX_FRAME,
                  idle_timeout: float = 30.0, log: Optional[Log] = None, per_device: bool = False,
                  handlers: Optional[Mapping[enum.IntEnum, "ServerHandler"]] = None,
-                 on_disconnect: Optional[Callable[[str], None]] = None) -> None:
+                 on_disconnect: Optional[Callable[[str], None]] = None, tls: Optional[TLSConfig] = None,
+                 max_unauthenticated: int = 1024, handshake_timeout: float = 10.0, workers: int = 4,
+                 send_timeout: float = 10.0, on_ack: Optional[Callable[[str, int], None]] = None) -> None:
         for device, key in keys.items():
             if not 16 <= len(key) <= 64:
                 raise ValueError(f"key of device {device!r} must be 16..64 bytes, got {len(key)}")
+        if max_unauthenticated < 1 or handshake_timeout <= 0 or workers < 1 or send_timeout <= 0:
+            raise ValueError(f"max_unauthenticated ({max_unauthenticated}) and workers ({workers}) must be >= 1, "
+                             f"handshake_timeout ({handshake_timeout}) and send_timeout ({send_timeout}) > 0")
         self.manifest = manifest
         self.keys = dict(keys)
         self.value_coding = value_coding
@@ -159,19 +511,31 @@ class ModelServer:
         self.frames: FrameRegistry[ServerHandler] = FrameRegistry(dict(handlers or {}))
         self.on_disconnect = on_disconnect
         self.devices: dict[str, DeviceStatus] = {}
+        self.tls = tls
+        self.max_unauthenticated = max_unauthenticated
+        self.handshake_timeout = handshake_timeout
+        self.send_timeout = send_timeout
+        self.on_ack = on_ack
+        self._tls_context = tls.server_context() if tls is not None else None
         self._log = log or (lambda line: None)
+        # _lock: the streams, publishing and pushing (held across sends, so the I/O loop never takes it);
+        # _state_lock: sessions, device statuses, counters (never held across a send or a wait)
         self._lock = threading.RLock()
+        self._state_lock = threading.Lock()
         self._sessions: set[_Session] = set()
         self._state_dir = Path(state_dir) if state_dir is not None else None
+        self._stats = ServerStats()
+        self._conns: set[_Connection] = set()  # loop thread only
         self._stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread: Optional[threading.Thread] = None
+        self._workers = ThreadPoolExecutor(workers, thread_name_prefix="edgert-model-server-worker")
         if per_device:
             self._streams = {d: _Stream(manifest, history, None if self._state_dir is None
                                         else self._state_dir / _safe_dir_name(d)) for d in self.keys}
         else:
             self._streams = {"": _Stream(manifest, history, self._state_dir)}
-        self._listener = socket.create_server((host, port))
-        self._listener.settimeout(0.2)
+        self._listener = socket.create_server((host, port), backlog=LISTEN_BACKLOG)
         for device, stream in self._streams.items():
             if stream.state_dir is not None and (stream.state_dir / "state.json").exists():
                 self._restore(stream)
@@ -213,26 +577,61 @@ class ModelServer:
         return self._stream(device_id).version
 
     def start(self) -> "ModelServer":
-        thread = threading.Thread(target=self._accept_loop, name="edgert-model-server", daemon=True)
-        thread.start()
-        self._threads.append(thread)
+        """Starts the I/O loop on its own thread; returns self."""
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            try:
+                self._server = self._loop.run_until_complete(self._loop.create_server(
+                    lambda: _Connection(self), sock=self._listener, backlog=LISTEN_BACKLOG))
+            except BaseException as exc:  # surfaced in start()
+                failure.append(exc)
+                ready.set()
+                return
+            self._loop.call_soon(self._sweep)
+            ready.set()
+            self._loop.run_forever()
+
+        self._loop_thread = threading.Thread(target=run, name="edgert-model-server", daemon=True)
+        self._loop_thread.start()
+        ready.wait()
+        if failure:
+            raise failure[0]
         return self
 
     def stop(self, abrupt: bool = False) -> None:
         """Stops listening and closes every connection (``abrupt``: reset, as a killed process would)."""
         self._stopping.set()
+        thread = self._loop_thread
+        if thread is None or not thread.is_alive():
+            self._listener.close()
+            self._workers.shutdown(wait=False, cancel_futures=True)
+            return
+        done = threading.Event()
+
+        def shutdown() -> None:
+            self._server.close()
+            for conn in list(self._conns):
+                conn.close(abrupt=abrupt)
+            self._loop.call_later(0.05, stop_loop)
+
+        def stop_loop() -> None:
+            self._loop.stop()
+            done.set()
+
+        self._loop.call_soon_threadsafe(shutdown)
+        done.wait(5)
+        thread.join(timeout=5)
+        self._workers.shutdown(wait=True, cancel_futures=True)
         self._listener.close()
-        with self._lock:
-            sessions = list(self._sessions)
-        for s in sessions:
-            try:
-                if abrupt:
-                    s.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                s.sock.close()
-            except OSError:
-                pass
-        for t in self._threads:
-            t.join(timeout=5)
+        if not self._loop.is_running():
+            self._loop.close()
+
+    def stats(self) -> ServerStats:
+        """A copy of the connection counters."""
+        return ServerStats(**vars(self._stats))
 
     def __enter__(self) -> "ModelServer":
         return self.start()
@@ -270,7 +669,7 @@ class ModelServer:
         stream.mirror.apply(packet)
         stream.history.append(packet)
         self._save(stream)
-        with self._lock:
+        with self._state_lock:
             sessions = [s for s in self._sessions if s.stream is stream]
         for s in sessions:
             try:
@@ -334,72 +733,64 @@ class ModelServer:
         self._log(f"restored model state of {folder} at version {stream.version}")
 
     # ---- connections -------------------------------------------------------------------------
+    def _on_loop(self) -> bool:
+        return self._loop_thread is not None and threading.current_thread() is self._loop_thread
+
+    def _call(self, fn: Callable[[], None]) -> None:
+        """Runs ``fn`` on the I/O loop (at once when called there)."""
+        if self._on_loop():
+            fn()
+            return
+        try:
+            self._loop.call_soon_threadsafe(fn)
+        except RuntimeError:  # the loop is closed
+            pass
+
+    def _sweep(self) -> None:
+        """Closes connections past their handshake deadline and authenticated ones silent past ``idle_timeout``."""
+        now = time.monotonic()
+        for conn in list(self._conns):
+            if conn.state == "ready":
+                if not conn.busy and now - conn.last_rx > self.idle_timeout:
+                    conn.close(f"silent for {self.idle_timeout:.1f} s")
+            elif now > conn.deadline:
+                self._stats.handshake_timeouts += 1
+                conn.close(f"no authentication within {self.handshake_timeout:.1f} s")
+        self._loop.call_later(min(0.5, self.handshake_timeout / 4, self.idle_timeout / 4), self._sweep)
+
     def _account(self, device_id: str, sent: int = 0, received: int = 0) -> None:
-        with self._lock:
+        with self._state_lock:
             st = self.devices.setdefault(device_id, DeviceStatus(device_id))
             st.bytes_sent += sent
             st.bytes_received += received
 
-    def _accept_loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                sock, _ = self._listener.accept()
-            except (socket.timeout, TimeoutError):
-                continue
-            except OSError:
-                return
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.settimeout(10.0)  # a device that stops reading cannot block publishers forever
-            session = _Session(self, sock)
-            with self._lock:
-                self._sessions.add(session)
-            thread = threading.Thread(target=self._serve, args=(session,), daemon=True)
-            thread.start()
-            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+    def _attach(self, s: _Session) -> None:
+        with self._state_lock:
+            self._sessions.add(s)
+            self.devices.setdefault(s.device_id, DeviceStatus(s.device_id)).connected = True
 
-    def _serve(self, s: _Session) -> None:
-        try:
-            self._handshake(s)
-            self._conversation(s)
-        except (ConnectionClosed, ProtocolError, OSError) as exc:
-            self._log(f"{s.device_id or 'unauthenticated peer'}: {exc}")
-        finally:
-            with self._lock:
-                self._sessions.discard(s)
-                if s.device_id in self.devices:
-                    self.devices[s.device_id].connected = False
-            try:
-                s.sock.close()
-            except OSError:
-                pass
-            if s.device_id and self.on_disconnect is not None:
-                self.on_disconnect(s.device_id)
+    def _detach(self, s: _Session) -> None:
+        with self._state_lock:
+            self._sessions.discard(s)
+            if s.device_id in self.devices and not any(o.device_id == s.device_id for o in self._sessions):
+                self.devices[s.device_id].connected = False
 
-    def _handshake(self, s: _Session) -> None:
-        frame_type, body = read_frame(s.sock, 10.0, self.max_frame)
-        if frame_type != FrameType.HELLO:
-            raise ProtocolError(f"expected HELLO, got {frame_type.name}")
-        hello = Hello.decode(body)
-        key = self.keys.get(hello.device_id)
-        if key is None:
-            send_frame(s.sock, FrameType.ERROR,
-                       encode_error(ErrorCode.UNKNOWN_DEVICE, f"unknown device {hello.device_id!r}"))
-            raise ProtocolError(f"unknown device {hello.device_id!r}")
-        server_nonce = secrets.token_bytes(NONCE_BYTES)
-        send_frame(s.sock, FrameType.CHALLENGE,
-                   encode_challenge(server_nonce, server_proof(key, hello.client_nonce, server_nonce, hello.device_id),
-                                    hello.protocol))
-        frame_type, body = read_frame(s.sock, 10.0, self.max_frame)
-        expected = device_proof(key, server_nonce, hello.client_nonce, hello.device_id)
-        if frame_type != FrameType.AUTH or not secrets.compare_digest(body, expected):
-            send_frame(s.sock, FrameType.ERROR, encode_error(ErrorCode.AUTH_FAILED, "authentication failed"))
-            raise ProtocolError(f"device {hello.device_id!r} failed authentication")
-        s.device_id, s.key, s.max_packet_format = hello.device_id, key, hello.max_packet_format
+    def _acked(self, device_id: str, version: int) -> None:
+        with self._state_lock:
+            self.devices[device_id].acked_version = version
+        if self.on_ack is not None:
+            self.on_ack(device_id, version)
+
+    def _nacked(self, device_id: str, message: str) -> None:
+        with self._state_lock:
+            self.devices[device_id].nacks.append(message)
+
+    def _welcome(self, s: _Session, hello: Hello) -> None:
+        """After AUTH (on a worker): the manifest if the device holds another model, then what brings it to
+        its stream's version."""
         with self._lock:
             stream = self._stream(hello.device_id)
             s.stream = stream
-            st = self.devices.setdefault(hello.device_id, DeviceStatus(hello.device_id))
-            st.connected = True
             same_model = hello.model_id == self.manifest.model_id
             if not same_model:
                 s.send(FrameType.MANIFEST, self.manifest.to_bytes())
@@ -412,33 +803,6 @@ class ModelServer:
             self._log(f"{hello.device_id}: connected at version {hello.active_version}, server at {stream.version}")
         self._push(s)
 
-    def _conversation(self, s: _Session) -> None:
-        while not self._stopping.is_set():
-            frame_type, body = read_frame(s.sock, self.idle_timeout, self.max_frame, self.frames)
-            self._account(s.device_id, received=len(body) + 6)
-            if frame_type == FrameType.ACK:
-                version = decode_u64(body, "ACK")
-                with self._lock:
-                    self.devices[s.device_id].acked_version = version
-            elif frame_type == FrameType.NACK:
-                version, status, message = decode_nack(body)
-                with self._lock:
-                    self.devices[s.device_id].nacks.append(message)
-                self._log(f"{s.device_id}: rejected a packet at version {version}: {message}")
-                self._resync(s, version)
-            elif frame_type == FrameType.RESYNC:
-                version = decode_u64(body, "RESYNC")
-                self._resync(s, version)
-            elif frame_type == FrameType.PING:
-                s.send(FrameType.PONG, body)
-            elif frame_type == FrameType.PONG:
-                continue
-            else:
-                handler = self.frames.handler(frame_type)
-                if handler is None:
-                    raise ProtocolError(f"unexpected {frame_type.name} from a device")
-                handler(s, body)
-
     def _resync(self, s: _Session, device_version: int) -> None:
         """Answers a NACK or RESYNC: a full snapshot of the device's stream."""
         stream = s.stream
@@ -450,13 +814,13 @@ class ModelServer:
 
     def register_frame(self, frame_type: enum.IntEnum, handler: "ServerHandler") -> None:
         """Accepts the application frame type ``frame_type`` (code 12..255) from devices from now on;
-        ``handler(session, body)`` runs on the connection's thread (see :class:`FrameRegistry`)."""
+        ``handler(session, body)`` runs on a worker thread, in order per connection (see :class:`FrameRegistry`)."""
         with self._lock:
             self.frames.register(frame_type, handler)
 
     def send_to(self, device_id: str, frame_type: int, body: bytes = b"") -> bool:
-        """Sends one frame to every connection of ``device_id``; False when none is connected."""
-        with self._lock:
+        """Sends one frame to every connection of ``device_id`` (any thread); False when none is connected."""
+        with self._state_lock:
             sessions = [s for s in self._sessions if s.device_id == device_id]
         sent = False
         for s in sessions:
@@ -469,15 +833,20 @@ class ModelServer:
 
     # ---- fault injection (tests and drills) -------------------------------------------
     def inject(self, device_id: str, raw: bytes, close: bool = False) -> bool:
-        """Writes raw bytes to a connected device's socket (e.g. half a frame), optionally closing it."""
-        with self._lock:
-            sessions = [s for s in self._sessions if s.device_id == device_id]
-        for s in sessions:
-            with s.lock:
-                try:
-                    s.sock.sendall(raw)
-                    if close:
-                        s.sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    return False
-        return bool(sessions)
+        """Writes raw bytes to a connected device (e.g. half a frame), optionally closing the connection after
+        them; returns when done (False: no such device connected)."""
+        with self._state_lock:
+            conns = [s.conn for s in self._sessions if s.device_id == device_id]
+        if not conns:
+            return False
+        done = threading.Event()
+
+        def put() -> None:
+            for conn in conns:
+                conn._write_now(raw)
+                if close:
+                    conn.close(graceful=True)
+            done.set()
+
+        self._call(put)
+        return done.wait(self.send_timeout)

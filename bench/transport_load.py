@@ -1,0 +1,715 @@
+"""Transport load (issue 19): one ModelServer process against thousands of connections, and what they cost a real
+device's update delivery.
+
+Every party is its own process on loopback, so the server's I/O loop competes for the CPU as it would in the field:
+
+* ``server``: one :class:`~edgert.transport.ModelServer` (plain, and in part 3 also a TLS 1.3 one with mutual
+  authentication) serving the AMS student (MobileNetV2-0.5 segmentation, 532,826 float32 parameters) as one
+  shared stream; it raises its descriptor limit and reports its RSS and CPU time.
+* ``swarm``: light-weight asyncio devices (no libedgert slot) in a few processes. ``keepalive``: the real
+  handshake (HELLO, the server's HMAC proof checked, AUTH), then a PING every ``--ping-s`` seconds (±50 % jitter)
+  answered by PONG; ``idle``: TCP connections that never send; ``slowloris``: connections that send one byte of
+  a HELLO every ``--trickle-s`` seconds. A connection the server closes is opened again.
+* ``probe``: a real :class:`~edgert.transport.EdgeClient` (libedgert verifies, applies and ACKs every packet).
+
+Parts:
+
+1. **Capacity**: ``--devices`` (10,000) keepalive devices connect; connect + handshake rate and the per-device
+   handshake time; then held for ``--hold-s`` seconds: server RSS, server CPU (% of one core), PONGs and the
+   keepalive round trip.
+2. **Delivery under load**: the server publishes ``--updates`` 5 % updates of the student (26,641 coordinates
+   changed, fp16 values) one by one; delivery = from ``publish()`` to the probe's ACK arriving at the server
+   (encode, send, the device's verify + apply, ACK), also split at ``publish()``'s return (``wire+apply``).
+   Scenarios, in this order: ``baseline-1`` (the probe alone), ``idle`` (+ ``--background`` idle connections),
+   ``baseline-2``, ``slowloris`` (+ ``--background`` slowloris connections), ``baseline-3``; each loaded
+   scenario is compared with the mean of the baselines around it (the shared machine drifts). The server holds
+   up to 6,000 connections in their handshake with a 600 s handshake timeout, so the background stays open for the whole
+   measurement (the defaults, 1,024 and 10 s, would close most of it, which is the point of them).
+3. **TLS vs plain**: the same updates to a plain and a TLS probe on two servers in one process, alternating in
+   rounds, delivery medians compared.
+
+Run: ``PYTHONPATH=python python -m bench.transport_load`` (about 4 minutes on 2 cores; ``--quick``: 2,000
+devices, fewer updates). Writes ``bench/results/transport_load-cpu.json`` and ``.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import platform
+import queue
+import resource
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from bench.harness import RESULTS_DIR, git_commit
+
+#: the AMS student's label space and width (docs/results/ams.md)
+STUDENT = {"num_classes": 2, "width_mult": 0.5, "seed": 0}
+FRACTION = 0.05
+#: part 2's scenarios in the order run: a baseline before and after each loaded one
+SCENARIOS = ("baseline-1", "idle", "baseline-2", "slowloris", "baseline-3")
+
+
+# ------------------------------------------------------------------------------------------------- shared helpers
+
+
+def device_key(device_id: str) -> bytes:
+    """The benchmark's per-device HMAC key (derived, so that swarm processes need no key files)."""
+    return hashlib.sha256(b"edgert-transport-load:" + device_id.encode()).digest()
+
+
+def raise_nofile() -> int:
+    """Raises this process's descriptor limit to its hard limit; returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def quantiles(samples: list[float]) -> dict[str, float]:
+    """Median, p95, IQR and count of ``samples`` (empty: zeros)."""
+    if not samples:
+        return {"n": 0, "median": 0.0, "p95": 0.0, "q1": 0.0, "q3": 0.0}
+    a = np.asarray(samples, dtype=np.float64)
+    return {"n": int(a.size), "median": float(np.median(a)), "p95": float(np.percentile(a, 95)),
+            "q1": float(np.percentile(a, 25)), "q3": float(np.percentile(a, 75))}
+
+
+def proc_usage() -> dict[str, float]:
+    """This process's RSS (MiB), CPU seconds and thread count."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    rss = threads = 0.0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) / 1024
+        elif line.startswith("Threads:"):
+            threads = float(line.split()[1])
+    return {"rss_mib": rss, "cpu_s": usage.ru_utime + usage.ru_stime, "threads": threads}
+
+
+def _commands(handler: Any) -> None:
+    """Reads JSON commands from stdin, one a line, answers each with one JSON line on stdout."""
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        cmd = json.loads(line)
+        if cmd["op"] == "quit":
+            break
+        print(json.dumps(handler(cmd)), flush=True)
+
+
+# ------------------------------------------------------------------------------------------------------ server
+
+
+def _student() -> Any:
+    import torch
+
+    from edgert.vision.models import segmentation_student
+
+    torch.manual_seed(STUDENT["seed"])
+    return segmentation_student(STUDENT["num_classes"], width_mult=STUDENT["width_mult"], pretrained=True).eval()
+
+
+def five_percent_updates(weights: dict[str, np.ndarray], count: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``count`` updates that each set 5 % of all coordinates (chosen at random over the whole model, as the
+    gradient-guided selection spreads them) to their value plus a small step."""
+    rng = np.random.default_rng(seed)
+    names = list(weights)
+    sizes = np.array([weights[n].size for n in names])
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    total = int(offsets[-1])
+    out = []
+    for _ in range(count):
+        chosen = np.sort(rng.choice(total, int(round(FRACTION * total)), replace=False))
+        update: dict[str, Any] = {}
+        for i, name in enumerate(names):
+            lo, hi = np.searchsorted(chosen, [offsets[i], offsets[i + 1]])
+            if hi > lo:
+                idx = (chosen[lo:hi] - offsets[i]).astype(np.int64)
+                flat = weights[name].reshape(-1)
+                update[name] = (idx, (flat[idx] + 0.01 * rng.standard_normal(idx.size)).astype(np.float32))
+        out.append(update)
+    return out
+
+
+def cmd_server(args: argparse.Namespace) -> None:
+    from edgert.transport import ModelServer, TLSConfig
+    from edgert.updates import module_manifest, module_weights
+
+    limit = raise_nofile()
+    student = _student()
+    manifest = module_manifest(student, tag="transport-load")
+    weights = module_weights(student)
+    ids = ["probe", "probe-tls"] + [f"d{i:05d}" for i in range(args.devices)]
+    keys = {d: device_key(d) for d in ids}
+    acks: "queue.Queue[tuple[str, int, float]]" = queue.Queue()
+
+    def on_ack(device: str, version: int) -> None:
+        if device.startswith("probe"):
+            acks.put((device, version, time.perf_counter()))
+
+    common = dict(max_unauthenticated=args.max_unauthenticated, handshake_timeout=args.handshake_timeout,
+                  on_ack=on_ack)
+    servers = {"plain": ModelServer(manifest, keys, weights, **common).start()}  # type: ignore[arg-type]
+    if args.tls_dir:
+        tls = TLSConfig.from_dir(args.tls_dir, "server", "localhost")
+        servers["tls"] = ModelServer(manifest, keys, weights, tls=tls, **common).start()  # type: ignore[arg-type]
+    updates = five_percent_updates(weights, 8)
+    print(json.dumps({"ports": {k: s.address[1] for k, s in servers.items()}, "nofile": limit,
+                      "model_id": manifest.model_id.hex(), "version": servers["plain"].version,
+                      "params": int(sum(w.size for w in weights.values())),
+                      "coords": int(sum(u[0].size for u in updates[0].values())), **proc_usage()}), flush=True)
+    done = 0
+
+    def deliver(kind: str, count: int, gap: float) -> dict[str, Any]:
+        nonlocal done
+        server = servers[kind]
+        probe = "probe" if kind == "plain" else "probe-tls"
+        total, wire = [], []
+        for _ in range(count):
+            time.sleep(gap)
+            while not acks.empty():
+                acks.get_nowait()
+            t0 = time.perf_counter()
+            packet = server.publish(updates[done % len(updates)])
+            t1 = time.perf_counter()
+            done += 1
+            while True:
+                try:
+                    device, version, t2 = acks.get(timeout=10)
+                except queue.Empty:
+                    raise RuntimeError(f"{probe}: no ACK of version {packet.target_version} within 10 s") from None
+                if device == probe and version >= packet.target_version:
+                    break
+            total.append(t2 - t0)
+            wire.append(t2 - t1)
+        return {"delivery": total, "wire": wire, "packet_bytes": len(packet.data)}
+
+    def handle(cmd: dict[str, Any]) -> dict[str, Any]:
+        if cmd["op"] == "stats":
+            return {**proc_usage(), **{k: vars(s.stats()) for k, s in servers.items()}}
+        if cmd["op"] == "deliver":
+            return deliver(cmd.get("kind", "plain"), int(cmd["count"]), float(cmd.get("gap", 0.1)))
+        raise ValueError(f"unknown command {cmd}")
+
+    try:
+        _commands(handle)
+    finally:
+        for s in servers.values():
+            s.stop()
+
+
+# ------------------------------------------------------------------------------------------------------- swarm
+
+
+class Swarm:
+    """Light-weight devices on one asyncio loop (see the module docstring for the modes)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.host, self.port = "127.0.0.1", args.port
+        self.model_id = bytes.fromhex(args.model_id)
+        self.handshakes: list[float] = []
+        self.rtts: list[float] = []
+        self.connected = 0  # now (keepalive: authenticated; else: open)
+        self.opened = 0  # connections opened in all
+        self.closed_by_server = 0
+        self.failures = 0
+        self.pongs = 0
+        self.first_open: Optional[float] = None
+        self.all_ready: Optional[float] = None
+        self.gate = asyncio.Semaphore(args.concurrency)
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(self.host, self.port, limit=1 << 16)
+        self.opened += 1
+        return reader, writer
+
+    async def keepalive(self, index: int) -> None:
+        from edgert.transport.frames import (
+            HEADER,
+            FrameType,
+            Hello,
+            decode_challenge,
+            device_proof,
+            encode_frame,
+            encode_u64,
+            server_proof,
+        )
+
+        device = f"d{index:05d}"
+        key = device_key(device)
+        loop = asyncio.get_running_loop()
+        while True:
+            writer = None
+            try:
+                async with self.gate:  # a bounded number of handshakes in flight, as a real fleet ramps up
+                    t0 = loop.time()
+                    reader, writer = await self._open()
+                    nonce = secrets.token_bytes(16)
+                    hello = Hello(device, self.model_id, self.args.version, nonce, 3)
+                    writer.write(encode_frame(FrameType.HELLO, hello.encode()))
+                    head = await reader.readexactly(HEADER.size)
+                    frame_type, _, length = HEADER.unpack(head)
+                    body = await reader.readexactly(length)
+                    if frame_type != FrameType.CHALLENGE:
+                        raise ConnectionError(f"expected CHALLENGE, got {frame_type}")
+                    server_nonce, proof = decode_challenge(body)
+                    if proof != server_proof(key, nonce, server_nonce, device):
+                        raise ConnectionError("bad server proof")
+                    writer.write(encode_frame(FrameType.AUTH, device_proof(key, server_nonce, nonce, device))
+                                 + encode_frame(FrameType.PING, encode_u64(0)))
+                    await self._pong(reader)
+                    self.handshakes.append(loop.time() - t0)
+                self.connected += 1
+                try:
+                    while True:
+                        await asyncio.sleep(self.args.ping_s * (0.5 + np.random.random()))
+                        t1 = loop.time()
+                        writer.write(encode_frame(FrameType.PING, encode_u64(index)))
+                        await asyncio.wait_for(self._pong(reader), 15)
+                        self.rtts.append(loop.time() - t1)
+                        self.pongs += 1
+                finally:
+                    self.connected -= 1
+            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError, ValueError):
+                self.failures += 1
+            finally:
+                if writer is not None:
+                    writer.close()
+            await asyncio.sleep(0.5 + np.random.random())
+
+    async def _pong(self, reader: asyncio.StreamReader) -> None:
+        from edgert.transport.frames import HEADER, FrameType
+
+        while True:
+            frame_type, _, length = HEADER.unpack(await reader.readexactly(HEADER.size))
+            if length:
+                await reader.readexactly(length)
+            if frame_type == FrameType.PONG:
+                return
+            if frame_type == FrameType.ERROR:
+                raise ConnectionError("server error")
+
+    async def background(self, index: int) -> None:
+        """``idle`` or ``slowloris``: hold a connection in its handshake; reopen it when the server closes it."""
+        from edgert.transport.frames import FrameType, Hello, encode_frame
+
+        hello = encode_frame(FrameType.HELLO, Hello(f"d{index:05d}", bytes(16), 0, bytes(16), 3).encode())
+        while True:
+            writer = None
+            try:
+                async with self.gate:
+                    reader, writer = await self._open()
+                self.connected += 1
+                try:
+                    if self.args.mode == "idle":
+                        if not await reader.read(1):
+                            self.closed_by_server += 1
+                    else:
+                        for i in range(len(hello)):
+                            writer.write(hello[i:i + 1])
+                            try:
+                                if not await asyncio.wait_for(reader.read(1), self.args.trickle_s):
+                                    self.closed_by_server += 1
+                                    break
+                            except asyncio.TimeoutError:
+                                continue
+                finally:
+                    self.connected -= 1
+            except (OSError, ConnectionError):
+                self.failures += 1
+            finally:
+                if writer is not None:
+                    writer.close()
+            await asyncio.sleep(0.2 + np.random.random())
+
+    def report(self) -> dict[str, Any]:
+        return {"connected": self.connected, "opened": self.opened, "failures": self.failures,
+                "closed_by_server": self.closed_by_server, "pongs": self.pongs,
+                "handshake_s": quantiles(self.handshakes), "rtt_s": quantiles(self.rtts),
+                "ready_s": (self.all_ready - self.first_open) if self.all_ready and self.first_open else None,
+                **proc_usage()}
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        lines: "asyncio.Queue[str]" = asyncio.Queue()
+
+        def read_stdin() -> None:
+            for line in iter(sys.stdin.readline, ""):
+                if line.strip():
+                    loop.call_soon_threadsafe(lines.put_nowait, line)
+            loop.call_soon_threadsafe(lines.put_nowait, '{"op": "quit"}')
+
+        threading.Thread(target=read_stdin, daemon=True).start()
+        self.first_open = time.perf_counter()
+        work = self.keepalive if self.args.mode == "keepalive" else self.background
+        tasks = [asyncio.create_task(work(self.args.first + i)) for i in range(self.args.count)]
+
+        async def watch_ready() -> None:
+            while self.connected < self.args.count:
+                await asyncio.sleep(0.05)
+            self.all_ready = time.perf_counter()
+
+        watcher = asyncio.create_task(watch_ready())
+        while True:
+            cmd = json.loads(await lines.get())
+            if cmd["op"] == "quit":
+                break
+            if cmd["op"] == "mark":  # the hold starts: keepalive figures from here on
+                self.rtts, self.pongs, self.failures = [], 0, 0
+            if cmd["op"] == "wait_ready":
+                try:
+                    await asyncio.wait_for(asyncio.shield(watcher), float(cmd.get("timeout", 120)))
+                except asyncio.TimeoutError:
+                    pass
+            print(json.dumps(self.report()), flush=True)
+        for t in tasks:
+            t.cancel()
+
+
+def cmd_swarm(args: argparse.Namespace) -> None:
+    raise_nofile()
+    asyncio.run(Swarm(args).run())
+
+
+# ------------------------------------------------------------------------------------------------------- probe
+
+
+def cmd_probe(args: argparse.Namespace) -> None:
+    from edgert.transport import EdgeClient, TLSConfig
+
+    device = "probe-tls" if args.tls_dir else "probe"
+    tls = TLSConfig.from_dir(args.tls_dir, "device", device) if args.tls_dir else None
+    client = EdgeClient(("127.0.0.1", args.port), device, device_key(device), tls=tls).start()
+    try:
+        if not client.connected.wait(30):
+            raise SystemExit(f"{device}: no connection")
+        print(json.dumps({"connected": True}), flush=True)
+        sys.stdin.read()  # until the orchestrator closes our stdin
+    finally:
+        client.stop()
+
+
+# ------------------------------------------------------------------------------------------------ orchestrator
+
+
+class Proc:
+    """A child process of this module speaking JSON lines on stdin/stdout."""
+
+    def __init__(self, *argv: str) -> None:
+        root = Path(__file__).resolve().parents[1]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root / "python"), str(root),
+                                                            os.environ.get("PYTHONPATH", "")]))
+        self.p = subprocess.Popen([sys.executable, "-m", "bench.transport_load", *argv], cwd=root, env=env,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def read(self) -> dict[str, Any]:
+        assert self.p.stdout is not None
+        line = self.p.stdout.readline()
+        if not line:
+            raise RuntimeError(f"child {self.p.args[3:5]} exited with {self.p.wait()}")
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    def ask(self, **cmd: Any) -> dict[str, Any]:
+        assert self.p.stdin is not None
+        self.p.stdin.write(json.dumps(cmd) + "\n")
+        self.p.stdin.flush()
+        return self.read()
+
+    def close(self) -> None:
+        try:
+            if self.p.stdin is not None:
+                self.p.stdin.write('{"op": "quit"}\n')
+                self.p.stdin.close()
+        except (BrokenPipeError, ValueError):
+            pass
+        try:
+            self.p.wait(15)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+
+
+def _swarms(mode: str, total: int, procs: int, port: int, info: dict[str, Any], args: argparse.Namespace,
+            first: int = 0) -> list[Proc]:
+    per = -(-total // procs)
+    out = []
+    for k in range(procs):
+        count = min(per, total - k * per)
+        if count <= 0:
+            break
+        out.append(Proc("swarm", "--mode", mode, "--port", str(port), "--first", str(first + k * per),
+                        "--count", str(count), "--model-id", info["model_id"], "--version", str(info["version"]),
+                        "--ping-s", str(args.ping_s), "--trickle-s", str(args.trickle_s),
+                        "--concurrency", str(args.concurrency)))
+    return out
+
+
+def _wait_swarms(swarms: list[Proc], timeout: float) -> list[dict[str, Any]]:
+    for s in swarms:
+        assert s.p.stdin is not None
+        s.p.stdin.write(json.dumps({"op": "wait_ready", "timeout": timeout}) + "\n")
+        s.p.stdin.flush()
+    return [s.read() for s in swarms]
+
+
+def _merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("connected", "opened", "failures", "closed_by_server", "pongs")
+    out: dict[str, Any] = {k: sum(r[k] for r in reports) for k in keys}
+    out["ready_s"] = max((r["ready_s"] or float("nan")) for r in reports)
+    out["handshake_median_s"] = statistics.median(r["handshake_s"]["median"] for r in reports)
+    out["handshake_p95_s"] = max(r["handshake_s"]["p95"] for r in reports)
+    out["rtt_median_s"] = statistics.median(r["rtt_s"]["median"] for r in reports)
+    out["rtt_p95_s"] = max(r["rtt_s"]["p95"] for r in reports)
+    out["swarm_rss_mib"] = sum(r["rss_mib"] for r in reports)
+    return out
+
+
+def part_capacity(args: argparse.Namespace) -> dict[str, Any]:
+    server = Proc("server", "--devices", str(args.devices))
+    try:
+        info = server.read()
+        before = server.ask(op="stats")
+        t0 = time.perf_counter()
+        swarms = _swarms("keepalive", args.devices, args.swarm_procs, info["ports"]["plain"], info, args)
+        ready = _merge(_wait_swarms(swarms, args.connect_timeout))
+        connect_s = time.perf_counter() - t0
+        at_ready = server.ask(op="stats")
+        for s in swarms:
+            s.ask(op="mark")
+        time.sleep(args.hold_s)
+        held = _merge([s.ask(op="report") for s in swarms])
+        after = server.ask(op="stats")
+        for s in swarms:
+            s.close()
+        cpu = (after["cpu_s"] - at_ready["cpu_s"]) / args.hold_s
+        result = {
+            "devices": args.devices, "connected": ready["connected"], "connected_after_hold": held["connected"],
+            "connect_s": connect_s, "ready_s": ready["ready_s"],
+            "connect_rate_per_s": ready["connected"] / ready["ready_s"],
+            "handshake_median_s": ready["handshake_median_s"], "handshake_p95_s": ready["handshake_p95_s"],
+            "hold_s": args.hold_s, "pongs_in_hold": held["pongs"], "failures_connect": ready["failures"],
+            "failures_hold": held["failures"],
+            "rtt_median_s": held["rtt_median_s"], "rtt_p95_s": held["rtt_p95_s"],
+            "server_rss_idle_mib": before["rss_mib"], "server_rss_loaded_mib": after["rss_mib"],
+            "server_rss_per_device_kib": 1024 * (after["rss_mib"] - before["rss_mib"]) / max(1, ready["connected"]),
+            "server_cpu_hold_pct": 100 * cpu, "server_threads": after["threads"],
+            "server_cpu_connect_s": at_ready["cpu_s"] - before["cpu_s"], "server_stats": after["plain"],
+        }
+        print(f"capacity: {result['connected']}/{args.devices} devices in {ready['ready_s']:.1f} s "
+              f"({result['connect_rate_per_s']:.0f}/s), server {after['rss_mib']:.0f} MiB, "
+              f"{result['server_cpu_hold_pct']:.1f} % CPU while holding", flush=True)
+        return result
+    finally:
+        server.close()
+
+
+def part_delivery(args: argparse.Namespace) -> dict[str, Any]:
+    server = Proc("server", "--devices", str(args.background), "--max-unauthenticated", "6000",
+                  "--handshake-timeout", "600")
+    probe = None
+    try:
+        info = server.read()
+        probe = Proc("probe", "--port", str(info["ports"]["plain"]))
+        probe.read()
+        server.ask(op="deliver", count=3, gap=0.05)  # warm-up
+        out: dict[str, Any] = {"packet_coords": info["coords"], "params": info["params"]}
+        for scenario in SCENARIOS:
+            swarms: list[Proc] = []
+            opened: dict[str, Any] = {}
+            if scenario in ("idle", "slowloris"):
+                swarms = _swarms(scenario, args.background, 2, info["ports"]["plain"], info, args)
+                opened = _merge(_wait_swarms(swarms, args.connect_timeout))
+                time.sleep(2)
+            stats0 = server.ask(op="stats")
+            r = server.ask(op="deliver", count=args.updates, gap=args.gap)
+            stats1 = server.ask(op="stats")
+            held = _merge([s.ask(op="report") for s in swarms]) if swarms else {}
+            for s in swarms:
+                s.close()
+            out[scenario] = {"delivery_s": quantiles(r["delivery"]), "wire_s": quantiles(r["wire"]),
+                             "packet_bytes": r["packet_bytes"], "background_open": opened.get("connected", 0),
+                             "background_open_after": held.get("connected", 0),
+                             "closed_by_server": held.get("closed_by_server", 0),
+                             "server_open": stats1["plain"]["open"], "server_rss_mib": stats1["rss_mib"],
+                             "server_cpu_pct": 100 * (stats1["cpu_s"] - stats0["cpu_s"])
+                             / max(1e-9, args.updates * args.gap)}
+            d = out[scenario]["delivery_s"]
+            print(f"delivery {scenario:15s}: median {1e3 * d['median']:.2f} ms, p95 {1e3 * d['p95']:.2f} ms "
+                  f"({out[scenario]['server_open']} open)", flush=True)
+            time.sleep(1)
+        # each loaded scenario against the mean of the baselines measured right before and after it
+        for i, scenario in enumerate(SCENARIOS):
+            if scenario in ("idle", "slowloris"):
+                around = [out[SCENARIOS[i - 1]], out[SCENARIOS[i + 1]]]
+                for q, key in (("median", "vs_baseline"), ("p95", "p95_vs_baseline")):
+                    out[scenario][key] = out[scenario]["delivery_s"][q] / statistics.mean(
+                        b["delivery_s"][q] for b in around)
+        return out
+    finally:
+        if probe is not None:
+            probe.close()
+        server.close()
+
+
+def part_tls(args: argparse.Namespace) -> dict[str, Any]:
+    from edgert.transport.certs import CertificateAuthority
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ca = CertificateAuthority.init(Path(tmp) / "ca")
+        ca.issue_server()
+        ca.issue_device("probe-tls")
+        server = Proc("server", "--devices", "0", "--tls-dir", str(ca.folder))
+        probes: list[Proc] = []
+        try:
+            info = server.read()
+            probes = [Proc("probe", "--port", str(info["ports"]["plain"])),
+                      Proc("probe", "--port", str(info["ports"]["tls"]), "--tls-dir", str(ca.folder))]
+            for p in probes:
+                p.read()
+            for kind in ("plain", "tls"):
+                server.ask(op="deliver", kind=kind, count=3, gap=0.05)
+            samples: dict[str, dict[str, list[float]]] = {k: {"delivery": [], "wire": []} for k in ("plain", "tls")}
+            for _ in range(args.tls_rounds):
+                for kind in ("plain", "tls"):
+                    r = server.ask(op="deliver", kind=kind, count=args.tls_per_round, gap=args.gap)
+                    samples[kind]["delivery"] += r["delivery"]
+                    samples[kind]["wire"] += r["wire"]
+            out: dict[str, Any] = {k: {"delivery_s": quantiles(v["delivery"]), "wire_s": quantiles(v["wire"])}
+                                   for k, v in samples.items()}
+            out["packet_bytes"] = r["packet_bytes"]
+            out["tls_vs_plain"] = out["tls"]["delivery_s"]["median"] / out["plain"]["delivery_s"]["median"]
+            out["tls_vs_plain_wire"] = out["tls"]["wire_s"]["median"] / out["plain"]["wire_s"]["median"]
+            print(f"TLS vs plain: delivery median {1e3 * out['tls']['delivery_s']['median']:.2f} vs "
+                  f"{1e3 * out['plain']['delivery_s']['median']:.2f} ms ({out['tls_vs_plain']:.3f}x)", flush=True)
+            return out
+        finally:
+            for p in probes:
+                p.close()
+            server.close()
+
+
+def _ms(x: float) -> str:
+    return f"{1e3 * x:.2f} ms"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = []
+    cap = result.get("capacity")
+    if cap:
+        lines += ["| devices | connected (after hold) | connect + handshake | rate | handshake median / p95 | "
+                  "server RSS idle -> loaded | per device | server CPU holding | keepalive RTT median / p95 | "
+                  "PONGs in hold | failures connect / hold |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|",
+                  f"| {cap['devices']} | {cap['connected']} ({cap['connected_after_hold']}) | {cap['ready_s']:.1f} s "
+                  f"| {cap['connect_rate_per_s']:.0f}/s | {_ms(cap['handshake_median_s'])} / "
+                  f"{_ms(cap['handshake_p95_s'])} | {cap['server_rss_idle_mib']:.0f} -> "
+                  f"{cap['server_rss_loaded_mib']:.0f} MiB | {cap['server_rss_per_device_kib']:.1f} KiB | "
+                  f"{cap['server_cpu_hold_pct']:.1f} % | {_ms(cap['rtt_median_s'])} / {_ms(cap['rtt_p95_s'])} | "
+                  f"{cap['pongs_in_hold']} | {cap['failures_connect']} / {cap['failures_hold']} |", ""]
+    dl = result.get("delivery")
+    if dl:
+        lines += ["| scenario | open connections | delivery median | p95 | IQR | wire+apply median | vs the baselines "
+                  "around it (median / p95) | server CPU |", "|---|---|---|---|---|---|---|---|"]
+        for sc in SCENARIOS:
+            r = dl[sc]
+            d = r["delivery_s"]
+            vs = f"{r['vs_baseline']:.3f} / {r['p95_vs_baseline']:.3f}" if "vs_baseline" in r else ""
+            lines.append(f"| {sc} | {r['server_open']} | {_ms(d['median'])} | {_ms(d['p95'])} | "
+                         f"{_ms(d['q3'] - d['q1'])} | {_ms(r['wire_s']['median'])} | {vs} | "
+                         f"{r['server_cpu_pct']:.0f} % |")
+        lines.append("")
+    tl = result.get("tls")
+    if tl:
+        lines += ["| transport | delivery median | p95 | wire+apply median | packet |", "|---|---|---|---|---|"]
+        for k in ("plain", "tls"):
+            lines.append(f"| {k} | {_ms(tl[k]['delivery_s']['median'])} | {_ms(tl[k]['delivery_s']['p95'])} | "
+                         f"{_ms(tl[k]['wire_s']['median'])} | {tl['packet_bytes']} B |")
+        lines.append(f"\nTLS / plain: {tl['tls_vs_plain']:.3f} (delivery), {tl['tls_vs_plain_wire']:.3f} "
+                     "(wire+apply)")
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    raise_nofile()
+    if args.quick:
+        args.devices, args.background, args.updates, args.hold_s, args.tls_rounds = 2000, 1000, 20, 10, 2
+    result: dict[str, Any] = {"commit": git_commit(), "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                              "host": platform.node(), "cpu_count": os.cpu_count(),
+                              "load_avg_start": os.getloadavg(), "config": {k: v for k, v in vars(args).items()
+                                                                            if k != "func"}}
+    parts = args.parts.split(",")
+    if "capacity" in parts:
+        result["capacity"] = part_capacity(args)
+    if "delivery" in parts:
+        result["delivery"] = part_delivery(args)
+    if "tls" in parts:
+        result["tls"] = part_tls(args)
+    result["load_avg_end"] = os.getloadavg()
+    table = markdown(result)
+    print(table)
+    if not args.no_write:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        name = "transport_load-cpu" + ("-quick" if args.quick else "")
+        (RESULTS_DIR / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (RESULTS_DIR / f"{name}.md").write_text(table + "\n")
+        print(f"wrote {RESULTS_DIR / name}.json and .md")
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd")
+    run = sub.add_parser("run", help="the benchmark (default)")
+    for p in (parser, run):
+        p.add_argument("--parts", default="capacity,delivery,tls")
+        p.add_argument("--devices", type=int, default=10_000, help="keepalive devices of part 1")
+        p.add_argument("--swarm-procs", type=int, default=4)
+        p.add_argument("--hold-s", type=float, default=30.0)
+        p.add_argument("--background", type=int, default=5000, help="idle / slowloris connections of part 2")
+        p.add_argument("--updates", type=int, default=60, help="updates per scenario of part 2")
+        p.add_argument("--gap", type=float, default=0.25, help="seconds between updates")
+        p.add_argument("--tls-rounds", type=int, default=4)
+        p.add_argument("--tls-per-round", type=int, default=15)
+        p.add_argument("--ping-s", type=float, default=5.0)
+        p.add_argument("--trickle-s", type=float, default=2.0)
+        p.add_argument("--concurrency", type=int, default=128, help="connects in flight per swarm process")
+        p.add_argument("--connect-timeout", type=float, default=180.0)
+        p.add_argument("--quick", action="store_true")
+        p.add_argument("--no-write", action="store_true")
+    s = sub.add_parser("server")
+    s.add_argument("--devices", type=int, required=True)
+    s.add_argument("--max-unauthenticated", type=int, default=1024)
+    s.add_argument("--handshake-timeout", type=float, default=10.0)
+    s.add_argument("--tls-dir", default=None)
+    w = sub.add_parser("swarm")
+    w.add_argument("--mode", choices=("keepalive", "idle", "slowloris"), required=True)
+    w.add_argument("--port", type=int, required=True)
+    w.add_argument("--first", type=int, default=0)
+    w.add_argument("--count", type=int, required=True)
+    w.add_argument("--model-id", required=True)
+    w.add_argument("--version", type=int, required=True)
+    w.add_argument("--ping-s", type=float, default=5.0)
+    w.add_argument("--trickle-s", type=float, default=2.0)
+    w.add_argument("--concurrency", type=int, default=128)
+    pr = sub.add_parser("probe")
+    pr.add_argument("--port", type=int, required=True)
+    pr.add_argument("--tls-dir", default=None)
+    args = parser.parse_args(argv)
+    {"server": cmd_server, "swarm": cmd_swarm, "probe": cmd_probe}.get(args.cmd or "run", cmd_run)(args)
+
+
+if __name__ == "__main__":
+    main()
