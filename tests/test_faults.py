@@ -211,3 +211,18 @@ def test_bad_config_is_refused(bad, message):
     with pytest.raises(ValueError, match=message):
         FaultConfig.from_dict(bad)
 
+
+
+@pytest.mark.parametrize("target", ["echo"], indirect=True)
+def test_resume_gives_open_clean_connections_a_plan(target):
+    cfg = FaultConfig(seed=2, reset=1.0, at_s=(0.2, 0.2), down_bytes=(1 << 30, 1 << 30))
+    with FaultProxy(target.server_address, cfg) as proxy:
+        proxy.calm()
+        with _connect(proxy) as sock:
+            sock.sendall(b"a")
+            assert sock.recv(1) == b"a"
+            assert proxy.plans()[0].kind == "none"
+            proxy.resume()
+            with pytest.raises(ConnectionResetError):
+                sock.recv(1)
+            assert proxy.plans()[0].kind == "reset" and proxy.stats()["reset"] == 1

@@ -20,7 +20,7 @@ connections, so a soak can check that devices converge once the network is healt
 
 ``python -m edgert.transport.faults --target HOST:PORT --config JSON`` runs one as a process: it prints
 ``{"listening": [host, port]}``, then a stats line every ``--stats-every`` seconds, and obeys ``calm``,
-``resume``, ``stats`` and ``quit`` lines on stdin.
+``resume``, ``stats`` and ``quit`` lines on stdin (``--calm``: start without injecting).
 """
 from __future__ import annotations
 
@@ -60,6 +60,9 @@ class FaultConfig:
         up_bytes: the same for the device-to-server direction (its traffic is small: HELLO, AUTH, ACKs).
         up: probability that a fault targets the device-to-server direction.
         flips: (low, high) of the number of bits flipped on a ``flip`` connection.
+        lifetime_s: (low, high) of every connection's lifetime: the proxy closes it (FIN) then, if nothing
+            else has, so that a long soak keeps drawing faults; (0, 0): connections live until a fault or a peer
+            ends them.
     """
 
     seed: int = 0
@@ -76,6 +79,7 @@ class FaultConfig:
     up_bytes: tuple[int, int] = (0, 256)
     up: float = 0.25
     flips: tuple[int, int] = (1, 3)
+    lifetime_s: tuple[float, float] = (0.0, 0.0)
 
     def validate(self) -> None:
         """Raises ValueError naming the first bad field."""
@@ -86,7 +90,7 @@ class FaultConfig:
         total = sum(getattr(self, k) for k in FAULT_KINDS)
         if total > 1.0 + 1e-9:
             raise ValueError(f"fault probabilities sum to {total:.3f}, at most 1 (one fault per connection)")
-        for name in ("delay_s", "stall_s", "at_s", "down_bytes", "up_bytes", "flips"):
+        for name in ("delay_s", "stall_s", "at_s", "down_bytes", "up_bytes", "flips", "lifetime_s"):
             low, high = getattr(self, name)
             if not 0 <= low <= high:
                 raise ValueError(f"{name}: expected 0 <= low <= high, got ({low}, {high})")
@@ -114,6 +118,7 @@ class FaultPlan:
     delay_s: float = 0.0
     stall_s: float = 0.0
     flip_bits: tuple[int, ...] = ()
+    lifetime_s: float = 0.0  # 0: unlimited
 
 
 def draw_plan(config: FaultConfig, connection: int) -> FaultPlan:
@@ -133,7 +138,8 @@ def draw_plan(config: FaultConfig, connection: int) -> FaultPlan:
     flips = tuple(sorted(rng.randint(8 * low, 8 * high + 7) for _ in range(rng.randint(*config.flips))))
     return FaultPlan(kind=kind, direction=direction, at_byte=at_byte, at_s=rng.uniform(*config.at_s),
                      delay_s=rng.uniform(*config.delay_s), stall_s=rng.uniform(*config.stall_s),
-                     flip_bits=flips if kind == "flip" else ())
+                     flip_bits=flips if kind == "flip" else (),
+                     lifetime_s=rng.uniform(*config.lifetime_s) if config.lifetime_s[1] > 0 else 0.0)
 
 
 def flip_bit(data: bytearray, bit: int) -> None:
@@ -160,13 +166,14 @@ class _Connection:
         self.number = number
         self.plan = plan
         self.writers = {"down": client, "up": server}  # the writer each direction writes to
-        self.active = plan.kind != "none"  # False once the fault struck (one-shot kinds) or the proxy calmed
+        self.active = False  # armed (FaultProxy._arm); False again once a one-shot fault struck or the proxy calmed
         self.flowing = asyncio.Event()
         self.flowing.set()
         self.cut_next = False  # a truncate struck by time: cut the next chunk of its direction
         self.rng = random.Random(plan.at_byte * 31 + number)
         self.closed = False
         self.timer: Optional[asyncio.Task[None]] = None
+        self.expiry: Optional[asyncio.Task[None]] = None
 
     def close(self, reset: bool = False) -> None:
         if self.closed:
@@ -252,14 +259,16 @@ class FaultProxy:
         self._call(self._set_enabled, False)
 
     def resume(self) -> None:
-        """Injects again on connections accepted from now on."""
+        """Injects again: connections accepted from now on draw their plans, and so do the clean connections
+        that are open now (their timers start now; byte offsets count from the connection's start)."""
         self._call(self._set_enabled, True)
 
     def stats(self) -> dict[str, Any]:
         """Counters: ``connections``, ``open``, ``drawn_<kind>`` (plans drawn), ``<kind>`` (faults that struck;
-        ``flip`` counts bits), ``bytes_down`` / ``bytes_up`` (forwarded), ``target_refused``."""
+        ``flip`` counts bits, ``flip_down`` / ``flip_up`` by direction), ``expire`` (connections closed at the end of
+        their lifetime), ``bytes_down`` / ``bytes_up`` (forwarded), ``target_refused``."""
         with self._lock:
-            out: dict[str, Any] = {k: 0 for k in FAULT_KINDS}
+            out: dict[str, Any] = {k: 0 for k in FAULT_KINDS + ("expire",)}
             out.update(self._counts)
             out["open"] = len(self._connections)
             out["injecting"] = self._enabled
@@ -289,13 +298,23 @@ class FaultProxy:
     def _set_enabled(self, enabled: bool) -> None:
         with self._lock:
             self._enabled = enabled
-        if not enabled:
+        if enabled:
+            for conn in self._connections:
+                if conn.plan.kind == "none" and conn.plan.lifetime_s == 0 and not conn.closed:
+                    with self._lock:
+                        conn.plan = draw_plan(self.config, conn.number)
+                        self._plans[conn.number] = conn.plan
+                        if conn.plan.kind != "none":
+                            self._counts[f"drawn_{conn.plan.kind}"] += 1
+                    self._arm(conn)
+        else:
             for conn in self._connections:
                 conn.active = False
                 conn.cut_next = False
                 conn.flowing.set()
-                if conn.timer is not None:
-                    conn.timer.cancel()
+                for task in (conn.timer, conn.expiry):
+                    if task is not None:
+                        task.cancel()
 
     def _count(self, key: str, n: int = 1) -> None:
         with self._lock:
@@ -341,18 +360,25 @@ class FaultProxy:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = _Connection(number, plan, writer, up_writer)
         self._connections.add(conn)
-        if plan.kind in ("drop", "reset", "truncate", "stall"):
-            conn.timer = asyncio.create_task(self._timer(conn))
+        self._arm(conn)
         pumps = [asyncio.create_task(self._pump(conn, up_reader, "down")),
                  asyncio.create_task(self._pump(conn, reader, "up"))]
         try:
             await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
         finally:
             conn.close()
-            for task in pumps + ([conn.timer] if conn.timer is not None else []):
+            for task in pumps + [t for t in (conn.timer, conn.expiry) if t is not None]:
                 task.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
             self._connections.discard(conn)
+
+    def _arm(self, conn: _Connection) -> None:
+        """Activates the connection's plan: its fault and lifetime timers start now."""
+        conn.active = conn.plan.kind != "none"
+        if conn.plan.kind in ("drop", "reset", "truncate", "stall"):
+            conn.timer = asyncio.create_task(self._timer(conn))
+        if conn.plan.lifetime_s > 0:
+            conn.expiry = asyncio.create_task(self._expire(conn))
 
     async def _timer(self, conn: _Connection) -> None:
         await asyncio.sleep(conn.plan.at_s)
@@ -361,6 +387,13 @@ class FaultProxy:
                 conn.cut_next = True
             else:
                 await self._strike(conn, conn.plan.direction)
+
+    async def _expire(self, conn: _Connection) -> None:
+        await asyncio.sleep(conn.plan.lifetime_s)
+        if self._enabled and not conn.closed:
+            self._count("expire")
+            self._log(f"connection {conn.number}: expired after {conn.plan.lifetime_s:.1f} s")
+            conn.close()
 
     async def _strike(self, conn: _Connection, direction: str) -> None:
         """A one-shot fault (drop, reset, stall; truncate is done by the pump) strikes now."""
@@ -387,7 +420,6 @@ class FaultProxy:
 
     async def _pump(self, conn: _Connection, reader: asyncio.StreamReader, direction: str) -> None:
         writer = conn.writers[direction]
-        plan = conn.plan
         offset = 0
         while True:
             try:
@@ -396,6 +428,7 @@ class FaultProxy:
                 return
             if not data:
                 return
+            plan = conn.plan  # resume() may give an open connection a plan
             if conn.active and plan.kind == "delay":
                 await asyncio.sleep(plan.delay_s)
             end = offset + len(data)
@@ -467,9 +500,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--listen", type=_address, default=("127.0.0.1", 0), help="HOST:PORT (default: a free port)")
     ap.add_argument("--config", default="{}", help="FaultConfig fields as JSON")
     ap.add_argument("--stats-every", type=float, default=1.0, help="seconds between stats lines (0: none)")
+    ap.add_argument("--calm", action="store_true", help="start without injecting (until a 'resume' line)")
     args = ap.parse_args(argv)
     proxy = FaultProxy(args.target, FaultConfig.from_dict(json.loads(args.config)), listen=args.listen)
     proxy.start()
+    if args.calm:
+        proxy.calm()  # before the address is printed: no client can have connected yet
     out_lock = threading.Lock()
 
     def emit(obj: dict[str, Any]) -> None:
