@@ -24,11 +24,12 @@ Invariants (:class:`Invariants`), checked while it runs and at the end:
 * **Convergence.** Once faults stop, every device holds the server's latest version (right hash) within
   ``converge_within_s``.
 * **No crash.** Every device process, the edge host and the proxy are alive at the end (nothing restarts them).
-* **No leak.** The server's and the proxy's RSS, open descriptors and threads are sampled from ``/proc``
-  every second. Over the second half of the fault phase the fitted RSS growth (least-squares slope times that
-  half's length) must stay below ``rss_growth_mib``; and after convergence, with every device connected
-  again, each process holds no more descriptors and threads than after the warm-up (every device connected
-  then too) plus ``fd_slack``. (The descriptor count moves with the number of devices connected at the
+* **No leak.** The server's and the proxy's RSS, open descriptors and threads are sampled from ``/proc`` every second
+  (the server's RSS right after ``malloc_trim(0)``, which returns the pages glibc keeps after frees, so that it counts
+  live memory; the untrimmed figure is kept too). Over the second half of the fault phase the fitted RSS growth
+  (least-squares slope times that half's length) must stay below ``rss_growth_mib``; and after convergence, with every
+  device connected again, each process holds no more descriptors and threads than after the warm-up (every device
+  connected then too) plus ``fd_slack``. (The descriptor count moves with the number of devices connected at the
   moment, so its slope during the faults is reported, not judged.)
 
 Run ``python -m bench.soak`` (5 minutes of faults, about 6 with warm-up and convergence; ``--duration`` to
@@ -38,6 +39,7 @@ change it). Prints progress every few seconds and writes ``bench/results/soak.js
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import hashlib
 import json
@@ -135,6 +137,7 @@ class ChainRecord:
         self.mirror = DeviceMirror(manifest)
         self.hashes: dict[int, str] = {}
         self.gaps = 0  # packets the replay could not chain (history trimmed past the recorder)
+        self.jumps: list[tuple[int, int]] = []  # (from, to) where the server's version skipped numbers
         self._lock = threading.Lock()
 
     def sync(self, server: ModelServer) -> None:
@@ -153,6 +156,8 @@ class ChainRecord:
                 if not p.full_snapshot and p.base_version != self.mirror.version:
                     self.gaps += 1
                     continue
+                if self.mirror.version and p.target_version != self.mirror.version + 1:
+                    self.jumps.append((self.mirror.version, p.target_version))
                 self.mirror.apply(p)
                 self.hashes[p.target_version] = digest(self.mirror.weights_bytes())
 
@@ -168,7 +173,7 @@ class Invariants:
         self.chain = chain
         self.server = server
         self.violations: list[str] = []
-        self.last: dict[str, int] = {}
+        self.last: dict[tuple[str, str], int] = {}
         self.observations = 0
         self._lock = threading.Lock()
 
@@ -177,8 +182,13 @@ class Invariants:
             self.chain.sync(self.server)
         return self.chain.hashes.get(version)
 
-    def observe(self, device: str, version: int, weights_sha256: Optional[str], what: str) -> bool:
-        """A device reported ``version`` (and the hash of its active weights, if read); False on a violation."""
+    def observe(self, device: str, version: int, weights_sha256: Optional[str], what: str,
+                sequence: str = "") -> bool:
+        """A device reported ``version`` (and the hash of its active weights, if read); False on a violation.
+
+        ``sequence`` names the ordered stream the observation belongs to: versions must not go back within one
+        (a firmware node's log and its weight reads are two streams, read at different times).
+        """
         if version == 0:  # no model yet, or a fresh slot after a manifest: nothing applied
             return True
         expected = self._known(version)
@@ -189,12 +199,12 @@ class Invariants:
                 problem = f"version {version} is not on the server's chain"
             elif weights_sha256 is not None and weights_sha256 != expected:
                 problem = f"weights at version {version} hash to {weights_sha256[:16]}, the server's to {expected[:16]}"
-            elif version < self.last.get(device, 0):
-                problem = f"version went back from {self.last[device]} to {version}"
+            elif version < self.last.get((device, sequence), 0):
+                problem = f"version went back from {self.last[device, sequence]} to {version}"
             if problem is not None:
                 self.violations.append(f"{device} ({what}): {problem}")
                 return False
-            self.last[device] = max(version, self.last.get(device, 0))
+            self.last[device, sequence] = max(version, self.last.get((device, sequence), 0))
             return True
 
 
@@ -325,6 +335,7 @@ def edges_main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     host, _, port = args.server.rpartition(":")
     out = threading.Lock()
+    report = threading.Lock()
 
     def emit(obj: dict[str, Any]) -> None:
         with out:
@@ -337,8 +348,9 @@ def edges_main(argv: list[str]) -> int:
         def on_version(version: int) -> None:  # on the client's network thread, right after the swap
             slot = clients[device].slot
             assert slot is not None
-            weights, v = slot.weights()
-            emit({"applied": device, "version": v, "sha256": digest(weights)})
+            with report:  # read and print as one step, so that the lines of a device are in version order
+                weights, v = slot.weights()
+                emit({"applied": device, "version": v, "sha256": digest(weights)})
         return on_version
 
     for device in args.devices:
@@ -350,10 +362,11 @@ def edges_main(argv: list[str]) -> int:
     threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
     while not stop.wait(0.5):
         for device, c in clients.items():
-            slot = c.slot
-            weights, version = slot.weights() if slot is not None else (b"", 0)
-            emit({"state": device, "version": version, "sha256": digest(weights) if weights else None,
-                  "connections": c.connections})
+            with report:
+                slot = c.slot
+                weights, version = slot.weights() if slot is not None else (b"", 0)
+                emit({"state": device, "version": version, "sha256": digest(weights) if weights else None,
+                      "connections": c.connections})
     for c in clients.values():
         c.stop()
     return 0
@@ -401,6 +414,16 @@ class ProxyProcess:
                 self.proc.kill()
                 self.proc.wait()
         self.thread.join(timeout=5)
+
+
+def release_free_heap() -> None:
+    """Hands the C heap's free pages back to the OS (glibc ``malloc_trim(0)``; nothing elsewhere), so that RSS
+    measures live memory rather than what the allocator keeps after freeing (per-thread arenas, 2 MiB snapshot
+    buffers)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def proc_sample(pid: int) -> dict[str, float]:
@@ -501,7 +524,7 @@ def _run(cfg: SoakConfig, progress: Progress, work: Path) -> dict[str, Any]:
                 m = _APPLIED.search(line)
                 if m:
                     node.applied += 1
-                    inv.observe(node.device, int(m.group(1)), None, "log")
+                    inv.observe(node.device, int(m.group(1)), None, "log", sequence="log")
                 elif "connected and authenticated" in line:
                     node.connections += 1
                 else:
@@ -513,7 +536,7 @@ def _run(cfg: SoakConfig, progress: Progress, work: Path) -> dict[str, Any]:
                 version, buf = got
                 with lock:
                     tally.state[node.device] = (version, digest(buf) if buf else None)
-                inv.observe(node.device, version, digest(buf) if buf else None, "read")
+                inv.observe(node.device, version, digest(buf) if buf else None, "read", sequence="read")
 
     def in_sync() -> int:
         target = chain.latest
@@ -523,16 +546,26 @@ def _run(cfg: SoakConfig, progress: Progress, work: Path) -> dict[str, Any]:
 
     def sample() -> None:
         t = time.monotonic() - start
+        raw = proc_sample(os.getpid())["rss_mib"]
+        release_free_heap()
         for name, pid in (("server", os.getpid()), ("proxy", proxy.proc.pid)):
             try:
-                samples[name].append({"t": t, "phase_fault": float(phase == "faults"), **proc_sample(pid)})
+                row = {"t": t, "phase_fault": float(phase == "faults"), **proc_sample(pid)}
             except (OSError, KeyError):
-                pass
+                continue
+            if name == "server":
+                row["rss_mib_untrimmed"] = raw
+            samples[name].append(row)
 
     def struck() -> int:
         return sum(int(proxy.stats.get(k, 0)) for k in FAULT_KINDS + ("expire",))
 
+    reported = [0]
+
     def progress_line() -> None:
+        for v in inv.violations[reported[0]:]:
+            progress(f"VIOLATION {v}")
+        reported[0] = len(inv.violations)
         s, p = samples["server"][-1], (samples["proxy"] or [{}])[-1]
         progress(f"[{time.monotonic() - start:6.1f} s {phase:8}] server v{server.version} "
                  f"in sync {in_sync()}/{len(fw_ids) + len(py_ids)} | faults {struck()} "
@@ -661,7 +694,8 @@ def _run(cfg: SoakConfig, progress: Progress, work: Path) -> dict[str, Any]:
         "warmup_s": marks.get("warm"),
         "fault_phase_s": (marks["calm"] - marks["faults_start"]) if "calm" in marks else None,
         "converge_s": converge_s, "converge_within_s": cfg.converge_within_s,
-        "server_versions": server.version, "published": published + (1 if "calm" in marks else 0),
+        "server_version": server.version, "server_version_jumps": chain.jumps,
+        "published": published + (1 if "calm" in marks else 0),
         "faults": {k: int(stats.get(k, 0)) for k in FAULT_KINDS + ("expire",)},
         "faults_drawn": {k: int(stats.get(f"drawn_{k}", 0)) for k in FAULT_KINDS},
         "flipped_bits": {"down": int(stats.get("flip_down", 0)), "up": int(stats.get("flip_up", 0))},
@@ -698,6 +732,9 @@ def markdown(summary: dict[str, Any]) -> str:
         "| rejections (NACK) by status | "
         + (", ".join(f"{k} {v}" for k, v in sorted(summary["rejections_by_status"].items())) or "none") + " |",
         f"| observations checked | {summary['observations_checked']} |",
+        f"| server version at the end / versions published | {summary['server_version']} / {summary['published']} "
+        f"({len(summary['server_version_jumps'])} jumps of the server's version: "
+        f"{', '.join(f'{a} -> {b}' for a, b in summary['server_version_jumps'][:3]) or 'none'}) |",
         f"| convergence after faults stop | {converge} (bound {summary['converge_within_s']} s) |",
     ]
     lines += ["", "| process | RSS first / last / max (MiB) | RSS growth, 2nd half of faults (MiB) | "
@@ -724,6 +761,8 @@ def plot(summary: dict[str, Any], path: Path) -> bool:
     for name, rows in summary["samples"].items():
         t = [r["t"] for r in rows]
         axes[0].plot(t, [r["rss_mib"] for r in rows], label=name)
+        if rows and "rss_mib_untrimmed" in rows[0]:
+            axes[0].plot(t, [r["rss_mib_untrimmed"] for r in rows], "--", label=f"{name} (before malloc_trim)")
         axes[1].plot(t, [r["fds"] for r in rows], label=name)
     axes[0].set_ylabel("RSS (MiB)")
     axes[1].set_ylabel("open descriptors")

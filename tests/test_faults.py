@@ -141,6 +141,7 @@ def test_delay_holds_every_chunk(target):
         sock.sendall(b"x")
         assert sock.recv(1) == b"x"
         assert time.monotonic() - start >= 0.5  # 0.25 s on the way up and again on the way down
+        assert proxy.stats()["delay"] == 1
 
 
 @pytest.mark.parametrize("target", ["echo"], indirect=True)

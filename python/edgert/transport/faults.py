@@ -102,7 +102,8 @@ class FaultConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown fault config keys {unknown} (known: {sorted(known)})")
-        cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        cfg = cls(**values)
         cfg.validate()
         return cfg
 
@@ -172,6 +173,7 @@ class _Connection:
         self.cut_next = False  # a truncate struck by time: cut the next chunk of its direction
         self.rng = random.Random(plan.at_byte * 31 + number)
         self.closed = False
+        self.delayed = False  # a delay connection counts once, at its first delayed chunk
         self.timer: Optional[asyncio.Task[None]] = None
         self.expiry: Optional[asyncio.Task[None]] = None
 
@@ -264,9 +266,10 @@ class FaultProxy:
         self._call(self._set_enabled, True)
 
     def stats(self) -> dict[str, Any]:
-        """Counters: ``connections``, ``open``, ``drawn_<kind>`` (plans drawn), ``<kind>`` (faults that struck;
-        ``flip`` counts bits, ``flip_down`` / ``flip_up`` by direction), ``expire`` (connections closed at the end of
-        their lifetime), ``bytes_down`` / ``bytes_up`` (forwarded), ``target_refused``."""
+        """Counters: ``connections``, ``open``, ``injecting``, ``drawn_<kind>`` (plans drawn), ``<kind>`` (faults
+        that struck, per connection: ``delay`` once its first chunk waited; ``flip`` counts bits, ``flip_down`` /
+        ``flip_up`` by direction), ``expire`` (connections closed at the end of their lifetime), ``bytes_down`` /
+        ``bytes_up`` (forwarded), ``target_refused``."""
         with self._lock:
             out: dict[str, Any] = {k: 0 for k in FAULT_KINDS + ("expire",)}
             out.update(self._counts)
@@ -430,6 +433,9 @@ class FaultProxy:
                 return
             plan = conn.plan  # resume() may give an open connection a plan
             if conn.active and plan.kind == "delay":
+                if not conn.delayed:
+                    conn.delayed = True
+                    self._count("delay")
                 await asyncio.sleep(plan.delay_s)
             end = offset + len(data)
             if conn.active and plan.direction == direction:
