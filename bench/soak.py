@@ -26,11 +26,13 @@ Invariants (:class:`Invariants`), checked while it runs and at the end:
 * **No crash.** Every device process, the edge host and the proxy are alive at the end (nothing restarts them).
 * **No leak.** The server's and the proxy's RSS, open descriptors and threads are sampled from ``/proc`` every second
   (the server's RSS right after ``malloc_trim(0)``, which returns the pages glibc keeps after frees, so that it counts
-  live memory; the untrimmed figure is kept too). Over the second half of the fault phase the fitted RSS growth
-  (least-squares slope times that half's length) must stay below ``rss_growth_mib``; and after convergence, with every
+  live memory; the untrimmed figure is kept too). The RSS drift, the median of the last third of the fault phase minus
+  the median of its middle third (the first third holds the warm-up of the server's 64-packet history), must stay
+  below ``rss_growth_mib``; and after convergence, with every
   device connected again, each process holds no more descriptors and threads than after the warm-up (every device
   connected then too) plus ``fd_slack``. (The descriptor count moves with the number of devices connected at the
-  moment, so its slope during the faults is reported, not judged.)
+  moment, so its slope during the faults is reported, not judged; so are the least-squares RSS growth over the second
+  half and the server's count of Python objects, ``sys.getallocatedblocks()``.)
 
 Run ``python -m bench.soak`` (5 minutes of faults, about 6 with warm-up and convergence; ``--duration`` to
 change it). Prints progress every few seconds and writes ``bench/results/soak.json`` and ``soak.md``
@@ -434,6 +436,14 @@ def proc_sample(pid: int) -> dict[str, float]:
             "threads": float(int(fields_["Threads"]))}
 
 
+def drift(values: list[float]) -> float:
+    """Median of the last third of ``values`` minus the median of the middle third (0 with < 3 values)."""
+    n = len(values)
+    if n < 3:
+        return 0.0
+    return float(np.median(values[2 * n // 3:]) - np.median(values[n // 3:2 * n // 3]))
+
+
 def growth(times: list[float], values: list[float]) -> float:
     """Least-squares slope of ``values`` over ``times`` times the span of ``times`` (0 with < 3 points)."""
     if len(times) < 3 or times[-1] == times[0]:
@@ -555,6 +565,7 @@ def _run(cfg: SoakConfig, progress: Progress, work: Path) -> dict[str, Any]:
                 continue
             if name == "server":
                 row["rss_mib_untrimmed"] = raw
+                row["py_blocks"] = float(sys.getallocatedblocks())
             samples[name].append(row)
 
     def struck() -> int:
@@ -661,10 +672,16 @@ def _run(cfg: SoakConfig, progress: Progress, work: Path) -> dict[str, Any]:
             "fds_first": rows[0]["fds"] if rows else None, "fds_last": rows[-1]["fds"] if rows else None,
             "fds_max": max((r["fds"] for r in rows), default=None),
             "threads_last": rows[-1]["threads"] if rows else None,
+            "rss_drift_mib": drift([r["rss_mib"] for r in fault_rows]),
             "rss_growth_mib_second_half": growth(t, [r["rss_mib"] for r in half]),
             "fd_growth_second_half": growth(t, [r["fds"] for r in half]),
         }
-        ok = leak[name]["rss_growth_mib_second_half"] < cfg.rss_growth_mib
+        if rows and "py_blocks" in rows[0]:
+            blocks = [r["py_blocks"] for r in fault_rows]
+            leak[name]["py_blocks_middle_third"] = float(np.median(blocks[len(blocks) // 3:2 * len(blocks) // 3])) \
+                if len(blocks) >= 3 else None
+            leak[name]["py_blocks_drift"] = drift(blocks)
+        ok = leak[name]["rss_drift_mib"] < cfg.rss_growth_mib
         if name in warm and rows and converge_s is not None:
             leak[name]["fds_after_warmup"] = warm[name]["fds"]
             leak[name]["threads_after_warmup"] = warm[name]["threads"]
@@ -737,15 +754,21 @@ def markdown(summary: dict[str, Any]) -> str:
         f"{', '.join(f'{a} -> {b}' for a, b in summary['server_version_jumps'][:3]) or 'none'}) |",
         f"| convergence after faults stop | {converge} (bound {summary['converge_within_s']} s) |",
     ]
-    lines += ["", "| process | RSS first / last / max (MiB) | RSS growth, 2nd half of faults (MiB) | "
+    lines += ["", "| process | RSS first / last / max (MiB) | RSS drift, last vs middle third of faults (MiB) | "
+                  "RSS fitted growth, 2nd half (MiB, not judged) | "
                   "fds after warm-up / at the end / max | threads after warm-up / at the end | "
-                  "fd growth, 2nd half (not judged) | ok |", "|---|---|---|---|---|---|---|"]
+                  "fd growth, 2nd half (not judged) | ok |", "|---|---|---|---|---|---|---|---|"]
     for name, v in summary["leak"].items():
         lines.append(f"| {name} | {v['rss_mib_first']:.1f} / {v['rss_mib_last']:.1f} / {v['rss_mib_max']:.1f} | "
-                     f"{v['rss_growth_mib_second_half']:+.2f} | "
+                     f"{v['rss_drift_mib']:+.2f} | {v['rss_growth_mib_second_half']:+.2f} | "
                      f"{v.get('fds_after_warmup', float('nan')):.0f} / {v['fds_last']:.0f} / {v['fds_max']:.0f} | "
                      f"{v.get('threads_after_warmup', float('nan')):.0f} / {v['threads_last']:.0f} | "
                      f"{v['fd_growth_second_half']:+.2f} | {'yes' if v['ok'] else '**no**'} |")
+    server = summary["leak"].get("server", {})
+    if server.get("py_blocks_middle_third"):
+        lines += ["", "Server Python objects (`sys.getallocatedblocks()`): median "
+                      f"{server['py_blocks_middle_third']:.0f} in the middle third of the faults, drift "
+                      f"{server['py_blocks_drift']:+.0f} in the last third."]
     return "\n".join(lines) + "\n"
 
 
