@@ -59,6 +59,8 @@ from typing import IO, Any, Callable, Optional
 
 import numpy as np
 
+from bench.device_e2e import node_binary
+from bench.harness import RESULTS_DIR, git_commit
 from edgert.infer.node_client import NodeSocket, NodeSocketError
 from edgert.transport import EdgeClient, ModelServer
 from edgert.transport.faults import FAULT_KINDS, FaultConfig
@@ -212,15 +214,9 @@ class Invariants:
 
 # ---- devices ------------------------------------------------------------------------------------------
 def find_edge_node(explicit: Optional[str] = None) -> Path:
-    """The edgert_edge_node binary: ``explicit``, $EDGERT_EDGE_NODE, or a host build under build/."""
-    for candidate in (explicit, os.environ.get("EDGERT_EDGE_NODE")):
-        if candidate:
-            return Path(candidate)
-    for build in sorted((ROOT / "build").glob("*/firmware/edgert_edge_node")):
-        if os.access(build, os.X_OK) and "aarch64" not in str(build):
-            return build
-    raise FileNotFoundError("no edgert_edge_node: build it (cmake --build BUILD --target edgert_edge_node) "
-                            "or pass --edge-node / set EDGERT_EDGE_NODE")
+    """The edgert_edge_node binary: ``explicit``, else :func:`bench.device_e2e.node_binary` ($EDGERT_EDGE_NODE or
+    a host build under build/; it exits with instructions when there is none)."""
+    return Path(explicit) if explicit else node_binary()
 
 
 _APPLIED = re.compile(r"applied version (\d+)")
@@ -810,7 +806,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--python", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--edge-node", default=None, help="edgert_edge_node binary")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results"), help="folder for soak.json / soak.md")
+    ap.add_argument("--out", default=str(RESULTS_DIR), help="folder for soak.json / soak.md / soak.png")
     ap.add_argument("--name", default="soak")
     args = ap.parse_args(argv)
     cfg = SoakConfig(duration_s=args.duration, firmware=args.firmware, python=args.python, seed=args.seed,
@@ -818,11 +814,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     summary = run_soak(cfg)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    try:
-        from bench.harness import git_commit
-        summary["commit"] = git_commit()
-    except ImportError:
-        pass
+    summary["commit"] = git_commit()
     (out / f"{args.name}.json").write_text(json.dumps(summary, indent=1) + "\n")
     table = markdown(summary)
     (out / f"{args.name}.md").write_text(table)
