@@ -36,7 +36,7 @@ Invariants (:class:`Invariants`), checked while it runs and at the end:
 
 Run ``python -m bench.soak`` (5 minutes of faults, about 6 with warm-up and convergence; ``--duration`` to
 change it). Prints progress every few seconds and writes ``bench/results/soak.json`` and ``soak.md``
-(``--out``); ``tests/test_soak.py`` runs the same code for about 20 s with a fixed seed.
+(``--out``); ``tests/test_soak.py`` runs the same code for 10 s of faults (about 25 s in all) with a fixed seed.
 """
 from __future__ import annotations
 
