@@ -573,6 +573,62 @@ def part_delivery(args: argparse.Namespace) -> dict[str, Any]:
         server.close()
 
 
+def packet_round_trip(folder: Path, packet_bytes: int, repeats: int) -> dict[str, Any]:
+    """What the connection itself adds per packet: one ``packet_bytes`` frame written, read whole by the peer
+    (a thread), answered by a 14-byte ACK frame, on a plain and on a TLS 1.3 (mutual) loopback connection in this
+    process; median and p95 over ``repeats``, alternating plain and TLS."""
+    import socket
+
+    from edgert.transport.frames import FrameType, encode_frame, encode_u64, read_frame, send_frame
+    from edgert.transport.tls import TLSConfig
+
+    server_tls = TLSConfig.from_dir(folder, "server", "localhost").server_context()
+    device_tls = TLSConfig.from_dir(folder, "device", "probe-tls").client_context()
+    frame = encode_frame(FrameType.PACKET, secrets.token_bytes(packet_bytes))
+    pairs = {}
+    for kind in ("plain", "tls"):
+        listener = socket.create_server(("127.0.0.1", 0))
+        client = socket.create_connection(listener.getsockname()[:2])
+        peer, _ = listener.accept()
+        listener.close()
+        if kind == "tls":
+            done: list[socket.socket] = []
+            t = threading.Thread(target=lambda: done.append(server_tls.wrap_socket(peer, server_side=True)))
+            t.start()
+            client = device_tls.wrap_socket(client, server_hostname="127.0.0.1")
+            t.join()
+            peer = done[0]
+        for s in (client, peer):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pairs[kind] = (client, peer)
+
+    def echo(sock: socket.socket) -> None:  # the device: read the whole packet, ACK it
+        try:
+            while True:
+                read_frame(sock, 30.0)
+                send_frame(sock, FrameType.ACK, encode_u64(1))
+        except (OSError, ValueError):
+            pass
+
+    threads = [threading.Thread(target=echo, args=(peer,), daemon=True) for _, peer in pairs.values()]
+    for t in threads:
+        t.start()
+    times: dict[str, list[float]] = {"plain": [], "tls": []}
+    for i in range(repeats + 10):
+        for kind, (client, _) in pairs.items():
+            t0 = time.perf_counter()
+            client.sendall(frame)
+            read_frame(client, 30.0)
+            if i >= 10:  # warm-up
+                times[kind].append(time.perf_counter() - t0)
+    for client, peer in pairs.values():
+        client.close()
+        peer.close()
+    out: dict[str, Any] = {k: quantiles(v) for k, v in times.items()}
+    out["tls_minus_plain_median_s"] = out["tls"]["median"] - out["plain"]["median"]
+    return out
+
+
 def part_tls(args: argparse.Namespace) -> dict[str, Any]:
     from edgert.transport.certs import CertificateAuthority
 
@@ -601,6 +657,8 @@ def part_tls(args: argparse.Namespace) -> dict[str, Any]:
             out["packet_bytes"] = r["packet_bytes"]
             out["tls_vs_plain"] = out["tls"]["delivery_s"]["median"] / out["plain"]["delivery_s"]["median"]
             out["tls_vs_plain_wire"] = out["tls"]["wire_s"]["median"] / out["plain"]["wire_s"]["median"]
+            rt = out["round_trip"] = packet_round_trip(ca.folder, out["packet_bytes"], args.round_trips)
+            out["tls_added_vs_plain_delivery"] = rt["tls_minus_plain_median_s"] / out["plain"]["delivery_s"]["median"]
             print(f"TLS vs plain: delivery median {1e3 * out['tls']['delivery_s']['median']:.2f} vs "
                   f"{1e3 * out['plain']['delivery_s']['median']:.2f} ms ({out['tls_vs_plain']:.3f}x)", flush=True)
             return out
@@ -650,6 +708,11 @@ def markdown(result: dict[str, Any]) -> str:
                          f"{_ms(tl[k]['wire_s']['median'])} | {tl['packet_bytes']} B |")
         lines.append(f"\nTLS / plain: {tl['tls_vs_plain']:.3f} (delivery), {tl['tls_vs_plain_wire']:.3f} "
                      "(wire+apply)")
+        rt = tl["round_trip"]
+        lines.append(f"\nOne {tl['packet_bytes']} B packet + ACK on a connection: plain {_ms(rt['plain']['median'])} "
+                     f"(p95 {_ms(rt['plain']['p95'])}), TLS {_ms(rt['tls']['median'])} (p95 {_ms(rt['tls']['p95'])}): "
+                     f"TLS adds {1e6 * rt['tls_minus_plain_median_s']:.0f} us, "
+                     f"{100 * tl['tls_added_vs_plain_delivery']:.2f} % of the plain delivery median")
     return "\n".join(lines)
 
 
@@ -673,7 +736,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     print(table)
     if not args.no_write:
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        name = "transport_load-cpu" + ("-quick" if args.quick else "")
+        name = "transport_load-cpu" + ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
         (RESULTS_DIR / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
         (RESULTS_DIR / f"{name}.md").write_text(table + "\n")
         print(f"wrote {RESULTS_DIR / name}.json and .md")
@@ -700,6 +763,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         p.add_argument("--connect-timeout", type=float, default=180.0)
         p.add_argument("--client-nice", type=int, default=10,
                        help="niceness of the swarm processes (0: compete with the server as equals)")
+        p.add_argument("--round-trips", type=int, default=400, help="part 3: packet round trips per transport")
+        p.add_argument("--tag", default="", help="suffix of the result files")
         p.add_argument("--quick", action="store_true")
         p.add_argument("--no-write", action="store_true")
     s = sub.add_parser("server")
