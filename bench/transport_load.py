@@ -12,6 +12,9 @@ Every party is its own process on loopback, so the server's I/O loop competes fo
   a HELLO every ``--trickle-s`` seconds. A connection the server closes is opened again.
 * ``probe``: a real :class:`~edgert.transport.EdgeClient` (libedgert verifies, applies and ACKs every packet).
 
+The swarm processes run at niceness ``--client-nice`` (10): on the 2-core machine they stand in for devices on
+other machines, so they should not take the CPU from the server and the probe they load (0 measures that too).
+
 Parts:
 
 1. **Capacity**: ``--devices`` (10,000) keepalive devices connect; connect + handshake rate and the per-device
@@ -20,9 +23,10 @@ Parts:
 2. **Delivery under load**: the server publishes ``--updates`` 5 % updates of the student (26,641 coordinates
    changed, fp16 values) one by one; delivery = from ``publish()`` to the probe's ACK arriving at the server
    (encode, send, the device's verify + apply, ACK), also split at ``publish()``'s return (``wire+apply``).
-   Scenarios, in this order: ``baseline-1`` (the probe alone), ``idle`` (+ ``--background`` idle connections),
-   ``baseline-2``, ``slowloris`` (+ ``--background`` slowloris connections), ``baseline-3``; each loaded
-   scenario is compared with the mean of the baselines around it (the shared machine drifts). The server holds
+   For each background (``idle``: ``--background`` connections that never send; ``slowloris``: as many sending
+   a HELLO byte every ``--trickle-s``), ``--rounds`` pairs of chunks of ``--updates-per-round`` updates: the
+   probe alone (baseline), then with the background open; the pooled loaded chunks are compared with the
+   pooled baseline chunks (interleaved, as the shared machine drifts). The server holds
    up to 6,000 connections in their handshake with a 600 s handshake timeout, so the background stays open for the whole
    measurement (the defaults, 1,024 and 10 s, would close most of it, which is the point of them).
 3. **TLS vs plain**: the same updates to a plain and a TLS probe on two servers in one process, alternating in
@@ -58,8 +62,6 @@ from bench.harness import RESULTS_DIR, git_commit
 #: the AMS student's label space and width (docs/results/ams.md)
 STUDENT = {"num_classes": 2, "width_mult": 0.5, "seed": 0}
 FRACTION = 0.05
-#: part 2's scenarios in the order run: a baseline before and after each loaded one
-SCENARIOS = ("baseline-1", "idle", "baseline-2", "slowloris", "baseline-3")
 
 
 # ------------------------------------------------------------------------------------------------- shared helpers
@@ -382,6 +384,8 @@ class Swarm:
 
 def cmd_swarm(args: argparse.Namespace) -> None:
     raise_nofile()
+    if args.nice:
+        os.nice(args.nice)  # stands in for clients on other machines: they yield the CPU to server and device
     asyncio.run(Swarm(args).run())
 
 
@@ -454,7 +458,7 @@ def _swarms(mode: str, total: int, procs: int, port: int, info: dict[str, Any], 
         out.append(Proc("swarm", "--mode", mode, "--port", str(port), "--first", str(first + k * per),
                         "--count", str(count), "--model-id", info["model_id"], "--version", str(info["version"]),
                         "--ping-s", str(args.ping_s), "--trickle-s", str(args.trickle_s),
-                        "--concurrency", str(args.concurrency)))
+                        "--concurrency", str(args.concurrency), "--nice", str(args.client_nice)))
     return out
 
 
@@ -527,42 +531,102 @@ def part_delivery(args: argparse.Namespace) -> dict[str, Any]:
         probe.read()
         server.ask(op="deliver", count=3, gap=0.05)  # warm-up
         out: dict[str, Any] = {"packet_coords": info["coords"], "params": info["params"]}
-        for scenario in SCENARIOS:
-            swarms: list[Proc] = []
-            opened: dict[str, Any] = {}
-            if scenario in ("idle", "slowloris"):
-                swarms = _swarms(scenario, args.background, 2, info["ports"]["plain"], info, args)
-                opened = _merge(_wait_swarms(swarms, args.connect_timeout))
-                time.sleep(2)
-            stats0 = server.ask(op="stats")
-            r = server.ask(op="deliver", count=args.updates, gap=args.gap)
-            stats1 = server.ask(op="stats")
-            held = _merge([s.ask(op="report") for s in swarms]) if swarms else {}
-            for s in swarms:
-                s.close()
-            out[scenario] = {"delivery_s": quantiles(r["delivery"]), "wire_s": quantiles(r["wire"]),
-                             "packet_bytes": r["packet_bytes"], "background_open": opened.get("connected", 0),
-                             "background_open_after": held.get("connected", 0),
-                             "closed_by_server": held.get("closed_by_server", 0),
-                             "server_open": stats1["plain"]["open"], "server_rss_mib": stats1["rss_mib"],
-                             "server_cpu_pct": 100 * (stats1["cpu_s"] - stats0["cpu_s"])
-                             / max(1e-9, args.updates * args.gap)}
-            d = out[scenario]["delivery_s"]
-            print(f"delivery {scenario:15s}: median {1e3 * d['median']:.2f} ms, p95 {1e3 * d['p95']:.2f} ms "
-                  f"({out[scenario]['server_open']} open)", flush=True)
-            time.sleep(1)
-        # each loaded scenario against the mean of the baselines measured right before and after it
-        for i, scenario in enumerate(SCENARIOS):
-            if scenario in ("idle", "slowloris"):
-                around = [out[SCENARIOS[i - 1]], out[SCENARIOS[i + 1]]]
-                for q, key in (("median", "vs_baseline"), ("p95", "p95_vs_baseline")):
-                    out[scenario][key] = out[scenario]["delivery_s"][q] / statistics.mean(
-                        b["delivery_s"][q] for b in around)
+        for mode in ("idle", "slowloris"):
+            samples: dict[str, dict[str, list[float]]] = {k: {"delivery": [], "wire": [], "cpu": []}
+                                                          for k in ("baseline", "loaded")}
+            opened, held, server_open, rss = [], [], 0, 0.0
+            for _ in range(args.rounds):  # baseline and loaded chunks alternate: the shared machine drifts
+                for phase in ("baseline", "loaded"):
+                    swarms: list[Proc] = []
+                    if phase == "loaded":
+                        swarms = _swarms(mode, args.background, 2, info["ports"]["plain"], info, args)
+                        opened.append(_merge(_wait_swarms(swarms, args.connect_timeout))["connected"])
+                        time.sleep(1)
+                    stats0 = server.ask(op="stats")
+                    r = server.ask(op="deliver", count=args.updates_per_round, gap=args.gap)
+                    stats1 = server.ask(op="stats")
+                    samples[phase]["delivery"] += r["delivery"]
+                    samples[phase]["wire"] += r["wire"]
+                    samples[phase]["cpu"].append((stats1["cpu_s"] - stats0["cpu_s"])
+                                                 / max(1e-9, args.updates_per_round * args.gap))
+                    if swarms:
+                        held.append(_merge([s.ask(op="report") for s in swarms])["connected"])
+                        server_open, rss = stats1["plain"]["open"], stats1["rss_mib"]
+                    for s in swarms:
+                        s.close()
+                    time.sleep(1)
+            result = {phase: {"delivery_s": quantiles(v["delivery"]), "wire_s": quantiles(v["wire"]),
+                              "server_cpu_pct": 100 * statistics.mean(v["cpu"])} for phase, v in samples.items()}
+            result["loaded"].update(background_open_min=min(opened), background_open_after_min=min(held),
+                                    server_open=server_open, server_rss_mib=rss)
+            result["packet_bytes"] = r["packet_bytes"]
+            for q, key in (("median", "vs_baseline"), ("p95", "p95_vs_baseline")):
+                result[key] = result["loaded"]["delivery_s"][q] / result["baseline"]["delivery_s"][q]
+            out[mode] = result
+            print(f"delivery with {mode}: median {1e3 * result['loaded']['delivery_s']['median']:.2f} ms vs "
+                  f"{1e3 * result['baseline']['delivery_s']['median']:.2f} ms ({result['vs_baseline']:.3f}x), p95 "
+                  f"{result['p95_vs_baseline']:.3f}x ({server_open} open)", flush=True)
         return out
     finally:
         if probe is not None:
             probe.close()
         server.close()
+
+
+def packet_round_trip(folder: Path, packet_bytes: int, repeats: int) -> dict[str, Any]:
+    """What the connection itself adds per packet: one ``packet_bytes`` frame written, read whole by the peer
+    (a thread), answered by a 14-byte ACK frame, on a plain and on a TLS 1.3 (mutual) loopback connection in this
+    process; median and p95 over ``repeats``, alternating plain and TLS."""
+    import socket
+
+    from edgert.transport.frames import FrameType, encode_frame, encode_u64, read_frame, send_frame
+    from edgert.transport.tls import TLSConfig
+
+    server_tls = TLSConfig.from_dir(folder, "server", "localhost").server_context()
+    device_tls = TLSConfig.from_dir(folder, "device", "probe-tls").client_context()
+    frame = encode_frame(FrameType.PACKET, secrets.token_bytes(packet_bytes))
+    pairs = {}
+    for kind in ("plain", "tls"):
+        listener = socket.create_server(("127.0.0.1", 0))
+        client = socket.create_connection(listener.getsockname()[:2])
+        peer, _ = listener.accept()
+        listener.close()
+        if kind == "tls":
+            done: list[socket.socket] = []
+            t = threading.Thread(target=lambda: done.append(server_tls.wrap_socket(peer, server_side=True)))
+            t.start()
+            client = device_tls.wrap_socket(client, server_hostname="127.0.0.1")
+            t.join()
+            peer = done[0]
+        for s in (client, peer):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pairs[kind] = (client, peer)
+
+    def echo(sock: socket.socket) -> None:  # the device: read the whole packet, ACK it
+        try:
+            while True:
+                read_frame(sock, 30.0)
+                send_frame(sock, FrameType.ACK, encode_u64(1))
+        except (OSError, ValueError):
+            pass
+
+    threads = [threading.Thread(target=echo, args=(peer,), daemon=True) for _, peer in pairs.values()]
+    for t in threads:
+        t.start()
+    times: dict[str, list[float]] = {"plain": [], "tls": []}
+    for i in range(repeats + 10):
+        for kind, (client, _) in pairs.items():
+            t0 = time.perf_counter()
+            client.sendall(frame)
+            read_frame(client, 30.0)
+            if i >= 10:  # warm-up
+                times[kind].append(time.perf_counter() - t0)
+    for client, peer in pairs.values():
+        client.close()
+        peer.close()
+    out: dict[str, Any] = {k: quantiles(v) for k, v in times.items()}
+    out["tls_minus_plain_median_s"] = out["tls"]["median"] - out["plain"]["median"]
+    return out
 
 
 def part_tls(args: argparse.Namespace) -> dict[str, Any]:
@@ -593,6 +657,8 @@ def part_tls(args: argparse.Namespace) -> dict[str, Any]:
             out["packet_bytes"] = r["packet_bytes"]
             out["tls_vs_plain"] = out["tls"]["delivery_s"]["median"] / out["plain"]["delivery_s"]["median"]
             out["tls_vs_plain_wire"] = out["tls"]["wire_s"]["median"] / out["plain"]["wire_s"]["median"]
+            rt = out["round_trip"] = packet_round_trip(ca.folder, out["packet_bytes"], args.round_trips)
+            out["tls_added_vs_plain_delivery"] = rt["tls_minus_plain_median_s"] / out["plain"]["delivery_s"]["median"]
             print(f"TLS vs plain: delivery median {1e3 * out['tls']['delivery_s']['median']:.2f} vs "
                   f"{1e3 * out['plain']['delivery_s']['median']:.2f} ms ({out['tls_vs_plain']:.3f}x)", flush=True)
             return out
@@ -622,15 +688,17 @@ def markdown(result: dict[str, Any]) -> str:
                   f"{cap['pongs_in_hold']} | {cap['failures_connect']} / {cap['failures_hold']} |", ""]
     dl = result.get("delivery")
     if dl:
-        lines += ["| scenario | open connections | delivery median | p95 | IQR | wire+apply median | vs the baselines "
-                  "around it (median / p95) | server CPU |", "|---|---|---|---|---|---|---|---|"]
-        for sc in SCENARIOS:
-            r = dl[sc]
-            d = r["delivery_s"]
-            vs = f"{r['vs_baseline']:.3f} / {r['p95_vs_baseline']:.3f}" if "vs_baseline" in r else ""
-            lines.append(f"| {sc} | {r['server_open']} | {_ms(d['median'])} | {_ms(d['p95'])} | "
-                         f"{_ms(d['q3'] - d['q1'])} | {_ms(r['wire_s']['median'])} | {vs} | "
-                         f"{r['server_cpu_pct']:.0f} % |")
+        lines += ["| background | chunks | open connections | delivery median | p95 | IQR | wire+apply median | "
+                  "loaded / baseline (median / p95) | server CPU |", "|---|---|---|---|---|---|---|---|---|"]
+        for mode in ("idle", "slowloris"):
+            for phase in ("baseline", "loaded"):
+                r = dl[mode][phase]
+                d = r["delivery_s"]
+                m = dl[mode]
+                vs = f"**{m['vs_baseline']:.3f}** / {m['p95_vs_baseline']:.3f}" if phase == "loaded" else ""
+                lines.append(f"| {mode} | {phase} | {r.get('server_open', 1)} | {_ms(d['median'])} | "
+                             f"{_ms(d['p95'])} | {_ms(d['q3'] - d['q1'])} | {_ms(r['wire_s']['median'])} | {vs} | "
+                             f"{r['server_cpu_pct']:.0f} % |")
         lines.append("")
     tl = result.get("tls")
     if tl:
@@ -640,13 +708,18 @@ def markdown(result: dict[str, Any]) -> str:
                          f"{_ms(tl[k]['wire_s']['median'])} | {tl['packet_bytes']} B |")
         lines.append(f"\nTLS / plain: {tl['tls_vs_plain']:.3f} (delivery), {tl['tls_vs_plain_wire']:.3f} "
                      "(wire+apply)")
+        rt = tl["round_trip"]
+        lines.append(f"\nOne {tl['packet_bytes']} B packet + ACK on a connection: plain {_ms(rt['plain']['median'])} "
+                     f"(p95 {_ms(rt['plain']['p95'])}), TLS {_ms(rt['tls']['median'])} (p95 {_ms(rt['tls']['p95'])}): "
+                     f"TLS adds {1e6 * rt['tls_minus_plain_median_s']:.0f} us, "
+                     f"{100 * tl['tls_added_vs_plain_delivery']:.2f} % of the plain delivery median")
     return "\n".join(lines)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
     raise_nofile()
     if args.quick:
-        args.devices, args.background, args.updates, args.hold_s, args.tls_rounds = 2000, 1000, 20, 10, 2
+        args.devices, args.background, args.rounds, args.hold_s, args.tls_rounds = 2000, 1000, 2, 10, 2
     result: dict[str, Any] = {"commit": git_commit(), "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
                               "host": platform.node(), "cpu_count": os.cpu_count(),
                               "load_avg_start": os.getloadavg(), "config": {k: v for k, v in vars(args).items()
@@ -663,7 +736,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     print(table)
     if not args.no_write:
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        name = "transport_load-cpu" + ("-quick" if args.quick else "")
+        name = "transport_load-cpu" + ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
         (RESULTS_DIR / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
         (RESULTS_DIR / f"{name}.md").write_text(table + "\n")
         print(f"wrote {RESULTS_DIR / name}.json and .md")
@@ -679,7 +752,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         p.add_argument("--swarm-procs", type=int, default=4)
         p.add_argument("--hold-s", type=float, default=30.0)
         p.add_argument("--background", type=int, default=5000, help="idle / slowloris connections of part 2")
-        p.add_argument("--updates", type=int, default=60, help="updates per scenario of part 2")
+        p.add_argument("--rounds", type=int, default=4, help="part 2: baseline/loaded chunk pairs per background")
+        p.add_argument("--updates-per-round", type=int, default=15, help="part 2: updates per chunk")
         p.add_argument("--gap", type=float, default=0.25, help="seconds between updates")
         p.add_argument("--tls-rounds", type=int, default=4)
         p.add_argument("--tls-per-round", type=int, default=15)
@@ -687,6 +761,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         p.add_argument("--trickle-s", type=float, default=2.0)
         p.add_argument("--concurrency", type=int, default=128, help="connects in flight per swarm process")
         p.add_argument("--connect-timeout", type=float, default=180.0)
+        p.add_argument("--client-nice", type=int, default=10,
+                       help="niceness of the swarm processes (0: compete with the server as equals)")
+        p.add_argument("--round-trips", type=int, default=400, help="part 3: packet round trips per transport")
+        p.add_argument("--tag", default="", help="suffix of the result files")
         p.add_argument("--quick", action="store_true")
         p.add_argument("--no-write", action="store_true")
     s = sub.add_parser("server")
@@ -704,6 +782,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     w.add_argument("--ping-s", type=float, default=5.0)
     w.add_argument("--trickle-s", type=float, default=2.0)
     w.add_argument("--concurrency", type=int, default=128)
+    w.add_argument("--nice", type=int, default=0)
     pr = sub.add_parser("probe")
     pr.add_argument("--port", type=int, required=True)
     pr.add_argument("--tls-dir", default=None)

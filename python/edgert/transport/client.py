@@ -108,7 +108,7 @@ class EdgeClient:
         self._stopping.set()
         if self._sock is not None:
             try:
-                self._sock.shutdown(socket.SHUT_RDWR)  # wakes the network thread's select()
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes the network thread's poll()
             except OSError:
                 pass
             try:

@@ -166,6 +166,7 @@ class _Connection(asyncio.Protocol):
         self.writable.set()
         self.closed = False
         self.peer = "unauthenticated peer"
+        self.tls_task: Optional[asyncio.Task[None]] = None
 
     # ---- asyncio callbacks (loop thread) ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -186,7 +187,8 @@ class _Connection(asyncio.Protocol):
         srv._conns.add(self)
         if srv._tls_context is not None:
             self.state = "tls"
-            self.loop.create_task(self._start_tls(transport))
+            transport.pause_reading()  # the ClientHello is for start_tls (which resumes reading), not for us
+            self.tls_task = self.loop.create_task(self._start_tls(transport))  # held: the loop keeps weak refs
         else:
             self.state = "hello"
 
