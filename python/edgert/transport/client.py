@@ -33,6 +33,7 @@ from edgert.transport.frames import (
     server_proof,
     wait_readable,
 )
+from edgert.updates.signing import Trust
 
 Log = Callable[[str], None]
 ClientHandler = Callable[[bytes], None]
@@ -53,6 +54,10 @@ class EdgeClient:
 
     ``max_packet_format`` (default: what the linked libedgert decodes) is announced in HELLO;
     a lower value makes the server transcode, as it does for older devices.
+
+    ``trust`` (pinned root key, root version, delegation floor) makes the slot refuse every packet
+    without a valid release signature (libedgert's ``edgert_slot_set_trust``); :attr:`trust` follows
+    the root rotations and delegations of the packets applied, and carries over to a new model's slot.
     """
 
     def __init__(self, address: tuple[str, int], device_id: str, key: bytes, *,
@@ -60,11 +65,12 @@ class EdgeClient:
                  log: Optional[Log] = None, on_connect: Optional[Callable[[], None]] = None,
                  handlers: Optional[Mapping[enum.IntEnum, ClientHandler]] = None,
                  ping_after: float = 5.0, silence_timeout: float = 15.0,
-                 max_packet_format: Optional[int] = None) -> None:
+                 max_packet_format: Optional[int] = None, trust: Optional[Trust] = None) -> None:
         self.address = address
         self.max_packet_format = _edgert.packet_max_format() if max_packet_format is None else max_packet_format
         self.device_id = device_id
         self.key = key
+        self.trust = trust
         self.slot: Optional[Any] = None
         self._manifest = b""
         self.on_version = on_version
@@ -188,6 +194,9 @@ class EdgeClient:
                 if body != self._manifest or self.slot is None:
                     slot = _edgert.Slot(body)
                     slot.set_key(self.key)
+                    if self.trust is not None:
+                        t = self.trust
+                        slot.set_trust(t.root_key, t.root_version, t.min_release_version, t.now or 0)
                     self.slot, self._manifest = slot, body
             elif frame_type == FrameType.PACKET:
                 self._apply(sock, body)
@@ -217,6 +226,9 @@ class EdgeClient:
             else:
                 self._write(sock, FrameType.NACK, encode_nack(self.version, exc.status, str(exc)))
             return
+        if self.trust is not None:
+            t = self.slot.trust()
+            self.trust = Trust(t["root_key"], t["root_version"], t["min_release_version"], self.trust.now)
         self._write(sock, FrameType.ACK, encode_u64(self.version))
         if self.on_version is not None:
             self.on_version(self.version)

@@ -52,6 +52,7 @@ from edgert.updates import (
     transcode,
 )
 from edgert.updates.manifest import TensorMap
+from edgert.updates.signing import Signer
 
 Log = Callable[[str], None]
 ServerHandler = Callable[["_Session", bytes], None]
@@ -111,6 +112,8 @@ class _Session:
 
     def send_packet(self, packet: Union[bytes, EncodedPacket], target_version: int) -> None:
         data = transcode(packet, self.server.manifest, self.max_packet_format)
+        if self.server.signer is not None:  # after transcoding: the signature covers the bytes the device decodes
+            data = self.server.signer.sign(data)
         self.send(FrameType.PACKET, authenticate(data, self.key))
         self.sent_version = target_version
 
@@ -137,6 +140,9 @@ class ModelServer:
             called on the connection's thread; ``session.send(type, body)`` answers); the same as
             calling :meth:`register_frame` for each. Types without a handler are protocol errors.
         on_disconnect: called with the device id when an authenticated connection ends.
+        signer: a release key with its delegation (:class:`edgert.updates.signing.Signer`); every packet
+            sent is signed with it (after transcoding, before the device's MAC), expiring ``signer.validity``
+            seconds later. None sends unsigned packets (devices that pin a root key refuse them).
     """
 
     def __init__(self, manifest: Manifest, keys: Mapping[str, bytes], weights: Optional[Mapping[str, Any]] = None, *,
@@ -145,7 +151,7 @@ class ModelServer:
                  state_dir: Optional[Union[str, Path]] = None, max_frame: int = DEFAULT_MAX_FRAME,
                  idle_timeout: float = 30.0, log: Optional[Log] = None, per_device: bool = False,
                  handlers: Optional[Mapping[enum.IntEnum, "ServerHandler"]] = None,
-                 on_disconnect: Optional[Callable[[str], None]] = None) -> None:
+                 on_disconnect: Optional[Callable[[str], None]] = None, signer: Optional[Signer] = None) -> None:
         for device, key in keys.items():
             if not 16 <= len(key) <= 64:
                 raise ValueError(f"key of device {device!r} must be 16..64 bytes, got {len(key)}")
@@ -158,6 +164,7 @@ class ModelServer:
         self.per_device = per_device
         self.frames: FrameRegistry[ServerHandler] = FrameRegistry(dict(handlers or {}))
         self.on_disconnect = on_disconnect
+        self.signer = signer
         self.devices: dict[str, DeviceStatus] = {}
         self._log = log or (lambda line: None)
         self._lock = threading.RLock()
