@@ -57,14 +57,14 @@ def node_binary() -> Path:
 class Node:
     """One edgert_edge_node process with its state dir and local socket."""
 
-    def __init__(self, binary: Path, port: int, workdir: Path, key: bytes = KEY) -> None:
+    def __init__(self, binary: Path, port: int, workdir: Path, key: bytes = KEY, extra: tuple = ()) -> None:
         self.workdir = workdir
         (workdir / "key").write_bytes(key)
         self.sock_path = str(workdir / "weights.sock")
         self.log = open(workdir / "node.log", "ab")
         self.proc = subprocess.Popen(
             [str(binary), "--server", f"127.0.0.1:{port}", "--device-id", DEVICE, "--key-file", str(workdir / "key"),
-             "--state-dir", str(workdir / "state"), "--serve", self.sock_path],
+             "--state-dir", str(workdir / "state"), "--serve", self.sock_path, *extra],
             stdout=self.log, stderr=subprocess.STDOUT)
 
     def request(self, op: bytes) -> bytes:

@@ -233,3 +233,38 @@ def test_encoded_packets_sign_for_each_format():
                             max_format=fmt, value_coding="fp16")
         signed = sign_packet(pkt, rel, d, 10**10)
         assert verify_packet(signed, Trust(root.public, now=1)).min_release_version == 1
+
+
+@needs_signatures
+def test_firmware_node_with_a_pinned_root_applies_signed_and_refuses_unsigned(tmp_path):
+    """The real edgert_edge_node binary with --root-key: signed delivery converges, the trust it reached
+    survives a restart (trust.bin), and a server without the release key gets NACKs and no weights."""
+    from test_edge_node import DEVICE, KEY, Node, _find_or_build_node
+    from test_edge_node import MANIFEST as NODE_MANIFEST
+    from test_edge_node import _weights as node_weights
+
+    binary = _find_or_build_node()
+    root0, root1, rel = SigningKey(b"\x11" * 32), SigningKey(b"\x12" * 32), SigningKey(b"\x13" * 32)
+    (tmp_path / "root.pub").write_bytes(root0.public)
+    signer = Signer(rel, delegate(root1, rel.public, 3, int(time.time()) + 3600), [rotate_root(root0, root1.public, 1)])
+    extra = ("--root-key", str(tmp_path / "root.pub"))
+    with ModelServer(NODE_MANIFEST, {DEVICE: KEY}, node_weights(), signer=signer) as server:
+        node = Node(binary, server.address[1], tmp_path, extra=extra)
+        try:
+            assert wait_for(lambda: node.version() == server.version == 1, timeout=15.0), node.log_text()
+            assert node.weights()[1] == server.weights_bytes()
+        finally:
+            node.stop()
+    saved = (tmp_path / "state" / "trust.bin").read_bytes()
+    assert saved == root1.public + struct.pack("<QQ", 1, 3)
+    with ModelServer(NODE_MANIFEST, {DEVICE: KEY}, node_weights(1)) as server:  # no release key
+        server.publish_snapshot(node_weights(2))  # version 2: the node (at 1) is sent a packet
+        node = Node(binary, server.address[1], tmp_path, extra=extra)
+        try:
+            assert wait_for(lambda: bool(server.devices.get(DEVICE) and server.devices[DEVICE].nacks), timeout=15.0)
+            assert "EDGERT_ERR_PACKET_UNSIGNED" in server.devices[DEVICE].nacks[0]
+            assert "resumed trust: root version 1" in node.log_text()
+            version, weights = node.weights()
+            assert version == 1 and weights != server.weights_bytes()
+        finally:
+            node.stop()

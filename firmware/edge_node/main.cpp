@@ -1,6 +1,9 @@
 // edgert_edge_node: keeps a device's model in sync with an edgert model server.
 //   edgert_edge_node --server HOST:PORT --device-id ID --key-file FILE
 //                    [--state-dir DIR] [--serve SOCKET] [--max-frame BYTES]
+//                    [--root-key FILE [--root-version N] [--min-release-version N]]
+//   --root-key: the pinned Ed25519 root public key (32 raw bytes, `edgert release keygen`); with it the node
+//   applies only packets with a valid release signature (libedgert built with EDGERT_SIGNATURES).
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -21,7 +24,7 @@ void on_signal(int) {
 int usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s --server HOST:PORT --device-id ID --key-file FILE [--state-dir DIR] [--serve SOCKET] "
-               "[--max-frame BYTES]\n",
+               "[--max-frame BYTES] [--root-key FILE [--root-version N] [--min-release-version N]]\n",
                argv0);
   return 2;
 }
@@ -31,6 +34,7 @@ int usage(const char* argv0) {
 int main(int argc, char** argv) {
   edgert::node::NodeConfig config;
   std::string key_file;
+  std::string root_key_file;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (i + 1 >= argc) return usage(argv[0]);
@@ -50,6 +54,12 @@ int main(int argc, char** argv) {
       config.state_dir = value;
     } else if (arg == "--serve") {
       config.serve_path = value;
+    } else if (arg == "--root-key") {
+      root_key_file = value;
+    } else if (arg == "--root-version") {
+      config.trust.root_version = std::strtoull(value.c_str(), nullptr, 10);
+    } else if (arg == "--min-release-version") {
+      config.trust.min_release_version = std::strtoull(value.c_str(), nullptr, 10);
     } else if (arg == "--max-frame") {
       config.max_frame = static_cast<uint32_t>(std::strtoul(value.c_str(), nullptr, 10));
     } else {
@@ -73,6 +83,22 @@ int main(int argc, char** argv) {
     return 2;
   }
   config.key.assign(key, key + key_len);
+  if (!root_key_file.empty()) {
+    FILE* rf = std::fopen(root_key_file.c_str(), "rb");
+    uint8_t root[33];
+    const size_t root_len = rf ? std::fread(root, 1, sizeof(root), rf) : 0;
+    if (rf) std::fclose(rf);
+    if (root_len != sizeof(config.trust.root_key)) {
+      std::fprintf(stderr, "root key file %s must hold a 32-byte Ed25519 public key\n", root_key_file.c_str());
+      return 2;
+    }
+    if (!edgert_signatures_available()) {
+      std::fprintf(stderr, "--root-key: this libedgert was built without EDGERT_SIGNATURES\n");
+      return 2;
+    }
+    std::memcpy(config.trust.root_key, root, sizeof(config.trust.root_key));
+    config.require_signatures = true;
+  }
 
   edgert::node::EdgeNode node(config, [](const std::string& line) {
     std::fprintf(stderr, "[edge_node %ld] %s\n", static_cast<long>(std::time(nullptr)), line.c_str());
