@@ -268,3 +268,37 @@ def test_firmware_node_with_a_pinned_root_applies_signed_and_refuses_unsigned(tm
             assert version == 1 and weights != server.weights_bytes()
         finally:
             node.stop()
+
+
+def test_release_cli_keygen_delegate_rotate_sign_verify(tmp_path, capsys):
+    from edgert.cli import main
+
+    def run(*argv: str) -> int:
+        return main(["release", *argv])
+
+    for name in ("root", "root2", "rel"):
+        assert run("keygen", name, "--dir", str(tmp_path)) == 0
+    assert (tmp_path / "root.key").stat().st_mode & 0o777 == 0o600
+    t = {n: str(tmp_path / n) for n in ("root.key", "root.pub", "root2.key", "root2.pub", "rel.key", "rel.pub",
+                                       "d.stmt", "rot.stmt", "s.bin", "bad.stmt")}
+    assert run("rotate", "--root", t["root.key"], "--new-root", t["root2.pub"], "--version", "1", "-o",
+               t["rot.stmt"]) == 0
+    assert run("delegate", "--root", t["root2.key"], "--release", t["rel.pub"], "--version", "4", "-o",
+               t["d.stmt"]) == 0
+    assert run("sign", str(PACKETS / "sparse_fp16.bin"), "--key", t["rel.key"], "--delegation", t["d.stmt"],
+               "--rotation", t["rot.stmt"], "-o", t["s.bin"]) == 0
+    capsys.readouterr()
+    assert run("verify", t["s.bin"], "--root", t["root.pub"]) == 0
+    assert "root version 1, delegations >= 4" in capsys.readouterr().out
+    assert run("verify", t["s.bin"], "--root", t["root2.pub"], "--root-version", "1", "--min-release-version",
+               "5") == 1
+    assert "EDGERT_ERR_PACKET_UNKNOWN_KEY" in capsys.readouterr().out
+    # a rotation signed by the release key instead of the current root
+    assert run("rotate", "--root", t["rel.key"], "--new-root", t["root2.pub"], "--version", "1", "-o",
+               t["bad.stmt"]) == 0
+    assert run("sign", str(PACKETS / "sparse_fp16.bin"), "--key", t["rel.key"], "--delegation", t["d.stmt"],
+               "--rotation", t["bad.stmt"], "-o", t["s.bin"]) == 0
+    assert run("verify", t["s.bin"], "--root", t["root.pub"]) == 1
+    assert "EDGERT_ERR_PACKET_BAD_ROTATION" in capsys.readouterr().out
+    assert run("verify", str(PACKETS / "sparse_fp16.bin"), "--root", t["root.pub"]) == 1
+    assert "EDGERT_ERR_PACKET_UNSIGNED" in capsys.readouterr().out
