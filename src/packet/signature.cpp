@@ -50,8 +50,22 @@ bool ed25519_verify(const uint8_t* public_key, const uint8_t* signature, const u
   ERR_clear_error();
   return ok;
 }
+
+// SHA-256(header, payload) through OpenSSL: its SHA-NI / ARMv8 crypto-extension code hashes a
+// large packet several times faster than the portable Sha256 (which the HMAC keeps using).
+bool packet_digest(const uint8_t* header, const uint8_t* payload, size_t payload_len, uint8_t out[32]) {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  unsigned int n = 0;
+  const bool ok = ctx != nullptr && EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) == 1 &&
+                  EVP_DigestUpdate(ctx, header, kPacketHeaderBytes) == 1 &&
+                  EVP_DigestUpdate(ctx, payload, payload_len) == 1 && EVP_DigestFinal_ex(ctx, out, &n) == 1 && n == 32;
+  EVP_MD_CTX_free(ctx);
+  ERR_clear_error();
+  return ok;
+}
 #else
 bool ed25519_verify(const uint8_t*, const uint8_t*, const uint8_t*, size_t) { return false; }
+bool packet_digest(const uint8_t*, const uint8_t*, size_t, uint8_t*) { return false; }
 #endif
 
 // A statement's signature: Ed25519 over the domain string (with its NUL) and bytes 0..63.
@@ -164,11 +178,10 @@ edgert_status verify_signature(const uint8_t* p, uint64_t payload_len, const Sig
   uint8_t header[kPacketHeaderBytes];
   std::memcpy(header, p, kPacketHeaderBytes);
   store_u16(header + 6, static_cast<uint16_t>(load_u16(header + 6) & ~kFlagAuthenticated));
-  Sha256 h;
-  h.update(header, kPacketHeaderBytes);
-  h.update(p + kPacketHeaderBytes, static_cast<size_t>(payload_len));
   std::memcpy(msg, kPacketDomain, sizeof(kPacketDomain));
-  h.finish(msg + sizeof(kPacketDomain));
+  if (!packet_digest(header, p + kPacketHeaderBytes, static_cast<size_t>(payload_len), msg + sizeof(kPacketDomain))) {
+    return fail(EDGERT_ERR_OUT_OF_MEMORY, "signature block: cannot hash the packet (OpenSSL)");
+  }
   std::memcpy(msg + sizeof(kPacketDomain) + Sha256::kDigestBytes, block.signer_id, kKeyIdBytes + 8);
   if (!ed25519_verify(release_key, block.signature, msg, sizeof(msg))) {
     return fail(EDGERT_ERR_PACKET_BAD_SIGNATURE, "signature block: the packet signature does not verify");
