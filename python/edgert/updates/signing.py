@@ -30,8 +30,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from edgert.updates.manifest import crc32c
-from edgert.updates.packet import FLAG_AUTHENTICATED, FLAG_SIGNED, PACKET_HEADER_BYTES, PACKET_MAGIC
+from edgert.updates.packet import FLAG_AUTHENTICATED, FLAG_SIGNED, PACKET_HEADER_BYTES, PACKET_MAGIC, EncodedPacket
 
+PacketLike = Union[bytes, EncodedPacket]
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 KEY_ID_BYTES = 8
@@ -191,7 +192,7 @@ class Signer:
         if len(self.rotations) > MAX_ROTATIONS:
             raise ValueError(f"at most {MAX_ROTATIONS} root rotations fit in a signature block")
 
-    def sign(self, packet: Union[bytes, "object"], expiry: Optional[int] = None) -> bytes:
+    def sign(self, packet: PacketLike, expiry: Optional[int] = None) -> bytes:
         """``packet`` signed (see :func:`sign_packet`), expiring ``validity`` s from now unless given."""
         when = int(time.time()) + self.validity if expiry is None else expiry
         return sign_packet(packet, self.release, self.delegation, when, self.rotations)
@@ -229,12 +230,12 @@ def _packet_message(digest: bytes, signer_id: bytes, expiry: int) -> bytes:
     return PACKET_DOMAIN + digest + signer_id + struct.pack("<Q", expiry)
 
 
-def sign_packet(packet: Union[bytes, "object"], release: SigningKey, delegation: Statement, expiry: int,
+def sign_packet(packet: PacketLike, release: SigningKey, delegation: Statement, expiry: int,
                 rotations: Sequence[Statement] = ()) -> bytes:
     """The packet with a signature block (replacing any earlier one): sets ``FLAG_SIGNED`` and the block
     length, inserts the block before the CRC and recomputes the CRC. A MAC is dropped: authenticate
     the signed packet afterwards (the signature does not cover the MAC, the MAC covers the block)."""
-    data = bytes(packet)  # type: ignore[call-overload]
+    data = bytes(packet)
     flags, payload_len, _, _ = _split(data)
     if len(rotations) > MAX_ROTATIONS:
         raise ValueError(f"at most {MAX_ROTATIONS} root rotations fit in a signature block")
@@ -251,9 +252,9 @@ def sign_packet(packet: Union[bytes, "object"], release: SigningKey, delegation:
     return body + struct.pack("<I", crc32c(body))
 
 
-def strip_signature(packet: Union[bytes, "object"]) -> bytes:
+def strip_signature(packet: PacketLike) -> bytes:
     """The packet without its signature block (and without a MAC): what transcoding starts from."""
-    data = bytes(packet)  # type: ignore[call-overload]
+    data = bytes(packet)
     flags, payload_len, _, _ = _split(data)
     header = bytearray(data[:PACKET_HEADER_BYTES])
     struct.pack_into("<H", header, 6, flags & ~(FLAG_SIGNED | FLAG_AUTHENTICATED))
@@ -274,9 +275,9 @@ class SignatureBlock:
     digest: bytes
 
 
-def parse_block(packet: Union[bytes, "object"]) -> Optional[SignatureBlock]:
+def parse_block(packet: PacketLike) -> Optional[SignatureBlock]:
     """The signature block of a packet (None when unsigned); malformed blocks raise SignatureError."""
-    data = bytes(packet)  # type: ignore[call-overload]
+    data = bytes(packet)
     flags, payload_len, sig_len, _ = _split(data)
     if not flags & FLAG_SIGNED:
         return None
@@ -302,7 +303,7 @@ def parse_block(packet: Union[bytes, "object"]) -> Optional[SignatureBlock]:
     return SignatureBlock(tuple(stmts[:count]), stmts[count], tail[:8], expiry, tail[16:80], digest)
 
 
-def verify_packet(packet: Union[bytes, "object"], trust: Trust) -> Trust:
+def verify_packet(packet: PacketLike, trust: Trust) -> Trust:
     """Checks a packet's signature block against ``trust`` exactly as libedgert's slot does (same
     order, same statuses) and returns the trust state the device holds after applying it (rotated
     root, raised delegation floor); ``trust`` itself is unchanged. Raises :class:`SignatureError`.
