@@ -19,6 +19,7 @@
 
 #include "core/half.hpp"
 #include "edgert/edgert.h"
+#include "slot_test_util.hpp"
 #include "packet/bytes.hpp"
 #include "packet/crc32c.hpp"
 #include "packet/encode_v2.hpp"
@@ -48,20 +49,8 @@ std::string hex(const uint8_t* p, size_t n) {
   return s;
 }
 
-struct SlotPtr {
-  edgert_slot* s = nullptr;
-  ~SlotPtr() { edgert_slot_free(s); }
-};
-
-Bytes weights_of(edgert_slot* s) {
-  const void* w = nullptr;
-  uint64_t v = 0;
-  EXPECT_EQ(edgert_slot_acquire(s, &w, &v), EDGERT_OK);
-  const auto* p = static_cast<const uint8_t*>(w);
-  Bytes out(p, p + edgert_slot_weights_size(s));
-  edgert_slot_release(s, w);
-  return out;
-}
+using edgert_test::SlotPtr;
+using edgert_test::weights_of;
 
 // Applies `p` to `s`, expects `status`, and that weights and version did not move.
 void expect_rejected_by(edgert_slot* s, const Bytes& p, edgert_status status, const std::string& what) {

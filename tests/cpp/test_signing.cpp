@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "edgert/edgert.h"
+#include "slot_test_util.hpp"
 #include "packet/bytes.hpp"
 #include "packet/crc32c.hpp"
 #include "packet/signature.hpp"
@@ -25,20 +26,8 @@ Bytes read_file(const std::string& dir, const std::string& name) {
   return Bytes(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
 }
 
-struct SlotPtr {
-  edgert_slot* s = nullptr;
-  ~SlotPtr() { edgert_slot_free(s); }
-};
-
-Bytes weights_of(edgert_slot* s) {
-  const void* w = nullptr;
-  uint64_t v = 0;
-  EXPECT_EQ(edgert_slot_acquire(s, &w, &v), EDGERT_OK);
-  const auto* p = static_cast<const uint8_t*>(w);
-  Bytes out(p, p + edgert_slot_weights_size(s));
-  edgert_slot_release(s, w);
-  return out;
-}
+using edgert_test::SlotPtr;
+using edgert_test::weights_of;
 
 edgert_trust trust_from(const std::string& key_file, uint64_t root_version, uint64_t floor, uint64_t now) {
   edgert_trust t{};
