@@ -13,6 +13,7 @@ import pytest
 import edgert._edgert as _edgert
 from conftest import needs_signatures, wait_for
 from edgert.transport import EdgeClient, ModelServer
+from edgert.transport.frames import FrameType, encode_frame
 from edgert.updates import Manifest, TensorSpec, authenticate, crc32c, encode_update, transcode
 from edgert.updates.signing import (
     Kind,
@@ -302,3 +303,32 @@ def test_release_cli_keygen_delegate_rotate_sign_verify(tmp_path, capsys):
     assert "EDGERT_ERR_PACKET_BAD_ROTATION" in capsys.readouterr().out
     assert run("verify", str(PACKETS / "sparse_fp16.bin"), "--root", t["root.pub"]) == 1
     assert "EDGERT_ERR_PACKET_UNSIGNED" in capsys.readouterr().out
+
+
+@needs_signatures
+def test_edge_client_nacks_each_bad_golden_packet_with_its_status_and_keeps_its_weights():
+    """The golden bad packets, MAC'd for the device and pushed over TCP to an EdgeClient that pins root 0:
+    each is NACKed with its own status, the client's weights never move, and a good one still applies."""
+    gen = _make_signed()
+    now, _, applies, _ = _cases()
+    manifest = Manifest.from_bytes((PACKETS / "manifest.bin").read_bytes())
+    key = b"d" * 32
+    rel_a = gen.key("release A")
+    signer = Signer(rel_a, delegate(gen.key("root 0"), rel_a.public, 1, now + 86_400), validity=10**8)
+    weights = {t.name: np.zeros(t.shape, t.np_dtype) for t in manifest.tensors}
+    with ModelServer(manifest, {"cam": key}, weights, signer=signer) as server:
+        client = EdgeClient(server.address, "cam", key,
+                            trust=Trust((SIGNED / "root0.pub").read_bytes(), now=now)).start()
+        try:
+            assert wait_for(lambda: client.version == 1)
+            before = client.slot.weights()
+            expected = [(n, s) for n, s in applies if s not in ("EDGERT_OK", "EDGERT_ERR_PACKET_STALE")][:6]
+            for i, (name, status) in enumerate(expected):
+                packet = authenticate((SIGNED / name).read_bytes(), key)
+                assert server.inject("cam", encode_frame(FrameType.PACKET, packet))
+                assert wait_for(lambda: len(server.devices["cam"].nacks) > i), name
+                assert server.devices["cam"].nacks[i].startswith(status), (name, server.devices["cam"].nacks[i])
+                assert client.slot.weights() == before, name
+            assert len({n.split(":")[0] for n in server.devices["cam"].nacks}) == 5  # EXPIRED twice
+        finally:
+            client.stop()

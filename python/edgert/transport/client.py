@@ -224,7 +224,8 @@ class EdgeClient:
             elif exc.status_name == "EDGERT_ERR_PACKET_VERSION_MISMATCH":
                 self._write(sock, FrameType.RESYNC, encode_u64(self.version))
             else:
-                self._write(sock, FrameType.NACK, encode_nack(self.version, exc.status, str(exc)))
+                # "STATUS_NAME: message", as the firmware node words it
+                self._write(sock, FrameType.NACK, encode_nack(self.version, exc.status, f"{exc.status_name}: {exc}"))
             return
         if self.trust is not None:
             t = self.slot.trust()
