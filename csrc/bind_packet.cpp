@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -45,6 +46,8 @@ pyb::dict header_dict(const edgert_packet_header& h) {
   d["payload_length"] = h.payload_length;
   d["full_snapshot"] = h.full_snapshot != 0;
   d["authenticated"] = h.authenticated != 0;
+  d["signed"] = h.has_signature != 0;
+  d["signature_length"] = h.signature_length;
   return d;
 }
 
@@ -148,6 +151,36 @@ class Slot {
   void set_key(const pyb::buffer& key) {
     Bytes k(key);
     check(edgert_slot_set_key(slot_, k.data(), k.size), "Slot.set_key");
+  }
+
+  // root_key None removes the requirement.
+  void set_trust(const pyb::object& root_key, uint64_t root_version, uint64_t min_release_version, uint64_t now) {
+    if (root_key.is_none()) {
+      check(edgert_slot_set_trust(slot_, nullptr), "Slot.set_trust");
+      return;
+    }
+    Bytes k(root_key.cast<pyb::buffer>());
+    edgert_trust t{};
+    if (k.size != sizeof(t.root_key)) {
+      throw pyb::value_error("Slot.set_trust: expected a 32-byte Ed25519 public key, got " + std::to_string(k.size) +
+                             " bytes");
+    }
+    std::memcpy(t.root_key, k.data(), sizeof(t.root_key));
+    t.root_version = root_version;
+    t.min_release_version = min_release_version;
+    t.fixed_time = now;
+    check(edgert_slot_set_trust(slot_, &t), "Slot.set_trust");
+  }
+
+  pyb::object trust() {
+    edgert_trust t{};
+    if (edgert_slot_get_trust(slot_, &t) == EDGERT_ERR_NOT_FOUND) return pyb::none();
+    pyb::dict d;
+    d["root_key"] = pyb::bytes(reinterpret_cast<const char*>(t.root_key), sizeof(t.root_key));
+    d["root_version"] = t.root_version;
+    d["min_release_version"] = t.min_release_version;
+    d["now"] = t.fixed_time;
+    return d;
   }
 
   void set_hook(pyb::object fn) {
@@ -281,6 +314,13 @@ void bind_packet(pybind11::module_& m) {
       .def(pyb::init<const pyb::buffer&>(), pyb::arg("manifest"))
       .def("set_key", &Slot::set_key, pyb::arg("key"),
            "Require an HMAC-SHA256 under `key` (16..64 bytes; b'' removes the requirement).")
+      .def("set_trust", &Slot::set_trust, pyb::arg("root_key"), pyb::arg("root_version") = 0,
+           pyb::arg("min_release_version") = 0, pyb::arg("now") = 0,
+           "Require release signatures under the pinned Ed25519 root key (32 bytes; None removes the\n"
+           "requirement); now = 0 reads the wall clock for expiry checks. Raises edgert.EdgertError\n"
+           "(EDGERT_ERR_BACKEND_UNAVAILABLE) in a build without EDGERT_SIGNATURES.")
+      .def("trust", &Slot::trust,
+           "dict(root_key, root_version, min_release_version, now) after the packets applied so far, or None.")
       .def("set_hook", &Slot::set_hook, pyb::arg("fn"),
            "Call fn(version, changed_tensor_ids) after each swap (None removes it).")
       .def("apply", &Slot::apply, pyb::arg("packet"),
@@ -318,6 +358,8 @@ void bind_packet(pybind11::module_& m) {
         "Bit-exact with edgert.updates.rans.encode_steps_reference; edgert.updates.rans builds the steps and the\n"
         "tables. states: uint8 [n], starts and freqs: uint16 [n] (other dtypes: TypeError). Raises ValueError\n"
         "naming the step on bad input. Releases the GIL.");
+  m.def("signatures_available", []() { return edgert_signatures_available() != 0; },
+        "True if this libedgert verifies release signatures (built with EDGERT_SIGNATURES).");
   m.def("packet_max_format", &edgert_packet_max_format,
         "The newest update-packet format this libedgert decodes (announced to servers in HELLO).");
   m.def(

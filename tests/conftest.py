@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import edgert
+import edgert._edgert
 from edgert.data import model_available
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -38,6 +39,8 @@ needs_torch_cuda = pytest.mark.skipif(not (edgert.cuda_available() and torch.cud
 # `pytest -m gpu` (.ci/gpu) everywhere, skipped with the reason where it cannot run.
 GPU = (pytest.mark.gpu, needs_torch_cuda)
 needs_cupy = pytest.mark.skipif(not _has("cupy"), reason="cupy not installed (pip install cupy-cuda13x)")
+needs_signatures = pytest.mark.skipif(not edgert._edgert.signatures_available(),
+                                      reason="libedgert built without EDGERT_SIGNATURES (OpenSSL 3)")
 needs_av = pytest.mark.skipif(not _has("av"), reason="PyAV not installed (extra [video])")
 needs_cv2 = pytest.mark.skipif(not _has("cv2"), reason="OpenCV not installed (extra [video])")
 needs_scipy = pytest.mark.skipif(not _has("scipy"), reason="scipy not installed (extra [dev])")

@@ -29,7 +29,7 @@ from test_edge_node import (
     _weights,
 )
 
-certs = pytest.importorskip("edgert.transport.certs", reason="needs the cryptography package (extra [tls])")
+certs = pytest.importorskip("edgert.transport.certs", reason="needs the cryptography package (a core dependency)")
 from edgert.transport.tls import TLSConfig  # noqa: E402
 
 

@@ -20,6 +20,7 @@ def test_info_reports_version_and_backends():
     if not cuda["compiled"]:
         assert not cuda["usable"]
     assert "openmp=" in runtime.build_flags
+    assert ("signatures=1" in runtime.build_flags) == _edgert.signatures_available()
     assert "edgert " + runtime.version in str(runtime)
 
 

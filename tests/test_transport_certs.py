@@ -13,7 +13,7 @@ from typing import Optional
 
 import pytest
 
-pytest.importorskip("cryptography", reason="cryptography not installed (extra [tls])")
+pytest.importorskip("cryptography", reason="cryptography not installed (a core dependency)")
 
 from edgert.cli import main  # noqa: E402
 from edgert.transport.certs import CertificateAuthority, CertificateError  # noqa: E402

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("cryptography", reason="cryptography not installed (extra [tls])")
+pytest.importorskip("cryptography", reason="cryptography not installed (a core dependency)")
 
 from conftest import wait_for  # noqa: E402
 from edgert.transport import DeviceStatus, EdgeClient, ModelServer, ServerStats  # noqa: E402

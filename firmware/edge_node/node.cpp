@@ -111,7 +111,23 @@ struct EdgeNode::SlotHandle {
   ~SlotHandle() { edgert_slot_free(slot); }
 };
 
-EdgeNode::EdgeNode(NodeConfig config, LogFn log) : config_(std::move(config)), log_(std::move(log)) {}
+EdgeNode::EdgeNode(NodeConfig config, LogFn log)
+    : config_(std::move(config)), log_(std::move(log)), trust_(config_.trust) {}
+
+// trust.bin: root key (32), root version (u64 LE), delegation floor (u64 LE).
+constexpr size_t kTrustFileBytes = 48;
+
+void EdgeNode::save_trust(edgert_slot* slot) {
+  if (!config_.require_signatures || edgert_slot_get_trust(slot, &trust_) != EDGERT_OK) return;
+  if (config_.state_dir.empty()) return;
+  Bytes data(kTrustFileBytes);
+  std::memcpy(data.data(), trust_.root_key, 32);
+  for (int i = 0; i < 8; ++i) {
+    data[32 + i] = static_cast<uint8_t>(trust_.root_version >> (8 * i));
+    data[40 + i] = static_cast<uint8_t>(trust_.min_release_version >> (8 * i));
+  }
+  if (!write_file_atomic(config_.state_dir + "/trust.bin", data)) log("warning: could not save trust.bin");
+}
 
 EdgeNode::~EdgeNode() = default;
 
@@ -132,6 +148,22 @@ uint64_t EdgeNode::version() const {
 void EdgeNode::load_state() {
   if (config_.state_dir.empty()) return;
   ::mkdir(config_.state_dir.c_str(), 0755);
+  Bytes saved;
+  if (config_.require_signatures && read_file(config_.state_dir + "/trust.bin", &saved) &&
+      saved.size() == kTrustFileBytes) {
+    uint64_t root_version = 0, floor = 0;
+    for (int i = 7; i >= 0; --i) {
+      root_version = (root_version << 8) | saved[32 + i];
+      floor = (floor << 8) | saved[40 + i];
+    }
+    if (root_version >= config_.trust.root_version) {
+      std::memcpy(trust_.root_key, saved.data(), 32);
+      trust_.root_version = root_version;
+      trust_.min_release_version = floor > config_.trust.min_release_version ? floor : config_.trust.min_release_version;
+      log("resumed trust: root version " + std::to_string(root_version) + ", delegations >= " +
+          std::to_string(trust_.min_release_version));
+    }
+  }
   Bytes manifest;
   if (!read_file(config_.state_dir + "/manifest.bin", &manifest)) return;
   if (!handle_manifest(manifest)) return;
@@ -155,6 +187,10 @@ bool EdgeNode::handle_manifest(const Bytes& body) {
     log(std::string("cannot set key: ") + edgert_last_error());
     return false;
   }
+  if (config_.require_signatures && edgert_slot_set_trust(handle->slot, &trust_) != EDGERT_OK) {
+    log(std::string("cannot require release signatures: ") + edgert_last_error());
+    return false;
+  }
   {
     std::lock_guard<std::mutex> lock(slot_mutex_);
     slot_ = handle;
@@ -175,6 +211,7 @@ bool EdgeNode::handle_packet(wire::ByteStream& io, const Bytes& body) {
   if (st == EDGERT_OK || st == EDGERT_ERR_PACKET_STALE) {
     if (st == EDGERT_OK) {
       log("applied version " + std::to_string(v));
+      save_trust(s->slot);
       if (!config_.state_dir.empty()) {
         const std::string snap = config_.state_dir + "/slot.snap";
         if (edgert_slot_save(s->slot, snap.c_str()) != EDGERT_OK) log(std::string("save failed: ") + edgert_last_error());

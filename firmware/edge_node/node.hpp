@@ -24,6 +24,11 @@ struct NodeConfig {
   std::string state_dir;     // manifest.bin + slot.snap survive restarts
   std::string serve_path;    // Unix socket for the inference process ("" = none)
   uint32_t max_frame = wire::kDefaultMaxFrame;
+  // Release signatures: with require_signatures every packet must be signed under a release key the
+  // pinned root delegated (edgert_slot_set_trust); the trust reached (rotations, delegation floor) is
+  // saved as state_dir/trust.bin and resumed from there when it is not older than the pinned one.
+  bool require_signatures = false;
+  edgert_trust trust{};
   double ping_after_s = 5.0;     // send PING after this much silence
   double drop_after_s = 15.0;    // give up on a silent connection
   double backoff_min_s = 0.1;
@@ -58,6 +63,7 @@ class EdgeNode {
   bool handle_manifest(const wire::Bytes& body);
   bool handle_packet(wire::ByteStream& io, const wire::Bytes& body);
   void load_state();
+  void save_trust(edgert_slot* slot);
   void serve_loop(int listen_fd);
   std::shared_ptr<SlotHandle> current_slot() const;
   void log(const std::string& line) const;
@@ -68,6 +74,7 @@ class EdgeNode {
   mutable std::mutex slot_mutex_;  // guards the pointer; the slot itself is thread-safe for readers
   std::shared_ptr<SlotHandle> slot_;
   wire::Bytes manifest_;
+  edgert_trust trust_{};  // the trust the next slot starts from (follows each applied packet)
 };
 
 }  // namespace edgert::node

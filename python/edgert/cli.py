@@ -1,5 +1,6 @@
-"""The ``edgert`` command: ``info``, ``data``, ``keys`` (the transport's TLS certificate authority), and a
-subcommand group per application (``mimo``, ``srvc``, ``ams``, ``recl``), plus ``demo``."""
+"""The ``edgert`` command: ``info``, ``data``, ``keys`` (the transport's TLS certificate authority),
+``release`` (signed releases), and a subcommand group per application (``mimo``, ``srvc``, ``ams``, ``recl``),
+plus ``demo``."""
 from __future__ import annotations
 
 import argparse
@@ -109,9 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     from edgert.mimo.cli import register as register_mimo
     from edgert.recl.cli import register as register_recl
     from edgert.srvc.cli import register as register_srvc
+    from edgert.updates.release_cli import register as register_release
 
     for register in (register_mimo, register_data, register_srvc, register_ams, register_recl, register_adapt,
-                     register_demo):
+                     register_demo, register_release):
         register(sub)
     return parser
 

@@ -31,6 +31,11 @@ extern "C" const char* edgert_build_flags(void) {
 #else
       " openmp=0"
 #endif
+#if defined(EDGERT_WITH_SIGNATURES)
+      " signatures=1"
+#else
+      " signatures=0"
+#endif
 #if defined(__aarch64__)
       " arch=aarch64"
 #elif defined(__x86_64__)

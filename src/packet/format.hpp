@@ -33,7 +33,8 @@ constexpr size_t kSnapshotFileHeaderBytes = 56;
 enum PacketFlags : uint16_t {
   kFlagAuthenticated = 1u << 0,
   kFlagFullSnapshot = 1u << 1,
-  kKnownFlags = kFlagAuthenticated | kFlagFullSnapshot,
+  kFlagSigned = 1u << 2,  // release signature block before the CRC; header bytes 60..63 hold its length
+  kKnownFlags = kFlagAuthenticated | kFlagFullSnapshot | kFlagSigned,
 };
 enum IndexCoding : uint8_t { kIndexDense = 0, kIndexRice = 1, kIndexGapAc = 2, kIndexGapRans = 3 };
 // One id space for all formats; each format accepts only its own ids.
@@ -125,10 +126,15 @@ struct VerifyScratch {
 // version, flags, reserved fields, version order, lengths.
 edgert_status parse_header(const uint8_t* p, size_t len, edgert_packet_header* out);
 
+struct Trust;
+
 // Verifies everything (see docs/spec/update-packet.md, "Decoder checks") against
-// the manifest, the active version and the key; writes no weights.
+// the manifest, the active version, the key and (when trust is non-null) the
+// pinned release keys; writes no weights. With trust, *trust_after receives the
+// trust to keep once the packet is applied (rotated root, raised delegation floor).
 edgert_status verify_packet(const uint8_t* p, size_t len, const Manifest& manifest, uint64_t active_version,
-                            const uint8_t* key, size_t key_len, VerifyScratch* scratch, edgert_packet_header* header);
+                            const uint8_t* key, size_t key_len, const Trust* trust, Trust* trust_after,
+                            VerifyScratch* scratch, edgert_packet_header* header);
 
 // Decodes `count` Golomb-Rice coded gaps (LSB-first bit order) into absolute
 // indices < numel, calling sink(indices, n) on chunks. Returns MALFORMED on any

@@ -7,6 +7,7 @@
 #include "packet/crc32c.hpp"
 #include "packet/format.hpp"
 #include "packet/sha256.hpp"
+#include "packet/signature.hpp"
 
 namespace edgert::packet {
 
@@ -232,11 +233,19 @@ edgert_status parse_header(const uint8_t* p, size_t len, edgert_packet_header* o
   h.payload_length = load_u64(p + 64);
   h.full_snapshot = (h.flags & kFlagFullSnapshot) ? 1 : 0;
   h.authenticated = (h.flags & kFlagAuthenticated) ? 1 : 0;
-  if (reserved != 0) {
+  // Bytes 60..63: the signature block's length when SIGNED, else reserved (0).
+  h.has_signature = (h.flags & kFlagSigned) ? 1 : 0;
+  if (h.has_signature) {
+    if (reserved < kMinBlockBytes || reserved > kMaxBlockBytes) {
+      return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: signature block of %u bytes (must be %zu..%zu)", reserved,
+                  kMinBlockBytes, kMaxBlockBytes);
+    }
+    h.signature_length = reserved;
+  } else if (reserved != 0) {
     return fail(EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "packet: reserved header field is 0x%08x (must be 0)",
                 reserved);
   }
-  const size_t trailer = trailer_bytes(h.flags);
+  const size_t trailer = trailer_bytes(h.flags) + h.signature_length;
   const size_t room = len - kPacketHeaderBytes;  // >= 0 here
   if (room < trailer || h.payload_length > room - trailer) {
     return fail(EDGERT_ERR_PACKET_TRUNCATED, "packet: %zu bytes, header announces %llu payload + %zu trailer bytes",
@@ -255,10 +264,12 @@ edgert_status parse_header(const uint8_t* p, size_t len, edgert_packet_header* o
 }
 
 edgert_status verify_packet(const uint8_t* p, size_t len, const Manifest& manifest, uint64_t active_version,
-                            const uint8_t* key, size_t key_len, VerifyScratch* scratch, edgert_packet_header* header) {
+                            const uint8_t* key, size_t key_len, const Trust* trust, Trust* trust_after,
+                            VerifyScratch* scratch, edgert_packet_header* header) {
   edgert_packet_header h;
   if (edgert_status st = parse_header(p, len, &h); st != EDGERT_OK) return st;
-  const size_t body = kPacketHeaderBytes + static_cast<size_t>(h.payload_length);
+  const size_t signed_end = kPacketHeaderBytes + static_cast<size_t>(h.payload_length);
+  const size_t body = signed_end + h.signature_length;
   if (crc32c(p, body) != load_u32(p + body)) return fail(EDGERT_ERR_PACKET_BAD_CRC, "packet: CRC32C mismatch");
   if (key_len > 0) {
     if (!h.authenticated) {
@@ -268,6 +279,21 @@ edgert_status verify_packet(const uint8_t* p, size_t len, const Manifest& manife
     hmac_sha256(key, key_len, p, body + kCrcBytes, tag);
     if (!constant_time_equal(tag, p + body + kCrcBytes, kMacBytes)) {
       return fail(EDGERT_ERR_PACKET_BAD_MAC, "packet: HMAC-SHA256 does not verify under the slot key");
+    }
+  }
+  // A block is always checked for structure; without trust it is otherwise ignored (as a MAC without a key).
+  SignatureBlock block{};
+  if (h.has_signature) {
+    if (edgert_status st = parse_signature_block(p + signed_end, h.signature_length, &block); st != EDGERT_OK) {
+      return st;
+    }
+  }
+  if (trust != nullptr) {
+    if (!h.has_signature) {
+      return fail(EDGERT_ERR_PACKET_UNSIGNED, "packet: the slot requires release signatures, the packet has none");
+    }
+    if (edgert_status st = verify_signature(p, h.payload_length, block, *trust, trust_after); st != EDGERT_OK) {
+      return st;
     }
   }
   if (std::memcmp(h.model_id, manifest.model_id, EDGERT_MODEL_ID_BYTES) != 0) {

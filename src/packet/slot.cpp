@@ -32,6 +32,7 @@
 #include "packet/crc32c.hpp"
 #include "packet/file_ops.hpp"
 #include "packet/format.hpp"
+#include "packet/signature.hpp"
 
 using edgert::detail::fail;
 namespace pk = edgert::packet;
@@ -78,6 +79,9 @@ struct edgert_slot {
   uint64_t next_gen = 2;
   uint8_t key[kMaxKeyBytes] = {0};
   size_t key_len = 0;
+  bool trusted = false;  // release signatures required (edgert_slot_set_trust)
+  pk::Trust trust{};
+  pk::Trust trust_after{};  // what a packet being applied leaves
   edgert_slot_hook hook = nullptr;
   void* hook_user = nullptr;
   std::vector<pk::Entry> entries;
@@ -375,6 +379,39 @@ edgert_status edgert_slot_set_key(edgert_slot* slot, const uint8_t* key, size_t 
   return EDGERT_OK;
 }
 
+edgert_status edgert_slot_set_trust(edgert_slot* slot, const edgert_trust* trust) {
+  if (!valid_slot(slot, "slot_set_trust")) return EDGERT_ERR_INVALID_ARGUMENT;
+  if (trust != nullptr && !pk::signatures_available()) {
+    return fail(EDGERT_ERR_BACKEND_UNAVAILABLE, "slot_set_trust: libedgert was built without EDGERT_SIGNATURES");
+  }
+  std::lock_guard<std::mutex> lock(slot->writer);
+  slot->trusted = trust != nullptr;
+  slot->trust = pk::Trust{};
+  if (trust != nullptr) {
+    std::memcpy(slot->trust.state.root_key, trust->root_key, pk::kPublicKeyBytes);
+    slot->trust.state.root_version = trust->root_version;
+    slot->trust.state.min_release_version = trust->min_release_version;
+    slot->trust.fixed_time = trust->fixed_time;
+  }
+  return EDGERT_OK;
+}
+
+edgert_status edgert_slot_get_trust(edgert_slot* slot, edgert_trust* out) {
+  if (!valid_slot(slot, "slot_get_trust")) return EDGERT_ERR_INVALID_ARGUMENT;
+  if (out == nullptr) return fail(EDGERT_ERR_INVALID_ARGUMENT, "slot_get_trust: null output");
+  std::lock_guard<std::mutex> lock(slot->writer);
+  if (!slot->trusted) return fail(EDGERT_ERR_NOT_FOUND, "slot_get_trust: the slot has no trust set");
+  edgert_trust t{};
+  std::memcpy(t.root_key, slot->trust.state.root_key, pk::kPublicKeyBytes);
+  t.root_version = slot->trust.state.root_version;
+  t.min_release_version = slot->trust.state.min_release_version;
+  t.fixed_time = slot->trust.fixed_time;
+  *out = t;
+  return EDGERT_OK;
+}
+
+int edgert_signatures_available(void) { return pk::signatures_available() ? 1 : 0; }
+
 edgert_status edgert_slot_set_hook(edgert_slot* slot, edgert_slot_hook hook, void* user) {
   if (!valid_slot(slot, "slot_set_hook")) return EDGERT_ERR_INVALID_ARGUMENT;
   std::lock_guard<std::mutex> lock(slot->writer);
@@ -396,7 +433,7 @@ edgert_status edgert_slot_apply(edgert_slot* slot, const uint8_t* packet, size_t
   edgert_packet_header h;
   const uint64_t active_version = slot->active_version.load();
   if (edgert_status st = pk::verify_packet(packet, len, slot->manifest, active_version, slot->key, slot->key_len,
-                                           &scratch, &h);
+                                           slot->trusted ? &slot->trust : nullptr, &slot->trust_after, &scratch, &h);
       st != EDGERT_OK) {
     return st;
   }
@@ -418,6 +455,7 @@ edgert_status edgert_slot_apply(edgert_slot* slot, const uint8_t* packet, size_t
   }
   set.from_gen = slot->buffers[a].gen;
   publish(slot, x, h.target_version);
+  if (slot->trusted) slot->trust = slot->trust_after;
   set.to_gen = slot->buffers[x].gen;
   set.valid = true;
   slot->fill_set = (slot->fill_set + 1) % kBuffers;

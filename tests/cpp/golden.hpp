@@ -1,5 +1,6 @@
 // Test helpers shared by the C++ suites: the golden files written by
-// tests/data/packets/make_golden.py (the Python encoder) and slot handling.
+// tests/data/packets/make_golden.py (the Python encoder), the signed ones of tests/data/signed, and slot
+// handling.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -16,11 +17,14 @@ namespace edgert_test {
 
 using Bytes = std::vector<uint8_t>;
 
-inline Bytes read_golden(const std::string& name) {
-  std::ifstream f(std::string(EDGERT_TEST_DATA_DIR) + "/packets/" + name, std::ios::binary);
-  EXPECT_TRUE(f.good()) << "missing golden file " << name;
+// tests/data/<dir>/<name>, e.g. ("signed", "cases.txt").
+inline Bytes read_test_data(const std::string& dir, const std::string& name) {
+  std::ifstream f(std::string(EDGERT_TEST_DATA_DIR) + "/" + dir + "/" + name, std::ios::binary);
+  EXPECT_TRUE(f.good()) << "missing golden file " << dir << "/" << name;
   return Bytes(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
 }
+
+inline Bytes read_golden(const std::string& name) { return read_test_data("packets", name); }
 
 struct SlotPtr {
   edgert_slot* s = nullptr;

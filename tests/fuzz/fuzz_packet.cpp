@@ -4,7 +4,10 @@
 // With bit 2 of the last byte the harness rebases the packet onto the slot's
 // version and recomputes its CRC, so mutations reach the entry and
 // entropy-coded stream decoders (formats 2 and 3; the seed corpus has golden packets
-// of both) instead of stopping at the CRC check.
+// of both) instead of stopping at the CRC check (which covers a signature block, when the
+// SIGNED flag announces one). With bit 3 the slot pins the golden root key
+// (tests/data/signed), so mutations of signed packets reach the signature-block parser and
+// the Ed25519 verification (libedgert built with EDGERT_SIGNATURES).
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -26,6 +29,7 @@ struct State {
   std::vector<uint8_t> manifest = read_file(std::string(EDGERT_TEST_DATA_DIR) + "/packets/manifest.bin");
   std::vector<uint8_t> snapshot = read_file(std::string(EDGERT_TEST_DATA_DIR) + "/packets/full_snapshot.bin");
   std::vector<uint8_t> key = read_file(std::string(EDGERT_TEST_DATA_DIR) + "/packets/key.bin");
+  std::vector<uint8_t> root = read_file(std::string(EDGERT_TEST_DATA_DIR) + "/signed/root0.pub");
 };
 
 }  // namespace
@@ -40,6 +44,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if (size > 0 && (data[size - 1] & 2)) {
     if (edgert_slot_set_key(slot, state.key.data(), state.key.size()) != EDGERT_OK) std::abort();
+  }
+  if (size > 0 && (data[size - 1] & 8) && edgert_signatures_available() && state.root.size() == 32) {
+    edgert_trust trust{};
+    std::memcpy(trust.root_key, state.root.data(), 32);
+    trust.fixed_time = 1800000000;  // the golden packets' clock (tests/data/signed/cases.txt)
+    if (edgert_slot_set_trust(slot, &trust) != EDGERT_OK) std::abort();
   }
   auto snapshot = [&] {
     const void* w = nullptr;
@@ -57,8 +67,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (int i = 0; i < 8; ++i) payload |= static_cast<uint64_t>(packet[64 + i]) << (8 * i);
     for (int i = 0; i < 8; ++i) packet[40 + i] = static_cast<uint8_t>(version >> (8 * i));
     for (int i = 0; i < 8; ++i) packet[48 + i] = static_cast<uint8_t>((version + 1) >> (8 * i));
-    if (payload <= size - 76) {
-      const size_t body = 72 + static_cast<size_t>(payload);
+    uint64_t block = 0;  // the signature block's length when the SIGNED flag (bit 2) is set
+    if (packet[6] & 4) {
+      for (int i = 0; i < 4; ++i) block |= static_cast<uint64_t>(packet[60 + i]) << (8 * i);
+    }
+    if (payload <= size - 76 && block <= size - 76 - payload) {
+      const size_t body = 72 + static_cast<size_t>(payload + block);
       const uint32_t crc = edgert_crc32c(0, packet.data(), body);
       for (int i = 0; i < 4; ++i) packet[body + i] = static_cast<uint8_t>(crc >> (8 * i));
     }

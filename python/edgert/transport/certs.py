@@ -20,7 +20,7 @@ new bundle accept peers holding either generation, so the fleet moves over one d
 certificate is refused. **Revocation** (:meth:`CertificateAuthority.revoke`) puts a certificate's serial on its
 CA's CRL; an endpoint whose TLS settings name ``crl.pem`` refuses it at the next connection.
 
-This module needs the ``cryptography`` package (extra ``[tls]``); the TLS connections themselves use only
+This module needs the ``cryptography`` package (a core dependency); the TLS connections themselves use only
 the standard library (:mod:`edgert.transport.tls`).
 """
 from __future__ import annotations
@@ -84,9 +84,9 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
 def _crypto() -> Any:
     try:
         import cryptography  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - the extra is installed in CI
+    except ImportError as exc:  # pragma: no cover - a core dependency, installed in CI
         raise CertificateError("the certificate authority needs the 'cryptography' package "
-                               "(pip install 'edgert[tls]')") from exc
+                               "(pip install cryptography)") from exc
     from cryptography import x509
 
     return x509

@@ -34,6 +34,7 @@ from edgert.transport.frames import (
     wait_readable,
 )
 from edgert.transport.tls import TLSConfig
+from edgert.updates.signing import Trust
 
 Log = Callable[[str], None]
 ClientHandler = Callable[[bytes], None]
@@ -58,6 +59,10 @@ class EdgeClient:
     ``tls``: connect with TLS 1.3, presenting the device certificate (subject CN = ``device_id``) and checking
     the server's against the CA bundle and the host name; the HMAC handshake then runs inside TLS. A failed
     TLS handshake counts as a failed connection (logged, retried with backoff).
+
+    ``trust`` (pinned root key, root version, delegation floor) makes the slot refuse every packet
+    without a valid release signature (libedgert's ``edgert_slot_set_trust``); :attr:`trust` follows
+    the root rotations and delegations of the packets applied, and carries over to a new model's slot.
     """
 
     def __init__(self, address: tuple[str, int], device_id: str, key: bytes, *,
@@ -65,13 +70,15 @@ class EdgeClient:
                  log: Optional[Log] = None, on_connect: Optional[Callable[[], None]] = None,
                  handlers: Optional[Mapping[enum.IntEnum, ClientHandler]] = None,
                  ping_after: float = 5.0, silence_timeout: float = 15.0,
-                 max_packet_format: Optional[int] = None, tls: Optional[TLSConfig] = None) -> None:
+                 max_packet_format: Optional[int] = None, tls: Optional[TLSConfig] = None,
+                 trust: Optional[Trust] = None) -> None:
         self.address = address
         self.tls = tls
         self._tls_context = tls.client_context() if tls is not None else None
         self.max_packet_format = _edgert.packet_max_format() if max_packet_format is None else max_packet_format
         self.device_id = device_id
         self.key = key
+        self.trust = trust
         self.slot: Optional[Any] = None
         self._manifest = b""
         self.on_version = on_version
@@ -207,6 +214,9 @@ class EdgeClient:
                 if body != self._manifest or self.slot is None:
                     slot = _edgert.Slot(body)
                     slot.set_key(self.key)
+                    if self.trust is not None:
+                        t = self.trust
+                        slot.set_trust(t.root_key, t.root_version, t.min_release_version, t.now or 0)
                     self.slot, self._manifest = slot, body
             elif frame_type == FrameType.PACKET:
                 self._apply(sock, body)
@@ -234,8 +244,12 @@ class EdgeClient:
             elif exc.status_name == "EDGERT_ERR_PACKET_VERSION_MISMATCH":
                 self._write(sock, FrameType.RESYNC, encode_u64(self.version))
             else:
-                self._write(sock, FrameType.NACK, encode_nack(self.version, exc.status, str(exc)))
+                # "STATUS_NAME: message", as the firmware node words it
+                self._write(sock, FrameType.NACK, encode_nack(self.version, exc.status, f"{exc.status_name}: {exc}"))
             return
+        if self.trust is not None:
+            t = self.slot.trust()
+            self.trust = Trust(t["root_key"], t["root_version"], t["min_release_version"], self.trust.now)
         self._write(sock, FrameType.ACK, encode_u64(self.version))
         if self.on_version is not None:
             self.on_version(self.version)

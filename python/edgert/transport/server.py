@@ -61,6 +61,7 @@ from edgert.updates import (
     transcode,
 )
 from edgert.updates.manifest import TensorMap
+from edgert.updates.signing import Signer
 
 Log = Callable[[str], None]
 ServerHandler = Callable[["_Session", bytes], None]
@@ -139,6 +140,8 @@ class _Session:
 
     def send_packet(self, packet: Union[bytes, EncodedPacket], target_version: int) -> None:
         data = transcode(packet, self.server.manifest, self.max_packet_format)
+        if self.server.signer is not None:  # after transcoding: the signature covers the bytes the device decodes
+            data = self.server.signer.sign(data)
         self.send(FrameType.PACKET, authenticate(data, self.key))
         self.sent_version = target_version
 
@@ -486,6 +489,9 @@ class ModelServer:
         send_timeout: how long a send waits for a device that does not read before closing it.
         on_ack: called on the I/O loop with (device id, version) for every ACK; it must not block
             (delivery-time measurements: ``bench/transport_load.py``).
+        signer: a release key with its delegation (:class:`edgert.updates.signing.Signer`); every packet
+            sent is signed with it (after transcoding, before the device's MAC), expiring ``signer.validity``
+            seconds later. None sends unsigned packets (devices that pin a root key refuse them).
     """
 
     def __init__(self, manifest: Manifest, keys: Mapping[str, bytes], weights: Optional[Mapping[str, Any]] = None, *,
@@ -496,7 +502,8 @@ class ModelServer:
                  handlers: Optional[Mapping[enum.IntEnum, "ServerHandler"]] = None,
                  on_disconnect: Optional[Callable[[str], None]] = None, tls: Optional[TLSConfig] = None,
                  max_unauthenticated: int = 1024, handshake_timeout: float = 10.0, workers: int = 4,
-                 send_timeout: float = 10.0, on_ack: Optional[Callable[[str, int], None]] = None) -> None:
+                 send_timeout: float = 10.0, on_ack: Optional[Callable[[str, int], None]] = None,
+                 signer: Optional[Signer] = None) -> None:
         for device, key in keys.items():
             if not 16 <= len(key) <= 64:
                 raise ValueError(f"key of device {device!r} must be 16..64 bytes, got {len(key)}")
@@ -512,6 +519,7 @@ class ModelServer:
         self.per_device = per_device
         self.frames: FrameRegistry[ServerHandler] = FrameRegistry(dict(handlers or {}))
         self.on_disconnect = on_disconnect
+        self.signer = signer
         self.devices: dict[str, DeviceStatus] = {}
         self.tls = tls
         self.max_unauthenticated = max_unauthenticated

@@ -4,6 +4,8 @@
 * :mod:`~edgert.updates.packet`: update packets, formats 1 to 3 (server-side encoder, transcoder, MAC);
   :mod:`~edgert.updates.rangecoder`: the range coder of format 2; :mod:`~edgert.updates.rans`: the
   static-table rANS coder of format 3.
+* :mod:`~edgert.updates.signing`: release signatures (Ed25519 root, delegated release key, rotations,
+  expiry; ``edgert release`` in :mod:`~edgert.updates.release_cli`), imported on use (``cryptography``).
 * :mod:`~edgert.updates.mirror`: :class:`DeviceMirror`, the server's bit-exact copy of a device slot.
 * :mod:`~edgert.updates.weights`: the one ``nn.Module`` <-> manifest/weights bridge.
 * :mod:`~edgert.updates.selection`: sparse-update selection -- masked Adam and gradient-guided coordinates.

@@ -41,6 +41,7 @@ MAX_RICE_PARAMETER = 31
 
 FLAG_AUTHENTICATED = 1
 FLAG_FULL_SNAPSHOT = 2
+FLAG_SIGNED = 4  # release signature block before the CRC (updates.signing); header bytes 60..63 = its length
 INDEX_DENSE, INDEX_RICE, INDEX_GAP_AC, INDEX_GAP_RANS = 0, 1, 2, 3
 #: value coding ids share one space across formats; each format accepts only its own
 VALUE_CODINGS = {"fp16": 0, "fp32": 1, "int8": 2, "int4b": 7, "int8b": 8}
@@ -621,7 +622,8 @@ def transcode(packet: Union[bytes, EncodedPacket], manifest: Manifest, max_forma
     Formats 2 and 3 carry exactly the values of format 1 (fp16 patterns, int8 q and scale, block q and
     scales), so the result applies bit-identically: format 3 becomes format 2 for a device that decodes 2,
     format 1 for one that decodes only 1. A packet already old enough is returned unchanged; a
-    transcoded one loses its MAC (authenticate it again with :func:`authenticate`).
+    transcoded one loses its MAC and its release signature (sign it again with
+    :func:`edgert.updates.signing.sign_packet`, then :func:`authenticate`).
     """
     data = bytes(packet)
     if len(data) < PACKET_HEADER_BYTES + 4 or data[:4] != PACKET_MAGIC:
@@ -640,7 +642,8 @@ def transcode(packet: Union[bytes, EncodedPacket], manifest: Manifest, max_forma
         raise ValueError("truncated packet")
     entries = _decode_v2_entries(manifest, payload, count, version)
     target_format = max(FORMAT_VERSION, min(max_format, COMPACT_FORMAT))
-    return _header((model_id, table_hash), target_format, flags & ~FLAG_AUTHENTICATED, base, target, count,
+    return _header((model_id, table_hash), target_format, flags & ~(FLAG_AUTHENTICATED | FLAG_SIGNED), base, target,
+                   count,
                    _payload(entries, target_format), None)
 
 

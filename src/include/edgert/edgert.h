@@ -67,6 +67,11 @@ typedef enum edgert_status {
   EDGERT_ERR_PACKET_MALFORMED = 108,        /* inconsistent lengths/counts/codings */
   EDGERT_ERR_PACKET_BAD_TENSOR = 109,       /* unknown or duplicate tensor id, size mismatch */
   EDGERT_ERR_PACKET_MAC_REQUIRED = 110,     /* slot has a key but packet is unauthenticated */
+  EDGERT_ERR_PACKET_UNSIGNED = 111,         /* slot requires release signatures, packet has none */
+  EDGERT_ERR_PACKET_BAD_SIGNATURE = 112,    /* a delegation or packet signature does not verify */
+  EDGERT_ERR_PACKET_UNKNOWN_KEY = 113,      /* signer is not the root / delegated key, or a revoked delegation */
+  EDGERT_ERR_PACKET_EXPIRED = 114,          /* the delegation or the packet signature has expired */
+  EDGERT_ERR_PACKET_BAD_ROTATION = 115,     /* a root rotation not signed by the current root */
 
   EDGERT_ERR_OUT_OF_MEMORY = 200,
   EDGERT_ERR_IO = 201,
@@ -346,7 +351,7 @@ EDGERT_NODISCARD EDGERT_API edgert_status edgert_gaussian_denoise(edgert_backend
  * shadow buffer and swaps atomically; readers never see a torn model. On any
  * failure the active weights and version are byte-identical to before.
  *
- * Thread safety: edgert_slot_apply/_load/_set_key/_set_hook are serialised by
+ * Thread safety: edgert_slot_apply/_load/_set_key/_set_trust/_set_hook are serialised by
  * the slot (one writer at a time); readers (_acquire/_release, _read_tensor,
  * _version) may run concurrently with a writer from any thread. */
 
@@ -373,6 +378,8 @@ typedef struct edgert_packet_header {
   uint64_t payload_length;
   int full_snapshot; /* 1 if the packet replaces every tensor (resync) */
   int authenticated; /* 1 if the packet carries an HMAC-SHA256 */
+  int has_signature; /* 1 if the packet carries a release signature block */
+  uint32_t signature_length; /* bytes of that block (0 without) */
 } edgert_packet_header;
 
 /* HMAC-SHA256 (RFC 2104) of data under key, written to out[32]; the same
@@ -414,6 +421,40 @@ EDGERT_API void edgert_slot_free(edgert_slot* slot);
 /* Requires every later packet to carry a valid HMAC-SHA256 under `key`
  * (per-device key, 16..64 bytes). key_len 0 removes the requirement. */
 EDGERT_NODISCARD EDGERT_API edgert_status edgert_slot_set_key(edgert_slot* slot, const uint8_t* key, size_t key_len);
+/* Release signatures (docs/spec/update-packet.md, "Release signatures"). A device
+ * pins the Ed25519 public key of the offline root and its version; packets carry
+ * a signature block: root rotations (each signed by the root before it), the
+ * root's delegation to an online release key (with a version and an expiry), and
+ * the release key's signature over the packet with an expiry.
+ *   root_key             raw Ed25519 public key (32 bytes) of root version root_version
+ *   min_release_version  delegations below this version are refused as revoked
+ *   fixed_time           the clock for expiry checks in Unix seconds; 0 reads the
+ *                        wall clock (time()) at each packet */
+typedef struct edgert_trust {
+  uint8_t root_key[32];
+  uint64_t root_version;
+  uint64_t min_release_version;
+  uint64_t fixed_time;
+} edgert_trust;
+
+/* 1 if this build verifies release signatures (CMake EDGERT_SIGNATURES, OpenSSL 3). */
+EDGERT_API int edgert_signatures_available(void);
+
+/* Requires every later packet to carry a valid release signature under *trust
+ * (copied); NULL removes the requirement. With trust set a packet is refused with
+ * EDGERT_ERR_PACKET_UNSIGNED (no block), _BAD_SIGNATURE, _UNKNOWN_KEY (signer not
+ * the root / the delegated key, or a delegation below the floor: revoked),
+ * _EXPIRED (delegation or packet), _BAD_ROTATION (a root rotation not signed by
+ * the current root), and a rolled-back target with _STALE, all before memory is
+ * written. Each applied packet advances the trust: root rotations it carries are
+ * adopted and the delegation floor rises to its delegation's version (read it
+ * back with edgert_slot_get_trust and pin that on the next start). Fails with
+ * EDGERT_ERR_BACKEND_UNAVAILABLE (trust unchanged) in a build without signatures. */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_slot_set_trust(edgert_slot* slot, const edgert_trust* trust);
+/* The slot's current trust (after the rotations and delegations it applied);
+ * EDGERT_ERR_NOT_FOUND when none is set. */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_slot_get_trust(edgert_slot* slot, edgert_trust* out);
+
 EDGERT_NODISCARD EDGERT_API edgert_status edgert_slot_set_hook(edgert_slot* slot, edgert_slot_hook hook, void* user);
 
 /* Verifies and applies one update packet (see above). The packet's base

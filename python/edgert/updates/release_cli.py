@@ -1,0 +1,143 @@
+"""``edgert release``: offline key management and packet signing for release signatures.
+
+    edgert release keygen root                      # root.key (keep offline) + root.pub (pin on devices)
+    edgert release keygen release
+    edgert release delegate --root root.key --release release.pub --version 1 --days 30 -o release.stmt
+    edgert release rotate --root root.key --new-root root2.pub --version 1 -o rotate1.stmt
+    edgert release sign update.bin --key release.key --delegation release.stmt [--rotation rotate1.stmt] -o signed.bin
+    edgert release verify signed.bin --root root.pub
+
+Keys are raw 32-byte Ed25519 values (private: the seed, written with mode 0600); statements are the 128-byte
+records of ``docs/spec/update-packet.md``. ``verify`` prints the status libedgert's slot would give and exits 1
+on a rejection.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from edgert.updates.signing import (
+    SignatureError,
+    SigningKey,
+    Statement,
+    Trust,
+    delegate,
+    parse_block,
+    rotate_root,
+    sign_packet,
+    verify_packet,
+)
+
+DAY = 86_400
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _key(path: str) -> SigningKey:
+    return SigningKey(Path(path).read_bytes())
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    out = Path(args.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    key = SigningKey.generate()
+    _write_private(out / f"{args.name}.key", key.seed)
+    (out / f"{args.name}.pub").write_bytes(key.public)
+    print(f"{out / args.name}.key (private, keep offline for a root), {out / args.name}.pub  id {key.key_id.hex()}")
+    return 0
+
+
+def _expiry(args: argparse.Namespace) -> int:
+    return args.expiry if args.expiry is not None else int(time.time()) + int(args.days * DAY)
+
+
+def _cmd_delegate(args: argparse.Namespace) -> int:
+    stmt = delegate(_key(args.root), Path(args.release).read_bytes(), args.version, _expiry(args))
+    Path(args.out).write_bytes(stmt.encode())
+    print(f"{args.out}: delegation {args.version} to {stmt.subject.hex()[:16]}.. until {stmt.expiry}")
+    return 0
+
+
+def _cmd_rotate(args: argparse.Namespace) -> int:
+    stmt = rotate_root(_key(args.root), Path(args.new_root).read_bytes(), args.version)
+    Path(args.out).write_bytes(stmt.encode())
+    print(f"{args.out}: root version {args.version} is {stmt.subject.hex()[:16]}..")
+    return 0
+
+
+def _cmd_sign(args: argparse.Namespace) -> int:
+    rotations = [Statement.decode(Path(p).read_bytes()) for p in args.rotation]
+    delegation = Statement.decode(Path(args.delegation).read_bytes())
+    expiry = _expiry(args)
+    signed = sign_packet(Path(args.packet).read_bytes(), _key(args.key), delegation, expiry, rotations)
+    Path(args.out).write_bytes(signed)
+    print(f"{args.out}: {len(signed)} bytes, signed until {expiry}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    data = Path(args.packet).read_bytes()
+    trust = Trust(Path(args.root).read_bytes(), args.root_version, args.min_release_version, args.now)
+    try:
+        after = verify_packet(data, trust)
+    except SignatureError as exc:
+        print(f"{exc.status}: {exc}")
+        return 1
+    block = parse_block(data)
+    assert block is not None
+    print(f"EDGERT_OK: signed by {block.signer_id.hex()} until {block.expiry}; device trust after: root version "
+          f"{after.root_version}, delegations >= {after.min_release_version}")
+    return 0
+
+
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Adds ``edgert release`` (keygen, delegate, rotate, sign, verify) to the top-level parser."""
+    p = sub.add_parser("release", help="release-signature keys, delegations, rotations; sign and verify packets")
+    rs = p.add_subparsers(dest="release_command", required=True)
+
+    k = rs.add_parser("keygen", help="a new Ed25519 key pair: NAME.key (mode 0600) and NAME.pub")
+    k.add_argument("name")
+    k.add_argument("--dir", default=".")
+    k.set_defaults(func=_cmd_keygen)
+
+    def expiry_args(q: argparse.ArgumentParser, days: float) -> None:
+        q.add_argument("--days", type=float, default=days, help=f"valid for this many days (default {days:g})")
+        q.add_argument("--expiry", type=int, help="absolute expiry, Unix seconds (overrides --days)")
+
+    d = rs.add_parser("delegate", help="root delegates to a release key (versioned, expiring)")
+    d.add_argument("--root", required=True, help="root private key file")
+    d.add_argument("--release", required=True, help="release public key file")
+    d.add_argument("--version", type=int, required=True, help="delegation number; devices then refuse lower ones")
+    d.add_argument("-o", "--out", required=True)
+    expiry_args(d, 30.0)
+    d.set_defaults(func=_cmd_delegate)
+
+    r = rs.add_parser("rotate", help="the current root names the next root (version = current + 1)")
+    r.add_argument("--root", required=True, help="current root private key file")
+    r.add_argument("--new-root", required=True, help="new root public key file")
+    r.add_argument("--version", type=int, required=True)
+    r.add_argument("-o", "--out", required=True)
+    r.set_defaults(func=_cmd_rotate)
+
+    s = rs.add_parser("sign", help="sign an update packet with the release key")
+    s.add_argument("packet")
+    s.add_argument("--key", required=True, help="release private key file")
+    s.add_argument("--delegation", required=True, help="the root's delegation statement")
+    s.add_argument("--rotation", action="append", default=[], help="root rotation statements, oldest first")
+    s.add_argument("-o", "--out", required=True)
+    expiry_args(s, 7.0)
+    s.set_defaults(func=_cmd_sign)
+
+    v = rs.add_parser("verify", help="check a signed packet against a pinned root (as the device does)")
+    v.add_argument("packet")
+    v.add_argument("--root", required=True, help="pinned root public key file")
+    v.add_argument("--root-version", type=int, default=0)
+    v.add_argument("--min-release-version", type=int, default=0)
+    v.add_argument("--now", type=int, default=None, help="clock for expiry checks (default: now)")
+    v.set_defaults(func=_cmd_verify)

@@ -1,0 +1,334 @@
+"""Release signatures: golden signed packets (shared with tests/cpp/test_signing.cpp), the Python
+signer/verifier, libedgert's slot trust, and signed delivery from ModelServer to EdgeClient on localhost."""
+from __future__ import annotations
+
+import importlib.util
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgert._edgert as _edgert
+from conftest import needs_signatures, wait_for
+from edgert.transport import EdgeClient, ModelServer
+from edgert.transport.frames import FrameType, encode_frame
+from edgert.updates import Manifest, TensorSpec, authenticate, crc32c, encode_update, transcode
+from edgert.updates.signing import (
+    Kind,
+    SignatureError,
+    Signer,
+    SigningKey,
+    Trust,
+    block_bytes,
+    delegate,
+    parse_block,
+    rotate_root,
+    sign_packet,
+    sign_statement,
+    strip_signature,
+    verify_packet,
+)
+
+SIGNED = Path(__file__).parent / "data" / "signed"
+PACKETS = Path(__file__).parent / "data" / "packets"
+
+
+def _make_signed():
+    spec = importlib.util.spec_from_file_location("make_signed", SIGNED / "make_signed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cases():
+    """(now, initial trust, [(file, expected status)], expected final trust) from cases.txt."""
+    now, trust, applies, final = 0, None, [], None
+    for line in (SIGNED / "cases.txt").read_text().splitlines():
+        word, *rest = line.split()
+        if word == "now":
+            now = int(rest[0])
+        elif word == "trust":
+            trust = Trust((SIGNED / rest[0]).read_bytes(), int(rest[1]), int(rest[2]), now)
+        elif word == "apply":
+            applies.append((rest[0], rest[1]))
+        elif word == "expect_trust":
+            final = Trust((SIGNED / rest[0]).read_bytes(), int(rest[1]), int(rest[2]), now)
+    return now, trust, applies, final
+
+
+def test_golden_signed_packets_are_reproduced_byte_for_byte():
+    for name, data in _make_signed().generate().items():
+        assert (SIGNED / name).read_bytes() == data, name
+
+
+@needs_signatures
+def test_slot_gives_each_golden_case_its_status_and_keeps_the_weights():
+    now, trust, applies, final = _cases()
+    slot = _edgert.Slot((PACKETS / "manifest.bin").read_bytes())
+    slot.set_trust(trust.root_key, trust.root_version, trust.min_release_version, now)
+    statuses = set()
+    for name, expected in applies:
+        before = slot.weights()
+        try:
+            slot.apply((SIGNED / name).read_bytes())
+            got = "EDGERT_OK"
+        except _edgert.PacketError as exc:
+            got = exc.status_name
+            assert slot.weights() == before, name  # rejected: weights and version untouched
+        assert got == expected, name
+        statuses.add(got)
+        weights, version = slot.weights()
+        if version:
+            assert weights == (PACKETS / f"weights_v{version}.bin").read_bytes(), name
+    assert {"EDGERT_ERR_PACKET_UNSIGNED", "EDGERT_ERR_PACKET_BAD_SIGNATURE", "EDGERT_ERR_PACKET_UNKNOWN_KEY",
+            "EDGERT_ERR_PACKET_EXPIRED", "EDGERT_ERR_PACKET_BAD_ROTATION", "EDGERT_ERR_PACKET_STALE"} <= statuses
+    assert slot.version == 3
+    assert slot.trust() == {"root_key": final.root_key, "root_version": 1, "min_release_version": 2, "now": now}
+
+
+def test_python_verifier_agrees_with_the_golden_statuses():
+    _, trust, applies, final = _cases()
+    for name, expected in applies:
+        try:
+            after = verify_packet((SIGNED / name).read_bytes(), trust)
+            got = "EDGERT_OK"
+        except SignatureError as exc:
+            got = exc.status
+        if expected == "EDGERT_ERR_PACKET_STALE":  # a valid signature; the version check is the slot's
+            assert got == "EDGERT_OK", name
+            continue
+        assert got == expected, name
+        if got == "EDGERT_OK":
+            trust = after
+    assert (trust.root_key, trust.root_version, trust.min_release_version) == (final.root_key, 1, 2)
+
+
+@needs_signatures
+def test_signed_packets_verify_without_trust_and_with_a_mac():
+    """A slot without trust ignores a well-formed block; the MAC covers the block and is not signed."""
+    now, trust, _, _ = _cases()
+    key = (PACKETS / "key.bin").read_bytes()
+    plain = _edgert.Slot((PACKETS / "manifest.bin").read_bytes())
+    plain.apply((SIGNED / "signed_v1.bin").read_bytes())
+    assert plain.version == 1
+    slot = _edgert.Slot((PACKETS / "manifest.bin").read_bytes())
+    slot.set_key(key)
+    slot.set_trust(trust.root_key, 0, 0, now)
+    slot.apply(authenticate((SIGNED / "signed_v1.bin").read_bytes(), key))
+    slot.apply(authenticate((SIGNED / "signed_v2.bin").read_bytes(), key))
+    assert slot.version == 2
+    header = _edgert.inspect_packet((SIGNED / "signed_v2.bin").read_bytes())
+    assert header["signed"] and header["signature_length"] == block_bytes(1)
+
+
+@needs_signatures
+def test_every_truncation_and_byte_flip_of_the_signature_block_is_rejected():
+    now, trust, _, _ = _cases()
+    data = (SIGNED / "signed_v2.bin").read_bytes()
+    start = len(data) - 4 - block_bytes(1)
+    slot = _edgert.Slot((PACKETS / "manifest.bin").read_bytes())
+    slot.set_trust(trust.root_key, 0, 0, now)
+    slot.apply((SIGNED / "signed_v1.bin").read_bytes())
+    before = slot.weights()
+    for cut in range(start, len(data)):
+        with pytest.raises(_edgert.PacketError):
+            slot.apply(data[:cut])
+    for pos in range(start, len(data) - 4):
+        bad = bytearray(data)
+        bad[pos] ^= 0x01
+        struct.pack_into("<I", bad, len(bad) - 4, crc32c(bytes(bad[:-4])))
+        with pytest.raises(_edgert.PacketError):
+            slot.apply(bytes(bad))
+        assert slot.weights() == before
+    slot.apply(data)
+    assert slot.version == 2
+
+
+@needs_signatures
+def test_set_trust_checks_its_argument_and_none_removes_it():
+    slot = _edgert.Slot((PACKETS / "manifest.bin").read_bytes())
+    with pytest.raises(ValueError, match="32-byte"):
+        slot.set_trust(b"short")
+    assert slot.trust() is None
+    slot.set_trust(bytes(32))
+    with pytest.raises(_edgert.PacketError, match="requires release signatures"):
+        slot.apply((PACKETS / "full_snapshot.bin").read_bytes())
+    slot.set_trust(None)
+    slot.apply((PACKETS / "full_snapshot.bin").read_bytes())
+    assert slot.version == 1
+
+
+def test_signing_strips_and_survives_transcoding():
+    root, rel = SigningKey(bytes(range(32))), SigningKey(bytes(range(1, 33)))
+    trust = Trust(root.public, now=1000)
+    signer = Signer(rel, delegate(root, rel.public, 1, 5000), validity=60)
+    manifest = Manifest.from_bytes((PACKETS / "manifest.bin").read_bytes())
+    v2 = (PACKETS / "v2_sparse_fp16.bin").read_bytes()
+    signed = signer.sign(v2, expiry=2000)
+    assert parse_block(signed) is not None and parse_block(strip_signature(signed)) is None
+    down = transcode(signed, manifest, max_format=1)  # loses the block: the server signs after transcoding
+    assert parse_block(down) is None
+    verify_packet(signer.sign(down, expiry=2000), trust)
+    with pytest.raises(SignatureError) as err:
+        verify_packet(down, trust)
+    assert err.value.status == "EDGERT_ERR_PACKET_UNSIGNED"
+    with pytest.raises(ValueError, match="does not name this release key"):
+        Signer(root, signer.delegation)
+    with pytest.raises(ValueError, match="does not expire"):
+        sign_statement(root, Kind.ROOT, rel.public, 1, expiry=5)
+
+
+MANIFEST = Manifest(bytes(range(16)), (TensorSpec("w", "float32", (64, 32)), TensorSpec("b", "float16", (32,))))
+KEYS = {"cam-1": b"k" * 32}
+
+
+def _weights(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"w": rng.standard_normal((64, 32)).astype(np.float32), "b": rng.standard_normal(32).astype(np.float16)}
+
+
+@needs_signatures
+def test_server_signs_and_the_edge_verifies_rotations_and_rejects_forgeries():
+    """Real TCP on localhost: a signing server delivers, a root rotation carries over, a server whose
+    release key the device does not trust gets NACKs and the device's weights stay as they were."""
+    root0, root1, rel = SigningKey(b"\x01" * 32), SigningKey(b"\x02" * 32), SigningKey(b"\x03" * 32)
+    far = int(time.time()) + 3600
+    signer = Signer(rel, delegate(root1, rel.public, 5, far), [rotate_root(root0, root1.public, 1)])
+    trust = Trust(root0.public)
+    with ModelServer(MANIFEST, KEYS, _weights(), signer=signer) as server:
+        client = EdgeClient(server.address, "cam-1", KEYS["cam-1"], trust=trust).start()
+        try:
+            assert wait_for(lambda: client.version == 1)
+            rng = np.random.default_rng(1)
+            idx = np.sort(rng.choice(64 * 32, 50, replace=False))
+            server.publish({"w": (idx, (0.01 * rng.standard_normal(50)).astype(np.float32))})
+            assert wait_for(lambda: client.version == 2)
+            assert client.slot.weights()[0] == server.weights_bytes()
+            assert (client.trust.root_key, client.trust.root_version, client.trust.min_release_version) == (
+                root1.public, 1, 5)
+        finally:
+            client.stop()
+    forged = Signer(rel, delegate(rel, rel.public, 9, far))  # the release key posing as a root
+    with ModelServer(MANIFEST, KEYS, _weights(1), signer=forged) as server:
+        before = client.slot.weights()
+        client2 = EdgeClient(server.address, "cam-1", KEYS["cam-1"], trust=client.trust)
+        client2.slot, client2._manifest = client.slot, MANIFEST.to_bytes()
+        client2.start()
+        try:
+            assert wait_for(lambda: server.devices.get("cam-1") is not None and server.devices["cam-1"].nacks)
+            assert "not signed by the root key" in server.devices["cam-1"].nacks[0]
+            assert client2.slot.weights() == before
+        finally:
+            client2.stop()
+
+
+def test_encoded_packets_sign_for_each_format():
+    root, rel = SigningKey(b"\x05" * 32), SigningKey(b"\x06" * 32)
+    d = delegate(root, rel.public, 1, 10**10)
+    rng = np.random.default_rng(3)
+    idx = np.sort(rng.choice(64 * 32, 80, replace=False))
+    for fmt in (1, 2, 3):
+        pkt = encode_update(MANIFEST, 0, 1, {"w": (idx, rng.standard_normal(80).astype(np.float32))},
+                            max_format=fmt, value_coding="fp16")
+        signed = sign_packet(pkt, rel, d, 10**10)
+        assert verify_packet(signed, Trust(root.public, now=1)).min_release_version == 1
+
+
+@needs_signatures
+def test_firmware_node_with_a_pinned_root_applies_signed_and_refuses_unsigned(tmp_path):
+    """The real edgert_edge_node binary with --root-key: signed delivery converges, the trust it reached
+    survives a restart (trust.bin), and a server without the release key gets NACKs and no weights."""
+    from test_edge_node import DEVICE, KEY, Node, _find_or_build_node
+    from test_edge_node import MANIFEST as NODE_MANIFEST
+    from test_edge_node import _weights as node_weights
+
+    binary = _find_or_build_node()
+    root0, root1, rel = SigningKey(b"\x11" * 32), SigningKey(b"\x12" * 32), SigningKey(b"\x13" * 32)
+    (tmp_path / "root.pub").write_bytes(root0.public)
+    signer = Signer(rel, delegate(root1, rel.public, 3, int(time.time()) + 3600), [rotate_root(root0, root1.public, 1)])
+    extra = ("--root-key", str(tmp_path / "root.pub"))
+    with ModelServer(NODE_MANIFEST, {DEVICE: KEY}, node_weights(), signer=signer) as server:
+        node = Node(binary, server.address[1], tmp_path, extra_args=extra)
+        try:
+            assert wait_for(lambda: node.version() == server.version == 1, timeout=15.0), node.log_text()
+            assert node.weights()[1] == server.weights_bytes()
+        finally:
+            node.stop()
+    saved = (tmp_path / "state" / "trust.bin").read_bytes()
+    assert saved == root1.public + struct.pack("<QQ", 1, 3)
+    with ModelServer(NODE_MANIFEST, {DEVICE: KEY}, node_weights(1)) as server:  # no release key
+        server.publish_snapshot(node_weights(2))  # version 2: the node (at 1) is sent a packet
+        node = Node(binary, server.address[1], tmp_path, extra_args=extra)
+        try:
+            assert wait_for(lambda: bool(server.devices.get(DEVICE) and server.devices[DEVICE].nacks), timeout=15.0)
+            assert "EDGERT_ERR_PACKET_UNSIGNED" in server.devices[DEVICE].nacks[0]
+            assert "resumed trust: root version 1" in node.log_text()
+            version, weights = node.weights()
+            assert version == 1 and weights != server.weights_bytes()
+        finally:
+            node.stop()
+
+
+def test_release_cli_keygen_delegate_rotate_sign_verify(tmp_path, capsys):
+    from edgert.cli import main
+
+    def run(*argv: str) -> int:
+        return main(["release", *argv])
+
+    for name in ("root", "root2", "rel"):
+        assert run("keygen", name, "--dir", str(tmp_path)) == 0
+    assert (tmp_path / "root.key").stat().st_mode & 0o777 == 0o600
+    t = {n: str(tmp_path / n) for n in ("root.key", "root.pub", "root2.key", "root2.pub", "rel.key", "rel.pub",
+                                       "d.stmt", "rot.stmt", "s.bin", "bad.stmt")}
+    assert run("rotate", "--root", t["root.key"], "--new-root", t["root2.pub"], "--version", "1", "-o",
+               t["rot.stmt"]) == 0
+    assert run("delegate", "--root", t["root2.key"], "--release", t["rel.pub"], "--version", "4", "-o",
+               t["d.stmt"]) == 0
+    assert run("sign", str(PACKETS / "sparse_fp16.bin"), "--key", t["rel.key"], "--delegation", t["d.stmt"],
+               "--rotation", t["rot.stmt"], "-o", t["s.bin"]) == 0
+    capsys.readouterr()
+    assert run("verify", t["s.bin"], "--root", t["root.pub"]) == 0
+    assert "root version 1, delegations >= 4" in capsys.readouterr().out
+    assert run("verify", t["s.bin"], "--root", t["root2.pub"], "--root-version", "1", "--min-release-version",
+               "5") == 1
+    assert "EDGERT_ERR_PACKET_UNKNOWN_KEY" in capsys.readouterr().out
+    # a rotation signed by the release key instead of the current root
+    assert run("rotate", "--root", t["rel.key"], "--new-root", t["root2.pub"], "--version", "1", "-o",
+               t["bad.stmt"]) == 0
+    assert run("sign", str(PACKETS / "sparse_fp16.bin"), "--key", t["rel.key"], "--delegation", t["d.stmt"],
+               "--rotation", t["bad.stmt"], "-o", t["s.bin"]) == 0
+    assert run("verify", t["s.bin"], "--root", t["root.pub"]) == 1
+    assert "EDGERT_ERR_PACKET_BAD_ROTATION" in capsys.readouterr().out
+    assert run("verify", str(PACKETS / "sparse_fp16.bin"), "--root", t["root.pub"]) == 1
+    assert "EDGERT_ERR_PACKET_UNSIGNED" in capsys.readouterr().out
+
+
+@needs_signatures
+def test_edge_client_nacks_each_bad_golden_packet_with_its_status_and_keeps_its_weights():
+    """The golden bad packets, MAC'd for the device and pushed over TCP to an EdgeClient that pins root 0:
+    each is NACKed with its own status, the client's weights never move, and a good one still applies."""
+    gen = _make_signed()
+    now, _, applies, _ = _cases()
+    manifest = Manifest.from_bytes((PACKETS / "manifest.bin").read_bytes())
+    key = b"d" * 32
+    rel_a = gen.key("release A")
+    signer = Signer(rel_a, delegate(gen.key("root 0"), rel_a.public, 1, now + 86_400), validity=10**8)
+    weights = {t.name: np.zeros(t.shape, t.np_dtype) for t in manifest.tensors}
+    with ModelServer(manifest, {"cam": key}, weights, signer=signer) as server:
+        client = EdgeClient(server.address, "cam", key,
+                            trust=Trust((SIGNED / "root0.pub").read_bytes(), now=now)).start()
+        try:
+            assert wait_for(lambda: client.version == 1)
+            before = client.slot.weights()
+            expected = [(n, s) for n, s in applies if s not in ("EDGERT_OK", "EDGERT_ERR_PACKET_STALE")][:6]
+            for i, (name, status) in enumerate(expected):
+                packet = authenticate((SIGNED / name).read_bytes(), key)
+                assert server.inject("cam", encode_frame(FrameType.PACKET, packet))
+                assert wait_for(lambda: len(server.devices["cam"].nacks) > i), name
+                assert server.devices["cam"].nacks[i].startswith(status), (name, server.devices["cam"].nacks[i])
+                assert client.slot.weights() == before, name
+            assert len({n.split(":")[0] for n in server.devices["cam"].nacks}) == 5  # EXPIRED twice
+        finally:
+            client.stop()
