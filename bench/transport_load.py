@@ -261,17 +261,17 @@ class Swarm:
                     t0 = loop.time()
                     reader, writer = await self._open()
                     nonce = secrets.token_bytes(16)
-                    hello = Hello(device, self.model_id, self.args.version, nonce, 3)
-                    writer.write(encode_frame(FrameType.HELLO, hello.encode()))
+                    hello = Hello(device, self.model_id, self.args.version, nonce, 3).encode()
+                    writer.write(encode_frame(FrameType.HELLO, hello))
                     head = await reader.readexactly(HEADER.size)
                     frame_type, _, length = HEADER.unpack(head)
                     body = await reader.readexactly(length)
                     if frame_type != FrameType.CHALLENGE:
                         raise ConnectionError(f"expected CHALLENGE, got {frame_type}")
                     server_nonce, proof = decode_challenge(body)
-                    if proof != server_proof(key, nonce, server_nonce, device):
+                    if proof != server_proof(key, server_nonce, hello):
                         raise ConnectionError("bad server proof")
-                    writer.write(encode_frame(FrameType.AUTH, device_proof(key, server_nonce, nonce, device))
+                    writer.write(encode_frame(FrameType.AUTH, device_proof(key, server_nonce, hello))
                                  + encode_frame(FrameType.PING, encode_u64(0)))
                     await self._pong(reader)
                     self.handshakes.append(loop.time() - t0)

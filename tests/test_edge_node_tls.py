@@ -65,10 +65,12 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"ca": root / "ca", "other": root / "other", "revoked": root / "revoked"}
 
 
-def _tls_server(folder: Path, name: str = "localhost", log: Optional[list[str]] = None) -> ModelServer:
-    """A TLS model server at version 1 with the certificate ``server-<name>`` of the CA folder ``folder``
-    (its log lines appended to ``log``)."""
+def _tls_server(folder: Path, name: str = "localhost", log: Optional[list[str]] = None,
+                state_dir: Optional[Path] = None) -> ModelServer:
+    """A TLS model server at version 1 (or restored from ``state_dir``) with the certificate ``server-<name>`` of
+    the CA folder ``folder`` (its log lines appended to ``log``)."""
     return ModelServer(MANIFEST, {DEVICE: KEY}, _weights(), log=None if log is None else log.append,
+                       state_dir=state_dir,
                        tls=TLSConfig.from_dir(folder, "server", name, crl=(folder / "crl.pem").exists())).start()
 
 
@@ -84,7 +86,7 @@ def _device_args(pki: dict[str, Path], *, cert: bool = True, server_name: Option
 
 def test_update_delivered_and_applied_over_tls(node_binary: Path, pki: dict[str, Path], tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
-    server = _tls_server(pki["ca"])
+    server = _tls_server(pki["ca"], state_dir=tmp_path / "server")
     node = Node(node_binary, server.address[1], tmp_path, extra_args=_device_args(pki))  # checked: 127.0.0.1
     try:
         _sync_publish_sync(node, server, rng)
@@ -95,8 +97,9 @@ def test_update_delivered_and_applied_over_tls(node_binary: Path, pki: dict[str,
         node.stop()
         server.stop()
 
-    # The same node by host name (SNI and the DNS SAN) continues from its snapshot over TLS.
-    server = _tls_server(pki["ca"])
+    # The same node by host name (SNI and the DNS SAN) continues from its snapshot over TLS, with the server
+    # restored from its state (a server without it would be behind the node, which it refuses).
+    server = _tls_server(pki["ca"], state_dir=tmp_path / "server")
     server.publish(_update(rng))
     node = Node(node_binary, server.address[1], tmp_path, extra_args=_device_args(pki, server_name="localhost"))
     try:

@@ -165,7 +165,8 @@ def _still_authenticates(server: ModelServer) -> None:
         frame_type, body = frames.read_frame(sock, 5.0)
         assert frame_type == FrameType.CHALLENGE
         server_nonce, proof = frames.decode_challenge(body)
-        assert proof == frames.server_proof(KEY, nonce, server_nonce, "dev")
+        hello_body = frames.Hello("dev", MANIFEST.model_id, 0, nonce).encode()
+        assert proof == frames.server_proof(KEY, server_nonce, hello_body)
 
 
 @settings(max_examples=60, deadline=None, database=None,

@@ -212,6 +212,8 @@ def test_server_signs_and_the_edge_verifies_rotations_and_rejects_forgeries():
             client.stop()
     forged = Signer(rel, delegate(rel, rel.public, 9, far))  # the release key posing as a root
     with ModelServer(MANIFEST, KEYS, _weights(1), signer=forged) as server:
+        for _ in range(2):  # past the device's version 2 (a device ahead of a shared stream is refused, not served)
+            server.publish({"w": (idx, (0.01 * rng.standard_normal(50)).astype(np.float32))})
         before = client.slot.weights()
         client2 = EdgeClient(server.address, "cam-1", KEYS["cam-1"], trust=client.trust)
         client2.slot, client2._manifest = client.slot, MANIFEST.to_bytes()

@@ -238,7 +238,8 @@ bool EdgeNode::session(wire::ByteStream& io) {
     hello.active_version = edgert_slot_version(s->slot);
   }
   random_bytes(hello.client_nonce, wire::kNonceBytes);
-  if (!wire::write_frame(io, FrameType::kHello, wire::encode_hello(hello))) return false;
+  const Bytes hello_body = wire::encode_hello(hello);  // the proofs cover these exact bytes
+  if (!wire::write_frame(io, FrameType::kHello, hello_body)) return false;
 
   std::string error;
   auto read_frame = [&](FrameType* type, Bytes* body, uint32_t max_length) -> bool {
@@ -275,13 +276,13 @@ bool EdgeNode::session(wire::ByteStream& io) {
     return false;
   }
   uint8_t expected[wire::kProofBytes];
-  wire::server_proof(config_.key, hello.client_nonce, challenge.server_nonce, config_.device_id, expected);
+  wire::server_proof(config_.key, challenge.server_nonce, hello_body, expected);
   if (!edgert_mac_equal(expected, challenge.server_proof, wire::kProofBytes)) {
-    log("handshake: the server does not know this device's key; disconnecting");
+    log("handshake: the server does not know this device's key, or our HELLO changed on the way; disconnecting");
     return false;
   }
   uint8_t proof[wire::kProofBytes];
-  wire::device_proof(config_.key, challenge.server_nonce, hello.client_nonce, config_.device_id, proof);
+  wire::device_proof(config_.key, challenge.server_nonce, hello_body, proof);
   if (!wire::write_frame(io, FrameType::kAuth, wire::encode_auth(proof))) return false;
   log("connected and authenticated (" + io.describe() + ")");
 

@@ -41,12 +41,16 @@ bool fail(std::string* error, const char* what) {
   return false;
 }
 
-void proof(const Bytes& key, const char* label, const uint8_t* first, const uint8_t* second, const std::string& id,
+void proof(const Bytes& key, const char* label, const uint8_t server_nonce[kNonceBytes], const Bytes& hello,
            uint8_t out[kProofBytes]) {
   Bytes msg(label, label + std::strlen(label));
-  msg.insert(msg.end(), first, first + kNonceBytes);
-  msg.insert(msg.end(), second, second + kNonceBytes);
-  msg.insert(msg.end(), id.begin(), id.end());
+  msg.insert(msg.end(), server_nonce, server_nonce + kNonceBytes);
+  uint8_t digest[32];
+  if (edgert_sha256(hello.data(), hello.size(), digest) != EDGERT_OK) {
+    std::memset(out, 0, kProofBytes);
+    return;
+  }
+  msg.insert(msg.end(), digest, digest + sizeof(digest));
   if (edgert_hmac_sha256(key.data(), key.size(), msg.data(), msg.size(), out) != EDGERT_OK) {
     std::memset(out, 0, kProofBytes);
   }
@@ -209,14 +213,14 @@ bool BufferStream::write_all(const uint8_t* data, size_t len) {
   return true;
 }
 
-void server_proof(const Bytes& key, const uint8_t client_nonce[kNonceBytes], const uint8_t server_nonce[kNonceBytes],
-                  const std::string& device_id, uint8_t out[kProofBytes]) {
-  proof(key, "edgert-server", client_nonce, server_nonce, device_id, out);
+void server_proof(const Bytes& key, const uint8_t server_nonce[kNonceBytes], const Bytes& hello,
+                  uint8_t out[kProofBytes]) {
+  proof(key, "edgert-server-v3", server_nonce, hello, out);
 }
 
-void device_proof(const Bytes& key, const uint8_t server_nonce[kNonceBytes], const uint8_t client_nonce[kNonceBytes],
-                  const std::string& device_id, uint8_t out[kProofBytes]) {
-  proof(key, "edgert-device", server_nonce, client_nonce, device_id, out);
+void device_proof(const Bytes& key, const uint8_t server_nonce[kNonceBytes], const Bytes& hello,
+                  uint8_t out[kProofBytes]) {
+  proof(key, "edgert-device-v3", server_nonce, hello, out);
 }
 
 }  // namespace edgert::wire

@@ -26,7 +26,7 @@ enum class FrameType : uint8_t {
   kError = 11,
 };
 
-constexpr uint16_t kProtocolVersion = 2;  // 2: HELLO carries max_packet_format
+constexpr uint16_t kProtocolVersion = 3;  // 3: the proofs cover the HELLO body; 2: HELLO carries max_packet_format
 constexpr size_t kHeaderBytes = 6;
 constexpr uint32_t kDefaultMaxFrame = 64u << 20;
 constexpr size_t kNonceBytes = 16;
@@ -112,10 +112,12 @@ class BufferStream : public ByteStream {
   Bytes output;
 };
 
-// The handshake proofs (HMAC-SHA256 under the device key, see the spec).
-void server_proof(const Bytes& key, const uint8_t client_nonce[kNonceBytes], const uint8_t server_nonce[kNonceBytes],
-                  const std::string& device_id, uint8_t out[kProofBytes]);
-void device_proof(const Bytes& key, const uint8_t server_nonce[kNonceBytes], const uint8_t client_nonce[kNonceBytes],
-                  const std::string& device_id, uint8_t out[kProofBytes]);
+// The handshake proofs of protocol 3 (see the spec): HMAC-SHA256 under the device key of
+// label ‖ server_nonce ‖ SHA-256(hello), with `hello` the HELLO body exactly as sent (encode_hello), so
+// its device id, model id, active version, packet format and client nonce are all authenticated.
+void server_proof(const Bytes& key, const uint8_t server_nonce[kNonceBytes], const Bytes& hello,
+                  uint8_t out[kProofBytes]);
+void device_proof(const Bytes& key, const uint8_t server_nonce[kNonceBytes], const Bytes& hello,
+                  uint8_t out[kProofBytes]);
 
 }  // namespace edgert::wire

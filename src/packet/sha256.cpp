@@ -161,6 +161,14 @@ extern "C" edgert_status edgert_hmac_sha256(const uint8_t* key, size_t key_len, 
   return EDGERT_OK;
 }
 
+extern "C" edgert_status edgert_sha256(const void* data, size_t len, uint8_t out[32]) {
+  if (out == nullptr || (data == nullptr && len > 0)) {
+    return edgert::detail::fail(EDGERT_ERR_INVALID_ARGUMENT, "sha256: null buffer");
+  }
+  edgert::packet::sha256(data, len, out);
+  return EDGERT_OK;
+}
+
 extern "C" int edgert_mac_equal(const uint8_t* a, const uint8_t* b, size_t n) {
   if (a == nullptr || b == nullptr) return 0;
   return edgert::packet::constant_time_equal(a, b, n) ? 1 : 0;

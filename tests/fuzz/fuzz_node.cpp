@@ -58,8 +58,10 @@ class ServerBytes final : public wire::BufferStream {
   void on_hello() {
     wire::Hello hello;
     std::string error;
+    const Bytes hello_body = output.size() < wire::kHeaderBytes ? Bytes()
+                                                                 : Bytes(output.begin() + wire::kHeaderBytes, output.end());
     if (output.size() < wire::kHeaderBytes || output[0] != static_cast<uint8_t>(FrameType::kHello) ||
-        !wire::parse_hello(Bytes(output.begin() + wire::kHeaderBytes, output.end()), &hello, &error)) {
+        !wire::parse_hello(hello_body, &hello, &error)) {
       std::abort();  // the node's own HELLO must parse
     }
     have_hello = true;
@@ -67,7 +69,7 @@ class ServerBytes final : public wire::BufferStream {
     if (input.size() < kProofAt + wire::kProofBytes) return;
     const size_t challenge_body = 2 + wire::kNonceBytes + wire::kProofBytes;
     const uint8_t* server_nonce = input.data() + wire::kHeaderBytes + 2;
-    wire::server_proof(key(), hello.client_nonce, server_nonce, kDevice, expected_proof);
+    wire::server_proof(key(), server_nonce, hello_body, expected_proof);
     if (fix_proof_ && input[0] == static_cast<uint8_t>(FrameType::kChallenge) && input[1] == 0 &&
         input[2] == challenge_body && input[3] == 0 && input[4] == 0 && input[5] == 0) {
       std::memcpy(input.data() + kProofAt, expected_proof, wire::kProofBytes);

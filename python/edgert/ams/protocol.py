@@ -3,7 +3,7 @@
 The AMS application registers these frame types with the transport (:class:`edgert.transport.FrameRegistry`);
 the core protocol does not know them. A server sends CONTROL and LABELS only to a device that sent JOIN, so
 devices that never join (the firmware edge node) never see a frame type they do not know. The bytes on the
-wire are those of protocol 2's frames 12..15.
+wire are those of protocol 2's frames 12..15 (unchanged in protocol 3).
 """
 from __future__ import annotations
 

@@ -195,15 +195,15 @@ class EdgeClient:
     def _session(self, sock: socket.socket) -> None:
         nonce = secrets.token_bytes(NONCE_BYTES)
         model_id = bytes(self.slot.model_id) if self.slot is not None else bytes(MODEL_ID_BYTES)
-        hello = Hello(self.device_id, model_id, self.version, nonce, self.max_packet_format)
-        self._write(sock, FrameType.HELLO, hello.encode())
+        hello = Hello(self.device_id, model_id, self.version, nonce, self.max_packet_format).encode()
+        self._write(sock, FrameType.HELLO, hello)  # the proofs cover these exact bytes
         frame_type, body = read_frame(sock, 10.0, self.max_frame)
         if frame_type != FrameType.CHALLENGE:
             raise ProtocolError(f"expected CHALLENGE, got {frame_type.name}")
         server_nonce, proof = decode_challenge(body)
-        if not secrets.compare_digest(proof, server_proof(self.key, nonce, server_nonce, self.device_id)):
-            raise ProtocolError("the server does not know this device's key")
-        self._write(sock, FrameType.AUTH, device_proof(self.key, server_nonce, nonce, self.device_id))
+        if not secrets.compare_digest(proof, server_proof(self.key, server_nonce, hello)):
+            raise ProtocolError("the server does not know this device's key, or our HELLO changed on the way")
+        self._write(sock, FrameType.AUTH, device_proof(self.key, server_nonce, hello))
         self.connected.set()
         self.connections += 1
         if self.on_connect is not None:

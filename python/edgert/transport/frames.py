@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Callable, Generic, Iterator, Optional, TypeVar
 if TYPE_CHECKING:
     import random
 
-PROTOCOL_VERSION = 2  # what this side sends; servers also accept protocol 1 devices
-SUPPORTED_PROTOCOLS = (1, 2)
+#: 3: the handshake proofs cover the HELLO body (model id, version, packet format); 2 added max_packet_format
+PROTOCOL_VERSION = 3
+SUPPORTED_PROTOCOLS = (3,)  # 1 and 2 left HELLO unauthenticated: a server refuses them with ERROR
 HEADER = struct.Struct("<BBI")
 DEFAULT_MAX_FRAME = 64 << 20
 NONCE_BYTES = 16
@@ -99,11 +100,20 @@ class FrameRegistry(Generic[Handler]):
 class ErrorCode(enum.IntEnum):
     UNKNOWN_DEVICE = 1
     AUTH_FAILED = 2
-    PROTOCOL = 3
+    PROTOCOL = 3  # e.g. a protocol version the server does not speak
+    VERSION_AHEAD = 4  # the device claims a version above its shared stream's
 
 
 class ProtocolError(ValueError):
     """A malformed or unexpected frame: the connection is closed."""
+
+
+class UnsupportedProtocol(ProtocolError):
+    """A HELLO in a protocol version this side does not speak (``protocol``): the server answers ERROR."""
+
+    def __init__(self, message: str, protocol: int) -> None:
+        super().__init__(message)
+        self.protocol = protocol
 
 
 class ConnectionClosed(ConnectionError):
@@ -181,8 +191,9 @@ def send_frame(sock: socket.socket, frame_type: int, body: bytes = b"") -> None:
 
 @dataclass
 class Hello:
-    """HELLO. Protocol 2 adds ``max_packet_format`` (the newest update-packet format the device
-    decodes); a protocol 1 device decodes format 1 only."""
+    """HELLO. ``max_packet_format`` is the newest update-packet format the device decodes. ``protocol`` is
+    what the device speaks; only :data:`SUPPORTED_PROTOCOLS` decode (an older one is built only to be refused).
+    The handshake proofs cover the encoded body exactly as sent, so no field can change on the way."""
 
     device_id: str
     model_id: bytes
@@ -201,30 +212,28 @@ class Hello:
 
     @classmethod
     def decode(cls, body: bytes) -> "Hello":
+        """Parses a HELLO body. Raises :class:`UnsupportedProtocol` for another protocol version,
+        :class:`ProtocolError` for anything malformed."""
         if len(body) < 8 or body[:4] != HELLO_MAGIC:
             raise ProtocolError("HELLO: bad magic or truncated")
         protocol, id_len = struct.unpack_from("<HH", body, 4)
         if protocol not in SUPPORTED_PROTOCOLS:
-            raise ProtocolError(f"HELLO: unsupported protocol version {protocol} (this server speaks "
-                                f"{min(SUPPORTED_PROTOCOLS)}..{max(SUPPORTED_PROTOCOLS)})")
+            raise UnsupportedProtocol(
+                f"HELLO: unsupported protocol version {protocol} (this server speaks {PROTOCOL_VERSION} only: "
+                f"protocol {PROTOCOL_VERSION} authenticates the HELLO in the handshake proofs)", protocol)
         if not 1 <= id_len <= MAX_DEVICE_ID:
             raise ProtocolError(f"HELLO: device id must be 1..{MAX_DEVICE_ID} bytes, got {id_len}")
-        format_bytes = 2 if protocol >= 2 else 0
-        expected = 8 + id_len + MODEL_ID_BYTES + 8 + format_bytes + NONCE_BYTES
+        expected = 8 + id_len + MODEL_ID_BYTES + 8 + 2 + NONCE_BYTES
         if len(body) != expected:
             raise ProtocolError(f"HELLO: expected {expected} bytes, got {len(body)}")
         device = body[8:8 + id_len].decode(errors="replace")
         off = 8 + id_len
         model_id = body[off:off + MODEL_ID_BYTES]
         off += MODEL_ID_BYTES
-        (version,) = struct.unpack_from("<Q", body, off)
-        off += 8
-        max_format = 1
-        if format_bytes:
-            (max_format,) = struct.unpack_from("<H", body, off)
-            off += 2
-            if max_format < 1:
-                raise ProtocolError(f"HELLO: max packet format {max_format} (at least 1)")
+        version, max_format = struct.unpack_from("<QH", body, off)
+        off += 10
+        if max_format < 1:
+            raise ProtocolError(f"HELLO: max packet format {max_format} (at least 1)")
         return cls(device, model_id, version, body[off:], max_format, protocol)
 
 
@@ -267,12 +276,25 @@ def encode_error(code: int, message: str) -> bytes:
     return struct.pack("<I", code) + message.encode()
 
 
-def server_proof(key: bytes, client_nonce: bytes, server_nonce: bytes, device_id: str) -> bytes:
-    return hmac.new(key, b"edgert-server" + client_nonce + server_nonce + device_id.encode(), hashlib.sha256).digest()
+def server_proof(key: bytes, server_nonce: bytes, hello: bytes) -> bytes:
+    """CHALLENGE's proof: HMAC-SHA256(key, "edgert-server-v3" ‖ server_nonce ‖ SHA-256(HELLO body)).
+
+    ``hello`` is the HELLO body exactly as sent (device id, model id, active version, packet format and
+    client nonce), so a device sees at once when any of it changed on the way."""
+    return _proof(key, b"edgert-server-v3", server_nonce, hello)
 
 
-def device_proof(key: bytes, server_nonce: bytes, client_nonce: bytes, device_id: str) -> bytes:
-    return hmac.new(key, b"edgert-device" + server_nonce + client_nonce + device_id.encode(), hashlib.sha256).digest()
+def device_proof(key: bytes, server_nonce: bytes, hello: bytes) -> bytes:
+    """AUTH's proof: HMAC-SHA256(key, "edgert-device-v3" ‖ server_nonce ‖ SHA-256(HELLO body)).
+
+    The server trusts the HELLO it received only once this matches."""
+    return _proof(key, b"edgert-device-v3", server_nonce, hello)
+
+
+def _proof(key: bytes, label: bytes, server_nonce: bytes, hello: bytes) -> bytes:
+    if len(server_nonce) != NONCE_BYTES:
+        raise ValueError(f"server nonce must be {NONCE_BYTES} bytes, got {len(server_nonce)}")
+    return hmac.new(key, label + server_nonce + hashlib.sha256(hello).digest(), hashlib.sha256).digest()
 
 
 def backoff_delays(minimum: float = 0.1, maximum: float = 5.0, jitter: float = 0.25,

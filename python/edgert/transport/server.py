@@ -40,6 +40,7 @@ from edgert.transport.frames import (
     FrameType,
     Hello,
     ProtocolError,
+    UnsupportedProtocol,
     decode_nack,
     decode_u64,
     device_proof,
@@ -110,6 +111,7 @@ class ServerStats:
     handshake_timeouts: int = 0  # not authenticated within ``handshake_timeout``
     auth_failed: int = 0  # HELLO/AUTH refused (unknown device, wrong key, certificate for another device)
     authenticated: int = 0
+    version_ahead: int = 0  # refused after AUTH: claimed a version above its shared stream's (ERROR VERSION_AHEAD)
     open: int = 0  # connections now open
     unauthenticated: int = 0  # of those, still in their handshake
 
@@ -162,6 +164,7 @@ class _Connection(asyncio.Protocol):
         self.deadline = 0.0
         self.last_rx = 0.0
         self.hello: Optional[Hello] = None
+        self.hello_body = b""  # as received: the proofs cover it
         self.server_nonce = b""
         self.work: deque[Callable[[], None]] = deque()
         self.busy = False
@@ -281,7 +284,11 @@ class _Connection(asyncio.Protocol):
         if self.state == "hello":
             if frame_type != FrameType.HELLO:
                 raise ProtocolError(f"expected HELLO, got {frame_type.name}")
-            hello = Hello.decode(body)
+            try:
+                hello = Hello.decode(body)
+            except UnsupportedProtocol as exc:
+                self._refuse(ErrorCode.PROTOCOL, str(exc), f"refused: {exc}")
+                return
             key = srv.keys.get(hello.device_id)
             if key is None:
                 self._refuse(ErrorCode.UNKNOWN_DEVICE, f"unknown device {hello.device_id!r}")
@@ -292,16 +299,16 @@ class _Connection(asyncio.Protocol):
                     self._refuse(ErrorCode.AUTH_FAILED, f"the TLS certificate is for device {certified!r}, "
                                                         f"HELLO says {hello.device_id!r}")
                     return
-            self.hello, self.server_nonce = hello, secrets.token_bytes(NONCE_BYTES)
+            self.hello, self.hello_body, self.server_nonce = hello, body, secrets.token_bytes(NONCE_BYTES)
             self._write_now(encode_frame(FrameType.CHALLENGE, encode_challenge(
-                self.server_nonce, server_proof(key, hello.client_nonce, self.server_nonce, hello.device_id),
-                hello.protocol)))
+                self.server_nonce, server_proof(key, self.server_nonce, body), hello.protocol)))
             self.state = "auth"
             return
         greeted = self.hello
         assert greeted is not None
         key = srv.keys[greeted.device_id]
-        expected = device_proof(key, self.server_nonce, greeted.client_nonce, greeted.device_id)
+        # AUTH proves the device sent exactly the HELLO we received (its version and model id included)
+        expected = device_proof(key, self.server_nonce, self.hello_body)
         if frame_type != FrameType.AUTH or not secrets.compare_digest(body, expected):
             self._refuse(ErrorCode.AUTH_FAILED, "authentication failed",
                          f"device {greeted.device_id!r} failed authentication")
@@ -797,19 +804,35 @@ class ModelServer:
 
     def _welcome(self, s: _Session, hello: Hello) -> None:
         """After AUTH (on a worker): the manifest if the device holds another model, then what brings it to
-        its stream's version."""
+        its stream's version.
+
+        A device's claim never moves a stream that other devices share: one that claims a version above its
+        shared stream's (the server lost its state, or a device misbehaves) is refused with ERROR
+        ``VERSION_AHEAD`` and logged, and is served again once the stream has been published past that
+        version. A snapshot at the stream's version cannot bring it back: the slot refuses any packet whose
+        target is not above its active version (rollback protection). A per-device stream is the device's
+        own, so its claim moves that stream alone, with a snapshot past it, as before."""
         with self._lock:
             stream = self._stream(hello.device_id)
-            s.stream = stream
             same_model = hello.model_id == self.manifest.model_id
+            if same_model and hello.active_version > stream.version and not self.per_device:
+                with self._state_lock:
+                    self._stats.version_ahead += 1
+                self._log(f"{hello.device_id}: refused: it claims version {hello.active_version}, above the "
+                          f"shared stream's {stream.version}")
+                s.send(FrameType.ERROR, encode_error(
+                    ErrorCode.VERSION_AHEAD, f"device version {hello.active_version} is ahead of the server's "
+                    f"version {stream.version}; it is served again once the server publishes past it"))
+                self._call(lambda: s.conn.close(graceful=True))
+                return
+            s.stream = stream
             if not same_model:
                 s.send(FrameType.MANIFEST, self.manifest.to_bytes())
             s.sent_version = hello.active_version if same_model else 0
             if same_model and hello.active_version > stream.version:
-                # The device is ahead of us (we lost state): jump past it with a snapshot.
+                # Its own stream is behind it (we lost state): jump past it with a snapshot.
                 weights = {t.name: stream.mirror.tensor(i) for i, t in enumerate(self.manifest.tensors)}
-                self.publish_snapshot(weights, target_version=hello.active_version + 1,
-                                      device_id=hello.device_id if self.per_device else None)
+                self.publish_snapshot(weights, target_version=hello.active_version + 1, device_id=hello.device_id)
             self._log(f"{hello.device_id}: connected at version {hello.active_version}, server at {stream.version}")
         self._push(s)
 

@@ -386,6 +386,9 @@ typedef struct edgert_packet_header {
  * primitive that authenticates packets, for transports' handshakes. */
 EDGERT_NODISCARD EDGERT_API edgert_status edgert_hmac_sha256(const uint8_t* key, size_t key_len, const void* data,
                                                              size_t len, uint8_t out[32]);
+/* SHA-256 of data, written to out[32] (the transports' handshake hashes the
+ * HELLO body with it). Fails only on a null buffer; out is then unchanged. */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_sha256(const void* data, size_t len, uint8_t out[32]);
 /* Constant-time comparison of two n-byte MAC tags: 1 if equal. */
 EDGERT_API int edgert_mac_equal(const uint8_t* a, const uint8_t* b, size_t n);
 

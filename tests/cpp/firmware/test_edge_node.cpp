@@ -4,9 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "golden.hpp"
 #include "node.hpp"
 #include "protocol.hpp"
 
@@ -69,8 +72,12 @@ TEST(WireProtocol, HelloRoundTripAndEveryTruncation) {
   EXPECT_FALSE(wire::parse_hello(longer, &parsed, &error));
   EXPECT_EQ(error, "HELLO: trailing bytes");
   Bytes future = body;
-  future[4] = 3;  // protocol version 3
+  future[4] = 4;  // protocol version 4
   EXPECT_FALSE(wire::parse_hello(future, &parsed, &error));
+  Bytes old = body;
+  old[4] = 2;  // protocol 2: its HELLO was not covered by the proofs
+  EXPECT_FALSE(wire::parse_hello(old, &parsed, &error));
+  EXPECT_EQ(error, "HELLO: unsupported protocol version");
   Bytes no_format = body;
   no_format[4 + 2 + 2 + 7 + 16 + 8] = 0;  // max_packet_format 0
   no_format[4 + 2 + 2 + 7 + 16 + 8 + 1] = 0;
@@ -78,29 +85,78 @@ TEST(WireProtocol, HelloRoundTripAndEveryTruncation) {
   EXPECT_EQ(error, "HELLO: max packet format 0");
 }
 
-TEST(WireProtocol, ProofsBindKeyNoncesAndDevice) {
+namespace {
+
+Bytes from_hex(const std::string& hex) {
+  Bytes out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) out.push_back(static_cast<uint8_t>(std::stoul(hex.substr(i, 2), nullptr, 16)));
+  return out;
+}
+
+}  // namespace
+
+TEST(WireProtocol, ProofsBindKeyNonceAndEveryHelloByte) {
   const Bytes key(32, 7), other_key(32, 8);
-  uint8_t a[wire::kNonceBytes] = {1}, b[wire::kNonceBytes] = {2};
-  uint8_t p1[32], p2[32], p3[32], p4[32];
-  wire::server_proof(key, a, b, "dev", p1);
-  wire::server_proof(other_key, a, b, "dev", p2);
-  wire::server_proof(key, a, b, "dev2", p3);
-  wire::device_proof(key, b, a, "dev", p4);
-  EXPECT_NE(0, std::memcmp(p1, p2, 32));
-  EXPECT_NE(0, std::memcmp(p1, p3, 32));
-  EXPECT_NE(0, std::memcmp(p1, p4, 32));  // server and device proofs are domain-separated
-  uint8_t again[32];
-  wire::server_proof(key, a, b, "dev", again);
-  EXPECT_EQ(0, std::memcmp(p1, again, 32));
+  wire::Hello hello;
+  hello.device_id = "dev";
+  hello.active_version = 5;
+  hello.max_packet_format = 3;
+  const Bytes body = wire::encode_hello(hello);
+  uint8_t nonce[wire::kNonceBytes] = {2};
+  uint8_t other_nonce[wire::kNonceBytes] = {3};
+  uint8_t p[32], q[32];
+  wire::server_proof(key, nonce, body, p);
+  wire::server_proof(other_key, nonce, body, q);
+  EXPECT_NE(0, std::memcmp(p, q, 32));
+  wire::server_proof(key, other_nonce, body, q);
+  EXPECT_NE(0, std::memcmp(p, q, 32));
+  wire::device_proof(key, nonce, body, q);
+  EXPECT_NE(0, std::memcmp(p, q, 32));  // server and device proofs are domain-separated
+  // A flipped bit anywhere in HELLO (the version, the model id, the packet format...) changes both proofs.
+  uint8_t d[32], e[32];
+  wire::device_proof(key, nonce, body, d);
+  for (size_t bit = 0; bit < body.size() * 8; ++bit) {
+    Bytes flipped = body;
+    flipped[bit / 8] ^= static_cast<uint8_t>(1u << (bit % 8));
+    wire::server_proof(key, nonce, flipped, q);
+    wire::device_proof(key, nonce, flipped, e);
+    EXPECT_NE(0, std::memcmp(p, q, 32)) << "bit " << bit;
+    EXPECT_NE(0, std::memcmp(d, e, 32)) << "bit " << bit;
+  }
+  wire::server_proof(key, nonce, body, q);
+  EXPECT_EQ(0, std::memcmp(p, q, 32));
+}
+
+// The golden handshake of tests/data/wire/handshake_v3.txt, which tests/test_protocol.py checks too.
+TEST(WireProtocol, GoldenHandshakeProofs) {
+  const Bytes text = edgert_test::read_test_data("wire", "handshake_v3.txt");
+  std::istringstream lines(std::string(text.begin(), text.end()));
+  std::map<std::string, Bytes> golden;
+  std::string name, hex;
+  while (lines >> name >> hex) golden[name] = from_hex(hex);
+  ASSERT_EQ(golden.size(), 5u);
+  wire::Hello hello;
+  std::string error;
+  ASSERT_TRUE(wire::parse_hello(golden["hello"], &hello, &error)) << error;
+  EXPECT_EQ(hello.device_id, "golden-dev");
+  EXPECT_EQ(hello.active_version, 0x0102030405060708ull);
+  EXPECT_EQ(hello.max_packet_format, 3);
+  EXPECT_EQ(wire::encode_hello(hello), golden["hello"]);
+  ASSERT_EQ(golden["server_nonce"].size(), wire::kNonceBytes);
+  uint8_t proof[32];
+  wire::server_proof(golden["key"], golden["server_nonce"].data(), golden["hello"], proof);
+  EXPECT_EQ(Bytes(proof, proof + 32), golden["server_proof"]);
+  wire::device_proof(golden["key"], golden["server_nonce"].data(), golden["hello"], proof);
+  EXPECT_EQ(Bytes(proof, proof + 32), golden["device_proof"]);
 }
 
 TEST(WireProtocol, ChallengeAndNackAndError) {
-  Bytes challenge = {1, 0};  // protocol 1: the node speaks 2 and refuses it
+  Bytes challenge = {2, 0};  // protocol 2: the node speaks 3 and refuses it
   challenge.resize(2 + wire::kNonceBytes + wire::kProofBytes, 9);
   wire::Challenge c;
   std::string error;
   EXPECT_FALSE(wire::parse_challenge(challenge, &c, &error));
-  challenge[0] = 2;
+  challenge[0] = 3;
   ASSERT_TRUE(wire::parse_challenge(challenge, &c, &error)) << error;
   EXPECT_EQ(c.server_nonce[0], 9);
   challenge.pop_back();
@@ -206,7 +262,7 @@ TEST(NodeSession, RefusedOrUnprovenServersGetNoAuth) {
   }
   {  // A CHALLENGE whose proof was not made with this device's key.
     edgert::node::EdgeNode node(buffer_config(), log);
-    Bytes body = {2, 0};
+    Bytes body = {3, 0};
     body.resize(2 + wire::kNonceBytes + wire::kProofBytes, 3);
     wire::BufferStream io(wire::encode_frame(FrameType::kChallenge, body));
     EXPECT_FALSE(node.session(io));
