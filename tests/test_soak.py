@@ -103,3 +103,5 @@ def test_short_soak_holds_every_invariant():
     assert summary["reconnects"] > 0
     assert all(summary["applied"][d] > 0 for d in summary["devices"]["firmware"] + summary["devices"]["python"])
     assert summary["observations_checked"] > 100
+    # protocol 3: no flipped HELLO and no device's claim moves the shared stream, so its versions never skip
+    assert summary["server_version_jumps"] == [], summary["server_version_jumps"]
