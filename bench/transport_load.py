@@ -197,7 +197,8 @@ def cmd_server(args: argparse.Namespace) -> None:
                     break
             total.append(t2 - t0)
             wire.append(t2 - t1)
-        return {"delivery": total, "wire": wire, "packet_bytes": len(packet.data)}
+        return {"delivery": total, "wire": wire, "publish": [d - w for d, w in zip(total, wire)],
+                "packet_bytes": len(packet.data)}
 
     def handle(cmd: dict[str, Any]) -> dict[str, Any]:
         if cmd["op"] == "stats":
@@ -646,14 +647,16 @@ def part_tls(args: argparse.Namespace) -> dict[str, Any]:
                 p.read()
             for kind in ("plain", "tls"):
                 server.ask(op="deliver", kind=kind, count=3, gap=0.05)
-            samples: dict[str, dict[str, list[float]]] = {k: {"delivery": [], "wire": []} for k in ("plain", "tls")}
+            samples: dict[str, dict[str, list[float]]] = {k: {"delivery": [], "wire": [], "publish": []}
+                                                          for k in ("plain", "tls")}
             for _ in range(args.tls_rounds):
                 for kind in ("plain", "tls"):
                     r = server.ask(op="deliver", kind=kind, count=args.tls_per_round, gap=args.gap)
                     samples[kind]["delivery"] += r["delivery"]
                     samples[kind]["wire"] += r["wire"]
-            out: dict[str, Any] = {k: {"delivery_s": quantiles(v["delivery"]), "wire_s": quantiles(v["wire"])}
-                                   for k, v in samples.items()}
+                    samples[kind]["publish"] += r["publish"]
+            out: dict[str, Any] = {k: {"delivery_s": quantiles(v["delivery"]), "wire_s": quantiles(v["wire"]),
+                                       "publish_s": quantiles(v["publish"])} for k, v in samples.items()}
             out["packet_bytes"] = r["packet_bytes"]
             out["tls_vs_plain"] = out["tls"]["delivery_s"]["median"] / out["plain"]["delivery_s"]["median"]
             out["tls_vs_plain_wire"] = out["tls"]["wire_s"]["median"] / out["plain"]["wire_s"]["median"]
