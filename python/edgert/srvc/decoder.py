@@ -86,6 +86,17 @@ class DecodeReport:
                 "fps": self.fps}
 
 
+def super_resolve(model: Optional[SRVCModel], lr: np.ndarray, scale: int,
+                  device: torch.device = torch.device("cpu")) -> np.ndarray:
+    """The decoder's per-frame step: LR uint8 ``[h, w, 3]`` -> HR uint8 ``[scale*h, scale*w, 3]`` by ``model``
+    on ``device`` (None: bicubic), rounded to the nearest integer."""
+    x = torch.from_numpy(np.ascontiguousarray(lr)).to(device).permute(2, 0, 1)[None].float().div_(255.0)
+    with torch.no_grad():
+        y = model(x) if model is not None else F.interpolate(x, scale_factor=scale, mode="bicubic",
+                                                              align_corners=False)
+    return (y[0].clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0)).cpu().numpy()
+
+
 def _content_frames(container: Container, expected: int, size: tuple[int, int]) -> Iterator[np.ndarray]:
     """Yields the LR content frames (uint8 [h, w, 3]) one by one; raises ContentError naming the frame."""
     from edgert.vision import video  # noqa: PLC0415
@@ -238,14 +249,9 @@ class Decoder:
             if i % every:
                 continue
             t_sr = time.perf_counter()
-            x = torch.from_numpy(np.ascontiguousarray(lr)).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
-            with torch.no_grad():
-                if self.slot.version and not self._bicubic_only:
-                    y = self.model(x)
-                else:
-                    self.report.bicubic_frames += 1
-                    y = F.interpolate(x, scale_factor=geo.scale, mode="bicubic", align_corners=False)
-            hr = (y[0].clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0)).cpu().numpy()
+            use_model = bool(self.slot.version) and not self._bicubic_only
+            self.report.bicubic_frames += not use_model
+            hr = super_resolve(self.model if use_model else None, lr, geo.scale, self.device)
             self.report.sr_seconds += time.perf_counter() - t_sr
             self.report.frames += 1
             yield np.ascontiguousarray(geo.crop_hr(hr))
