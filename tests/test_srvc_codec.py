@@ -229,6 +229,12 @@ def test_generic_stream_sends_no_snapshot_and_decodes_to_the_mirror(generic_stre
     assert all(report.weights_sha256[s.version] == s.weights_sha256 for s in res.segments)
     sampled, _ = decode(res.container, log=lambda m: None, generics=library, every=4)
     assert np.array_equal(sampled, out[::4])  # sampling frames changes nothing in what is decoded
+    from edgert.vision import video
+
+    content = _records(res.container)[2].payload
+    assert np.array_equal(video.decode(content, every=4), res.lr_decoded[::4])
+    with pytest.raises(ValueError, match="every"):
+        video.decode(content, every=0)
 
 
 def test_missing_generic_model_is_refused_naming_its_hash(generic_stream, tmp_path: Path) -> None:
