@@ -1,6 +1,7 @@
 """SRVC decoder throughput: SR frames per second at 720p and 1080p output, x4 and x2, edgert's adaptive-conv
 path (native kernel) against the same model with the pure-PyTorch reference (unfold + bmm), and against the
-machine's flop limit.
+machine's flop limit; plus the decoder's whole per-frame step (``edgert.srvc.decoder.super_resolve``: uint8
+LR frame in, rounded uint8 HR frame out).
 
     python -m bench.bench_srvc [--quick] [--threads N] [--device cpu|cuda] [--out DIR]
 
@@ -28,6 +29,7 @@ import torch
 
 from bench.harness import RESULTS_DIR, Row, cuda_sync, device_name, gemm_rate, markdown_table, measure, write_json
 from edgert import ops
+from edgert.srvc.decoder import super_resolve
 from edgert.srvc.model import SRConfig, SRVCModel
 
 # (scale, LR height, LR width): 720p and 1080p output, x4 (the paper's) and x2.
@@ -63,6 +65,16 @@ def run(device: torch.device, quick: bool, gemm_gflops: float = 0.0) -> list[Row
                 extra["limit_fps"] = gemm_gflops * 1e9 / flops
             rows.append(Row("srvc_sr_frame", impl, device_name(device), "float32", shape, t, flops=flops,
                             extra=extra))
+        # the decoder's whole per-frame step (uint8 LR in, uint8 HR out, on the device and back), native kernel
+        model.backend = backends[0] if backends else "torch"
+        lr = torch.randint(0, 256, (lr_h, lr_w, 3), dtype=torch.uint8).numpy()
+        t = measure(lambda: super_resolve(model, lr, scale, device), repeats=repeats, warmup=1, sync=sync)
+        extra = {"fps": 1.0 / t.median, "peer": False, "backend": model.backend, "scale": scale,
+                 "gflop_per_frame": flops / 1e9}
+        if gemm_gflops:
+            extra["limit_fps"] = gemm_gflops * 1e9 / flops
+        rows.append(Row("srvc_decoder_frame", f"decoder step, edgert-{model.backend}", device_name(device), "uint8",
+                        shape, t, flops=flops, extra=extra))
     return rows
 
 

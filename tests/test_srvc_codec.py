@@ -187,3 +187,129 @@ def test_encoder_rejects_bad_input() -> None:
         encode(_clip(2), FPS, EncoderConfig(model=TINY, init="scratch", eta=0.0))
     with pytest.raises(ValueError, match="initial_model"):
         encode(_clip(2), FPS, EncoderConfig(model=TINY))
+
+
+# --- streams that start from the generic model the decoder holds (issue 18) ---
+
+@pytest.fixture(scope="module")
+def generic_stream(tmp_path_factory):
+    import torch
+
+    from edgert.srvc.generic import GenericLibrary
+    from edgert.srvc.model import SRVCModel
+
+    torch.manual_seed(11)
+    generic = SRVCModel(TINY).eval()  # stands for the pretrained model: any weights the decoder ships
+    library = GenericLibrary(tmp_path_factory.mktemp("generics"))
+    cfg = EncoderConfig(model=TINY, segment_s=0.3, eta=0.05, crf=24, preset="ultrafast", iterations=2, batch=2,
+                        seed=3, value_coding="int4b")
+    frames = _clip()
+    return frames, cfg, generic, library, encode(frames, FPS, cfg, initial_model=generic, generics=library,
+                                                 log=lambda m: None)
+
+
+def test_generic_stream_sends_no_snapshot_and_decodes_to_the_mirror(generic_stream) -> None:
+    import json
+
+    from edgert.srvc.generic import GENERIC_VERSION
+
+    frames, _, _, library, res = generic_stream
+    head = json.loads(_records(res.container)[0].payload)
+    assert head["generic"] == {"sha256": res.generic_sha256, "version": GENERIC_VERSION, "sent": False}
+    assert library.get(res.generic_sha256) is not None  # installed where the decoder looks
+    assert len(res.packets) == len(res.segments) == 3
+    assert not any(p.full_snapshot for p in res.packets)  # segment 0 too is a sparse delta
+    assert [p.base_version for p in res.packets] == [1, 2, 3]
+    total = sum(t.numel for t in res.manifest.tensors)
+    assert all(s.updated == round(0.05 * total) for s in res.segments)
+    assert res.initial_model_bytes == 0 and res.summary()["bpp_without_initial_model"] == res.bits_per_pixel()
+    out, report = decode(res.container, log=lambda m: None, generics=library)
+    assert out.shape == frames.shape and report.rejected == [] and report.bicubic_frames == 0
+    assert report.generic_sha256 == res.generic_sha256
+    assert all(report.weights_sha256[s.version] == s.weights_sha256 for s in res.segments)
+    sampled, _ = decode(res.container, log=lambda m: None, generics=library, every=4)
+    assert np.array_equal(sampled, out[::4])  # sampling frames changes nothing in what is decoded
+    from edgert.vision import video
+
+    content = _records(res.container)[2].payload
+    assert np.array_equal(video.decode(content, every=4), res.lr_decoded[::4])
+    with pytest.raises(ValueError, match="every"):
+        video.decode(content, every=0)
+
+
+def test_missing_generic_model_is_refused_naming_its_hash(generic_stream, tmp_path: Path) -> None:
+    from edgert.srvc.decoder import MissingGenericModel
+    from edgert.srvc.generic import GenericLibrary
+
+    _, _, _, _, res = generic_stream
+    empty = GenericLibrary(tmp_path / "none")
+    with pytest.raises(MissingGenericModel, match=res.generic_sha256):
+        decode(res.container, log=lambda m: None, generics=empty)
+    with pytest.raises(ContainerError, match=res.generic_sha256):  # the CLI's catch-all sees it too
+        Decoder(res.container, log=lambda m: None, generics=empty)
+
+
+def test_missing_generic_model_decodes_bicubically_on_request(generic_stream, tmp_path: Path) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from edgert.srvc.generic import GenericLibrary
+    from edgert.srvc.model import Geometry
+    from edgert.vision import video
+
+    frames, _, _, _, res = generic_stream
+    logged: list[str] = []
+    out, report = decode(res.container, log=logged.append, generics=GenericLibrary(tmp_path / "none"),
+                         allow_bicubic=True)
+    assert report.applied == [] and report.bicubic_frames == len(frames) and len(report.warnings) == 1
+    assert res.generic_sha256 in logged[0] and "bicubic" in logged[0]
+    geo = Geometry(frames.shape[2], frames.shape[1], TINY.scale)
+    x = video.frames_to_tensor(res.lr_decoded)
+    up = F.interpolate(x, scale_factor=TINY.scale, mode="bicubic", align_corners=False)
+    expected = geo.crop_hr(up.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    assert np.array_equal(out, expected)
+
+
+def test_snapshot_sent_for_decoders_without_the_generic_model(generic_stream, tmp_path: Path) -> None:
+    from edgert.srvc.generic import GenericLibrary
+
+    frames, cfg, generic, library, res = generic_stream
+    sent = encode(frames, FPS, replace(cfg, send_generic=True), initial_model=generic, log=lambda m: None)
+    assert sent.packets[0].full_snapshot and sent.initial_model_bytes == len(sent.packets[0].data)
+    assert sent.model_bytes == res.model_bytes + sent.initial_model_bytes  # counted; the updates are the same
+    assert sent.bits_per_pixel() > res.bits_per_pixel()
+    with_it, report_a = decode(sent.container, log=lambda m: None, generics=library)  # skips the stream's copy
+    without, report_b = decode(sent.container, log=lambda m: None, generics=GenericLibrary(tmp_path / "none"))
+    assert np.array_equal(with_it, without) and report_a.rejected == report_b.rejected == []
+    assert report_b.weights_sha256 == report_a.weights_sha256
+
+
+def test_header_naming_a_bad_generic_id_is_a_container_error(generic_stream) -> None:
+    import json
+
+    _, _, _, library, res = generic_stream
+    recs = _records(res.container)
+    for bad in ({"sha256": "../../etc/passwd", "version": 1, "sent": False}, "x",
+                {"sha256": res.generic_sha256, "version": 7, "sent": False}):
+        head = json.loads(recs[0].payload)
+        head["generic"] = bad
+        data = write_container(head, recs[1].payload, recs[2].payload,
+                               [(r.first_frame, r.time_s, r.payload) for r in recs if r.type == b"MODL"])
+        with pytest.raises(ContainerError, match="record #0 \\(HEAD\\): generic"):
+            Decoder(data, log=lambda m: None, generics=library)
+
+
+def test_rd_decision_skips_updates_worth_less_than_their_bits(generic_stream) -> None:
+    frames, cfg, generic, library, _ = generic_stream
+    res = encode(frames, FPS, replace(cfg, rd_skip=True, rd_frames=2), initial_model=generic, log=lambda m: None)
+    assert res.rd_lambda_db_per_bit is not None and res.rd_lambda_db_per_bit >= 0
+    for s in res.segments:
+        assert s.gain_db is not None and s.cost_db is not None
+        assert s.sent == (s.gain_db >= s.cost_db)
+    assert len(res.packets) == sum(s.sent for s in res.segments)
+    assert [r.first_frame for r in _records(res.container) if r.type == b"MODL"] == \
+        [s.first_frame for s in res.segments if s.sent]
+    _, report = decode(res.container, log=lambda m: None, generics=library)
+    assert all(report.weights_sha256[s.version] == s.weights_sha256 for s in res.segments)
+    # 2 frames of 9 at a few kbit of content: a 4-bit update of 5 % of the weights costs more than it gains
+    assert not any(s.sent for s in res.segments)

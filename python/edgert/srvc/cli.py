@@ -55,10 +55,19 @@ def _add_encoder_args(p: argparse.ArgumentParser) -> None:
                    help="sparse delta values (int8b/int4b: lossy, one fp16 scale per 64 values)")
     g.add_argument("--snapshot-coding", default="fp16", choices=("fp16", "fp32"), help="initial full model values")
     g.add_argument("--init", default="generic", choices=("generic", "scratch"), help="segment 0 starts from")
+    g.add_argument("--send-generic", action="store_true",
+                   help="also send the generic model's snapshot (for decoders without it; its bits are counted)")
+    g.add_argument("--rd-skip", action="store_true",
+                   help="skip a segment's update when its PSNR gain is worth fewer bits than it costs")
+    g.add_argument("--rd-frames", type=int, default=4, help="frames per segment measured by --rd-skip (default 4)")
+    g.add_argument("--train-crop", type=float, default=0.5,
+                   help="training crop side as a fraction of the LR frame (default 0.5, the paper's)")
     g.add_argument("--preset", default="slow", help="libx265 preset of the content stream (default slow)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--generic-iterations", type=int, default=None, help="iterations of the generic model (cached)")
     g.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    g.add_argument("--generics-dir", default=None,
+                   help="the decoders' generic models (default: <edgert cache>/srvc/generic-models)")
 
 
 def _encoder_config(args: argparse.Namespace, crf: float = 30.0) -> Any:
@@ -70,7 +79,9 @@ def _encoder_config(args: argparse.Namespace, crf: float = 30.0) -> Any:
                          segment_s=args.tau, eta=args.eta, crf=crf, preset=args.preset, iterations=args.iterations,
                          selection_iterations=args.selection_iterations, first_iterations=args.first_iterations,
                          batch=args.batch, learning_rate=args.lr, value_coding=args.value_coding,
-                         snapshot_coding=args.snapshot_coding, init=args.init, seed=args.seed)
+                         snapshot_coding=args.snapshot_coding, init=args.init, seed=args.seed,
+                         send_generic=args.send_generic, rd_skip=args.rd_skip, rd_frames=args.rd_frames,
+                         crop=args.train_crop)
 
 
 def _generic_config(args: argparse.Namespace) -> Any:
@@ -84,7 +95,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 
     from edgert.srvc.encoder import encode
     from edgert.srvc.evaluate import EvalConfig, load_clip
-    from edgert.srvc.generic import generic_model
+    from edgert.srvc.generic import GenericLibrary, generic_model
 
     torch.set_num_threads(args.threads)
     cfg = _encoder_config(args, args.crf)
@@ -96,7 +107,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
         print(f"edgert srvc encode: {exc}", file=sys.stderr)
         return 2
     initial = generic_model(cfg.model, _generic_config(args)) if cfg.init == "generic" else None
-    res = encode(frames, fps, cfg, initial_model=initial)
+    res = encode(frames, fps, cfg, initial_model=initial, generics=GenericLibrary(args.generics_dir))
     with open(args.output, "wb") as f:
         f.write(res.container)
     summary = res.summary()
@@ -110,11 +121,13 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
     from edgert.srvc.container import ContainerError
     from edgert.srvc.decoder import ContentError, decode_file
+    from edgert.srvc.generic import GenericLibrary
 
     torch.set_num_threads(args.threads)
     try:
         report = decode_file(args.input, args.output, backend=args.backend, device=args.device,
-                             log=lambda m: print(f"edgert srvc decode: {m}", file=sys.stderr))
+                             log=lambda m: print(f"edgert srvc decode: {m}", file=sys.stderr),
+                             generics=GenericLibrary(args.generics_dir), allow_bicubic=args.allow_bicubic)
     except (ContainerError, ContentError, OSError) as exc:
         print(f"edgert srvc decode: {args.input}: {exc}", file=sys.stderr)
         return 1
@@ -131,7 +144,7 @@ def _eval_config(args: argparse.Namespace, methods: Optional[tuple[str, ...]] = 
                       full_crfs=tuple(args.full_crfs), lr_crfs=tuple(args.lr_crfs),
                       methods=methods or tuple(args.methods or METHODS), encoder=_encoder_config(args),
                       generic=_generic_config(args), oneshot_iterations=args.oneshot_iterations, threads=args.threads,
-                      ssim_every=args.ssim_every)
+                      ssim_every=args.ssim_every, psnr_every=args.psnr_every, generics_dir=args.generics_dir)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -187,7 +200,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
     s = p.add_subparsers(dest="srvc_command", required=True)
 
     enc = s.add_parser("encode", help="encode a video (or a bundled clip name) to an SRVC container")
-    enc.add_argument("input", help="video file or bundled clip (bigbuckbunny, bikes, carphone)")
+    enc.add_argument("input", help="video file, bundled clip (bigbuckbunny, bikes, carphone) or mate:WIDTHxHEIGHT")
     enc.add_argument("-o", "--output", required=True, help="container to write (.srvc)")
     enc.add_argument("--crf", type=float, default=30.0, help="libx265 CRF of the content stream (default 30)")
     enc.add_argument("--crop", type=_size, default=None, help="centre crop WIDTHxHEIGHT")
@@ -202,13 +215,18 @@ def register(sub: "argparse._SubParsersAction") -> None:
     dec.add_argument("--backend", default="auto", choices=("auto", "cpu", "cuda", "torch"),
                      help="adaptive-conv backend (default auto)")
     dec.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="where the SR model runs")
+    dec.add_argument("--generics-dir", default=None,
+                     help="the decoder's generic models (default: <edgert cache>/srvc/generic-models)")
     dec.add_argument("--threads", type=int, default=1)
+    dec.add_argument("--allow-bicubic", action="store_true",
+                     help="decode bicubically (with a warning) when the generic model the container names is missing")
     dec.set_defaults(func=_cmd_decode)
 
     for name, helptext in (("eval", "RD curves vs x264/x265/bicubic/generic SR/one-shot"),
                            ("ablate", "SRVC ablation over F, eta or tau")):
         e = s.add_parser(name, help=helptext)
-        e.add_argument("--clip", default="bigbuckbunny", help="bundled clip name or video file")
+        e.add_argument("--clip", default="bigbuckbunny",
+                       help="bundled clip name, video file, or mate:WIDTHxHEIGHT (pan/zoom over mate-backgrounds)")
         e.add_argument("--out", required=True, help="run folder")
         e.add_argument("--crop", type=_size, default=None, help="centre crop WIDTHxHEIGHT")
         e.add_argument("--start", type=float, default=0.0)
@@ -216,7 +234,9 @@ def register(sub: "argparse._SubParsersAction") -> None:
         e.add_argument("--full-crfs", type=_floats, default=[30.0, 34.0, 38.0, 42.0], help="x264/x265 CRF ladder")
         e.add_argument("--lr-crfs", type=_floats, default=[22.0, 26.0, 30.0, 34.0], help="low-res x265 CRF ladder")
         e.add_argument("--oneshot-iterations", type=int, default=None)
-        e.add_argument("--ssim-every", type=int, default=1, help="SSIM on every n-th frame (PSNR: all frames)")
+        e.add_argument("--ssim-every", type=int, default=1, help="SSIM on every n-th measured frame")
+        e.add_argument("--psnr-every", type=int, default=1,
+                       help="measure quality on every n-th frame (bits: always all frames; default 1)")
         if name == "eval":
             e.add_argument("--methods", type=lambda t: [v for v in t.split(",") if v], default=None,
                            help="subset of x264,x265,bicubic,generic,oneshot,srvc")

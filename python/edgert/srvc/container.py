@@ -8,9 +8,10 @@ Layout (little-endian; spec and rationale in ``docs/spec/srvc-container.md``)::
                  u64 first frame (MODL: the first frame the model applies to), f64 time in seconds,
                  u32 CRC32C of the 28 bytes before it
 
-Order: HEAD (JSON: geometry, frame rate, frame count, model config, codec), MANI (the ``ERTM``
+Order: HEAD (JSON: geometry, frame rate, frame count, model config, codec, generic model), MANI (the ``ERTM``
 manifest of the model), CONT (the low-resolution H.265 stream, a Matroska file), MODL* (one
-``ERTP`` update packet each, ascending first frame; the first is a full snapshot), END_ (empty).
+``ERTP`` update packet each, ascending first frame; a full snapshot first unless the header names the
+generic model the stream starts from, see the spec), END_ (empty).
 
 A header whose CRC fails, a payload that runs past the end of the data, a missing END_ record,
 or a bad payload CRC on HEAD/MANI/CONT is a :class:`ContainerError` naming the record index, type

@@ -5,7 +5,14 @@ code the firmware runs): a packet is applied only if every check passes, and the
 reloaded from the slot's active weights. A rejected packet (bad CRC, wrong version chain, ...) is
 reported with its record, byte offset, frame and status, and decoding continues with the previous
 model. Before the first model is accepted, frames are upsampled bicubically (and the report says
-how many). Structural damage to the container or a broken content stream is fatal and raises
+how many).
+
+A stream that starts from the generic model (header ``generic``) needs that model in the decoder's
+:class:`~edgert.srvc.generic.GenericLibrary`: it is installed into the slot as version 1 before the
+first packet (and its weights checked against the hash the header names). A decoder without it
+refuses the container (:class:`MissingGenericModel`, naming the hash) unless the stream carries the
+snapshot itself, or the caller opts into bicubic upsampling of every frame (``allow_bicubic``, with
+a warning). Structural damage to the container or a broken content stream is fatal and raises
 :class:`~edgert.srvc.container.ContainerError` / :class:`ContentError` saying where.
 """
 from __future__ import annotations
@@ -16,7 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -25,6 +32,7 @@ import torch.nn.functional as F
 import edgert
 from edgert._edgert import Slot
 from edgert.srvc.container import Container, ContainerError, Record, read_container
+from edgert.srvc.generic import GENERIC_VERSION, GenericLibrary
 from edgert.srvc.model import Geometry, SRConfig, SRVCModel
 from edgert.updates import Manifest, buffer_tensors, load_weights, module_manifest
 
@@ -33,6 +41,16 @@ Log = Callable[[str], None]
 
 class ContentError(ValueError):
     """The content stream inside a container cannot be decoded; the message says where."""
+
+
+class MissingGenericModel(ContainerError):
+    """The container's model stream starts from a generic model this decoder does not hold."""
+
+    def __init__(self, sha256: str, folder: Path) -> None:
+        super().__init__(f"the model stream starts from generic model {sha256}, which this decoder does not have "
+                         f"(looked in {folder}); install it there, or decode bicubically (allow_bicubic / "
+                         "--allow-bicubic)")
+        self.sha256 = sha256
 
 
 @dataclass
@@ -45,6 +63,8 @@ class DecodeReport:
     applied: list[dict[str, Any]] = field(default_factory=list)  # {version, first_frame, frame, bytes}
     rejected: list[str] = field(default_factory=list)
     bicubic_frames: int = 0  # frames decoded before any model was accepted
+    generic_sha256: str = ""  # the generic model installed from the decoder's library ("" = none)
+    warnings: list[str] = field(default_factory=list)
     weights_sha256: dict[int, str] = field(default_factory=dict)  # per applied version: the slot's weights
     sr_seconds: float = 0.0
     total_seconds: float = 0.0
@@ -60,9 +80,21 @@ class DecodeReport:
     def as_dict(self) -> dict[str, Any]:
         return {"frames": self.frames, "width": self.width, "height": self.height, "applied": self.applied,
                 "rejected": self.rejected, "bicubic_frames": self.bicubic_frames,
+                "generic_sha256": self.generic_sha256, "warnings": self.warnings,
                 "weights_sha256": {str(k): v for k, v in self.weights_sha256.items()},
                 "sr_seconds": self.sr_seconds, "total_seconds": self.total_seconds, "sr_fps": self.sr_fps,
                 "fps": self.fps}
+
+
+def super_resolve(model: Optional[SRVCModel], lr: np.ndarray, scale: int,
+                  device: torch.device = torch.device("cpu")) -> np.ndarray:
+    """The decoder's per-frame step: LR uint8 ``[h, w, 3]`` -> HR uint8 ``[scale*h, scale*w, 3]`` by ``model``
+    on ``device`` (None: bicubic), rounded to the nearest integer."""
+    x = torch.from_numpy(np.ascontiguousarray(lr)).to(device).permute(2, 0, 1)[None].float().div_(255.0)
+    with torch.no_grad():
+        y = model(x) if model is not None else F.interpolate(x, scale_factor=scale, mode="bicubic",
+                                                              align_corners=False)
+    return (y[0].clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0)).cpu().numpy()
 
 
 def _content_frames(container: Container, expected: int, size: tuple[int, int]) -> Iterator[np.ndarray]:
@@ -96,8 +128,16 @@ def _content_frames(container: Container, expected: int, size: tuple[int, int]) 
 class Decoder:
     """Stateful SRVC decoder for one container: ``frames()`` yields HR uint8 frames ``[H, W, 3]``."""
 
-    def __init__(self, data: bytes, *, backend: str = "auto", device: str = "cpu", log: Log = print) -> None:
-        """Parses and checks ``data`` (raises ContainerError); ``device`` 'cpu' | 'cuda' | 'auto' runs the SR there."""
+    def __init__(self, data: bytes, *, backend: str = "auto", device: str = "cpu", log: Log = print,
+                 generics: Optional[GenericLibrary] = None, allow_bicubic: bool = False) -> None:
+        """Parses and checks ``data``; ``device`` 'cpu' | 'cuda' | 'auto' runs the SR there.
+
+        ``generics``: the decoder's generic models (None: the default library folder). ``allow_bicubic``: a
+        container naming a generic model that is missing is decoded bicubically with a warning instead of refused.
+
+        Raises:
+            ContainerError: a damaged container, or :class:`MissingGenericModel` (see above).
+        """
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -129,6 +169,46 @@ class Decoder:
         self.report = DecodeReport(width=self.geometry.width, height=self.geometry.height)
         self._pending = list(self.container.models)
         self._packet_no = 0
+        self._bicubic_only = False
+        self._start_from_generic(head.get("generic"), generics, allow_bicubic)
+
+    def _start_from_generic(self, generic: Any, library: Optional[GenericLibrary], allow_bicubic: bool) -> None:
+        if generic is None:
+            return  # the stream starts with a full snapshot (init 'scratch', or a container of version 1's first days)
+        sha = generic.get("sha256") if isinstance(generic, dict) else None
+        sent = generic.get("sent") if isinstance(generic, dict) else None
+        if not GenericLibrary.valid_id(sha) or not isinstance(sent, bool) or generic.get("version") != GENERIC_VERSION:
+            raise ContainerError(f"corrupt: record #0 (HEAD): generic must be {{sha256: 64 hex digits, version: "
+                                 f"{GENERIC_VERSION}, sent: bool}}, got {generic!r}")
+        library = library if library is not None else GenericLibrary()
+        snapshot = library.get(sha)
+        if snapshot is not None:
+            try:
+                self.slot.apply(snapshot)
+            except edgert.PacketError as exc:
+                raise ContainerError(f"generic model {sha}: the decoder's copy ({library.path(sha)}) does not install "
+                                     f"into this stream's model ({exc.status_name}: {exc})") from exc
+            weights, version = self.slot.weights()
+            if hashlib.sha256(weights).hexdigest() != sha:
+                raise ContainerError(f"generic model {sha}: the decoder's copy ({library.path(sha)}) installs weights "
+                                     "with a different hash")
+            load_weights(self.model, buffer_tensors(self.manifest, weights))
+            self.report.generic_sha256 = sha
+            self.report.weights_sha256[version] = sha
+            if sent and self._pending:
+                self._pending.pop(0)  # the stream's own copy of the generic snapshot: already installed
+                self._packet_no += 1
+            return
+        if sent:
+            return  # the first model packet installs it
+        if not allow_bicubic:
+            raise MissingGenericModel(sha, library.folder)
+        msg = (f"warning: generic model {sha} is not in this decoder ({library.folder}); every frame is upsampled "
+               f"bicubically and the {len(self._pending)} model packets are ignored")
+        self.report.warnings.append(msg)
+        self.log(msg)
+        self._bicubic_only = True
+        self._pending = []
 
     def _apply(self, rec: Record, frame: int) -> None:
         no = self._packet_no
@@ -153,22 +233,25 @@ class Decoder:
         self.report.rejected.append(msg)
         self.log(msg)
 
-    def frames(self) -> Iterator[np.ndarray]:
-        """Decodes, applies due packets and super-resolves; yields uint8 ``[H, W, 3]`` per frame."""
+    def frames(self, every: int = 1) -> Iterator[np.ndarray]:
+        """Decodes, applies due packets and super-resolves; yields uint8 ``[H, W, 3]`` per frame.
+
+        ``every`` > 1 super-resolves and yields only frames 0, every, 2 * every, ... (the others are still
+        decoded and every packet is applied at its frame: the yielded frames are exactly the full decode's).
+        """
+        if every < 1:
+            raise ValueError(f"every: expected >= 1, got {every}")
         geo = self.geometry
         t0 = time.perf_counter()
         for i, lr in enumerate(_content_frames(self.container, self.frame_count, (geo.lr_width, geo.lr_height))):
             while self._pending and self._pending[0].first_frame <= i:
                 self._apply(self._pending.pop(0), i)
+            if i % every:
+                continue
             t_sr = time.perf_counter()
-            x = torch.from_numpy(np.ascontiguousarray(lr)).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
-            with torch.no_grad():
-                if self.slot.version:
-                    y = self.model(x)
-                else:
-                    self.report.bicubic_frames += 1
-                    y = F.interpolate(x, scale_factor=geo.scale, mode="bicubic", align_corners=False)
-            hr = (y[0].clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0)).cpu().numpy()
+            use_model = bool(self.slot.version) and not self._bicubic_only
+            self.report.bicubic_frames += not use_model
+            hr = super_resolve(self.model if use_model else None, lr, geo.scale, self.device)
             self.report.sr_seconds += time.perf_counter() - t_sr
             self.report.frames += 1
             yield np.ascontiguousarray(geo.crop_hr(hr))
@@ -178,11 +261,12 @@ class Decoder:
         self.report.total_seconds = time.perf_counter() - t0
 
 
-def decode(data: bytes, *, backend: str = "auto", device: str = "cpu",
-           log: Log = print) -> tuple[np.ndarray, DecodeReport]:
-    """Decodes a whole container to ``uint8 [N, H, W, 3]`` plus the report."""
-    dec = Decoder(data, backend=backend, device=device, log=log)
-    frames = np.stack(list(dec.frames()))
+def decode(data: bytes, *, backend: str = "auto", device: str = "cpu", log: Log = print,
+           generics: Optional[GenericLibrary] = None, allow_bicubic: bool = False,
+           every: int = 1) -> tuple[np.ndarray, DecodeReport]:
+    """Decodes a whole container to ``uint8 [N, H, W, 3]`` (``every`` > 1: frames 0, every, ...) plus the report."""
+    dec = Decoder(data, backend=backend, device=device, log=log, generics=generics, allow_bicubic=allow_bicubic)
+    frames = np.stack(list(dec.frames(every)))
     return frames, dec.report
 
 
@@ -216,13 +300,14 @@ class LosslessWriter:
 
 
 def decode_file(src: Union[str, Path], dst: Union[str, Path], *, backend: str = "auto", device: str = "cpu",
-                log: Log = print) -> DecodeReport:
+                log: Log = print, generics: Optional[GenericLibrary] = None,
+                allow_bicubic: bool = False) -> DecodeReport:
     """Decodes the container at ``src`` into a lossless FFV1 video at ``dst``, streaming frame by frame.
 
     On a fatal error (:class:`ContainerError`, :class:`ContentError`) the partial output is removed.
     """
     data = Path(src).read_bytes()
-    dec = Decoder(data, backend=backend, device=device, log=log)
+    dec = Decoder(data, backend=backend, device=device, log=log, generics=generics, allow_bicubic=allow_bicubic)
     writer = LosslessWriter(dst, dec.geometry.width, dec.geometry.height, dec.fps)
     try:
         for frame in dec.frames():

@@ -9,10 +9,15 @@ Methods (bits per pixel of the original resolution, both streams counted):
   scikit-image photos, part of the decoder, so it costs no bits);
 * ``oneshot``: one model customised for the whole clip (SRVC with tau = inf), its full model
   sent once;
-* ``srvc``: content stream + the model stream (first packet a full snapshot, then one sparse
-  update per segment), decoded by the real decoder (libedgert slot);
-* ``srvc-updates`` (derived): SRVC without the initial model's bytes, i.e. a decoder that already
-  holds the first model (long videos amortise it; reported separately, never instead).
+* ``srvc``: content stream + the model stream (one sparse update per segment from the generic model
+  the decoder holds; the generic snapshot too with ``send_generic``), decoded by the real decoder
+  (libedgert slot);
+* ``srvc-updates`` (derived): SRVC without the initial snapshot's bytes (equal to ``srvc`` when no
+  snapshot is sent; reported separately, never instead).
+
+Every bit of every frame is counted; with ``psnr_every`` > 1 quality (PSNR, SSIM) is measured on frames
+0, every, 2 * every, ... of each method's full decode (the decoder still decodes every frame and applies
+every packet at its frame), which bounds the cost of minutes-long 720p clips on a CPU.
 
 A run folder holds ``config.json``, ``results.json`` (every point: CRF, bytes, bpp, PSNR, SSIM,
 per-frame PSNR; BD-rate/BD-PSNR vs x265; timings) and ``plots/`` (RD curves, per-frame gain CDF).
@@ -31,10 +36,10 @@ import torch
 
 from edgert.harness import RunFolder
 from edgert.harness.plots import pyplot, save_figure
-from edgert.srvc import metrics
+from edgert.srvc import material, metrics
 from edgert.srvc.decoder import decode
-from edgert.srvc.encoder import EncoderConfig, EncodeResult, encode, segment_starts
-from edgert.srvc.generic import GenericConfig, generic_model
+from edgert.srvc.encoder import EncoderConfig, EncodeResult, downsample, encode, segment_starts
+from edgert.srvc.generic import GenericConfig, GenericLibrary, generic_model
 from edgert.srvc.model import Geometry, SRVCModel, model_summary
 
 Log = Callable[[str], None]
@@ -58,7 +63,9 @@ class EvalConfig:
     oneshot_iterations: Optional[int] = None  # None: the same total iterations SRVC spends
     threads: int = 1
     cache_dir: Optional[str] = None
-    ssim_every: int = 1  # SSIM on every n-th frame (PSNR always on all frames)
+    ssim_every: int = 1  # SSIM on every n-th measured frame
+    psnr_every: int = 1  # quality measured on every n-th frame (bits always of all frames)
+    generics_dir: Optional[str] = None  # the decoders' generic models (None: the default library folder)
 
     def validate(self) -> None:
         """Raises ValueError naming the first bad field."""
@@ -68,8 +75,9 @@ class EvalConfig:
             raise ValueError(f"methods: unknown {sorted(unknown)}; expected a subset of {METHODS}")
         if self.crop is not None and (len(self.crop) != 2 or min(self.crop) <= 0):
             raise ValueError(f"crop: expected (width, height) > 0, got {self.crop}")
-        if self.threads <= 0 or self.ssim_every <= 0:
-            raise ValueError(f"threads and ssim_every: expected >= 1, got {self.threads}, {self.ssim_every}")
+        if self.threads <= 0 or self.ssim_every <= 0 or self.psnr_every <= 0:
+            raise ValueError(f"threads, ssim_every and psnr_every: expected >= 1, got {self.threads}, "
+                             f"{self.ssim_every}, {self.psnr_every}")
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -79,13 +87,23 @@ class EvalConfig:
 
 
 def load_clip(cfg: EvalConfig) -> tuple[np.ndarray, float]:
-    """The source frames (uint8 [N, H, W, 3], centre-cropped as configured) and the frame rate."""
+    """The source frames (uint8 [N, H, W, 3], centre-cropped as configured) and the frame rate.
+
+    ``mate:WIDTHxHEIGHT`` renders the pan/zoom material (:mod:`edgert.srvc.material`; 60 s unless
+    ``duration_s`` says otherwise); other names are bundled clips or files.
+    """
     from edgert.data import clip_path  # noqa: PLC0415
     from edgert.vision import video  # noqa: PLC0415
 
-    path = clip_path(cfg.clip)
-    fps = video.probe(path).fps
-    frames, _ = video.read_clip(path, start_s=cfg.start_s, duration_s=cfg.duration_s)
+    size = material.parse_clip(cfg.clip)
+    if size is not None:
+        spec = material.PanZoom(width=size[0], height=size[1],
+                                seconds=cfg.duration_s if cfg.duration_s is not None else 60.0)
+        frames, fps = material.render(spec, cfg.start_s), spec.fps
+    else:
+        path = clip_path(cfg.clip)
+        fps = video.probe(path).fps
+        frames, _ = video.read_clip(path, start_s=cfg.start_s, duration_s=cfg.duration_s)
     if cfg.crop is not None:
         w, h = cfg.crop
         H, W = frames.shape[1:3]
@@ -112,28 +130,33 @@ def upsample(model: Optional[SRVCModel], lr: np.ndarray, geometry: Geometry, bat
 
 
 def _point(name: str, crf: float, bits: float, ref: np.ndarray, out: np.ndarray, ssim_every: int = 1,
-           **extra: Any) -> dict[str, Any]:
+           pixels: Optional[int] = None, **extra: Any) -> dict[str, Any]:
+    """One RD point; ``ref``/``out`` are the measured frames, ``pixels`` the clip's (default: ``ref``'s)."""
     n, h, w, _ = ref.shape
+    pixels = pixels if pixels is not None else n * h * w
     per_frame = metrics.psnr_per_frame(ref, out)
-    return {"method": name, "crf": crf, "bytes": bits / 8, "bpp": bits / (n * h * w), "psnr": metrics.psnr(ref, out),
+    return {"method": name, "crf": crf, "bytes": bits / 8, "bpp": bits / pixels, "psnr": metrics.psnr(ref, out),
             "ssim": metrics.ssim(ref, out, ssim_every), "psnr_per_frame": [round(float(v), 4) for v in per_frame],
             **extra}
 
 
 def _srvc_point(name: str, crf: float, res: EncodeResult, frames: np.ndarray, log: Log,
-                ssim_every: int = 1) -> dict[str, Any]:
-    out, report = decode(res.container, log=log)
-    if report.rejected:
-        raise RuntimeError(f"{name}: the decoder rejected packets of a fresh stream: {report.rejected}")
-    expected = [s.weights_sha256 for s in res.segments]
-    got = [report.weights_sha256[v] for v in sorted(report.weights_sha256)]
-    if got != expected:
-        raise RuntimeError(f"{name}: decoder weights differ from the encoder's mirror")
-    initial = len(res.packets[0].data)
-    return _point(name, crf, 8 * (res.content_bytes + res.model_bytes), frames, out, ssim_every,
+                ssim_every: int = 1, generics: Optional[GenericLibrary] = None, every: int = 1) -> dict[str, Any]:
+    out, report = decode(res.container, log=log, generics=generics, every=every)
+    if report.rejected or report.warnings:
+        raise RuntimeError(f"{name}: the decoder rejected packets of a fresh stream: {report.rejected} "
+                           f"{report.warnings}")
+    for s in res.segments:
+        if report.weights_sha256.get(s.version) != s.weights_sha256:
+            raise RuntimeError(f"{name}: decoder weights of version {s.version} (segment {s.index}) differ from "
+                               "the encoder's mirror")
+    initial = res.initial_model_bytes
+    pixels = frames.shape[0] * frames.shape[1] * frames.shape[2]
+    return _point(name, crf, 8 * (res.content_bytes + res.model_bytes), frames[::every], out, ssim_every, pixels,
                   content_bytes=res.content_bytes, model_bytes=res.model_bytes, initial_model_bytes=initial,
-                  bpp_without_initial_model=8 * (res.content_bytes + res.model_bytes - initial)
-                  / (frames.shape[0] * frames.shape[1] * frames.shape[2]),
+                  generic_sha256=res.generic_sha256, rd_lambda_db_per_bit=res.rd_lambda_db_per_bit,
+                  updates_sent=sum(s.sent for s in res.segments),
+                  bpp_without_initial_model=8 * (res.content_bytes + res.model_bytes - initial) / pixels,
                   container_bytes=len(res.container), segments=[s.as_dict() for s in res.segments],
                   encode_seconds=res.seconds, decode_sr_fps=report.sr_fps, decode_fps=report.fps)
 
@@ -177,6 +200,9 @@ def run_eval(cfg: EvalConfig, out_dir: Union[str, Path], log: Log = print, plots
     geo = Geometry(w, h, enc_cfg.model.scale)
     need_generic = enc_cfg.init == "generic" or "generic" in cfg.methods
     generic = generic_model(enc_cfg.model, cfg.generic, cfg.cache_dir, log) if need_generic else None
+    library = GenericLibrary(cfg.generics_dir)
+    every = cfg.psnr_every
+    pixels = n * h * w
     points: list[dict[str, Any]] = []
 
     def checkpoint() -> None:  # partial results survive an interrupted run
@@ -187,10 +213,12 @@ def run_eval(cfg: EvalConfig, out_dir: Union[str, Path], log: Log = print, plots
             continue
         for crf in cfg.full_crfs:
             t = time.perf_counter()
-            even = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")  # yuv420p: even sides
+            even = frames if h % 2 == 0 and w % 2 == 0 else \
+                np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")  # yuv420p: even sides
             enc = video.encode(even, fps, "lib" + codec, crf=crf, preset=cfg.full_preset)
-            dec = np.ascontiguousarray(video.decode(enc)[:, :h, :w])
-            points.append(_point(codec, crf, 8 * enc.payload_bytes, frames, dec, cfg.ssim_every,
+            del even
+            dec = np.ascontiguousarray(video.decode(enc, every)[:, :h, :w])
+            points.append(_point(codec, crf, 8 * enc.payload_bytes, frames[::every], dec, cfg.ssim_every, pixels,
                                  encode_seconds=time.perf_counter() - t))
             log(f"{codec} crf {crf:g}: {points[-1]['bpp']:.4f} bpp, {points[-1]['psnr']:.2f} dB")
             checkpoint()
@@ -198,25 +226,31 @@ def run_eval(cfg: EvalConfig, out_dir: Union[str, Path], log: Log = print, plots
     segments = len(segment_starts(n, fps, enc_cfg.segment_s))
     first = enc_cfg.iterations if enc_cfg.first_iterations is None else enc_cfg.first_iterations
     sel = enc_cfg.iterations if enc_cfg.selection_iterations is None else enc_cfg.selection_iterations
-    srvc_total = first + (segments - 1) * (sel + enc_cfg.iterations)
+    if enc_cfg.init == "generic":  # every segment: a selection pass and a masked pass
+        srvc_total = segments * (sel + enc_cfg.iterations)
+    else:
+        srvc_total = first + (segments - 1) * (sel + enc_cfg.iterations)
     oneshot_iters = cfg.oneshot_iterations if cfg.oneshot_iterations is not None else srvc_total
     for crf in cfg.lr_crfs:
         srvc_res = None
         if "srvc" in cfg.methods:
-            srvc_res = encode(frames, fps, replace(enc_cfg, crf=crf), initial_model=generic, log=log)
-            points.append(_srvc_point("srvc", crf, srvc_res, frames, log, cfg.ssim_every))
+            srvc_res = encode(frames, fps, replace(enc_cfg, crf=crf), initial_model=generic, generics=library, log=log)
+            points.append(_srvc_point("srvc", crf, srvc_res, frames, log, cfg.ssim_every, library, every))
             log(f"srvc crf {crf:g}: {points[-1]['bpp']:.4f} bpp ({points[-1]['bpp_without_initial_model']:.4f} "
                 f"without the initial model), {points[-1]['psnr']:.2f} dB, "
                 f"decode {points[-1]['decode_sr_fps']:.2f} fps")
         if "oneshot" in cfg.methods:
-            res = encode(frames, fps, replace(enc_cfg, crf=crf, segment_s=math.inf, first_iterations=oneshot_iters),
-                         initial_model=generic, log=log)
-            points.append(_srvc_point("oneshot", crf, res, frames, log, cfg.ssim_every))
+            # one segment; from the generic model every parameter moves (eta 1: a dense delta, no selection pass)
+            res = encode(frames, fps, replace(enc_cfg, crf=crf, segment_s=math.inf, first_iterations=oneshot_iters,
+                                              eta=1.0, selection_iterations=0, iterations=oneshot_iters,
+                                              rd_skip=False),
+                         initial_model=generic, generics=library, log=log)
+            points.append(_srvc_point("oneshot", crf, res, frames, log, cfg.ssim_every, library, every))
             log(f"oneshot crf {crf:g}: {points[-1]['bpp']:.4f} bpp, {points[-1]['psnr']:.2f} dB")
             srvc_res = srvc_res or res
         if "bicubic" in cfg.methods or "generic" in cfg.methods:
             if srvc_res is None:
-                lr = video.resize(geo.pad_hr(frames), (geo.lr_width, geo.lr_height), "area")
+                lr = downsample(geo.pad_hr(frames), geo)
                 content = video.encode(lr, fps, "libx265", crf=crf, preset=enc_cfg.preset)
                 lr_dec, content_bytes = video.decode(content), content.payload_bytes
             else:
@@ -224,9 +258,10 @@ def run_eval(cfg: EvalConfig, out_dir: Union[str, Path], log: Log = print, plots
             for name, model in (("bicubic", None), ("generic", generic)):
                 if name in cfg.methods:
                     t = time.perf_counter()
-                    up = upsample(model, lr_dec, geo)
-                    points.append(_point(name, crf, 8 * content_bytes, frames, up, cfg.ssim_every,
-                                         content_bytes=content_bytes, sr_fps=n / (time.perf_counter() - t)))
+                    up = upsample(model, lr_dec[::every], geo)
+                    points.append(_point(name, crf, 8 * content_bytes, frames[::every], up, cfg.ssim_every, pixels,
+                                         content_bytes=content_bytes,
+                                         sr_fps=up.shape[0] / (time.perf_counter() - t)))
                     log(f"{name} crf {crf:g}: {points[-1]['bpp']:.4f} bpp, {points[-1]['psnr']:.2f} dB")
         checkpoint()
 

@@ -5,9 +5,16 @@ customisation. Training pairs: each image is cropped to a multiple of 2k, area-d
 compressed as a one-frame libx265 video at several CRFs (so the model sees codec artefacts), and
 decoded; the target is the original image. The cache key hashes the model config, the training
 config and the image list, so a change retrains.
+
+The generic model is part of the decoder: :class:`GenericLibrary` holds it as an fp16 snapshot packet
+named by the sha256 of the weights it installs, and a container's header names the one its model
+stream starts from (``docs/spec/srvc-container.md``).
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -18,6 +25,7 @@ import torch
 from edgert.harness import ModelCache, progress
 from edgert.srvc.model import SRConfig, SRVCModel
 from edgert.srvc.training import train
+from edgert.updates import DeviceMirror, EncodedPacket, Manifest, encode_snapshot, module_weights
 
 # Photos that ship inside the scikit-image wheel (no download): colour ones, then grey ones (used as
 # R = G = B, so the model also sees content without any colour to learn from).
@@ -116,3 +124,60 @@ def generic_model(model_config: SRConfig = SRConfig(), config: GenericConfig = G
     ModelCache("srvc", cache_dir).load_or_train(model, "generic", cache_key(model_config, config), pretrain)
     model.eval()
     return model
+
+
+# The slot version the generic model occupies in every decoder: packets of a stream that starts from the
+# generic model have base version GENERIC_VERSION.
+GENERIC_VERSION = 1
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def generic_snapshot(model: SRVCModel, manifest: Manifest, max_format: int = 2) -> tuple[EncodedPacket, str]:
+    """The generic model as the fp16 full-snapshot packet (version :data:`GENERIC_VERSION`) a decoder installs,
+    and its identity: the sha256 (hex) of the slot's weight buffer after applying it (what the decoder holds)."""
+    pkt = encode_snapshot(manifest, GENERIC_VERSION, module_weights(model), value_coding="fp16",
+                          max_format=max_format)
+    mirror = DeviceMirror(manifest)
+    mirror.apply(pkt)
+    return pkt, hashlib.sha256(mirror.weights_bytes()).hexdigest()
+
+
+class GenericLibrary:
+    """The generic models a decoder holds: snapshot packets in ``folder``, one file ``<sha256>.ertp`` each.
+
+    ``folder`` None: ``<edgert cache>/srvc/generic-models``. The name is the sha256 of the weights the packet
+    installs (:func:`generic_snapshot`); the decoder checks it again after installing.
+    """
+
+    def __init__(self, folder: Optional[Union[str, Path]] = None) -> None:
+        from edgert.data import cache_dir  # noqa: PLC0415
+
+        self.folder = Path(folder) if folder is not None else cache_dir() / "srvc" / "generic-models"
+
+    @staticmethod
+    def valid_id(sha256: str) -> bool:
+        """True for 64 lower-case hex digits (the only names looked up: a header cannot name a path)."""
+        return isinstance(sha256, str) and _SHA256_HEX.fullmatch(sha256) is not None
+
+    def path(self, sha256: str) -> Path:
+        if not self.valid_id(sha256):
+            raise ValueError(f"generic model id: expected 64 lower-case hex digits, got {sha256!r}")
+        return self.folder / f"{sha256}.ertp"
+
+    def install(self, packet: bytes, sha256: str) -> Path:
+        """Stores the snapshot packet under its id (atomically; an existing file is kept)."""
+        path = self.path(sha256)
+        if not path.is_file():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            try:
+                tmp.write_bytes(bytes(packet))
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return path
+
+    def get(self, sha256: str) -> Optional[bytes]:
+        """The snapshot packet of generic model ``sha256``, or None when this decoder does not have it."""
+        path = self.path(sha256)
+        return path.read_bytes() if path.is_file() else None

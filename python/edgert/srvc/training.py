@@ -36,6 +36,7 @@ def random_crops(lr: torch.Tensor, hr: torch.Tensor, scale: int, batch: int, cro
     """``batch`` random (frame, position) crops: LR ``[B, 3, ch, cw]`` and the aligned HR ``[B, 3, s*ch, s*cw]``.
 
     ``lr`` is ``[N, 3, h, w]``, ``hr`` ``[N, 3, s*h, s*w]``; ``ch = max(1, round(crop * h))`` (same for w).
+    Float inputs are in [0, 1]; uint8 inputs (long clips kept as bytes) are converted crop by crop to float32 / 255.
     """
     n, _, h, w = lr.shape
     ch, cw = max(1, min(h, round(crop * h))), max(1, min(w, round(crop * w)))
@@ -45,6 +46,10 @@ def random_crops(lr: torch.Tensor, hr: torch.Tensor, scale: int, batch: int, cro
     lr_b = torch.stack([lr[f, :, y:y + ch, x:x + cw] for f, y, x in zip(frames.tolist(), ys.tolist(), xs.tolist())])
     hr_b = torch.stack([hr[f, :, y * scale:(y + ch) * scale, x * scale:(x + cw) * scale]
                         for f, y, x in zip(frames.tolist(), ys.tolist(), xs.tolist())])
+    if lr_b.dtype == torch.uint8:
+        lr_b = lr_b.float().div_(255.0)
+    if hr_b.dtype == torch.uint8:
+        hr_b = hr_b.float().div_(255.0)
     return lr_b.contiguous(), hr_b.contiguous()
 
 

@@ -395,25 +395,33 @@ def _roi_graph(av: Any, width: int, height: int, rate: Fraction, regions: Sequen
     return graph
 
 
-def decode(data: Union[bytes, EncodedVideo]) -> np.ndarray:
+def decode(data: Union[bytes, EncodedVideo], every: int = 1) -> np.ndarray:
     """Decode an in-memory video (as made by :func:`encode`) to RGB ``uint8 [N, H, W, 3]``.
+
+    ``every`` > 1 keeps only frames 0, every, 2 * every, ... (all are decoded; long clips stay small in memory).
 
     Raises:
         VideoError: the bytes are not a decodable video; the message says after how many frames it failed.
     """
     av = _av()
     raw = data.data if isinstance(data, EncodedVideo) else bytes(data)
+    if every < 1:
+        raise ValueError(f"every: expected >= 1, got {every}")
     if not raw:
         raise VideoError("video bytes: empty")
     frames: list[np.ndarray] = []
+    count = 0
     try:
         with av.open(io.BytesIO(raw), mode="r") as container:
             if not container.streams.video:
                 raise VideoError("video bytes: no video stream")
             for frame in container.decode(container.streams.video[0]):
-                frames.append(frame.to_ndarray(format="rgb24"))
+                if count % every == 0:
+                    frames.append(frame.to_ndarray(format="rgb24"))
+                count += 1
     except av.FFmpegError as exc:
-        raise VideoError(f"video bytes ({len(raw)} B): decoding failed after {len(frames)} frames ({exc})") from exc
+        raise VideoError(f"video bytes ({len(raw)} B): decoding failed after {count} frames "
+                         f"({exc})") from exc
     if not frames:
         raise VideoError(f"video bytes ({len(raw)} B): no decodable frame")
     return np.stack(frames)
