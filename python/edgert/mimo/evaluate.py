@@ -403,6 +403,7 @@ def prepare_detector(name: str, cfg: SweepConfig, cs: ChannelSet, models: Path, 
                             lr_scalars=cfg.online_lr_scalars)
         res = train_online(seq, ocfg)
         res.save(path)
+        channel_iterations = int(res.iterations.sum()) * int(seq.shape[0])
         training["mmnet"] = {"iterations_per_channel": res.iterations_per_channel, "seconds": res.seconds,
                              "sequences": int(seq.shape[0]), "time_steps": int(seq.shape[1]),
                              "subcarriers": int(seq.shape[2]),
@@ -410,7 +411,8 @@ def prepare_detector(name: str, cfg: SweepConfig, cs: ChannelSet, models: Path, 
                              "warm_start": cfg.online_warm_start, "order": cfg.online_order,
                              "phi_time": cfg.online_phi_time, "lr_time": cfg.online_lr_time,
                              "linear_stage": cfg.online_linear_stage, "lr_scalars": cfg.online_lr_scalars,
-                             "seconds_per_channel_iteration": res.seconds / max(1, int(res.iterations.sum()) * int(seq.shape[0])),
+                             "seconds_per_channel_iteration": (res.seconds / channel_iterations
+                                                              if channel_iterations else None),
                              "snr_db": list(ocfg.snr_db), "final_loss_mean": float(res.final_loss.mean())}
         log(f"  trained mmnet online: {res.iterations_per_channel:.2f} iterations per channel, {res.seconds:.1f} s")
         return res.detector()
