@@ -12,3 +12,6 @@ run reg_psi0 --detectors mmnet --psi 0 --linear-stage regularised
 run reg_psi200 --detectors mmnet --psi 200 --linear-stage regularised
 run cor_psi200 --detectors mmnet --psi 200 --linear-stage corrected
 run free_psi200 --detectors mmnet --psi 200
+# added after the first seven (after the time-chain pilot, time.sh)
+run cor_psi500 --detectors mmnet --psi 500 --linear-stage corrected
+run free_psi500 --detectors mmnet --psi 500
