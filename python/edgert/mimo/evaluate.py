@@ -175,6 +175,8 @@ class SweepConfig:
             raise ValueError(f"online_warm_start: expected one of {WARM_STARTS}, got {self.online_warm_start!r}")
         if self.online_linear_stage not in LINEAR_STAGES:
             raise ValueError(f"online_linear_stage: expected one of {LINEAR_STAGES}, got {self.online_linear_stage!r}")
+        if "mmnet" in self.detectors:
+            self.online_config().validate()
         if self.count not in COUNTS:
             raise ValueError(f"count: expected one of {COUNTS}, got {self.count!r}")
         if self.online_order not in ORDERS:
@@ -190,6 +192,16 @@ class SweepConfig:
         if self.train_snr_db is not None and (len(self.train_snr_db) != 2
                                               or self.train_snr_db[0] > self.train_snr_db[1]):
             raise ValueError(f"train_snr_db: expected [lo, hi], got {self.train_snr_db}")
+
+    def online_config(self) -> OnlineConfig:
+        """The :class:`OnlineConfig` that trains ``mmnet`` for this sweep."""
+        return OnlineConfig(modulation=self.modulation, snr_db=self.training_range(), layers=self.layers,
+                            psi=self.online_psi, psi_time=self.online_psi, phi=self.online_phi,
+                            batch=self.online_batch, seed=self.seed + 29, threads=self.threads,
+                            warm_start=self.online_warm_start, order=self.online_order,
+                            phi_time=self.online_phi_time, parallel=self.online_parallel,
+                            lr_time=self.online_lr_time, linear_stage=self.online_linear_stage,
+                            lr_scalars=self.online_lr_scalars)
 
     def training_range(self) -> tuple[float, float]:
         if self.train_snr_db is not None:
@@ -394,13 +406,7 @@ def prepare_detector(name: str, cfg: SweepConfig, cs: ChannelSet, models: Path, 
         if path.is_file():
             return OnlineResult.load(path).detector()
         seq = cs.sequences()  # [S, K, F, Nr, Nt]
-        ocfg = OnlineConfig(modulation=cfg.modulation, snr_db=cfg.training_range(), layers=cfg.layers,
-                            psi=cfg.online_psi, psi_time=cfg.online_psi, phi=cfg.online_phi,
-                            batch=cfg.online_batch, seed=cfg.seed + 29, threads=cfg.threads,
-                            warm_start=cfg.online_warm_start, order=cfg.online_order,
-                            phi_time=cfg.online_phi_time, parallel=cfg.online_parallel,
-                            lr_time=cfg.online_lr_time, linear_stage=cfg.online_linear_stage,
-                            lr_scalars=cfg.online_lr_scalars)
+        ocfg = cfg.online_config()
         res = train_online(seq, ocfg)
         res.save(path)
         channel_iterations = int(res.iterations.sum()) * int(seq.shape[0])
@@ -411,8 +417,8 @@ def prepare_detector(name: str, cfg: SweepConfig, cs: ChannelSet, models: Path, 
                              "warm_start": cfg.online_warm_start, "order": cfg.online_order,
                              "phi_time": cfg.online_phi_time, "lr_time": cfg.online_lr_time,
                              "linear_stage": cfg.online_linear_stage, "lr_scalars": cfg.online_lr_scalars,
-                             "seconds_per_channel_iteration": (res.seconds / channel_iterations
-                                                              if channel_iterations else None),
+                             "ms_per_channel_iteration": (1e3 * res.seconds / channel_iterations
+                                                         if channel_iterations else None),
                              "snr_db": list(ocfg.snr_db), "final_loss_mean": float(res.final_loss.mean())}
         log(f"  trained mmnet online: {res.iterations_per_channel:.2f} iterations per channel, {res.seconds:.1f} s")
         return res.detector()

@@ -18,9 +18,9 @@ for d in map(Path, sys.argv[1:]):
         label = det if det != "mmnet" else f"mmnet {tr.get('linear_stage', 'free')} {tr.get('iterations_per_channel', 0):.2f} it/ch"
         s = r["summary"][det]["snr_at_target"]
         rows.append((f"{label} ({d.name})", pts, "not reached" if s is None else f"{s:.2f} dB",
-                     tr.get("seconds_per_channel_iteration") if det == "mmnet" and tr.get("iterations_per_channel") else None))
+                     tr.get("ms_per_channel_iteration") if det == "mmnet" and tr.get("iterations_per_channel") else None))
 print("| detector (run) | " + " | ".join(f"{s} dB" for s in snrs) + " | SNR at 1e-3 | ms/channel-iteration |")
 print("| --- |" + " ---: |" * (len(snrs) + 2))
 for label, pts, at, spi in rows:
     cells = [f"{fmt(pts[s]['ser'])} [{fmt(pts[s]['ci95'][0])}, {fmt(pts[s]['ci95'][1])}]" if s in pts else "" for s in snrs]
-    print(f"| {label} | " + " | ".join(cells) + f" | {at} | {'' if spi is None else f'{1e3 * spi:.0f}'} |")
+    print(f"| {label} | " + " | ".join(cells) + f" | {at} | {'' if spi is None else f'{spi:.0f}'} |")
