@@ -97,6 +97,8 @@ class OnlineConfig:
     ``alpha_t = 1`` and ``lam_t`` = the noise variance at the middle of ``snr_db`` (the LMMSE filter) at the
     start, ``alpha``, ``log lam`` and ``theta2`` trained at ``lr_scalars``. Those scalars carry over to the
     next channel of a chain while the inverse is recomputed for it, so they need ``warm_start="copy"``.
+    There ``lr_time`` replaces ``lr_scalars`` (the step of ``alpha``, ``log lam``, ``theta2``) from the second
+    time step on, while ``D_t`` keeps ``lr``.
     """
 
     modulation: int = 16
@@ -371,6 +373,7 @@ def _train_time_order(H: torch.Tensor, cfg: OnlineConfig) -> OnlineResult:
                 if ki > 0:
                     _warm_start(trainer, cfg, chains[c0:c1, ki - 1], h)
                 if ki == 1 and cfg.lr_time is not None:
+                    # group 0: A_t and theta2 ("free"), or the scalars and theta2 (not D_t) otherwise
                     trainer.opt.param_groups[0]["lr"] = cfg.lr_time
                 iterations = cfg.psi if ki == 0 else cfg.phi_time
                 trainer.train(h, iterations)
