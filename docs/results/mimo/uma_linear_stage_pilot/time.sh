@@ -7,3 +7,5 @@ common="--channels $C --nt 16 --modulation 16 --snr 20,22,24,26,28 --train-snr 1
 run() { name=$1; shift; PYTHONPATH=python nice .venv/bin/python -m edgert mimo sweep $common "$@" --out /tmp/mimo_v/runs/$name > /tmp/mimo_v/runs/$name.log 2>&1; echo "$name rc=$?"; }
 run time_free --detectors mmnet,mmse,ep64 --warm-start channel
 run time_cor --detectors mmnet --warm-start copy --linear-stage corrected
+# added last: the scalars' step 4x smaller
+run time_cor_lrs0.005 --detectors mmnet --warm-start copy --linear-stage corrected --lr-scalars 0.005
