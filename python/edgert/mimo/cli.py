@@ -48,7 +48,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                       offline_iterations=args.offline_iterations, online_psi=args.psi, online_phi=args.phi,
                       online_batch=args.batch, online_warm_start=args.warm_start, online_order=args.order,
                       online_phi_time=args.phi_time, online_parallel=args.parallel,
-                      online_lr_time=args.lr_time, threads=args.threads,
+                      online_lr_time=args.lr_time, online_linear_stage=args.linear_stage,
+                      online_lr_scalars=args.lr_scalars, threads=args.threads,
                       count=args.count, csi_error=args.csi_error,
                       oampnet_online_iterations=args.oampnet_iterations)
     try:
@@ -176,6 +177,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--phi-time", type=int, default=3, help="online MMNet, --order time: iterations per later time step")
     s.add_argument("--lr-time", type=float, default=None,
                    help="online MMNet, --order time: Adam step size from the second time step on (default: 1e-3)")
+    s.add_argument("--linear-stage", choices=["free", "regularised", "corrected"], default="free",
+                   help="online MMNet: learned A_t (paper), A_t = alpha_t (H^H H + lam_t I)^-1 H^H with learned "
+                        "per-layer scalars, or that plus a learned correction (needs --warm-start copy)")
+    s.add_argument("--lr-scalars", type=float, default=0.02,
+                   help="online MMNet, --linear-stage regularised/corrected: Adam step of alpha, log lam, theta2")
     s.add_argument("--parallel", type=int, default=0,
                    help="online MMNet, --order time: chains per batched graph (0 = all; bounds memory)")
     s.add_argument("--oampnet-iterations", type=int, default=100,

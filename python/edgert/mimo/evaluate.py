@@ -44,7 +44,7 @@ from edgert.mimo.channels import (
 from edgert.mimo.complexity import multiplications
 from edgert.mimo.detectors import DETECTORS, OAMP, MMNetIID, SphereDecoder, make_detector
 from edgert.mimo.oampnet_online import OAMPNetOnlineConfig, OAMPNetOnlineResult, train_oampnet_online
-from edgert.mimo.online import ORDERS, WARM_STARTS, OnlineConfig, OnlineResult, train_online
+from edgert.mimo.online import LINEAR_STAGES, ORDERS, WARM_STARTS, OnlineConfig, OnlineResult, train_online
 from edgert.mimo.training import OfflineConfig, train_offline
 
 Log = Callable[[str], None]
@@ -100,6 +100,9 @@ class SweepConfig:
             one, ``online_psi`` again on the first subcarrier of a later time step) or ``"time"`` (``online_psi``
             on every subcarrier of the first time step, ``online_phi_time`` per later time step, warm-started
             from the same subcarrier); see :class:`edgert.mimo.online.OnlineConfig`.
+        online_linear_stage, online_lr_scalars: MMNet's linear stage (``"free"``: the paper's learned ``A_t``;
+            ``"regularised"`` / ``"corrected"``: an explicit regularised inverse with learned per-layer scalars)
+            and the Adam step of those scalars; see :class:`edgert.mimo.online.OnlineConfig`.
         count: ``"symbol"`` (QAM symbol errors) or ``"real"`` (errors per real component, two PAM decisions
             per symbol, the MMNet authors' counting).
         csi_error: variance sigma_c2 of the channel-estimation error per entry, relative to the channels'
@@ -135,6 +138,8 @@ class SweepConfig:
     online_phi_time: int = 3
     online_parallel: int = 0
     online_lr_time: Optional[float] = None
+    online_linear_stage: str = "free"
+    online_lr_scalars: float = 0.02
     threads: int = 1
     count: str = "symbol"
     csi_error: float = 0.0
@@ -168,6 +173,10 @@ class SweepConfig:
             raise ValueError(f"target_ser: expected in (0, 1), got {self.target_ser}")
         if self.online_warm_start not in WARM_STARTS:
             raise ValueError(f"online_warm_start: expected one of {WARM_STARTS}, got {self.online_warm_start!r}")
+        if self.online_linear_stage not in LINEAR_STAGES:
+            raise ValueError(f"online_linear_stage: expected one of {LINEAR_STAGES}, got {self.online_linear_stage!r}")
+        if "mmnet" in self.detectors:
+            self.online_config().validate()
         if self.count not in COUNTS:
             raise ValueError(f"count: expected one of {COUNTS}, got {self.count!r}")
         if self.online_order not in ORDERS:
@@ -183,6 +192,16 @@ class SweepConfig:
         if self.train_snr_db is not None and (len(self.train_snr_db) != 2
                                               or self.train_snr_db[0] > self.train_snr_db[1]):
             raise ValueError(f"train_snr_db: expected [lo, hi], got {self.train_snr_db}")
+
+    def online_config(self) -> OnlineConfig:
+        """The :class:`OnlineConfig` that trains ``mmnet`` for this sweep."""
+        return OnlineConfig(modulation=self.modulation, snr_db=self.training_range(), layers=self.layers,
+                            psi=self.online_psi, psi_time=self.online_psi, phi=self.online_phi,
+                            batch=self.online_batch, seed=self.seed + 29, threads=self.threads,
+                            warm_start=self.online_warm_start, order=self.online_order,
+                            phi_time=self.online_phi_time, parallel=self.online_parallel,
+                            lr_time=self.online_lr_time, linear_stage=self.online_linear_stage,
+                            lr_scalars=self.online_lr_scalars)
 
     def training_range(self) -> tuple[float, float]:
         if self.train_snr_db is not None:
@@ -387,20 +406,19 @@ def prepare_detector(name: str, cfg: SweepConfig, cs: ChannelSet, models: Path, 
         if path.is_file():
             return OnlineResult.load(path).detector()
         seq = cs.sequences()  # [S, K, F, Nr, Nt]
-        ocfg = OnlineConfig(modulation=cfg.modulation, snr_db=cfg.training_range(), layers=cfg.layers,
-                            psi=cfg.online_psi, psi_time=cfg.online_psi, phi=cfg.online_phi,
-                            batch=cfg.online_batch, seed=cfg.seed + 29, threads=cfg.threads,
-                            warm_start=cfg.online_warm_start, order=cfg.online_order,
-                            phi_time=cfg.online_phi_time, parallel=cfg.online_parallel,
-                            lr_time=cfg.online_lr_time)
+        ocfg = cfg.online_config()
         res = train_online(seq, ocfg)
         res.save(path)
+        channel_iterations = int(res.iterations.sum()) * int(seq.shape[0])
         training["mmnet"] = {"iterations_per_channel": res.iterations_per_channel, "seconds": res.seconds,
                              "sequences": int(seq.shape[0]), "time_steps": int(seq.shape[1]),
                              "subcarriers": int(seq.shape[2]),
                              "psi": cfg.online_psi, "phi": cfg.online_phi, "batch": cfg.online_batch,
                              "warm_start": cfg.online_warm_start, "order": cfg.online_order,
                              "phi_time": cfg.online_phi_time, "lr_time": cfg.online_lr_time,
+                             "linear_stage": cfg.online_linear_stage, "lr_scalars": cfg.online_lr_scalars,
+                             "ms_per_channel_iteration": (1e3 * res.seconds / channel_iterations
+                                                         if channel_iterations else None),
                              "snr_db": list(ocfg.snr_db), "final_loss_mean": float(res.final_loss.mean())}
         log(f"  trained mmnet online: {res.iterations_per_channel:.2f} iterations per channel, {res.seconds:.1f} s")
         return res.detector()

@@ -34,8 +34,8 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from edgert.mimo.channels import check_modulation, sample_batch
-from edgert.mimo.detectors.mmnet import MMNet, init_mmnet_params
+from edgert.mimo.channels import check_modulation, noise_variance, sample_batch
+from edgert.mimo.detectors.mmnet import MMNet, RegularisedBasis, init_mmnet_params
 from edgert.mimo.training import uniform_snr
 from edgert.ops.mmnet import mmnet_train_forward
 
@@ -45,6 +45,12 @@ THETA2_FLOOR: float = 1e-3
 #: ``copy``: the paper's warm start (the neighbour's A_t as is); ``channel``: :func:`channel_transfer`;
 #: ``restart``: A_t from :func:`init_mmnet_params` of the new channel, theta2 and Adam moments carried over.
 WARM_STARTS: tuple[str, ...] = ("copy", "channel", "restart")
+
+#: MMNet's linear stage ``z_t = x_t + A_t (y - H x_t)``: ``free``: every ``A_t`` a free complex matrix from the
+#: matched filter (the paper); ``regularised``: ``A_t = alpha_t (H^H H + lam_t I)^-1 H^H`` with two learned
+#: scalars per layer and channel (:meth:`RegularisedBasis.operators`); ``corrected``: that operator plus a
+#: free complex correction ``D_t`` (starts at 0, trained at ``lr``).
+LINEAR_STAGES: tuple[str, ...] = ("free", "regularised", "corrected")
 
 #: ``paper``: Algorithm 1's order (frequency chain per time step, first subcarrier chained over time);
 #: ``time``: every subcarrier chained over time only (see the module docstring).
@@ -85,6 +91,14 @@ class OnlineConfig:
     are then unused). ``parallel`` bounds how many independent chains share one batched graph (memory:
     ~12 MB per chain at batch 500, Nr 64, Nt 16, 10 layers); 0 = all. ``lr_time`` (``"time"`` only) is
     Adam's step size from the second time step on (None: ``lr``).
+
+    ``linear_stage`` (:data:`LINEAR_STAGES`): ``"free"`` (default) learns each ``A_t`` as a full matrix;
+    ``"regularised"`` / ``"corrected"`` keep an explicit regularised inverse of the channel at hand, with
+    ``alpha_t = 1`` and ``lam_t`` = the noise variance at the middle of ``snr_db`` (the LMMSE filter) at the
+    start, ``alpha``, ``log lam`` and ``theta2`` trained at ``lr_scalars``. Those scalars carry over to the
+    next channel of a chain while the inverse is recomputed for it, so they need ``warm_start="copy"``.
+    There ``lr_time`` replaces ``lr_scalars`` (the step of ``alpha``, ``log lam``, ``theta2``) from the second
+    time step on, while ``D_t`` keeps ``lr``.
     """
 
     modulation: int = 16
@@ -104,9 +118,18 @@ class OnlineConfig:
     phi_time: int = 3
     parallel: int = 0
     lr_time: Optional[float] = None
+    linear_stage: str = "free"
+    lr_scalars: float = 0.02
 
     def validate(self) -> None:
         check_modulation(self.modulation)
+        if self.linear_stage not in LINEAR_STAGES:
+            raise ValueError(f"linear_stage: expected one of {LINEAR_STAGES}, got {self.linear_stage!r}")
+        if self.linear_stage != "free" and self.warm_start != "copy":
+            raise ValueError(f"linear_stage {self.linear_stage!r} carries its scalars to the next channel and "
+                             f"recomputes the inverse there: expected warm_start 'copy', got {self.warm_start!r}")
+        if not (math.isfinite(self.lr_scalars) and self.lr_scalars > 0):
+            raise ValueError(f"lr_scalars: expected a finite value > 0, got {self.lr_scalars!r}")
         if self.order not in ORDERS:
             raise ValueError(f"order: expected one of {ORDERS}, got {self.order!r}")
         if self.warm_start not in WARM_STARTS:
@@ -176,17 +199,40 @@ class OnlineResult:
 class _Trainer:
     """Adam on per-sequence MMNet parameters for a batch of S channels (one per sequence).
 
-    ``A`` is optimised through its real view ``[T, S, Nt, Nr, 2]`` (what ``torch.optim.Adam`` does for a
-    complex parameter internally, so the updates are the same) and the forward pass is
+    ``linear_stage="free"``: ``A`` is optimised through its real view ``[T, S, Nt, Nr, 2]`` (what
+    ``torch.optim.Adam`` does for a complex parameter internally, so the updates are the same).
+    ``"regularised"`` / ``"corrected"``: ``A_t = alpha_t W(lam_t) (+ D_t)`` is rebuilt from the scalars
+    (:meth:`RegularisedBasis.operators`) for the channels of every :meth:`train` call. The forward pass is
     :func:`edgert.ops.mmnet.mmnet_train_forward` (the reference's math without complex autograd).
     """
 
     def __init__(self, A: torch.Tensor, theta2: torch.Tensor, cfg: OnlineConfig, gen: torch.Generator):
-        self.A_ri = torch.view_as_real(A.to(torch.complex64)).clone().requires_grad_(True)
-        self.theta2 = theta2.clone().float().requires_grad_(True)
         self.cfg = cfg
         self.gen = gen
-        self.opt = torch.optim.Adam([self.A_ri, self.theta2], lr=cfg.lr)
+        self.theta2 = theta2.clone().float().requires_grad_(True)
+        self.basis: Optional[RegularisedBasis] = None
+        if cfg.linear_stage == "free":
+            self.A_ri = torch.view_as_real(A.to(torch.complex64)).clone().requires_grad_(True)
+            self.opt = torch.optim.Adam([self.A_ri, self.theta2], lr=cfg.lr)
+            return
+        t, s = A.shape[:2]
+        lam0 = float(noise_variance(0.5 * (cfg.snr_db[0] + cfg.snr_db[1]), A.shape[2]))
+        self.alpha = torch.ones(t, s, requires_grad=True)
+        self.log_lam = torch.full((t, s), math.log(lam0), requires_grad=True)
+        groups = [{"params": [self.alpha, self.log_lam, self.theta2], "lr": cfg.lr_scalars}]
+        if cfg.linear_stage == "corrected":
+            self.A_ri = torch.zeros(torch.view_as_real(A.to(torch.complex64)).shape, requires_grad=True)
+            groups.append({"params": [self.A_ri], "lr": cfg.lr})
+        self.opt = torch.optim.Adam(groups, lr=cfg.lr)
+
+    def operators(self) -> torch.Tensor:
+        """The current ``A`` as the float32 real view ``[T, S, Nt, Nr, 2]`` (differentiable)."""
+        if self.cfg.linear_stage == "free":
+            return self.A_ri
+        if self.basis is None:
+            raise RuntimeError("regularised linear stage: no channel yet (call train() first)")
+        A_ri = torch.view_as_real(self.basis.operators(self.alpha, self.log_lam))
+        return A_ri + self.A_ri if self.cfg.linear_stage == "corrected" else A_ri
 
     def step(self, H: torch.Tensor) -> float:
         """One iteration on channels ``H`` ``[S, Nr, Nt]``; returns the mean over sequences of the loss."""
@@ -200,7 +246,7 @@ class _Trainer:
         sigma2 = b.sigma2.reshape(s, gs, 1).expand(s, gs, per).reshape(s, cfg.batch)
         x = b.x.reshape(s, cfg.batch, nt)
         target = torch.stack([x.real, x.imag], -2)  # [S, B, 2, Nt]
-        xs = mmnet_train_forward(H, y, sigma2, self.A_ri, self.theta2, cfg.modulation)  # [T, S, B, 2, Nt]
+        xs = mmnet_train_forward(H, y, sigma2, self.operators(), self.theta2, cfg.modulation)  # [T, S, B, 2, Nt]
         per_seq = (xs - target).pow(2).sum((-2, -1)).mean((0, 2))
         self.last_per_sequence = per_seq.detach()
         loss = per_seq.sum()
@@ -214,6 +260,9 @@ class _Trainer:
         return float(loss.detach()) / s
 
     def train(self, H: torch.Tensor, iterations: int) -> float:
+        """``iterations`` steps on channels ``H`` ``[S, Nr, Nt]`` (which :attr:`A` then refers to)."""
+        if self.cfg.linear_stage != "free":
+            self.basis = RegularisedBasis.of(H)
         last = float("nan")
         for _ in range(iterations):
             last = self.step(H)
@@ -221,12 +270,23 @@ class _Trainer:
 
     @property
     def A(self) -> torch.Tensor:
-        return torch.view_as_complex(self.A_ri.detach())
+        return torch.view_as_complex(self.operators().detach().contiguous())
 
     def snapshot(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.A.clone(), self.theta2.detach().clone()
 
+    def state(self) -> list[torch.Tensor]:
+        """Copies of the trained parameters (not Adam's moments), for :meth:`restore`."""
+        return [p.detach().clone() for group in self.opt.param_groups for p in group["params"]]
+
+    def restore(self, state: list[torch.Tensor]) -> None:
+        with torch.no_grad():
+            for p, v in zip([p for group in self.opt.param_groups for p in group["params"]], state):
+                p.copy_(v)
+
     def load(self, A: torch.Tensor, theta2: torch.Tensor) -> None:
+        if self.cfg.linear_stage != "free":
+            raise ValueError("a regularised linear stage is defined by its scalars: load() takes a free A_t")
         with torch.no_grad():
             self.A_ri.copy_(torch.view_as_real(A.to(torch.complex64)))
             self.theta2.copy_(theta2)
@@ -261,18 +321,21 @@ def train_online(H: torch.Tensor, cfg: OnlineConfig) -> OnlineResult:
     th_out = torch.empty(k, f, cfg.layers, s, nt)
     iters = np.zeros((k, f), dtype=np.int64)
     losses = np.zeros((k, f))
+    first_state: list[torch.Tensor] = []
     t0 = time.perf_counter()
     try:
         for ki in range(k):
             for fi in range(f):
                 if fi == 0 and ki > 0:
-                    trainer.load(A_out[ki - 1, 0], th_out[ki - 1, 0])
+                    trainer.restore(first_state)
                 if ki > 0 or fi > 0:
                     _warm_start(trainer, cfg, H[:, ki, fi - 1] if fi > 0 else H[:, ki - 1, 0], H[:, ki, fi])
                 n = cfg.psi if (ki == 0 and fi == 0) else (cfg.psi_time if fi == 0 else cfg.phi)
                 losses[ki, fi] = trainer.train(H[:, ki, fi].contiguous(), n)
                 iters[ki, fi] = n
                 A_out[ki, fi], th_out[ki, fi] = trainer.snapshot()
+                if fi == 0:
+                    first_state = trainer.state()
     finally:
         torch.set_num_threads(previous_threads)
     return OnlineResult(A_out, th_out, iters, losses, time.perf_counter() - t0, asdict(cfg))
@@ -310,6 +373,7 @@ def _train_time_order(H: torch.Tensor, cfg: OnlineConfig) -> OnlineResult:
                 if ki > 0:
                     _warm_start(trainer, cfg, chains[c0:c1, ki - 1], h)
                 if ki == 1 and cfg.lr_time is not None:
+                    # group 0: A_t and theta2 ("free"), or the scalars and theta2 (not D_t) otherwise
                     trainer.opt.param_groups[0]["lr"] = cfg.lr_time
                 iterations = cfg.psi if ki == 0 else cfg.phi_time
                 trainer.train(h, iterations)

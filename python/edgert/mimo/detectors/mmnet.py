@@ -86,6 +86,40 @@ def init_mmnet_params(H: torch.Tensor, layers: int) -> tuple[torch.Tensor, torch
 
 
 @dataclass
+class RegularisedBasis:
+    """Eigenbasis of channels ``H`` ``[G, Nr, Nt]`` for MMNet's regularised linear stage.
+
+    ``H^H H = U diag(d) U^H`` (one eigendecomposition per channel, complex128) and ``B = U^H H^H``, so that
+    the regularised inverse ``(H^H H + lam I)^-1 H^H = U diag(1 / (d + lam)) B`` costs no solve per ``lam``
+    and is differentiable in ``lam`` through real scalings only.
+
+    Attributes:
+        u: complex128 ``[G, Nt, Nt]``; d: float64 ``[G, Nt]`` (eigenvalues, >= 0); b: complex128 ``[G, Nt, Nr]``.
+    """
+
+    u: torch.Tensor
+    d: torch.Tensor
+    b: torch.Tensor
+
+    @staticmethod
+    def of(H: torch.Tensor) -> "RegularisedBasis":
+        h = H.detach().to(torch.complex128)
+        d, u = torch.linalg.eigh(h.mH @ h)
+        return RegularisedBasis(u, d.clamp_min(0.0), u.mH @ h.mH)
+
+    def operators(self, alpha: torch.Tensor, log_lam: torch.Tensor,
+                  dtype: torch.dtype = torch.complex64) -> torch.Tensor:
+        """``A_t = alpha_t (H^H H + lam_t I)^-1 H^H`` with ``lam_t = exp(log_lam_t)``: ``dtype`` ``[T, G, Nt, Nr]``.
+
+        ``alpha``, ``log_lam``: real ``[T, G]`` (differentiable). ``lam`` is in units of ``|h_ij|^2`` (the
+        noise variance ``sigma2`` per receive antenna gives the LMMSE filter for unit-energy symbols).
+        """
+        inv = 1.0 / (self.d.unsqueeze(0) + log_lam.double().exp()[..., None])  # [T, G, Nt]
+        w = (self.u.unsqueeze(0) * inv[..., None, :].to(self.u.dtype)) @ self.b.unsqueeze(0)
+        return (alpha.double()[..., None, None].to(w.dtype) * w).to(dtype)
+
+
+@dataclass
 class MMNet:
     """MMNet with per-channel parameters: ``A`` ``[T, G, Nt, Nr]`` and ``theta2`` ``[T, G, Nt]``.
 
