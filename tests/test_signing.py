@@ -334,3 +334,63 @@ def test_edge_client_nacks_each_bad_golden_packet_with_its_status_and_keeps_its_
             assert len({n.split(":")[0] for n in server.devices["cam"].nacks}) == 5  # EXPIRED twice
         finally:
             client.stop()
+
+
+def test_server_and_device_options_build_the_signer_and_trust_that_deliver(tmp_path):
+    """The options the AMS and RECL servers and devices take (``add_release_arguments``): files made by
+    ``edgert release`` become a Signer and a Trust that deliver a signed update over TCP; a device pinned to
+    another root refuses it; every wrong option is refused naming the file or the option."""
+    import argparse
+
+    from edgert.cli import main
+    from edgert.updates.release_cli import add_release_arguments, signer_from_args, trust_from_args
+
+    for name in ("root", "other", "rel"):
+        assert main(["release", "keygen", name, "--dir", str(tmp_path)]) == 0
+    stmt = tmp_path / "d.stmt"
+    assert main(["release", "delegate", "--root", str(tmp_path / "root.key"), "--release",
+                 str(tmp_path / "rel.pub"), "--version", "2", "-o", str(stmt)]) == 0
+    server_parser, device_parser = argparse.ArgumentParser(), argparse.ArgumentParser()
+    add_release_arguments(server_parser, server=True)
+    add_release_arguments(device_parser)
+    signer = signer_from_args(server_parser.parse_args(
+        ["--release-key", str(tmp_path / "rel.key"), "--delegation", str(stmt), "--signature-days", "1"]))
+    trust = trust_from_args(device_parser.parse_args(["--root-key", str(tmp_path / "root.pub")]))
+    assert signer is not None and trust is not None and signer.validity == 86_400
+    assert signer_from_args(server_parser.parse_args([])) is None
+    assert trust_from_args(device_parser.parse_args([])) is None
+
+    keys = {**KEYS, "cam-2": b"q" * 32}
+    with ModelServer(MANIFEST, keys, _weights(), signer=signer) as server:
+        client = EdgeClient(server.address, "cam-1", keys["cam-1"], trust=trust).start()
+        try:
+            assert wait_for(lambda: client.version == 1)
+            assert client.slot.weights()[0] == server.weights_bytes()
+            assert client.trust.min_release_version == 2
+        finally:
+            client.stop()
+        stranger = trust_from_args(device_parser.parse_args(["--root-key", str(tmp_path / "other.pub")]))
+        refused = EdgeClient(server.address, "cam-2", keys["cam-2"], trust=stranger).start()
+        try:
+            assert wait_for(lambda: server.devices.get("cam-2") is not None and server.devices["cam-2"].nacks)
+            assert refused.version == 0
+        finally:
+            refused.stop()
+
+    def fails(parser: argparse.ArgumentParser, build, argv: list[str], message: str) -> None:
+        with pytest.raises(ValueError, match=message):
+            build(parser.parse_args(argv))
+
+    fails(server_parser, signer_from_args, ["--release-key", str(tmp_path / "rel.key")], "needs --delegation")
+    fails(server_parser, signer_from_args, ["--delegation", str(stmt)], "needs --release-key")
+    fails(server_parser, signer_from_args, ["--release-key", str(tmp_path / "missing.key"), "--delegation",
+                                            str(stmt)], "missing.key")
+    fails(server_parser, signer_from_args, ["--release-key", str(tmp_path / "rel.key"), "--delegation",
+                                            str(tmp_path / "rel.pub")], "--delegation .*rel.pub")
+    fails(server_parser, signer_from_args, ["--release-key", str(tmp_path / "other.key"), "--delegation",
+                                            str(stmt)], "does not name this release key")
+    fails(server_parser, signer_from_args, ["--release-key", str(tmp_path / "rel.key"), "--delegation", str(stmt),
+                                            "--signature-days", "0"], "--signature-days")
+    fails(device_parser, trust_from_args, ["--root-key", str(stmt)], "32 bytes, got 128")
+    fails(device_parser, trust_from_args, ["--root-key", str(tmp_path / "root.pub"), "--root-version", "-1"],
+          "must be >= 0")

@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from edgert.transport.tls import TLSConfig, add_tls_arguments
+from edgert.updates.release_cli import add_release_arguments, signer_from_args, trust_from_args
 
 
 def _load_spec(path: str) -> dict[str, Any]:
@@ -59,7 +60,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     log = _logger("server")
     server = AMSServer(student, teacher, _keys(spec), config, size=(spec["width"], spec["height"]),
                        host=args.host, port=args.port, state_dir=args.state_dir, log=log,
-                       tls=TLSConfig.from_args(args, "server", args.tls_name)).start()
+                       tls=TLSConfig.from_args(args, "server", args.tls_name),
+                       signer=signer_from_args(args)).start()
     if args.port_file:
         tmp = Path(args.port_file + ".tmp")
         tmp.write_text(str(server.address[1]))
@@ -98,7 +100,7 @@ def _cmd_edge(args: argparse.Namespace) -> int:
         opencv().setNumThreads(int(spec.get("threads", 1)))  # the flow step on as many threads as the student gets
         loop = RemoteFlowLoop(FlowConfig(**spec.get("flow", {})))
     edge = AMSEdge((host, int(port)), args.device, key, student, edge_cfg, log=log, loop=loop,
-                   tls=TLSConfig.from_args(args, "device", args.device))
+                   tls=TLSConfig.from_args(args, "device", args.device), trust=trust_from_args(args))
     options = spec.get("source_options") or {}
     info = probe(spec["clip"], options)
     preds: list[np.ndarray] = []
@@ -249,6 +251,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
     s.add_argument("--state-dir", default=None, help="persist each device's model stream here")
     s.add_argument("--report", default=None, help="write per-device counters (JSON) here on exit")
     add_tls_arguments(s, server=True)
+    add_release_arguments(s, server=True)
     s.set_defaults(func=_cmd_serve)
     e = ssub.add_parser("edge", help="run an AMS edge device from a spec over its clip")
     e.add_argument("--spec", required=True)
@@ -257,6 +260,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
     e.add_argument("--out", required=True)
     e.add_argument("--progress-file", default=None, help="write the number of frames processed here (every 10)")
     add_tls_arguments(e)
+    add_release_arguments(e)
     e.set_defaults(func=_cmd_edge)
     ev = ssub.add_parser("eval", help="AMS vs baselines on a clip: table, plots, config.json, results.json")
     _add_eval_args(ev, "no-custom,one-time,jit,full,ams,remote-flow")

@@ -28,6 +28,7 @@ from edgert.ams.config import EdgeConfig
 from edgert.ams.protocol import AMSFrame, Control, Join, SampleUpload, UploadStatus
 from edgert.transport import ConnectionClosed, EdgeClient, TLSConfig
 from edgert.updates import Manifest, buffer_tensors, load_weights
+from edgert.updates.signing import Trust
 
 Log = Callable[[str], None]
 FrameCallback = Callable[[int, float, np.ndarray], None]
@@ -68,11 +69,14 @@ class AMSEdge:
         log: optional line logger.
         loop: what the device does per frame (default :class:`ModelStreamingLoop`: run the streamed student).
         tls: TLS 1.3 with this device's certificate (:class:`~edgert.transport.TLSConfig`).
+        trust: pinned release-signature root (:class:`~edgert.updates.signing.Trust`): unsigned or badly
+            signed packets are refused.
     """
 
     def __init__(self, address: tuple[str, int], device_id: str, key: bytes, student: nn.Module,
                  config: Optional[EdgeConfig] = None, *, log: Optional[Log] = None,
-                 loop: Optional["EdgeLoop"] = None, tls: Optional[TLSConfig] = None) -> None:
+                 loop: Optional["EdgeLoop"] = None, tls: Optional[TLSConfig] = None,
+                 trust: Optional[Trust] = None) -> None:
         self.config = config or EdgeConfig()
         self.config.validate()
         self._log = log or (lambda line: None)
@@ -89,7 +93,8 @@ class AMSEdge:
         self._join: Optional[Join] = None
         self.report = EdgeReport()
         self.client = EdgeClient(address, device_id, key, on_version=self._on_version, log=self._log,
-                                 on_connect=self._on_connect, handlers={AMSFrame.CONTROL: self._on_control}, tls=tls)
+                                 on_connect=self._on_connect, handlers={AMSFrame.CONTROL: self._on_control}, tls=tls,
+                                 trust=trust)
         self.loop = loop or ModelStreamingLoop()
         self.loop.attach(self)
 

@@ -47,6 +47,7 @@ from edgert.updates import (
 )
 from edgert.updates.packet import encode_update
 from edgert.updates.reference import mask_fp16_gzip_bytes
+from edgert.updates.signing import Signer
 from edgert.vision.distill import check_label_space
 from edgert.vision.teachers import Teacher
 
@@ -146,6 +147,7 @@ class AMSServer:
             ``config.executor = "ray"`` makes a :class:`~edgert.harness.executors.RayExecutor` at
             :meth:`start` (and shuts it down at :meth:`stop`); ``"thread"`` trains in the worker thread.
         tls: TLS 1.3 with client certificates for every connection (:class:`~edgert.transport.TLSConfig`).
+        signer: sign every packet sent with this release key (:class:`~edgert.updates.signing.Signer`).
 
     Raises:
         ValueError: bad config, keys, or a student/teacher label-space mismatch.
@@ -155,7 +157,7 @@ class AMSServer:
                  config: Optional[AMSConfig] = None, *, size: tuple[int, int], host: str = "127.0.0.1", port: int = 0,
                  state_dir: Optional[Union[str, Path]] = None, log: Optional[Log] = None,
                  policy: Optional[UploadPolicy] = None, executor: Optional[TaskExecutor] = None,
-                 tls: Optional[TLSConfig] = None) -> None:
+                 tls: Optional[TLSConfig] = None, signer: Optional[Signer] = None) -> None:
         self.config = config or AMSConfig()
         self.config.validate()
         self.policy = policy or policy_for(self.config)
@@ -169,7 +171,8 @@ class AMSServer:
         self.models = ModelServer(
             self.manifest, keys, module_weights(student), host=host, port=port, value_coding=self.config.value_coding,
             packet_format=self.config.packet_format, state_dir=state_dir, per_device=True, log=self._log,
-            max_frame=max(self.config.max_upload_bytes, DEFAULT_MAX_FRAME), on_disconnect=self._on_disconnect, tls=tls)
+            max_frame=max(self.config.max_upload_bytes, DEFAULT_MAX_FRAME), on_disconnect=self._on_disconnect, tls=tls,
+            signer=signer)
         self.models.register_frame(AMSFrame.JOIN, self._on_join)
         self.models.register_frame(AMSFrame.SAMPLES, self._on_samples)
         self.reports: dict[str, DeviceReport] = {d: DeviceReport(d) for d in keys}

@@ -40,6 +40,7 @@ import numpy as np
 from edgert.recl.controller import Decision, RECLController, WindowReport
 from edgert.transport import DEFAULT_MAX_FRAME, ConnectionClosed, EdgeClient, ModelServer, ProtocolError, TLSConfig
 from edgert.updates import COMPACT_FORMAT, Manifest, TensorUpdate, encode_snapshot, encode_update
+from edgert.updates.signing import Signer
 from edgert.updates.weights import buffer_tensors, load_weights
 
 Log = Callable[[str], None]
@@ -369,6 +370,7 @@ class RECLServer:
         host, port: where to listen (port 0 picks a free one; see :attr:`address`).
         max_upload_bytes: the largest WINDOW frame accepted.
         tls: TLS 1.3 with client certificates for every connection (:class:`~edgert.transport.TLSConfig`).
+        signer: sign every packet sent with this release key (:class:`~edgert.updates.signing.Signer`).
         packet_format: the newest packet format published (devices get theirs).
         log: optional line logger.
 
@@ -378,7 +380,8 @@ class RECLServer:
     def __init__(self, controller: RECLController, keys: Mapping[str, bytes], *,
                  expected: Optional[Collection[str]] = None, gather_s: float = 5.0, host: str = "127.0.0.1",
                  port: int = 0, max_upload_bytes: int = DEFAULT_MAX_FRAME, packet_format: int = COMPACT_FORMAT,
-                 log: Optional[Log] = None, tls: Optional[TLSConfig] = None) -> None:
+                 log: Optional[Log] = None, tls: Optional[TLSConfig] = None,
+                 signer: Optional[Signer] = None) -> None:
         if gather_s <= 0:
             raise ValueError(f"gather_s: expected > 0, got {gather_s}")
         self.controller = controller
@@ -395,7 +398,8 @@ class RECLServer:
                 controller.register_device(device)
         self.models = ModelServer(self.manifest, keys, controller.generic, host=host, port=port, history=1,
                                   value_coding="fp32", packet_format=packet_format, per_device=True, log=self._log,
-                                  max_frame=max(max_upload_bytes, DEFAULT_MAX_FRAME), tls=tls)
+                                  max_frame=max(max_upload_bytes, DEFAULT_MAX_FRAME), tls=tls,
+                                  signer=signer)
         for device in keys:  # devices the controller already knew run their own model
             state = controller.devices[device]
             if self.models.weights_bytes(device) != self.manifest.pack(state.weights):

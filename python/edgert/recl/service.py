@@ -34,6 +34,7 @@ import numpy as np
 
 from edgert.harness.run import write_bytes_atomic
 from edgert.transport.tls import TLSConfig, TLSConfigError, add_tls_arguments
+from edgert.updates.release_cli import add_release_arguments, signer_from_args, trust_from_args
 
 Log = Callable[[str], None]
 
@@ -152,6 +153,7 @@ def _serve(args: argparse.Namespace) -> int:
         keys = load_keys(args.keys)
         config = serve_config(args)
         tls = _tls(args, "server", args.tls_name)
+        signer = signer_from_args(args)
     except (KeyFileError, ValueError) as exc:
         raise _Fail(EXIT_BAD_INPUT, str(exc)) from exc
     expected = None
@@ -192,7 +194,7 @@ def _serve(args: argparse.Namespace) -> int:
             first = controller.next_window = last + 1
         try:
             server = RECLServer(controller, keys, expected=expected, gather_s=args.gather_s, host=args.host,
-                                port=args.port, log=log, tls=tls).start()
+                                port=args.port, log=log, tls=tls, signer=signer).start()
         except OSError as exc:
             raise _Fail(EXIT_BAD_INPUT, f"cannot listen on {args.host}:{args.port}: {exc}") from exc
         host, port = address = server.address
@@ -344,7 +346,8 @@ def _device(args: argparse.Namespace) -> int:
     try:
         key = read_key_file(args.key_file, args.device) if args.key_file else load_key(args.keys, args.device)
         tls = _tls(args, "device", args.device)
-    except (KeyFileError, TLSConfigError) as exc:
+        trust = trust_from_args(args)
+    except (KeyFileError, TLSConfigError, ValueError) as exc:
         raise _Fail(EXIT_BAD_INPUT, str(exc)) from exc
 
     import torch
@@ -371,7 +374,7 @@ def _device(args: argparse.Namespace) -> int:
         model = task.new_expert()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = RECLDevice(address, args.device, key, codec=args.codec, log=log, tls=tls).start()
+    device = RECLDevice(address, args.device, key, codec=args.codec, log=log, tls=tls, trust=trust).start()
     records: list[dict[str, Any]] = []
     failed = 0
     state: dict[str, Any] = {"device": args.device, "server": args.server, "clip": str(clip), "size": list(size),
@@ -473,6 +476,7 @@ def _add_serve_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--windows", type=int, default=None, help="stop after this many windows (default: on SIGTERM)")
     s.add_argument("--report", default=None, help="write the window reports (JSON) here on exit")
     add_tls_arguments(s, server=True)
+    add_release_arguments(s, server=True)
     s.add_argument("--config", default=None, metavar="CONFIG.json",
                    help="RECLConfig as JSON (RECLConfig.to_dict); the flags below override it")
     g = s.add_argument_group("RECL settings (default: --config's, else RECLConfig's)")
@@ -516,6 +520,7 @@ def _add_device_args(d: argparse.ArgumentParser) -> None:
     d.add_argument("--threads", type=int, default=1, help="torch threads")
     d.add_argument("--out", required=True, help=f"folder for {DEVICE_LOG}")
     add_tls_arguments(d)
+    add_release_arguments(d)
 
 
 def register_service(ssub: "argparse._SubParsersAction") -> None:

@@ -17,9 +17,11 @@ import argparse
 import os
 import time
 from pathlib import Path
+from typing import Any, Optional
 
 from edgert.updates.signing import (
     SignatureError,
+    Signer,
     SigningKey,
     Statement,
     Trust,
@@ -94,6 +96,76 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     print(f"EDGERT_OK: signed by {block.signer_id.hex()} until {block.expiry}; device trust after: root version "
           f"{after.root_version}, delegations >= {after.min_release_version}")
     return 0
+
+
+def add_release_arguments(parser: Any, server: bool = False) -> None:
+    """Adds the release-signature options of a server (``--release-key``, ``--delegation``, ``--rotation``,
+    ``--signature-days``: sign every packet sent) or of a device (``--root-key``, ``--root-version``,
+    ``--min-release-version``: refuse every packet without a valid signature) to an argparse parser."""
+    if server:
+        parser.add_argument("--release-key", default=None,
+                            help="sign every packet with this release private key (`edgert release keygen`); "
+                                 "needs --delegation")
+        parser.add_argument("--delegation", default=None, help="the root's delegation statement for --release-key")
+        parser.add_argument("--rotation", action="append", default=[],
+                            help="root rotation statements devices may still need, oldest first")
+        parser.add_argument("--signature-days", type=float, default=7.0,
+                            help="each signed packet expires this many days after it is sent (default 7)")
+    else:
+        parser.add_argument("--root-key", default=None,
+                            help="pin this root public key: packets without a valid release signature are refused")
+        parser.add_argument("--root-version", type=int, default=0, help="the pinned root's version (default 0)")
+        parser.add_argument("--min-release-version", type=int, default=0,
+                            help="refuse delegations below this version (default 0)")
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{what} {path}: {exc.strerror or exc}") from exc
+
+
+def signer_from_args(args: argparse.Namespace) -> Optional[Signer]:
+    """The :class:`Signer` that :func:`add_release_arguments` (server) describes, or None without
+    ``--release-key``. Raises ValueError naming the file or option that is wrong."""
+    if getattr(args, "release_key", None) is None:
+        if getattr(args, "delegation", None) is not None:
+            raise ValueError("--delegation needs --release-key")
+        return None
+    if args.delegation is None:
+        raise ValueError("--release-key needs --delegation (`edgert release delegate`)")
+    if args.signature_days <= 0:
+        raise ValueError(f"--signature-days: expected > 0, got {args.signature_days}")
+    try:
+        key = SigningKey(_read(args.release_key, "--release-key"))
+    except ValueError as exc:
+        raise ValueError(f"--release-key {args.release_key}: {exc}") from exc
+    delegation = _statement(args.delegation, "--delegation")
+    rotations = [_statement(r, "--rotation") for r in args.rotation]
+    try:
+        return Signer(key, delegation, rotations, validity=int(args.signature_days * DAY))
+    except ValueError as exc:
+        raise ValueError(f"--release-key {args.release_key} with --delegation {args.delegation}: {exc}") from exc
+
+
+def _statement(path: str, what: str) -> Statement:
+    try:
+        return Statement.decode(_read(path, what))
+    except SignatureError as exc:
+        raise ValueError(f"{what} {path}: {exc}") from exc
+
+
+def trust_from_args(args: argparse.Namespace) -> Optional[Trust]:
+    """The :class:`Trust` that :func:`add_release_arguments` (device) describes, or None without ``--root-key``."""
+    if getattr(args, "root_key", None) is None:
+        return None
+    if args.root_version < 0 or args.min_release_version < 0:
+        raise ValueError("--root-version and --min-release-version must be >= 0")
+    root = _read(args.root_key, "--root-key")
+    if len(root) != 32:
+        raise ValueError(f"--root-key {args.root_key}: an Ed25519 public key has 32 bytes, got {len(root)}")
+    return Trust(root, args.root_version, args.min_release_version)
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
