@@ -138,6 +138,19 @@ def memcpy_bandwidth(device: torch.device, n_bytes: int = 256 << 20) -> float:
     return 2 * n * 4 / t.median / 1e9
 
 
+def child_env() -> dict[str, str]:
+    """The environment for a child Python process of a benchmark: it imports the same ``edgert`` as this
+    process (the installed package, or ``python/`` with its in-place build) and finds ``bench`` in the
+    repository. Prepending ``python/`` blindly would hand a CI child, whose compiled module is installed,
+    a source tree without it."""
+    import edgert
+
+    package_root = str(Path(edgert.__file__).resolve().parent.parent)
+    repo = str(Path(__file__).resolve().parent.parent)
+    parts = [package_root, repo, os.environ.get("PYTHONPATH", "")]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in parts if p))
+
+
 def gemm_rate(device: torch.device, n: int = 1024, tf32: bool = False) -> float:
     """Achieved fp32 GEMM rate in GFLOP/s (torch.mm, n x n x n); ``tf32`` lets a CUDA device use its TF32 tensor
     cores, as cuDNN's convolutions do by default (``torch.backends.cudnn.allow_tf32``)."""

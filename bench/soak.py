@@ -60,7 +60,7 @@ from typing import IO, Any, Callable, Optional
 import numpy as np
 
 from bench.device_e2e import node_binary
-from bench.harness import RESULTS_DIR, git_commit
+from bench.harness import RESULTS_DIR, child_env, git_commit
 from edgert.infer.node_client import NodeSocket, NodeSocketError
 from edgert.transport import EdgeClient, ModelServer
 from edgert.transport.faults import FAULT_KINDS, FaultConfig
@@ -288,8 +288,7 @@ class PythonEdges:
                  log_path: Path) -> None:
         self.devices = devices
         self._stderr = open(log_path, "wb")
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "python"), str(ROOT),
-                                                           os.environ.get("PYTHONPATH", "")]))
+        env = child_env()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.soak", "edges", "--server", f"{address[0]}:{address[1]}",
              "--keys", str(keys), *devices], stdout=subprocess.PIPE, stdin=subprocess.PIPE,
@@ -375,7 +374,7 @@ class ProxyProcess:
     """``python -m edgert.transport.faults`` as a child process; its stats lines are read on a thread."""
 
     def __init__(self, target: tuple[str, int], config: FaultConfig) -> None:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]))
+        env = child_env()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edgert.transport.faults", "--target", f"{target[0]}:{target[1]}",
              "--config", json.dumps(dataclasses.asdict(config)), "--stats-every", "1", "--calm"],

@@ -57,7 +57,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from bench.harness import RESULTS_DIR, git_commit
+from bench.harness import RESULTS_DIR, child_env, git_commit
 
 #: the AMS student's label space and width (docs/results/ams.md)
 STUDENT = {"num_classes": 2, "width_mult": 0.5, "seed": 0}
@@ -416,8 +416,7 @@ class Proc:
 
     def __init__(self, *argv: str) -> None:
         root = Path(__file__).resolve().parents[1]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root / "python"), str(root),
-                                                            os.environ.get("PYTHONPATH", "")]))
+        env = child_env()
         self.p = subprocess.Popen([sys.executable, "-m", "bench.transport_load", *argv], cwd=root, env=env,
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
 
