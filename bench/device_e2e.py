@@ -37,7 +37,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from bench.harness import git_commit, write_report
+from bench.harness import git_commit, stop_process, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE_ID = "bench-device"
@@ -168,8 +168,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             packet_bytes = [len(p.data) for p in server.history]
         finally:
             stop.set()
-            node.terminate()
-            node.wait(timeout=10)
+            stop_process(node)
             node_log.close()
             server.stop()
 

@@ -138,6 +138,18 @@ def memcpy_bandwidth(device: torch.device, n_bytes: int = 256 << 20) -> float:
     return 2 * n * 4 / t.median / 1e9
 
 
+def stop_process(proc: "subprocess.Popen[Any]", timeout: float = 10.0, terminate: bool = True) -> None:
+    """Ends a benchmark's child process: SIGTERM (unless it was already asked to quit, ``terminate=False``),
+    up to ``timeout`` seconds to exit, then SIGKILL; always reaped."""
+    if terminate and proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def child_env() -> dict[str, str]:
     """The environment for a child Python process of a benchmark: it imports the same ``edgert`` as this
     process (the installed package, or ``python/`` with its in-place build) and finds ``bench`` in the

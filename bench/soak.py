@@ -60,7 +60,7 @@ from typing import IO, Any, Callable, Optional
 import numpy as np
 
 from bench.device_e2e import node_binary
-from bench.harness import RESULTS_DIR, child_env, git_commit
+from bench.harness import RESULTS_DIR, child_env, git_commit, stop_process
 from edgert.infer.node_client import NodeSocket, NodeSocketError
 from edgert.transport import EdgeClient, ModelServer
 from edgert.transport.faults import FAULT_KINDS, FaultConfig
@@ -271,12 +271,7 @@ class FirmwareDevice:
     def stop(self) -> None:
         if self._socket is not None:
             self._socket.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
 
 
@@ -313,11 +308,7 @@ class PythonEdges:
                 self.proc.stdin.flush()
             except OSError:
                 pass
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc, timeout=15, terminate=False)
         self.thread.join(timeout=5)
         self._stderr.close()
 
@@ -406,10 +397,9 @@ class ProxyProcess:
         if self.proc.poll() is None:
             try:
                 self.command("quit")
-                self.proc.wait(timeout=15)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
+            except OSError:
+                pass
+            stop_process(self.proc, timeout=15, terminate=False)
         self.thread.join(timeout=5)
 
 

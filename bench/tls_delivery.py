@@ -37,7 +37,7 @@ from typing import Any, Optional
 import numpy as np
 
 from bench.device_e2e import node_binary, proc_cpu_s, sparse_update, student
-from bench.harness import git_commit, write_report
+from bench.harness import git_commit, stop_process, write_report
 
 DEVICE_ID = "bench-device"
 KEY = bytes(range(40, 72))
@@ -110,11 +110,7 @@ def start(name: str, manifest: Any, weights: Any, work: Path, tls: Optional[Any]
 
 
 def stop(setup: Setup) -> None:
-    setup.node.terminate()
-    try:
-        setup.node.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        setup.node.kill()
+    stop_process(setup.node)
     setup.log.close()
     setup.server.stop()
 

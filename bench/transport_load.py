@@ -57,7 +57,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from bench.harness import RESULTS_DIR, child_env, git_commit
+from bench.harness import RESULTS_DIR, child_env, git_commit, stop_process
 
 #: the AMS student's label space and width (docs/results/ams.md)
 STUDENT = {"num_classes": 2, "width_mult": 0.5, "seed": 0}
@@ -440,11 +440,7 @@ class Proc:
                 self.p.stdin.close()
         except (BrokenPipeError, ValueError):
             pass
-        try:
-            self.p.wait(15)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
+        stop_process(self.p, timeout=15, terminate=False)
 
 
 def _swarms(mode: str, total: int, procs: int, port: int, info: dict[str, Any], args: argparse.Namespace,
