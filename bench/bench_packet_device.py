@@ -5,7 +5,7 @@
 Writes a 2.2M-parameter manifest, a full snapshot and a chain of 5%-dense fp16 update packets
 (same model and masks as bench/bench_packet.py), then runs ``firmware/examples/time_apply.c``
 (built as ``edgert_time_apply`` by ``.ci/test``'s CMake trees) on them: the native binary directly,
-the aarch64 binary through ``qemu-aarch64 -L /usr/aarch64-linux-gnu``. The qemu figure is a
+the aarch64 binary through ``cmake/run-aarch64`` (qemu-aarch64 with the toolchain's runtime). The qemu figure is a
 functional check of the cross build, not a speed claim for a Jetson. Prints a table and writes
 ``bench/results/packet_device-cpu.json``.
 """
@@ -71,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     if host.is_file():
         targets.append(("x86_64 native", [str(host)]))
     cross = args.aarch64_build / "firmware/edgert_time_apply"
-    qemu = shutil.which("qemu-aarch64")
-    if cross.is_file() and qemu:
-        targets.append(("aarch64 under qemu-user", [qemu, "-L", "/usr/aarch64-linux-gnu", str(cross)]))
+    if cross.is_file() and shutil.which("qemu-aarch64"):
+        run_aarch64 = Path(__file__).resolve().parents[1] / "cmake" / "run-aarch64"
+        targets.append(("aarch64 under qemu-user", [str(run_aarch64), str(cross)]))
     if not targets:
         print(f"no edgert_time_apply binary under {args.host_build} or {args.aarch64_build}: run .ci/test's CMake "
               "builds first", file=sys.stderr)

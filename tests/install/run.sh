@@ -14,7 +14,7 @@ JOBS=${JOBS:-$(nproc)}
 HOST_BUILD=${1:-build/install-test/host}
 A64_BUILD=${2:-build/install-test/aarch64}
 TOOLCHAIN=$ROOT/cmake/aarch64-linux-gnu.cmake
-QEMU=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
+QEMU=("$ROOT/cmake/run-aarch64")  # qemu-aarch64 with the toolchain's runtime (the toolchain file's emulator)
 G=$ROOT/tests/data/packets
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/edgert-install.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
@@ -52,6 +52,17 @@ check_tree() {
   diff <(grep -o 'EDGERT_API [^(]*(' src/include/edgert/edgert.h | grep -o 'edgert_[a-z0-9_]*($' | tr -d '(' |
     sort) <("$nm" -D --defined-only "$p/lib/libedgert.so" | awk '{print $3}' | sort) >/dev/null ||
     fail "libedgert.so does not export exactly the EDGERT_API functions of edgert.h"
+}
+
+# features PREFIX [RUNNER...]: what the installed libedgert and edge node were built with, e.g.
+# "signatures=ON tls=yes" (the node, run without arguments, prints its usage and says when it has no TLS)
+features() {
+  local p=$1 sig usage tls=yes; shift
+  sig=$(sed -n 's/^set(edgert_SIGNATURES \(.*\))$/\1/p' "$p/lib/cmake/edgert/edgertConfig.cmake")
+  usage=$("$@" "$p/bin/edgert_edge_node" 2>&1 || true)
+  case $usage in *usage:*) ;; *) fail "$p/bin/edgert_edge_node does not start: $usage" ;; esac
+  case $usage in *"has no TLS"*) tls=no ;; esac
+  echo "signatures=$sig tls=$tls"
 }
 
 # run_examples DIR SUFFIX shared|static [RUNNER...]: checks how the programs link libedgert, then runs the
@@ -114,6 +125,16 @@ AP=$WORK/prefix-aarch64
 install_lib "$A64_BUILD" "$AP" -DCMAKE_TOOLCHAIN_FILE="$TOOLCHAIN"
 check_tree "$AP" aarch64-linux-gnu-nm
 file -L "$AP/lib/libedgert.so" | grep -q aarch64 || fail "aarch64 prefix holds a non-aarch64 libedgert.so"
+# The cross-build has what the native one has (release signatures, the node's TLS: arm64 OpenSSL from
+# libssl-dev:arm64), linked to the arm64 libcrypto.so.3, and its node starts under qemu with it.
+host_features=$(features "$HP")
+a64_features=$(features "$AP" "${QEMU[@]}")
+[ "$a64_features" = "$host_features" ] || fail "aarch64 prefix has $a64_features, the host prefix $host_features"
+if [ "$a64_features" != "signatures=OFF tls=no" ]; then
+  aarch64-linux-gnu-readelf -d "$AP/lib/libedgert.so" | grep 'NEEDED.*libcrypto\.so\.3' >/dev/null ||
+    fail "aarch64 libedgert.so does not link libcrypto.so.3"
+fi
+echo "  ok  aarch64 prefix: $a64_features, as the host prefix"
 cmake -S firmware/examples -B "$WORK/a64-cmake" -G Ninja -DCMAKE_TOOLCHAIN_FILE="$TOOLCHAIN" \
   -Dedgert_DIR="$AP/lib/cmake/edgert" >/dev/null
 cmake --build "$WORK/a64-cmake" -j "$JOBS" >/dev/null
