@@ -56,18 +56,20 @@ def node_binary() -> Path:
 
 
 class Node:
-    """One edgert_edge_node process with its state dir and local socket."""
+    """One edgert_edge_node process with its state dir and local socket; ``runner`` is a command that runs the
+    binary (``cmake/run-aarch64`` for the cross-built one), empty to run it directly."""
 
     def __init__(self, binary: Path, port: int, workdir: Path, key: bytes = KEY,
-                 extra_args: Sequence[str] = ()) -> None:
+                 extra_args: Sequence[str] = (), runner: Sequence[str] = ()) -> None:
         self.workdir = workdir
         (workdir / "key").write_bytes(key)
         self.sock_path = str(workdir / "weights.sock")
         self.log = open(workdir / "node.log", "ab")
         self.log_start = self.log.tell()  # where this process's lines begin (the log survives restarts)
         self.proc = subprocess.Popen(
-            [str(binary), "--server", f"127.0.0.1:{port}", "--device-id", DEVICE, "--key-file", str(workdir / "key"),
-             "--state-dir", str(workdir / "state"), "--serve", self.sock_path, *extra_args],
+            [*runner, str(binary), "--server", f"127.0.0.1:{port}", "--device-id", DEVICE,
+             "--key-file", str(workdir / "key"), "--state-dir", str(workdir / "state"), "--serve", self.sock_path,
+             *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT)
 
     def request(self, op: bytes) -> bytes:
