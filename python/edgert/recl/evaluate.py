@@ -275,6 +275,8 @@ def _window_record(rep: WindowReport, batch: WindowBatch, zoo: ModelZoo) -> dict
             "candidates": list(r.candidates), "candidate_accuracy": dict(r.accuracy),
             "scene_switch": batch.switch[d], "scenes": batch.scenes[d],
             "retrain_start": r.retrain_start, "micro_windows": r.micro_windows, "promising": r.promising,
+            "gating_s": r.gating_s, "safety_s": r.safety_s, "holdout_accuracy": dict(r.holdout_accuracy),
+            "retrain_trace": [dict(m) for m in r.retrain_trace],
         }
     return {"window": batch.index, "devices": devices, "cost": dataclasses.asdict(rep.cost),
             "experts": rep.experts, "queued": rep.queued, "admitted": list(rep.admitted), "pruned": list(rep.pruned)}
@@ -377,7 +379,7 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Callable[[str]
         log(f"{cfg.task}: {len(windows)} windows, {n} camera-windows, {frames} frames "
             f"({time.perf_counter() - t0:.1f} s to read)")
         teacher_s = label_windows(task, windows)
-        results.update(windows=len(windows), camera_windows=n, frames=frames,
+        results.update(windows=len(windows), camera_windows=n, frames=frames, teacher_frames=len(task.memo),
                        teacher_s={f"{w}/{d}": t for (w, d), t in teacher_s.items()})
         for scheme in todo:
             log(f"scheme {scheme}: {SCHEMES[scheme] or 'RECL'}")
