@@ -592,5 +592,10 @@ def test_reports_hold_what_the_responsiveness_timeline_needs(mode_runs: dict[str
                 assert ends == sorted(ends) and all(m["end_s"] > m["start_s"] >= 0 for m in d.retrain_trace)
                 if d.retrain_trace:
                     assert d.retrain_trace[-1]["accuracy"] == pytest.approx(d.retrained_final)
+                for m in d.retrain_trace:  # per held-out frame, in the split's order; their mean is the accuracy
+                    assert len(m["frame_scores"]) == len(d.holdout_index)
+                    assert np.mean(m["frame_scores"]) == pytest.approx(m["accuracy"])
+                for name, v in d.holdout_frames.items():
+                    assert np.mean(v) == pytest.approx(d.holdout_accuracy[name])
         later = [d for r in reports[1:] for d in r.devices.values() if d.retrain_start is not None]
         assert all("last_retrained" in d.holdout_accuracy for d in later if mode != "one_time"), mode

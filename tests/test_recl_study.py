@@ -78,10 +78,13 @@ def test_responsiveness_counts_only_switches_to_scenes_seen_before() -> None:
 def _dev(scenes: list[str], switch: bool, hold: dict[str, float], trace: list[tuple[float, float | None]],
          gating: float = 0.0, safety: float = 0.0, frames: int = 10) -> dict[str, Any]:
     """A device record with the timeline fields: ``trace`` as (nominal end, held-out accuracy) per micro-window
-    (10 s each)."""
+    (10 s each); frames 0 and 1 held out, every frame of the last scene, per-frame scores equal to the means."""
     return {"accuracy": hold.get("chosen", 0.0), "scenes": scenes, "scene_switch": switch, "zoo_hit": False,
             "frames": frames, "gating_s": gating, "safety_s": safety, "holdout_accuracy": hold,
-            "retrain_trace": [{"start_s": e - 10.0, "end_s": e, "accuracy": a, "wall_s": 0.5} for e, a in trace]}
+            "holdout_index": [0, 1], "holdout_frames": {k: [v, v] for k, v in hold.items()},
+            "frame_scenes": [len(scenes) - 1] * frames,
+            "retrain_trace": [{"start_s": e - 10.0, "end_s": e, "accuracy": a, "wall_s": 0.5,
+                               "frame_scores": None if a is None else [a, a]} for e, a in trace]}
 
 
 def _tw(k: int, devices: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -171,6 +174,30 @@ def test_timeline_responsiveness_known_answer_censoring_and_a_scheme_that_never_
     # no scheme above zero: skipped
     flat = _results({"recl": scheme(({"before": 0.0, "chosen": 0.0}, [], {"before": 0.0, "chosen": 0.0}))})
     assert timeline_responsiveness(flat, 30.0, ("recl",), PaperClock("x1", 1.0))["skipped"] == 1
+
+
+def test_accuracy_on_the_frames_of_the_scene_switched_to() -> None:
+    # the switch window's held-out frames 0 (old scene A) and 1 (new scene B): the decision scores 1 on A and 0.5
+    # on B, the job's model 0 on A and 1 on B; on B's frames only, retraining wins, on both it looks like a tie
+    sw = _dev(["A", "B"], True, {"before": 0.5, "chosen": 0.75}, [(10.0, 0.5)])
+    sw["frame_scenes"] = [0, 1] + [1] * 8
+    sw["holdout_frames"] = {"before": [1.0, 0.0], "chosen": [1.0, 0.5]}
+    sw["retrain_trace"][0]["frame_scores"] = [0.0, 1.0]
+    ws = [_tw(0, {"c": _dev(["B"], False, {"before": 0.0, "chosen": 0.0}, [])}), _tw(1, {"c": sw})]
+    clock = PaperClock("x0", 0.0)
+    steps, _ = stay_timeline(ws, "c", [1], clock, 30.0, scene="B")
+    assert steps == [(0.0, 0.0), (0.0, 0.5), (10.0, 1.0)]
+    steps, _ = stay_timeline(ws, "c", [1], clock, 30.0)
+    assert steps == [(0.0, 0.5), (0.0, 0.75), (10.0, 0.5)]
+    # no held-out frame of B in the switch window: nothing measured there
+    sw["frame_scenes"] = [0, 0] + [1] * 8
+    steps, _ = stay_timeline(ws, "c", [1], clock, 30.0, scene="B")
+    assert [a for _, a in steps] == [None, None, None]
+    res = _results({"recl": [_tw(0, {"c": _dev(["B"], False, {"before": 0.0, "chosen": 0.3}, []),
+                                     "d": _dev(["X"], False, {"before": 0.0, "chosen": 0.0}, [])}),
+                             _tw(1, {"c": _dev(["B"], False, {"before": 0.3, "chosen": 0.3}, []), "d": sw})]})
+    r = timeline_responsiveness(res, 30.0, ("recl",), clock)
+    assert r["switch_unmeasured"] == 1 and r["skipped"] == 1 and r["events"] == 0
 
 
 def test_clock_inputs_and_results_without_the_timeline() -> None:

@@ -221,9 +221,13 @@ class DeviceReport:
             trained on; empty when no job runs) of ``"before"`` (the model the device ran), ``"chosen"`` (the
             decision) and ``"last_retrained"`` (its last retrained model, when the safety check measured it): the
             responsiveness timeline's accuracies (:func:`edgert.recl.study.window_timeline`).
+        holdout_index, holdout_frames: the held-out frames (indices into the window's frames, as the job splits
+            them: :func:`~edgert.recl.tasks.split_holdout` with the job's seed) and the per-frame scores behind
+            :attr:`holdout_accuracy`.
         retrain_trace: the job's micro-windows in the order they ran: ``start_s``/``end_s`` (the scheduler's
-            nominal seconds from the trainer's start) and ``accuracy`` (held-out accuracy after it; None if it
-            failed).
+            nominal seconds from the trainer's start), ``accuracy`` (held-out accuracy after it; None if it
+            failed), ``frame_scores`` (per held-out frame, in :attr:`holdout_index` order, when the job reports
+            them) and ``wall_s`` (measured).
     """
 
     device: str
@@ -249,6 +253,8 @@ class DeviceReport:
     gating_s: float = 0.0
     safety_s: float = 0.0
     holdout_accuracy: dict[str, float] = field(default_factory=dict)
+    holdout_index: list[int] = field(default_factory=list)
+    holdout_frames: dict[str, list[float]] = field(default_factory=dict)
     retrain_trace: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -603,8 +609,10 @@ class RECLController:
         if self._retrains(device):
             _, val = split_holdout(len(frames), self.config.holdout, self._job_seed(device, window))
             measured = {"before": before, "chosen": choice.key, "last_retrained": retrained_key}
-            report.holdout_accuracy = {name: float(np.mean(result.per_frame[key][val]))
-                                       for name, key in measured.items() if key in result.per_frame}
+            report.holdout_index = [int(i) for i in val]
+            report.holdout_frames = {name: [float(v) for v in result.per_frame[key][val]]
+                                     for name, key in measured.items() if key in result.per_frame}
+            report.holdout_accuracy = {name: float(np.mean(v)) for name, v in report.holdout_frames.items()}
         decision = Decision(device, window, choice.key, choice.expert_id, choice.weights, previous, changed,
                             choice.accuracy, self.digest(choice.weights), report)
         if on_decision is not None:
@@ -650,6 +658,7 @@ class RECLController:
             r.retrained_final = result.final_accuracy.get(d)
             r.micro_windows = int(result.micro_windows.get(d, 0))
             r.retrain_trace = [{"start_s": m.start_s, "end_s": m.end_s, "accuracy": m.accuracy_after,
+                                "frame_scores": None if m.frame_scores is None else list(m.frame_scores),
                                 "wall_s": m.wall_s} for m in result.trace if m.job_id == d and m.kind == "train"]
             if d in result.failed:
                 r.retrain_error = result.failed[d]

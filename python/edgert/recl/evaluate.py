@@ -224,12 +224,13 @@ def build_task(cfg: EvalConfig) -> _MemoClassification | _MemoSegmentation | _Me
 @dataclass
 class WindowBatch:
     """Window ``index`` of every camera still playing: frames per device and, per device, whether the window
-    follows a scene switch and which scenes it shows."""
+    follows a scene switch, which scenes it shows and each frame's scene (an index into ``scenes``)."""
 
     index: int
     frames: dict[str, np.ndarray]
     switch: dict[str, bool]
     scenes: dict[str, list[str]]
+    frame_scenes: dict[str, list[int]] = field(default_factory=dict)
 
 
 def device_id(camera: int) -> str:
@@ -254,6 +255,7 @@ def load_windows(cfg: EvalConfig) -> list[WindowBatch]:
         out[-1].frames[d] = win.frames
         out[-1].switch[d] = prev is not None and any(k != prev for k in keys)
         out[-1].scenes[d] = list(dict.fromkeys(keys))
+        out[-1].frame_scenes[d] = [out[-1].scenes[d].index(k) for k in keys]
         last_scene[win.camera_id] = keys[-1]
     return out
 
@@ -276,7 +278,8 @@ def _window_record(rep: WindowReport, batch: WindowBatch, zoo: ModelZoo) -> dict
             "scene_switch": batch.switch[d], "scenes": batch.scenes[d],
             "retrain_start": r.retrain_start, "micro_windows": r.micro_windows, "promising": r.promising,
             "gating_s": r.gating_s, "safety_s": r.safety_s, "holdout_accuracy": dict(r.holdout_accuracy),
-            "retrain_trace": [dict(m) for m in r.retrain_trace],
+            "holdout_index": list(r.holdout_index), "holdout_frames": dict(r.holdout_frames),
+            "retrain_trace": [dict(m) for m in r.retrain_trace], "frame_scenes": batch.frame_scenes[d],
         }
     return {"window": batch.index, "devices": devices, "cost": dataclasses.asdict(rep.cost),
             "experts": rep.experts, "queued": rep.queued, "admitted": list(rep.admitted), "pruned": list(rep.pruned)}
