@@ -114,7 +114,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser("recl", help="RECL model reuse with an expert zoo: server, camera device, evaluation, study")
     rsub = p.add_subparsers(dest="recl_command", required=True)
     ev = rsub.add_parser("eval", help="RECL vs baselines on the camera workload: table.md, accuracy.png, "
-                                      "config.json, results.json")
+                                      "config.json, results.json (and responsiveness.md when RECL and a "
+                                      "retraining baseline ran)")
     ev.add_argument("--out", default=None, help="run folder (default: runs/recl-<time>)")
     ev.add_argument("--task", choices=TASKS, default="classification")
     ev.add_argument("--cameras", type=int, default=None, help="cameras (default: 4; --quick: 2)")

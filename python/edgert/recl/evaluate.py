@@ -25,7 +25,11 @@ compare like with like.
 * selection share: (gating + safety-check seconds) / the controller's total seconds (its own measured costs plus
   the teacher's labelling of the window's frames, measured once before the schemes run), summed over windows
   (wall time on this machine);
-* zoo size: active experts after the last window.
+* zoo size: active experts after the last window;
+* per camera and window, what the responsiveness timeline needs (:func:`edgert.recl.study.window_timeline`):
+  gating and safety-check seconds, the retraining job's held-out frames with the per-frame scores of the model
+  before, the decision and the last retrained model, each micro-window's nominal end with its held-out scores
+  and measured seconds, and each frame's scene.
 
 Results go to a :class:`~edgert.harness.RunFolder` (``config.json``, ``results.json`` saved after each scheme,
 so an interrupted run resumes with the schemes left), ``table.md`` and ``accuracy.png``.

@@ -689,6 +689,11 @@ def _clock_table(clk: Mapping[str, Any]) -> list[str]:
                      f"{_ratio(d.get('mean_ratio'))} | {_ratio(d.get('median_ratio'))} | "
                      f"{_f1(d['decision_s'])} | {_f1(d['train_start_s'])} | {d['late_decisions']} | "
                      f"{d['deliveries']} |")
+    late = max((d["late_decisions"] for d in clk["schemes"].values()), default=0)
+    if late:
+        lines += ["", f"At this clock labelling and selection outlast the window in up to {late} of the events' "
+                      f"windows: the controller cannot answer within a window, nothing it delivers lands inside one, "
+                      f"and the times rest on the assumption that a late decision is in place by the next window."]
     return lines + [""]
 
 
