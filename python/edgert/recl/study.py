@@ -408,8 +408,8 @@ def timeline_responsiveness(results: Mapping[str, Any], window_s: float, schemes
     Returns ``{"events", "skipped", "on_scene", "switch_unmeasured" (events whose switch window holds no
     held-out frame of the scene), "clock": {name, factor, label_s_per_frame}, "schemes": {name: {"mean_s",
     "median_s", "censored", "mean_ratio", "median_ratio", "decision_s", "train_start_s", "late_decisions",
-    "deliveries", "times_s", "reached"}}}`` (``decision_s``, ``train_start_s``: medians over the events'
-    windows; ``deliveries``: models delivered within those windows,
+    "windows", "deliveries", "times_s", "reached"}}}`` (``decision_s``, ``train_start_s``: medians over the
+    events' ``windows``; ``deliveries``: models delivered within those windows,
     decisions included; ``times_s``, ``reached``: per event, its time and whether it reached the target).
     """
     present = [s for s in schemes if s in results["schemes"]]
@@ -450,7 +450,8 @@ def timeline_responsiveness(results: Mapping[str, Any], window_s: float, schemes
     for s, tm in timing.items():
         out[s].update(decision_s=float(np.median(tm["decision"])) if tm["decision"] else None,
                       train_start_s=float(np.median(tm["train"])) if tm["train"] else None,
-                      late_decisions=int(sum(tm["late"])), deliveries=int(sum(tm["deliveries"])),
+                      late_decisions=int(sum(tm["late"])), windows=len(tm["late"]),
+                      deliveries=int(sum(tm["deliveries"])),
                       times_s=list(times[s]), reached=list(reached[s]))
     return {"events": len(events) - skipped, "skipped": skipped, "on_scene": on_scene,
             "switch_unmeasured": unmeasured, "clock": info, "schemes": out}
@@ -689,11 +690,11 @@ def _clock_table(clk: Mapping[str, Any]) -> list[str]:
                      f"{_ratio(d.get('mean_ratio'))} | {_ratio(d.get('median_ratio'))} | "
                      f"{_f1(d['decision_s'])} | {_f1(d['train_start_s'])} | {d['late_decisions']} | "
                      f"{d['deliveries']} |")
-    late = max((d["late_decisions"] for d in clk["schemes"].values()), default=0)
+    late = [(s, d["late_decisions"], d["windows"]) for s, d in clk["schemes"].items() if d["late_decisions"]]
     if late:
-        lines += ["", f"At this clock labelling and selection outlast the window in up to {late} of the events' "
-                      f"windows: the controller cannot answer within a window, nothing it delivers lands inside one, "
-                      f"and the times rest on the assumption that a late decision is in place by the next window."]
+        lines += ["", "At this clock labelling and selection outlast the window (" + ", ".join(
+            f"{s}: {n} of {w} windows" for s, n, w in late) + "): there the controller cannot answer within the "
+            "window, and the times rest on the assumption that a late decision is in place by the next window."]
     return lines + [""]
 
 
