@@ -571,3 +571,31 @@ def test_ray_executor_retrains_the_same_models_as_in_process(task: Any, scenes: 
             retrained[executor] = {d: ctl.digest(ctl.devices[d].retrained) for d in frames}
         zoo.close()
     assert retrained["ray"] == retrained["local"]
+
+
+def test_reports_hold_what_the_responsiveness_timeline_needs(mode_runs: dict[str, list[WindowReport]]) -> None:
+    """Per device: selection seconds, held-out accuracies on the retraining job's own split, and the job's
+    micro-windows on the scheduler's clock with the accuracies the scheduler measured."""
+    for mode, reports in mode_runs.items():
+        for r in reports:
+            assert sum(d.gating_s for d in r.devices.values()) <= r.cost.gating_s + 1e-6
+            assert sum(d.safety_s for d in r.devices.values()) <= r.cost.safety_s + 1e-6
+            for d in r.devices.values():
+                if d.retrain_start is None:  # one-time adaptation after its first window: no job, no split
+                    assert d.holdout_accuracy == {} and d.retrain_trace == []
+                    continue
+                assert {"before", "chosen"} <= set(d.holdout_accuracy)
+                if d.retrain_start == d.chosen:  # the job starts from the decision: same model, same frames
+                    assert d.holdout_accuracy["chosen"] == pytest.approx(d.retrained_initial, abs=1e-9), (mode, d)
+                assert len(d.retrain_trace) == d.micro_windows
+                ends = [m["end_s"] for m in d.retrain_trace]
+                assert ends == sorted(ends) and all(m["end_s"] > m["start_s"] >= 0 for m in d.retrain_trace)
+                if d.retrain_trace:
+                    assert d.retrain_trace[-1]["accuracy"] == pytest.approx(d.retrained_final)
+                for m in d.retrain_trace:  # per held-out frame, in the split's order; their mean is the accuracy
+                    assert len(m["frame_scores"]) == len(d.holdout_index)
+                    assert np.mean(m["frame_scores"]) == pytest.approx(m["accuracy"])
+                for name, v in d.holdout_frames.items():
+                    assert np.mean(v) == pytest.approx(d.holdout_accuracy[name])
+        later = [d for r in reports[1:] for d in r.devices.values() if d.retrain_start is not None]
+        assert all("last_retrained" in d.holdout_accuracy for d in later if mode != "one_time"), mode

@@ -44,6 +44,9 @@ def test_eval_end_to_end_and_refuses_another_config(tmp_path: Path, capsys: pyte
             assert all(not d["candidates"] for w in windows for d in w["devices"].values())
     table = (out / "table.md").read_text()
     assert "| recl |" in table and "| ams |" in table
+    # RECL and a retraining baseline ran: the responsiveness page, with the paper-clock tables
+    resp = (out / "responsiveness.md").read_text()
+    assert "On the paper clock" in resp and "training clock" in resp and "whole windows" in resp
     assert "| recl |" in capsys.readouterr().out
     # resuming the same run runs nothing again; another config in the same folder is refused before any work
     before = (out / "results.json").read_text()

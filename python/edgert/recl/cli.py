@@ -42,8 +42,28 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return 2
     print()
     print(format_table(results))
+    _write_responsiveness(cfg, results, out, plots=not args.no_plots)
     print(f"\n{time.time() - t0:.0f} s; results in {out}")
     return 0
+
+
+def _write_responsiveness(cfg: Any, results: Any, out: Path, plots: bool) -> None:
+    """``responsiveness.md`` (and ``responsiveness.png``) in an eval's run folder when RECL and a retraining
+    baseline ran: time to accuracy after recurring scenes on the paper clock and in whole windows."""
+    from edgert.recl.study import (
+        RETRAINING_BASELINES,
+        format_responsiveness,
+        plot_responsiveness,
+        point_responsiveness,
+    )
+
+    if "recl" not in results["schemes"] or not any(s in results["schemes"] for s in RETRAINING_BASELINES):
+        return
+    a = point_responsiveness(results, cfg.workload_config().window_s, cfg.recl_config("recl").mu)
+    text = "\n".join([f"# RECL {cfg.task}: responsiveness ({cfg.cameras} cameras)", *format_responsiveness(a)])
+    (out / "responsiveness.md").write_text(text + "\n")
+    if plots and a["responsiveness_clock"]:
+        plot_responsiveness(a, out / "responsiveness.png", cfg.task)
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -94,7 +114,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser("recl", help="RECL model reuse with an expert zoo: server, camera device, evaluation, study")
     rsub = p.add_subparsers(dest="recl_command", required=True)
     ev = rsub.add_parser("eval", help="RECL vs baselines on the camera workload: table.md, accuracy.png, "
-                                      "config.json, results.json")
+                                      "config.json, results.json (and responsiveness.md when RECL and a "
+                                      "retraining baseline ran)")
     ev.add_argument("--out", default=None, help="run folder (default: runs/recl-<time>)")
     ev.add_argument("--task", choices=TASKS, default="classification")
     ev.add_argument("--cameras", type=int, default=None, help="cameras (default: 4; --quick: 2)")

@@ -51,6 +51,7 @@ from edgert.recl.odin import OdinSelector
 from edgert.recl.safety import CURRENT, RETRAINED, OwnModel, SafetyChecker, SafetyResult, expert_key, sample_key
 from edgert.recl.scheduler import Executor, LocalExecutor, RayExecutor, ScheduleResult, make_scheduler
 from edgert.recl.task import Task, TrainableJob
+from edgert.recl.tasks import split_holdout
 from edgert.recl.zoo import Admission, ModelZoo, ZooError
 from edgert.updates.manifest import Manifest
 from edgert.updates.weights import load_weights, module_manifest, module_weights
@@ -214,6 +215,19 @@ class DeviceReport:
         accuracy_gain: the retrained model's admission gain (see the module docstring).
         promising, queued: whether it beat ``alpha`` (and entered the admission queue).
         delivery: filled in by a network server: how the decision reached the device.
+        gating_s, safety_s: measured seconds of this device's shortlist and safety check (the window runs every
+            device's shortlist first, then the safety checks in device order, then retraining).
+        holdout_accuracy: accuracy on the retraining job's held-out frames (the frames no model of this window
+            trained on; empty when no job runs) of ``"before"`` (the model the device ran), ``"chosen"`` (the
+            decision) and ``"last_retrained"`` (its last retrained model, when the safety check measured it): the
+            responsiveness timeline's accuracies (:func:`edgert.recl.study.window_timeline`).
+        holdout_index, holdout_frames: the held-out frames (indices into the window's frames, as the job splits
+            them: :func:`~edgert.recl.tasks.split_holdout` with the job's seed) and the per-frame scores behind
+            :attr:`holdout_accuracy`.
+        retrain_trace: the job's micro-windows in the order they ran: ``start_s``/``end_s`` (the scheduler's
+            nominal seconds from the trainer's start), ``accuracy`` (held-out accuracy after it; None if it
+            failed), ``frame_scores`` (per held-out frame, in :attr:`holdout_index` order, when the job reports
+            them) and ``wall_s`` (measured).
     """
 
     device: str
@@ -236,6 +250,12 @@ class DeviceReport:
     promising: bool = False
     queued: bool = False
     delivery: dict[str, Any] = field(default_factory=dict)
+    gating_s: float = 0.0
+    safety_s: float = 0.0
+    holdout_accuracy: dict[str, float] = field(default_factory=dict)
+    holdout_index: list[int] = field(default_factory=list)
+    holdout_frames: dict[str, list[float]] = field(default_factory=dict)
+    retrain_trace: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -464,7 +484,11 @@ class RECLController:
 
         # 2. gating
         t0 = time.perf_counter()
-        shortlist = {d: self._shortlist(f) for d, f in batch.items()}
+        shortlist: dict[str, list[int]] = {}
+        for d, f in batch.items():
+            t1 = time.perf_counter()
+            shortlist[d] = self._shortlist(f)
+            rep.devices[d].gating_s = time.perf_counter() - t1
         rep.cost.gating_s = time.perf_counter() - t0
 
         # 3. safety check and decision
@@ -472,7 +496,9 @@ class RECLController:
         checks: dict[str, SafetyResult] = {}
         starts: dict[str, Optional[tuple[str, Weights]]] = {}
         for d, f in batch.items():
+            t1 = time.perf_counter()
             checks[d], starts[d] = self._decide(d, w, f, labels[d], shortlist[d], rep.devices[d], on_decision)
+            rep.devices[d].safety_s = time.perf_counter() - t1
         rep.cost.safety_s = time.perf_counter() - t0
         rep.quarantined = sorted({e for c in checks.values() for e in c.skipped
                                   if self.zoo.expert(e).status == "quarantined"})
@@ -580,6 +606,13 @@ class RECLController:
         state.expert_id = choice.expert_id
         state.windows += 1
         report.chosen_source = state.source
+        if self._retrains(device):
+            _, val = split_holdout(len(frames), self.config.holdout, self._job_seed(device, window))
+            measured = {"before": before, "chosen": choice.key, "last_retrained": retrained_key}
+            report.holdout_index = [int(i) for i in val]
+            report.holdout_frames = {name: [float(v) for v in result.per_frame[key][val]]
+                                     for name, key in measured.items() if key in result.per_frame}
+            report.holdout_accuracy = {name: float(np.mean(v)) for name, v in report.holdout_frames.items()}
         decision = Decision(device, window, choice.key, choice.expert_id, choice.weights, previous, changed,
                             choice.accuracy, self.digest(choice.weights), report)
         if on_decision is not None:
@@ -624,6 +657,9 @@ class RECLController:
             r.retrained_initial = result.initial_accuracy.get(d)
             r.retrained_final = result.final_accuracy.get(d)
             r.micro_windows = int(result.micro_windows.get(d, 0))
+            r.retrain_trace = [{"start_s": m.start_s, "end_s": m.end_s, "accuracy": m.accuracy_after,
+                                "frame_scores": None if m.frame_scores is None else list(m.frame_scores),
+                                "wall_s": m.wall_s} for m in result.trace if m.job_id == d and m.kind == "train"]
             if d in result.failed:
                 r.retrain_error = result.failed[d]
             if r.micro_windows == 0:

@@ -202,7 +202,7 @@ class DetectionJob(TorchJob):
     """:class:`~edgert.recl.scheduler.TorchJob` for face detection: the same serialisable state and
     deterministic batch schedule (seed, pass and cursor as in ``TorchJob``), trained with
     :func:`detection_loss`; ``data.train_y``/``val_y`` are label boxes float32 ``[N, M, 5]``. :meth:`evaluate`
-    decodes the held-out frames (:func:`decode`) and :meth:`score` is their mean per-frame F1
+    decodes the held-out frames (:func:`decode`) and :meth:`frame_scores` are their per-frame F1s
     (:func:`frame_f1`)."""
 
     def __init__(self, job_id: str, model_factory: Callable[[], nn.Module],
@@ -233,9 +233,9 @@ class DetectionJob(TorchJob):
                     for i in range(0, int(x.shape[0]), self.eval_batch_size)]
         return torch.cat(outs) if outs else torch.zeros(0, self.max_faces, 5)
 
-    def score(self, predicted: torch.Tensor, labels: torch.Tensor) -> float:
-        """Mean per-frame F1 (IoU >= ``iou_threshold``) of the decoded boxes against the teacher's."""
-        return float(frame_f1(labels.numpy(), predicted.numpy(), self.iou_threshold).mean())
+    def frame_scores(self, predicted: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+        """Per-frame F1 (IoU >= ``iou_threshold``) of the decoded boxes against the teacher's."""
+        return frame_f1(labels.numpy(), predicted.numpy(), self.iou_threshold)
 
 
 # ----------------------------------------------------------------------------------------------------- task

@@ -25,7 +25,11 @@ compare like with like.
 * selection share: (gating + safety-check seconds) / the controller's total seconds (its own measured costs plus
   the teacher's labelling of the window's frames, measured once before the schemes run), summed over windows
   (wall time on this machine);
-* zoo size: active experts after the last window.
+* zoo size: active experts after the last window;
+* per camera and window, what the responsiveness timeline needs (:func:`edgert.recl.study.window_timeline`):
+  gating and safety-check seconds, the retraining job's held-out frames with the per-frame scores of the model
+  before, the decision and the last retrained model, each micro-window's nominal end with its held-out scores
+  and measured seconds, and each frame's scene.
 
 Results go to a :class:`~edgert.harness.RunFolder` (``config.json``, ``results.json`` saved after each scheme,
 so an interrupted run resumes with the schemes left), ``table.md`` and ``accuracy.png``.
@@ -224,12 +228,13 @@ def build_task(cfg: EvalConfig) -> _MemoClassification | _MemoSegmentation | _Me
 @dataclass
 class WindowBatch:
     """Window ``index`` of every camera still playing: frames per device and, per device, whether the window
-    follows a scene switch and which scenes it shows."""
+    follows a scene switch, which scenes it shows and each frame's scene (an index into ``scenes``)."""
 
     index: int
     frames: dict[str, np.ndarray]
     switch: dict[str, bool]
     scenes: dict[str, list[str]]
+    frame_scenes: dict[str, list[int]] = field(default_factory=dict)
 
 
 def device_id(camera: int) -> str:
@@ -254,6 +259,7 @@ def load_windows(cfg: EvalConfig) -> list[WindowBatch]:
         out[-1].frames[d] = win.frames
         out[-1].switch[d] = prev is not None and any(k != prev for k in keys)
         out[-1].scenes[d] = list(dict.fromkeys(keys))
+        out[-1].frame_scenes[d] = [out[-1].scenes[d].index(k) for k in keys]
         last_scene[win.camera_id] = keys[-1]
     return out
 
@@ -275,6 +281,9 @@ def _window_record(rep: WindowReport, batch: WindowBatch, zoo: ModelZoo) -> dict
             "candidates": list(r.candidates), "candidate_accuracy": dict(r.accuracy),
             "scene_switch": batch.switch[d], "scenes": batch.scenes[d],
             "retrain_start": r.retrain_start, "micro_windows": r.micro_windows, "promising": r.promising,
+            "gating_s": r.gating_s, "safety_s": r.safety_s, "holdout_accuracy": dict(r.holdout_accuracy),
+            "holdout_index": list(r.holdout_index), "holdout_frames": dict(r.holdout_frames),
+            "retrain_trace": [dict(m) for m in r.retrain_trace], "frame_scenes": batch.frame_scenes[d],
         }
     return {"window": batch.index, "devices": devices, "cost": dataclasses.asdict(rep.cost),
             "experts": rep.experts, "queued": rep.queued, "admitted": list(rep.admitted), "pruned": list(rep.pruned)}
@@ -377,7 +386,7 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Callable[[str]
         log(f"{cfg.task}: {len(windows)} windows, {n} camera-windows, {frames} frames "
             f"({time.perf_counter() - t0:.1f} s to read)")
         teacher_s = label_windows(task, windows)
-        results.update(windows=len(windows), camera_windows=n, frames=frames,
+        results.update(windows=len(windows), camera_windows=n, frames=frames, teacher_frames=len(task.memo),
                        teacher_s={f"{w}/{d}": t for (w, d), t in teacher_s.items()})
         for scheme in todo:
             log(f"scheme {scheme}: {SCHEMES[scheme] or 'RECL'}")

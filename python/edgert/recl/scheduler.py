@@ -389,7 +389,7 @@ class TorchJob:
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The training loss of one minibatch: cross-entropy of the logits against class ids (or masks);
-        subclasses train other tasks (e.g. detection) by overriding this, :meth:`predict` and :meth:`score`."""
+        subclasses train other tasks (e.g. detection) by overriding this, :meth:`predict` and :meth:`frame_scores`."""
         return F.cross_entropy(model(x), y)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -403,15 +403,23 @@ class TorchJob:
         return torch.cat(outs)
 
     def evaluate(self) -> float:
+        return float(self.evaluate_frames().mean())
+
+    def evaluate_frames(self) -> np.ndarray:
+        """The current model's score on each held-out frame (float64 ``[N_val]``; :meth:`evaluate` is its mean)."""
         data = self._frames()
         if int(data.val_x.shape[0]) == 0:
             raise ValueError(f"job {self.job_id}: no held-out frames")
-        return self.score(self.predict(data.val_x), data.val_y)
+        return self.frame_scores(self.predict(data.val_x), data.val_y)
 
     def score(self, predicted: torch.Tensor, labels: torch.Tensor) -> float:
-        """The held-out metric of :meth:`predict`'s output: top-1 accuracy here; subclasses measure other tasks
-        (e.g. IoU of segmentation masks) by overriding this."""
-        return float((predicted == labels).double().mean())
+        """The held-out metric of :meth:`predict`'s output: the mean of :meth:`frame_scores`."""
+        return float(self.frame_scores(predicted, labels).mean())
+
+    def frame_scores(self, predicted: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+        """Per-frame metric of :meth:`predict`'s output (float64 ``[N]``): top-1 agreement here; subclasses
+        measure other tasks (e.g. IoU of segmentation masks) by overriding this."""
+        return (predicted == labels).double().numpy()
 
 
 # ------------------------------------------------------------------------------------------------- executors
@@ -440,34 +448,49 @@ class WorkOutcome:
     accuracies: list[float]
     wall_s: float
     error: Optional[str] = None
+    frame_scores: list[Optional[list[float]]] = field(default_factory=list)
 
 
-def _checked_accuracy(job: RetrainingJob) -> float:
-    acc = float(job.evaluate())
+def _checked_accuracy(job: RetrainingJob) -> tuple[float, Optional[list[float]]]:
+    """The job's accuracy and, when it can tell (``evaluate_frames``, as :class:`TorchJob`), its per-frame scores
+    (their mean is the accuracy)."""
+    per_frame = getattr(job, "evaluate_frames", None)
+    frames = None if per_frame is None else [float(v) for v in np.asarray(per_frame(), np.float64)]
+    acc = float(np.mean(frames)) if frames else float(job.evaluate())
     if not 0.0 <= acc <= 1.0:  # also rejects nan
         raise ValueError(f"job {job.job_id}: evaluate() returned {acc}, expected an accuracy in [0, 1]")
-    return acc
+    return acc, frames
 
 
-def _run_work(job: RetrainingJob, epochs: float, subsample: float, repeats: int) -> tuple[list[float], Optional[str]]:
+WorkResult = tuple[list[float], list[Optional[list[float]]], Optional[str]]
+
+
+def _run_work(job: RetrainingJob, epochs: float, subsample: float, repeats: int) -> WorkResult:
     accs: list[float] = []
+    frames: list[Optional[list[float]]] = []
+
+    def measure() -> None:
+        acc, per_frame = _checked_accuracy(job)
+        accs.append(acc)
+        frames.append(per_frame)
+
     try:
         if repeats == 0:
-            accs.append(_checked_accuracy(job))
+            measure()
         for _ in range(repeats):
             job.run_micro_window(epochs, subsample)
-            accs.append(_checked_accuracy(job))
+            measure()
     except Exception as exc:  # a job's failure is reported, never raised into the scheduler
-        return accs, f"{type(exc).__name__}: {exc}"
-    return accs, None
+        return accs, frames, f"{type(exc).__name__}: {exc}"
+    return accs, frames, None
 
 
 def _ray_task(job: RetrainingJob, epochs: float, subsample: float, repeats: int,
-              commit: bool) -> tuple[Optional[RetrainingJob], list[float], float, Optional[str]]:
+              commit: bool) -> tuple[Optional[RetrainingJob], WorkResult, float]:
     """Runs in a Ray worker: the job arrives pickled, trains, and goes back when ``commit``."""
     t0 = time.perf_counter()
-    accs, error = _run_work(job, epochs, subsample, repeats)
-    return (job if commit and error is None else None), accs, time.perf_counter() - t0, error
+    result = _run_work(job, epochs, subsample, repeats)
+    return (job if commit and result[2] is None else None), result, time.perf_counter() - t0
 
 
 class Executor(Protocol):
@@ -491,8 +514,8 @@ class LocalExecutor:
             # evaluation alone (repeats == 0) changes nothing, so only training for a profile needs a copy
             job = it.job if it.commit or it.repeats == 0 else copy.deepcopy(it.job)
             res = self.tasks.result(self.tasks.submit(_run_work, job, it.epochs, it.subsample, it.repeats))
-            accs, error = res.value if res.ok else ([], res.error)
-            out.append(WorkOutcome(it.job, accs, res.wall_s, error))
+            accs, frames, error = res.value if res.ok else ([], [], res.error)
+            out.append(WorkOutcome(it.job, accs, res.wall_s, error, frames))
         return out
 
 
@@ -532,10 +555,11 @@ class RayExecutor:
         out = []
         for it, res in zip(items, results):
             if res.ok:
-                job, accs, wall_s, error = res.value
+                job, (accs, frames, error), wall_s = res.value
             else:  # worker died, or the job could not be (un)pickled
-                job, accs, wall_s, error = None, [], 0.0, res.error
-            out.append(WorkOutcome(job if job is not None else it.job, list(accs), float(wall_s), error))
+                job, accs, frames, wall_s, error = None, [], [], 0.0, res.error
+            out.append(WorkOutcome(job if job is not None else it.job, list(accs), float(wall_s), error,
+                                   list(frames)))
         return out
 
     def shutdown(self) -> None:
@@ -568,6 +592,8 @@ class MicroWindow:
         profile_accuracies: a profile's accuracy after each profiling epoch.
         wall_s: measured seconds where it ran.
         error: ``"TypeName: message"`` if the job raised; the job is then out of the window.
+        frame_scores: for a training micro-window of a job that can tell (``evaluate_frames``), its score on each
+            held-out frame afterwards (their mean is ``accuracy_after``); None otherwise.
     """
 
     job_id: str
@@ -582,6 +608,7 @@ class MicroWindow:
     profile_accuracies: tuple[float, ...] = ()
     wall_s: float = 0.0
     error: Optional[str] = None
+    frame_scores: Optional[tuple[float, ...]] = None
 
 
 @dataclass
@@ -800,8 +827,10 @@ class _Window:
         for slot, (j, out) in enumerate(zip(ids, outs)):
             before = self.acc[j]
             after = out.accuracies[0] if out.error is None and out.accuracies else None
+            frames = out.frame_scores[0] if after is not None and out.frame_scores else None
             self.result.trace.append(MicroWindow(j, "train", self.rounds, slot, self.clock * mu, (self.clock + 1) * mu,
-                                                 1.0, before, after, wall_s=out.wall_s, error=out.error))
+                                                 1.0, before, after, wall_s=out.wall_s, error=out.error,
+                                                 frame_scores=None if frames is None else tuple(frames)))
             if after is None:
                 self.failed[j] = out.error or "no accuracy"
                 gains[j] = None

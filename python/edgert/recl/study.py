@@ -18,12 +18,32 @@ From the points it derives (:func:`analyse`), writes ``report.md`` (tables) and 
 * **compute to match**: for each baseline, the compute at which its accuracy reaches RECL's at the base compute,
   interpolated linearly in log-compute between measured points, as a multiple of the base compute (a lower bound
   ``> max`` when no measured compute reaches it);
-* **responsiveness** (:func:`responsiveness`): at every switch of a camera to a scene that some camera played in
-  an earlier window (a recurring scene), the paper-clock seconds until the camera's model reaches a target
-  accuracy: the decision of the window that holds the switch counts one window, the next two, ... The target of
-  an event is 80 % of the best accuracy any compared scheme reached during that camera's stay in the scene, so
-  every scheme chases the same bar; an event where no scheme reaches the bar within the stay is skipped, and a
-  scheme that never reaches it is charged the stay plus one window (counted as censored);
+* **responsiveness**: at every switch of a camera to a scene that some camera played in an earlier window (a
+  recurring scene), the time until the camera runs a model at a target accuracy: 80 % of the best accuracy any
+  compared scheme's camera ran during its stay in the scene, so every scheme chases the same bar; an event where
+  no scheme gets above 0 is skipped, and a scheme that never reaches the bar is charged the stay plus one window
+  (counted as censored). Two resolutions:
+
+  - *on the paper clock* (:func:`timeline_responsiveness`, the measure the paper's claim is about): each
+    window is a timeline from the camera's upload (:func:`window_timeline`): the model the camera had, then the
+    safety-checked decision once the controller has labelled every camera's frames, shortlisted for every camera
+    and safety-checked the cameras up to this one (the order ``run_window`` runs them in), then the retraining
+    job's model after each micro-window it gets, at the trainer's start (after every safety check) plus the
+    micro-window's end on the scheduler's nominal clock. Every scheme follows this one delivery rule; the scheme
+    decides only which model is the decision and which job gets the trainer. The controller hands its decision
+    out before retraining (``on_decision``), as the network server ships it; the server does not yet ship a
+    job's model mid-window (it becomes a candidate of the next window's safety check), so crediting every scheme
+    with each micro-window's model at once is generous to retraining, i.e. conservative for RECL's claim.
+    Deliveries past the window's end fall outside it; a window begins with the job's last model if it was
+    delivered in the window before, else with the decision of the window before. Accuracies are on the
+    retraining job's held-out frames (no model of that window trained on them) that show the scene switched to.
+    The controller's measured seconds (teacher, gating, safety checks) become paper seconds by a clock factor
+    (:class:`PaperClock`): the *training clock* ``mu`` / median measured seconds of one training micro-window
+    (:func:`training_clock_factor`), i.e. the factor that turns this machine's training seconds into the nominal
+    ``mu``; also factor 1 (measured seconds as they are), 0 (instant selection) and a sweep
+    (:data:`CLOCK_SWEEP`), since the training clock depends on how cheap an epoch of the expert is here;
+  - *in whole windows* (:func:`responsiveness`, kept for continuity): the decision of the window that holds the
+    switch counts one window, the next two, ..., evaluated on all of each window's frames;
 * **over time** (RECL at the base point): zoo size, zoo hit ratio and the controller's cost per window split into
   labelling (the teacher), selection (gating, safety check), retraining and gating updates (measured seconds on
   this machine; retraining also in the scheduler's nominal GPU seconds).
@@ -157,32 +177,58 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------- measures
 
 
-def responsiveness(results: Mapping[str, Any], window_s: float, schemes: Sequence[str],
-                   target_fraction: float = TARGET_FRACTION) -> dict[str, Any]:
-    """Time to accuracy after switches to recurring scenes (see the module docstring), from one point's results.
-
-    Returns ``{"events": n, "skipped": m, "schemes": {name: {"mean_s", "median_s", "censored"}}}``; schemes
-    missing from ``results`` are left out.
-    """
-    present = [s for s in schemes if s in results["schemes"]]
-    if not present:
-        return {"events": 0, "skipped": 0, "schemes": {}}
-    ref = results["schemes"][present[0]]["windows"]
+def recurring_events(windows: Sequence[Mapping[str, Any]]) -> list[tuple[str, int, str, list[int]]]:
+    """Switches of a camera to a scene that some camera played in an earlier window: ``(device, window position,
+    scene, positions of the stay)`` in time order (a scene counts as seen from the window after the one that
+    showed it)."""
     seen: set[str] = set()
-    events: list[tuple[str, int, str]] = []  # (device, window position, scene)
-    for pos, w in enumerate(ref):
+    events: list[tuple[str, int, str, list[int]]] = []
+    for pos, w in enumerate(windows):
         new_seen: set[str] = set()
         for d, rec in w["devices"].items():
             scene = rec["scenes"][-1] if rec["scenes"] else None
             if rec["scene_switch"] and scene is not None and scene in seen:
-                events.append((d, pos, scene))
+                events.append((d, pos, scene, _stay(windows, d, pos, scene)))
             new_seen.update(rec["scenes"])
-        seen |= new_seen  # a scene counts as seen from the window after the one that showed it
+        seen |= new_seen
+    return events
+
+
+def _summarise_times(times: Mapping[str, list[float]], censored: Mapping[str, int]) -> dict[str, dict[str, Any]]:
+    """Mean, median and censored count per scheme, and each scheme's mean and median over RECL's (``recl`` first
+    in ``times`` when present; ``inf`` when RECL's is 0 and the scheme's is not)."""
+    out: dict[str, dict[str, Any]] = {
+        s: {"mean_s": float(np.mean(t)) if t else None, "median_s": float(np.median(t)) if t else None,
+            "censored": censored[s]} for s, t in times.items()}
+    ref = out.get("recl")
+    if ref is None:
+        return out
+    for s, d in out.items():
+        if s == "recl":
+            continue
+        for k in ("mean", "median"):
+            a, b = d[f"{k}_s"], ref[f"{k}_s"]
+            d[f"{k}_ratio"] = None if a is None or b is None else (a / b if b > 0 else (1.0 if a == 0 else math.inf))
+    return out
+
+
+def responsiveness(results: Mapping[str, Any], window_s: float, schemes: Sequence[str],
+                   target_fraction: float = TARGET_FRACTION) -> dict[str, Any]:
+    """Time to accuracy after switches to recurring scenes at the resolution of whole windows (see the module
+    docstring), from one point's results.
+
+    Returns ``{"events": n, "skipped": m, "schemes": {name: {"mean_s", "median_s", "censored"}}}`` (other
+    schemes also ``mean_ratio``/``median_ratio`` over RECL's when RECL is compared); schemes missing from
+    ``results`` are left out.
+    """
+    present = [s for s in schemes if s in results["schemes"]]
+    if not present:
+        return {"events": 0, "skipped": 0, "schemes": {}}
+    events = recurring_events(results["schemes"][present[0]]["windows"])
     times: dict[str, list[float]] = {s: [] for s in present}
     censored = {s: 0 for s in present}
     skipped = 0
-    for d, pos, scene in events:
-        stay = _stay(ref, d, pos, scene)
+    for d, _, _, stay in events:
         accs = {s: [results["schemes"][s]["windows"][p]["devices"][d]["accuracy"] for p in stay] for s in present}
         best = max(max(a) for a in accs.values())
         target = target_fraction * best
@@ -195,9 +241,220 @@ def responsiveness(results: Mapping[str, Any], window_s: float, schemes: Sequenc
                 censored[s] += 1
                 k = len(stay)
             times[s].append((k + 1) * window_s)
-    out = {s: {"mean_s": float(np.mean(t)) if t else None, "median_s": float(np.median(t)) if t else None,
-               "censored": censored[s]} for s, t in times.items()}
-    return {"events": len(events) - skipped, "skipped": skipped, "schemes": out}
+    return {"events": len(events) - skipped, "skipped": skipped, "schemes": _summarise_times(times, censored)}
+
+
+# ---- the paper-clock timeline
+
+
+@dataclass(frozen=True)
+class PaperClock:
+    """How the controller's measured seconds (labelling, gating, safety checks on this CPU) become paper seconds.
+
+    Attributes:
+        name: the clock's label in the report.
+        factor: paper seconds per measured second (:func:`training_clock_factor`: the factor that turns a
+            training micro-window's measured seconds into its nominal ``mu``; 1: measured seconds as they are; 0:
+            selection takes no time).
+        label_s_per_frame: measured teacher seconds per frame (:func:`teacher_seconds_per_frame`); the controller
+            labels every device's frames before anything else.
+    """
+
+    name: str
+    factor: float
+    label_s_per_frame: float = 0.0
+
+
+def training_clock_factor(results: Mapping[str, Any], schemes: Sequence[str], micro_window_s: float
+                          ) -> Optional[float]:
+    """``micro_window_s`` over the median measured seconds of one training micro-window (every trace entry of
+    ``schemes`` that trained): the paper seconds one second of this machine's compute stands for on the
+    trainer's clock. None when the results hold no trace."""
+    walls = [float(m["wall_s"]) for s in schemes if s in results["schemes"]
+             for w in results["schemes"][s]["windows"] for d in w["devices"].values()
+             for m in d.get("retrain_trace", []) if m.get("accuracy") is not None and m.get("wall_s", 0) > 0]
+    return float(micro_window_s / np.median(walls)) if walls else None
+
+
+def teacher_seconds_per_frame(results: Mapping[str, Any]) -> float:
+    """The teacher's measured seconds over the distinct frames it labelled (``teacher_frames``; the labels are
+    memoised, so per-window seconds undercount recurring frames); 0 when the results do not say."""
+    frames = int(results.get("teacher_frames") or 0)
+    return float(sum(results.get("teacher_s", {}).values()) / frames) if frames else 0.0
+
+
+@dataclass
+class WindowTimeline:
+    """The models one device runs during one window, on the paper clock from the window's upload.
+
+    Attributes:
+        steps: ``(t, accuracy)`` sorted by ``t``: from ``t`` on the device runs a model of that accuracy on the
+            measured frames (the first step at 0: the model it ran when the window began); None where the window
+            holds no measured frame (no held-out frame of the scene).
+        decision_s: when the safety-checked decision is delivered.
+        train_start_s: when the trainer starts this window's micro-windows.
+        late: the decision is not delivered within the window.
+        final_delivered: the job's last trained model reached the device within the window (the next window
+            then begins with it).
+    """
+
+    steps: list[tuple[float, Optional[float]]]
+    decision_s: float
+    train_start_s: float
+    late: bool
+    final_delivered: bool
+
+
+def _held_out(mean: Optional[float], per_frame: Optional[Sequence[float]], pick: Optional[Sequence[int]]
+              ) -> Optional[float]:
+    """A model's accuracy on the held-out frames ``pick`` (positions in the held-out set; None: all of them,
+    ``mean``); None when ``pick`` is empty or the per-frame scores are missing."""
+    if pick is None:
+        return mean
+    if not pick or per_frame is None:
+        return None
+    return float(np.mean([per_frame[i] for i in pick]))
+
+
+def window_timeline(window: Mapping[str, Any], device: str, start_accuracy: Optional[float], clock: PaperClock,
+                    window_s: float, pick: Optional[Sequence[int]] = None) -> WindowTimeline:
+    """The timeline of ``device`` in one window record (see the module docstring): ``start_accuracy`` at 0, the
+    decision when the controller has labelled every device's frames, shortlisted for every device and
+    safety-checked the devices up to this one (the order :meth:`RECLController.run_window` runs them in), then
+    the job's model after each micro-window at the trainer's start (after every safety check) plus the
+    micro-window's nominal end. Deliveries at or after ``window_s`` fall outside the window. Accuracies are on
+    the held-out frames at positions ``pick`` (None: all of them).
+
+    Raises:
+        KeyError: the record lacks the timeline fields (results of an older version).
+    """
+    devs = window["devices"]
+    label = clock.label_s_per_frame * sum(int(d["frames"]) for d in devs.values())
+    gating = sum(float(d["gating_s"]) for d in devs.values())
+    safety = 0.0
+    for name, d in devs.items():
+        safety += float(d["safety_s"])
+        if name == device:
+            break
+    decision_s = clock.factor * (label + gating + safety)
+    train_s = clock.factor * (label + gating + sum(float(d["safety_s"]) for d in devs.values()))
+    rec = devs[device]
+    steps: list[tuple[float, Optional[float]]] = [(0.0, start_accuracy)]
+    late = decision_s >= window_s
+    if not late and "chosen" in rec["holdout_accuracy"]:
+        steps.append((decision_s, _held_out(rec["holdout_accuracy"]["chosen"],
+                                            rec.get("holdout_frames", {}).get("chosen"), pick)))
+    trained = [m for m in rec["retrain_trace"] if m["accuracy"] is not None]
+    for m in trained:
+        t = train_s + float(m["end_s"])
+        if t < window_s:
+            steps.append((t, _held_out(float(m["accuracy"]), m.get("frame_scores"), pick)))
+    final = bool(trained) and train_s + float(trained[-1]["end_s"]) < window_s
+    return WindowTimeline(steps, decision_s, train_s, late, final)
+
+
+def scene_frames(record: Mapping[str, Any], scene: str) -> list[int]:
+    """Positions in a device record's held-out set of the frames that show ``scene``."""
+    if scene not in record["scenes"]:
+        return []
+    k = record["scenes"].index(scene)
+    return [i for i, f in enumerate(record["holdout_index"]) if record["frame_scenes"][f] == k]
+
+
+def stay_timeline(windows: Sequence[Mapping[str, Any]], device: str, stay: Sequence[int], clock: PaperClock,
+                  window_s: float, scene: Optional[str] = None
+                  ) -> tuple[list[tuple[float, Optional[float]]], list[WindowTimeline]]:
+    """The device's timeline over the windows ``stay`` (consecutive positions), window ``stay[i]`` starting at
+    ``i * window_s``. Each window begins with the job's last model of the window before if it was delivered
+    there (its accuracy on this window's held-out frames, as the safety check measured it), else with the model
+    the device ran before this window's decision (``before``). ``scene``: accuracies on the held-out frames
+    that show it (:func:`scene_frames`); None: on every held-out frame."""
+    steps: list[tuple[float, Optional[float]]] = []
+    parts: list[WindowTimeline] = []
+    for i, p in enumerate(stay):
+        rec = windows[p]["devices"][device]
+        pick = None if scene is None else scene_frames(rec, scene)
+        hold, frames = rec["holdout_accuracy"], rec.get("holdout_frames", {})
+        key = "before"
+        prev = windows[p - 1]["devices"].get(device) if p > 0 else None
+        if prev is not None and "last_retrained" in hold and prev["retrain_trace"]:
+            if window_timeline(windows[p - 1], device, None, clock, window_s).final_delivered:
+                key = "last_retrained"
+        part = window_timeline(windows[p], device, _held_out(hold[key], frames.get(key), pick), clock, window_s,
+                               pick)
+        parts.append(part)
+        steps += [(i * window_s + t, a) for t, a in part.steps]
+    return steps, parts
+
+
+def has_timeline(results: Mapping[str, Any], schemes: Sequence[str]) -> bool:
+    """Whether every window record of ``schemes`` (those present) holds the timeline fields."""
+    return all("holdout_frames" in d and "frame_scenes" in d and "retrain_trace" in d and "gating_s" in d
+               for s in schemes if s in results["schemes"] for w in results["schemes"][s]["windows"]
+               for d in w["devices"].values())
+
+
+def timeline_responsiveness(results: Mapping[str, Any], window_s: float, schemes: Sequence[str], clock: PaperClock,
+                            target_fraction: float = TARGET_FRACTION, on_scene: bool = True) -> dict[str, Any]:
+    """Time to accuracy after switches to recurring scenes on the paper clock (see the module docstring).
+
+    Accuracies are on the held-out frames that show the scene switched to (``on_scene``; the switch window also
+    holds the scene before it) or on all held-out frames. The target of an event is ``target_fraction`` of the
+    best accuracy any compared scheme's device ran during the stay; a scheme's time is the first moment its
+    device runs a model at or above it (0 if the model it ran when the stay began already is), counted from the
+    upload of the window that holds the switch; a scheme that never reaches it is charged the stay plus one
+    window (censored); events where every scheme stays at 0 (or unmeasured) are skipped.
+
+    Returns ``{"events", "skipped", "on_scene", "switch_unmeasured" (events whose switch window holds no
+    held-out frame of the scene), "clock": {name, factor, label_s_per_frame}, "schemes": {name: {"mean_s",
+    "median_s", "censored", "mean_ratio", "median_ratio", "decision_s", "train_start_s", "late_decisions",
+    "windows", "deliveries", "times_s", "reached"}}}`` (``decision_s``, ``train_start_s``: medians over the
+    events' ``windows``; ``deliveries``: models delivered within those windows,
+    decisions included; ``times_s``, ``reached``: per event, its time and whether it reached the target).
+    """
+    present = [s for s in schemes if s in results["schemes"]]
+    info = {"name": clock.name, "factor": clock.factor, "label_s_per_frame": clock.label_s_per_frame}
+    if not present:
+        return {"events": 0, "skipped": 0, "on_scene": on_scene, "clock": info, "schemes": {}}
+    events = recurring_events(results["schemes"][present[0]]["windows"])
+    times: dict[str, list[float]] = {s: [] for s in present}
+    censored = {s: 0 for s in present}
+    timing: dict[str, dict[str, list[float]]] = {s: {"decision": [], "train": [], "late": [], "deliveries": []}
+                                                 for s in present}
+    reached: dict[str, list[bool]] = {s: [] for s in present}
+    skipped = unmeasured = 0
+    ref = results["schemes"][present[0]]["windows"]
+    for d, pos, scene, stay in events:
+        if on_scene and not scene_frames(ref[pos]["devices"][d], scene):
+            unmeasured += 1
+        lines = {s: stay_timeline(results["schemes"][s]["windows"], d, stay, clock, window_s,
+                                  scene if on_scene else None) for s in present}
+        best = max((a for steps, _ in lines.values() for _, a in steps if a is not None), default=0.0)
+        if not best > 0:
+            skipped += 1
+            continue
+        target = target_fraction * best
+        for s, (steps, parts) in lines.items():
+            t = next((t for t, a in steps if a is not None and a >= target), None)
+            reached[s].append(t is not None)
+            if t is None:
+                censored[s] += 1
+                t = (len(stay) + 1) * window_s
+            times[s].append(t)
+            for part in parts:
+                timing[s]["decision"].append(part.decision_s)
+                timing[s]["train"].append(part.train_start_s)
+                timing[s]["late"].append(float(part.late))
+                timing[s]["deliveries"].append(float(len(part.steps) - 1))
+    out = _summarise_times(times, censored)
+    for s, tm in timing.items():
+        out[s].update(decision_s=float(np.median(tm["decision"])) if tm["decision"] else None,
+                      train_start_s=float(np.median(tm["train"])) if tm["train"] else None,
+                      late_decisions=int(sum(tm["late"])), windows=len(tm["late"]),
+                      deliveries=int(sum(tm["deliveries"])),
+                      times_s=list(times[s]), reached=list(reached[s]))
+    return {"events": len(events) - skipped, "skipped": skipped, "on_scene": on_scene,
+            "switch_unmeasured": unmeasured, "clock": info, "schemes": out}
 
 
 def _stay(windows: Sequence[Mapping[str, Any]], device: str, pos: int, scene: str) -> list[int]:
@@ -259,6 +516,45 @@ def selection_share_large_zoo(scheme: Mapping[str, Any], min_experts: int = 20) 
     return sel / tot if tot > 0 else None
 
 
+#: clock factors of the sensitivity sweep (paper seconds per measured second), besides the training clock's
+CLOCK_SWEEP = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def paper_clock_analysis(results: Mapping[str, Any], window_s: float, schemes: Sequence[str],
+                         micro_window_s: float) -> dict[str, Any]:
+    """Responsiveness on the paper clock (:func:`timeline_responsiveness`, on the scene's frames) at the training
+    clock, at measured seconds (factor 1) and with instant selection (factor 0), and the ratios over RECL's
+    mean time for each factor of :data:`CLOCK_SWEEP`; ``all_frames``: at measured seconds on all held-out
+    frames; with the clock's inputs (``mu``, the factor, the teacher's seconds per frame, the measured
+    selection seconds per window)."""
+    factor = training_clock_factor(results, schemes, micro_window_s)
+    per_frame = teacher_seconds_per_frame(results)
+    clocks = ([PaperClock("training clock", factor, per_frame)] if factor is not None else []) + [
+        PaperClock("measured seconds", 1.0, per_frame), PaperClock("instant selection", 0.0, per_frame)]
+    sweep = []
+    for f in sorted({*CLOCK_SWEEP, *([factor] if factor is not None else [])}):
+        r = timeline_responsiveness(results, window_s, schemes, PaperClock(f"x{f:g}", f, per_frame))
+        sweep.append({"factor": f, **{s: {k: d.get(k) for k in ("mean_s", "median_s", "mean_ratio", "median_ratio",
+                                                                  "censored")} for s, d in r["schemes"].items()}})
+    walls = {s: [float(w["cost"]["gating_s"] + w["cost"]["safety_s"]) for w in results["schemes"][s]["windows"]]
+             for s in schemes if s in results["schemes"]}
+    return {"micro_window_s": micro_window_s, "training_factor": factor, "label_s_per_frame": per_frame,
+            "selection_s_per_window": {s: float(np.median(v)) for s, v in walls.items() if v},
+            "clocks": [timeline_responsiveness(results, window_s, schemes, c) for c in clocks], "sweep": sweep,
+            "all_frames": timeline_responsiveness(results, window_s, schemes, clocks[-2], on_scene=False)}
+
+
+def point_responsiveness(results: Mapping[str, Any], window_s: float, micro_window_s: float,
+                         schemes: Sequence[str] = ("recl", *RETRAINING_BASELINES)) -> dict[str, Any]:
+    """Responsiveness of one point's ``schemes``: ``{"window_s", "responsiveness"}`` (whole windows,
+    :func:`responsiveness`) and ``"responsiveness_clock"`` (:func:`paper_clock_analysis`; None when the results
+    lack the timeline records of this version), as :func:`format_responsiveness` reads them."""
+    clock = paper_clock_analysis(results, window_s, schemes, micro_window_s) if has_timeline(results, schemes) \
+        else None
+    return {"window_s": window_s, "responsiveness": responsiveness(results, window_s, schemes),
+            "responsiveness_clock": clock}
+
+
 # ----------------------------------------------------------------------------------------------------- study
 
 
@@ -300,12 +596,8 @@ def analyse(cfg: StudyConfig, points: Mapping[str, Mapping[str, Any]]) -> dict[s
         budget, reached = compute_to_match(curve, recl_base if recl_base is not None else math.inf)
         match[s] = {"budget_s": budget, "reached": reached,
                     "ratio": None if budget is None else budget / cfg.base_budget}
-    resp = responsiveness(base, window_s, ("recl", *RETRAINING_BASELINES))
-    recl_t = resp["schemes"].get("recl", {}).get("mean_s")
-    for s in RETRAINING_BASELINES:
-        t = resp["schemes"].get(s, {}).get("mean_s")
-        if s in resp["schemes"]:
-            resp["schemes"][s]["slower_than_recl"] = (t / recl_t) if (t is not None and recl_t) else None
+    mu = dict(cfg.points())[point_name(cfg.base_cameras, cfg.base_budget)].recl_config("recl").mu
+    resp = point_responsiveness(base, window_s, mu)
     ablations = {name: [{"label": label, "accuracy": acc(points[f"ablation-{name}-{_slug(label)}"], "recl"),
                          "zoo_size": points[f"ablation-{name}-{_slug(label)}"]["schemes"]["recl"]["summary"][
                              "zoo_size"]} for label, _ in variants] for name, variants in cfg.ablations.items()}
@@ -315,7 +607,8 @@ def analyse(cfg: StudyConfig, points: Mapping[str, Mapping[str, Any]]) -> dict[s
     return {"window_s": window_s, "base": {"cameras": cfg.base_cameras, "budget_s": cfg.base_budget},
             "summaries": {s: {k: v for k, v in d.items() if k != "accuracy_by_window"} for s, d in summaries.items()},
             "accuracy_by_cameras": by_cameras, "accuracy_by_budget": by_budget, "compute_to_match": match,
-            "responsiveness": resp, "ablations": ablations, "selection_share_zoo20": large_zoo,
+            "responsiveness": resp["responsiveness"], "responsiveness_clock": resp["responsiveness_clock"],
+            "ablations": ablations, "selection_share_zoo20": large_zoo,
             "over_time": {s: over_time(base["schemes"][s]) for s in ("recl", "ams") if s in base["schemes"]}}
 
 
@@ -359,17 +652,7 @@ def format_report(cfg: StudyConfig, a: Mapping[str, Any]) -> str:
             lines.append(f"- {s}: {m['budget_s']:.0f} GPU-s per window = **{m['ratio']:.1f}x** RECL's")
         else:
             lines.append(f"- {s}: not reached at {m['budget_s']:.0f} GPU-s = **> {m['ratio']:.0f}x** RECL's")
-    r = a["responsiveness"]
-    lines += ["", "## Responsiveness after a switch to a recurring scene", "",
-              f"{r['events']} events (switches of a camera to a scene some camera played before; {r['skipped']} "
-              f"skipped where no scheme reached any accuracy). Time until the model reaches "
-              f"{100 * TARGET_FRACTION:.0f} % of the best accuracy any scheme reached during the stay (paper seconds; "
-              f"the switch window's own decision counts one window):", "",
-              "| scheme | mean (s) | median (s) | never reached | slower than RECL |", "|---|---:|---:|---:|---:|"]
-    for s, d in r["schemes"].items():
-        slower = d.get("slower_than_recl")
-        lines.append(f"| {s} | {_f(d['mean_s'])} | {_f(d['median_s'])} | {d['censored']} | "
-                     f"{'-' if slower is None else f'{slower:.1f}x'} |")
+    lines += format_responsiveness(a)
     lines += ["", "## Selection cost once the zoo holds >= 20 experts", "",
               "Gating + safety-check seconds over the controller's (teacher labelling included), in the windows that "
               "began with >= 20 experts in RECL's zoo:", ""]
@@ -389,6 +672,95 @@ def format_report(cfg: StudyConfig, a: Mapping[str, Any]) -> str:
             for row in rows:
                 lines.append(f"| {name} | {row['label']} | {_pct(row['accuracy'])} | {row['zoo_size']} |")
     return "\n".join(lines)
+
+
+def _ratio(v: Optional[float]) -> str:
+    return "-" if v is None else ("inf" if math.isinf(v) else f"{v:.1f}x")
+
+
+def _clock_table(clk: Mapping[str, Any]) -> list[str]:
+    info = clk["clock"]
+    frames = "the scene's held-out frames" if clk["on_scene"] else "all held-out frames"
+    lines = [f"**{info['name']}** (factor {info['factor']:.2f}; {frames}): {clk['events']} events.", "",
+             "| scheme | mean (s) | median (s) | never reached | mean / RECL's | median / RECL's | "
+             "decision at (s, median) | trainer starts (s, median) | late decisions | deliveries |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for s, d in clk["schemes"].items():
+        lines.append(f"| {s} | {_f1(d['mean_s'])} | {_f1(d['median_s'])} | {d['censored']} | "
+                     f"{_ratio(d.get('mean_ratio'))} | {_ratio(d.get('median_ratio'))} | "
+                     f"{_f1(d['decision_s'])} | {_f1(d['train_start_s'])} | {d['late_decisions']} | "
+                     f"{d['deliveries']} |")
+    late = [(s, d["late_decisions"], d["windows"]) for s, d in clk["schemes"].items() if d["late_decisions"]]
+    if late:
+        lines += ["", "At this clock labelling and selection outlast the window (" + ", ".join(
+            f"{s}: {n} of {w} windows" for s, n, w in late) + "): there the controller cannot answer within the "
+            "window, and the times rest on the assumption that a late decision is in place by the next window."]
+    return lines + [""]
+
+
+def format_responsiveness(a: Mapping[str, Any]) -> list[str]:
+    """The report's responsiveness section: on the paper clock (when the results hold the timeline) and at the
+    resolution of whole windows (markdown lines)."""
+    r = a["responsiveness"]
+    pct = f"{100 * TARGET_FRACTION:.0f} %"
+    lines = ["", "## Responsiveness after a switch to a recurring scene", "",
+             f"{r['events']} events (switches of a camera to a scene some camera played before; {r['skipped']} "
+             f"skipped where no scheme reached any accuracy). Target: {pct} of the best accuracy any compared "
+             f"scheme's camera ran during its stay in the scene; a scheme that never reaches it is charged the stay "
+             f"plus one window (counted under *never reached*)."]
+    c = a.get("responsiveness_clock")
+    if c:
+        w = a["window_s"]
+        first = c["clocks"][0]
+        lines += ["", "### On the paper clock", "",
+                  "Each window's timeline, from the camera's upload: the camera runs the model it had when the "
+                  "window began, then the safety-checked decision from the moment the controller has labelled every "
+                  "camera's frames, shortlisted for every camera and safety-checked the cameras up to this one, then "
+                  "the retraining job's model after each micro-window it gets (trainer start: after every safety "
+                  "check; end: the scheduler's nominal clock, mu per micro-window). The same delivery rule for "
+                  "every scheme; the network server today ships only the decision mid-window (a job's model is a "
+                  "candidate of the next safety check), so shipping every micro-window's model at once is generous "
+                  "to retraining. Deliveries past the window's end fall outside it; a window begins with the last "
+                  "job model delivered in the window before, if any, else with the decision of the window before "
+                  "(a late decision is taken to be in place by then, as at the resolution of whole windows: "
+                  "optimistic when selection takes longer than a window, which the *late decisions* column "
+                  "counts).", "",
+                  "Accuracy: on the retraining job's held-out frames of each window (no model of that window "
+                  "trained on them) that show the scene switched to: the window holding the switch also holds the "
+                  f"scene before it ({first.get('switch_unmeasured', 0)} of {first['events'] + first['skipped']} "
+                  "switch windows have no held-out frame of the new scene; nothing is measured there). Controller "
+                  "seconds measured on this CPU become paper seconds by a clock factor:", "",
+                  f"- mu = {c['micro_window_s']:g} paper s per micro-window (one epoch, base trainer); window "
+                  f"{w:g} s;",
+                  "- training clock: mu over the median measured seconds of one training micro-window = "
+                  + (f"**{c['training_factor']:.1f} paper s per measured s**;" if c["training_factor"] else "-;"),
+                  f"- teacher: {c['label_s_per_frame']:.3f} measured s per frame (every camera's frames are "
+                  f"labelled before selection and training);",
+                  "- selection (gating + safety checks, all cameras), median measured s per window: "
+                  + ", ".join(f"{s} {v:.2f}" for s, v in c["selection_s_per_window"].items()) + ".", ""]
+        for clk in c["clocks"]:
+            lines += _clock_table(clk)
+        base = [s for s in c["sweep"][0] if s not in ("factor", "recl")] if c["sweep"] else []
+        lines += ["Sensitivity to the clock factor (the scene's frames; mean time over RECL's):", "",
+                  "| factor | RECL mean (s) | " + " | ".join(f"{s} / RECL" for s in base) + " |",
+                  "|---:|---:|" + "---:|" * len(base)]
+        for row in c["sweep"]:
+            lines.append(f"| {row['factor']:.2f} | {_f1(row['recl']['mean_s'])} | "
+                         + " | ".join(_ratio(row[s]['mean_ratio']) for s in base) + " |")
+        lines += ["", "For comparison, on all held-out frames of each window (both scenes in the switch window):", ""]
+        lines += _clock_table(c["all_frames"])
+        lines += ["### At the resolution of whole windows (as before)", ""]
+    lines += ["Each window's decision is evaluated on all of that window's frames; the decision of the window that "
+              "holds the switch counts one window:", "",
+              "| scheme | mean (s) | median (s) | never reached | mean / RECL's |", "|---|---:|---:|---:|---:|"]
+    for s, d in r["schemes"].items():
+        lines.append(f"| {s} | {_f(d['mean_s'])} | {_f(d['median_s'])} | {d['censored']} | "
+                     f"{_ratio(d.get('mean_ratio'))} |")
+    return lines
+
+
+def _f1(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.1f}"
 
 
 def _f(v: Optional[float]) -> str:
@@ -441,9 +813,38 @@ def plot_study(cfg: StudyConfig, a: Mapping[str, Any], out: Path) -> list[Path]:
         ax2.set_xlabel("model-update window")
         ax2.grid(alpha=0.3)
         paths.append(save_figure(fig, out / "over_time.png"))
+    if a.get("responsiveness_clock"):
+        paths.append(plot_responsiveness(a, out / "responsiveness.png", cfg.task))
     return paths
 
 
-__all__ = ["BUDGET_SCHEMES", "CAMERA_SCHEMES", "COST_PARTS", "DEFAULT_ABLATIONS", "RETRAINING_BASELINES",
-           "TARGET_FRACTION", "StudyConfig", "analyse", "compute_to_match", "format_report", "over_time",
-           "plot_study", "point_name", "responsiveness", "run_study", "selection_share_large_zoo"]
+def plot_responsiveness(a: Mapping[str, Any], path: Path, task: str) -> Path:
+    """Share of events whose target is reached by each time, per scheme, one panel per clock of
+    ``a["responsiveness_clock"]`` (censored events never reach it)."""
+    plt = pyplot()
+    clocks = a["responsiveness_clock"]["clocks"]
+    fig, axes = plt.subplots(1, len(clocks), figsize=(4 * len(clocks), 3.6), sharey=True, squeeze=False)
+    for ax, clk in zip(axes[0], clocks):
+        for s, d in clk["schemes"].items():
+            n = len(d["times_s"])
+            reached = sorted(t for t, ok in zip(d["times_s"], d["reached"]) if ok)
+            if n:
+                xs = [0.0, *reached]
+                ax.step(xs, [100 * i / n for i in range(len(xs))], where="post", label=s)
+        ax.set_title(f"{clk['clock']['name']} (x{clk['clock']['factor']:.3g})", fontsize=9)
+        ax.set_xlabel("paper seconds after the switch window's upload")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("events at target (%)")
+    if axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"RECL {task}: time to {100 * TARGET_FRACTION:.0f} % of the stay's best after a recurring scene",
+                 fontsize=10)
+    return save_figure(fig, path)
+
+
+__all__ = ["BUDGET_SCHEMES", "CAMERA_SCHEMES", "CLOCK_SWEEP", "COST_PARTS", "DEFAULT_ABLATIONS",
+           "RETRAINING_BASELINES", "TARGET_FRACTION", "PaperClock", "StudyConfig", "WindowTimeline", "analyse",
+           "compute_to_match", "format_report", "format_responsiveness", "has_timeline", "over_time",
+           "paper_clock_analysis", "plot_responsiveness", "plot_study", "point_name", "point_responsiveness",
+           "recurring_events", "responsiveness", "run_study", "selection_share_large_zoo", "stay_timeline",
+           "teacher_seconds_per_frame", "timeline_responsiveness", "training_clock_factor", "window_timeline"]

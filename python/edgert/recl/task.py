@@ -57,5 +57,7 @@ class Task(Protocol):
                        labels: np.ndarray, holdout: float = 0.25, seed: int = 0) -> TrainableJob:
         """A retraining job that starts from ``start`` (a full ``state_dict`` of an expert: parameters and
         BatchNorm buffers, loaded strictly; ``None``: :meth:`new_expert`) and trains on ``frames`` with
-        ``labels``; a ``holdout`` fraction of the frames measures its gain per micro-window."""
+        ``labels``; a ``holdout`` fraction of the frames measures its gain per micro-window: the frames
+        :func:`edgert.recl.tasks.split_holdout` ``(len(frames), holdout, seed)`` holds out, in that order (the
+        controller measures the other models of the window on the same frames for its reports)."""
         ...

@@ -382,7 +382,7 @@ def frame_iou(reference: np.ndarray, prediction: np.ndarray, num_classes: int) -
 class SegmentationJob(TorchJob):
     """:class:`~edgert.recl.scheduler.TorchJob` for segmentation: the same serialisable state, deterministic
     batches and per-pixel cross-entropy (``F.cross_entropy`` of logits ``[B, C, h, w]`` against masks
-    ``[B, h, w]``); its :meth:`score` (so :meth:`evaluate`) is the mean per-frame IoU over present classes
+    ``[B, h, w]``); its :meth:`frame_scores` (so :meth:`evaluate`, their mean) are per-frame IoUs over present classes
     (:func:`frame_iou`) on the held-out frames instead of top-1 agreement. ``data.train_y``/``val_y`` are int64
     masks ``[N, h, w]``."""
 
@@ -393,9 +393,9 @@ class SegmentationJob(TorchJob):
             raise ValueError(f"num_classes: expected >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
 
-    def score(self, predicted: torch.Tensor, labels: torch.Tensor) -> float:
-        """Mean per-frame IoU of the predicted masks against the teacher's."""
-        return float(frame_iou(labels.numpy(), predicted.numpy(), self.num_classes).mean())
+    def frame_scores(self, predicted: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+        """Per-frame IoU of the predicted masks against the teacher's."""
+        return frame_iou(labels.numpy(), predicted.numpy(), self.num_classes)
 
 
 class SegmentationTask(_ExpertTask):
