@@ -71,15 +71,25 @@ def test_golden_signed_packets_are_reproduced_byte_for_byte():
 
 
 @needs_signatures
-def test_slot_gives_each_golden_case_its_status_and_keeps_the_weights():
+@pytest.mark.parametrize("piece,key", [(0, None), (1, None), (333, None), (65536, b"m" * 32), (5, b"m" * 32)])
+def test_slot_gives_each_golden_case_its_status_and_keeps_the_weights(piece, key):
+    """Whole packets (piece 0), and packets hashed while they arrive in pieces (``Slot.receive``, then
+    ``apply(received=True)``), with and without a device key (HMAC): the same statuses and weights."""
     now, trust, applies, final = _cases()
     slot = _edgert.Slot((PACKETS / "manifest.bin").read_bytes())
     slot.set_trust(trust.root_key, trust.root_version, trust.min_release_version, now)
+    if key is not None:
+        slot.set_key(key)
     statuses = set()
     for name, expected in applies:
         before = slot.weights()
+        packet = (SIGNED / name).read_bytes()
+        if key is not None:
+            packet = authenticate(packet, key)
+        for at in range(0, len(packet), piece) if piece else ():
+            slot.receive(packet[at:at + piece])
         try:
-            slot.apply((SIGNED / name).read_bytes())
+            slot.apply(packet, received=piece > 0)
             got = "EDGERT_OK"
         except _edgert.PacketError as exc:
             got = exc.status_name

@@ -134,7 +134,35 @@ void random_bytes(uint8_t* out, size_t n) {
 
 struct EdgeNode::SlotHandle {
   edgert_slot* slot = nullptr;
-  ~SlotHandle() { edgert_slot_free(slot); }
+  edgert_receiver* receiver = nullptr;  // hashes PACKET bodies as they arrive (null: apply hashes them)
+  bool received = false;                // the receiver holds the body of the frame being read
+  ~SlotHandle() {
+    edgert_receiver_free(receiver);
+    edgert_slot_free(slot);
+  }
+};
+
+// Feeds PACKET frame bodies to the current slot's receiver while they arrive, so that the SHA-256 of the release
+// signature and the HMAC are done when the last byte is in (docs/spec/update-packet.md, "Hashing on arrival").
+class EdgeNode::PacketHasher final : public wire::BodySink {
+ public:
+  explicit PacketHasher(const EdgeNode& node) : node_(node) {}
+  void begin(FrameType type) override {
+    if (slot_) slot_->received = false;
+    slot_ = type == FrameType::kPacket ? node_.current_slot() : nullptr;
+    if (slot_ && slot_->receiver == nullptr) slot_ = nullptr;
+    if (slot_) {
+      edgert_receiver_reset(slot_->receiver);
+      slot_->received = true;
+    }
+  }
+  void piece(const uint8_t* data, size_t len) override {
+    if (slot_) edgert_receiver_update(slot_->receiver, data, len);
+  }
+
+ private:
+  const EdgeNode& node_;
+  std::shared_ptr<SlotHandle> slot_;
 };
 
 EdgeNode::EdgeNode(NodeConfig config, LogFn log)
@@ -241,6 +269,9 @@ bool EdgeNode::handle_manifest(const Bytes& body) {
     log(std::string("cannot require release signatures: ") + edgert_last_error());
     return false;
   }
+  if (edgert_slot_receiver_create(handle->slot, &handle->receiver) != EDGERT_OK) {
+    handle->receiver = nullptr;  // packets are then hashed after they arrive
+  }
   {
     std::lock_guard<std::mutex> lock(slot_mutex_);
     slot_ = handle;
@@ -256,7 +287,10 @@ bool EdgeNode::handle_manifest(const Bytes& body) {
 bool EdgeNode::handle_packet(wire::ByteStream& io, const Bytes& body) {
   const auto s = current_slot();
   if (!s) return wire::write_frame(io, FrameType::kResync, wire::encode_u64(0));
-  const edgert_status st = edgert_slot_apply(s->slot, body.data(), body.size());
+  const bool received = s->received;
+  s->received = false;
+  const edgert_status st = received ? edgert_slot_apply_received(s->slot, s->receiver, body.data(), body.size())
+                                    : edgert_slot_apply(s->slot, body.data(), body.size());
   const uint64_t v = edgert_slot_version(s->slot);
   if (st == EDGERT_OK || st == EDGERT_ERR_PACKET_STALE) {
     if (st == EDGERT_OK) {
@@ -292,8 +326,11 @@ bool EdgeNode::session(wire::ByteStream& io) {
   if (!wire::write_frame(io, FrameType::kHello, hello_body)) return false;
 
   std::string error;
+  PacketHasher hasher(*this);
   auto read_frame = [&](FrameType* type, Bytes* body, uint32_t max_length) -> bool {
-    if (wire::read_frame(io, max_length, config_.drop_after_s, config_.drop_after_s, type, body, &error)) return true;
+    if (wire::read_frame(io, max_length, config_.drop_after_s, config_.drop_after_s, type, body, &error, &hasher)) {
+      return true;
+    }
     if (!error.empty()) {
       log("bad frame from server: " + error);
     } else if (const std::string why = io.last_error(); !why.empty()) {

@@ -62,6 +62,7 @@ class EdgeNode {
 
  private:
   struct SlotHandle;
+  class PacketHasher;
   bool handle_manifest(const wire::Bytes& body);
   bool handle_packet(wire::ByteStream& io, const wire::Bytes& body);
   bool load_state();
