@@ -16,6 +16,11 @@ the slot's trust:
   Ed25519 verification, the steady state of a device;
 * the same two with the device key set (``+hmac``): every firmware node checks the packet's HMAC-SHA256 too,
   a second SHA-256 pass over the packet (a different chain: the MAC's inner hash starts from the keyed block);
+* ``receive`` / ``reject-stale after last byte``: the packet hashed on arrival (docs/spec/update-packet.md,
+  "Hashing on arrival"): fed to the slot's receiver in the firmware node's 64 KiB pieces (CPU spent while it
+  arrives), then ``Slot.apply(received=True)``: the check after the last byte (CRC, the Ed25519
+  verification, no SHA-256), delegation cached, with and without the device key; both parts are reported,
+  so the total CPU per packet stays visible;
 * ``apply-chain``: a chain of signed updates applied in order with and without trust (whole applies; the
   difference is noisier than the reject rows, which isolate the check).
 

@@ -38,7 +38,11 @@ void Receiver::hash(const uint8_t* data, uint64_t from, uint64_t to) {
 }
 
 void Receiver::update(const uint8_t* data, size_t len) {
-  if (data == nullptr || len == 0 || bad_) return;
+  if (data == nullptr || len == 0) return;
+  if (bad_) {  // counted (the slot compares the count with the packet's length), not hashed
+    fed_ += len;
+    return;
+  }
   if (!parsed_) {
     const size_t missing = kPacketHeaderBytes - static_cast<size_t>(fed_);
     const size_t take = missing < len ? missing : len;
@@ -53,6 +57,7 @@ void Receiver::update(const uint8_t* data, size_t len) {
     const uint64_t block = (flags & kFlagSigned) ? load_u32(header_ + 60) : 0;
     if (payload > (uint64_t{1} << 62)) {
       bad_ = true;
+      fed_ += len;
       return;
     }
     parsed_ = true;

@@ -162,6 +162,10 @@ TEST(Signing, AReceiverFedOtherBytesIsRefusedAndChangesNothing) {
   const Bytes junk(40, 0x11);  // not a packet: the packet's own status
   feed(r, junk, junk.size());
   EXPECT_EQ(edgert_slot_apply_received(slot.s, r, junk.data(), junk.size()), EDGERT_ERR_PACKET_TRUNCATED);
+  Bytes huge = v1;  // a payload length near 2^64: the receiver stops hashing but keeps counting (found by fuzz_packet)
+  huge[71] = 0xbf;
+  feed(r, huge, huge.size());
+  EXPECT_EQ(edgert_slot_apply_received(slot.s, r, huge.data(), huge.size()), EDGERT_ERR_PACKET_TRUNCATED);
   EXPECT_EQ(weights_of(slot.s), before);
   EXPECT_EQ(edgert_slot_version(slot.s), 0u);
 
