@@ -361,7 +361,7 @@ def test_server_and_device_options_build_the_signer_and_trust_that_deliver(tmp_p
     import argparse
 
     from edgert.cli import main
-    from edgert.updates.release_cli import add_release_arguments, signer_from_args, trust_from_args
+    from edgert.updates.release_cli import add_release_arguments, signer_from_args, trust_dir_from_args, trust_from_args
 
     for name in ("root", "other", "rel"):
         assert main(["release", "keygen", name, "--dir", str(tmp_path)]) == 0
@@ -373,20 +373,25 @@ def test_server_and_device_options_build_the_signer_and_trust_that_deliver(tmp_p
     add_release_arguments(device_parser)
     signer = signer_from_args(server_parser.parse_args(
         ["--release-key", str(tmp_path / "rel.key"), "--delegation", str(stmt), "--signature-days", "1"]))
-    trust = trust_from_args(device_parser.parse_args(["--root-key", str(tmp_path / "root.pub")]))
+    device_args = device_parser.parse_args(["--root-key", str(tmp_path / "root.pub"), "--trust-dir",
+                                            str(tmp_path / "trust")])
+    trust, trust_dir = trust_from_args(device_args), trust_dir_from_args(device_args)
     assert signer is not None and trust is not None and signer.validity == 86_400
+    assert trust_dir == tmp_path / "trust"
+    assert trust_dir_from_args(device_parser.parse_args([])) is None
     assert signer_from_args(server_parser.parse_args([])) is None
     assert trust_from_args(device_parser.parse_args([])) is None
 
     keys = {**KEYS, "cam-2": b"q" * 32}
     with ModelServer(MANIFEST, keys, _weights(), signer=signer) as server:
-        client = EdgeClient(server.address, "cam-1", keys["cam-1"], trust=trust).start()
+        client = EdgeClient(server.address, "cam-1", keys["cam-1"], trust=trust, state_dir=trust_dir).start()
         try:
             assert wait_for(lambda: client.version == 1)
             assert client.slot.weights()[0] == server.weights_bytes()
             assert client.trust.min_release_version == 2
         finally:
             client.stop()
+        assert decode_trust_state((tmp_path / "trust" / TRUST_FILE).read_bytes()).min_release_version == 2
         stranger = trust_from_args(device_parser.parse_args(["--root-key", str(tmp_path / "other.pub")]))
         refused = EdgeClient(server.address, "cam-2", keys["cam-2"], trust=stranger).start()
         try:
@@ -410,6 +415,10 @@ def test_server_and_device_options_build_the_signer_and_trust_that_deliver(tmp_p
     fails(server_parser, signer_from_args, ["--release-key", str(tmp_path / "rel.key"), "--delegation", str(stmt),
                                             "--signature-days", "0"], "--signature-days")
     fails(device_parser, trust_from_args, ["--root-key", str(stmt)], "32 bytes, got 128")
+    fails(device_parser, trust_dir_from_args, ["--trust-dir", str(tmp_path / "trust")], "--trust-dir needs --root-key")
+    (tmp_path / "trust" / TRUST_FILE).write_bytes(b"\0" * 56)
+    fails(device_parser, trust_dir_from_args, ["--root-key", str(tmp_path / "root.pub"), "--trust-dir",
+                                               str(tmp_path / "trust")], "trust.bin: bad magic")
     fails(device_parser, trust_from_args, ["--root-key", str(tmp_path / "root.pub"), "--root-version", "-1"],
           "must be >= 0")
 
