@@ -144,7 +144,10 @@ class Slot {
     Bytes m(manifest);
     check(edgert_slot_create(m.data(), m.size, &slot_), "Slot");
   }
-  ~Slot() { edgert_slot_free(slot_); }
+  ~Slot() {
+    edgert_receiver_free(receiver_);
+    edgert_slot_free(slot_);
+  }
   Slot(const Slot&) = delete;
   Slot& operator=(const Slot&) = delete;
 
@@ -188,12 +191,23 @@ class Slot {
     check(edgert_slot_set_hook(slot_, hook_.is_none() ? nullptr : &Slot::trampoline, this), "Slot.set_hook");
   }
 
-  void apply(const pyb::buffer& packet) {
+  // The next bytes of a packet arriving in pieces (edgert_receiver_update on the slot's receiver).
+  void receive(const pyb::buffer& data) {
+    Bytes d(data);
+    if (receiver_ == nullptr) check(edgert_slot_receiver_create(slot_, &receiver_), "Slot.receive");
+    pyb::gil_scoped_release release;
+    edgert_receiver_update(receiver_, d.data(), d.size);
+  }
+
+  // received: the packet's bytes were fed through receive() (edgert_slot_apply_received).
+  void apply(const pyb::buffer& packet, bool received) {
     Bytes p(packet);
     edgert_status st;
+    if (received && receiver_ == nullptr) check(edgert_slot_receiver_create(slot_, &receiver_), "Slot.apply");
     {
       pyb::gil_scoped_release release;
-      st = edgert_slot_apply(slot_, p.data(), p.size);
+      st = received ? edgert_slot_apply_received(slot_, receiver_, p.data(), p.size)
+                    : edgert_slot_apply(slot_, p.data(), p.size);
     }
     if (hook_error_) {  // the packet was applied; the Python hook raised
       pyb::error_already_set err = std::move(*hook_error_);
@@ -298,6 +312,7 @@ class Slot {
   }
 
   edgert_slot* slot_ = nullptr;
+  edgert_receiver* receiver_ = nullptr;  // created by the first receive()
   pyb::object hook_ = pyb::none();
   std::unique_ptr<pyb::error_already_set> hook_error_;
 };
@@ -323,9 +338,13 @@ void bind_packet(pybind11::module_& m) {
            "dict(root_key, root_version, min_release_version, now) after the packets applied so far, or None.")
       .def("set_hook", &Slot::set_hook, pyb::arg("fn"),
            "Call fn(version, changed_tensor_ids) after each swap (None removes it).")
-      .def("apply", &Slot::apply, pyb::arg("packet"),
+      .def("apply", &Slot::apply, pyb::arg("packet"), pyb::kw_only(), pyb::arg("received") = false,
            "Verify and apply one packet; raises edgert.PacketError (.status, .status_name) and leaves the\n"
-           "active weights and version untouched on rejection.")
+           "active weights and version untouched on rejection. received=True: `packet` is exactly the bytes\n"
+           "fed to receive() since the last apply, whose hashes are used (edgert_slot_apply_received).")
+      .def("receive", &Slot::receive, pyb::arg("data"),
+           "Feed the next bytes of a packet arriving in pieces: the SHA-256 of a release signature and the\n"
+           "HMAC are computed on the way, so apply(packet, received=True) does not hash it again.")
       .def_property_readonly("version", &Slot::version)
       .def_property_readonly("model_id", &Slot::model_id)
       .def_property_readonly("tensor_count", &Slot::tensor_count)
@@ -360,6 +379,8 @@ void bind_packet(pybind11::module_& m) {
         "naming the step on bad input. Releases the GIL.");
   m.def("signatures_available", []() { return edgert_signatures_available() != 0; },
         "True if this libedgert verifies release signatures (built with EDGERT_SIGNATURES).");
+  m.def("signatures_backend", []() { return std::string(edgert_signatures_backend()); },
+        "The Ed25519 implementation of this libedgert: 'sodium', 'openssl', or '' without signatures.");
   m.def("packet_max_format", &edgert_packet_max_format,
         "The newest update-packet format this libedgert decodes (announced to servers in HELLO).");
   m.def(

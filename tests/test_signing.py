@@ -3,6 +3,7 @@ signer/verifier, libedgert's slot trust, and signed delivery from ModelServer to
 from __future__ import annotations
 
 import importlib.util
+import socket
 import struct
 import time
 from pathlib import Path
@@ -16,15 +17,21 @@ from edgert.transport import EdgeClient, ModelServer
 from edgert.transport.frames import FrameType, encode_frame
 from edgert.updates import Manifest, TensorSpec, authenticate, crc32c, encode_update, transcode
 from edgert.updates.signing import (
+    TRUST_FILE,
     Kind,
     SignatureError,
     Signer,
     SigningKey,
     Trust,
+    TrustStateError,
     block_bytes,
+    decode_trust_state,
     delegate,
+    encode_trust_state,
     parse_block,
+    resume_trust,
     rotate_root,
+    save_trust,
     sign_packet,
     sign_statement,
     strip_signature,
@@ -64,15 +71,25 @@ def test_golden_signed_packets_are_reproduced_byte_for_byte():
 
 
 @needs_signatures
-def test_slot_gives_each_golden_case_its_status_and_keeps_the_weights():
+@pytest.mark.parametrize("piece,key", [(0, None), (1, None), (333, None), (65536, b"m" * 32), (5, b"m" * 32)])
+def test_slot_gives_each_golden_case_its_status_and_keeps_the_weights(piece, key):
+    """Whole packets (piece 0), and packets hashed while they arrive in pieces (``Slot.receive``, then
+    ``apply(received=True)``), with and without a device key (HMAC): the same statuses and weights."""
     now, trust, applies, final = _cases()
     slot = _edgert.Slot((PACKETS / "manifest.bin").read_bytes())
     slot.set_trust(trust.root_key, trust.root_version, trust.min_release_version, now)
+    if key is not None:
+        slot.set_key(key)
     statuses = set()
     for name, expected in applies:
         before = slot.weights()
+        packet = (SIGNED / name).read_bytes()
+        if key is not None:
+            packet = authenticate(packet, key)
+        for at in range(0, len(packet), piece) if piece else ():
+            slot.receive(packet[at:at + piece])
         try:
-            slot.apply((SIGNED / name).read_bytes())
+            slot.apply(packet, received=piece > 0)
             got = "EDGERT_OK"
         except _edgert.PacketError as exc:
             got = exc.status_name
@@ -258,8 +275,9 @@ def test_firmware_node_with_a_pinned_root_applies_signed_and_refuses_unsigned(tm
             assert node.weights()[1] == server.weights_bytes()
         finally:
             node.stop()
-    saved = (tmp_path / "state" / "trust.bin").read_bytes()
-    assert saved == root1.public + struct.pack("<QQ", 1, 3)
+    saved = (tmp_path / "state" / TRUST_FILE).read_bytes()
+    assert decode_trust_state(saved) == Trust(root1.public, 1, 3)  # the file EdgeClient(state_dir=) reads
+    assert saved == encode_trust_state(Trust(root1.public, 1, 3))
     with ModelServer(NODE_MANIFEST, {DEVICE: KEY}, node_weights(1)) as server:  # no release key
         server.publish_snapshot(node_weights(2))  # version 2: the node (at 1) is sent a packet
         node = Node(binary, server.address[1], tmp_path, extra_args=extra)
@@ -343,7 +361,7 @@ def test_server_and_device_options_build_the_signer_and_trust_that_deliver(tmp_p
     import argparse
 
     from edgert.cli import main
-    from edgert.updates.release_cli import add_release_arguments, signer_from_args, trust_from_args
+    from edgert.updates.release_cli import add_release_arguments, signer_from_args, trust_dir_from_args, trust_from_args
 
     for name in ("root", "other", "rel"):
         assert main(["release", "keygen", name, "--dir", str(tmp_path)]) == 0
@@ -355,20 +373,25 @@ def test_server_and_device_options_build_the_signer_and_trust_that_deliver(tmp_p
     add_release_arguments(device_parser)
     signer = signer_from_args(server_parser.parse_args(
         ["--release-key", str(tmp_path / "rel.key"), "--delegation", str(stmt), "--signature-days", "1"]))
-    trust = trust_from_args(device_parser.parse_args(["--root-key", str(tmp_path / "root.pub")]))
+    device_args = device_parser.parse_args(["--root-key", str(tmp_path / "root.pub"), "--trust-dir",
+                                            str(tmp_path / "trust")])
+    trust, trust_dir = trust_from_args(device_args), trust_dir_from_args(device_args)
     assert signer is not None and trust is not None and signer.validity == 86_400
+    assert trust_dir == tmp_path / "trust"
+    assert trust_dir_from_args(device_parser.parse_args([])) is None
     assert signer_from_args(server_parser.parse_args([])) is None
     assert trust_from_args(device_parser.parse_args([])) is None
 
     keys = {**KEYS, "cam-2": b"q" * 32}
     with ModelServer(MANIFEST, keys, _weights(), signer=signer) as server:
-        client = EdgeClient(server.address, "cam-1", keys["cam-1"], trust=trust).start()
+        client = EdgeClient(server.address, "cam-1", keys["cam-1"], trust=trust, state_dir=trust_dir).start()
         try:
             assert wait_for(lambda: client.version == 1)
             assert client.slot.weights()[0] == server.weights_bytes()
             assert client.trust.min_release_version == 2
         finally:
             client.stop()
+        assert decode_trust_state((tmp_path / "trust" / TRUST_FILE).read_bytes()).min_release_version == 2
         stranger = trust_from_args(device_parser.parse_args(["--root-key", str(tmp_path / "other.pub")]))
         refused = EdgeClient(server.address, "cam-2", keys["cam-2"], trust=stranger).start()
         try:
@@ -392,5 +415,121 @@ def test_server_and_device_options_build_the_signer_and_trust_that_deliver(tmp_p
     fails(server_parser, signer_from_args, ["--release-key", str(tmp_path / "rel.key"), "--delegation", str(stmt),
                                             "--signature-days", "0"], "--signature-days")
     fails(device_parser, trust_from_args, ["--root-key", str(stmt)], "32 bytes, got 128")
+    fails(device_parser, trust_dir_from_args, ["--trust-dir", str(tmp_path / "trust")], "--trust-dir needs --root-key")
+    (tmp_path / "trust" / TRUST_FILE).write_bytes(b"\0" * 56)
+    fails(device_parser, trust_dir_from_args, ["--root-key", str(tmp_path / "root.pub"), "--trust-dir",
+                                               str(tmp_path / "trust")], "trust.bin: bad magic")
     fails(device_parser, trust_from_args, ["--root-key", str(tmp_path / "root.pub"), "--root-version", "-1"],
           "must be >= 0")
+
+
+def test_trust_state_file_round_trips_and_resumes_only_when_not_older_than_the_pinned_root(tmp_path):
+    root0, root1 = SigningKey(b"\x21" * 32).public, SigningKey(b"\x22" * 32).public
+    assert resume_trust(tmp_path, Trust(root0, 0, 2, now=7)) == (Trust(root0, 0, 2, now=7), False)  # no file
+    save_trust(tmp_path, Trust(root1, 1, 5))
+    data = (tmp_path / TRUST_FILE).read_bytes()
+    assert len(data) == 56 and data[:4] == b"ERTT" and data[4:36] == root1
+    assert resume_trust(tmp_path, Trust(root0, 0, 0, now=7)) == (Trust(root1, 1, 5, now=7), True)
+    assert resume_trust(tmp_path, Trust(root0, 1, 9)) == (Trust(root1, 1, 9), True)  # the higher floor wins
+    assert resume_trust(tmp_path, Trust(root0, 2, 0)) == (Trust(root0, 2, 0), False)  # re-provisioned, newer root
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda d: d[:40], "40 bytes, expected 56"),
+    (lambda d: b"", "0 bytes, expected 56"),
+    (lambda d: d + b"\x00", "57 bytes, expected 56"),
+    (lambda d: b"XXXX" + d[4:], "bad magic"),
+    (lambda d: d[:40] + bytes([d[40] ^ 1]) + d[41:], "checksum mismatch"),  # root version bit flip
+])
+def test_edge_client_refuses_a_truncated_or_corrupted_trust_file(tmp_path, damage, message):
+    """No silent fall-back to the pinned root (which could re-admit a rotated-out root): the client is not
+    created, the message names the file and the fault, and the file is left for the operator."""
+    root0, root1 = SigningKey(b"\x21" * 32).public, SigningKey(b"\x22" * 32).public
+    save_trust(tmp_path, Trust(root1, 3, 4))
+    bad = damage((tmp_path / TRUST_FILE).read_bytes())
+    (tmp_path / TRUST_FILE).write_bytes(bad)
+    with pytest.raises(TrustStateError, match=f"trust.bin: {message}.*refusing to fall back"):
+        EdgeClient(("127.0.0.1", 1), "cam-1", KEYS["cam-1"], trust=Trust(root0), state_dir=tmp_path)
+    assert (tmp_path / TRUST_FILE).read_bytes() == bad
+    EdgeClient(("127.0.0.1", 1), "cam-1", KEYS["cam-1"], state_dir=tmp_path)  # without trust the file is unused
+
+
+@needs_signatures
+def test_restarted_edge_client_keeps_the_rotated_root_and_the_delegation_floor(tmp_path):
+    """Real TCP on localhost: an EdgeClient with a state dir applies a rotation (root 0 -> 1) and delegation 5;
+    a new EdgeClient on the same state dir, started with only root 0 pinned, resumes root 1 and floor 5, and
+    NACKs a packet under a delegation by the rotated-out root 0 and one under the revoked delegation 4, keeping
+    its weights; without the saved state root 0's packet would verify."""
+    root0, root1 = SigningKey(b"\x31" * 32), SigningKey(b"\x32" * 32)
+    rel, rel_old, evil = SigningKey(b"\x33" * 32), SigningKey(b"\x34" * 32), SigningKey(b"\x35" * 32)
+    far = int(time.time()) + 3600
+    signer = Signer(rel, delegate(root1, rel.public, 5, far), [rotate_root(root0, root1.public, 1)])
+    state = tmp_path / "edge"
+    pinned = Trust(root0.public)
+    with ModelServer(MANIFEST, KEYS, _weights(), signer=signer) as server:
+        first = EdgeClient(server.address, "cam-1", KEYS["cam-1"], trust=pinned, state_dir=state).start()
+        try:
+            assert wait_for(lambda: first.version == 1)
+        finally:
+            first.stop()
+        assert decode_trust_state((state / TRUST_FILE).read_bytes()) == Trust(root1.public, 1, 5)
+
+        lines: list[str] = []
+        client = EdgeClient(server.address, "cam-1", KEYS["cam-1"], trust=pinned, state_dir=state,
+                            log=lines.append)
+        assert (client.trust.root_key, client.trust.root_version, client.trust.min_release_version) == (
+            root1.public, 1, 5)
+        assert any("resumed trust: root version 1, delegations >= 5" in line for line in lines)
+        client.start()
+        try:
+            assert wait_for(lambda: client.version == 1)
+            before = client.slot.weights()
+            rng = np.random.default_rng(4)
+            idx = np.sort(rng.choice(64 * 32, 40, replace=False))
+            update = encode_update(MANIFEST, 1, 2, {"w": (idx, rng.standard_normal(40).astype(np.float32))})
+            old_root = sign_packet(update, evil, delegate(root0, evil.public, 9, far), far)
+            revoked = sign_packet(update, rel_old, delegate(root1, rel_old.public, 4, far), far)
+            assert verify_packet(old_root, pinned).root_version == 0  # the hole the saved state closes
+            for i, (packet, status, words) in enumerate([
+                    (old_root, "EDGERT_ERR_PACKET_UNKNOWN_KEY", "not signed by the root key"),
+                    (revoked, "EDGERT_ERR_PACKET_UNKNOWN_KEY", "delegation 4 was revoked")]):
+                assert server.inject("cam-1", encode_frame(FrameType.PACKET, authenticate(packet, KEYS["cam-1"])))
+                assert wait_for(lambda: len(server.devices["cam-1"].nacks) > i)
+                nack = server.devices["cam-1"].nacks[i]
+                assert nack.startswith(status) and words in nack, nack
+                assert client.version == 1 and client.slot.weights() == before
+        finally:
+            client.stop()
+    assert decode_trust_state((state / TRUST_FILE).read_bytes()) == Trust(root1.public, 1, 5)
+
+
+@needs_signatures
+def test_firmware_node_resumes_a_python_trust_file_and_refuses_a_corrupted_one(tmp_path):
+    """The node and EdgeClient share trust.bin: the node resumes a file written by ``save_trust``, and refuses to
+    start (exit 2, the fault in its log) on a truncated or corrupted one instead of falling back to the pinned root."""
+    from test_edge_node import Node, _find_or_build_node
+
+    binary = _find_or_build_node()
+    root0, root1 = SigningKey(b"\x41" * 32), SigningKey(b"\x42" * 32)
+    (tmp_path / "root.pub").write_bytes(root0.public)
+    extra = ("--root-key", str(tmp_path / "root.pub"))
+    with socket.socket() as probe:  # a port nobody listens on: the node only loads its state and retries
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    save_trust(tmp_path / "state", Trust(root1.public, 1, 3))
+    good = (tmp_path / "state" / TRUST_FILE).read_bytes()
+    node = Node(binary, port, tmp_path, extra_args=extra)
+    try:
+        assert wait_for(lambda: "resumed trust: root version 1, delegations >= 3" in node.own_log(), timeout=10.0)
+    finally:
+        node.stop()
+    for bad, message in [(good[:48], "48 bytes, expected 56"), (good[:44] + b"\x07" + good[45:], "checksum mismatch")]:
+        (tmp_path / "state" / TRUST_FILE).write_bytes(bad)
+        node = Node(binary, port, tmp_path, extra_args=extra)
+        try:
+            assert node.proc.wait(timeout=10) == 2
+            assert f"trust.bin: {message}" in node.own_log() and "refusing to start" in node.own_log()
+        finally:
+            node.stop()
+        assert (tmp_path / "state" / TRUST_FILE).read_bytes() == bad

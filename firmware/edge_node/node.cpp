@@ -95,8 +95,34 @@ bool write_file_atomic(const std::string& path, const Bytes& data) {
     off += ok ? static_cast<size_t>(n) : 0;
   }
   ok = ok && ::fsync(fd) == 0;
-  ::close(fd);
-  return ok && ::rename(tmp.c_str(), path.c_str()) == 0;
+  ok = ::close(fd) == 0 && ok;
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    return false;
+  }
+  // The rename is durable only once the folder is synced (a power loss could otherwise bring the old file back).
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (dfd < 0) return false;
+  ok = ::fsync(dfd) == 0;
+  ::close(dfd);
+  return ok;
+}
+
+// trust.bin (docs/spec/update-packet.md, "Saved trust"; edgert.updates.signing writes the same file):
+// "ERTT", root key (32), root version (u64 LE), delegation floor (u64 LE), CRC32C of the 52 bytes before (u32 LE).
+constexpr size_t kTrustFileBytes = 56;
+constexpr uint8_t kTrustMagic[4] = {'E', 'R', 'T', 'T'};
+
+uint64_t load_le(const uint8_t* p, int bytes) {
+  uint64_t v = 0;
+  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+void store_le(uint8_t* p, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
 }
 
 void random_bytes(uint8_t* out, size_t n) {
@@ -108,24 +134,49 @@ void random_bytes(uint8_t* out, size_t n) {
 
 struct EdgeNode::SlotHandle {
   edgert_slot* slot = nullptr;
-  ~SlotHandle() { edgert_slot_free(slot); }
+  edgert_receiver* receiver = nullptr;  // hashes PACKET bodies as they arrive (null: apply hashes them)
+  bool received = false;                // the receiver holds the body of the frame being read
+  ~SlotHandle() {
+    edgert_receiver_free(receiver);
+    edgert_slot_free(slot);
+  }
+};
+
+// Feeds PACKET frame bodies to the current slot's receiver while they arrive, so that the SHA-256 of the release
+// signature and the HMAC are done when the last byte is in (docs/spec/update-packet.md, "Hashing on arrival").
+class EdgeNode::PacketHasher final : public wire::BodySink {
+ public:
+  explicit PacketHasher(const EdgeNode& node) : node_(node) {}
+  void begin(FrameType type) override {
+    if (slot_) slot_->received = false;
+    slot_ = type == FrameType::kPacket ? node_.current_slot() : nullptr;
+    if (slot_ && slot_->receiver == nullptr) slot_ = nullptr;
+    if (slot_) {
+      edgert_receiver_reset(slot_->receiver);
+      slot_->received = true;
+    }
+  }
+  void piece(const uint8_t* data, size_t len) override {
+    if (slot_) edgert_receiver_update(slot_->receiver, data, len);
+  }
+
+ private:
+  const EdgeNode& node_;
+  std::shared_ptr<SlotHandle> slot_;
 };
 
 EdgeNode::EdgeNode(NodeConfig config, LogFn log)
     : config_(std::move(config)), log_(std::move(log)), trust_(config_.trust) {}
 
-// trust.bin: root key (32), root version (u64 LE), delegation floor (u64 LE).
-constexpr size_t kTrustFileBytes = 48;
-
 void EdgeNode::save_trust(edgert_slot* slot) {
   if (!config_.require_signatures || edgert_slot_get_trust(slot, &trust_) != EDGERT_OK) return;
   if (config_.state_dir.empty()) return;
   Bytes data(kTrustFileBytes);
-  std::memcpy(data.data(), trust_.root_key, 32);
-  for (int i = 0; i < 8; ++i) {
-    data[32 + i] = static_cast<uint8_t>(trust_.root_version >> (8 * i));
-    data[40 + i] = static_cast<uint8_t>(trust_.min_release_version >> (8 * i));
-  }
+  std::memcpy(data.data(), kTrustMagic, 4);
+  std::memcpy(data.data() + 4, trust_.root_key, 32);
+  store_le(data.data() + 36, trust_.root_version, 8);
+  store_le(data.data() + 44, trust_.min_release_version, 8);
+  store_le(data.data() + 52, edgert_crc32c(0, data.data(), kTrustFileBytes - 4), 4);
   if (!write_file_atomic(config_.state_dir + "/trust.bin", data)) log("warning: could not save trust.bin");
 }
 
@@ -145,28 +196,54 @@ uint64_t EdgeNode::version() const {
   return s ? edgert_slot_version(s->slot) : 0;
 }
 
-void EdgeNode::load_state() {
-  if (config_.state_dir.empty()) return;
-  ::mkdir(config_.state_dir.c_str(), 0755);
+bool EdgeNode::load_trust() {
+  const std::string path = config_.state_dir + "/trust.bin";
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0 && errno == ENOENT) return true;  // first start: the pinned root
+  // A file that exists but does not decode must not fall back to the pinned root: that could re-admit a
+  // rotated-out root or a revoked delegation. Refuse to start; the operator restores or re-provisions it.
+  const std::string refuse = "; refusing to start (a fall-back to the pinned root could re-admit a rotated-out root "
+                             "or a revoked delegation): restore the file or re-provision the device";
   Bytes saved;
-  if (config_.require_signatures && read_file(config_.state_dir + "/trust.bin", &saved) &&
-      saved.size() == kTrustFileBytes) {
-    uint64_t root_version = 0, floor = 0;
-    for (int i = 7; i >= 0; --i) {
-      root_version = (root_version << 8) | saved[32 + i];
-      floor = (floor << 8) | saved[40 + i];
-    }
-    if (root_version >= config_.trust.root_version) {
-      std::memcpy(trust_.root_key, saved.data(), 32);
-      trust_.root_version = root_version;
-      trust_.min_release_version = floor > config_.trust.min_release_version ? floor : config_.trust.min_release_version;
-      log("resumed trust: root version " + std::to_string(root_version) + ", delegations >= " +
-          std::to_string(trust_.min_release_version));
-    }
+  if (!read_file(path, &saved)) {
+    log(path + ": cannot be read (" + std::strerror(errno) + ")" + refuse);
+    return false;
   }
+  if (saved.size() != kTrustFileBytes) {
+    log(path + ": " + std::to_string(saved.size()) + " bytes, expected " + std::to_string(kTrustFileBytes) +
+        " (truncated or not a trust state)" + refuse);
+    return false;
+  }
+  if (std::memcmp(saved.data(), kTrustMagic, 4) != 0) {
+    log(path + ": bad magic (expected 'ERTT')" + refuse);
+    return false;
+  }
+  if (edgert_crc32c(0, saved.data(), kTrustFileBytes - 4) != load_le(saved.data() + 52, 4)) {
+    log(path + ": checksum mismatch (corrupted)" + refuse);
+    return false;
+  }
+  const uint64_t root_version = load_le(saved.data() + 36, 8);
+  const uint64_t floor = load_le(saved.data() + 44, 8);
+  if (root_version < config_.trust.root_version) {
+    log(path + ": root version " + std::to_string(root_version) + " is older than the pinned " +
+        std::to_string(config_.trust.root_version) + "; using the pinned root");
+    return true;
+  }
+  std::memcpy(trust_.root_key, saved.data() + 4, 32);
+  trust_.root_version = root_version;
+  trust_.min_release_version = floor > config_.trust.min_release_version ? floor : config_.trust.min_release_version;
+  log("resumed trust: root version " + std::to_string(root_version) + ", delegations >= " +
+      std::to_string(trust_.min_release_version));
+  return true;
+}
+
+bool EdgeNode::load_state() {
+  if (config_.state_dir.empty()) return true;
+  ::mkdir(config_.state_dir.c_str(), 0755);
+  if (config_.require_signatures && !load_trust()) return false;
   Bytes manifest;
-  if (!read_file(config_.state_dir + "/manifest.bin", &manifest)) return;
-  if (!handle_manifest(manifest)) return;
+  if (!read_file(config_.state_dir + "/manifest.bin", &manifest)) return true;
+  if (!handle_manifest(manifest)) return true;
   const auto s = current_slot();
   const std::string snap = config_.state_dir + "/slot.snap";
   if (edgert_slot_load(s->slot, snap.c_str()) == EDGERT_OK) {
@@ -174,6 +251,7 @@ void EdgeNode::load_state() {
   } else {
     log(std::string("no usable snapshot (") + edgert_last_error() + "), starting at version 0");
   }
+  return true;
 }
 
 bool EdgeNode::handle_manifest(const Bytes& body) {
@@ -191,6 +269,9 @@ bool EdgeNode::handle_manifest(const Bytes& body) {
     log(std::string("cannot require release signatures: ") + edgert_last_error());
     return false;
   }
+  if (edgert_slot_receiver_create(handle->slot, &handle->receiver) != EDGERT_OK) {
+    handle->receiver = nullptr;  // packets are then hashed after they arrive
+  }
   {
     std::lock_guard<std::mutex> lock(slot_mutex_);
     slot_ = handle;
@@ -206,7 +287,10 @@ bool EdgeNode::handle_manifest(const Bytes& body) {
 bool EdgeNode::handle_packet(wire::ByteStream& io, const Bytes& body) {
   const auto s = current_slot();
   if (!s) return wire::write_frame(io, FrameType::kResync, wire::encode_u64(0));
-  const edgert_status st = edgert_slot_apply(s->slot, body.data(), body.size());
+  const bool received = s->received;
+  s->received = false;
+  const edgert_status st = received ? edgert_slot_apply_received(s->slot, s->receiver, body.data(), body.size())
+                                    : edgert_slot_apply(s->slot, body.data(), body.size());
   const uint64_t v = edgert_slot_version(s->slot);
   if (st == EDGERT_OK || st == EDGERT_ERR_PACKET_STALE) {
     if (st == EDGERT_OK) {
@@ -242,8 +326,11 @@ bool EdgeNode::session(wire::ByteStream& io) {
   if (!wire::write_frame(io, FrameType::kHello, hello_body)) return false;
 
   std::string error;
+  PacketHasher hasher(*this);
   auto read_frame = [&](FrameType* type, Bytes* body, uint32_t max_length) -> bool {
-    if (wire::read_frame(io, max_length, config_.drop_after_s, config_.drop_after_s, type, body, &error)) return true;
+    if (wire::read_frame(io, max_length, config_.drop_after_s, config_.drop_after_s, type, body, &error, &hasher)) {
+      return true;
+    }
     if (!error.empty()) {
       log("bad frame from server: " + error);
     } else if (const std::string why = io.last_error(); !why.empty()) {
@@ -392,7 +479,7 @@ bool EdgeNode::run() {
         (config_.tls.cert_file.empty() ? ", presenting no device certificate" : ", device certificate " +
          config_.tls.cert_file));
   }
-  load_state();
+  if (!load_state()) return false;
   int listen_fd = -1;
   std::thread server;
   if (!config_.serve_path.empty()) {

@@ -26,7 +26,8 @@ struct NodeConfig {
   uint32_t max_frame = wire::kDefaultMaxFrame;
   // Release signatures: with require_signatures every packet must be signed under a release key the
   // pinned root delegated (edgert_slot_set_trust); the trust reached (rotations, delegation floor) is
-  // saved as state_dir/trust.bin and resumed from there when it is not older than the pinned one.
+  // saved as state_dir/trust.bin and resumed from there when it is not older than the pinned one; a trust.bin
+  // that exists but is truncated or corrupted makes run() refuse to start (no fall-back to the pinned root).
   bool require_signatures = false;
   edgert_trust trust{};
   double ping_after_s = 5.0;     // send PING after this much silence
@@ -47,7 +48,8 @@ class EdgeNode {
 
   // Loads the saved state (if any), starts the local server and runs the
   // connect / sync / reconnect loop until stop() is called. Returns false at once (and logs why)
-  // when the TLS settings cannot be used (a file that does not load, a build without TLS).
+  // when the TLS settings cannot be used (a file that does not load, a build without TLS) or the saved
+  // trust (state_dir/trust.bin) exists but cannot be read or decoded.
   bool run();
   void stop() { stopping_ = true; }
 
@@ -60,9 +62,11 @@ class EdgeNode {
 
  private:
   struct SlotHandle;
+  class PacketHasher;
   bool handle_manifest(const wire::Bytes& body);
   bool handle_packet(wire::ByteStream& io, const wire::Bytes& body);
-  void load_state();
+  bool load_state();
+  bool load_trust();
   void save_trust(edgert_slot* slot);
   void serve_loop(int listen_fd);
   std::shared_ptr<SlotHandle> current_slot() const;

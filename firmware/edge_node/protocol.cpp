@@ -174,7 +174,7 @@ bool parse_error(const Bytes& body, ErrorMessage* out, std::string* error) {
 }
 
 bool read_frame(ByteStream& in, uint32_t max_length, double first_byte_timeout_s, double timeout_s, FrameType* type,
-                Bytes* body, std::string* error) {
+                Bytes* body, std::string* error, BodySink* on_body) {
   error->clear();
   uint8_t header[kHeaderBytes];
   uint32_t len = 0;
@@ -184,11 +184,13 @@ bool read_frame(ByteStream& in, uint32_t max_length, double first_byte_timeout_s
   if (!parse_header(header, max_length, type, &len, error)) return false;
   constexpr size_t kChunk = 64 << 10;
   body->clear();
+  if (on_body != nullptr) on_body->begin(*type);
   while (body->size() < len) {
     const size_t have = body->size();
     const size_t n = len - have < kChunk ? len - have : kChunk;
     body->resize(have + n);
     if (!in.read_exact(body->data() + have, n, timeout_s)) return false;
+    if (on_body != nullptr) on_body->piece(body->data() + have, n);
   }
   return true;
 }

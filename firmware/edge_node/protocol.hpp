@@ -95,8 +95,15 @@ class ByteStream {
 // timeout_s per chunk. The header is checked (parse_header, length <= max_length) before any of the
 // body is read, and the body grows only as its bytes arrive, so a length that lies costs no memory.
 // False when the stream ends or times out (*error empty) or the header is bad (*error says why).
+// `on_body` (optional) sees the frame type once its header is checked, then each piece of the body as it arrives
+// (the node hashes a packet while it is received: edgert_slot_receiver_create).
+struct BodySink {
+  virtual ~BodySink() = default;
+  virtual void begin(FrameType type) = 0;
+  virtual void piece(const uint8_t* data, size_t len) = 0;
+};
 bool read_frame(ByteStream& in, uint32_t max_length, double first_byte_timeout_s, double timeout_s, FrameType* type,
-                Bytes* body, std::string* error);
+                Bytes* body, std::string* error, BodySink* on_body = nullptr);
 bool write_frame(ByteStream& out, FrameType type, const Bytes& body);
 
 // A ByteStream over a byte buffer: reads consume `input` (never wait), writes append to `output`.

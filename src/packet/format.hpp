@@ -127,14 +127,19 @@ struct VerifyScratch {
 edgert_status parse_header(const uint8_t* p, size_t len, edgert_packet_header* out);
 
 struct Trust;
+struct Received;
 
 // Verifies everything (see docs/spec/update-packet.md, "Decoder checks") against
 // the manifest, the active version, the key and (when trust is non-null) the
 // pinned release keys; writes no weights. With trust, *trust_after receives the
 // trust to keep once the packet is applied (rotated root, raised delegation floor).
+// `received` (or null): what a Receiver hashed while these bytes arrived; its SHA-256 and HMAC replace the
+// slot's own, after its CRC32C of the body matched the one computed here (else INVALID_ARGUMENT: the
+// receiver saw other bytes), so the checks after the last byte cost the CRC and the Ed25519 verification.
 edgert_status verify_packet(const uint8_t* p, size_t len, const Manifest& manifest, uint64_t active_version,
                             const uint8_t* key, size_t key_len, const Trust* trust, Trust* trust_after,
-                            VerifyScratch* scratch, edgert_packet_header* header);
+                            VerifyScratch* scratch, edgert_packet_header* header,
+                            const Received* received = nullptr);
 
 // Decodes `count` Golomb-Rice coded gaps (LSB-first bit order) into absolute
 // indices < numel, calling sink(indices, n) on chunks. Returns MALFORMED on any

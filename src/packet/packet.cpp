@@ -6,6 +6,7 @@
 #include "packet/bytes.hpp"
 #include "packet/crc32c.hpp"
 #include "packet/format.hpp"
+#include "packet/receiver.hpp"
 #include "packet/sha256.hpp"
 #include "packet/signature.hpp"
 
@@ -265,18 +266,26 @@ edgert_status parse_header(const uint8_t* p, size_t len, edgert_packet_header* o
 
 edgert_status verify_packet(const uint8_t* p, size_t len, const Manifest& manifest, uint64_t active_version,
                             const uint8_t* key, size_t key_len, const Trust* trust, Trust* trust_after,
-                            VerifyScratch* scratch, edgert_packet_header* header) {
+                            VerifyScratch* scratch, edgert_packet_header* header, const Received* received) {
   edgert_packet_header h;
   if (edgert_status st = parse_header(p, len, &h); st != EDGERT_OK) return st;
   const size_t signed_end = kPacketHeaderBytes + static_cast<size_t>(h.payload_length);
   const size_t body = signed_end + h.signature_length;
-  if (crc32c(p, body) != load_u32(p + body)) return fail(EDGERT_ERR_PACKET_BAD_CRC, "packet: CRC32C mismatch");
+  const uint32_t crc = crc32c(p, body);
+  if (received != nullptr && (received->length != len || received->body_crc != crc)) {
+    return fail(EDGERT_ERR_INVALID_ARGUMENT, "packet: the receiver was fed other bytes than this packet");
+  }
+  if (crc != load_u32(p + body)) return fail(EDGERT_ERR_PACKET_BAD_CRC, "packet: CRC32C mismatch");
   if (key_len > 0) {
     if (!h.authenticated) {
       return fail(EDGERT_ERR_PACKET_MAC_REQUIRED, "packet: the slot has a key but the packet carries no MAC");
     }
     uint8_t tag[kMacBytes];
-    hmac_sha256(key, key_len, p, body + kCrcBytes, tag);
+    if (received != nullptr && received->has_mac) {
+      std::memcpy(tag, received->mac, kMacBytes);
+    } else {
+      hmac_sha256(key, key_len, p, body + kCrcBytes, tag);
+    }
     if (!constant_time_equal(tag, p + body + kCrcBytes, kMacBytes)) {
       return fail(EDGERT_ERR_PACKET_BAD_MAC, "packet: HMAC-SHA256 does not verify under the slot key");
     }
@@ -292,7 +301,9 @@ edgert_status verify_packet(const uint8_t* p, size_t len, const Manifest& manife
     if (!h.has_signature) {
       return fail(EDGERT_ERR_PACKET_UNSIGNED, "packet: the slot requires release signatures, the packet has none");
     }
-    if (edgert_status st = verify_signature(p, h.payload_length, block, *trust, trust_after); st != EDGERT_OK) {
+    const uint8_t* digest = received != nullptr && received->has_digest ? received->digest : nullptr;
+    if (edgert_status st = verify_signature(p, h.payload_length, block, *trust, trust_after, digest);
+        st != EDGERT_OK) {
       return st;
     }
   }

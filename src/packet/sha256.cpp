@@ -5,6 +5,12 @@
 
 #include <cstring>
 
+#if defined(EDGERT_WITH_OPENSSL)
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#endif
+
 namespace edgert::packet {
 namespace {
 
@@ -105,7 +111,16 @@ void Sha256::finish(uint8_t out[kDigestBytes]) {
   reset();
 }
 
+// With OpenSSL linked (EDGERT_SIGNATURES) the one-shot functions take its SHA-NI / ARMv8 crypto-extension
+// code: 7.5x faster than Sha256 on a 293 KiB packet here (docs/results/signing.md), and the HMAC of every
+// packet a keyed slot applies runs through it. OpenSSL allocates a context per call; if that fails the
+// portable code gives the same digest.
 void sha256(const void* data, size_t len, uint8_t out[Sha256::kDigestBytes]) {
+#if defined(EDGERT_WITH_OPENSSL)
+  unsigned int n = 0;
+  if (EVP_Digest(data, len, out, &n, EVP_sha256(), nullptr) == 1 && n == Sha256::kDigestBytes) return;
+  ERR_clear_error();
+#endif
   Sha256 h;
   h.update(data, len);
   h.finish(out);
@@ -138,10 +153,72 @@ void HmacSha256::finish(uint8_t out[Sha256::kDigestBytes]) {
 
 void hmac_sha256(const uint8_t* key, size_t key_len, const void* data, size_t len,
                  uint8_t out[Sha256::kDigestBytes]) {
+#if defined(EDGERT_WITH_OPENSSL)
+  static const uint8_t kNoKey = 0;  // never a null pointer to OpenSSL (a null key means "reuse the last one")
+  unsigned int n = 0;
+  if (key_len <= 0x7fffffff && HMAC(EVP_sha256(), key_len > 0 ? key : &kNoKey, static_cast<int>(key_len),
+                                    len > 0 ? static_cast<const unsigned char*>(data) : &kNoKey, len, out, &n) != nullptr &&
+      n == Sha256::kDigestBytes) {
+    return;
+  }
+  ERR_clear_error();
+#endif
   HmacSha256 mac;
   mac.init(key, key_len);
   mac.update(data, len);
   mac.finish(out);
+}
+
+Sha256Stream::Sha256Stream() {
+#if defined(EDGERT_WITH_OPENSSL)
+  evp_ = EVP_MD_CTX_new();
+#endif
+  reset();
+}
+
+Sha256Stream::~Sha256Stream() {
+#if defined(EDGERT_WITH_OPENSSL)
+  EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(evp_));
+#endif
+}
+
+void Sha256Stream::reset() {
+  portable_.reset();
+#if defined(EDGERT_WITH_OPENSSL)
+  if (evp_ != nullptr && EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(evp_), EVP_sha256(), nullptr) != 1) {
+    EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(evp_));  // from here on the portable code
+    evp_ = nullptr;
+    ERR_clear_error();
+  }
+#endif
+}
+
+void Sha256Stream::update(const void* data, size_t len) {
+#if defined(EDGERT_WITH_OPENSSL)
+  if (evp_ != nullptr) {
+    if (EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(evp_), data, len) == 1) return;
+    // Cannot happen for SHA-256 in memory; if it did, the digest would be wrong: poison it.
+    EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(evp_));
+    evp_ = nullptr;
+    ERR_clear_error();
+    const uint8_t poison = 0xff;
+    portable_.update(&poison, 1);
+  }
+#endif
+  portable_.update(data, len);
+}
+
+void Sha256Stream::finish(uint8_t out[Sha256::kDigestBytes]) {
+#if defined(EDGERT_WITH_OPENSSL)
+  unsigned int n = 0;
+  if (evp_ != nullptr) {
+    if (EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(evp_), out, &n) == 1 && n == Sha256::kDigestBytes) return;
+    std::memset(out, 0, Sha256::kDigestBytes);  // a digest no signature matches
+    ERR_clear_error();
+    return;
+  }
+#endif
+  portable_.finish(out);
 }
 
 bool constant_time_equal(const uint8_t* a, const uint8_t* b, size_t n) {

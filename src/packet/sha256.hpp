@@ -1,5 +1,6 @@
 // Internal: SHA-256 (FIPS 180-4) and HMAC-SHA256 (RFC 2104), plus a
-// constant-time comparison for MAC tags. Portable C++, no allocation.
+// constant-time comparison for MAC tags. Portable C++, no allocation; the one-shot sha256() and
+// hmac_sha256() use OpenSSL's accelerated code instead when libedgert links it (EDGERT_WITH_OPENSSL).
 #pragma once
 
 #include <cstddef>
@@ -41,6 +42,23 @@ class HmacSha256 {
 
 void hmac_sha256(const uint8_t* key, size_t key_len, const void* data, size_t len,
                  uint8_t out[Sha256::kDigestBytes]);
+
+// SHA-256 over data given in pieces on the fastest code linked: OpenSSL's (one context, allocated at
+// construction and reused by reset(): no allocation per packet) when libedgert links it, else Sha256.
+class Sha256Stream {
+ public:
+  Sha256Stream();
+  ~Sha256Stream();
+  Sha256Stream(const Sha256Stream&) = delete;
+  Sha256Stream& operator=(const Sha256Stream&) = delete;
+  void reset();
+  void update(const void* data, size_t len);
+  void finish(uint8_t out[Sha256::kDigestBytes]);  // then reset() before the next message
+
+ private:
+  void* evp_ = nullptr;  // EVP_MD_CTX*, null without OpenSSL or when its calls failed (then portable_ is used)
+  Sha256 portable_;
+};
 
 // Compares n bytes without data-dependent branches or early exit.
 bool constant_time_equal(const uint8_t* a, const uint8_t* b, size_t n);

@@ -63,11 +63,13 @@ edgert_status parse_signature_block(const uint8_t* block, size_t len, SignatureB
 // Verifies a parsed block of the packet p (header + payload_len payload bytes)
 // against trust (see the spec for the order of checks and their statuses);
 // on success *after is the trust to keep once the packet is applied (rotated
-// root, raised delegation floor, this delegation cached).
+// root, raised delegation floor, this delegation cached). `digest`: the packet's SHA-256 (header with the
+// authenticated flag cleared, payload) when already computed (a Receiver), else null (hashed here).
 edgert_status verify_signature(const uint8_t* p, uint64_t payload_len, const SignatureBlock& block,
-                               const Trust& trust, Trust* after);
+                               const Trust& trust, Trust* after, const uint8_t* digest = nullptr);
 
 // True when Ed25519 verification is compiled in (EDGERT_SIGNATURES).
 bool signatures_available();
+const char* signatures_backend();  // "sodium", "openssl" or ""
 
 }  // namespace edgert::packet

@@ -32,6 +32,7 @@
 #include "packet/crc32c.hpp"
 #include "packet/file_ops.hpp"
 #include "packet/format.hpp"
+#include "packet/receiver.hpp"
 #include "packet/signature.hpp"
 
 using edgert::detail::fail;
@@ -79,6 +80,7 @@ struct edgert_slot {
   uint64_t next_gen = 2;
   uint8_t key[kMaxKeyBytes] = {0};
   size_t key_len = 0;
+  uint64_t key_gen = 0;  // counts edgert_slot_set_key calls: a receiver's MAC is used only under its key
   bool trusted = false;  // release signatures required (edgert_slot_set_trust)
   pk::Trust trust{};
   pk::Trust trust_after{};  // what a packet being applied leaves
@@ -376,6 +378,7 @@ edgert_status edgert_slot_set_key(edgert_slot* slot, const uint8_t* key, size_t 
   std::memset(slot->key, 0, sizeof(slot->key));
   if (key_len) std::memcpy(slot->key, key, key_len);
   slot->key_len = key_len;
+  ++slot->key_gen;
   return EDGERT_OK;
 }
 
@@ -412,6 +415,8 @@ edgert_status edgert_slot_get_trust(edgert_slot* slot, edgert_trust* out) {
 
 int edgert_signatures_available(void) { return pk::signatures_available() ? 1 : 0; }
 
+const char* edgert_signatures_backend(void) { return pk::signatures_backend(); }
+
 edgert_status edgert_slot_set_hook(edgert_slot* slot, edgert_slot_hook hook, void* user) {
   if (!valid_slot(slot, "slot_set_hook")) return EDGERT_ERR_INVALID_ARGUMENT;
   std::lock_guard<std::mutex> lock(slot->writer);
@@ -420,7 +425,11 @@ edgert_status edgert_slot_set_hook(edgert_slot* slot, edgert_slot_hook hook, voi
   return EDGERT_OK;
 }
 
-edgert_status edgert_slot_apply(edgert_slot* slot, const uint8_t* packet, size_t len) {
+namespace {
+
+// received: what a receiver hashed (or null); its MAC counts only under the key generation it was made with.
+edgert_status apply_packet(edgert_slot* slot, const uint8_t* packet, size_t len, const pk::Received* received,
+                           uint64_t receiver_key_gen) {
   if (!valid_slot(slot, "slot_apply")) return EDGERT_ERR_INVALID_ARGUMENT;
   if (packet == nullptr && len > 0) return fail(EDGERT_ERR_INVALID_ARGUMENT, "slot_apply: null packet");
   std::lock_guard<std::mutex> lock(slot->writer);
@@ -432,8 +441,15 @@ edgert_status edgert_slot_apply(edgert_slot* slot, const uint8_t* packet, size_t
                             slot->value_store.size()};
   edgert_packet_header h;
   const uint64_t active_version = slot->active_version.load();
+  pk::Received keyed;
+  if (received != nullptr && received->has_mac) {  // only under the key the slot holds now
+    keyed = *received;
+    keyed.has_mac = receiver_key_gen == slot->key_gen;
+    received = &keyed;
+  }
   if (edgert_status st = pk::verify_packet(packet, len, slot->manifest, active_version, slot->key, slot->key_len,
-                                           slot->trusted ? &slot->trust : nullptr, &slot->trust_after, &scratch, &h);
+                                           slot->trusted ? &slot->trust : nullptr, &slot->trust_after, &scratch, &h,
+                                           received);
       st != EDGERT_OK) {
     return st;
   }
@@ -462,6 +478,57 @@ edgert_status edgert_slot_apply(edgert_slot* slot, const uint8_t* packet, size_t
   edgert::detail::clear_error();
   if (slot->hook) slot->hook(slot->hook_user, h.target_version, slot->changed_ids.data(), h.tensor_count);
   return EDGERT_OK;
+}
+
+}  // namespace
+
+struct edgert_receiver {
+  edgert_slot* slot;
+  uint64_t key_gen;  // the slot's key generation the receiver copied
+  pk::Receiver impl;
+};
+
+edgert_status edgert_slot_apply(edgert_slot* slot, const uint8_t* packet, size_t len) {
+  return apply_packet(slot, packet, len, nullptr, 0);
+}
+
+edgert_status edgert_slot_receiver_create(edgert_slot* slot, edgert_receiver** out) {
+  if (!valid_slot(slot, "slot_receiver_create")) return EDGERT_ERR_INVALID_ARGUMENT;
+  if (out == nullptr) return fail(EDGERT_ERR_INVALID_ARGUMENT, "slot_receiver_create: null output");
+  std::lock_guard<std::mutex> lock(slot->writer);
+  *out = new (std::nothrow) edgert_receiver{slot, slot->key_gen, pk::Receiver(slot->key, slot->key_len)};
+  if (*out == nullptr) return fail(EDGERT_ERR_OUT_OF_MEMORY, "slot_receiver_create: out of memory");
+  return EDGERT_OK;
+}
+
+void edgert_receiver_free(edgert_receiver* receiver) { delete receiver; }
+
+void edgert_receiver_reset(edgert_receiver* receiver) {
+  if (receiver != nullptr) receiver->impl.reset();
+}
+
+void edgert_receiver_update(edgert_receiver* receiver, const void* data, size_t len) {
+  if (receiver != nullptr) receiver->impl.update(static_cast<const uint8_t*>(data), len);
+}
+
+edgert_status edgert_slot_apply_received(edgert_slot* slot, edgert_receiver* receiver, const uint8_t* packet,
+                                         size_t len) {
+  if (receiver == nullptr) return apply_packet(slot, packet, len, nullptr, 0);
+  if (receiver->slot != slot) {
+    receiver->impl.reset();
+    return fail(EDGERT_ERR_INVALID_ARGUMENT, "slot_apply_received: the receiver belongs to another slot");
+  }
+  if (receiver->impl.fed() != len) {
+    const unsigned long long fed = receiver->impl.fed();
+    receiver->impl.reset();
+    return fail(EDGERT_ERR_INVALID_ARGUMENT, "slot_apply_received: the receiver was fed %llu bytes, the packet has %zu",
+                fed, len);
+  }
+  pk::Received received;
+  const bool ok = receiver->impl.finish(len, &received);
+  receiver->impl.reset();
+  if (!ok) return apply_packet(slot, packet, len, nullptr, 0);  // not a packet header: the slot says what is wrong
+  return apply_packet(slot, packet, len, &received, receiver->key_gen);
 }
 
 uint64_t edgert_slot_version(const edgert_slot* slot) { return slot ? slot->active_version.load() : 0; }

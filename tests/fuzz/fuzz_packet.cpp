@@ -7,7 +7,9 @@
 // of both) instead of stopping at the CRC check (which covers a signature block, when the
 // SIGNED flag announces one). With bit 3 the slot pins the golden root key
 // (tests/data/signed), so mutations of signed packets reach the signature-block parser and
-// the Ed25519 verification (libedgert built with EDGERT_SIGNATURES).
+// the Ed25519 verification (libedgert built with EDGERT_SIGNATURES). With bit 4 the packet is also
+// fed to a receiver in pieces (sizes from the first byte) and applied with edgert_slot_apply_received
+// on a twin slot: both paths must give the same status and, when applied, the same weights.
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -36,29 +38,34 @@ struct State {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static State state;
-  edgert_slot* slot = nullptr;
-  if (edgert_slot_create(state.manifest.data(), state.manifest.size(), &slot) != EDGERT_OK) std::abort();
-  // Half the inputs meet a slot at version 1 (so v1 -> v2 packets apply).
-  if (size > 0 && (data[size - 1] & 1)) {
-    if (edgert_slot_apply(slot, state.snapshot.data(), state.snapshot.size()) != EDGERT_OK) std::abort();
-  }
-  if (size > 0 && (data[size - 1] & 2)) {
-    if (edgert_slot_set_key(slot, state.key.data(), state.key.size()) != EDGERT_OK) std::abort();
-  }
-  if (size > 0 && (data[size - 1] & 8) && edgert_signatures_available() && state.root.size() == 32) {
-    edgert_trust trust{};
-    std::memcpy(trust.root_key, state.root.data(), 32);
-    trust.fixed_time = 1800000000;  // the golden packets' clock (tests/data/signed/cases.txt)
-    if (edgert_slot_set_trust(slot, &trust) != EDGERT_OK) std::abort();
-  }
-  auto snapshot = [&] {
+  auto make_slot = [&] {
+    edgert_slot* s = nullptr;
+    if (edgert_slot_create(state.manifest.data(), state.manifest.size(), &s) != EDGERT_OK) std::abort();
+    // Half the inputs meet a slot at version 1 (so v1 -> v2 packets apply).
+    if (size > 0 && (data[size - 1] & 1)) {
+      if (edgert_slot_apply(s, state.snapshot.data(), state.snapshot.size()) != EDGERT_OK) std::abort();
+    }
+    if (size > 0 && (data[size - 1] & 2)) {
+      if (edgert_slot_set_key(s, state.key.data(), state.key.size()) != EDGERT_OK) std::abort();
+    }
+    if (size > 0 && (data[size - 1] & 8) && edgert_signatures_available() && state.root.size() == 32) {
+      edgert_trust trust{};
+      std::memcpy(trust.root_key, state.root.data(), 32);
+      trust.fixed_time = 1800000000;  // the golden packets' clock (tests/data/signed/cases.txt)
+      if (edgert_slot_set_trust(s, &trust) != EDGERT_OK) std::abort();
+    }
+    return s;
+  };
+  edgert_slot* slot = make_slot();
+  auto weights = [](edgert_slot* s) {
     const void* w = nullptr;
-    if (edgert_slot_acquire(slot, &w, nullptr) != EDGERT_OK) std::abort();
+    if (edgert_slot_acquire(s, &w, nullptr) != EDGERT_OK) std::abort();
     const uint8_t* p = static_cast<const uint8_t*>(w);
-    std::vector<uint8_t> out(p, p + edgert_slot_weights_size(slot));
-    edgert_slot_release(slot, w);
+    std::vector<uint8_t> out(p, p + edgert_slot_weights_size(s));
+    edgert_slot_release(s, w);
     return out;
   };
+  auto snapshot = [&] { return weights(slot); };
   const std::vector<uint8_t> before = snapshot();
   const uint64_t version = edgert_slot_version(slot);
   std::vector<uint8_t> packet(data, data + size);
@@ -82,6 +89,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const edgert_status st = edgert_slot_apply(slot, packet.data(), packet.size());
   if (st != EDGERT_OK) {
     if (snapshot() != before || edgert_slot_version(slot) != version) std::abort();  // rejected but changed
+  }
+  if (size > 0 && (data[size - 1] & 16)) {
+    edgert_slot* twin = make_slot();
+    edgert_receiver* receiver = nullptr;
+    if (edgert_slot_receiver_create(twin, &receiver) != EDGERT_OK) std::abort();
+    const size_t piece = 1 + data[0] % 97;
+    for (size_t at = 0; at < packet.size(); at += piece) {
+      edgert_receiver_update(receiver, packet.data() + at, packet.size() - at < piece ? packet.size() - at : piece);
+    }
+    const edgert_status st2 = edgert_slot_apply_received(twin, receiver, packet.data(), packet.size());
+    if (st2 != st) std::abort();  // hashing on arrival must not change any outcome
+    if (st == EDGERT_OK && weights(twin) != weights(slot)) std::abort();
+    edgert_receiver_free(receiver);
+    edgert_slot_free(twin);
   }
   edgert_slot_free(slot);
   return 0;

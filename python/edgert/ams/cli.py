@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from edgert.transport.tls import TLSConfig, add_tls_arguments
-from edgert.updates.release_cli import add_release_arguments, signer_from_args, trust_from_args
+from edgert.updates.release_cli import add_release_arguments, signer_from_args, trust_dir_from_args, trust_from_args
 
 
 def _load_spec(path: str) -> dict[str, Any]:
@@ -100,7 +100,8 @@ def _cmd_edge(args: argparse.Namespace) -> int:
         opencv().setNumThreads(int(spec.get("threads", 1)))  # the flow step on as many threads as the student gets
         loop = RemoteFlowLoop(FlowConfig(**spec.get("flow", {})))
     edge = AMSEdge((host, int(port)), args.device, key, student, edge_cfg, log=log, loop=loop,
-                   tls=TLSConfig.from_args(args, "device", args.device), trust=trust_from_args(args))
+                   tls=TLSConfig.from_args(args, "device", args.device), trust=trust_from_args(args),
+                   trust_dir=trust_dir_from_args(args))
     options = spec.get("source_options") or {}
     info = probe(spec["clip"], options)
     preds: list[np.ndarray] = []

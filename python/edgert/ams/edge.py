@@ -18,7 +18,8 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, Union
 
 import numpy as np
 import torch
@@ -71,12 +72,13 @@ class AMSEdge:
         tls: TLS 1.3 with this device's certificate (:class:`~edgert.transport.TLSConfig`).
         trust: pinned release-signature root (:class:`~edgert.updates.signing.Trust`): unsigned or badly
             signed packets are refused.
+        trust_dir: keep the trust reached in ``trust_dir/trust.bin`` and resume it (``EdgeClient(state_dir=)``).
     """
 
     def __init__(self, address: tuple[str, int], device_id: str, key: bytes, student: nn.Module,
                  config: Optional[EdgeConfig] = None, *, log: Optional[Log] = None,
                  loop: Optional["EdgeLoop"] = None, tls: Optional[TLSConfig] = None,
-                 trust: Optional[Trust] = None) -> None:
+                 trust: Optional[Trust] = None, trust_dir: Optional[Union[str, Path]] = None) -> None:
         self.config = config or EdgeConfig()
         self.config.validate()
         self._log = log or (lambda line: None)
@@ -94,7 +96,7 @@ class AMSEdge:
         self.report = EdgeReport()
         self.client = EdgeClient(address, device_id, key, on_version=self._on_version, log=self._log,
                                  on_connect=self._on_connect, handlers={AMSFrame.CONTROL: self._on_control}, tls=tls,
-                                 trust=trust)
+                                 trust=trust, state_dir=trust_dir)
         self.loop = loop or ModelStreamingLoop()
         self.loop.attach(self)
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from edgert.harness.run import write_bytes_atomic
 from edgert.transport.tls import TLSConfig, TLSConfigError, add_tls_arguments
-from edgert.updates.release_cli import add_release_arguments, signer_from_args, trust_from_args
+from edgert.updates.release_cli import add_release_arguments, signer_from_args, trust_dir_from_args, trust_from_args
 
 Log = Callable[[str], None]
 
@@ -347,6 +347,7 @@ def _device(args: argparse.Namespace) -> int:
         key = read_key_file(args.key_file, args.device) if args.key_file else load_key(args.keys, args.device)
         tls = _tls(args, "device", args.device)
         trust = trust_from_args(args)
+        trust_dir = trust_dir_from_args(args)
     except (KeyFileError, TLSConfigError, ValueError) as exc:
         raise _Fail(EXIT_BAD_INPUT, str(exc)) from exc
 
@@ -374,7 +375,8 @@ def _device(args: argparse.Namespace) -> int:
         model = task.new_expert()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = RECLDevice(address, args.device, key, codec=args.codec, log=log, tls=tls, trust=trust).start()
+    device = RECLDevice(address, args.device, key, codec=args.codec, log=log, tls=tls, trust=trust,
+                        state_dir=trust_dir).start()
     records: list[dict[str, Any]] = []
     failed = 0
     state: dict[str, Any] = {"device": args.device, "server": args.server, "clip": str(clip), "size": list(size),

@@ -11,7 +11,8 @@ import secrets
 import socket
 import threading
 import time
-from typing import Any, Callable, Mapping, Optional
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Union
 
 import edgert._edgert as _edgert
 from edgert.transport.frames import (
@@ -34,7 +35,7 @@ from edgert.transport.frames import (
     wait_readable,
 )
 from edgert.transport.tls import TLSConfig
-from edgert.updates.signing import Trust
+from edgert.updates.signing import Trust, resume_trust, save_trust
 
 Log = Callable[[str], None]
 ClientHandler = Callable[[bytes], None]
@@ -63,6 +64,13 @@ class EdgeClient:
     ``trust`` (pinned root key, root version, delegation floor) makes the slot refuse every packet
     without a valid release signature (libedgert's ``edgert_slot_set_trust``); :attr:`trust` follows
     the root rotations and delegations of the packets applied, and carries over to a new model's slot.
+
+    ``state_dir`` (with ``trust``): the trust is saved there as ``trust.bin`` (the firmware node's file, written
+    atomically) after every applied packet that changed it, and resumed from there on construction when its root
+    version is not below the pinned one -- so a restarted edge keeps refusing a rotated-out root or a revoked
+    delegation. A ``trust.bin`` that exists but is truncated or corrupted raises
+    :class:`~edgert.updates.signing.TrustStateError` here (no silent fall-back to the pinned root). The model
+    itself is not saved: a restarted client resyncs from the server.
     """
 
     def __init__(self, address: tuple[str, int], device_id: str, key: bytes, *,
@@ -71,14 +79,23 @@ class EdgeClient:
                  handlers: Optional[Mapping[enum.IntEnum, ClientHandler]] = None,
                  ping_after: float = 5.0, silence_timeout: float = 15.0,
                  max_packet_format: Optional[int] = None, tls: Optional[TLSConfig] = None,
-                 trust: Optional[Trust] = None) -> None:
+                 trust: Optional[Trust] = None, state_dir: Optional[Union[str, Path]] = None) -> None:
         self.address = address
         self.tls = tls
         self._tls_context = tls.client_context() if tls is not None else None
         self.max_packet_format = _edgert.packet_max_format() if max_packet_format is None else max_packet_format
         self.device_id = device_id
         self.key = key
+        self._log = log or (lambda line: None)
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        resumed_from_file = False
+        if trust is not None and self.state_dir is not None:
+            trust, resumed_from_file = resume_trust(self.state_dir, trust)
+            if resumed_from_file:
+                self._log(f"{device_id}: resumed trust: root version {trust.root_version}, delegations >= "
+                          f"{trust.min_release_version}")
         self.trust = trust
+        self._saved_trust = trust if resumed_from_file else None
         self.slot: Optional[Any] = None
         self._manifest = b""
         self.on_version = on_version
@@ -87,7 +104,6 @@ class EdgeClient:
         self.max_frame = max_frame
         self.ping_after = ping_after
         self.silence_timeout = silence_timeout
-        self._log = log or (lambda line: None)
         self._stopping = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._sock: Optional[socket.socket] = None
@@ -249,7 +265,14 @@ class EdgeClient:
             return
         if self.trust is not None:
             t = self.slot.trust()
-            self.trust = Trust(t["root_key"], t["root_version"], t["min_release_version"], self.trust.now)
+            trust = Trust(t["root_key"], t["root_version"], t["min_release_version"], self.trust.now)
+            self.trust = trust
+            if self.state_dir is not None and trust != self._saved_trust:
+                try:
+                    save_trust(self.state_dir, trust)
+                    self._saved_trust = trust
+                except OSError as exc:  # kept in memory; retried after the next applied packet
+                    self._log(f"{self.device_id}: warning: could not save trust.bin: {exc}")
         self._write(sock, FrameType.ACK, encode_u64(self.version))
         if self.on_version is not None:
             self.on_version(self.version)

@@ -27,6 +27,7 @@ from edgert.updates.signing import (
     Trust,
     delegate,
     parse_block,
+    resume_trust,
     rotate_root,
     sign_packet,
     verify_packet,
@@ -117,6 +118,9 @@ def add_release_arguments(parser: Any, server: bool = False) -> None:
         parser.add_argument("--root-version", type=int, default=0, help="the pinned root's version (default 0)")
         parser.add_argument("--min-release-version", type=int, default=0,
                             help="refuse delegations below this version (default 0)")
+        parser.add_argument("--trust-dir", default=None,
+                            help="keep the trust reached (root rotations, delegation floor) in DIR/trust.bin and "
+                                 "resume it at start, as the firmware node does (needs --root-key)")
 
 
 def _read(path: str, what: str) -> bytes:
@@ -166,6 +170,20 @@ def trust_from_args(args: argparse.Namespace) -> Optional[Trust]:
     if len(root) != 32:
         raise ValueError(f"--root-key {args.root_key}: an Ed25519 public key has 32 bytes, got {len(root)}")
     return Trust(root, args.root_version, args.min_release_version)
+
+
+def trust_dir_from_args(args: argparse.Namespace) -> Optional[Path]:
+    """The ``--trust-dir`` of a device (:func:`add_release_arguments`; pass it as ``EdgeClient(state_dir=)``), or
+    None. Raises ValueError without ``--root-key``, or naming the file when its ``trust.bin`` is damaged (the
+    device must not start then: :class:`~edgert.updates.signing.TrustStateError`)."""
+    folder = getattr(args, "trust_dir", None)
+    if folder is None:
+        return None
+    trust = trust_from_args(args)
+    if trust is None:
+        raise ValueError("--trust-dir needs --root-key")
+    resume_trust(folder, trust)
+    return Path(folder)
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

@@ -23,12 +23,14 @@ import hashlib
 import struct
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
+from edgert.harness.run import write_bytes_atomic
 from edgert.updates.manifest import crc32c
 from edgert.updates.packet import FLAG_AUTHENTICATED, FLAG_SIGNED, PACKET_HEADER_BYTES, PACKET_MAGIC, EncodedPacket
 
@@ -43,6 +45,9 @@ MAX_ROTATIONS = 16
 STATEMENT_MAGIC = b"ERTK"
 BLOCK_MAGIC = b"ERSB"
 BLOCK_VERSION = 1
+TRUST_FILE = "trust.bin"
+TRUST_MAGIC = b"ERTT"
+TRUST_FILE_BYTES = 56
 STATEMENT_DOMAIN = b"edgert key statement v1\x00"
 PACKET_DOMAIN = b"edgert release packet v1\x00"
 
@@ -174,6 +179,62 @@ class Trust:
 
     def clock(self) -> int:
         return int(time.time()) if self.now is None else self.now
+
+
+class TrustStateError(ValueError):
+    """A saved trust state (``trust.bin``) that exists but cannot be used: unreadable, truncated or corrupted.
+    The device must not fall back to its pinned root (that could re-admit a rotated-out root or a revoked
+    delegation), so it refuses to start until the operator restores or re-provisions the trust."""
+
+
+def encode_trust_state(trust: Trust) -> bytes:
+    """``trust.bin`` (56 bytes, the firmware node's format, ``docs/spec/update-packet.md``): ``ERTT``, root key
+    (32), root version (u64 LE), delegation floor (u64 LE), CRC32C of the 52 bytes before it (u32 LE)."""
+    if len(trust.root_key) != PUBLIC_KEY_BYTES:
+        raise ValueError(f"root key must be a {PUBLIC_KEY_BYTES}-byte Ed25519 public key")
+    body = TRUST_MAGIC + trust.root_key + struct.pack("<QQ", trust.root_version, trust.min_release_version)
+    return body + struct.pack("<I", crc32c(body))
+
+
+def decode_trust_state(data: bytes, source: str = TRUST_FILE) -> Trust:
+    """The trust saved by :func:`encode_trust_state`; raises :class:`TrustStateError` naming ``source``
+    and what is wrong (length, magic, checksum)."""
+    if len(data) != TRUST_FILE_BYTES:
+        raise TrustStateError(f"{source}: {len(data)} bytes, expected {TRUST_FILE_BYTES} (truncated or not a "
+                              f"trust state); refusing to fall back to the pinned root")
+    if data[:4] != TRUST_MAGIC:
+        raise TrustStateError(f"{source}: bad magic {data[:4]!r} (expected {TRUST_MAGIC!r}); refusing to fall back "
+                              f"to the pinned root")
+    (stored,) = struct.unpack_from("<I", data, TRUST_FILE_BYTES - 4)
+    if crc32c(data[:TRUST_FILE_BYTES - 4]) != stored:
+        raise TrustStateError(f"{source}: checksum mismatch (corrupted); refusing to fall back to the pinned root")
+    root_version, floor = struct.unpack_from("<QQ", data, 4 + PUBLIC_KEY_BYTES)
+    return Trust(data[4:4 + PUBLIC_KEY_BYTES], root_version, floor)
+
+
+def save_trust(folder: Union[str, Path], trust: Trust) -> Path:
+    """Writes ``folder/trust.bin`` atomically and durably (temporary file, fsync, rename, fsync of the folder)."""
+    return write_bytes_atomic(Path(folder) / TRUST_FILE, encode_trust_state(trust))
+
+
+def resume_trust(folder: Union[str, Path], pinned: Trust) -> tuple[Trust, bool]:
+    """The trust a device starts from: the one saved in ``folder/trust.bin`` when its root version is not below
+    the pinned one (floor: the higher of both), else ``pinned`` (a device re-provisioned with a newer root).
+    The second value says whether the saved state was used. A missing file means ``pinned``; a file that
+    exists but cannot be read or decoded raises :class:`TrustStateError` (the firmware node refuses to start
+    the same way)."""
+    path = Path(folder) / TRUST_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return pinned, False
+    except OSError as exc:
+        raise TrustStateError(f"{path}: cannot be read ({exc}); refusing to fall back to the pinned root") from exc
+    saved = decode_trust_state(data, str(path))
+    if saved.root_version < pinned.root_version:
+        return pinned, False
+    return Trust(saved.root_key, saved.root_version, max(saved.min_release_version, pinned.min_release_version),
+                 pinned.now), True
 
 
 @dataclass

@@ -440,8 +440,11 @@ typedef struct edgert_trust {
   uint64_t fixed_time;
 } edgert_trust;
 
-/* 1 if this build verifies release signatures (CMake EDGERT_SIGNATURES, OpenSSL 3). */
+/* 1 if this build verifies release signatures (CMake EDGERT_SIGNATURES: OpenSSL 3 or libsodium). */
 EDGERT_API int edgert_signatures_available(void);
+/* The Ed25519 implementation this build verifies with (CMake EDGERT_SIGNATURES_BACKEND): "sodium"
+ * (libsodium), "openssl" (OpenSSL 3), or "" without signatures. A static string; thread-safe. */
+EDGERT_API const char* edgert_signatures_backend(void);
 
 /* Requires every later packet to carry a valid release signature under *trust
  * (copied); NULL removes the requirement. With trust set a packet is refused with
@@ -464,6 +467,33 @@ EDGERT_NODISCARD EDGERT_API edgert_status edgert_slot_set_hook(edgert_slot* slot
  * version must equal the active version, except for full snapshots, which
  * only need a target version newer than the active one. */
 EDGERT_NODISCARD EDGERT_API edgert_status edgert_slot_apply(edgert_slot* slot, const uint8_t* packet, size_t len);
+
+/* Hashing a packet while it arrives (docs/spec/update-packet.md, "Hashing on arrival"). A device that
+ * receives a packet in pieces feeds each piece, in order, to a receiver of its slot; the receiver computes
+ * the SHA-256 a release signature covers and, with the slot's key, the HMAC-SHA256, so that
+ * edgert_slot_apply_received after the last byte costs the CRC32C, the Ed25519 verification(s) and the
+ * apply instead of two more SHA-256 passes. Nothing is trusted from the receiver alone: the slot compares
+ * its own CRC32C of the packet with the receiver's and refuses a mismatch (EDGERT_ERR_INVALID_ARGUMENT),
+ * and every other check runs as in edgert_slot_apply.
+ *
+ * A receiver belongs to one slot and copies the slot's key when created (after an edgert_slot_set_key the
+ * MAC is computed at apply time again). It allocates only when created. Not thread-safe: one thread feeds
+ * and applies (the slot's own locking is unchanged). */
+typedef struct edgert_receiver edgert_receiver;
+
+/* A receiver for packets to `slot` (which must outlive it), ready for the first byte of a packet. */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_slot_receiver_create(edgert_slot* slot, edgert_receiver** out);
+EDGERT_API void edgert_receiver_free(edgert_receiver* receiver);
+/* Forgets the bytes fed so far: the next byte fed is a packet's first. */
+EDGERT_API void edgert_receiver_reset(edgert_receiver* receiver);
+/* The next `len` bytes of the packet (any split; bytes past the packet's MAC are counted, not hashed). */
+EDGERT_API void edgert_receiver_update(edgert_receiver* receiver, const void* data, size_t len);
+/* edgert_slot_apply of `packet`, which must be exactly the bytes fed to `receiver` since its last reset
+ * (EDGERT_ERR_INVALID_ARGUMENT otherwise, nothing applied); a receiver whose bytes do not start with a packet
+ * header gives the packet's own status. The receiver is reset afterwards, whatever the outcome. A null
+ * receiver is edgert_slot_apply. */
+EDGERT_NODISCARD EDGERT_API edgert_status edgert_slot_apply_received(edgert_slot* slot, edgert_receiver* receiver,
+                                                                     const uint8_t* packet, size_t len);
 
 EDGERT_API uint64_t edgert_slot_version(const edgert_slot* slot);
 EDGERT_API void edgert_slot_model_id(const edgert_slot* slot, uint8_t out[EDGERT_MODEL_ID_BYTES]);
