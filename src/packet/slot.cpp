@@ -366,7 +366,7 @@ void apply_stream(edgert_slot* s, const pk::VerifyScratch& scratch, uint16_t for
   const edgert_status st =
       format == pk::kRansFormat
           ? pk::decode_stream_v3(s->entries.data(), count, s->manifest, scratch.stream, scratch.stream_bytes,
-                                 s->rans_tables.data(), sink)
+                                 s->rans_tables.data(), scratch.rans_hi_delta, sink)
           : pk::decode_stream_v2(s->entries.data(), count, s->manifest, scratch.stream, scratch.stream_bytes,
                                  s->probs16.data(), s->probs8.data(), sink);
   (void)st;  // verified before: decoding the same bytes again succeeds

@@ -187,7 +187,7 @@ TEST(PacketCrypto, HmacSha256Rfc4231Vectors) {
 
 // ---- golden packets ----------------------------------------------------------------
 
-int chain_format(int v) { return v == 8 || v == 9 || v == 14 ? 3 : v == 6 || v == 7 || v >= 12 ? 2 : 1; }
+int chain_format(int v) { return v == 8 || v == 9 || v >= 14 ? 3 : v == 6 || v == 7 || v >= 12 ? 2 : 1; }
 
 TEST(PacketGolden, ManifestDescribesTheModel) {
   const Bytes m = read_golden("manifest.bin");
@@ -1509,10 +1509,12 @@ TEST_F(Format3, EveryTruncationPoint) {
 
 TEST_F(Format3, MalformedDirectoriesTablesAndStreams) {
   const Bytes pay = payload_of(sparse);
-  std::vector<unsigned> all_fp16{pk::kTableGap};
+  std::vector<unsigned> all_fp16;
+  for (unsigned c = 0; c < pk::kGapContexts; ++c) all_fp16.push_back(pk::kTableGap + c);
   for (unsigned c = 0; c < pk::kHiContexts; ++c) all_fp16.push_back(pk::kTableHi + c);
   all_fp16.push_back(pk::kTableLo);
-  const size_t tables_at = 15;
+  const size_t mode_at = 15;  // after the directory: the fp16 hi mode byte (0 plain, 1 delta)
+  const size_t tables_at = mode_at + 1;
   const size_t stream_at = stream_offset(pay, tables_at, all_fp16);
   auto edit = [&](size_t at, std::initializer_list<uint8_t> bytes) {
     Bytes q = pay;
@@ -1537,6 +1539,11 @@ TEST_F(Format3, MalformedDirectoriesTablesAndStreams) {
         << edgert_last_error();
     expect_rejected(p, EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "format 1/2 block coding in format 3");
   }
+  expect_rejected(edit(mode_at, {2}), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "unknown fp16 hi mode");
+  expect_rejected(edit(mode_at, {static_cast<uint8_t>(pay[mode_at] ^ 1)}), EDGERT_ERR_PACKET_MALFORMED,
+                  "the other hi mode decodes to another stream");
+  expect_rejected(with_payload(sparse, Bytes(pay.begin(), pay.begin() + mode_at)), EDGERT_ERR_PACKET_MALFORMED,
+                  "payload ends before the hi mode byte");
   expect_rejected(edit(5, {0}), EDGERT_ERR_PACKET_BAD_TENSOR, "duplicate tensor id");
   expect_rejected(edit(4, {0x6D}), EDGERT_ERR_PACKET_MALFORMED, "n = 109 > 108 elements");
   // Tables: the gap table's first frequency +1 (sum 4097), a zero run past the alphabet, two runs in a row.
