@@ -42,7 +42,7 @@ from edgert.updates.packet import (
 PACKETS = Path(__file__).resolve().parent / "data" / "packets"
 CHAIN = ["full_snapshot.bin", "sparse_fp16.bin", "dense_fp32.bin", "int8.bin", "authenticated.bin",
          "v2_sparse_fp16.bin", "v2_int8.bin", "v3_sparse_fp16.bin", "v3_int8.bin", "int4b.bin", "int8b.bin",
-         "v2_int4b.bin", "v2_int8b.bin", "v3_blocks.bin"]
+         "v2_int4b.bin", "v2_int8b.bin", "v3_blocks.bin", "v3_fp16_delta.bin"]
 
 
 def _golden_module():

@@ -159,13 +159,54 @@ def test_random_update_is_not_larger_than_format2() -> None:
     assert len(v3) <= len(v2)
 
 
-@pytest.mark.parametrize("name", ["v3_sparse_fp16.bin", "v3_int8.bin"])
+@pytest.mark.parametrize("name", ["v3_sparse_fp16.bin", "v3_int8.bin", "v3_blocks.bin", "v3_fp16_delta.bin"])
 def test_golden_payloads_reencode_byte_for_byte(name: str) -> None:
     m = Manifest.from_bytes(golden("manifest.bin"))
     payload, count = _payload(golden(name))
     entries = _decode_v2_entries(m, payload, count, 3)
     assert _payload_v3(entries) == payload
     assert _payload_v3(entries, reference=True) == payload
+
+
+def test_fp16_model_ring_hits_and_both_hi_modes(slot_v1: Slot) -> None:
+    """Repeated values are ring hits (one symbol, no low byte); the encoder keeps the smaller hi mode: plain
+    high bytes for independent Gaussian values, deltas for values drifting over binades; both decode on the
+    device to the mirror's weights. A literal that repeats a ring entry (a second encoding of a hit) is
+    MALFORMED, on the device and in the reference decoder."""
+    m = Manifest.from_bytes(golden("manifest.bin"))
+    rng = np.random.default_rng(11)
+    idx = np.arange(0, 108, 2)
+    drifting = 1e-4 * 2.0 ** (np.arange(idx.size) / 6) * rng.choice([1.0, -1.0], idx.size)
+    drifting[5:9] = drifting[4]
+    modes = {}
+    for name, values in (("gaussian", 1e-3 * rng.standard_normal(idx.size)), ("drifting", drifting)):
+        pkt = encode_update(m, 1, 2, {"conv.weight": (idx, values)}, "fp16", max_format=3, packet_format=3)
+        payload, count = _payload(pkt.data)
+        entries = _decode_v2_entries(m, payload, count, 3)
+        modes[name] = payload[len(_directory_v2(entries, 3))]
+        slot = Slot(golden("manifest.bin"))
+        slot.apply(golden("full_snapshot.bin"))
+        mirror = DeviceMirror(m)
+        mirror.apply(encode_snapshot(m, 1, {t.name: slot.read_tensor(i)[0] for i, t in enumerate(m.tensors)}))
+        slot.apply(pkt.data)
+        mirror.apply(pkt)
+        assert slot.weights() == (mirror.weights_bytes(), 2)
+    assert modes == {"gaussian": 0, "drifting": 1}
+    hit_sym, ctx = _stream_entries_v3(entries)[0].ring_model()
+    assert np.count_nonzero(hit_sym == 256) >= 4  # the repeats
+    # The same packet with every value coded literally (no ring hits): the repeats are literals in the ring.
+    stream_entries = _stream_entries_v3(entries)
+    patterns = stream_entries[0].symbols.astype(np.int64).tolist()
+    prev = [0] + patterns[:-1]
+    stream_entries[0]._ring = (np.full(len(patterns), -1), np.array([rans.hi_context(p, False) for p in prev]))
+    tables = rans.build_tables(stream_entries, True)
+    bad_payload = (_directory_v2(entries, 3) + b"\x01" + b"".join(rans.write_table(f) for f in tables.values())
+                   + rans.encode_steps_reference(*rans.coding_steps(stream_entries, tables, True)))
+    bad = bytearray(pkt.data[:72]) + bad_payload + bytes(4)
+    struct.pack_into("<Q", bad, 64, len(bad_payload))
+    _rejects(slot_v1, reseal(bad), "EDGERT_ERR_PACKET_MALFORMED")
+    with pytest.raises(ValueError, match="is in the ring"):
+        _decode_v2_entries(m, bad_payload, count, 3)
 
 
 def test_reference_decoder_rejects_malformed_payloads() -> None:
@@ -184,8 +225,11 @@ def test_reference_decoder_rejects_malformed_payloads() -> None:
 def _stream_offset(payload: bytes, count: int, m: Manifest) -> int:
     """Offset of the rANS stream in a format 3 payload (directory and tables re-encoded)."""
     entries = _decode_v2_entries(m, payload, count, 3)
-    tables = rans.build_tables(_stream_entries_v3(entries))
-    return len(_directory_v2(entries, 3)) + sum(len(rans.write_table(f)) for f in tables.values())
+    stream_entries = _stream_entries_v3(entries)
+    at = len(_directory_v2(entries, 3))
+    fp16 = any(e.fp16 for e in stream_entries)
+    tables = rans.build_tables(stream_entries, fp16 and payload[at] == 1)
+    return at + fp16 + sum(len(rans.write_table(f)) for f in tables.values())
 
 
 def test_format3_through_the_device(slot_v1: Slot) -> None:
@@ -200,7 +244,8 @@ def test_format3_through_the_device(slot_v1: Slot) -> None:
         _rejects(slot_v1, pkt.data[:n], "EDGERT_ERR_PACKET_TRUNCATED")
     payload, count = _payload(pkt.data)
     entries = _decode_v2_entries(m, payload, count, 3)
-    tables_at = 72 + len(_directory_v2(entries, 3))
+    mode_at = 72 + len(_directory_v2(entries, 3))  # the fp16 hi mode byte
+    tables_at = mode_at + 1
     stream_at = 72 + _stream_offset(payload, count, m)
     end = 72 + len(payload)
 
@@ -211,6 +256,7 @@ def test_format3_through_the_device(slot_v1: Slot) -> None:
 
     _rejects(slot_v1, edited(72 + 1, 2), "EDGERT_ERR_PACKET_UNSUPPORTED_VERSION")  # GAP_AC is format 2's
     _rejects(slot_v1, edited(72 + 2, 3), "EDGERT_ERR_PACKET_UNSUPPORTED_VERSION")  # FP16_AC is format 2's
+    _rejects(slot_v1, edited(mode_at, 2), "EDGERT_ERR_PACKET_UNSUPPORTED_VERSION")  # an unknown hi mode
     _rejects(slot_v1, edited(tables_at, pkt.data[tables_at] ^ 1), "EDGERT_ERR_PACKET_MALFORMED")  # table sum
     _rejects(slot_v1, edited(stream_at + 2, 0), "EDGERT_ERR_PACKET_MALFORMED")  # state 0 below 2^16
     _rejects(slot_v1, edited(end - 1, pkt.data[end - 1] ^ 0x40), "EDGERT_ERR_PACKET_MALFORMED")  # last word

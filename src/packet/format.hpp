@@ -120,6 +120,7 @@ struct VerifyScratch {
   const uint8_t* stream = nullptr;  // out (formats 2, 3): the entropy-coded stream
   uint64_t stream_bytes = 0;
   bool stream_stored = false;  // out (format 2): every index and value is in the scratch (no second decode)
+  bool rans_hi_delta = false;  // out (format 3): the packet's fp16 hi mode byte is 1 (high-byte deltas)
 };
 
 // Header checks shared by inspect and verify: truncation, magic, format

@@ -145,7 +145,9 @@ edgert_status verify_payload_compact(const uint8_t* cur, uint64_t remaining, con
       return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: full snapshot entry for tensor %u is not dense set-mode",
                   en.tensor_id);
     }
-    if (en.index_coding == kIndexGapRans) uses[kTableGap] = true;
+    if (en.index_coding == kIndexGapRans) {
+      for (unsigned c = 0; c < kGapContexts; ++c) uses[kTableGap + c] = true;
+    }
     if (en.value_coding == kValueF16Rans) {
       for (unsigned c = 0; c < kHiContexts; ++c) uses[kTableHi + c] = true;
       uses[kTableLo] = true;
@@ -162,6 +164,17 @@ edgert_status verify_payload_compact(const uint8_t* cur, uint64_t remaining, con
       en.stored_at = scratch->index_used;
       scratch->index_used += en.count;
     }
+  }
+  scratch->rans_hi_delta = false;
+  if (rans && uses[kTableLo]) {  // an FP16_RANS entry: the hi mode byte
+    if (remaining < 1) return fail(EDGERT_ERR_PACKET_MALFORMED, "packet: the fp16 hi mode byte runs past the payload");
+    if (cur[0] > 1) {
+      return fail(EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "packet: fp16 hi mode %u, this decoder knows 0 and 1",
+                  cur[0]);
+    }
+    scratch->rans_hi_delta = cur[0] == 1;
+    ++cur;
+    --remaining;
   }
   if (rans) {
     for (unsigned t = 0; t < kRansTables; ++t) {
@@ -200,7 +213,10 @@ edgert_status verify_payload_compact(const uint8_t* cur, uint64_t remaining, con
       std::memcpy(const_cast<uint8_t*>(en.values) + first * size, raw, n * size);
     }
   };
-  if (rans) return decode_stream_v3(entries, h.tensor_count, manifest, cur, remaining, scratch->rans_tables, sink);
+  if (rans) {
+    return decode_stream_v3(entries, h.tensor_count, manifest, cur, remaining, scratch->rans_tables,
+                            scratch->rans_hi_delta, sink);
+  }
   return decode_stream_v2(entries, h.tensor_count, manifest, cur, remaining, scratch->probs16, scratch->probs8, sink);
 }
 

@@ -27,7 +27,8 @@ bool read_varint_u64(const uint8_t** cur, uint64_t* remaining, uint64_t* out) {
 }  // namespace
 
 bool read_rans_table(const uint8_t** cur, uint64_t* remaining, unsigned alphabet, RansTable* out) {
-  uint32_t freq[256];
+  uint32_t freq[kMaxAlphabet];
+  if (alphabet > kMaxAlphabet) return false;
   unsigned sym = 0;
   uint32_t sum = 0;
   bool after_run = false;
@@ -50,7 +51,10 @@ bool read_rans_table(const uint8_t** cur, uint64_t* remaining, unsigned alphabet
   if (sum != kRansTotal) return false;
   uint32_t start = 0;
   for (unsigned s = 0; s < alphabet; ++s) {
-    for (uint32_t i = 0; i < freq[s]; ++i) out->slot[start + i] = s | ((freq[s] - 1u) << 8) | (i << 20);
+    for (uint32_t i = 0; i < freq[s]; ++i) {
+      out->step[start + i] = ((freq[s] - 1u) << 12) | i;
+      out->symbol[start + i] = static_cast<uint16_t>(s);
+    }
     start += freq[s];
   }
   return true;

@@ -28,17 +28,33 @@ constexpr unsigned kGapDirect = 63;                       // gap symbols 0..62: 
 constexpr unsigned kGapMinBucket = 6;                     // symbols 63..89: v in [2^nb, 2^(nb+1)), nb = symbol - 57
 constexpr unsigned kGapAlphabet = kGapDirect + (32 - kGapMinBucket + 1);  // 90
 constexpr unsigned kRawChunkBits = 12;                    // escape bits are coded 12 at a time at most
-constexpr unsigned kHiContexts = 8;                       // fp16 hi byte context: previous hi byte >> 5
-// Tables in stream order: gap, hi[0..7], lo, int8 q.
-constexpr unsigned kTableGap = 0, kTableHi = 1, kTableLo = kTableHi + kHiContexts, kTableQ = kTableLo + 1;
-constexpr unsigned kRansTables = kTableQ + 1;  // 11
+constexpr unsigned kGapContexts = 2;                      // gap[1] after a gap symbol 0 in the entry, else gap[0]
+constexpr unsigned kHiContexts = 8;                       // 4 x (previous was a ring hit) + min(3, exponent >> 2)
+constexpr unsigned kRing = 4;                             // fp16 patterns remembered per entry (move to front)
+constexpr uint16_t kRingInit[kRing] = {0x0000, 0x8000, 0x0001, 0x8001};  // distinct
+constexpr unsigned kHiAlphabet = 256 + kRing;             // hi-byte deltas, then ring hits 256..259
+constexpr unsigned kMaxAlphabet = kHiAlphabet;
+// Tables in stream order: gap[0..1], hi[0..7], lo, q.
+constexpr unsigned kTableGap = 0, kTableHi = kTableGap + kGapContexts, kTableLo = kTableHi + kHiContexts,
+                   kTableQ = kTableLo + 1;
+constexpr unsigned kRansTables = kTableQ + 1;  // 12
 
-// One decode table: slot (x mod 4096) -> packed (symbol | (freq - 1) << 8 | (slot - start) << 20).
+// One decode table, indexed by slot = x mod 4096: the symbol, and (freq - 1) << 12 | (slot - start)
+// (two independent loads per symbol; 24 KiB).
 struct RansTable {
-  uint32_t slot[kRansTotal];
+  uint32_t step[kRansTotal];
+  uint16_t symbol[kRansTotal];
 };
 
-inline unsigned rans_alphabet(unsigned table) { return table == kTableGap ? kGapAlphabet : 256u; }
+inline unsigned rans_alphabet(unsigned table) {
+  return table < kTableHi ? kGapAlphabet : table < kTableLo ? kHiAlphabet : 256u;
+}
+
+// The hi table of an fp16 coordinate after pattern `previous`, coded as a ring hit or not.
+inline unsigned hi_context(uint32_t previous, bool hit) {
+  const unsigned e = ((previous >> 10) & 31u) >> 2;
+  return (hit ? 4u : 0u) + (e < 3u ? e : 3u);
+}
 
 // Reads one serialized frequency table (the spec's "Tables") at cur and fills `out`.
 // False on a bad varint, a run past the alphabet, a non-maximal zero run, a frequency
@@ -64,10 +80,11 @@ class RansDecoder {
   template <unsigned kState>
   unsigned symbol(const RansTable& t) {
     uint32_t x = x_[kState];
-    const uint32_t e = t.slot[x & (kRansTotal - 1)];
-    x = (((e >> 8) & 0xFFFu) + 1u) * (x >> kRansPrecision) + (e >> 20);
+    const uint32_t slot = x & (kRansTotal - 1);
+    const uint32_t e = t.step[slot];
+    x = ((e >> 12) + 1u) * (x >> kRansPrecision) + (e & 0xFFFu);
     x_[kState] = renorm(x);
-    return e & 0xFFu;
+    return t.symbol[slot];
   }
 
   // `bits` (1..12) uniform bits: the symbol r with frequency 2^(12 - bits), start r << (12 - bits).

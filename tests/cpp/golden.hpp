@@ -45,7 +45,7 @@ inline Bytes weights_of(edgert_slot* s) {
 inline const char* const kChain[] = {"full_snapshot.bin", "sparse_fp16.bin", "dense_fp32.bin",    "int8.bin",
                                      "authenticated.bin", "v2_sparse_fp16.bin", "v2_int8.bin",    "v3_sparse_fp16.bin",
                                      "v3_int8.bin",       "int4b.bin",          "int8b.bin",      "v2_int4b.bin",
-                                     "v2_int8b.bin",      "v3_blocks.bin"};
-constexpr int kChainLength = 14;  // formats: v6, v7, v12, v13: 2; v8, v9, v14: 3; v10..v14 block-scaled; keyed from v5
+                                     "v2_int8b.bin",      "v3_blocks.bin",      "v3_fp16_delta.bin"};
+constexpr int kChainLength = 15;  // formats: v6, v7, v12, v13: 2; v8, v9, v14, v15: 3; v10..v14 block-scaled; keyed from v5
 
 }  // namespace edgert_test

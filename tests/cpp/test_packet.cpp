@@ -187,7 +187,7 @@ TEST(PacketCrypto, HmacSha256Rfc4231Vectors) {
 
 // ---- golden packets ----------------------------------------------------------------
 
-int chain_format(int v) { return v == 8 || v == 9 || v == 14 ? 3 : v == 6 || v == 7 || v >= 12 ? 2 : 1; }
+int chain_format(int v) { return v == 8 || v == 9 || v >= 14 ? 3 : v == 6 || v == 7 || v >= 12 ? 2 : 1; }
 
 TEST(PacketGolden, ManifestDescribesTheModel) {
   const Bytes m = read_golden("manifest.bin");
@@ -797,6 +797,76 @@ Bytes rice_encode(const std::vector<uint32_t>& idx, unsigned k) {
     for (unsigned b = 0; b < k; ++b) put(static_cast<unsigned>((gap >> b) & 1u));
   }
   return out;
+}
+
+// The writer brings its buffer up to date by replaying the last one or two packets' coordinates
+// (interleaved with the new packet's when both are sparse in a tensor) or by a full copy when a
+// reader's pin forced it onto an older buffer. Random overlapping sparse sets, dense entries and
+// pins held across applies drive every path; each version must equal a plain replica.
+TEST(PacketSlot, CatchUpPathsMatchAPlainReplica) {
+  const std::vector<uint64_t> sizes = {5000, 3001, 70};
+  const Bytes m = make_typed_manifest(sizes, {EDGERT_F32, EDGERT_F16, EDGERT_F32});
+  SlotPtr slot;
+  ASSERT_EQ(edgert_slot_create(m.data(), m.size(), &slot.s), EDGERT_OK) << edgert_last_error();
+  std::vector<std::vector<float>> ref32 = {std::vector<float>(sizes[0]), {}, std::vector<float>(sizes[2])};
+  std::vector<uint16_t> ref16(sizes[1]);
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> uni(0.0f, 1.0f);
+  const void* held = nullptr;  // a reader's pin kept across applies
+  int hold_for = 0;
+  for (uint64_t v = 1; v <= 120; ++v) {
+    std::vector<EntrySpec> entries;
+    for (uint32_t t = 0; t < sizes.size(); ++t) {
+      if (uni(rng) < 0.2f) continue;
+      const bool dense = uni(rng) < 0.1f;
+      const float density = std::vector<float>{0.01f, 0.05f, 0.3f}[rng() % 3];
+      std::vector<uint32_t> idx;
+      for (uint32_t i = 0; i < sizes[t]; ++i) {
+        if (dense || uni(rng) < density) idx.push_back(i);
+      }
+      const uint8_t index_coding = dense ? pk::kIndexDense : pk::kIndexRice;
+      const Bytes index = dense ? Bytes{} : rice_encode(idx, 3);
+      const uint8_t k = dense ? 0 : 3;
+      if (t == 1) {  // fp16 weights: fp16 values SET copy the bits
+        Bytes values(2 * idx.size());
+        for (size_t j = 0; j < idx.size(); ++j) {
+          const uint16_t bits = static_cast<uint16_t>(rng() & 0x7BFFu);  // finite
+          pk::store_u16(values.data() + 2 * j, bits);
+          ref16[idx[j]] = bits;
+        }
+        entries.push_back({t, index_coding, pk::kValueF16, pk::kModeSet, k, sizes[t], idx.size(), index, values});
+      } else {  // fp32 weights: fp32 values ADD (one fp32 add)
+        std::vector<float> vals(idx.size());
+        for (size_t j = 0; j < idx.size(); ++j) {
+          vals[j] = uni(rng) - 0.5f;
+          ref32[t][idx[j]] = ref32[t][idx[j]] + vals[j];
+        }
+        entries.push_back({t, index_coding, pk::kValueF32, pk::kModeAdd, k, sizes[t], idx.size(), index,
+                           f32_values(vals)});
+      }
+    }
+    const Bytes p = build_packet(m, v - 1, v, entries);
+    ASSERT_EQ(edgert_slot_apply(slot.s, p.data(), p.size()), EDGERT_OK) << "version " << v << ": "
+                                                                      << edgert_last_error();
+    if (held != nullptr && --hold_for == 0) {
+      edgert_slot_release(slot.s, held);
+      held = nullptr;
+    }
+    if (held == nullptr && uni(rng) < 0.3f) {  // pin this version for 1..3 applies
+      ASSERT_EQ(edgert_slot_acquire(slot.s, &held, nullptr), EDGERT_OK);
+      hold_for = 1 + static_cast<int>(rng() % 3);
+    }
+    std::vector<float> got32(sizes[0]);
+    std::vector<uint16_t> got16(sizes[1]);
+    std::vector<float> got32b(sizes[2]);
+    ASSERT_EQ(edgert_slot_read_tensor(slot.s, 0, got32.data(), 4 * sizes[0], nullptr), EDGERT_OK);
+    ASSERT_EQ(edgert_slot_read_tensor(slot.s, 1, got16.data(), 2 * sizes[1], nullptr), EDGERT_OK);
+    ASSERT_EQ(edgert_slot_read_tensor(slot.s, 2, got32b.data(), 4 * sizes[2], nullptr), EDGERT_OK);
+    ASSERT_EQ(std::memcmp(got32.data(), ref32[0].data(), 4 * sizes[0]), 0) << "version " << v;
+    ASSERT_EQ(std::memcmp(got16.data(), ref16.data(), 2 * sizes[1]), 0) << "version " << v;
+    ASSERT_EQ(std::memcmp(got32b.data(), ref32[2].data(), 4 * sizes[2]), 0) << "version " << v;
+  }
+  if (held != nullptr) edgert_slot_release(slot.s, held);
 }
 
 TEST(PacketSlot, AppliesValuesBitIdenticallyToSparsePatch) {
@@ -1439,10 +1509,12 @@ TEST_F(Format3, EveryTruncationPoint) {
 
 TEST_F(Format3, MalformedDirectoriesTablesAndStreams) {
   const Bytes pay = payload_of(sparse);
-  std::vector<unsigned> all_fp16{pk::kTableGap};
+  std::vector<unsigned> all_fp16;
+  for (unsigned c = 0; c < pk::kGapContexts; ++c) all_fp16.push_back(pk::kTableGap + c);
   for (unsigned c = 0; c < pk::kHiContexts; ++c) all_fp16.push_back(pk::kTableHi + c);
   all_fp16.push_back(pk::kTableLo);
-  const size_t tables_at = 15;
+  const size_t mode_at = 15;  // after the directory: the fp16 hi mode byte (0 plain, 1 delta)
+  const size_t tables_at = mode_at + 1;
   const size_t stream_at = stream_offset(pay, tables_at, all_fp16);
   auto edit = [&](size_t at, std::initializer_list<uint8_t> bytes) {
     Bytes q = pay;
@@ -1467,6 +1539,11 @@ TEST_F(Format3, MalformedDirectoriesTablesAndStreams) {
         << edgert_last_error();
     expect_rejected(p, EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "format 1/2 block coding in format 3");
   }
+  expect_rejected(edit(mode_at, {2}), EDGERT_ERR_PACKET_UNSUPPORTED_VERSION, "unknown fp16 hi mode");
+  expect_rejected(edit(mode_at, {static_cast<uint8_t>(pay[mode_at] ^ 1)}), EDGERT_ERR_PACKET_MALFORMED,
+                  "the other hi mode decodes to another stream");
+  expect_rejected(with_payload(sparse, Bytes(pay.begin(), pay.begin() + mode_at)), EDGERT_ERR_PACKET_MALFORMED,
+                  "payload ends before the hi mode byte");
   expect_rejected(edit(5, {0}), EDGERT_ERR_PACKET_BAD_TENSOR, "duplicate tensor id");
   expect_rejected(edit(4, {0x6D}), EDGERT_ERR_PACKET_MALFORMED, "n = 109 > 108 elements");
   // Tables: the gap table's first frequency +1 (sum 4097), a zero run past the alphabet, two runs in a row.

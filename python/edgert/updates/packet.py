@@ -407,13 +407,21 @@ def _stream_entries_v3(entries: Sequence[_Entry]) -> list[rans.StreamEntry]:
 
 
 def _payload_v3(entries: Sequence[_Entry], reference: bool = False) -> bytes:
-    """The format 3 payload: directory, the frequency tables the directory uses, then the rANS stream from
-    libedgert's encoder (``_edgert.rans_encode_v3``) or, with ``reference``, the pure-Python one."""
+    """The format 3 payload: directory, the hi mode byte (if an entry is fp16), the frequency tables the
+    directory uses, then the rANS stream from libedgert's encoder (``_edgert.rans_encode_v3``) or, with
+    ``reference``, the pure-Python one. With fp16 entries both hi modes are coded and the smaller kept
+    (ties: plain high bytes)."""
     stream_entries = _stream_entries_v3(entries)
-    tables = rans.build_tables(stream_entries)
-    steps = rans.coding_steps(stream_entries, tables)
-    stream = rans.encode_steps_reference(*steps) if reference else _edgert.rans_encode_v3(*steps)
-    return _directory_v2(entries, RANS_FORMAT) + b"".join(rans.write_table(f) for f in tables.values()) + stream
+    fp16 = any(e.fp16 for e in stream_entries)
+    best = b""
+    for hi_delta in (False, True) if fp16 else (False,):
+        tables = rans.build_tables(stream_entries, hi_delta)
+        steps = rans.coding_steps(stream_entries, tables, hi_delta)
+        stream = rans.encode_steps_reference(*steps) if reference else _edgert.rans_encode_v3(*steps)
+        body = (bytes([hi_delta]) if fp16 else b"") + b"".join(rans.write_table(f) for f in tables.values()) + stream
+        if not best or len(body) < len(best):
+            best = body
+    return _directory_v2(entries, RANS_FORMAT) + best
 
 
 def _payload(entries: Sequence[_Entry], version: int) -> bytes:
@@ -587,12 +595,21 @@ def _decode_v2_entries(manifest: Manifest, payload: bytes, count: int, version: 
 
 
 def _decode_v3_stream(payload: bytes, pos: int, directory: list) -> list[_Entry]:
-    """Format 3 after the directory: the tables it uses, then the rANS stream (reference; raises ValueError)."""
-    uses = set()
+    """Format 3 after the directory: the fp16 hi mode byte (if an entry is fp16), the tables it uses, then the
+    rANS stream (reference; raises ValueError)."""
+    uses: set[int] = set()
     for _, _, sparse, coding, _, _, _, _ in directory:
         if sparse:
-            uses.add(rans.TABLE_GAP)
+            uses.update(range(rans.TABLE_GAP, rans.TABLE_HI))
         uses.update(range(rans.TABLE_HI, rans.TABLE_LO + 1) if coding == "fp16" else [rans.TABLE_Q])
+    hi_delta = False
+    if any(d[3] == "fp16" for d in directory):
+        if pos >= len(payload):
+            raise ValueError("the fp16 hi mode byte runs past the payload")
+        if payload[pos] > 1:
+            raise ValueError(f"unknown fp16 hi mode {payload[pos]} (0 plain, 1 delta)")
+        hi_delta = payload[pos] == 1
+        pos += 1
     tables = {}
     for t in sorted(uses):
         tables[t], pos = rans.read_table(payload, pos, rans.alphabet(t))
@@ -600,7 +617,7 @@ def _decode_v3_stream(payload: bytes, pos: int, directory: list) -> list[_Entry]
     entries = []
     for tid, numel, sparse, coding, mode_name, n, scale, scales in directory:
         try:
-            positions, symbols = rans.decode_entry(dec, tables, n, numel, sparse, coding == "fp16")
+            positions, symbols = rans.decode_entry(dec, tables, n, numel, sparse, coding == "fp16", hi_delta)
         except rans.RansError as exc:
             raise ValueError(f"tensor {tid}: {exc}") from None
         if coding == "int4b":

@@ -7,17 +7,22 @@ spec's sequence of coding steps ``(state, start, frequency)``, which libedgert's
 stream. :class:`RansStreamDecoder` is the reference decoder (the ground truth the C++ decoder
 in ``src/packet/stream_v3.inl`` is held to by the golden packets and tests).
 
-Symbols, per coordinate in directory order: the gap (sparse entries) on state 0 — symbol
-``v - 1`` for ``v = gap + 1 <= 63``, else ``57 + floor(log2 v)`` followed by the bits of ``v``
-below its leading one as raw chunks (most significant first, the first chunk ``nb - 12 *
-((nb - 1) // 12)`` bits, the others 12) on state 0 — then the value: an fp16 pattern as its
-high byte on state 1 with table ``hi[previous high byte >> 5]`` (0 at the start of each
-entry) and its low byte on state 2; a ``q`` (two's complement byte: int8, block int8, or block
-int4 sign-extended) on state 1, all with the one q table.
+Symbols, per coordinate in directory order: the gap (sparse entries) on state 0 with table
+``gap[1]`` after a gap symbol 0 in the same entry, else ``gap[0]`` — symbol ``v - 1`` for
+``v = gap + 1 <= 63``, else ``57 + floor(log2 v)`` followed by the bits of ``v`` below its
+leading one as raw chunks (most significant first, the first chunk ``nb - 12 * ((nb - 1) //
+12)`` bits, the others 12) on state 0 — then the value. An fp16 pattern x, with p the previous
+pattern of the entry (0 at its start), is coded against a move-to-front **ring** of the entry's
+last 4 distinct patterns (initially ``RING_INIT``): on state 1 with table
+``hi[4 * (previous coordinate was a ring hit) + min(3, exponent(p) >> 2)]``, symbol ``256 + k``
+if x is ``ring[k]`` (x moves to the front), else the high byte — plain, or with the packet's
+``hi_delta`` mode as ``(x >> 8) - (p >> 8)`` mod 256 — followed by the low byte on state 2 with
+the lo table (x enters the ring at the front, the last one drops). A ``q`` (two's complement
+byte: int8, block int8, or block int4 sign-extended) is one symbol on state 1 with the q table.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -30,9 +35,16 @@ GAP_DIRECT = 63  # gap symbols 0..62 code v = symbol + 1
 GAP_MIN_BUCKET = 6
 GAP_ALPHABET = GAP_DIRECT + 32 - GAP_MIN_BUCKET + 1  # 90
 RAW_CHUNK_BITS = 12
-HI_CONTEXTS = 8
-TABLE_GAP, TABLE_HI, TABLE_LO, TABLE_Q = 0, 1, 1 + HI_CONTEXTS, 2 + HI_CONTEXTS
-TABLES = TABLE_Q + 1  # 11, in stream order: gap, hi[0..7], lo, q
+GAP_CONTEXTS = 2  # gap[1] after a gap symbol 0 (adjacent coordinates), else gap[0]
+HI_CONTEXTS = 8  # 4 x (previous was a ring hit) + min(3, exponent of the previous pattern >> 2)
+RING = 4  # fp16 patterns remembered per entry (move to front)
+RING_INIT = (0x0000, 0x8000, 0x0001, 0x8001)  # distinct, so the ring always holds 4 distinct patterns
+HI_ALPHABET = 256 + RING  # high-byte deltas 0..255, then ring hits 256..259
+TABLE_GAP = 0
+TABLE_HI = TABLE_GAP + GAP_CONTEXTS
+TABLE_LO = TABLE_HI + HI_CONTEXTS
+TABLE_Q = TABLE_LO + 1
+TABLES = TABLE_Q + 1  # 12, in stream order: gap[0..1], hi[0..7], lo, q
 
 
 class RansError(ValueError):
@@ -40,8 +52,10 @@ class RansError(ValueError):
 
 
 def alphabet(table: int) -> int:
-    """Number of symbols of table ``table`` (90 for gaps, 256 for the byte tables)."""
-    return GAP_ALPHABET if table == TABLE_GAP else 256
+    """Number of symbols of table ``table`` (90 for gaps, 260 for the hi tables, 256 for lo and q)."""
+    if table < TABLE_HI:
+        return GAP_ALPHABET
+    return HI_ALPHABET if table < TABLE_LO else 256
 
 
 @dataclass
@@ -52,6 +66,13 @@ class StreamEntry:
     symbols: np.ndarray
     indices: Optional[np.ndarray]
     fp16: bool
+    _ring: Optional[tuple[np.ndarray, np.ndarray]] = field(default=None, init=False, repr=False, compare=False)
+
+    def ring_model(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ring hit symbol 256 + k or -1 for a literal, hi context) per fp16 coordinate (computed once)."""
+        if self._ring is None:
+            self._ring = _fp16_ring(np.asarray(self.symbols).astype(np.int64))
+        return self._ring
 
 
 # ---- tables --------------------------------------------------------------------------
@@ -175,43 +196,84 @@ def _gap_symbols(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return sym, nb, rest
 
 
-def _value_symbols(e: StreamEntry) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
-    """(state 1 symbols, state 1 table per symbol, state 2 symbols): hi/context/lo, or q/None/None."""
+def _gap_contexts(sym: np.ndarray) -> np.ndarray:
+    """The gap table of each coordinate: 1 after a gap symbol 0 in the same entry, else 0."""
+    return np.concatenate([[0], (sym[:-1] == 0).astype(np.int64)]) if sym.size else sym
+
+
+def hi_context(previous: int, hit: bool) -> int:
+    """The hi table (0..7) of an fp16 coordinate after pattern ``previous`` (coded as a ring hit or not)."""
+    return 4 * int(hit) + min(3, ((previous >> 10) & 31) >> 2)
+
+
+def _fp16_ring(patterns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ring hit symbol 256 + k, or -1 for a literal; hi context) per fp16 pattern of one entry."""
+    n = len(patterns)
+    hit_sym = np.empty(n, dtype=np.int64)
+    ctx = np.empty(n, dtype=np.int64)
+    ring = list(RING_INIT)
+    prev, hit = 0, False
+    for t, x in enumerate(patterns.tolist()):
+        ctx[t] = hi_context(prev, hit)
+        hit = x in ring
+        if hit:
+            k = ring.index(x)
+            hit_sym[t] = 256 + k
+            ring.insert(0, ring.pop(k))
+        else:
+            hit_sym[t] = -1
+            ring.pop()
+            ring.insert(0, x)
+        prev = x
+    return hit_sym, ctx
+
+
+def _value_symbols(e: StreamEntry, hi_delta: bool) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
+    """(state 1 symbols, state 1 table per symbol, state 2 symbol per coordinate or -1): hi/context/lo,
+    or q/None/None."""
     s = np.asarray(e.symbols)
     if not e.fp16:
         return s.astype(np.int64), None, None
     p = s.astype(np.int64)
-    hi, lo = p >> 8, p & 0xFF
-    ctx = np.concatenate([[0], hi[:-1] >> 5]) if hi.size else hi
-    return hi, TABLE_HI + ctx, lo
+    hit_sym, ctx = e.ring_model()
+    hi = p >> 8
+    if hi_delta:
+        hi = (hi - np.concatenate([[0], hi[:-1]])) & 0xFF
+    literal = hit_sym < 0
+    return np.where(literal, hi, hit_sym), TABLE_HI + ctx, np.where(literal, p & 0xFF, -1)
 
 
-def build_tables(entries: Sequence[StreamEntry]) -> dict[int, np.ndarray]:
-    """The packet's normalised tables, by table number, for the tables its entries use."""
+def build_tables(entries: Sequence[StreamEntry], hi_delta: bool = False) -> dict[int, np.ndarray]:
+    """The packet's normalised tables, by table number, for the tables its entries use (fp16 high bytes
+    plain, or as deltas with ``hi_delta``)."""
     counts = {}
     if any(e.indices is not None for e in entries):
-        counts[TABLE_GAP] = np.zeros(GAP_ALPHABET, dtype=np.int64)
+        for t in range(TABLE_GAP, TABLE_HI):
+            counts[t] = np.zeros(GAP_ALPHABET, dtype=np.int64)
     if any(e.fp16 for e in entries):
         for t in range(TABLE_HI, TABLE_LO + 1):
-            counts[t] = np.zeros(256, dtype=np.int64)
+            counts[t] = np.zeros(alphabet(t), dtype=np.int64)
     if any(not e.fp16 for e in entries):
         counts[TABLE_Q] = np.zeros(256, dtype=np.int64)
     for e in entries:
         if e.indices is not None and len(e.indices):
-            counts[TABLE_GAP] += np.bincount(_gap_symbols(e.indices)[0], minlength=GAP_ALPHABET)
-        first, tables, second = _value_symbols(e)
+            sym = _gap_symbols(e.indices)[0]
+            flat = np.bincount(_gap_contexts(sym) * GAP_ALPHABET + sym, minlength=GAP_CONTEXTS * GAP_ALPHABET)
+            for c in range(GAP_CONTEXTS):
+                counts[TABLE_GAP + c] += flat[c * GAP_ALPHABET:(c + 1) * GAP_ALPHABET]
+        first, tables, second = _value_symbols(e, hi_delta)
         if tables is None or second is None:
             counts[TABLE_Q] += np.bincount(first, minlength=256)
         else:
-            counts[TABLE_LO] += np.bincount(second, minlength=256)
-            flat = np.bincount((tables - TABLE_HI) * 256 + first, minlength=HI_CONTEXTS * 256)
+            counts[TABLE_LO] += np.bincount(second[second >= 0], minlength=256)
+            flat = np.bincount((tables - TABLE_HI) * HI_ALPHABET + first, minlength=HI_CONTEXTS * HI_ALPHABET)
             for c in range(HI_CONTEXTS):
-                counts[TABLE_HI + c] += flat[c * 256:(c + 1) * 256]
+                counts[TABLE_HI + c] += flat[c * HI_ALPHABET:(c + 1) * HI_ALPHABET]
     return {t: normalize(c) for t, c in sorted(counts.items())}
 
 
-def coding_steps(entries: Sequence[StreamEntry],
-                 tables: dict[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def coding_steps(entries: Sequence[StreamEntry], tables: dict[int, np.ndarray],
+                 hi_delta: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The coding steps of the stream in decode order: (states uint8, starts uint16, freqs uint16)."""
     starts_of = {t: np.concatenate([[0], np.cumsum(f)[:-1]]) for t, f in tables.items()}
     parts = []
@@ -228,7 +290,10 @@ def coding_steps(entries: Sequence[StreamEntry],
             sym, nb, rest = _gap_symbols(e.indices)
             if np.any((sym >= GAP_ALPHABET) | (sym < 0)):
                 raise ValueError("gaps must be below 2^32")
-            state[:, 0], start[:, 0], freq[:, 0] = 0, starts_of[TABLE_GAP][sym], tables[TABLE_GAP][sym]
+            gctx = _gap_contexts(sym)
+            gap_starts = np.stack([starts_of[TABLE_GAP + c] for c in range(GAP_CONTEXTS)])
+            gap_freqs = np.stack([tables[TABLE_GAP + c] for c in range(GAP_CONTEXTS)])
+            state[:, 0], start[:, 0], freq[:, 0] = 0, gap_starts[gctx, sym], gap_freqs[gctx, sym]
             used[:, 0] = True
             n_chunks = np.where(nb > 0, (nb - 1) // RAW_CHUNK_BITS + 1, 0)
             first_bits = nb - RAW_CHUNK_BITS * np.maximum(n_chunks - 1, 0)
@@ -244,8 +309,8 @@ def coding_steps(entries: Sequence[StreamEntry],
                 start[has, 1 + c] = (chunk.astype(np.int64) * width)[has]
                 freq[has, 1 + c] = width[has]
                 used[has, 1 + c] = True
-        first, tabs, second = _value_symbols(e)
-        if tabs is None:
+        first, tabs, second = _value_symbols(e, hi_delta)
+        if tabs is None or second is None:
             state[:, 4], start[:, 4], freq[:, 4] = 1, starts_of[TABLE_Q][first], tables[TABLE_Q][first]
             used[:, 4] = True
         else:
@@ -253,8 +318,11 @@ def coding_steps(entries: Sequence[StreamEntry],
             hi_freqs = np.stack([tables[TABLE_HI + c] for c in range(HI_CONTEXTS)])
             ctx = tabs - TABLE_HI
             state[:, 4], start[:, 4], freq[:, 4] = 1, hi_starts[ctx, first], hi_freqs[ctx, first]
-            state[:, 5], start[:, 5], freq[:, 5] = 2, starts_of[TABLE_LO][second], tables[TABLE_LO][second]
-            used[:, 4] = used[:, 5] = True
+            lit = second >= 0
+            state[:, 5] = 2
+            start[lit, 5], freq[lit, 5] = starts_of[TABLE_LO][second[lit]], tables[TABLE_LO][second[lit]]
+            used[:, 4] = True
+            used[:, 5] = lit
         parts.append((state[used], start[used], freq[used]))
     if not parts:
         return np.zeros(0, np.uint8), np.zeros(0, np.uint16), np.zeros(0, np.uint16)
@@ -338,15 +406,17 @@ class RansStreamDecoder:
 
 
 def decode_entry(dec: RansStreamDecoder, tables: dict[int, np.ndarray], n: int, numel: int, sparse: bool,
-                 fp16: bool) -> tuple[Optional[np.ndarray], np.ndarray]:
+                 fp16: bool, hi_delta: bool = False) -> tuple[Optional[np.ndarray], np.ndarray]:
     """Decodes one entry's ``n`` coordinates (reference): (indices or None, symbols uint16/uint8)."""
     cum = {t: np.concatenate([[0], np.cumsum(f)[:-1]]) for t, f in tables.items()}
     indices = np.empty(n, dtype=np.int64) if sparse else None
     symbols = np.empty(n, dtype=np.int64)
-    prev, prev_hi = -1, 0
+    prev, gctx = -1, 0
+    ring, pattern, hit = list(RING_INIT), 0, False
     for t in range(n):
         if sparse:
-            s = dec.symbol(0, tables[TABLE_GAP], cum[TABLE_GAP])
+            s = dec.symbol(0, tables[TABLE_GAP + gctx], cum[TABLE_GAP + gctx])
+            gctx = int(s == 0)
             v = s + 1
             if s >= GAP_DIRECT:
                 nb = s - GAP_DIRECT + GAP_MIN_BUCKET
@@ -362,11 +432,19 @@ def decode_entry(dec: RansStreamDecoder, tables: dict[int, np.ndarray], n: int, 
             assert indices is not None
             indices[t] = prev
         if fp16:
-            table = TABLE_HI + (prev_hi >> 5)
-            hi = dec.symbol(1, tables[table], cum[table])
-            lo = dec.symbol(2, tables[TABLE_LO], cum[TABLE_LO])
-            symbols[t] = hi << 8 | lo
-            prev_hi = hi
+            table = TABLE_HI + hi_context(pattern, hit)
+            s = dec.symbol(1, tables[table], cum[table])
+            hit = s >= 256
+            if hit:
+                pattern = ring.pop(s - 256)
+            else:
+                lo = dec.symbol(2, tables[TABLE_LO], cum[TABLE_LO])
+                pattern = (((pattern >> 8) + s if hi_delta else s) & 0xFF) << 8 | lo
+                if pattern in ring:
+                    raise RansError(f"literal fp16 pattern {pattern:#06x} is in the ring (a hit has one encoding)")
+                ring.pop()
+            ring.insert(0, pattern)
+            symbols[t] = pattern
         else:
             symbols[t] = dec.symbol(1, tables[TABLE_Q], cum[TABLE_Q])
     return indices, symbols.astype(np.uint16 if fp16 else np.uint8)

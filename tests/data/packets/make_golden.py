@@ -34,6 +34,8 @@ Block-scaled values (one fp16 scale per 64 values; the chain continues after for
     v3_blocks.bin      v13 -> v14 format 3, one q table shared by INT4_BLOCK_RANS (71 sparse coordinates
                                  of conv.weight: odd n, two blocks, negative q), INT8_BLOCK_RANS (dense
                                  fc.bias set) and INT8_RANS (gain)
+    v3_fp16_delta.bin  v14 -> v15 format 3 fp16 with the hi-delta mode (values ramping over binades, signs
+                                 mixed, repeats as ring hits), and a second entry whose ring starts afresh
 
 weights_vN.bin is the whole device weight buffer after the packet reaching vN.
 """
@@ -168,6 +170,17 @@ def generate() -> dict[str, bytes]:
     }
     emit("v3_blocks.bin", _compact(encode_update(MANIFEST, 13, 14, q3b, value_coding="int4b", key=KEY,
                                                  max_format=3, packet_format=3), 3))
+    conv3d = np.concatenate([np.arange(0, 40), np.arange(50, 108, 3)])
+    ramp = 1e-4 * 2.0 ** (np.arange(conv3d.size) / 6) * rng.choice([1.0, 1.0, 1.0, -1.0], conv3d.size)
+    ramp[10:14] = ramp[9]  # repeats: ring hits
+    d3 = {
+        "conv.weight": (conv3d, ramp),
+        "fc.weight": (np.array([5, 6, 7, 190]), np.array([0.5, 0.5, 0.25, 0.5])),
+    }
+    delta = _compact(encode_update(MANIFEST, 14, 15, d3, value_coding="fp16", key=KEY, max_format=3,
+                                   packet_format=3), 3)
+    assert delta.data[72 + 10] == 1, "v3_fp16_delta.bin must use the hi-delta mode"  # after the 10-byte directory
+    emit("v3_fp16_delta.bin", delta)
     return out
 
 
