@@ -293,6 +293,38 @@ def test_baseline_modes_run_through_the_same_controller(mode_runs: dict[str, lis
     assert all(r.cost.retrain_compute_s == 0 for r in one[1:])  # nominal compute: no wall-clock threshold
 
 
+def test_the_controller_serves_the_least_recently_trained_device_first(mode_runs: dict[str, list[WindowReport]]
+                                                                       ) -> None:
+    """Every window's service order is the devices with a job, least recently trained first (never trained first,
+    then by when their last micro-window ended; ties in the order the devices came)."""
+    for mode, reports in mode_runs.items():
+        last: dict[str, tuple[int, float]] = {}
+        for r in reports:
+            jobs = [d for d, rep in r.devices.items() if rep.retrain_start is not None]
+            if not jobs:
+                continue
+            assert r.schedule["order"] == sorted(jobs, key=lambda d: last.get(d, (-1, -1.0))), (mode, r.window)
+            for d in jobs:
+                if r.devices[d].retrain_trace:
+                    last[d] = (r.window, r.devices[d].retrain_trace[-1]["end_s"])
+
+
+@pytest.mark.parametrize("scheduler", ["recl", "round_robin"])
+def test_a_window_with_one_micro_window_trains_the_devices_in_turn(task: Any, scenes: dict, encoder: FrameEncoder,
+                                                                  tmp_path: Path, scheduler: str) -> None:
+    """One micro-window per window for two cameras: the controller's order rotates, so each camera trains in one
+    of two windows (served in the order they came, cam1 would train in both and cam2 never)."""
+    one = SchedulerConfig(window_s=1, micro_window_s=1, micro_window_epochs=1)
+    ctl = _controller(task, tmp_path, encoder, ZooConfig(), selection="none", reuse=False, scheduler=scheduler,
+                      retraining=one)
+    trained = []
+    for part in range(2):
+        r = ctl.run_window({"cam1": _window(scenes, "car", part), "cam2": _window(scenes, "street", part)})
+        trained.append(sorted(d for d, rep in r.devices.items() if rep.micro_windows > 0))
+    ctl.zoo.close()
+    assert trained == [["cam1"], ["cam2"]]
+
+
 def test_reuse_beats_continuous_retraining_when_cameras_swap_scenes(mode_runs: dict[str, list[WindowReport]]
                                                                     ) -> None:
     swap = {mode: reports[2] for mode, reports in mode_runs.items()}

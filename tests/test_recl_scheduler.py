@@ -18,6 +18,7 @@ from edgert.recl.scheduler import (
     EkyaScheduler,
     IterativeScheduler,
     JobData,
+    LeastRecentlyTrained,
     LocalExecutor,
     MicroWindow,
     RetrainingJob,
@@ -305,6 +306,56 @@ def test_an_executor_that_copies_jobs_gives_the_same_schedule(name):
     assert local.final_accuracy == copied.final_accuracy and local.failed == copied.failed
     for j, job in copied.jobs.items():
         assert job.epochs_done == pytest.approx(local.jobs[j].epochs_done)
+
+
+# ------------------------------------------------------------------------------------ fairness across windows
+
+
+def same_jobs() -> list[SyntheticJob]:
+    """Four identical jobs: every choice between them is a tie, decided by the service order alone."""
+    return [SyntheticJob(j, start=0.5, ceiling=0.9, rate=0.5) for j in ("a", "b", "c", "d")]
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_a_window_too_short_for_every_job_rotates_who_trains(name):
+    """3 micro-windows, 4 jobs, 4 windows: with the least-recently-trained order every job trains in some window
+    (round-robin and RECL's first round: 3 windows of 4 each; Ekya, whose profiles leave 1 micro-window: 1 each);
+    served in the order listed, the same job starves in every window (the defect this order fixes)."""
+    cfg = SchedulerConfig(window_s=30.0, micro_window_s=10.0)
+    service = LeastRecentlyTrained()
+    trained: dict[str, int] = defaultdict(int)
+    listed: dict[str, int] = defaultdict(int)
+    for _ in range(4):
+        jobs = same_jobs()
+        order = service.order([j.job_id for j in jobs])
+        result = make_scheduler(name, cfg).run(jobs, order=order)
+        service.record(result)
+        assert result.used_units <= 3.0 + 1e-9
+        for j, n in result.micro_windows.items():
+            trained[j] += n > 0
+        for j, n in make_scheduler(name, cfg).run(same_jobs()).micro_windows.items():
+            listed[j] += n > 0
+    expected = 1 if name == "ekya" else 3
+    assert dict(trained) == {j: expected for j in "abcd"}
+    assert listed["d"] == 0 and sum(listed.values()) == sum(trained.values())
+    assert service.windows == 4
+
+
+def test_least_recently_trained_order():
+    service = LeastRecentlyTrained()
+    assert service.order(["b", "a", "c"]) == ["b", "a", "c"]  # nobody trained yet: as listed
+    result = RoundRobinScheduler(SchedulerConfig(window_s=20.0, micro_window_s=10.0)).run(
+        same_jobs()[:3], order=["b", "c", "a"])
+    service.record(result)
+    assert [m.job_id for m in result.trace] == ["b", "c"]
+    # never trained first, then by when the last micro-window ran; a new device goes first too
+    assert service.order(["a", "b", "c", "e"]) == ["a", "e", "b", "c"]
+
+
+@pytest.mark.parametrize("order", [["a", "b"], ["a", "b", "c", "c"], ["a", "b", "c", "x"], ["a", "b", "c", "d", "x"]])
+def test_an_order_that_is_not_a_permutation_of_the_jobs_is_rejected(order):
+    with pytest.raises(ValueError, match="order: expected each job id exactly once"):
+        IterativeScheduler().run(same_jobs(), order=order)
 
 
 def test_duplicate_job_ids_are_rejected():

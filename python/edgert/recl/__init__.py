@@ -27,6 +27,7 @@ from edgert.recl.safety import SafetyChecker, SafetyResult
 from edgert.recl.scheduler import (
     EkyaScheduler,
     IterativeScheduler,
+    LeastRecentlyTrained,
     LocalExecutor,
     RayExecutor,
     RetrainingJob,
@@ -41,9 +42,9 @@ from edgert.recl.workload import WorkloadConfig, build_workload, iter_windows
 from edgert.recl.zoo import ModelZoo, ZooConfig, ZooError
 
 __all__ = [
-    "ClassificationTask", "EkyaScheduler", "GatingConfig", "GatingNetwork", "IterativeScheduler", "LocalExecutor",
-    "ModelZoo", "OdinConfig", "OdinSelector", "RECLConfig", "RECLController", "RECLDevice", "RECLServer",
-    "RayExecutor", "RetrainingJob", "RoundRobinScheduler", "SafetyChecker", "SafetyResult", "SchedulerConfig",
-    "SegmentationTask", "Task", "TorchJob", "TrainableJob", "WindowReport", "WorkloadConfig", "ZooConfig",
-    "ZooError", "build_workload", "iter_windows", "make_scheduler",
+    "ClassificationTask", "EkyaScheduler", "GatingConfig", "GatingNetwork", "IterativeScheduler",
+    "LeastRecentlyTrained", "LocalExecutor", "ModelZoo", "OdinConfig", "OdinSelector", "RECLConfig",
+    "RECLController", "RECLDevice", "RECLServer", "RayExecutor", "RetrainingJob", "RoundRobinScheduler",
+    "SafetyChecker", "SafetyResult", "SchedulerConfig", "SegmentationTask", "Task", "TorchJob", "TrainableJob",
+    "WindowReport", "WorkloadConfig", "ZooConfig", "ZooError", "build_workload", "iter_windows", "make_scheduler",
 ]

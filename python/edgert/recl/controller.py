@@ -10,7 +10,9 @@ Per window (:meth:`RECLController.run_window`), for the devices that uploaded sa
    to ``on_decision`` as soon as it is made (the network server ships it while retraining runs);
 4. **retraining**: one job per device, started from the decision (``reuse=True``) or from the device's own lineage
    (``reuse=False``, AMS-style), all jobs of the window time-shared by the configured scheduler (RECL's iterative
-   one by default) on the executor (in-process, or Ray). The retrained model is not deployed now: it is the
+   one by default) on the executor (in-process, or Ray), the device least recently trained served first (the
+   controller carries a :class:`~edgert.recl.scheduler.LeastRecentlyTrained` order across windows, so a window
+   too short for every job starves no device for good). The retrained model is not deployed now: it is the
    device's *last retrained model*, a candidate of its next safety check;
 5. **admission**: each retrained model is proposed to the zoo with its accuracy gain over the best zoo candidate;
    promising ones queue and join the zoo ``gamma`` at a time (``alpha``, ``gamma``: :class:`ZooConfig`);
@@ -49,7 +51,14 @@ from edgert.recl.config import RECLConfig
 from edgert.recl.gating import AccuracyTable, GatingNetwork, check_frames
 from edgert.recl.odin import OdinSelector
 from edgert.recl.safety import CURRENT, RETRAINED, OwnModel, SafetyChecker, SafetyResult, expert_key, sample_key
-from edgert.recl.scheduler import Executor, LocalExecutor, RayExecutor, ScheduleResult, make_scheduler
+from edgert.recl.scheduler import (
+    Executor,
+    LeastRecentlyTrained,
+    LocalExecutor,
+    RayExecutor,
+    ScheduleResult,
+    make_scheduler,
+)
 from edgert.recl.task import Task, TrainableJob
 from edgert.recl.tasks import split_holdout
 from edgert.recl.zoo import Admission, ModelZoo, ZooError
@@ -270,7 +279,7 @@ class WindowReport:
         pruned: experts pruned this window.
         quarantined: experts found damaged this window (skipped, never served).
         experts: active experts after the window; queued: models waiting for admission.
-        scheduler: the retraining policy; schedule: its budget, use and micro-windows per job.
+        scheduler: the retraining policy; schedule: its service order, budget, use and micro-windows per job.
         gating_update: each update of the selector this window (``reason``: ``sync`` for experts it never saw,
             ``admission``): experts added, frames labelled, fine-tuning steps.
     """
@@ -335,6 +344,7 @@ class RECLController:
         self._log = log or (lambda line: None)
         self.safety = SafetyChecker(task, zoo)
         self.scheduler = make_scheduler(config.scheduler, config.retraining)
+        self.service = LeastRecentlyTrained()  # who the trainer serves first, rotating across windows
         self._executor = executor
         self._owns_executor = False
         generic = task.new_expert(config.seed)
@@ -644,9 +654,11 @@ class RECLController:
             self.devices[d].retrained_windows += 1
         if not jobs:
             return {}
-        result: ScheduleResult = self.scheduler.run(jobs, self.executor)
+        order = self.service.order([j.job_id for j in jobs])
+        result: ScheduleResult = self.scheduler.run(jobs, self.executor, order)
+        self.service.record(result)
         rep.cost.retrain_compute_s = result.used_s
-        rep.schedule = {"budget_units": result.budget_units, "used_units": result.used_units,
+        rep.schedule = {"order": order, "budget_units": result.budget_units, "used_units": result.used_units,
                         "profile_units": result.profile_units, "micro_windows": dict(result.micro_windows),
                         "failed": dict(result.failed), "wall_s": result.wall_s}
         trained: dict[str, Weights] = {}

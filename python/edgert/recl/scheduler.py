@@ -32,8 +32,20 @@ Where this follows the papers and where not:
 - RECL's paper text was not reachable here, so the iterative policy implements the algorithm as the
   issue states it (one micro-window ~ one epoch, next micro-window to the largest last gain, top-``parallel``
   with several workers) and the window length defaults to Ekya's released value (180 s); ``micro_window_s``
-  (10 s) is this module's choice. Ties go to the job listed first. A job whose last gain was poor waits until
-  the others' gains fall below it (the paper's rule; there is no exploration bonus).
+  (10 s) is this module's choice. Ties go to the job served first (see below). A job whose last gain was poor
+  waits until the others' gains fall below it (the paper's rule; there is no exploration bonus).
+
+**Who is served first** (every policy, the same rule). ``run(jobs, executor, order)`` takes the jobs' *service
+order*; it decides only what the papers leave open: the order of RECL's first round (every gain is +inf) and
+its ties, round-robin's starting point, Ekya's profiling order, the jobs that get the remainder of Ekya's fair
+split and its ties between plans. When a window cannot give every job a micro-window (3 micro-windows for 4
+jobs) those first in the order are the ones served, so a fixed order would starve the same job in every
+window. Across windows the order is **least recently trained first** (:class:`LeastRecentlyTrained`, which
+the controller keeps): jobs ordered by when their device last got a training micro-window (window, then
+position in that window's trace), devices never trained first, ties in the order listed. The devices served
+in a window go to the back in the order they were served, so the service rotates: with 3 micro-windows and 4
+jobs each device trains in 3 windows of 4 under round-robin and RECL's first round. Without an order the jobs
+are served in the order listed (one window alone, as before).
 - Ekya's defaults (5 profiling epochs, 10 % subsample, 3 thief iterations) are those of Ekya's released code
   (``ekya/experiment_drivers/arg_parser.py``, ``ekya/schedulers/thief_scheduler.py``). Deviations: Ekya
   profiles several hyperparameter configurations per job and shares the GPU between inference and training
@@ -714,7 +726,7 @@ def thief_allocate(curves: Mapping[str, Callable[[float], float]], quanta: int, 
                    iterations: int = 3) -> dict[str, int]:
     """Ekya's thief scheduler over micro-windows.
 
-    Starts from the fair split of ``quanta`` (the first jobs get the remainder), then for each (candidate,
+    Starts from the fair split of ``quanta`` (the first jobs of ``curves`` get the remainder), then for each (candidate,
     victim) pair tries stealing ``steal, 2*steal, ...`` quanta (and all of the victim's) for the candidate,
     keeping the best if it raises the predicted total accuracy ``sum_j curve_j(offset_j + alloc_j)``; repeats
     the sweep ``iterations`` times or until a sweep changes nothing. A job never gets more than ``cap``
@@ -763,15 +775,55 @@ def thief_allocate(curves: Mapping[str, Callable[[float], float]], quanta: int, 
 # ------------------------------------------------------------------------------------------------ schedulers
 
 
+def service_order(ids: Sequence[str], order: Optional[Sequence[str]]) -> list[str]:
+    """``ids`` in the service ``order`` (see the module docstring), checked: ``order`` must list every id of
+    ``ids`` exactly once and nothing else (``None``: ``ids`` as listed). Raises ``ValueError`` otherwise."""
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"jobs: job ids must be unique, got {list(ids)}")
+    if order is None:
+        return list(ids)
+    order = list(order)
+    if len(set(order)) != len(order) or set(order) != set(ids):
+        raise ValueError(f"order: expected each job id exactly once ({sorted(ids)}), got {order}")
+    return order
+
+
+@dataclass
+class LeastRecentlyTrained:
+    """The service order across windows: least recently trained first (see the module docstring).
+
+    Keep one per trainer (the controller does) and, every window, pass :meth:`order` of the window's job ids to
+    :meth:`Scheduler.run` and the result to :meth:`record`.
+
+    Attributes:
+        last: job (device) id -> ``(window, position)`` of its last training micro-window: the index of the
+            window among those recorded and the micro-window's position in that window's trace.
+        windows: windows recorded so far.
+    """
+
+    last: dict[str, tuple[int, int]] = field(default_factory=dict)
+    windows: int = 0
+
+    def order(self, ids: Sequence[str]) -> list[str]:
+        """``ids`` least recently trained first: never trained first, ties in the order of ``ids``."""
+        return sorted(ids, key=lambda j: self.last.get(j, (-1, -1)))
+
+    def record(self, result: "ScheduleResult") -> None:
+        """Notes which jobs got training micro-windows in ``result`` (a failed one counts: it was served)."""
+        for pos, m in enumerate(result.trace):
+            if m.kind == "train":
+                self.last[m.job_id] = (self.windows, pos)
+        self.windows += 1
+
+
 class _Window:
     """The bookkeeping of one window: clock, budget, accuracies, trace, failures."""
 
-    def __init__(self, name: str, cfg: SchedulerConfig, jobs: Sequence[RetrainingJob], executor: Executor) -> None:
+    def __init__(self, name: str, cfg: SchedulerConfig, jobs: Sequence[RetrainingJob], executor: Executor,
+                 order: Optional[Sequence[str]] = None) -> None:
         ids = [j.job_id for j in jobs]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"jobs: job ids must be unique, got {ids}")
+        self.order = service_order(ids, order)  # the service order: every tie-break below follows it
         self.cfg, self.executor = cfg, executor
-        self.order = ids
         self.jobs: dict[str, RetrainingJob] = {j.job_id: j for j in jobs}
         self.result = ScheduleResult(name, cfg, cfg.budget_units(), cfg.window_units(), jobs=self.jobs)
         self.acc: dict[str, float] = {}
@@ -874,9 +926,10 @@ class _Window:
 class Scheduler(ABC):
     """A policy that spends one window's trainer budget over retraining jobs.
 
-    ``run(jobs, executor)`` evaluates every job, schedules micro-windows until the budget or the window is
-    spent (or no job is left), and returns a :class:`ScheduleResult`. Jobs that raise are reported in
-    ``result.failed`` and get nothing more; the others go on.
+    ``run(jobs, executor, order)`` evaluates every job, schedules micro-windows until the budget or the window
+    is spent (or no job is left), and returns a :class:`ScheduleResult`. ``order`` is the service order of the
+    job ids (who is served first when not every job can be, and on ties; see the module docstring; None: as
+    listed). Jobs that raise are reported in ``result.failed`` and get nothing more; the others go on.
     """
 
     name = "base"
@@ -885,9 +938,11 @@ class Scheduler(ABC):
         self.config = config if config is not None else SchedulerConfig()
         self.config.validate()
 
-    def run(self, jobs: Sequence[RetrainingJob], executor: Optional[Executor] = None) -> ScheduleResult:
+    def run(self, jobs: Sequence[RetrainingJob], executor: Optional[Executor] = None,
+            order: Optional[Sequence[str]] = None) -> ScheduleResult:
         t0 = time.perf_counter()
-        w = _Window(self.name, self.config, list(jobs), executor if executor is not None else LocalExecutor())
+        w = _Window(self.name, self.config, list(jobs), executor if executor is not None else LocalExecutor(),
+                    order)
         w.evaluate_all()
         if w.alive():
             self._schedule(w)
@@ -901,7 +956,8 @@ class Scheduler(ABC):
 class IterativeScheduler(Scheduler):
     """RECL's iterative scheduler (Algorithm 4): the next micro-windows go to the ``parallel`` jobs with the
     largest accuracy gain in their last micro-window (a job not yet trained counts as +inf, so every job
-    gets one micro-window first; ties go to the job listed first)."""
+    gets one micro-window first; that first round and every tie go in the service order, so when the budget
+    cannot reach every job the least recently trained ones are served)."""
 
     name = "recl"
 
@@ -917,7 +973,8 @@ class IterativeScheduler(Scheduler):
 
 class RoundRobinScheduler(Scheduler):
     """AMS-style continuous retraining: every job gets equal micro-windows, in turn (``parallel`` distinct
-    jobs per round, continuing the cycle where the last round stopped)."""
+    jobs per round, continuing the cycle where the last round stopped), the cycle starting at the first job of
+    the service order (across windows: where the last window's cycle stopped)."""
 
     name = "round_robin"
 
@@ -937,7 +994,8 @@ class EkyaScheduler(Scheduler):
     """Ekya's micro-profiling and thief scheduler on the same budget (see the module docstring): profile
     each job out of band (charged), fit its accuracy curve, allocate the remaining micro-windows with
     :func:`thief_allocate`, run the plan (``parallel`` jobs per round, those with the most micro-windows left
-    first), and re-plan the rest over the surviving jobs when one fails."""
+    first), and re-plan the rest over the surviving jobs when one fails. Profiling, the fair split's remainder
+    and every tie follow the service order."""
 
     name = "ekya"
 
