@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import struct
 import subprocess
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from test_edge_node import DEVICE, KEY, MANIFEST, ROOT, Node, _in_sync, _update,
 
 certs = pytest.importorskip("edgert.transport.certs", reason="needs the cryptography package (a core dependency)")
 from edgert.transport.tls import TLSConfig  # noqa: E402
-from edgert.updates.signing import Signer, SigningKey, delegate  # noqa: E402
+from edgert.updates.signing import Signer, SigningKey, decode_trust_state, delegate  # noqa: E402
 
 RUN_AARCH64 = ROOT / "cmake" / "run-aarch64"
 EM_AARCH64 = 183  # e_machine of an aarch64 ELF file
@@ -85,4 +84,5 @@ def test_aarch64_node_under_qemu_takes_signed_updates_over_tls(aarch64_node: Pat
             node.stop()
     # The signatures were checked against the pinned root (libedgert's trust, saved by the node): the delegation's
     # release version 4 became the floor.
-    assert (tmp_path / "node" / "state" / "trust.bin").read_bytes() == root.public + struct.pack("<QQ", 0, 4)
+    saved = decode_trust_state((tmp_path / "node" / "state" / "trust.bin").read_bytes())
+    assert (saved.root_key, saved.root_version, saved.min_release_version) == (root.public, 0, 4)
