@@ -114,6 +114,8 @@ class ServerStats:
     version_ahead: int = 0  # refused after AUTH: claimed a version above its shared stream's (ERROR VERSION_AHEAD)
     open: int = 0  # connections now open
     unauthenticated: int = 0  # of those, still in their handshake
+    preauth_reads: int = 0  # reads of connections in their handshake (each one a wakeup of the I/O loop)
+    preauth_throttled: int = 0  # times such a connection's reading was paused after part of a frame
 
 
 #: pending connections the kernel queues for accept (it clamps this to net.core.somaxconn)
@@ -173,6 +175,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.peer = "unauthenticated peer"
         self.tls_task: Optional[asyncio.Task[None]] = None
+        self.throttle: Optional[asyncio.TimerHandle] = None  # resumes reading after a partial handshake frame
 
     # ---- asyncio callbacks (loop thread) ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -224,7 +227,33 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         self.last_rx = time.monotonic()
+        if self.state == "ready":
+            self._process()
+            return
+        self.server._stats.preauth_reads += 1
         self._process()
+        if self.buffer and self.state in ("hello", "auth") and not self.closed:
+            self._throttle()
+
+    def _throttle(self) -> None:
+        """Part of a handshake frame arrived: read this connection again only ``preauth_read_interval`` later
+        (what the peer sends meanwhile waits in the kernel and is read at once then), and before its handshake
+        deadline. Devices send each frame whole, so only a peer that trickles its handshake is paused: each then
+        costs the loop at most one read per interval however fast it trickles, and authenticated devices keep
+        the loop (``docs/design/transport.md``)."""
+        srv = self.server
+        now = time.monotonic()
+        delay = min(srv.preauth_read_interval, self.deadline - min(1.0, srv.handshake_timeout / 10) - now)
+        if delay <= 0:
+            return
+        srv._stats.preauth_throttled += 1
+        self._pause(True)
+        self.throttle = self.loop.call_later(delay, self._unthrottle)
+
+    def _unthrottle(self) -> None:
+        self.throttle = None
+        if not self.busy:
+            self._pause(False)
 
     def eof_received(self) -> Optional[bool]:
         return False  # close our side too
@@ -241,6 +270,9 @@ class _Connection(asyncio.Protocol):
         srv = self.server
         self.closed = True
         self.writable.set()  # wakes writers, which now see `closed`
+        if self.throttle is not None:
+            self.throttle.cancel()
+            self.throttle = None
         srv._conns.discard(self)
         if self.counted:
             srv._stats.open -= 1
@@ -491,6 +523,10 @@ class ModelServer:
         max_unauthenticated: connections allowed in their handshake (TLS, HELLO, AUTH) at once; more are
             closed as they arrive.
         handshake_timeout: seconds a connection has to complete TLS and AUTH before it is closed.
+        preauth_read_interval: a connection in its handshake that has sent part of a frame is read again only
+            this many seconds later (but before its handshake deadline), so a peer trickling its handshake
+            (slowloris) costs the I/O loop at most one read per interval; devices send frames whole and are
+            never paused.
         workers: threads that run per-device work (synchronisation after AUTH, resync snapshots,
             application frame handlers, ``on_disconnect``) off the I/O loop.
         send_timeout: how long a send waits for a device that does not read before closing it.
@@ -510,13 +546,15 @@ class ModelServer:
                  on_disconnect: Optional[Callable[[str], None]] = None, tls: Optional[TLSConfig] = None,
                  max_unauthenticated: int = 1024, handshake_timeout: float = 10.0, workers: int = 4,
                  send_timeout: float = 10.0, on_ack: Optional[Callable[[str, int], None]] = None,
-                 signer: Optional[Signer] = None) -> None:
+                 signer: Optional[Signer] = None, preauth_read_interval: float = 5.0) -> None:
         for device, key in keys.items():
             if not 16 <= len(key) <= 64:
                 raise ValueError(f"key of device {device!r} must be 16..64 bytes, got {len(key)}")
-        if max_unauthenticated < 1 or handshake_timeout <= 0 or workers < 1 or send_timeout <= 0:
+        if (max_unauthenticated < 1 or handshake_timeout <= 0 or workers < 1 or send_timeout <= 0
+                or preauth_read_interval <= 0):
             raise ValueError(f"max_unauthenticated ({max_unauthenticated}) and workers ({workers}) must be >= 1, "
-                             f"handshake_timeout ({handshake_timeout}) and send_timeout ({send_timeout}) > 0")
+                             f"handshake_timeout ({handshake_timeout}), send_timeout ({send_timeout}) and "
+                             f"preauth_read_interval ({preauth_read_interval}) > 0")
         self.manifest = manifest
         self.keys = dict(keys)
         self.value_coding = value_coding
@@ -531,6 +569,7 @@ class ModelServer:
         self.tls = tls
         self.max_unauthenticated = max_unauthenticated
         self.handshake_timeout = handshake_timeout
+        self.preauth_read_interval = preauth_read_interval
         self.send_timeout = send_timeout
         self.on_ack = on_ack
         self._tls_context = tls.server_context() if tls is not None else None
