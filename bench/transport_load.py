@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
@@ -167,7 +168,8 @@ def cmd_server(args: argparse.Namespace) -> None:
                   on_ack=on_ack)
     servers = {"plain": ModelServer(manifest, keys, weights, **common).start()}  # type: ignore[arg-type]
     if args.tls_dir:
-        tls = TLSConfig.from_dir(args.tls_dir, "server", "localhost")
+        tls = dataclasses.replace(TLSConfig.from_dir(args.tls_dir, "server", "localhost"),
+                                  session_tickets=args.tls_tickets)
         servers["tls"] = ModelServer(manifest, keys, weights, tls=tls, **common).start()  # type: ignore[arg-type]
     updates = five_percent_updates(weights, 8)
     print(json.dumps({"ports": {k: s.address[1] for k, s in servers.items()}, "nofile": limit,
@@ -581,7 +583,9 @@ def part_capacity(args: argparse.Namespace, tls: bool = False) -> dict[str, Any]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "ca"
         issued = issue_fleet(folder, args.devices) if tls else None
-        server = Proc("server", "--devices", str(args.devices), *(("--tls-dir", str(folder)) if tls else ()))
+        # one ticket per handshake: the second storm resumes with it (the server's default issues none)
+        server = Proc("server", "--devices", str(args.devices),
+                      *(("--tls-dir", str(folder), "--tls-tickets", "1") if tls else ()))
         kind = "tls" if tls else "plain"
         try:
             info = server.read()
@@ -666,7 +670,7 @@ def part_delivery(args: argparse.Namespace) -> dict[str, Any]:
         server.ask(op="deliver", count=3, gap=0.05)  # warm-up
         out: dict[str, Any] = {"packet_coords": info["coords"], "params": info["params"]}
         for mode in ("idle", "slowloris"):
-            samples: dict[str, dict[str, list[float]]] = {k: {"delivery": [], "wire": [], "cpu": []}
+            samples: dict[str, dict[str, list[float]]] = {k: {"delivery": [], "wire": [], "cpu": [], "reads": []}
                                                           for k in ("baseline", "loaded")}
             opened, held, server_open, rss = [], [], 0, 0.0
             for _ in range(args.rounds):  # baseline and loaded chunks alternate: the shared machine drifts
@@ -675,14 +679,16 @@ def part_delivery(args: argparse.Namespace) -> dict[str, Any]:
                     if phase == "loaded":
                         swarms = _swarms(mode, args.background, 2, info["ports"]["plain"], info, args)
                         opened.append(_merge(_wait_swarms(swarms, args.connect_timeout))["connected"])
-                        time.sleep(1)
+                        time.sleep(args.settle_s)
                     stats0 = server.ask(op="stats")
                     r = server.ask(op="deliver", count=args.updates_per_round, gap=args.gap)
                     stats1 = server.ask(op="stats")
                     samples[phase]["delivery"] += r["delivery"]
                     samples[phase]["wire"] += r["wire"]
-                    samples[phase]["cpu"].append((stats1["cpu_s"] - stats0["cpu_s"])
-                                                 / max(1e-9, args.updates_per_round * args.gap))
+                    chunk_s = max(1e-9, args.updates_per_round * args.gap)
+                    samples[phase]["cpu"].append((stats1["cpu_s"] - stats0["cpu_s"]) / chunk_s)
+                    samples[phase]["reads"].append((stats1["plain"]["preauth_reads"]
+                                                    - stats0["plain"]["preauth_reads"]) / chunk_s)
                     if swarms:
                         held.append(_merge([s.ask(op="report") for s in swarms])["connected"])
                         server_open, rss = stats1["plain"]["open"], stats1["rss_mib"]
@@ -690,7 +696,8 @@ def part_delivery(args: argparse.Namespace) -> dict[str, Any]:
                         s.close()
                     time.sleep(1)
             result = {phase: {"delivery_s": quantiles(v["delivery"]), "wire_s": quantiles(v["wire"]),
-                              "server_cpu_pct": 100 * statistics.mean(v["cpu"])} for phase, v in samples.items()}
+                              "server_cpu_pct": 100 * statistics.mean(v["cpu"]),
+                              "preauth_reads_per_s": statistics.mean(v["reads"])} for phase, v in samples.items()}
             result["loaded"].update(background_open_min=min(opened), background_open_after_min=min(held),
                                     server_open=server_open, server_rss_mib=rss)
             result["packet_bytes"] = r["packet_bytes"]
@@ -845,7 +852,8 @@ def markdown(result: dict[str, Any]) -> str:
     dl = result.get("delivery")
     if dl:
         lines += ["| background | chunks | open connections | delivery median | p95 | IQR | wire+apply median | "
-                  "loaded / baseline (median / p95) | server CPU |", "|---|---|---|---|---|---|---|---|---|"]
+                  "loaded / baseline (median / p95) | server CPU | handshake reads/s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for mode in ("idle", "slowloris"):
             for phase in ("baseline", "loaded"):
                 r = dl[mode][phase]
@@ -854,7 +862,7 @@ def markdown(result: dict[str, Any]) -> str:
                 vs = f"**{m['vs_baseline']:.3f}** / {m['p95_vs_baseline']:.3f}" if phase == "loaded" else ""
                 lines.append(f"| {mode} | {phase} | {r.get('server_open', 1)} | {_ms(d['median'])} | "
                              f"{_ms(d['p95'])} | {_ms(d['q3'] - d['q1'])} | {_ms(r['wire_s']['median'])} | {vs} | "
-                             f"{r['server_cpu_pct']:.0f} % |")
+                             f"{r['server_cpu_pct']:.0f} % | {r.get('preauth_reads_per_s', 0):.0f} |")
         lines.append("")
     tl = result.get("tls")
     if tl:
@@ -913,6 +921,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         p.add_argument("--rounds", type=int, default=4, help="part 2: baseline/loaded chunk pairs per background")
         p.add_argument("--updates-per-round", type=int, default=15, help="part 2: updates per chunk")
         p.add_argument("--gap", type=float, default=0.25, help="seconds between updates")
+        p.add_argument("--settle-s", type=float, default=6.0,
+                       help="part 2: seconds from the background being open to the loaded chunk (past the server's "
+                            "first pause of a trickling connection, preauth_read_interval = 5 s)")
         p.add_argument("--tls-rounds", type=int, default=4)
         p.add_argument("--tls-per-round", type=int, default=15)
         p.add_argument("--ping-s", type=float, default=5.0)
@@ -930,6 +941,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     s.add_argument("--max-unauthenticated", type=int, default=1024)
     s.add_argument("--handshake-timeout", type=float, default=10.0)
     s.add_argument("--tls-dir", default=None)
+    s.add_argument("--tls-tickets", type=int, default=0, help="TLS session tickets per handshake")
     w = sub.add_parser("swarm")
     w.add_argument("--mode", choices=("keepalive", "idle", "slowloris"), required=True)
     w.add_argument("--port", type=int, required=True)

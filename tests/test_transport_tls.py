@@ -163,3 +163,36 @@ def test_cli_flags_build_the_settings(pki: dict[str, TLSConfig], tmp_path: Path)
     assert TLSConfig.from_args(explicit, "device", "x") == TLSConfig(Path("c.pem"), Path("k.pem"), Path("ca.pem"))
     with pytest.raises(TLSConfigError, match="together"):
         TLSConfig.from_args(parser.parse_args(["--tls-cert", "c.pem"]), "device", "x")
+
+
+def _tls_handshake_to_challenge(address: tuple[str, int], ctx: ssl.SSLContext, device: str,
+                                session: "ssl.SSLSession | None") -> tuple[ssl.SSLSession, bool, int]:
+    """Connects with ``session`` offered for resumption, sends HELLO; (the session, whether it was resumed, the
+    type of the server's answer)."""
+    from edgert.transport.frames import read_frame
+
+    with socket.create_connection(address, timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1", session=session) as sock:
+            sock.sendall(encode_frame(FrameType.HELLO, Hello(device, MANIFEST.model_id, 0, bytes(16), 3).encode()))
+            frame_type, _ = read_frame(sock, 10)  # the ticket, sent after the handshake, was read before it
+            return sock.session, sock.session_reused, int(frame_type)
+
+
+def test_session_tickets_let_a_device_resume_and_keep_the_certificate_check(pki: dict[str, TLSConfig]) -> None:
+    """Servers issue no tickets by default (a resumed session skips the CRL); with ``session_tickets`` a device
+    resumes, and the server still holds its certificate's device id for the HELLO check."""
+    device = pki["cam-1"].client_context()  # a session resumes only with the context it came from
+    with ModelServer(MANIFEST, KEYS, _weights(), tls=pki["server"]) as server:
+        session, _, answer = _tls_handshake_to_challenge(server.address, device, "cam-1", None)
+        assert answer == FrameType.CHALLENGE and not session.has_ticket
+    tickets = TLSConfig(pki["server"].cert, pki["server"].key, pki["server"].ca, pki["server"].crl, session_tickets=1)
+    with ModelServer(MANIFEST, KEYS, _weights(), tls=tickets) as server:
+        session, reused, answer = _tls_handshake_to_challenge(server.address, device, "cam-1", None)
+        assert answer == FrameType.CHALLENGE and session.has_ticket and not reused
+        _, reused, answer = _tls_handshake_to_challenge(server.address, device, "cam-1", session)
+        assert reused and answer == FrameType.CHALLENGE
+        _, reused, answer = _tls_handshake_to_challenge(server.address, device, "cam-2", session)
+        assert reused and answer == FrameType.ERROR  # the resumed certificate is still cam-1's
+        assert server.stats().auth_failed == 1 and server.stats().tls_failed == 0
+    with pytest.raises(ValueError, match="session_tickets"):
+        TLSConfig(pki["server"].cert, pki["server"].key, pki["server"].ca, session_tickets=-1).server_context()
