@@ -3,13 +3,14 @@ device's update delivery.
 
 Every party is its own process on loopback, so the server's I/O loop competes for the CPU as it would in the field:
 
-* ``server``: one :class:`~edgert.transport.ModelServer` (plain, and in part 3 also a TLS 1.3 one with mutual
-  authentication) serving the AMS student (MobileNetV2-0.5 segmentation, 532,826 float32 parameters) as one
-  shared stream; it raises its descriptor limit and reports its RSS and CPU time.
+* ``server``: one :class:`~edgert.transport.ModelServer` (plain, and for ``capacity_tls`` and part 3 also a
+  TLS 1.3 one with mutual authentication) serving the AMS student (MobileNetV2-0.5 segmentation, 532,826 float32
+  parameters) as one shared stream; it raises its descriptor limit and reports its RSS and CPU time.
 * ``swarm``: light-weight asyncio devices (no libedgert slot) in a few processes. ``keepalive``: the real
-  handshake (HELLO, the server's HMAC proof checked, AUTH), then a PING every ``--ping-s`` seconds (±50 % jitter)
-  answered by PONG; ``idle``: TCP connections that never send; ``slowloris``: connections that send one byte of
-  a HELLO every ``--trickle-s`` seconds. A connection the server closes is opened again.
+  handshake (HELLO, the server's HMAC proof checked, AUTH; with ``--tls-dir`` inside TLS 1.3, presenting its own
+  certificate), then a PING every ``--ping-s`` seconds (±50 % jitter) answered by PONG; ``idle``: TCP
+  connections that never send; ``slowloris``: connections that send one byte of a HELLO every ``--trickle-s``
+  seconds. A connection the server closes is opened again.
 * ``probe``: a real :class:`~edgert.transport.EdgeClient` (libedgert verifies, applies and ACKs every packet).
 
 The swarm processes run at niceness ``--client-nice`` (10): on the 2-core machine they stand in for devices on
@@ -17,23 +18,35 @@ other machines, so they should not take the CPU from the server and the probe th
 
 Parts:
 
-1. **Capacity**: ``--devices`` (10,000) keepalive devices connect; connect + handshake rate and the per-device
-   handshake time; then held for ``--hold-s`` seconds: server RSS, server CPU (% of one core), PONGs and the
-   keepalive round trip.
+1. **Capacity** (``capacity``): ``--devices`` (10,000) keepalive devices connect; connect + handshake rate, the
+   per-device handshake time and the server's CPU per handshake; then held for ``--hold-s`` seconds: server RSS,
+   server CPU (% of one core), PONGs and the keepalive round trip.
+   ``capacity_tls``: the same over TLS 1.3 with mutual authentication: a fresh ``edgert keys`` CA issues one
+   client certificate per swarm device (CN = its id, as the server checks at HELLO) in one batch
+   (:meth:`~edgert.transport.certs.CertificateAuthority.issue_devices`, timed, and ``singles`` issued one by one
+   for comparison); each swarm process makes its devices' client contexts before the clock starts. The server
+   issues one session ticket per handshake (``TLSConfig.session_tickets``; its default is none). After the hold,
+   two reconnect storms: every device closes and reconnects at once, first with full handshakes, then resuming
+   its session with its ticket: time until all are back, handshake times, sessions resumed, server CPU.
 2. **Delivery under load**: the server publishes ``--updates`` 5 % updates of the student (26,641 coordinates
    changed, fp16 values) one by one; delivery = from ``publish()`` to the probe's ACK arriving at the server
    (encode, send, the device's verify + apply, ACK), also split at ``publish()``'s return (``wire+apply``).
    For each background (``idle``: ``--background`` connections that never send; ``slowloris``: as many sending
    a HELLO byte every ``--trickle-s``), ``--rounds`` pairs of chunks of ``--updates-per-round`` updates: the
    probe alone (baseline), then with the background open; the pooled loaded chunks are compared with the
-   pooled baseline chunks (interleaved, as the shared machine drifts). The server holds
-   up to 6,000 connections in their handshake with a 600 s handshake timeout, so the background stays open for the whole
-   measurement (the defaults, 1,024 and 10 s, would close most of it, which is the point of them).
+   pooled baseline chunks (interleaved, as the shared machine drifts). The server holds up to 6,000
+   connections in their handshake with a 600 s handshake timeout, so the background stays open for the whole
+   measurement (the defaults, 1,024 and 10 s, would close most of it, which is the point of them). The loaded
+   chunk starts ``--settle-s`` (6 s) after the background is open, past the server's first pause of each
+   trickling connection (``preauth_read_interval``, 5 s), so it measures the defence's steady state, not the
+   quiet first interval; the server's reads of connections in their handshake per second are reported.
 3. **TLS vs plain**: the same updates to a plain and a TLS probe on two servers in one process, alternating in
    rounds, delivery medians compared.
 
-Run: ``PYTHONPATH=python python -m bench.transport_load`` (about 4 minutes on 2 cores; ``--quick``: 2,000
-devices, fewer updates). Writes ``bench/results/transport_load-cpu.json`` and ``.md``.
+Run: ``PYTHONPATH=python python -m bench.transport_load`` (about 12 minutes on 2 cores; ``--parts`` picks from
+``capacity,capacity_tls,delivery,tls``; ``--quick``: 2,000 devices, fewer updates). Writes
+``bench/results/transport_load-cpu[-quick][-TAG].json`` and ``.md`` (``--tag TAG``); every part records the
+load average, since the shared machine's other work shows in every figure.
 """
 from __future__ import annotations
 
@@ -701,6 +714,7 @@ def part_delivery(args: argparse.Namespace) -> dict[str, Any]:
             result["loaded"].update(background_open_min=min(opened), background_open_after_min=min(held),
                                     server_open=server_open, server_rss_mib=rss)
             result["packet_bytes"] = r["packet_bytes"]
+            result["load_avg"] = os.getloadavg()
             for q, key in (("median", "vs_baseline"), ("p95", "p95_vs_baseline")):
                 result[key] = result["loaded"]["delivery_s"][q] / result["baseline"]["delivery_s"][q]
             out[mode] = result
