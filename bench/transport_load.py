@@ -829,40 +829,42 @@ def _ms(x: float) -> str:
     return f"{1e3 * x:.2f} ms"
 
 
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    """A markdown table (and a blank line after it)."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(str(c) for c in row) + " |" for row in rows), ""]
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = []
     caps = [result[k] for k in ("capacity", "capacity_tls") if result.get(k)]
     if caps:
-        lines += ["| transport | devices | connected (after hold) | connect + handshake | rate | "
-                  "handshake median / p95 | server CPU per handshake | server RSS idle -> loaded | per device | "
-                  "server CPU holding | keepalive RTT median / p95 | PONGs in hold | failures connect / hold | "
-                  "load avg |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for cap in caps:
-            lines.append(
-                f"| {cap['transport']} | {cap['devices']} | {cap['connected']} ({cap['connected_after_hold']}) | "
-                f"{cap['ready_s']:.1f} s | {cap['connect_rate_per_s']:.0f}/s | {_ms(cap['handshake_median_s'])} / "
-                f"{_ms(cap['handshake_p95_s'])} | {_ms(cap['server_cpu_per_handshake_s'])} | "
-                f"{cap['server_rss_idle_mib']:.0f} -> {cap['server_rss_loaded_mib']:.0f} MiB | "
-                f"{cap['server_rss_per_device_kib']:.1f} KiB | {cap['server_cpu_hold_pct']:.1f} % | "
-                f"{_ms(cap['rtt_median_s'])} / {_ms(cap['rtt_p95_s'])} | {cap['pongs_in_hold']} | "
-                f"{cap['failures_connect']} / {cap['failures_hold']} | {cap['load_avg'][0]:.1f} |")
-        lines.append("")
+        lines += _table(["transport", "devices", "connected (after hold)", "connect + handshake", "rate",
+                         "handshake median / p95", "server CPU per handshake", "server RSS idle -> loaded",
+                         "per device", "server CPU holding", "keepalive RTT median / p95", "PONGs in hold",
+                         "failures connect / hold", "load avg"],
+                        [[c["transport"], c["devices"], f"{c['connected']} ({c['connected_after_hold']})",
+                          f"{c['ready_s']:.1f} s", f"{c['connect_rate_per_s']:.0f}/s",
+                          f"{_ms(c['handshake_median_s'])} / {_ms(c['handshake_p95_s'])}",
+                          _ms(c["server_cpu_per_handshake_s"]),
+                          f"{c['server_rss_idle_mib']:.0f} -> {c['server_rss_loaded_mib']:.0f} MiB",
+                          f"{c['server_rss_per_device_kib']:.1f} KiB", f"{c['server_cpu_hold_pct']:.1f} %",
+                          f"{_ms(c['rtt_median_s'])} / {_ms(c['rtt_p95_s'])}", c["pongs_in_hold"],
+                          f"{c['failures_connect']} / {c['failures_hold']}", f"{c['load_avg'][0]:.1f}"]
+                         for c in caps])
     tcap = result.get("capacity_tls")
     if tcap:
         iss = tcap["issue"]
         lines += [f"Device certificates: {iss['devices']} issued as one batch in {iss['batch_s']:.1f} s "
                   f"({_ms(iss['batch_per_cert_s'])} each; one by one: {_ms(iss['single_per_cert_s'])} each); "
-                  f"the swarm's {iss['devices']} client contexts took {tcap['contexts_s']:.1f} s per process.", "",
-                  "| reconnect storm | back | resumed | all back in | rate | handshake median / p95 | "
-                  "server CPU | per handshake | failures | load avg |", "|---|---|---|---|---|---|---|---|---|---|"]
-        for st in tcap["storms"]:
-            lines.append(f"| {'session tickets' if st['resume'] else 'full handshakes'} | {st['reconnected']} | "
-                         f"{st['resumed']} | {st['all_back_s']:.1f} s | {st['rate_per_s']:.0f}/s | "
-                         f"{_ms(st['handshake_median_s'])} / {_ms(st['handshake_p95_s'])} | "
-                         f"{st['server_cpu_s']:.1f} s | {_ms(st['server_cpu_per_handshake_s'])} | "
-                         f"{st['failures']} | {st['load_avg'][0]:.1f} |")
-        lines.append("")
+                  f"the swarm's {iss['devices']} client contexts took {tcap['contexts_s']:.1f} s per process.", ""]
+        lines += _table(["reconnect storm", "back", "resumed", "all back in", "rate", "handshake median / p95",
+                         "server CPU", "per handshake", "failures", "load avg"],
+                        [["session tickets" if st["resume"] else "full handshakes", st["reconnected"], st["resumed"],
+                          f"{st['all_back_s']:.1f} s", f"{st['rate_per_s']:.0f}/s",
+                          f"{_ms(st['handshake_median_s'])} / {_ms(st['handshake_p95_s'])}",
+                          f"{st['server_cpu_s']:.1f} s", _ms(st["server_cpu_per_handshake_s"]), st["failures"],
+                          f"{st['load_avg'][0]:.1f}"] for st in tcap["storms"]])
     dl = result.get("delivery")
     if dl:
         lines += ["| background | chunks | open connections | delivery median | p95 | IQR | wire+apply median | "
