@@ -196,3 +196,36 @@ def test_session_tickets_let_a_device_resume_and_keep_the_certificate_check(pki:
         assert server.stats().auth_failed == 1 and server.stats().tls_failed == 0
     with pytest.raises(ValueError, match="session_tickets"):
         TLSConfig(pki["server"].cert, pki["server"].key, pki["server"].ca, session_tickets=-1).server_context()
+
+
+def test_a_trickled_tls_record_before_auth_pauses_reading(pki: dict[str, TLSConfig]) -> None:
+    """The slowloris defence also covers a HELLO whose TLS record arrives in parts: reading pauses after the
+    first part, and the whole HELLO is answered once the rest has arrived."""
+    from edgert.transport.frames import HEADER
+
+    with ModelServer(MANIFEST, KEYS, _weights(), tls=pki["server"], preauth_read_interval=0.3) as server:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = pki["cam-1"].client_context().wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+        with socket.create_connection(server.address, timeout=10) as raw:
+            while True:  # the TLS handshake by hand, so that the record below can be cut
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    raw.sendall(outgoing.read())
+                    incoming.write(raw.recv(65536))
+            reads = server.stats().preauth_reads
+            raw.sendall(outgoing.read())  # the client's last flight, read on its own
+            assert wait_for(lambda: server.stats().preauth_reads > reads, 5)
+            tls.write(encode_frame(FrameType.HELLO, Hello("cam-1", MANIFEST.model_id, 0, bytes(16), 3).encode()))
+            record = outgoing.read()
+            raw.sendall(record[:20])
+            assert wait_for(lambda: server.stats().preauth_throttled == 1, 5)
+            raw.sendall(record[20:])
+            plain = b""
+            while len(plain) < HEADER.size:
+                try:
+                    plain += tls.read(65536)
+                except ssl.SSLWantReadError:
+                    incoming.write(raw.recv(65536))
+            assert HEADER.unpack(plain[:HEADER.size])[0] == FrameType.CHALLENGE

@@ -209,16 +209,18 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
         eof = False
+        partial_record = False
         if self.tls is not None:
+            in_tls_handshake = self.state == "tls"  # its last flight may share a segment with part of a record
             data, eof = self._decrypt(data)
+            partial_record = not data and not eof and not in_tls_handshake  # OpenSSL holds the part it read
         self.buffer += data
         if self.state == "ready":
             self._process()
         else:
             self.server._stats.preauth_reads += 1
             self._process()
-            if (self.state in ("hello", "auth") and not self.closed
-                    and (self.buffer or (self.tls is not None and self.tls_in.pending))):
+            if self.state in ("hello", "auth") and not self.closed and (self.buffer or partial_record):
                 self._throttle()
         if eof:
             self.close(graceful=True)
