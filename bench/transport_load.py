@@ -260,6 +260,8 @@ class Swarm:
         self.resumed = 0
         self.storm_handshakes: list[float] = []
         self.storm_s = 0.0
+        self.storm_devices = 0
+        self.storm_failures0 = 0
 
     async def _open(self, ctx: Optional[ssl.SSLContext] = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         reader, writer = await asyncio.open_connection(self.host, self.port, limit=1 << 16, ssl=ctx,
@@ -346,11 +348,13 @@ class Swarm:
         for index, ctx in self.contexts.items():
             ctx.edgert_session = self.sessions.get(index) if resume else None  # type: ignore[attr-defined]
         self.reconnected, self.resumed, self.storm_handshakes = 0, 0, []
+        self.storm_failures0 = self.failures
         event, self.storm = self.storm, asyncio.Event()
+        self.storm_devices = self.connected  # those connected now storm; one reconnecting after a failure does not
         t0 = time.perf_counter()
         event.set()
         deadline = t0 + timeout
-        while self.reconnected < self.args.count and time.perf_counter() < deadline:
+        while self.reconnected < self.storm_devices and time.perf_counter() < deadline:
             await asyncio.sleep(0.05)
         self.storm_s = time.perf_counter() - t0
 
@@ -405,6 +409,7 @@ class Swarm:
                 "handshake_s": quantiles(self.handshakes), "rtt_s": quantiles(self.rtts),
                 "ready_s": (self.all_ready - self.first_open) if self.all_ready and self.first_open else None,
                 "contexts_s": self.contexts_s, "reconnected": self.reconnected, "resumed": self.resumed,
+                "storm_devices": self.storm_devices, "storm_failures": self.failures - self.storm_failures0,
                 "storm_s": self.storm_s, "storm_handshake_s": quantiles(self.storm_handshakes), **proc_usage()}
 
     def make_contexts(self) -> None:
@@ -634,7 +639,7 @@ def part_capacity(args: argparse.Namespace, tls: bool = False) -> dict[str, Any]
             if tls:
                 result["issue"] = issued
                 result["contexts_s"] = ready["contexts_s"]
-                result["storms"] = [_storm(server, swarms, kind, resume, args) for resume in (False, True)]
+                result["storms"] = [_storm(server, swarms, kind, resume, cpu, args) for resume in (False, True)]
             for s in swarms:
                 s.close()
             print(f"capacity ({kind}): {result['connected']}/{args.devices} devices in {ready['ready_s']:.1f} s "
@@ -645,9 +650,11 @@ def part_capacity(args: argparse.Namespace, tls: bool = False) -> dict[str, Any]
             server.close()
 
 
-def _storm(server: Proc, swarms: list[Proc], kind: str, resume: bool, args: argparse.Namespace) -> dict[str, Any]:
-    """One reconnect storm: every device closes and reconnects at once; the time until all are back, the
-    handshakes' times, how many resumed their session, the server's CPU."""
+def _storm(server: Proc, swarms: list[Proc], kind: str, resume: bool, hold_cpu_s: float,
+           args: argparse.Namespace) -> dict[str, Any]:
+    """One reconnect storm: every connected device closes and reconnects at once; the time until all are back,
+    the handshakes' times, how many resumed their session, failed attempts (retried), the server's CPU and,
+    net of ``hold_cpu_s`` per second (what holding the devices costs), per reconnection."""
     time.sleep(2)  # the previous storm's stragglers settle
     before = server.ask(op="stats")
     t0 = time.perf_counter()
@@ -658,15 +665,17 @@ def _storm(server: Proc, swarms: list[Proc], kind: str, resume: bool, args: argp
     reports = [s.read() for s in swarms]
     wall = time.perf_counter() - t0
     after = server.ask(op="stats")
-    merged = _merge(reports)
-    out = {"resume": resume, "reconnected": sum(r["reconnected"] for r in reports),
+    out = {"resume": resume, "devices": sum(r["storm_devices"] for r in reports),
+           "reconnected": sum(r["reconnected"] for r in reports),
            "resumed": sum(r["resumed"] for r in reports), "all_back_s": max(r["storm_s"] for r in reports),
            "wall_s": wall, "handshake_median_s": statistics.median(r["storm_handshake_s"]["median"] for r in reports),
            "handshake_p95_s": max(r["storm_handshake_s"]["p95"] for r in reports),
-           "failures": merged["failures"], "server_cpu_s": after["cpu_s"] - before["cpu_s"],
-           "tls_failed": after[kind]["tls_failed"] - before[kind]["tls_failed"], "load_avg": os.getloadavg()}
+           "failures": sum(r["storm_failures"] for r in reports), "server_cpu_s": after["cpu_s"] - before["cpu_s"],
+           "server": {k: after[kind][k] - before[kind][k] for k in ("accepted", "tls_failed", "handshake_timeouts",
+                                                                   "refused_over_limit", "preauth_throttled")},
+           "load_avg": os.getloadavg()}
     out["rate_per_s"] = out["reconnected"] / max(1e-9, out["all_back_s"])
-    out["server_cpu_per_handshake_s"] = out["server_cpu_s"] / max(1, out["reconnected"])
+    out["server_cpu_per_handshake_s"] = (out["server_cpu_s"] - hold_cpu_s * wall) / max(1, out["reconnected"])
     print(f"reconnect storm ({'resuming' if resume else 'full handshakes'}): {out['reconnected']} back in "
           f"{out['all_back_s']:.1f} s, {out['resumed']} resumed, server CPU {out['server_cpu_s']:.1f} s", flush=True)
     return out
@@ -859,8 +868,9 @@ def markdown(result: dict[str, Any]) -> str:
                   f"({_ms(iss['batch_per_cert_s'])} each; one by one: {_ms(iss['single_per_cert_s'])} each); "
                   f"the swarm's {iss['devices']} client contexts took {tcap['contexts_s']:.1f} s per process.", ""]
         lines += _table(["reconnect storm", "back", "resumed", "all back in", "rate", "handshake median / p95",
-                         "server CPU", "per handshake", "failures", "load avg"],
-                        [["session tickets" if st["resume"] else "full handshakes", st["reconnected"], st["resumed"],
+                         "server CPU", "per handshake (net of holding)", "failed attempts (retried)", "load avg"],
+                        [["session tickets" if st["resume"] else "full handshakes",
+                          f"{st['reconnected']} of {st['devices']}", st["resumed"],
                           f"{st['all_back_s']:.1f} s", f"{st['rate_per_s']:.0f}/s",
                           f"{_ms(st['handshake_median_s'])} / {_ms(st['handshake_p95_s'])}",
                           f"{st['server_cpu_s']:.1f} s", _ms(st["server_cpu_per_handshake_s"]), st["failures"],
