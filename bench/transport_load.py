@@ -3,13 +3,14 @@ device's update delivery.
 
 Every party is its own process on loopback, so the server's I/O loop competes for the CPU as it would in the field:
 
-* ``server``: one :class:`~edgert.transport.ModelServer` (plain, and in part 3 also a TLS 1.3 one with mutual
-  authentication) serving the AMS student (MobileNetV2-0.5 segmentation, 532,826 float32 parameters) as one
-  shared stream; it raises its descriptor limit and reports its RSS and CPU time.
+* ``server``: one :class:`~edgert.transport.ModelServer` (plain, and for ``capacity_tls`` and part 3 also a
+  TLS 1.3 one with mutual authentication) serving the AMS student (MobileNetV2-0.5 segmentation, 532,826 float32
+  parameters) as one shared stream; it raises its descriptor limit and reports its RSS and CPU time.
 * ``swarm``: light-weight asyncio devices (no libedgert slot) in a few processes. ``keepalive``: the real
-  handshake (HELLO, the server's HMAC proof checked, AUTH), then a PING every ``--ping-s`` seconds (±50 % jitter)
-  answered by PONG; ``idle``: TCP connections that never send; ``slowloris``: connections that send one byte of
-  a HELLO every ``--trickle-s`` seconds. A connection the server closes is opened again.
+  handshake (HELLO, the server's HMAC proof checked, AUTH; with ``--tls-dir`` inside TLS 1.3, presenting its own
+  certificate), then a PING every ``--ping-s`` seconds (±50 % jitter) answered by PONG; ``idle``: TCP
+  connections that never send; ``slowloris``: connections that send one byte of a HELLO every ``--trickle-s``
+  seconds. A connection the server closes is opened again.
 * ``probe``: a real :class:`~edgert.transport.EdgeClient` (libedgert verifies, applies and ACKs every packet).
 
 The swarm processes run at niceness ``--client-nice`` (10): on the 2-core machine they stand in for devices on
@@ -17,28 +18,41 @@ other machines, so they should not take the CPU from the server and the probe th
 
 Parts:
 
-1. **Capacity**: ``--devices`` (10,000) keepalive devices connect; connect + handshake rate and the per-device
-   handshake time; then held for ``--hold-s`` seconds: server RSS, server CPU (% of one core), PONGs and the
-   keepalive round trip.
+1. **Capacity** (``capacity``): ``--devices`` (10,000) keepalive devices connect; connect + handshake rate, the
+   per-device handshake time and the server's CPU per handshake; then held for ``--hold-s`` seconds: server RSS,
+   server CPU (% of one core), PONGs and the keepalive round trip.
+   ``capacity_tls``: the same over TLS 1.3 with mutual authentication: a fresh ``edgert keys`` CA issues one
+   client certificate per swarm device (CN = its id, as the server checks at HELLO) in one batch
+   (:meth:`~edgert.transport.certs.CertificateAuthority.issue_devices`, timed, and ``singles`` issued one by one
+   for comparison); each swarm process makes its devices' client contexts before the clock starts. The server
+   issues one session ticket per handshake (``TLSConfig.session_tickets``; its default is none). After the hold,
+   two reconnect storms: every device closes and reconnects at once, first with full handshakes, then resuming
+   its session with its ticket: time until all are back, handshake times, sessions resumed, server CPU.
 2. **Delivery under load**: the server publishes ``--updates`` 5 % updates of the student (26,641 coordinates
    changed, fp16 values) one by one; delivery = from ``publish()`` to the probe's ACK arriving at the server
    (encode, send, the device's verify + apply, ACK), also split at ``publish()``'s return (``wire+apply``).
    For each background (``idle``: ``--background`` connections that never send; ``slowloris``: as many sending
    a HELLO byte every ``--trickle-s``), ``--rounds`` pairs of chunks of ``--updates-per-round`` updates: the
    probe alone (baseline), then with the background open; the pooled loaded chunks are compared with the
-   pooled baseline chunks (interleaved, as the shared machine drifts). The server holds
-   up to 6,000 connections in their handshake with a 600 s handshake timeout, so the background stays open for the whole
-   measurement (the defaults, 1,024 and 10 s, would close most of it, which is the point of them).
+   pooled baseline chunks (interleaved, as the shared machine drifts). The server holds up to 6,000
+   connections in their handshake with a 600 s handshake timeout, so the background stays open for the whole
+   measurement (the defaults, 1,024 and 10 s, would close most of it, which is the point of them). The loaded
+   chunk starts ``--settle-s`` (6 s) after the background is open, past the server's first pause of each
+   trickling connection (``preauth_read_interval``, 5 s), so it measures the defence's steady state, not the
+   quiet first interval; the server's reads of connections in their handshake per second are reported.
 3. **TLS vs plain**: the same updates to a plain and a TLS probe on two servers in one process, alternating in
    rounds, delivery medians compared.
 
-Run: ``PYTHONPATH=python python -m bench.transport_load`` (about 4 minutes on 2 cores; ``--quick``: 2,000
-devices, fewer updates). Writes ``bench/results/transport_load-cpu.json`` and ``.md``.
+Run: ``PYTHONPATH=python python -m bench.transport_load`` (about 12 minutes on 2 cores; ``--parts`` picks from
+``capacity,capacity_tls,delivery,tls``; ``--quick``: 2,000 devices, fewer updates). Writes
+``bench/results/transport_load-cpu[-quick][-TAG].json`` and ``.md`` (``--tag TAG``); every part records the
+load average, since the shared machine's other work shows in every figure.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
@@ -46,6 +60,7 @@ import platform
 import queue
 import resource
 import secrets
+import ssl
 import statistics
 import subprocess
 import sys
@@ -166,7 +181,8 @@ def cmd_server(args: argparse.Namespace) -> None:
                   on_ack=on_ack)
     servers = {"plain": ModelServer(manifest, keys, weights, **common).start()}  # type: ignore[arg-type]
     if args.tls_dir:
-        tls = TLSConfig.from_dir(args.tls_dir, "server", "localhost")
+        tls = dataclasses.replace(TLSConfig.from_dir(args.tls_dir, "server", "localhost"),
+                                  session_tickets=args.tls_tickets)
         servers["tls"] = ModelServer(manifest, keys, weights, tls=tls, **common).start()  # type: ignore[arg-type]
     updates = five_percent_updates(weights, 8)
     print(json.dumps({"ports": {k: s.address[1] for k, s in servers.items()}, "nofile": limit,
@@ -234,9 +250,22 @@ class Swarm:
         self.first_open: Optional[float] = None
         self.all_ready: Optional[float] = None
         self.gate = asyncio.Semaphore(args.concurrency)
+        # TLS: each device's own client context (its certificate, CN = its id), made before the clock starts
+        self.contexts: dict[int, ssl.SSLContext] = {}
+        self.sessions: dict[int, ssl.SSLSession] = {}  # the latest session (with its ticket) of each device
+        self.contexts_s = 0.0
+        # reconnect storms: setting `storm` makes every connected device close and reconnect at once
+        self.storm = asyncio.Event()
+        self.reconnected = 0
+        self.resumed = 0
+        self.storm_handshakes: list[float] = []
+        self.storm_s = 0.0
+        self.storm_devices = 0
+        self.storm_failures0 = 0
 
-    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        reader, writer = await asyncio.open_connection(self.host, self.port, limit=1 << 16)
+    async def _open(self, ctx: Optional[ssl.SSLContext] = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(self.host, self.port, limit=1 << 16, ssl=ctx,
+                                                       server_hostname=self.host if ctx is not None else None)
         self.opened += 1
         return reader, writer
 
@@ -254,13 +283,16 @@ class Swarm:
 
         device = f"d{index:05d}"
         key = device_key(device)
+        ctx = self.contexts.get(index)
         loop = asyncio.get_running_loop()
+        reconnecting = False
         while True:
             writer = None
+            storm = False
             try:
                 async with self.gate:  # a bounded number of handshakes in flight, as a real fleet ramps up
                     t0 = loop.time()
-                    reader, writer = await self._open()
+                    reader, writer = await self._open(ctx)
                     nonce = secrets.token_bytes(16)
                     hello = Hello(device, self.model_id, self.args.version, nonce, 3).encode()
                     writer.write(encode_frame(FrameType.HELLO, hello))
@@ -275,11 +307,24 @@ class Swarm:
                     writer.write(encode_frame(FrameType.AUTH, device_proof(key, server_nonce, hello))
                                  + encode_frame(FrameType.PING, encode_u64(0)))
                     await self._pong(reader)
-                    self.handshakes.append(loop.time() - t0)
+                    (self.storm_handshakes if reconnecting else self.handshakes).append(loop.time() - t0)
+                    if ctx is not None:  # TLS 1.3 tickets arrive after the handshake: read by now
+                        tls = writer.get_extra_info("ssl_object")
+                        self.sessions[index] = tls.session
+                        self.resumed += bool(reconnecting and tls.session_reused)
+                if reconnecting:
+                    self.reconnected += 1
+                    reconnecting = False
                 self.connected += 1
+                event = self.storm
                 try:
                     while True:
-                        await asyncio.sleep(self.args.ping_s * (0.5 + np.random.random()))
+                        try:
+                            await asyncio.wait_for(event.wait(), self.args.ping_s * (0.5 + np.random.random()))
+                            storm = True
+                            break
+                        except asyncio.TimeoutError:
+                            pass
                         t1 = loop.time()
                         writer.write(encode_frame(FrameType.PING, encode_u64(index)))
                         await asyncio.wait_for(self._pong(reader), 15)
@@ -292,7 +337,26 @@ class Swarm:
             finally:
                 if writer is not None:
                     writer.close()
+            if storm:
+                reconnecting = True
+                continue
             await asyncio.sleep(0.5 + np.random.random())
+
+    async def reconnect_storm(self, resume: bool, timeout: float) -> None:
+        """Every connected device closes its connection and reconnects at once (TLS: resuming its last session
+        with its ticket when ``resume``); returns when all have, or after ``timeout``."""
+        for index, ctx in self.contexts.items():
+            ctx.edgert_session = self.sessions.get(index) if resume else None  # type: ignore[attr-defined]
+        self.reconnected, self.resumed, self.storm_handshakes = 0, 0, []
+        self.storm_failures0 = self.failures
+        event, self.storm = self.storm, asyncio.Event()
+        self.storm_devices = self.connected  # those connected now storm; one reconnecting after a failure does not
+        t0 = time.perf_counter()
+        event.set()
+        deadline = t0 + timeout
+        while self.reconnected < self.storm_devices and time.perf_counter() < deadline:
+            await asyncio.sleep(0.05)
+        self.storm_s = time.perf_counter() - t0
 
     async def _pong(self, reader: asyncio.StreamReader) -> None:
         from edgert.transport.frames import HEADER, FrameType
@@ -344,7 +408,22 @@ class Swarm:
                 "closed_by_server": self.closed_by_server, "pongs": self.pongs,
                 "handshake_s": quantiles(self.handshakes), "rtt_s": quantiles(self.rtts),
                 "ready_s": (self.all_ready - self.first_open) if self.all_ready and self.first_open else None,
-                **proc_usage()}
+                "contexts_s": self.contexts_s, "reconnected": self.reconnected, "resumed": self.resumed,
+                "storm_devices": self.storm_devices, "storm_failures": self.failures - self.storm_failures0,
+                "storm_s": self.storm_s, "storm_handshake_s": quantiles(self.storm_handshakes), **proc_usage()}
+
+    def make_contexts(self) -> None:
+        """TLS: one client context per device, presenting its certificate from ``--tls-dir`` (an ``edgert keys``
+        CA folder); its ``sslobject_class`` offers the session of ``ctx.edgert_session`` for resumption."""
+        from edgert.transport.tls import TLSConfig
+
+        t0 = time.perf_counter()
+        for i in range(self.args.first, self.args.first + self.args.count):
+            ctx = TLSConfig.from_dir(self.args.tls_dir, "device", f"d{i:05d}").client_context()
+            ctx.sslobject_class = _Resuming
+            ctx.edgert_session = None  # type: ignore[attr-defined]
+            self.contexts[i] = ctx
+        self.contexts_s = time.perf_counter() - t0
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -357,6 +436,8 @@ class Swarm:
             loop.call_soon_threadsafe(lines.put_nowait, '{"op": "quit"}')
 
         threading.Thread(target=read_stdin, daemon=True).start()
+        if self.args.tls_dir:
+            self.make_contexts()
         self.first_open = time.perf_counter()
         work = self.keepalive if self.args.mode == "keepalive" else self.background
         tasks = [asyncio.create_task(work(self.args.first + i)) for i in range(self.args.count)]
@@ -373,6 +454,8 @@ class Swarm:
                 break
             if cmd["op"] == "mark":  # the hold starts: keepalive figures from here on
                 self.rtts, self.pongs, self.failures = [], 0, 0
+            if cmd["op"] == "storm":
+                await self.reconnect_storm(bool(cmd["resume"]), float(cmd.get("timeout", 120)))
             if cmd["op"] == "wait_ready":
                 try:
                     await asyncio.wait_for(asyncio.shield(watcher), float(cmd.get("timeout", 120)))
@@ -381,6 +464,17 @@ class Swarm:
             print(json.dumps(self.report()), flush=True)
         for t in tasks:
             t.cancel()
+
+
+class _Resuming(ssl.SSLObject):
+    """An SSLObject that resumes the session its context holds in ``edgert_session`` (asyncio's connections take
+    no ``session`` argument)."""
+
+    @classmethod
+    def _create(cls, *args: Any, session: Optional[ssl.SSLSession] = None, context: Any = None,
+                **kwargs: Any) -> ssl.SSLObject:
+        session = session or getattr(context, "edgert_session", None)
+        return super()._create(*args, session=session, context=context, **kwargs)  # type: ignore[misc]
 
 
 def cmd_swarm(args: argparse.Namespace) -> None:
@@ -444,7 +538,7 @@ class Proc:
 
 
 def _swarms(mode: str, total: int, procs: int, port: int, info: dict[str, Any], args: argparse.Namespace,
-            first: int = 0) -> list[Proc]:
+            first: int = 0, tls_dir: Optional[Path] = None) -> list[Proc]:
     per = -(-total // procs)
     out = []
     for k in range(procs):
@@ -454,7 +548,8 @@ def _swarms(mode: str, total: int, procs: int, port: int, info: dict[str, Any], 
         out.append(Proc("swarm", "--mode", mode, "--port", str(port), "--first", str(first + k * per),
                         "--count", str(count), "--model-id", info["model_id"], "--version", str(info["version"]),
                         "--ping-s", str(args.ping_s), "--trickle-s", str(args.trickle_s),
-                        "--concurrency", str(args.concurrency), "--nice", str(args.client_nice)))
+                        "--concurrency", str(args.concurrency), "--nice", str(args.client_nice),
+                        *(("--tls-dir", str(tls_dir)) if tls_dir is not None else ())))
     return out
 
 
@@ -475,46 +570,115 @@ def _merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
     out["rtt_median_s"] = statistics.median(r["rtt_s"]["median"] for r in reports)
     out["rtt_p95_s"] = max(r["rtt_s"]["p95"] for r in reports)
     out["swarm_rss_mib"] = sum(r["rss_mib"] for r in reports)
+    out["contexts_s"] = max(r["contexts_s"] for r in reports)
     return out
 
 
-def part_capacity(args: argparse.Namespace) -> dict[str, Any]:
-    server = Proc("server", "--devices", str(args.devices))
-    try:
-        info = server.read()
-        before = server.ask(op="stats")
-        t0 = time.perf_counter()
-        swarms = _swarms("keepalive", args.devices, args.swarm_procs, info["ports"]["plain"], info, args)
-        ready = _merge(_wait_swarms(swarms, args.connect_timeout))
-        connect_s = time.perf_counter() - t0
-        at_ready = server.ask(op="stats")
-        for s in swarms:
-            s.ask(op="mark")
-        time.sleep(args.hold_s)
-        held = _merge([s.ask(op="report") for s in swarms])
-        after = server.ask(op="stats")
-        for s in swarms:
-            s.close()
-        cpu = (after["cpu_s"] - at_ready["cpu_s"]) / args.hold_s
-        result = {
-            "devices": args.devices, "connected": ready["connected"], "connected_after_hold": held["connected"],
-            "connect_s": connect_s, "ready_s": ready["ready_s"],
-            "connect_rate_per_s": ready["connected"] / ready["ready_s"],
-            "handshake_median_s": ready["handshake_median_s"], "handshake_p95_s": ready["handshake_p95_s"],
-            "hold_s": args.hold_s, "pongs_in_hold": held["pongs"], "failures_connect": ready["failures"],
-            "failures_hold": held["failures"],
-            "rtt_median_s": held["rtt_median_s"], "rtt_p95_s": held["rtt_p95_s"],
-            "server_rss_idle_mib": before["rss_mib"], "server_rss_loaded_mib": after["rss_mib"],
-            "server_rss_per_device_kib": 1024 * (after["rss_mib"] - before["rss_mib"]) / max(1, ready["connected"]),
-            "server_cpu_hold_pct": 100 * cpu, "server_threads": after["threads"],
-            "server_cpu_connect_s": at_ready["cpu_s"] - before["cpu_s"], "server_stats": after["plain"],
-        }
-        print(f"capacity: {result['connected']}/{args.devices} devices in {ready['ready_s']:.1f} s "
-              f"({result['connect_rate_per_s']:.0f}/s), server {after['rss_mib']:.0f} MiB, "
-              f"{result['server_cpu_hold_pct']:.1f} % CPU while holding", flush=True)
-        return result
-    finally:
-        server.close()
+def issue_fleet(folder: Path, devices: int, singles: int = 20) -> dict[str, Any]:
+    """A CA in ``folder`` with a server certificate and one device certificate per swarm device (``d00000``...),
+    issued as one batch (:meth:`CertificateAuthority.issue_devices`); also times ``singles`` certificates issued
+    one by one (``edgert keys issue-device`` per device), for comparison."""
+    from edgert.transport.certs import CertificateAuthority
+
+    ca = CertificateAuthority.init(folder)
+    ca.issue_server()
+    t0 = time.perf_counter()
+    for i in range(singles):
+        ca.issue_device(f"single-{i}")
+    single_s = (time.perf_counter() - t0) / singles
+    t0 = time.perf_counter()
+    ca.issue_devices([f"d{i:05d}" for i in range(devices)])
+    batch_s = time.perf_counter() - t0
+    print(f"issued {devices} device certificates in {batch_s:.1f} s ({1e3 * batch_s / devices:.2f} ms each; "
+          f"one by one: {1e3 * single_s:.1f} ms each)", flush=True)
+    return {"devices": devices, "batch_s": batch_s, "batch_per_cert_s": batch_s / max(1, devices),
+            "single_per_cert_s": single_s, "singles": singles}
+
+
+def part_capacity(args: argparse.Namespace, tls: bool = False) -> dict[str, Any]:
+    """Part 1 (see the module docstring); ``tls``: over TLS 1.3 with one client certificate per device, then
+    two reconnect storms (every device at once: full handshakes, then resuming with session tickets)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "ca"
+        issued = issue_fleet(folder, args.devices) if tls else None
+        # one ticket per handshake: the second storm resumes with it (the server's default issues none)
+        server = Proc("server", "--devices", str(args.devices),
+                      *(("--tls-dir", str(folder), "--tls-tickets", "1") if tls else ()))
+        kind = "tls" if tls else "plain"
+        try:
+            info = server.read()
+            before = server.ask(op="stats")
+            t0 = time.perf_counter()
+            swarms = _swarms("keepalive", args.devices, args.swarm_procs, info["ports"][kind], info, args,
+                             tls_dir=folder if tls else None)
+            ready = _merge(_wait_swarms(swarms, args.connect_timeout))
+            connect_s = time.perf_counter() - t0
+            at_ready = server.ask(op="stats")
+            for s in swarms:
+                s.ask(op="mark")
+            time.sleep(args.hold_s)
+            held = _merge([s.ask(op="report") for s in swarms])
+            after = server.ask(op="stats")
+            cpu = (after["cpu_s"] - at_ready["cpu_s"]) / args.hold_s
+            result = {
+                "transport": kind, "load_avg": os.getloadavg(),
+                "devices": args.devices, "connected": ready["connected"], "connected_after_hold": held["connected"],
+                "connect_s": connect_s, "ready_s": ready["ready_s"],
+                "connect_rate_per_s": ready["connected"] / ready["ready_s"],
+                "handshake_median_s": ready["handshake_median_s"], "handshake_p95_s": ready["handshake_p95_s"],
+                "hold_s": args.hold_s, "pongs_in_hold": held["pongs"], "failures_connect": ready["failures"],
+                "failures_hold": held["failures"],
+                "rtt_median_s": held["rtt_median_s"], "rtt_p95_s": held["rtt_p95_s"],
+                "server_rss_idle_mib": before["rss_mib"], "server_rss_loaded_mib": after["rss_mib"],
+                "server_rss_per_device_kib": 1024 * (after["rss_mib"] - before["rss_mib"]) / max(1, ready["connected"]),
+                "server_cpu_hold_pct": 100 * cpu, "server_threads": after["threads"],
+                "server_cpu_connect_s": at_ready["cpu_s"] - before["cpu_s"],
+                "server_cpu_per_handshake_s": (at_ready["cpu_s"] - before["cpu_s"]) / max(1, ready["connected"]),
+                "swarm_rss_mib": held["swarm_rss_mib"], "server_stats": after[kind],
+            }
+            if tls:
+                result["issue"] = issued
+                result["contexts_s"] = ready["contexts_s"]
+                result["storms"] = [_storm(server, swarms, kind, resume, cpu, args) for resume in (False, True)]
+            for s in swarms:
+                s.close()
+            print(f"capacity ({kind}): {result['connected']}/{args.devices} devices in {ready['ready_s']:.1f} s "
+                  f"({result['connect_rate_per_s']:.0f}/s), server {after['rss_mib']:.0f} MiB, "
+                  f"{result['server_cpu_hold_pct']:.1f} % CPU while holding", flush=True)
+            return result
+        finally:
+            server.close()
+
+
+def _storm(server: Proc, swarms: list[Proc], kind: str, resume: bool, hold_cpu_s: float,
+           args: argparse.Namespace) -> dict[str, Any]:
+    """One reconnect storm: every connected device closes and reconnects at once; the time until all are back,
+    the handshakes' times, how many resumed their session, failed attempts (retried), the server's CPU and,
+    net of ``hold_cpu_s`` per second (what holding the devices costs), per reconnection."""
+    time.sleep(2)  # the previous storm's stragglers settle
+    before = server.ask(op="stats")
+    t0 = time.perf_counter()
+    for s in swarms:
+        assert s.p.stdin is not None
+        s.p.stdin.write(json.dumps({"op": "storm", "resume": resume, "timeout": args.connect_timeout}) + "\n")
+        s.p.stdin.flush()
+    reports = [s.read() for s in swarms]
+    wall = time.perf_counter() - t0
+    after = server.ask(op="stats")
+    out = {"resume": resume, "devices": sum(r["storm_devices"] for r in reports),
+           "reconnected": sum(r["reconnected"] for r in reports),
+           "resumed": sum(r["resumed"] for r in reports), "all_back_s": max(r["storm_s"] for r in reports),
+           "wall_s": wall, "handshake_median_s": statistics.median(r["storm_handshake_s"]["median"] for r in reports),
+           "handshake_p95_s": max(r["storm_handshake_s"]["p95"] for r in reports),
+           "failures": sum(r["storm_failures"] for r in reports), "server_cpu_s": after["cpu_s"] - before["cpu_s"],
+           "server": {k: after[kind][k] - before[kind][k] for k in ("accepted", "tls_failed", "handshake_timeouts",
+                                                                   "refused_over_limit", "preauth_throttled")},
+           "load_avg": os.getloadavg()}
+    out["rate_per_s"] = out["reconnected"] / max(1e-9, out["all_back_s"])
+    out["server_cpu_per_handshake_s"] = (out["server_cpu_s"] - hold_cpu_s * wall) / max(1, out["reconnected"])
+    print(f"reconnect storm ({'resuming' if resume else 'full handshakes'}): {out['reconnected']} back in "
+          f"{out['all_back_s']:.1f} s, {out['resumed']} resumed, server CPU {out['server_cpu_s']:.1f} s", flush=True)
+    return out
 
 
 def part_delivery(args: argparse.Namespace) -> dict[str, Any]:
@@ -528,7 +692,7 @@ def part_delivery(args: argparse.Namespace) -> dict[str, Any]:
         server.ask(op="deliver", count=3, gap=0.05)  # warm-up
         out: dict[str, Any] = {"packet_coords": info["coords"], "params": info["params"]}
         for mode in ("idle", "slowloris"):
-            samples: dict[str, dict[str, list[float]]] = {k: {"delivery": [], "wire": [], "cpu": []}
+            samples: dict[str, dict[str, list[float]]] = {k: {"delivery": [], "wire": [], "cpu": [], "reads": []}
                                                           for k in ("baseline", "loaded")}
             opened, held, server_open, rss = [], [], 0, 0.0
             for _ in range(args.rounds):  # baseline and loaded chunks alternate: the shared machine drifts
@@ -537,14 +701,16 @@ def part_delivery(args: argparse.Namespace) -> dict[str, Any]:
                     if phase == "loaded":
                         swarms = _swarms(mode, args.background, 2, info["ports"]["plain"], info, args)
                         opened.append(_merge(_wait_swarms(swarms, args.connect_timeout))["connected"])
-                        time.sleep(1)
+                        time.sleep(args.settle_s)
                     stats0 = server.ask(op="stats")
                     r = server.ask(op="deliver", count=args.updates_per_round, gap=args.gap)
                     stats1 = server.ask(op="stats")
                     samples[phase]["delivery"] += r["delivery"]
                     samples[phase]["wire"] += r["wire"]
-                    samples[phase]["cpu"].append((stats1["cpu_s"] - stats0["cpu_s"])
-                                                 / max(1e-9, args.updates_per_round * args.gap))
+                    chunk_s = max(1e-9, args.updates_per_round * args.gap)
+                    samples[phase]["cpu"].append((stats1["cpu_s"] - stats0["cpu_s"]) / chunk_s)
+                    samples[phase]["reads"].append((stats1["plain"]["preauth_reads"]
+                                                    - stats0["plain"]["preauth_reads"]) / chunk_s)
                     if swarms:
                         held.append(_merge([s.ask(op="report") for s in swarms])["connected"])
                         server_open, rss = stats1["plain"]["open"], stats1["rss_mib"]
@@ -552,10 +718,12 @@ def part_delivery(args: argparse.Namespace) -> dict[str, Any]:
                         s.close()
                     time.sleep(1)
             result = {phase: {"delivery_s": quantiles(v["delivery"]), "wire_s": quantiles(v["wire"]),
-                              "server_cpu_pct": 100 * statistics.mean(v["cpu"])} for phase, v in samples.items()}
+                              "server_cpu_pct": 100 * statistics.mean(v["cpu"]),
+                              "preauth_reads_per_s": statistics.mean(v["reads"])} for phase, v in samples.items()}
             result["loaded"].update(background_open_min=min(opened), background_open_after_min=min(held),
                                     server_open=server_open, server_rss_mib=rss)
             result["packet_bytes"] = r["packet_bytes"]
+            result["load_avg"] = os.getloadavg()
             for q, key in (("median", "vs_baseline"), ("p95", "p95_vs_baseline")):
                 result[key] = result["loaded"]["delivery_s"][q] / result["baseline"]["delivery_s"][q]
             out[mode] = result
@@ -670,24 +838,48 @@ def _ms(x: float) -> str:
     return f"{1e3 * x:.2f} ms"
 
 
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    """A markdown table (and a blank line after it)."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(str(c) for c in row) + " |" for row in rows), ""]
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = []
-    cap = result.get("capacity")
-    if cap:
-        lines += ["| devices | connected (after hold) | connect + handshake | rate | handshake median / p95 | "
-                  "server RSS idle -> loaded | per device | server CPU holding | keepalive RTT median / p95 | "
-                  "PONGs in hold | failures connect / hold |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|",
-                  f"| {cap['devices']} | {cap['connected']} ({cap['connected_after_hold']}) | {cap['ready_s']:.1f} s "
-                  f"| {cap['connect_rate_per_s']:.0f}/s | {_ms(cap['handshake_median_s'])} / "
-                  f"{_ms(cap['handshake_p95_s'])} | {cap['server_rss_idle_mib']:.0f} -> "
-                  f"{cap['server_rss_loaded_mib']:.0f} MiB | {cap['server_rss_per_device_kib']:.1f} KiB | "
-                  f"{cap['server_cpu_hold_pct']:.1f} % | {_ms(cap['rtt_median_s'])} / {_ms(cap['rtt_p95_s'])} | "
-                  f"{cap['pongs_in_hold']} | {cap['failures_connect']} / {cap['failures_hold']} |", ""]
+    caps = [result[k] for k in ("capacity", "capacity_tls") if result.get(k)]
+    if caps:
+        lines += _table(["transport", "devices", "connected (after hold)", "connect + handshake", "rate",
+                         "handshake median / p95", "server CPU per handshake", "server RSS idle -> loaded",
+                         "per device", "server CPU holding", "keepalive RTT median / p95", "PONGs in hold",
+                         "failures connect / hold", "load avg"],
+                        [[c["transport"], c["devices"], f"{c['connected']} ({c['connected_after_hold']})",
+                          f"{c['ready_s']:.1f} s", f"{c['connect_rate_per_s']:.0f}/s",
+                          f"{_ms(c['handshake_median_s'])} / {_ms(c['handshake_p95_s'])}",
+                          _ms(c["server_cpu_per_handshake_s"]),
+                          f"{c['server_rss_idle_mib']:.0f} -> {c['server_rss_loaded_mib']:.0f} MiB",
+                          f"{c['server_rss_per_device_kib']:.1f} KiB", f"{c['server_cpu_hold_pct']:.1f} %",
+                          f"{_ms(c['rtt_median_s'])} / {_ms(c['rtt_p95_s'])}", c["pongs_in_hold"],
+                          f"{c['failures_connect']} / {c['failures_hold']}", f"{c['load_avg'][0]:.1f}"]
+                         for c in caps])
+    tcap = result.get("capacity_tls")
+    if tcap:
+        iss = tcap["issue"]
+        lines += [f"Device certificates: {iss['devices']} issued as one batch in {iss['batch_s']:.1f} s "
+                  f"({_ms(iss['batch_per_cert_s'])} each; one by one: {_ms(iss['single_per_cert_s'])} each); "
+                  f"the swarm's {iss['devices']} client contexts took {tcap['contexts_s']:.1f} s per process.", ""]
+        lines += _table(["reconnect storm", "back", "resumed", "all back in", "rate", "handshake median / p95",
+                         "server CPU", "per handshake (net of holding)", "failed attempts (retried)", "load avg"],
+                        [["session tickets" if st["resume"] else "full handshakes",
+                          f"{st['reconnected']} of {st['devices']}", st["resumed"],
+                          f"{st['all_back_s']:.1f} s", f"{st['rate_per_s']:.0f}/s",
+                          f"{_ms(st['handshake_median_s'])} / {_ms(st['handshake_p95_s'])}",
+                          f"{st['server_cpu_s']:.1f} s", _ms(st["server_cpu_per_handshake_s"]), st["failures"],
+                          f"{st['load_avg'][0]:.1f}"] for st in tcap["storms"]])
     dl = result.get("delivery")
     if dl:
         lines += ["| background | chunks | open connections | delivery median | p95 | IQR | wire+apply median | "
-                  "loaded / baseline (median / p95) | server CPU |", "|---|---|---|---|---|---|---|---|---|"]
+                  "loaded / baseline (median / p95) | server CPU | handshake reads/s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for mode in ("idle", "slowloris"):
             for phase in ("baseline", "loaded"):
                 r = dl[mode][phase]
@@ -696,7 +888,7 @@ def markdown(result: dict[str, Any]) -> str:
                 vs = f"**{m['vs_baseline']:.3f}** / {m['p95_vs_baseline']:.3f}" if phase == "loaded" else ""
                 lines.append(f"| {mode} | {phase} | {r.get('server_open', 1)} | {_ms(d['median'])} | "
                              f"{_ms(d['p95'])} | {_ms(d['q3'] - d['q1'])} | {_ms(r['wire_s']['median'])} | {vs} | "
-                             f"{r['server_cpu_pct']:.0f} % |")
+                             f"{r['server_cpu_pct']:.0f} % | {r.get('preauth_reads_per_s', 0):.0f} |")
         lines.append("")
     tl = result.get("tls")
     if tl:
@@ -725,6 +917,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     parts = args.parts.split(",")
     if "capacity" in parts:
         result["capacity"] = part_capacity(args)
+    if "capacity_tls" in parts:
+        result["capacity_tls"] = part_capacity(args, tls=True)
     if "delivery" in parts:
         result["delivery"] = part_delivery(args)
     if "tls" in parts:
@@ -745,7 +939,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     sub = parser.add_subparsers(dest="cmd")
     run = sub.add_parser("run", help="the benchmark (default)")
     for p in (parser, run):
-        p.add_argument("--parts", default="capacity,delivery,tls")
+        p.add_argument("--parts", default="capacity,capacity_tls,delivery,tls")
         p.add_argument("--devices", type=int, default=10_000, help="keepalive devices of part 1")
         p.add_argument("--swarm-procs", type=int, default=4)
         p.add_argument("--hold-s", type=float, default=30.0)
@@ -753,6 +947,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         p.add_argument("--rounds", type=int, default=4, help="part 2: baseline/loaded chunk pairs per background")
         p.add_argument("--updates-per-round", type=int, default=15, help="part 2: updates per chunk")
         p.add_argument("--gap", type=float, default=0.25, help="seconds between updates")
+        p.add_argument("--settle-s", type=float, default=6.0,
+                       help="part 2: seconds from the background being open to the loaded chunk (past the server's "
+                            "first pause of a trickling connection, preauth_read_interval = 5 s)")
         p.add_argument("--tls-rounds", type=int, default=4)
         p.add_argument("--tls-per-round", type=int, default=15)
         p.add_argument("--ping-s", type=float, default=5.0)
@@ -770,6 +967,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     s.add_argument("--max-unauthenticated", type=int, default=1024)
     s.add_argument("--handshake-timeout", type=float, default=10.0)
     s.add_argument("--tls-dir", default=None)
+    s.add_argument("--tls-tickets", type=int, default=0, help="TLS session tickets per handshake")
     w = sub.add_parser("swarm")
     w.add_argument("--mode", choices=("keepalive", "idle", "slowloris"), required=True)
     w.add_argument("--port", type=int, required=True)
@@ -781,6 +979,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     w.add_argument("--trickle-s", type=float, default=2.0)
     w.add_argument("--concurrency", type=int, default=128)
     w.add_argument("--nice", type=int, default=0)
+    w.add_argument("--tls-dir", default=None, help="keepalive over TLS 1.3: device-d<i> certificates of this CA")
     pr = sub.add_parser("probe")
     pr.add_argument("--port", type=int, required=True)
     pr.add_argument("--tls-dir", default=None)

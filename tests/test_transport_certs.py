@@ -139,3 +139,26 @@ def test_keys_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["keys", "revoke", "--dir", folder, "device", "cam-9"]) == 2
     assert "no live device certificate named 'cam-9'" in capsys.readouterr().err
     assert main(["keys", "list", "--dir", str(tmp_path / "none")]) == 2
+
+
+def test_a_batch_issues_a_fleet_at_once_and_refuses_bad_batches_whole(tmp_path: Path) -> None:
+    ca = CertificateAuthority.init(tmp_path / "ca")
+    ca.issue_server()
+    first = ca.issue_device("cam-1")
+    old_serial = ca.live("device", "cam-1").serial
+    paths = ca.issue_devices(["cam-1", "cam-2", "cam-3"])
+    assert paths == [ca.folder / f"device-cam-{i}.pem" for i in (1, 2, 3)] and paths[0] == first
+    assert not list(ca.folder.glob(".*"))
+    assert all(stat.S_IMODE((ca.folder / f"device-cam-{i}.key").stat().st_mode) == 0o600 for i in (1, 2, 3))
+    reread = CertificateAuthority(ca.folder)  # the index names the batch
+    assert [c.name for c in reread.certs if c.kind == "device" and not c.revoked] == ["cam-1", "cam-2", "cam-3"]
+    assert [c.serial for c in reread.certs if c.revoked] == [old_serial]  # the re-issued one is revoked
+    server = TLSConfig.from_dir(ca.folder, "server", "localhost")
+    assert _handshake(server, TLSConfig.from_dir(ca.folder, "device", "cam-3")) == ("cam-3", None)
+    before = (ca.folder / "index.json").read_bytes()
+    with pytest.raises(CertificateError, match="once per batch"):
+        ca.issue_devices(["cam-4", "cam-4"])
+    with pytest.raises(ValueError, match="device id"):
+        ca.issue_devices(["cam-5", "a/b"])
+    assert (ca.folder / "index.json").read_bytes() == before
+    assert not (ca.folder / "device-cam-4.pem").exists() and not (ca.folder / "device-cam-5.pem").exists()

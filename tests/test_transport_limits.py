@@ -14,7 +14,7 @@ import pytest
 
 from conftest import wait_for
 from edgert.transport import EdgeClient, ModelServer
-from edgert.transport.frames import FrameType, Hello, encode_frame
+from edgert.transport.frames import FrameType, Hello, encode_frame, read_frame
 from edgert.updates import Manifest, TensorSpec
 
 MANIFEST = Manifest(bytes(range(16)), (TensorSpec("w", "float32", (64, 32)),))
@@ -155,3 +155,61 @@ def test_handlers_run_off_the_loop_in_order_per_connection() -> None:
             assert threads and all(t.startswith("edgert-model-server-worker") for t in threads)
         finally:
             a.stop()
+
+
+def test_a_trickled_handshake_is_read_at_a_bounded_rate_while_devices_are_served() -> None:
+    """Slowloris defence: 150 peers trickle a HELLO a byte at a time (every 25 ms) while a device connects and
+    takes an update. Each trickler must cost the loop at most about one read per ``preauth_read_interval``
+    instead of one per byte; a HELLO trickled to the end is still answered; the handshake timeout still closes
+    the tricklers."""
+    interval, count, trickled = 0.5, 150, 40
+    hello = encode_frame(FrameType.HELLO, Hello("cam-1", MANIFEST.model_id, 0, bytes(16), 3).encode())
+    rng = np.random.default_rng(5)
+    with ModelServer(MANIFEST, KEYS, _weights(), handshake_timeout=30, preauth_read_interval=interval) as server:
+        slow = [socket.create_connection(server.address) for _ in range(count)]
+        complete = socket.create_connection(server.address)  # trickles a whole HELLO
+        client = EdgeClient(server.address, "cam-1", KEYS["cam-1"]).start()
+        try:
+            assert wait_for(lambda: server.stats().unauthenticated == count + 1, 10)
+            reads0 = server.stats().preauth_reads
+            started = time.monotonic()
+            for i in range(len(hello)):
+                for s in slow if i < trickled else ():
+                    s.sendall(hello[i:i + 1])
+                complete.sendall(hello[i:i + 1])
+                time.sleep(0.025)
+                if i == 10:
+                    idx = np.sort(rng.choice(64 * 32, 50, replace=False))
+                    server.publish({"w": (idx, rng.standard_normal(50).astype(np.float32))})
+            elapsed = time.monotonic() - started
+            # the device was served meanwhile (no timing asserted: the mechanism is)
+            assert wait_for(lambda: client.version == 2 and server.devices["cam-1"].acked_version == 2, 20)
+            frame_type, _ = read_frame(complete, 20.0)  # the trickled HELLO, read whole after a pause
+            assert frame_type == FrameType.CHALLENGE
+            stats = server.stats()
+            reads = stats.preauth_reads - reads0
+            # one read per byte would be count * trickled = 6,000; the bound is a read when trickling starts,
+            # one per interval, and one when the connection closes
+            bound = (count + 1) * (2 + elapsed / interval)
+            assert reads <= bound, f"{reads} reads of trickling connections in {elapsed:.1f} s (bound {bound:.0f})"
+            assert stats.preauth_throttled >= count
+            assert stats.handshake_timeouts == 0 and stats.unauthenticated == count + 1
+        finally:
+            client.stop()
+            complete.close()
+            for s in slow:
+                s.close()
+
+
+def test_a_throttled_handshake_is_still_closed_at_its_deadline() -> None:
+    """The pause after a partial frame never outlasts the handshake timeout."""
+    hello = encode_frame(FrameType.HELLO, Hello("cam-1", bytes(16), 0, bytes(16), 3).encode())
+    with ModelServer(MANIFEST, KEYS, _weights(), handshake_timeout=1.0, preauth_read_interval=60) as server:
+        slow = socket.create_connection(server.address)
+        try:
+            slow.sendall(hello[:5])
+            assert wait_for(lambda: server.stats().preauth_throttled == 1, 5)
+            assert _closed_by_peer(slow, 10)
+            assert server.stats().handshake_timeouts == 1 and server.stats().open == 0
+        finally:
+            slow.close()

@@ -163,3 +163,69 @@ def test_cli_flags_build_the_settings(pki: dict[str, TLSConfig], tmp_path: Path)
     assert TLSConfig.from_args(explicit, "device", "x") == TLSConfig(Path("c.pem"), Path("k.pem"), Path("ca.pem"))
     with pytest.raises(TLSConfigError, match="together"):
         TLSConfig.from_args(parser.parse_args(["--tls-cert", "c.pem"]), "device", "x")
+
+
+def _tls_handshake_to_challenge(address: tuple[str, int], ctx: ssl.SSLContext, device: str,
+                                session: "ssl.SSLSession | None") -> tuple[ssl.SSLSession, bool, int]:
+    """Connects with ``session`` offered for resumption, sends HELLO; (the session, whether it was resumed, the
+    type of the server's answer)."""
+    from edgert.transport.frames import read_frame
+
+    with socket.create_connection(address, timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1", session=session) as sock:
+            sock.sendall(encode_frame(FrameType.HELLO, Hello(device, MANIFEST.model_id, 0, bytes(16), 3).encode()))
+            frame_type, _ = read_frame(sock, 10)  # the ticket, sent after the handshake, was read before it
+            return sock.session, sock.session_reused, int(frame_type)
+
+
+def test_session_tickets_let_a_device_resume_and_keep_the_certificate_check(pki: dict[str, TLSConfig]) -> None:
+    """Servers issue no tickets by default (a resumed session skips the CRL); with ``session_tickets`` a device
+    resumes, and the server still holds its certificate's device id for the HELLO check."""
+    device = pki["cam-1"].client_context()  # a session resumes only with the context it came from
+    with ModelServer(MANIFEST, KEYS, _weights(), tls=pki["server"]) as server:
+        session, _, answer = _tls_handshake_to_challenge(server.address, device, "cam-1", None)
+        assert answer == FrameType.CHALLENGE and not session.has_ticket
+    tickets = TLSConfig(pki["server"].cert, pki["server"].key, pki["server"].ca, pki["server"].crl, session_tickets=1)
+    with ModelServer(MANIFEST, KEYS, _weights(), tls=tickets) as server:
+        session, reused, answer = _tls_handshake_to_challenge(server.address, device, "cam-1", None)
+        assert answer == FrameType.CHALLENGE and session.has_ticket and not reused
+        _, reused, answer = _tls_handshake_to_challenge(server.address, device, "cam-1", session)
+        assert reused and answer == FrameType.CHALLENGE
+        _, reused, answer = _tls_handshake_to_challenge(server.address, device, "cam-2", session)
+        assert reused and answer == FrameType.ERROR  # the resumed certificate is still cam-1's
+        assert server.stats().auth_failed == 1 and server.stats().tls_failed == 0
+    with pytest.raises(ValueError, match="session_tickets"):
+        TLSConfig(pki["server"].cert, pki["server"].key, pki["server"].ca, session_tickets=-1).server_context()
+
+
+def test_a_trickled_tls_record_before_auth_pauses_reading(pki: dict[str, TLSConfig]) -> None:
+    """The slowloris defence also covers a HELLO whose TLS record arrives in parts: reading pauses after the
+    first part, and the whole HELLO is answered once the rest has arrived."""
+    from edgert.transport.frames import HEADER
+
+    with ModelServer(MANIFEST, KEYS, _weights(), tls=pki["server"], preauth_read_interval=0.3) as server:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = pki["cam-1"].client_context().wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+        with socket.create_connection(server.address, timeout=10) as raw:
+            while True:  # the TLS handshake by hand, so that the record below can be cut
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    raw.sendall(outgoing.read())
+                    incoming.write(raw.recv(65536))
+            reads = server.stats().preauth_reads
+            raw.sendall(outgoing.read())  # the client's last flight, read on its own
+            assert wait_for(lambda: server.stats().preauth_reads > reads, 5)
+            tls.write(encode_frame(FrameType.HELLO, Hello("cam-1", MANIFEST.model_id, 0, bytes(16), 3).encode()))
+            record = outgoing.read()
+            raw.sendall(record[:20])
+            assert wait_for(lambda: server.stats().preauth_throttled == 1, 5)
+            raw.sendall(record[20:])
+            plain = b""
+            while len(plain) < HEADER.size:
+                try:
+                    plain += tls.read(65536)
+                except ssl.SSLWantReadError:
+                    incoming.write(raw.recv(65536))
+            assert HEADER.unpack(plain[:HEADER.size])[0] == FrameType.CHALLENGE

@@ -27,8 +27,8 @@ def _cmd_keys(args: argparse.Namespace) -> int:
             return 0
         ca = CertificateAuthority(args.dir)
         if args.keys_command == "issue-device":
-            for device in args.device:
-                print(ca.issue_device(device, days=args.days))
+            for path in ca.issue_devices(args.device, days=args.days):
+                print(path)
         elif args.keys_command == "issue-server":
             print(ca.issue_server(args.name, args.host or ("localhost", "127.0.0.1", "::1"), days=args.days))
         elif args.keys_command == "revoke":

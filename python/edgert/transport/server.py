@@ -18,6 +18,7 @@ import json
 import os
 import secrets
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -114,6 +115,8 @@ class ServerStats:
     version_ahead: int = 0  # refused after AUTH: claimed a version above its shared stream's (ERROR VERSION_AHEAD)
     open: int = 0  # connections now open
     unauthenticated: int = 0  # of those, still in their handshake
+    preauth_reads: int = 0  # reads of connections in their handshake (each one a wakeup of the I/O loop)
+    preauth_throttled: int = 0  # times such a connection's reading was paused after part of a frame
 
 
 #: pending connections the kernel queues for accept (it clamps this to net.core.somaxconn)
@@ -172,7 +175,13 @@ class _Connection(asyncio.Protocol):
         self.writable.set()
         self.closed = False
         self.peer = "unauthenticated peer"
-        self.tls_task: Optional[asyncio.Task[None]] = None
+        # TLS: the session over memory BIOs on the raw transport (asyncio's start_tls would allocate a 256 KiB
+        # read buffer per connection: 2.5 GiB for 10,000 devices); certified = its certificate's device id
+        self.tls: Optional[ssl.SSLObject] = None
+        self.tls_in = ssl.MemoryBIO()
+        self.tls_out = ssl.MemoryBIO()
+        self.certified: Optional[str] = None
+        self.throttle: Optional[asyncio.TimerHandle] = None  # resumes reading after a partial handshake frame
 
     # ---- asyncio callbacks (loop thread) ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -193,38 +202,90 @@ class _Connection(asyncio.Protocol):
         srv._conns.add(self)
         if srv._tls_context is not None:
             self.state = "tls"
-            transport.pause_reading()  # the ClientHello is for start_tls (which resumes reading), not for us
-            self.tls_task = self.loop.create_task(self._start_tls(transport))  # held: the loop keeps weak refs
+            self.tls = srv._tls_context.wrap_bio(self.tls_in, self.tls_out, server_side=True)
         else:
             self.state = "hello"
 
-    async def _start_tls(self, raw: asyncio.Transport) -> None:
-        srv = self.server
-        assert srv._tls_context is not None
-        try:
-            tls = await self.loop.start_tls(raw, self, srv._tls_context, server_side=True,
-                                            ssl_handshake_timeout=srv.handshake_timeout)
-        except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
-            srv._stats.tls_failed += 1
-            srv._log(f"TLS handshake refused: {exc}")
-            raw.abort()
-            return
-        if self.closed or tls is None:
-            return
-        certified = peer_device_id(tls.get_extra_info("peercert"))
-        if certified not in srv.keys:  # refused before any frame is read
-            srv._stats.tls_failed += 1
-            self.transport = tls
-            self.close(f"TLS certificate of unknown device {certified!r}")
-            return
-        self.transport = tls
-        self.state = "hello"
-        self._process()
-
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
         self.last_rx = time.monotonic()
-        self._process()
+        eof = False
+        partial_record = False
+        if self.tls is not None:
+            in_tls_handshake = self.state == "tls"  # its last flight may share a segment with part of a record
+            data, eof = self._decrypt(data)
+            partial_record = not data and not eof and not in_tls_handshake  # OpenSSL holds the part it read
+        self.buffer += data
+        if self.state == "ready":
+            self._process()
+        else:
+            self.server._stats.preauth_reads += 1
+            self._process()
+            if self.state in ("hello", "auth") and not self.closed and (self.buffer or partial_record):
+                self._throttle()
+        if eof:
+            self.close(graceful=True)
+
+    def _decrypt(self, data: bytes) -> tuple[bytes, bool]:
+        """TLS: feeds ``data`` to the session (completing its handshake first: the client certificate must
+        name a known device); returns the plaintext it completes and whether the peer closed the session."""
+        tls, srv = self.tls, self.server
+        assert tls is not None
+        self.tls_in.write(data)
+        if self.state == "tls":
+            try:
+                tls.do_handshake()
+            except ssl.SSLWantReadError:
+                self._flush_tls()
+                return b"", False
+            except (ssl.SSLError, OSError) as exc:  # a bad, expired, revoked or missing certificate; not TLS 1.3
+                srv._stats.tls_failed += 1
+                self._flush_tls()  # the alert tells the device why
+                self.close(f"TLS handshake refused: {exc}", graceful=True)
+                return b"", False
+            self.certified = peer_device_id(tls.getpeercert())
+            if self.certified not in srv.keys:  # refused before any frame is read
+                srv._stats.tls_failed += 1
+                self.close(f"TLS certificate of unknown device {self.certified!r}")
+                return b"", False
+            self.state = "hello"
+        chunks, eof = [], False
+        try:
+            while True:
+                chunk = tls.read(1 << 16)
+                if not chunk:  # close_notify
+                    eof = True
+                    break
+                chunks.append(chunk)
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError as exc:
+            self.close(f"TLS: {exc}")
+        self._flush_tls()  # what the session answers on its own (session tickets, key updates)
+        return b"".join(chunks), eof
+
+    def _flush_tls(self) -> None:
+        if self.tls_out.pending and self.transport is not None and not self.closed:
+            self.transport.write(self.tls_out.read())
+
+    def _throttle(self) -> None:
+        """Part of a handshake frame arrived: read this connection again only ``preauth_read_interval`` later
+        (what the peer sends meanwhile waits in the kernel and is read at once then), and before its handshake
+        deadline. Devices send each frame whole, so only a peer that trickles its handshake is paused: each then
+        costs the loop at most one read per interval however fast it trickles, and authenticated devices keep
+        the loop (``docs/design/transport.md``)."""
+        srv = self.server
+        now = time.monotonic()
+        delay = min(srv.preauth_read_interval, self.deadline - min(1.0, srv.handshake_timeout / 10) - now)
+        if delay <= 0:
+            return
+        srv._stats.preauth_throttled += 1
+        self._pause(True)
+        self.throttle = self.loop.call_later(delay, self._unthrottle)
+
+    def _unthrottle(self) -> None:
+        self.throttle = None
+        if not self.busy:
+            self._pause(False)
 
     def eof_received(self) -> Optional[bool]:
         return False  # close our side too
@@ -241,6 +302,9 @@ class _Connection(asyncio.Protocol):
         srv = self.server
         self.closed = True
         self.writable.set()  # wakes writers, which now see `closed`
+        if self.throttle is not None:
+            self.throttle.cancel()
+            self.throttle = None
         srv._conns.discard(self)
         if self.counted:
             srv._stats.open -= 1
@@ -293,12 +357,10 @@ class _Connection(asyncio.Protocol):
             if key is None:
                 self._refuse(ErrorCode.UNKNOWN_DEVICE, f"unknown device {hello.device_id!r}")
                 return
-            if srv._tls_context is not None and self.transport is not None:
-                certified = peer_device_id(self.transport.get_extra_info("peercert"))
-                if certified != hello.device_id:
-                    self._refuse(ErrorCode.AUTH_FAILED, f"the TLS certificate is for device {certified!r}, "
-                                                        f"HELLO says {hello.device_id!r}")
-                    return
+            if self.tls is not None and self.certified != hello.device_id:
+                self._refuse(ErrorCode.AUTH_FAILED, f"the TLS certificate is for device {self.certified!r}, "
+                                                    f"HELLO says {hello.device_id!r}")
+                return
             self.hello, self.hello_body, self.server_nonce = hello, body, secrets.token_bytes(NONCE_BYTES)
             self._write_now(encode_frame(FrameType.CHALLENGE, encode_challenge(
                 self.server_nonce, server_proof(key, self.server_nonce, body), hello.protocol)))
@@ -406,8 +468,15 @@ class _Connection(asyncio.Protocol):
 
     # ---- writing (any thread) ----------------------------------------------------------------------------
     def _write_now(self, data: bytes) -> None:
-        if self.closed or self.transport is None:
+        if self.closed or self.transport is None or self.transport.is_closing():
             return
+        if self.tls is not None:
+            if self.state == "tls":  # nothing is written before the TLS handshake completes
+                return
+            view = memoryview(data)
+            while view:
+                view = view[self.tls.write(view):]
+            data = self.tls_out.read()
         self.transport.write(data)
 
     def write(self, data: bytes) -> None:
@@ -457,6 +526,12 @@ class _Connection(asyncio.Protocol):
                 except OSError:
                     pass
         if graceful:
+            if self.tls is not None and self.state not in ("tls", "closed") and not transport.is_closing():
+                try:
+                    self.tls.unwrap()  # our close_notify; the peer's is not awaited
+                except ssl.SSLError:
+                    pass
+                self._flush_tls()
             transport.close()
         else:
             transport.abort()
@@ -491,6 +566,10 @@ class ModelServer:
         max_unauthenticated: connections allowed in their handshake (TLS, HELLO, AUTH) at once; more are
             closed as they arrive.
         handshake_timeout: seconds a connection has to complete TLS and AUTH before it is closed.
+        preauth_read_interval: a connection in its handshake that has sent part of a frame is read again only
+            this many seconds later (but before its handshake deadline), so a peer trickling its handshake
+            (slowloris) costs the I/O loop at most one read per interval; devices send frames whole and are
+            never paused.
         workers: threads that run per-device work (synchronisation after AUTH, resync snapshots,
             application frame handlers, ``on_disconnect``) off the I/O loop.
         send_timeout: how long a send waits for a device that does not read before closing it.
@@ -510,13 +589,15 @@ class ModelServer:
                  on_disconnect: Optional[Callable[[str], None]] = None, tls: Optional[TLSConfig] = None,
                  max_unauthenticated: int = 1024, handshake_timeout: float = 10.0, workers: int = 4,
                  send_timeout: float = 10.0, on_ack: Optional[Callable[[str, int], None]] = None,
-                 signer: Optional[Signer] = None) -> None:
+                 signer: Optional[Signer] = None, preauth_read_interval: float = 5.0) -> None:
         for device, key in keys.items():
             if not 16 <= len(key) <= 64:
                 raise ValueError(f"key of device {device!r} must be 16..64 bytes, got {len(key)}")
-        if max_unauthenticated < 1 or handshake_timeout <= 0 or workers < 1 or send_timeout <= 0:
+        if (max_unauthenticated < 1 or handshake_timeout <= 0 or workers < 1 or send_timeout <= 0
+                or preauth_read_interval <= 0):
             raise ValueError(f"max_unauthenticated ({max_unauthenticated}) and workers ({workers}) must be >= 1, "
-                             f"handshake_timeout ({handshake_timeout}) and send_timeout ({send_timeout}) > 0")
+                             f"handshake_timeout ({handshake_timeout}), send_timeout ({send_timeout}) and "
+                             f"preauth_read_interval ({preauth_read_interval}) > 0")
         self.manifest = manifest
         self.keys = dict(keys)
         self.value_coding = value_coding
@@ -531,6 +612,7 @@ class ModelServer:
         self.tls = tls
         self.max_unauthenticated = max_unauthenticated
         self.handshake_timeout = handshake_timeout
+        self.preauth_read_interval = preauth_read_interval
         self.send_timeout = send_timeout
         self.on_ack = on_ack
         self._tls_context = tls.server_context() if tls is not None else None

@@ -31,6 +31,11 @@ class TLSConfig:
         crl: CRLs (PEM) of every CA in ``ca``; when given, a revoked peer certificate is refused.
         server_hostname: the name (or address) the device checks the server certificate against (None: the
             host it connects to).
+        session_tickets: servers: TLS 1.3 session tickets issued per handshake, with which a device may resume
+            its session on reconnecting (no certificate signatures or verification: about half the server's CPU
+            per handshake in a reconnect storm, ``docs/results/transport.md``). 0 (default): every connection is
+            a full handshake; a resumed session is not checked against the CRL again, so a revoked device could
+            resume until its ticket expires (OpenSSL: 2 h). No device in this repository resumes today.
     """
 
     cert: Path
@@ -38,6 +43,7 @@ class TLSConfig:
     ca: Path
     crl: Optional[Path] = None
     server_hostname: Optional[str] = None
+    session_tickets: int = 0
 
     @classmethod
     def from_dir(cls, folder: PathLike, kind: str, name: str, *, crl: bool = True,
@@ -82,8 +88,13 @@ class TLSConfig:
         return ctx
 
     def server_context(self) -> ssl.SSLContext:
-        """A server context: TLS 1.3 only, a client certificate from the bundle required."""
-        return self._context(ssl.Purpose.CLIENT_AUTH)
+        """A server context: TLS 1.3 only, a client certificate from the bundle required, ``session_tickets``
+        tickets per handshake."""
+        if self.session_tickets < 0:
+            raise TLSConfigError(f"session_tickets: expected >= 0, got {self.session_tickets}")
+        ctx = self._context(ssl.Purpose.CLIENT_AUTH)
+        ctx.num_tickets = self.session_tickets
+        return ctx
 
     def client_context(self) -> ssl.SSLContext:
         """A device context: TLS 1.3 only, the server certificate checked against the bundle and the host name."""
