@@ -117,6 +117,7 @@ class ServerStats:
     unauthenticated: int = 0  # of those, still in their handshake
     preauth_reads: int = 0  # reads of connections in their handshake (each one a wakeup of the I/O loop)
     preauth_throttled: int = 0  # times such a connection's reading was paused after part of a frame
+    preauth_held: int = 0  # times part of a plain-TCP handshake frame was left in the kernel until complete
 
 
 #: pending connections the kernel queues for accept (it clamps this to net.core.somaxconn)
@@ -182,6 +183,7 @@ class _Connection(asyncio.Protocol):
         self.tls_out = ssl.MemoryBIO()
         self.certified: Optional[str] = None
         self.throttle: Optional[asyncio.TimerHandle] = None  # resumes reading after a partial handshake frame
+        self.low_water = 1  # the socket's SO_RCVLOWAT: > 1 while a partial handshake frame waits in the kernel
 
     # ---- asyncio callbacks (loop thread) ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -208,6 +210,8 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
+        if self.low_water > 1:  # woken: the frame is complete (or the peer closed); read normally again
+            self._set_low_water(1)
         eof = False
         partial_record = False
         if self.tls is not None:
@@ -221,7 +225,8 @@ class _Connection(asyncio.Protocol):
             self.server._stats.preauth_reads += 1
             self._process()
             if self.state in ("hello", "auth") and not self.closed and (self.buffer or partial_record):
-                self._throttle()
+                if not (self.tls is None and self._hold_in_kernel()):
+                    self._throttle()
         if eof:
             self.close(graceful=True)
 
@@ -281,6 +286,37 @@ class _Connection(asyncio.Protocol):
         srv._stats.preauth_throttled += 1
         self._pause(True)
         self.throttle = self.loop.call_later(delay, self._unthrottle)
+
+    def _hold_in_kernel(self) -> bool:
+        """Plain TCP, part of a handshake frame read: set the socket's receive low-water mark (``SO_RCVLOWAT``)
+        to the bytes the frame still lacks (to the end of its header while that is incomplete), so the kernel
+        wakes the loop only when they have all arrived, the peer closes, or never (the handshake deadline then
+        closes it). A peer that trickles its HELLO costs at most two reads per frame however it trickles,
+        instead of the pause's one per ``preauth_read_interval``. False where the option cannot be set; the
+        caller then pauses instead. (TLS records are read by OpenSSL from our buffer, so TLS keeps the pause.)"""
+        have = len(self.buffer)
+        if have < HEADER.size:
+            missing = HEADER.size - have
+        else:
+            _, _, length = HEADER.unpack(bytes(self.buffer[:HEADER.size]))  # <= PREAUTH_MAX_FRAME: checked
+            missing = HEADER.size + length - have
+        if missing == 1:  # the next byte completes the frame: the default mark already waits for it
+            return True
+        if not self._set_low_water(missing):
+            return False
+        self.server._stats.preauth_held += 1
+        return True
+
+    def _set_low_water(self, nbytes: int) -> bool:
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None or not hasattr(socket, "SO_RCVLOWAT"):
+            return False
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, nbytes)
+        except OSError:
+            return False
+        self.low_water = nbytes
+        return True
 
     def _unthrottle(self) -> None:
         self.throttle = None
