@@ -508,11 +508,13 @@ def cmd_probe(args: argparse.Namespace) -> None:
 class Proc:
     """A child process of this module speaking JSON lines on stdin/stdout."""
 
-    def __init__(self, *argv: str) -> None:
+    def __init__(self, *argv: str, cpus: Optional[set[int]] = None) -> None:
         root = Path(__file__).resolve().parents[1]
         env = child_env()
         self.p = subprocess.Popen([sys.executable, "-m", "bench.transport_load", *argv], cwd=root, env=env,
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        if cpus:  # before the child starts threads (they inherit it): --server-cpus / --swarm-cpus
+            os.sched_setaffinity(self.p.pid, cpus)
 
     def read(self) -> dict[str, Any]:
         assert self.p.stdout is not None
@@ -549,8 +551,13 @@ def _swarms(mode: str, total: int, procs: int, port: int, info: dict[str, Any], 
                         "--count", str(count), "--model-id", info["model_id"], "--version", str(info["version"]),
                         "--ping-s", str(args.ping_s), "--trickle-s", str(args.trickle_s),
                         "--concurrency", str(args.concurrency), "--nice", str(args.client_nice),
-                        *(("--tls-dir", str(tls_dir)) if tls_dir is not None else ())))
+                        *(("--tls-dir", str(tls_dir)) if tls_dir is not None else ()), cpus=_cpus(args.swarm_cpus)))
     return out
+
+
+def _cpus(spec: str) -> Optional[set[int]]:
+    """``"0"``, ``"0,1"`` or ``""`` (no pinning) as a CPU set for :func:`os.sched_setaffinity`."""
+    return {int(c) for c in spec.split(",")} if spec else None
 
 
 def _wait_swarms(swarms: list[Proc], timeout: float) -> list[dict[str, Any]]:
@@ -683,11 +690,11 @@ def _storm(server: Proc, swarms: list[Proc], kind: str, resume: bool, hold_cpu_s
 
 def part_delivery(args: argparse.Namespace) -> dict[str, Any]:
     server = Proc("server", "--devices", str(args.background), "--max-unauthenticated", "6000",
-                  "--handshake-timeout", "600")
+                  "--handshake-timeout", "600", cpus=_cpus(args.server_cpus))
     probe = None
     try:
         info = server.read()
-        probe = Proc("probe", "--port", str(info["ports"]["plain"]))
+        probe = Proc("probe", "--port", str(info["ports"]["plain"]), cpus=_cpus(args.server_cpus))
         probe.read()
         server.ask(op="deliver", count=3, gap=0.05)  # warm-up
         out: dict[str, Any] = {"packet_coords": info["coords"], "params": info["params"]}
@@ -947,6 +954,11 @@ def main(argv: Optional[list[str]] = None) -> None:
         p.add_argument("--rounds", type=int, default=4, help="part 2: baseline/loaded chunk pairs per background")
         p.add_argument("--updates-per-round", type=int, default=15, help="part 2: updates per chunk")
         p.add_argument("--gap", type=float, default=0.25, help="seconds between updates")
+        p.add_argument("--server-cpus", default="",
+                       help="part 2: pin the server and the probe device to these CPUs (e.g. 0; default: no pinning)")
+        p.add_argument("--swarm-cpus", default="",
+                       help="pin the load clients to these CPUs (e.g. 1: with --server-cpus 0 they stand in for "
+                            "devices on other machines without taking the server's CPU)")
         p.add_argument("--settle-s", type=float, default=6.0,
                        help="part 2: seconds from the background being open to the loaded chunk (past the server's "
                             "first pause of a trickling connection, preauth_read_interval = 5 s)")
