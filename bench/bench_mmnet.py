@@ -13,6 +13,7 @@ The training step counts 3x the forward (forward, and a backward of twice its wo
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
@@ -115,12 +116,79 @@ def flops_per_vector(n_rx: int, n_tx: int, layers: int) -> float:
     return 16.0 * n_rx * n_tx * layers
 
 
+def _train_step_rows(device: torch.device, peers: frozenset[str], repeats: int, sync: Callable[[], None],
+                     n_rx: int, n_tx: int, layers: int, modulation: int) -> list[Row]:
+    """One online-training step (forward + backward over all layers, batch 500, one channel): the complex
+    reference under autograd vs the real-valued training graph, eager, compiled and on libedgert's fused kernels.
+
+    Measured first in :func:`run`: after the G = 64 detection rows (numba, compiled complex graphs, large
+    allocations) the same process ran this step 1.4x (edgert) and 1.6x (torch.compile) slower than a fresh one,
+    which flattered the ratio (1.85x instead of ~1.6x at one thread)."""
+    from edgert.ops.mmnet import mmnet_train_forward
+
+    rows: list[Row] = []
+    p = _problem(1, 500, n_rx, n_tx, layers, modulation, device)
+    x_ref = ops.indices_to_symbols(torch.randint(0, modulation, (1, 500, n_tx),
+                                                 generator=torch.Generator().manual_seed(2)), modulation)
+    shape = f"G=1 B=500 {n_rx}x{n_tx} T={layers} QAM{modulation} fwd+bwd"
+
+    def ref_step() -> None:
+        A = p["A"].clone().requires_grad_()
+        th = p["theta2"].clone().requires_grad_()
+        xs, _ = ops.mmnet_detect_reference(p["H"], p["y"], p["sigma2"], th, A=A, modulation=modulation,
+                                           all_layers=True)
+        ((xs - x_ref).abs() ** 2).sum(-1).mean().backward()
+
+    target = torch.stack([x_ref.real, x_ref.imag], -2)
+
+    def real_loss(A_ri: torch.Tensor, th: torch.Tensor, backend: str) -> torch.Tensor:
+        xs = mmnet_train_forward(p["H"], p["y"], p["sigma2"], A_ri, th, modulation, backend=backend)
+        return (xs - target).pow(2).sum((-2, -1)).mean()
+
+    def real_step(loss_fn, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+        A_ri = torch.view_as_real(p["A"]).clone().requires_grad_()
+        th = p["theta2"].clone().requires_grad_()
+        loss_fn(A_ri, th, backend).backward()
+        return A_ri.grad, th.grad
+
+    train_flops = 3 * flops_per_vector(n_rx, n_tx, layers) * 500
+    t = measure(ref_step, repeats=repeats, sync=sync)
+    rows.append(Row("mmnet_train_step", "torch-eager-complex", str(device), "complex64", shape, t,
+                    flops=train_flops, extra={"peer": True}))
+    t = measure(lambda: real_step(real_loss, "torch"), repeats=repeats, sync=sync)
+    rows.append(Row("mmnet_train_step", "torch-eager-real", str(device), "float32", shape, t,
+                    flops=train_flops, extra={"peer": True}))
+    want_grads = real_step(real_loss, "torch")
+    if "compile" in peers:
+        # torch.compile of the same real-valued graph (inside a compiled region mmnet_train_forward runs
+        # its PyTorch graph); the backward is AOTAutograd's compiled backward.
+        compiled = compiled_peer(real_loss, "mmnet_train_step",
+                                 lambda _: None, torch.view_as_real(p["A"]).clone().requires_grad_(),
+                                 p["theta2"].clone().requires_grad_(), "torch")
+        if compiled is not None:
+            got = real_step(compiled, "torch")
+            for g_got, g_want in zip(got, want_grads):
+                torch.testing.assert_close(g_got, g_want, rtol=1e-3, atol=1e-3 * g_want.abs().max().item())
+            t = measure(lambda: real_step(compiled, "torch"), repeats=repeats, sync=sync)
+            rows.append(Row("mmnet_train_step", "torch.compile-real", str(device), "float32", shape, t,
+                            flops=train_flops, extra={"peer": True}))
+    got = real_step(real_loss, "cpu")
+    for g_got, g_want in zip(got, want_grads):
+        torch.testing.assert_close(g_got, g_want, rtol=1e-3, atol=1e-3 * g_want.abs().max().item())
+    t = measure(lambda: real_step(real_loss, "cpu"), repeats=repeats, sync=sync)
+    rows.append(Row("mmnet_train_step", "edgert-cpu-fused", str(device), "float32", shape, t,
+                    flops=train_flops))
+    return rows
+
+
 def run(device: torch.device, quick: bool, peers: frozenset[str] = frozenset()) -> list[Row]:
     rows: list[Row] = []
     sync = cuda_sync(device)
     repeats = 10 if quick else 30
     configs = [(1, 100)] if quick else [(1, 100), (64, 100)]
     n_rx, n_tx, layers, modulation = 64, 16, 10, 16
+    if device.type == "cpu":
+        rows += _train_step_rows(device, peers, repeats, sync, n_rx, n_tx, layers, modulation)
     for groups, batch in configs:
         p = _problem(groups, batch, n_rx, n_tx, layers, modulation, device)
         shape = f"G={groups} B={batch} {n_rx}x{n_tx} T={layers} QAM{modulation}"
@@ -169,63 +237,6 @@ def run(device: torch.device, quick: bool, peers: frozenset[str] = frozenset()) 
                                                  modulation=modulation, backend=backend), repeats=repeats, sync=sync)
             rows.append(Row("mmnet_detect", f"edgert-{backend}", str(device), "complex64", shape, t, flops=flops,
                             extra={"vectors_per_s": vectors / t.median}))
-
-    # One online-training step (forward + backward over all layers, batch 500, one channel): the
-    # complex reference under autograd vs the real-valued training graph with the fused denoiser backward.
-    if device.type == "cpu":
-        from edgert.ops.mmnet import mmnet_train_forward
-
-        p = _problem(1, 500, n_rx, n_tx, layers, modulation, device)
-        x_ref = ops.indices_to_symbols(torch.randint(0, modulation, (1, 500, n_tx),
-                                                     generator=torch.Generator().manual_seed(2)), modulation)
-        shape = f"G=1 B=500 {n_rx}x{n_tx} T={layers} QAM{modulation} fwd+bwd"
-
-        def ref_step() -> None:
-            A = p["A"].clone().requires_grad_()
-            th = p["theta2"].clone().requires_grad_()
-            xs, _ = ops.mmnet_detect_reference(p["H"], p["y"], p["sigma2"], th, A=A, modulation=modulation,
-                                               all_layers=True)
-            ((xs - x_ref).abs() ** 2).sum(-1).mean().backward()
-
-        target = torch.stack([x_ref.real, x_ref.imag], -2)
-
-        def real_loss(A_ri: torch.Tensor, th: torch.Tensor, backend: str) -> torch.Tensor:
-            xs = mmnet_train_forward(p["H"], p["y"], p["sigma2"], A_ri, th, modulation, backend=backend)
-            return (xs - target).pow(2).sum((-2, -1)).mean()
-
-        def real_step(loss_fn, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-            A_ri = torch.view_as_real(p["A"]).clone().requires_grad_()
-            th = p["theta2"].clone().requires_grad_()
-            loss_fn(A_ri, th, backend).backward()
-            return A_ri.grad, th.grad
-
-        train_flops = 3 * flops_per_vector(n_rx, n_tx, layers) * 500
-        t = measure(ref_step, repeats=repeats, sync=sync)
-        rows.append(Row("mmnet_train_step", "torch-eager-complex", str(device), "complex64", shape, t,
-                        flops=train_flops, extra={"peer": True}))
-        t = measure(lambda: real_step(real_loss, "torch"), repeats=repeats, sync=sync)
-        rows.append(Row("mmnet_train_step", "torch-eager-real", str(device), "float32", shape, t,
-                        flops=train_flops, extra={"peer": True}))
-        want_grads = real_step(real_loss, "torch")
-        if "compile" in peers:
-            # torch.compile of the same real-valued graph (inside a compiled region mmnet_train_forward runs
-            # its PyTorch graph); the backward is AOTAutograd's compiled backward.
-            compiled = compiled_peer(real_loss, "mmnet_train_step",
-                                     lambda _: None, torch.view_as_real(p["A"]).clone().requires_grad_(),
-                                     p["theta2"].clone().requires_grad_(), "torch")
-            if compiled is not None:
-                got = real_step(compiled, "torch")
-                for g_got, g_want in zip(got, want_grads):
-                    torch.testing.assert_close(g_got, g_want, rtol=1e-3, atol=1e-3 * g_want.abs().max().item())
-                t = measure(lambda: real_step(compiled, "torch"), repeats=repeats, sync=sync)
-                rows.append(Row("mmnet_train_step", "torch.compile-real", str(device), "float32", shape, t,
-                                flops=train_flops, extra={"peer": True}))
-        got = real_step(real_loss, "cpu")
-        for g_got, g_want in zip(got, want_grads):
-            torch.testing.assert_close(g_got, g_want, rtol=1e-3, atol=1e-3 * g_want.abs().max().item())
-        t = measure(lambda: real_step(real_loss, "cpu"), repeats=repeats, sync=sync)
-        rows.append(Row("mmnet_train_step", "edgert-cpu-fused", str(device), "float32", shape, t,
-                        flops=train_flops))
 
     gen = torch.Generator().manual_seed(1)
     n = 16 * 100 * 64
