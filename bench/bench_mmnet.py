@@ -124,7 +124,7 @@ def _train_step_rows(device: torch.device, peers: frozenset[str], repeats: int, 
     Measured first in :func:`run`: after the G = 64 detection rows (numba, compiled complex graphs, large
     allocations) the same process ran this step 1.4x (edgert) and 1.6x (torch.compile) slower than a fresh one,
     which flattered the ratio (1.85x instead of ~1.6x at one thread)."""
-    from edgert.ops.mmnet import mmnet_train_forward
+    from edgert.ops.mmnet import mmnet_train_loss
 
     rows: list[Row] = []
     p = _problem(1, 500, n_rx, n_tx, layers, modulation, device)
@@ -139,11 +139,12 @@ def _train_step_rows(device: torch.device, peers: frozenset[str], repeats: int, 
                                            all_layers=True)
         ((xs - x_ref).abs() ** 2).sum(-1).mean().backward()
 
-    target = torch.stack([x_ref.real, x_ref.imag], -2)
+    target = torch.stack([x_ref.real, x_ref.imag], -2).contiguous()
 
     def real_loss(A_ri: torch.Tensor, th: torch.Tensor, backend: str) -> torch.Tensor:
-        xs = mmnet_train_forward(p["H"], p["y"], p["sigma2"], A_ri, th, modulation, backend=backend)
-        return (xs - target).pow(2).sum((-2, -1)).mean()
+        # backend "torch": mmnet_train_forward, then (xs - target).pow(2).sum((-2, -1)).mean((0, 2));
+        # "cpu": the same loss fused into libedgert's forward and backward
+        return mmnet_train_loss(p["H"], p["y"], p["sigma2"], A_ri, th, target, modulation, backend=backend).mean()
 
     def real_step(loss_fn, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
         A_ri = torch.view_as_real(p["A"]).clone().requires_grad_()

@@ -165,6 +165,61 @@ void bind_mmnet(pyb::module_& m) {
       pyb::arg("H"), pyb::arg("y"), pyb::arg("sigma2"), pyb::arg("A"), pyb::arg("theta2"), pyb::arg("modulation"),
       pyb::arg("xs"), pyb::arg("tape"), pyb::arg("grad_xs"), pyb::arg("grad_A"), pyb::arg("grad_theta2"),
       "Backward of mmnet_train_forward: dL/dA (complex) and dL/dtheta2 from dL/dxs.");
+  m.def(
+      "mmnet_train_mse_forward",
+      [train_shape](pyb::handle H_obj, pyb::handle y_obj, pyb::handle sigma2_obj, pyb::handle A_obj,
+                    pyb::handle theta2_obj, int32_t modulation, pyb::handle target_obj, pyb::handle xs_obj,
+                    pyb::handle tape_obj, pyb::handle loss_obj) {
+        ArrayArg H(H_obj, "H"), y(y_obj, "y"), sigma2(sigma2_obj, "sigma2"), A(A_obj, "A"), theta2(theta2_obj, "theta2");
+        const MMNetShape shape = train_shape(H, y, sigma2, A, theta2, modulation);
+        ArrayArg target(target_obj, "target"), xs(xs_obj, "xs"), tape(tape_obj, "tape"), loss(loss_obj, "loss");
+        target.require({Dtype::f32}, {shape.groups, shape.batch, 2, shape.n_tx}, "[G, B, 2, Nt]", false);
+        xs.require({Dtype::f32}, {shape.layers, shape.groups, shape.batch, 2, shape.n_tx}, "[T, G, B, 2, Nt]", false);
+        tape.require({Dtype::f32}, {::edgert::cpu::mmnet_tape_size(shape)}, "[mmnet_tape_size]", false);
+        loss.require({Dtype::f32}, {shape.groups}, "[G]", false);
+        edgert_status st;
+        {
+          pyb::gil_scoped_release nogil;
+          st = ::edgert::cpu::mmnet_train_mse_forward(shape, H.ptr<const cfloat>(), y.ptr<const cfloat>(),
+                                                      sigma2.ptr<const float>(), A.ptr<const cfloat>(),
+                                                      theta2.ptr<const float>(), target.ptr<const float>(),
+                                                      xs.ptr<float>(), tape.ptr<float>(), loss.ptr<float>());
+        }
+        check(st, "mmnet_train_mse_forward");
+      },
+      pyb::arg("H"), pyb::arg("y"), pyb::arg("sigma2"), pyb::arg("A"), pyb::arg("theta2"), pyb::arg("modulation"),
+      pyb::arg("target"), pyb::arg("xs"), pyb::arg("tape"), pyb::arg("loss"),
+      "mmnet_train_forward with the training loss fused in: loss[g] = mean over layers and vectors of "
+      "||x_t - target||^2.");
+  m.def(
+      "mmnet_train_mse_backward",
+      [train_shape](pyb::handle H_obj, pyb::handle y_obj, pyb::handle sigma2_obj, pyb::handle A_obj,
+                    pyb::handle theta2_obj, int32_t modulation, pyb::handle xs_obj, pyb::handle tape_obj,
+                    pyb::handle target_obj, pyb::handle grad_loss_obj, pyb::handle grad_A_obj,
+                    pyb::handle grad_theta2_obj) {
+        ArrayArg H(H_obj, "H"), y(y_obj, "y"), sigma2(sigma2_obj, "sigma2"), A(A_obj, "A"), theta2(theta2_obj, "theta2");
+        const MMNetShape shape = train_shape(H, y, sigma2, A, theta2, modulation);
+        ArrayArg xs(xs_obj, "xs"), tape(tape_obj, "tape"), target(target_obj, "target"),
+            grad_loss(grad_loss_obj, "grad_loss"), grad_A(grad_A_obj, "grad_A"), grad_theta2(grad_theta2_obj, "grad_theta2");
+        xs.require({Dtype::f32}, {shape.layers, shape.groups, shape.batch, 2, shape.n_tx}, "[T, G, B, 2, Nt]", false);
+        target.require({Dtype::f32}, {shape.groups, shape.batch, 2, shape.n_tx}, "[G, B, 2, Nt]", false);
+        grad_loss.require({Dtype::f32}, {shape.groups}, "[G]", false);
+        tape.require({Dtype::f32}, {::edgert::cpu::mmnet_tape_size(shape)}, "[mmnet_tape_size]", false);
+        grad_A.require({Dtype::c64}, A.shape(), "like A", false);
+        grad_theta2.require({Dtype::f32}, theta2.shape(), "like theta2", false);
+        edgert_status st;
+        {
+          pyb::gil_scoped_release nogil;
+          st = ::edgert::cpu::mmnet_train_mse_backward(
+              shape, H.ptr<const cfloat>(), y.ptr<const cfloat>(), sigma2.ptr<const float>(), A.ptr<const cfloat>(),
+              theta2.ptr<const float>(), xs.ptr<const float>(), tape.ptr<const float>(), target.ptr<const float>(),
+              grad_loss.ptr<const float>(), grad_A.ptr<cfloat>(), grad_theta2.ptr<float>());
+        }
+        check(st, "mmnet_train_mse_backward");
+      },
+      pyb::arg("H"), pyb::arg("y"), pyb::arg("sigma2"), pyb::arg("A"), pyb::arg("theta2"), pyb::arg("modulation"),
+      pyb::arg("xs"), pyb::arg("tape"), pyb::arg("target"), pyb::arg("grad_loss"), pyb::arg("grad_A"),
+      pyb::arg("grad_theta2"), "Backward of mmnet_train_mse_forward: dL/dA and dL/dtheta2 from dL/dloss [G].");
 #endif
 }
 

@@ -206,6 +206,21 @@ def test_train_forward_is_finite_and_exact_in_the_noise_free_limit(backend):
     assert torch.isfinite(A_ri.grad).all() and torch.isfinite(theta2.grad).all()
 
 
+def _near_pinv_problem(shape, gen):
+    """H, y, sigma2 (one per vector), x, A (scaled pseudo-inverses plus noise) and theta2 for
+    ``shape = (G, B, Nr, Nt, T, M)``."""
+    groups, batch, n_rx, n_tx, layers, modulation = shape
+    H = torch.randn(groups, n_rx, n_tx, generator=gen, dtype=torch.complex64) / n_rx ** 0.5
+    x = ops.indices_to_symbols(torch.randint(0, modulation, (groups, batch, n_tx), generator=gen), modulation)
+    sigma2 = 0.01 + 0.1 * torch.rand(groups, batch, generator=gen)
+    y = x @ H.transpose(1, 2) + torch.randn(groups, batch, n_rx, generator=gen,
+                                            dtype=torch.complex64) * sigma2.sqrt()[..., None]
+    A = torch.linalg.pinv(H)[None] * torch.linspace(0.6, 1.0, layers)[:, None, None, None]
+    A = (A + 0.02 * torch.randn(A.shape, generator=gen, dtype=torch.complex64)).contiguous()
+    theta2 = 0.5 + torch.rand(layers, groups, n_tx, generator=gen)
+    return H, y, sigma2, x, A, theta2
+
+
 @pytest.mark.parametrize("shape", [
     # (G, B, Nr, Nt, T, M): the benchmark's shape, then batch 1, odd sizes, Nt not a multiple of the
     # row block (4) or lane tile (8), B not a multiple of the 8-vector tile, one layer, QAM4/64
@@ -219,14 +234,7 @@ def test_native_training_step_matches_the_pytorch_graph(shape):
 
     groups, batch, n_rx, n_tx, layers, modulation = shape
     gen = torch.Generator().manual_seed(sum(shape))
-    H = torch.randn(groups, n_rx, n_tx, generator=gen, dtype=torch.complex64) / n_rx ** 0.5
-    x = ops.indices_to_symbols(torch.randint(0, modulation, (groups, batch, n_tx), generator=gen), modulation)
-    sigma2 = 0.01 + 0.1 * torch.rand(groups, batch, generator=gen)
-    y = x @ H.transpose(1, 2) + torch.randn(groups, batch, n_rx, generator=gen,
-                                            dtype=torch.complex64) * sigma2.sqrt()[..., None]
-    A = torch.linalg.pinv(H)[None] * torch.linspace(0.6, 1.0, layers)[:, None, None, None]
-    A = (A + 0.02 * torch.randn(A.shape, generator=gen, dtype=torch.complex64)).contiguous()
-    theta2 = 0.5 + torch.rand(layers, groups, n_tx, generator=gen)
+    H, y, sigma2, _, A, theta2 = _near_pinv_problem(shape, gen)
     upstream = torch.randn(layers, groups, batch, 2, n_tx, generator=gen)
     results = {}
     for backend in ("torch", "cpu"):
@@ -238,6 +246,54 @@ def test_native_training_step_matches_the_pytorch_graph(shape):
     for got, want, name in zip(results["cpu"], results["torch"], ("xs", "dL/dA", "dL/dtheta2")):
         scale = want.abs().max().item()
         torch.testing.assert_close(got, want, rtol=0, atol=2e-4 * scale, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("shape", [
+    # (G, B, Nr, Nt, T, M): the benchmark's shape, batch 1, B and Nt off the 8-lane tile and 4-row block
+    (1, 100, 64, 16, 10, 16), (2, 1, 4, 1, 1, 4), (3, 13, 7, 5, 3, 64), (2, 9, 12, 11, 2, 4),
+])
+def test_fused_training_loss_matches_the_pytorch_graph(shape):
+    """mmnet_train_loss on libedgert (the loss summed inside the forward, dL/dxs formed inside the backward)
+    against the PyTorch graph: the loss per channel, and dL/dA, dL/dtheta2 under a different weight per
+    channel (so a wrong channel's scale would show)."""
+    from edgert.ops.mmnet import mmnet_train_loss
+
+    groups, batch, n_rx, n_tx, layers, modulation = shape
+    H, y, sigma2, x, A, theta2 = _near_pinv_problem(shape, torch.Generator().manual_seed(7 * sum(shape)))
+    target = torch.stack([x.real, x.imag], -2).contiguous()
+    weight = torch.arange(1.0, groups + 1.0)
+    results = {}
+    for backend in ("torch", "cpu"):
+        A_ri = torch.view_as_real(A).clone().requires_grad_()
+        th = theta2.clone().requires_grad_()
+        loss = mmnet_train_loss(H, y, sigma2, A_ri, th, target, modulation, backend=backend)
+        assert loss.shape == (groups,)
+        (loss * weight).sum().backward()
+        results[backend] = (loss.detach(), A_ri.grad, th.grad)
+    for got, want, name in zip(results["cpu"], results["torch"], ("loss", "dL/dA", "dL/dtheta2")):
+        scale = want.abs().max().item()
+        assert scale > 0
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-5 * scale, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_fused_training_loss_rejects_bad_input():
+    from edgert.ops.mmnet import mmnet_train_loss
+
+    H = torch.randn(2, 6, 3, dtype=torch.complex64)
+    y = torch.randn(2, 5, 6, dtype=torch.complex64)
+    A_ri = torch.zeros(2, 2, 3, 6, 2, requires_grad=True)
+    theta2 = torch.ones(2, 2, 3, requires_grad=True)
+    target = torch.zeros(2, 5, 2, 3)
+    for backend in ("torch", "cpu"):
+        with pytest.raises(ValueError, match=r"target must be \[G, B, 2, Nt\]"):
+            mmnet_train_loss(H, y, torch.zeros(2), A_ri, theta2, target[:, :4], 16, backend=backend)
+        with pytest.raises(ValueError, match="B = 0"):
+            mmnet_train_loss(H, y[:, :0], torch.zeros(2), A_ri, theta2, target[:, :0], 16, backend=backend)
+    with pytest.raises(TypeError, match="target: expected contiguous float32"):
+        mmnet_train_loss(H, y, torch.zeros(2), A_ri, theta2, target.double(), 16, backend="cpu")
+    with pytest.raises(ValueError, match="sigma2"):
+        mmnet_train_loss(H, y, torch.tensor([0.1, float("nan")]), A_ri, theta2, target, 16, backend="cpu")
+    assert A_ri.grad is None and theta2.grad is None
 
 
 def test_native_training_step_edge_cases_and_bad_input():

@@ -129,9 +129,17 @@ void load_y_tile(const cfloat* y, int64_t nr, int64_t lanes, float* re, float* i
 
 EDGERT_MMNET_CLONES void train_forward_tile(const MMNetShape& s, const GroupPrep& p, const Constellation& c,
                                             const cfloat* y, const float* sigma2, int64_t lanes, const float* theta2,
-                                            int64_t g, int64_t b0, float* xs, float* tape, TileScratch& w) {
+                                            int64_t g, int64_t b0, float* xs, float* tape, const float* target,
+                                            double* squared_error, TileScratch& w) {
   const int64_t nr = s.n_rx, nt = s.n_tx, T = s.layers, n_sym = nt * kLanes;
   const TapeLayout tl(s);
+  // target != null: the tile's sum over layers, lanes and axes of (x_t - target)^2 goes to *squared_error
+  std::vector<float> target_re, target_im;
+  double tile_error = 0;
+  if (target != nullptr) {
+    target_re.resize(n_sym), target_im.resize(n_sym);
+    load_stacked(target + (g * s.batch + b0) * 2 * nt, nt, lanes, target_re.data(), target_im.data());
+  }
   double yy[kLanes];
   load_y_tile(y, nr, lanes, w.y_re.data(), w.y_im.data(), yy);
   float s2[kLanes];
@@ -168,6 +176,18 @@ EDGERT_MMNET_CLONES void train_forward_tile(const MMNetShape& s, const GroupPrep
     posterior_with_grads_any(c, w.z_re.data(), v.data(), n_sym, w.x_re.data(), du_re, dv_re);
     posterior_with_grads_any(c, w.z_im.data(), v.data(), n_sym, w.x_im.data(), du_im, dv_im);
     std::copy(excess, excess + kLanes, rec + 4 * n_sym);
+    if (target != nullptr) {
+      // padded lanes are left out: x there is the posterior mean at z = 0 (zero only up to rounding)
+      for (int64_t i = 0; i < nt; ++i) {
+        float row = 0;
+        for (int64_t l = 0; l < kLanes; ++l) {
+          const int64_t e = i * kLanes + l;
+          const float dr = w.x_re[e] - target_re[e], di = w.x_im[e] - target_im[e];
+          row += l < lanes ? dr * dr + di * di : 0.0f;
+        }
+        tile_error += row;
+      }
+    }
     float* x_dst = xs + ((t * s.groups + g) * s.batch + b0) * 2 * nt;
     for (int64_t l = 0; l < lanes; ++l) {
       for (int64_t i = 0; i < nt; ++i) {
@@ -176,6 +196,7 @@ EDGERT_MMNET_CLONES void train_forward_tile(const MMNetShape& s, const GroupPrep
       }
     }
   }
+  if (squared_error != nullptr) *squared_error = tile_error;
 }
 
 // A run of split tiles: tile k's real rows start at data + k * stride, its imaginary rows at
@@ -255,9 +276,17 @@ inline cfloat packed_at(const float* packed, int64_t n_in, int64_t i, int64_t j)
   return cfloat(d[i % kRows], d[kRows + i % kRows]);
 }
 
+// Where dL/dxs comes from: an array [T, G, B, 2, Nt], or the MSE loss's own derivative
+// dL/dx_t = mse_scale[g] (x_t - target) (mse_scale = 2 dL/dL_g / (T B)), formed per tile.
+struct XsGrad {
+  const float* grad_xs = nullptr;
+  const float* target = nullptr;
+  const double* mse_scale = nullptr;
+};
+
 EDGERT_MMNET_CLONES void train_backward_tiles(const MMNetShape& s, const GroupPrep& p, const float* m_herm,
                                               const cfloat* y, const float* sigma2, const float* theta2,
-                                              const float* xs, const float* tape, const float* grad_xs, int64_t g,
+                                              const float* xs, const float* tape, const XsGrad& source, int64_t g,
                                               int64_t tile_begin, int64_t tile_end, TrainPartial& out) {
   const int64_t nr = s.n_rx, nt = s.n_tx, T = s.layers, rows = padded_rows(nt), tiles = tile_end - tile_begin;
   const TapeLayout tl(s);
@@ -270,8 +299,14 @@ EDGERT_MMNET_CLONES void train_backward_tiles(const MMNetShape& s, const GroupPr
       xb_im(xb_re.size(), 0.0f);
   std::vector<float> gx_in_re(nt * kLanes), gx_in_im(nt * kLanes), u_re(rows * kLanes), u_im(rows * kLanes),
       gx_new_re(rows * kLanes), gx_new_im(rows * kLanes);
+  std::vector<float> target_tiles(source.target != nullptr ? tiles * x_stride : 0);
+  const float mse_scale = source.target != nullptr ? static_cast<float>(source.mse_scale[g]) : 0.0f;
   for (int64_t k = 0; k < tiles; ++k) {
     const int64_t b0 = (tile_begin + k) * kLanes, lanes = std::min(kLanes, s.batch - b0);
+    if (source.target != nullptr) {
+      float* tg = target_tiles.data() + k * x_stride;
+      load_stacked(source.target + (g * s.batch + b0) * 2 * nt, nt, lanes, tg, tg + nt * kLanes);
+    }
     double yy[kLanes];
     float* yt = y_tiles.data() + k * y_stride;
     load_y_tile(y + (g * s.batch + b0) * nr, nr, lanes, yt, yt + nr * kLanes, yy);
@@ -290,8 +325,21 @@ EDGERT_MMNET_CLONES void train_backward_tiles(const MMNetShape& s, const GroupPr
       const int64_t b0 = (tile_begin + k) * kLanes, lanes = std::min(kLanes, s.batch - b0);
       float* gx_re = gx_tiles.data() + k * x_stride;
       float* gx_im = gx_re + nt * kLanes;
-      load_stacked(grad_xs + ((t * s.groups + g) * s.batch + b0) * 2 * nt, nt, lanes, gx_in_re.data(),
-                   gx_in_im.data());
+      float* xp_re = xprev_tiles.data() + k * x_stride;
+      float* xp_im = xp_re + nt * kLanes;
+      if (source.target == nullptr) {
+        load_stacked(source.grad_xs + ((t * s.groups + g) * s.batch + b0) * 2 * nt, nt, lanes, gx_in_re.data(),
+                     gx_in_im.data());
+      } else {
+        // x_t is in xprev_tiles since layer t + 1 (which loaded its x_{t-1}); the last layer loads it.
+        // Padded lanes are zero in both x_t and the target, so their gradient is zero.
+        if (t == T - 1) load_stacked(xs + ((t * s.groups + g) * s.batch + b0) * 2 * nt, nt, lanes, xp_re, xp_im);
+        const float* tg = target_tiles.data() + k * x_stride;
+        for (int64_t e = 0; e < nt * kLanes; ++e) {
+          gx_in_re[e] = mse_scale * (xp_re[e] - tg[e]);
+          gx_in_im[e] = mse_scale * (xp_im[e] - tg[nt * kLanes + e]);
+        }
+      }
       float* gz_re = gz_tiles.data() + k * z_stride;
       float* gz_im = gz_re + rows * kLanes;
       const float* rec = tape + tl.at(s, t, g, tile_begin + k);
@@ -326,8 +374,6 @@ EDGERT_MMNET_CLONES void train_backward_tiles(const MMNetShape& s, const GroupPr
       }
       if (t == 0) continue;
       // g_x_{t-1} = M_t^H g_z + 2 g_e (H^H H x_{t-1} - H^H y)
-      float* xp_re = xprev_tiles.data() + k * x_stride;
-      float* xp_im = xp_re + nt * kLanes;
       load_stacked(xs + (((t - 1) * s.groups + g) * s.batch + b0) * 2 * nt, nt, lanes, xp_re, xp_im);
       for (int64_t i = 0; i < nt; ++i) {
         for (int64_t l = 0; l < kLanes; ++l) {
@@ -464,43 +510,52 @@ int64_t runs_per_group(const MMNetShape& s, int64_t tiles_per_group) {
   return std::max<int64_t>(1, std::min(want, tiles_per_group));
 }
 
-}  // namespace
-
-edgert_status mmnet_train_forward(const MMNetShape& s, const cfloat* H, const cfloat* y, const float* sigma2,
-                                  const cfloat* A, const float* theta2, float* xs, float* tape) {
-  if (edgert_status st = check_train_args("mmnet_train_forward", s, H, y, sigma2, A, theta2); st != EDGERT_OK) return st;
+// target, loss: null for mmnet_train_forward; for mmnet_train_mse_forward, loss[g] = the group's mean
+// over layers and vectors of ||x_t - target||^2 (the caller rejects an empty batch).
+edgert_status train_forward(const char* where, const MMNetShape& s, const cfloat* H, const cfloat* y,
+                            const float* sigma2, const cfloat* A, const float* theta2, float* xs, float* tape,
+                            const float* target, float* loss) {
+  if (edgert_status st = check_train_args(where, s, H, y, sigma2, A, theta2); st != EDGERT_OK) return st;
+  if (loss != nullptr) std::fill(loss, loss + s.groups, 0.0f);
   if (s.groups == 0 || s.batch == 0) return EDGERT_OK;
-  if (xs == nullptr || tape == nullptr) return fail(EDGERT_ERR_INVALID_ARGUMENT, "mmnet_train_forward: null buffer");
+  if (xs == nullptr || tape == nullptr) return fail(EDGERT_ERR_INVALID_ARGUMENT, "%s: null buffer", where);
   const Constellation c = make_constellation(s.modulation);
   const int64_t tiles_per_group = (s.batch + kLanes - 1) / kLanes;
   std::vector<GroupPrep> prep(static_cast<size_t>(s.groups));
   detail::parallel_for(s.groups, 1, [&](int64_t begin, int64_t end) {
     for (int64_t g = begin; g < end; ++g) prepare_group(s, H, A, nullptr, g, prep[static_cast<size_t>(g)]);
   });
+  // per tile, summed in tile order afterwards: the loss does not depend on the thread count
+  std::vector<double> tile_error(target != nullptr ? static_cast<size_t>(s.groups * tiles_per_group) : 0);
   detail::parallel_for(s.groups * tiles_per_group, 1, [&](int64_t begin, int64_t end) {
     TileScratch scratch(s.n_rx, s.n_tx);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t g = item / tiles_per_group, b0 = (item % tiles_per_group) * kLanes;
       train_forward_tile(s, prep[static_cast<size_t>(g)], c, y + (g * s.batch + b0) * s.n_rx,
-                         sigma2 + g * s.batch + b0, std::min(kLanes, s.batch - b0), theta2, g, b0, xs, tape, scratch);
+                         sigma2 + g * s.batch + b0, std::min(kLanes, s.batch - b0), theta2, g, b0, xs, tape, target,
+                         target != nullptr ? &tile_error[static_cast<size_t>(item)] : nullptr, scratch);
     }
   });
+  if (target != nullptr) {
+    for (int64_t g = 0; g < s.groups; ++g) {
+      double sum = 0;
+      for (int64_t k = 0; k < tiles_per_group; ++k) sum += tile_error[static_cast<size_t>(g * tiles_per_group + k)];
+      loss[g] = static_cast<float>(sum / (static_cast<double>(s.layers) * static_cast<double>(s.batch)));
+    }
+  }
   return EDGERT_OK;
 }
 
-edgert_status mmnet_train_backward(const MMNetShape& s, const cfloat* H, const cfloat* y, const float* sigma2,
-                                   const cfloat* A, const float* theta2, const float* xs, const float* tape,
-                                   const float* grad_xs, cfloat* grad_A, float* grad_theta2) {
-  if (edgert_status st = check_train_args("mmnet_train_backward", s, H, y, sigma2, A, theta2); st != EDGERT_OK) {
-    return st;
-  }
+edgert_status train_backward(const char* where, const MMNetShape& s, const cfloat* H, const cfloat* y,
+                             const float* sigma2, const cfloat* A, const float* theta2, const float* xs,
+                             const float* tape, const XsGrad& source, cfloat* grad_A, float* grad_theta2) {
+  if (edgert_status st = check_train_args(where, s, H, y, sigma2, A, theta2); st != EDGERT_OK) return st;
   const int64_t nt = s.n_tx, T = s.layers;
   if (s.groups == 0) return EDGERT_OK;
-  if (grad_A == nullptr || grad_theta2 == nullptr) {
-    return fail(EDGERT_ERR_INVALID_ARGUMENT, "mmnet_train_backward: null buffer");
-  }
-  if (s.batch > 0 && (xs == nullptr || tape == nullptr || grad_xs == nullptr)) {
-    return fail(EDGERT_ERR_INVALID_ARGUMENT, "mmnet_train_backward: null buffer");
+  if (grad_A == nullptr || grad_theta2 == nullptr) return fail(EDGERT_ERR_INVALID_ARGUMENT, "%s: null buffer", where);
+  if (s.batch > 0 && (xs == nullptr || tape == nullptr ||
+                      (source.grad_xs == nullptr && (source.target == nullptr || source.mse_scale == nullptr)))) {
+    return fail(EDGERT_ERR_INVALID_ARGUMENT, "%s: null buffer", where);
   }
   const int64_t tiles_per_group = (s.batch + kLanes - 1) / kLanes;
   const int64_t runs = s.batch > 0 ? runs_per_group(s, tiles_per_group) : 0;
@@ -529,7 +584,7 @@ edgert_status mmnet_train_backward(const MMNetShape& s, const cfloat* H, const c
       const int64_t tb = run * tiles_per_run, te = std::min(tiles_per_group, tb + tiles_per_run);
       if (tb < te) {
         train_backward_tiles(s, prep[static_cast<size_t>(g)], m_herm[static_cast<size_t>(g)].data(), y, sigma2,
-                             theta2, xs, tape, grad_xs, g, tb, te, partials[static_cast<size_t>(item)]);
+                             theta2, xs, tape, source, g, tb, te, partials[static_cast<size_t>(item)]);
       }
     }
   });
@@ -540,6 +595,53 @@ edgert_status mmnet_train_backward(const MMNetShape& s, const cfloat* H, const c
     }
   });
   return EDGERT_OK;
+}
+
+}  // namespace
+
+edgert_status mmnet_train_forward(const MMNetShape& s, const cfloat* H, const cfloat* y, const float* sigma2,
+                                  const cfloat* A, const float* theta2, float* xs, float* tape) {
+  return train_forward("mmnet_train_forward", s, H, y, sigma2, A, theta2, xs, tape, nullptr, nullptr);
+}
+
+edgert_status mmnet_train_backward(const MMNetShape& s, const cfloat* H, const cfloat* y, const float* sigma2,
+                                   const cfloat* A, const float* theta2, const float* xs, const float* tape,
+                                   const float* grad_xs, cfloat* grad_A, float* grad_theta2) {
+  XsGrad source;
+  source.grad_xs = grad_xs;
+  return train_backward("mmnet_train_backward", s, H, y, sigma2, A, theta2, xs, tape, source, grad_A, grad_theta2);
+}
+
+edgert_status mmnet_train_mse_forward(const MMNetShape& s, const cfloat* H, const cfloat* y, const float* sigma2,
+                                      const cfloat* A, const float* theta2, const float* target, float* xs,
+                                      float* tape, float* loss) {
+  if (s.groups > 0 && s.batch == 0) {
+    return fail(EDGERT_ERR_SHAPE, "mmnet_train_mse_forward: B = 0 (the loss is a mean over the batch's vectors)");
+  }
+  if (s.groups > 0 && (loss == nullptr || target == nullptr)) {
+    return fail(EDGERT_ERR_INVALID_ARGUMENT, "mmnet_train_mse_forward: null buffer");
+  }
+  return train_forward("mmnet_train_mse_forward", s, H, y, sigma2, A, theta2, xs, tape, target, loss);
+}
+
+edgert_status mmnet_train_mse_backward(const MMNetShape& s, const cfloat* H, const cfloat* y, const float* sigma2,
+                                       const cfloat* A, const float* theta2, const float* xs, const float* tape,
+                                       const float* target, const float* grad_loss, cfloat* grad_A,
+                                       float* grad_theta2) {
+  if (s.groups > 0 && s.batch == 0) {
+    return fail(EDGERT_ERR_SHAPE, "mmnet_train_mse_backward: B = 0 (the loss is a mean over the batch's vectors)");
+  }
+  if (s.groups > 0 && (target == nullptr || grad_loss == nullptr)) {
+    return fail(EDGERT_ERR_INVALID_ARGUMENT, "mmnet_train_mse_backward: null buffer");
+  }
+  std::vector<double> scale(static_cast<size_t>(std::max<int64_t>(s.groups, 0)));
+  const double per_term = s.layers > 0 ? 2.0 / (double(s.layers) * double(s.batch)) : 0.0;
+  for (size_t g = 0; g < scale.size(); ++g) scale[g] = per_term * grad_loss[g];
+  XsGrad source;
+  source.target = target;
+  source.mse_scale = scale.data();
+  return train_backward("mmnet_train_mse_backward", s, H, y, sigma2, A, theta2, xs, tape, source, grad_A,
+                        grad_theta2);
 }
 
 namespace {

@@ -142,6 +142,24 @@ TEST(GaussianDenoise, TinyVarianceSnapsAndBadInputIsRejected) {
   EXPECT_EQ(edgert::cpu::gaussian_denoise(z, var, 1, 32, mean, nullptr), EDGERT_ERR_INVALID_ARGUMENT);
 }
 
+// A random training problem: noisy y (posteriors not saturated), A around 0.15 per entry.
+struct TrainProblem {
+  std::vector<cfloat> H, y, A;
+  std::vector<float> sigma2, theta2;
+  TrainProblem(const edgert::MMNetShape& s, std::mt19937& rng)
+      : H(static_cast<size_t>(s.groups * s.n_rx * s.n_tx)), y(static_cast<size_t>(s.groups * s.batch * s.n_rx)),
+        A(static_cast<size_t>(s.layers * s.groups * s.n_tx * s.n_rx)), sigma2(static_cast<size_t>(s.groups * s.batch)),
+        theta2(static_cast<size_t>(s.layers * s.groups * s.n_tx)) {
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    auto cnormal = [&](float scale) { return scale * cfloat(normal(rng), normal(rng)); };
+    for (auto& v : H) v = cnormal(0.4f);
+    for (auto& v : y) v = cnormal(0.8f);
+    for (auto& v : A) v = cnormal(0.15f);
+    for (auto& v : sigma2) v = 0.2f + 0.1f * std::abs(normal(rng));
+    for (auto& v : theta2) v = 0.8f + 0.2f * std::abs(normal(rng));
+  }
+};
+
 // The training backward against central finite differences of the training forward, on a noisy
 // problem (posteriors not saturated, so the loss is smooth): L = sum(w * xs) for fixed random w.
 TEST(MMNetTrain, BackwardMatchesFiniteDifferencesOfTheForward) {
@@ -149,15 +167,13 @@ TEST(MMNetTrain, BackwardMatchesFiniteDifferencesOfTheForward) {
   s.layers = 3, s.groups = 2, s.batch = 11, s.n_rx = 6, s.n_tx = 5, s.modulation = 16;
   std::mt19937 rng(7);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  auto cnormal = [&](float scale) { return scale * cfloat(normal(rng), normal(rng)); };
-  std::vector<cfloat> H(static_cast<size_t>(s.groups * s.n_rx * s.n_tx)), y(static_cast<size_t>(s.groups * s.batch * s.n_rx)),
-      A(static_cast<size_t>(s.layers * s.groups * s.n_tx * s.n_rx));
-  for (auto& v : H) v = cnormal(0.4f);
-  for (auto& v : y) v = cnormal(0.8f);
-  for (auto& v : A) v = cnormal(0.15f);
-  std::vector<float> sigma2(static_cast<size_t>(s.groups * s.batch)), theta2(static_cast<size_t>(s.layers * s.groups * s.n_tx));
-  for (auto& v : sigma2) v = 0.2f + 0.1f * std::abs(normal(rng));
-  for (auto& v : theta2) v = 0.8f + 0.2f * std::abs(normal(rng));
+  TrainProblem problem(s, rng);
+  // plain references, not a structured binding: lambdas below capture them (C++17)
+  const std::vector<cfloat>& H = problem.H;
+  const std::vector<cfloat>& y = problem.y;
+  const std::vector<cfloat>& A = problem.A;
+  const std::vector<float>& sigma2 = problem.sigma2;
+  const std::vector<float>& theta2 = problem.theta2;
   const size_t n_xs = static_cast<size_t>(s.layers * s.groups * s.batch * 2 * s.n_tx);
   std::vector<float> weights(n_xs), xs(n_xs), tape(static_cast<size_t>(edgert::cpu::mmnet_tape_size(s)));
   for (auto& v : weights) v = normal(rng);
@@ -202,6 +218,75 @@ TEST(MMNetTrain, BackwardMatchesFiniteDifferencesOfTheForward) {
   // measured 1e-4 of the largest gradient (float32 rounding of the differences, O(eps^2) truncation)
   RecordProperty("relative_error", std::to_string(worst / scale));
   EXPECT_LT(worst, 3e-3 * scale) << "largest |numeric - analytic| " << worst << " of gradients up to " << scale;
+}
+
+// The fused loss (mmnet_train_mse_*) against the plain forward/backward: loss[g] from the estimates
+// themselves, and the gradients equal those of mmnet_train_backward given dL/dxs of that loss.
+// B = 13 leaves a partial 8-vector tile, whose padded lanes must not enter the loss.
+TEST(MMNetTrain, FusedLossMatchesThePlainForwardAndBackward) {
+  edgert::MMNetShape s;
+  s.layers = 3, s.groups = 2, s.batch = 13, s.n_rx = 7, s.n_tx = 5, s.modulation = 64;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const TrainProblem p(s, rng);
+  const cfloat *H = p.H.data(), *y = p.y.data(), *A = p.A.data();
+  const float *sigma2 = p.sigma2.data(), *theta2 = p.theta2.data();
+  const size_t n_a = p.A.size();
+  const size_t per_layer = static_cast<size_t>(s.groups * s.batch * 2 * s.n_tx), n_xs = s.layers * per_layer;
+  const size_t n_tape = static_cast<size_t>(edgert::cpu::mmnet_tape_size(s));
+  std::vector<float> target(per_layer), xs(n_xs), xs_fused(n_xs), tape(n_tape), tape_fused(n_tape);
+  for (auto& v : target) v = normal(rng);
+  std::vector<float> loss(static_cast<size_t>(s.groups));
+  ASSERT_EQ(edgert::cpu::mmnet_train_forward(s, H, y, sigma2, A, theta2, xs.data(), tape.data()), EDGERT_OK);
+  ASSERT_EQ(edgert::cpu::mmnet_train_mse_forward(s, H, y, sigma2, A, theta2, target.data(), xs_fused.data(),
+                                                 tape_fused.data(), loss.data()),
+            EDGERT_OK);
+  EXPECT_EQ(xs_fused, xs);
+  EXPECT_EQ(tape_fused, tape);
+  const std::vector<float> grad_loss{0.7f, -1.3f};
+  const size_t per_group = static_cast<size_t>(s.batch * 2 * s.n_tx);
+  std::vector<float> grad_xs(n_xs);
+  for (int64_t g = 0; g < s.groups; ++g) {
+    double sum = 0;
+    for (int64_t t = 0; t < s.layers; ++t) {
+      for (size_t e = 0; e < per_group; ++e) {
+        const size_t at = t * per_layer + g * per_group + e;
+        const double d = double(xs[at]) - target[g * per_group + e];
+        sum += d * d;
+        grad_xs[at] = static_cast<float>(2.0 * grad_loss[g] * d / (s.layers * s.batch));
+      }
+    }
+    EXPECT_NEAR(loss[g], sum / (s.layers * s.batch), 1e-5 * sum / (s.layers * s.batch)) << "group " << g;
+  }
+  std::vector<cfloat> grad_A(n_a), grad_A_fused(n_a);
+  std::vector<float> grad_theta2(p.theta2.size()), grad_theta2_fused(p.theta2.size());
+  ASSERT_EQ(edgert::cpu::mmnet_train_backward(s, H, y, sigma2, A, theta2, xs.data(), tape.data(), grad_xs.data(),
+                                              grad_A.data(), grad_theta2.data()),
+            EDGERT_OK);
+  ASSERT_EQ(edgert::cpu::mmnet_train_mse_backward(s, H, y, sigma2, A, theta2, xs.data(), tape.data(), target.data(),
+                                                  grad_loss.data(), grad_A_fused.data(), grad_theta2_fused.data()),
+            EDGERT_OK);
+  double scale = 0;
+  for (const cfloat& v : grad_A) scale = std::max(scale, double(std::abs(v)));
+  ASSERT_GT(scale, 0.0);
+  for (size_t e = 0; e < n_a; ++e) EXPECT_LT(std::abs(grad_A_fused[e] - grad_A[e]), 1e-5 * scale) << "A entry " << e;
+  for (size_t e = 0; e < p.theta2.size(); ++e) {
+    EXPECT_NEAR(grad_theta2_fused[e], grad_theta2[e], 1e-5 * (std::abs(grad_theta2[e]) + 1e-3)) << "theta2 entry " << e;
+  }
+  // a mean over no vectors is refused, nothing written
+  edgert::MMNetShape empty = s;
+  empty.batch = 0;
+  loss.assign(loss.size(), -1.0f);
+  EXPECT_EQ(edgert::cpu::mmnet_train_mse_forward(empty, H, y, sigma2, A, theta2, target.data(), xs.data(), tape.data(),
+                                                 loss.data()),
+            EDGERT_ERR_SHAPE);
+  EXPECT_EQ(loss[0], -1.0f);
+  EXPECT_EQ(edgert::cpu::mmnet_train_mse_backward(empty, H, y, sigma2, A, theta2, xs.data(), tape.data(), target.data(),
+                                                  grad_loss.data(), grad_A.data(), grad_theta2.data()),
+            EDGERT_ERR_SHAPE);
+  EXPECT_EQ(edgert::cpu::mmnet_train_mse_forward(s, H, y, sigma2, A, theta2, nullptr, xs.data(), tape.data(),
+                                                 loss.data()),
+            EDGERT_ERR_INVALID_ARGUMENT);
 }
 
 TEST(MMNetTrain, RejectsBadShapesAndNoise) {

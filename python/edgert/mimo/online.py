@@ -20,8 +20,9 @@ Each iteration: batch of ``batch`` vectors (split into ``snr_groups`` groups, on
 in ``snr_db``), loss = mean over layers of ``||x_hat_t - x||^2``, Adam with ``lr`` (its moments carry
 over between subcarriers). Independent sequences (drops, user groups) are trained side by side in one
 batched graph: each has its own parameters and its own loss term, so this equals training them one by
-one. Training runs :func:`edgert.ops.mmnet.mmnet_train_forward` (the math of
-:func:`edgert.ops.mmnet_detect_reference`, real-valued with a fused denoiser backward) under autograd.
+one. Training runs :func:`edgert.ops.mmnet.mmnet_train_loss` (the forward of
+:func:`edgert.ops.mmnet.mmnet_train_forward`, the math of :func:`edgert.ops.mmnet_detect_reference`
+real-valued with a fused denoiser backward, and this loss fused in on the CPU) under autograd.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ import torch
 from edgert.mimo.channels import check_modulation, noise_variance, sample_batch
 from edgert.mimo.detectors.mmnet import MMNet, RegularisedBasis, init_mmnet_params
 from edgert.mimo.training import uniform_snr
-from edgert.ops.mmnet import mmnet_train_forward
+from edgert.ops.mmnet import mmnet_train_loss
 
 #: lower bound on the trained per-symbol noise scales theta2 (projected after every Adam step)
 THETA2_FLOOR: float = 1e-3
@@ -202,8 +203,8 @@ class _Trainer:
     ``linear_stage="free"``: ``A`` is optimised through its real view ``[T, S, Nt, Nr, 2]`` (what
     ``torch.optim.Adam`` does for a complex parameter internally, so the updates are the same).
     ``"regularised"`` / ``"corrected"``: ``A_t = alpha_t W(lam_t) (+ D_t)`` is rebuilt from the scalars
-    (:meth:`RegularisedBasis.operators`) for the channels of every :meth:`train` call. The forward pass is
-    :func:`edgert.ops.mmnet.mmnet_train_forward` (the reference's math without complex autograd).
+    (:meth:`RegularisedBasis.operators`) for the channels of every :meth:`train` call. The forward pass and
+    the loss are :func:`edgert.ops.mmnet.mmnet_train_loss` (the reference's math without complex autograd).
     """
 
     def __init__(self, A: torch.Tensor, theta2: torch.Tensor, cfg: OnlineConfig, gen: torch.Generator):
@@ -246,8 +247,7 @@ class _Trainer:
         sigma2 = b.sigma2.reshape(s, gs, 1).expand(s, gs, per).reshape(s, cfg.batch)
         x = b.x.reshape(s, cfg.batch, nt)
         target = torch.stack([x.real, x.imag], -2)  # [S, B, 2, Nt]
-        xs = mmnet_train_forward(H, y, sigma2, self.operators(), self.theta2, cfg.modulation)  # [T, S, B, 2, Nt]
-        per_seq = (xs - target).pow(2).sum((-2, -1)).mean((0, 2))
+        per_seq = mmnet_train_loss(H, y, sigma2, self.operators(), self.theta2, target, cfg.modulation)  # [S]
         self.last_per_sequence = per_seq.detach()
         loss = per_seq.sum()
         self.opt.zero_grad(set_to_none=True)

@@ -429,8 +429,9 @@ def _train_backend(backend: Backend, *tensors: torch.Tensor) -> str:
     return "cpu" if native_ok and not tracing else "torch"
 
 
-def _train_forward_cpu(H: torch.Tensor, y: torch.Tensor, sigma2: torch.Tensor, A_ri: torch.Tensor,
-                       theta2: torch.Tensor, modulation: int) -> torch.Tensor:
+def _native_train_sigma2(H: torch.Tensor, y: torch.Tensor, sigma2: torch.Tensor, A_ri: torch.Tensor,
+                         theta2: torch.Tensor) -> torch.Tensor:
+    """Checks the native training arguments; returns sigma2 as float32 ``[G, B]``."""
     groups, n_rx, n_tx = H.shape
     check_tensor(H, "H", (torch.complex64,), (None, None, None), "[G, Nr, Nt]")
     check_tensor(y, "y", (torch.complex64,), (groups, None, n_rx), "[G, B, Nr]")
@@ -441,7 +442,24 @@ def _train_forward_cpu(H: torch.Tensor, y: torch.Tensor, sigma2: torch.Tensor, A
     check_tensor(sigma2, "sigma2", (torch.float32,), (groups, batch), "[G] or [G, B]")
     check_tensor(A_ri, "A_ri", (torch.float32,), (None, groups, n_tx, n_rx, 2), "[T, G, Nt, Nr, 2]")
     check_tensor(theta2, "theta2", (torch.float32,), (A_ri.shape[0], groups, n_tx), "[T, G, Nt]")
+    return sigma2
+
+
+def _train_forward_cpu(H: torch.Tensor, y: torch.Tensor, sigma2: torch.Tensor, A_ri: torch.Tensor,
+                       theta2: torch.Tensor, modulation: int) -> torch.Tensor:
+    sigma2 = _native_train_sigma2(H, y, sigma2, A_ri, theta2)
     return _MMNetTrainCpu.apply(A_ri, theta2, H.detach(), y.detach(), sigma2, modulation)
+
+
+def _train_buffers(A_ri: torch.Tensor, theta2: torch.Tensor,
+                   y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The native training forward's inputs as it takes them (complex A, detached theta2) and its outputs
+    (estimates ``[T, G, B, 2, Nt]``, tape)."""
+    layers, groups, n_tx = theta2.shape
+    batch = y.shape[1]
+    xs = torch.empty((layers, groups, batch, 2, n_tx), dtype=torch.float32)
+    tape = torch.empty(_edgert.mmnet_tape_size(layers, groups, batch, n_tx), dtype=torch.float32)
+    return torch.view_as_complex(A_ri.detach()), theta2.detach(), xs, tape
 
 
 class _MMNetTrainCpu(torch.autograd.Function):
@@ -450,12 +468,7 @@ class _MMNetTrainCpu(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, A_ri: torch.Tensor, theta2: torch.Tensor, H: torch.Tensor, y: torch.Tensor,
                 sigma2: torch.Tensor, modulation: int) -> torch.Tensor:
-        layers, groups, n_tx = theta2.shape
-        batch = y.shape[1]
-        A = torch.view_as_complex(A_ri.detach())
-        theta2 = theta2.detach()
-        xs = torch.empty((layers, groups, batch, 2, n_tx), dtype=torch.float32)
-        tape = torch.empty(_edgert.mmnet_tape_size(layers, groups, batch, n_tx), dtype=torch.float32)
+        A, theta2, xs, tape = _train_buffers(A_ri, theta2, y)
         _edgert.mmnet_train_forward(H, y, sigma2, A, theta2, modulation, xs, tape)
         ctx.save_for_backward(A_ri, theta2, H, y, sigma2, xs, tape)
         ctx.modulation = modulation
@@ -470,6 +483,65 @@ class _MMNetTrainCpu(torch.autograd.Function):
         _edgert.mmnet_train_backward(H, y, sigma2, A, theta2, ctx.modulation, xs, tape,
                                      grad.to(torch.float32).contiguous(), grad_A, grad_theta2)
         return torch.view_as_real(grad_A), grad_theta2, None, None, None, None
+
+
+def mmnet_train_loss(H: torch.Tensor, y: torch.Tensor, sigma2: torch.Tensor, A_ri: torch.Tensor,
+                     theta2: torch.Tensor, target: torch.Tensor, modulation: int = 16, *,
+                     backend: Backend = "auto") -> torch.Tensor:
+    """MMNet's training loss per channel: every layer's squared error, averaged over layers and vectors.
+
+    ``loss[g] = mean_{t, b} ||xs[t, g, b] - target[g, b]||^2`` with ``xs`` from :func:`mmnet_train_forward`,
+    i.e. ``(mmnet_train_forward(...) - target).pow(2).sum((-2, -1)).mean((0, 2))``, which is what the
+    "torch" backend computes. The "cpu" backend fuses it into libedgert's forward and backward (the error
+    is summed while each tile's estimates are in registers, and dL/dxs is never materialised), which saves
+    the loss's passes over the ``[T, G, B, 2, Nt]`` estimates in every training step.
+
+    Args:
+        H, y, sigma2, A_ri, theta2, modulation, backend: as :func:`mmnet_train_forward`.
+        target: ``[G, B, 2, Nt]`` transmitted symbols, real part at ``[..., 0, :]`` (constant), in
+            ``A_ri``'s dtype.
+
+    Returns:
+        ``[G]`` loss per channel, differentiable in ``A_ri`` and ``theta2``.
+    """
+    _check_modulation(modulation)
+    groups, _, n_tx = H.shape
+    if target.shape != (groups, y.shape[1], 2, n_tx):
+        raise ValueError(f"mmnet_train_loss: target must be [G, B, 2, Nt] = {[groups, y.shape[1], 2, n_tx]}, "
+                         f"got {describe(target)}")
+    if y.shape[1] == 0:
+        raise ValueError("mmnet_train_loss: y has no vectors (B = 0); the loss is a mean over the batch")
+    if _train_backend(backend, H, y, sigma2, A_ri, theta2) == "cpu":
+        sigma2 = _native_train_sigma2(H, y, sigma2, A_ri, theta2)
+        check_tensor(target, "target", (torch.float32,), (groups, y.shape[1], 2, n_tx), "[G, B, 2, Nt]")
+        return _MMNetTrainLossCpu.apply(A_ri, theta2, H.detach(), y.detach(), sigma2,
+                                        target.detach().contiguous(), modulation)
+    xs = mmnet_train_forward(H, y, sigma2, A_ri, theta2, modulation, backend="torch")
+    return (xs - target).pow(2).sum((-2, -1)).mean((0, 2))
+
+
+class _MMNetTrainLossCpu(torch.autograd.Function):
+    """:func:`mmnet_train_loss` on libedgert (mmnet_train_mse_forward / mmnet_train_mse_backward)."""
+
+    @staticmethod
+    def forward(ctx: Any, A_ri: torch.Tensor, theta2: torch.Tensor, H: torch.Tensor, y: torch.Tensor,
+                sigma2: torch.Tensor, target: torch.Tensor, modulation: int) -> torch.Tensor:
+        A, theta2, xs, tape = _train_buffers(A_ri, theta2, y)
+        loss = torch.empty(theta2.shape[1], dtype=torch.float32)
+        _edgert.mmnet_train_mse_forward(H, y, sigma2, A, theta2, modulation, target, xs, tape, loss)
+        ctx.save_for_backward(A_ri, theta2, H, y, sigma2, target, xs, tape)
+        ctx.modulation = modulation
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
+        A_ri, theta2, H, y, sigma2, target, xs, tape = (t.detach() for t in ctx.saved_tensors)
+        A = torch.view_as_complex(A_ri)
+        grad_A = torch.empty_like(A)
+        grad_theta2 = torch.empty_like(theta2)
+        _edgert.mmnet_train_mse_backward(H, y, sigma2, A, theta2, ctx.modulation, xs, tape, target,
+                                         grad.to(torch.float32).contiguous(), grad_A, grad_theta2)
+        return torch.view_as_real(grad_A), grad_theta2, None, None, None, None, None
 
 
 def real_to_complex(x: torch.Tensor) -> torch.Tensor:

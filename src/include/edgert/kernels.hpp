@@ -88,6 +88,19 @@ edgert_status mmnet_train_backward(const MMNetShape& shape, const cfloat* H, con
                                    const cfloat* A, const float* theta2, const float* xs, const float* tape,
                                    const float* grad_xs, cfloat* grad_A, float* grad_theta2);
 
+// The same with MMNet's training loss fused in (what mmnet_train_backward would get from it, without
+// materialising dL/dxs):
+//   loss[g] = 1 / (T B) sum_{t, b} ||xs[t, g, b] - target[g, b]||^2   (target [G, B, 2, Nt], loss [G])
+// i.e. every layer's squared error, averaged over layers and vectors; the backward takes dL/dloss [G].
+// B = 0 with G > 0 is EDGERT_ERR_SHAPE (a mean over no vectors).
+edgert_status mmnet_train_mse_forward(const MMNetShape& shape, const cfloat* H, const cfloat* y, const float* sigma2,
+                                      const cfloat* A, const float* theta2, const float* target, float* xs,
+                                      float* tape, float* loss);
+edgert_status mmnet_train_mse_backward(const MMNetShape& shape, const cfloat* H, const cfloat* y, const float* sigma2,
+                                       const cfloat* A, const float* theta2, const float* xs, const float* tape,
+                                       const float* target, const float* grad_loss, cfloat* grad_A,
+                                       float* grad_theta2);
+
 // ---- Sparse delta patching ---------------------------------------------
 // weights[indices[i]] (+)= values[i]; dtypes: weights F32|F16, indices I32|U32,
 // values F32|F16. Indices must be strictly increasing and < n_weights; this is
