@@ -5,15 +5,8 @@
 #include "core/error.hpp"
 #include "core/parallel.hpp"
 #include "edgert/kernels.hpp"
+#include "simd.hpp"
 
-// Multiversioned hot loop: AVX2+FMA where the CPU has it, baseline otherwise
-// (ifunc dispatch at load time, GCC on x86-64 Linux only).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-// flatten: inline every helper (templates included) so that it is compiled for the clone's target.
-#define EDGERT_CLONES_FLAT __attribute__((target_clones("arch=x86-64-v3", "default"), flatten))
-#else
-#define EDGERT_CLONES_FLAT
-#endif
 
 namespace edgert::cpu {
 
@@ -21,55 +14,6 @@ using detail::fail;
 
 namespace {
 
-// Eight float lanes: a GCC/Clang vector (AVX on x86-64-v3, two SSE/NEON registers elsewhere), or a
-// plain array for other compilers. Loads and stores go through memcpy (unaligned, no aliasing questions).
-#if defined(__GNUC__)
-#pragma GCC diagnostic ignored "-Wpsabi"  // internal, always-inlined helpers: no ABI crosses a call
-typedef float v8f __attribute__((vector_size(32)));
-// always_inline: the helpers are compiled inside the calling clone (AVX2 code in the x86-64-v3 one).
-#define EDGERT_VINLINE __attribute__((always_inline)) inline
-// Exact for every s; GCC 12 compiled other spellings ({s, ..., s}, s - v8f{}) to eight inserts.
-EDGERT_VINLINE v8f splat(float s) { return s * (v8f{} + 1.0f); }
-EDGERT_VINLINE v8f fmadd(v8f acc, float a, v8f b) { return acc + a * b; }
-EDGERT_VINLINE v8f relu(v8f a) {
-  const v8f zero = {};
-  return a > zero ? a : zero;
-}
-#else
-#define EDGERT_VINLINE inline
-struct v8f {
-  float lane[8];
-};
-inline v8f splat(float s) {
-  v8f r;
-  for (float& l : r.lane) l = s;
-  return r;
-}
-inline v8f fmadd(v8f acc, float a, v8f b) {
-  for (int i = 0; i < 8; ++i) acc.lane[i] += a * b.lane[i];
-  return acc;
-}
-inline v8f relu(v8f a) {
-  for (float& l : a.lane) l = l > 0.0f ? l : 0.0f;
-  return a;
-}
-#endif
-// Asks for the cache line at p ahead of a store (a no-op on compilers without the builtin).
-EDGERT_VINLINE void prefetch_for_write(const float* p) {
-#if defined(__GNUC__)
-  __builtin_prefetch(p, 1, 3);
-#else
-  (void)p;
-#endif
-}
-EDGERT_VINLINE v8f load8(const float* p) {
-  v8f v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-EDGERT_VINLINE void store8(float* p, v8f v) { std::memcpy(p, &v, sizeof v); }
-
-constexpr int64_t kLanes = 8;
 constexpr int kMaxVecs = 4;                               // a block is at most 32 pixels of one patch
 constexpr int64_t kBlockPixels = kLanes * kMaxVecs;
 constexpr int64_t kPrefetchPatches = 4;                   // output prefetch distance (measured: 12 % faster)
@@ -152,7 +96,7 @@ EDGERT_VINLINE void block_gemm(const float* col, const float* k, const float* bi
 // One row of patches of one image (output rows of different items are disjoint). Per patch: gather the
 // zero-ringed (P+2) x (P+2) x Cin tile, then per block of <= 32 pixels build the [Cin*9][pixels] columns
 // from it (one contiguous copy per tap and patch row), multiply, and write the rows of each feature plane.
-EDGERT_CLONES_FLAT void patch_row(const float* x, const float* kernels, const float* bias, int64_t c_in,
+EDGERT_KERNEL_CLONES void patch_row(const float* x, const float* kernels, const float* bias, int64_t c_in,
                                   int64_t height, int64_t width, int64_t f_out, int64_t patch, int32_t activation,
                                   int64_t item, const int32_t* tap_offset, float* tile, float* col, float* ob, Run* runs,
                                   float* out) {

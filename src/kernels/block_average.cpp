@@ -5,6 +5,7 @@
 #include "core/error.hpp"
 #include "core/parallel.hpp"
 #include "edgert/kernels.hpp"
+#include "simd.hpp"
 
 namespace edgert::cpu {
 
@@ -12,13 +13,32 @@ using detail::fail;
 
 namespace {
 
-// acc[w] += |row[w]|; independent lanes, so the compiler vectorises it as is
-// (with an AVX2 clone picked at load time on x86-64).
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
-__attribute__((target_clones("avx2", "default")))
-#endif
-void add_abs_row(float* __restrict acc, const float* __restrict row, int64_t width) {
-  for (int64_t w = 0; w < width; ++w) acc[w] += std::fabs(row[w]);
+// acc[w] = sum over the c planes of image and their rows [h0, h1) of |plane[h][w]|: the column sums of
+// one row of blocks. Four image rows per pass over acc, so acc is loaded and stored once per four rows
+// while the rows stream in order; the whole item runs inside one clone (no call per row).
+EDGERT_KERNEL_CLONES void column_abs_sums(const float* image, int64_t c, int64_t height, int64_t width, int64_t h0,
+                                          int64_t h1, float* acc) {
+  std::fill(acc, acc + width, 0.0f);
+  const int64_t band = h1 - h0, n_rows = c * band;
+  // rows of different channels share a pass: the sum runs over both
+  auto row = [&](int64_t r) { return image + ((r / band) * height + h0 + r % band) * width; };
+  int64_t r = 0;
+  for (; r + 4 <= n_rows; r += 4) {
+    const float *r0 = row(r), *r1 = row(r + 1), *r2 = row(r + 2), *r3 = row(r + 3);
+    int64_t w = 0;
+    for (; w + kLanes <= width; w += kLanes) {
+      const v8f pair01 = abs8(load8(r0 + w)) + abs8(load8(r1 + w));
+      const v8f pair23 = abs8(load8(r2 + w)) + abs8(load8(r3 + w));
+      store8(acc + w, load8(acc + w) + (pair01 + pair23));
+    }
+    for (; w < width; ++w) acc[w] += (std::fabs(r0[w]) + std::fabs(r1[w])) + (std::fabs(r2[w]) + std::fabs(r3[w]));
+  }
+  for (; r < n_rows; ++r) {
+    const float* r0 = row(r);
+    int64_t w = 0;
+    for (; w + kLanes <= width; w += kLanes) store8(acc + w, load8(acc + w) + abs8(load8(r0 + w)));
+    for (; w < width; ++w) acc[w] += std::fabs(r0[w]);
+  }
 }
 
 }  // namespace
@@ -49,11 +69,7 @@ edgert_status block_average(const float* grad, int64_t n, int64_t c, int64_t hei
     for (int64_t item = begin; item < end; ++item) {
       const int64_t img = item / rows, br = item % rows;
       const int64_t h0 = br * block, h1 = std::min(height, h0 + block);
-      std::fill(colsum.begin(), colsum.end(), 0.0f);
-      for (int64_t ch = 0; ch < c; ++ch) {
-        const float* plane = grad + (img * c + ch) * height * width;
-        for (int64_t h = h0; h < h1; ++h) add_abs_row(acc, plane + h * width, width);
-      }
+      column_abs_sums(grad + img * c * height * width, c, height, width, h0, h1, acc);
       float* dst = out + (img * rows + br) * cols;
       const float valid_rows = static_cast<float>(h1 - h0);
       for (int64_t bc = 0; bc < cols; ++bc) {

@@ -17,15 +17,7 @@
 #include "core/error.hpp"
 #include "core/parallel.hpp"
 #include "edgert/kernels.hpp"
-
-// Multiversioned hot loops: AVX2+FMA where the CPU has it, baseline otherwise
-// (ifunc dispatch at load time, GCC on x86-64 Linux only).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-// flatten: the helpers (templates) are inlined into each clone, so they are compiled for its target too.
-#define EDGERT_MMNET_CLONES __attribute__((target_clones("arch=x86-64-v3", "default"), flatten))
-#else
-#define EDGERT_MMNET_CLONES
-#endif
+#include "simd.hpp"  // EDGERT_KERNEL_CLONES: the hot loops are compiled for AVX2+FMA and baseline
 
 namespace edgert {
 
@@ -118,13 +110,9 @@ inline void denoise_axis_scalar(const Constellation& c, const float* u, const fl
 }
 
 #if defined(__GNUC__)
-// Internal (anonymous-namespace) helpers only, always inlined: the vector ABI note does not apply.
-#pragma GCC diagnostic ignored "-Wpsabi"
-// Eight symbols at a time with GCC/Clang vector extensions (AVX on x86-64-v3,
+// Eight symbols at a time with GCC/Clang vector extensions (simd.hpp: AVX on x86-64-v3,
 // two SSE/NEON registers otherwise): the scalar loop above does not vectorise
 // on its own because of the per-symbol max over the K logits.
-typedef float v8f __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
 
 __attribute__((always_inline)) inline v8f exp_nonpositive(v8f x) {
   const v8f lo = v8f{} - 87.0f;
@@ -195,7 +183,7 @@ inline void denoise_axis_k(const Constellation& c, const float* u, const float* 
   }
 }
 
-EDGERT_MMNET_CLONES void denoise_axis_any(const Constellation& c, const float* u, const float* inv_v, int64_t n,
+EDGERT_KERNEL_CLONES void denoise_axis_any(const Constellation& c, const float* u, const float* inv_v, int64_t n,
                                           float* mean, float* var) {
   switch (c.k) {
     case 2: denoise_axis_k<2>(c, u, inv_v, n, mean, var); break;
@@ -224,7 +212,6 @@ bool finite_nonneg(float v) { return std::isfinite(v) && v >= 0.0f; }
 // vector loads, 2 kRows broadcasts and 4 kRows FMAs, so it runs at the FMA rate instead of
 // the load or latency limit of a row-at-a-time loop. Padding rows (n_out not a multiple of
 // kRows) are zero in the packed matrix; their outputs land in scratch rows and are unused.
-constexpr int64_t kLanes = 8;
 constexpr int64_t kRows = 4;
 
 inline int64_t padded_rows(int64_t n) { return (n + kRows - 1) / kRows * kRows; }
@@ -248,14 +235,6 @@ void pack_rows(int64_t n_out, int64_t n_in, At&& at, float* dst) {
 inline int64_t packed_size(int64_t n_out, int64_t n_in) { return padded_rows(n_out) * n_in * 2; }
 
 #if defined(__GNUC__)
-__attribute__((always_inline)) inline v8f load8(const float* p) {
-  v8f v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-__attribute__((always_inline)) inline void store8(float* p, v8f v) { std::memcpy(p, &v, sizeof(v)); }
-
 // out[i][:8] (=|+=) sum_j M[i][j] v[j][:8] for i < padded_rows(n_out); M packed by pack_rows; v and out
 // are 8 lanes wide with row strides ldv and ldo (floats).
 template <bool kAccumulate>
@@ -365,7 +344,7 @@ struct GroupPrep {
   std::vector<float> ratio_m, ratio_a;  // [T] ||M_t||^2/||H||^2, ||A_t||^2 (E||A_t n||^2 / sigma2)
 };
 
-EDGERT_MMNET_CLONES void prepare_group(const MMNetShape& s, const cfloat* H, const cfloat* A, const float* theta1,
+EDGERT_KERNEL_CLONES void prepare_group(const MMNetShape& s, const cfloat* H, const cfloat* A, const float* theta1,
                                        int64_t g, GroupPrep& p) {
   const int64_t nr = s.n_rx, nt = s.n_tx, T = s.layers;
   // The channel products (H^H H, A_t H) run through tile_product with H's columns as the
@@ -439,7 +418,7 @@ struct TileScratch {
         u_re(padded_rows(nt) * kLanes), u_im(padded_rows(nt) * kLanes), inv_v(nt * kLanes) {}
 };
 
-EDGERT_MMNET_CLONES void detect_tile(const MMNetShape& s, const GroupPrep& p, const Constellation& c, const cfloat* y,
+EDGERT_KERNEL_CLONES void detect_tile(const MMNetShape& s, const GroupPrep& p, const Constellation& c, const cfloat* y,
                                      int64_t lanes, const float* theta2, const float* theta1, float sigma2, int64_t g,
                                      int64_t b0, bool all_layers, cfloat* x_out, int32_t* decisions, TileScratch& w) {
   const int64_t nr = s.n_rx, nt = s.n_tx, T = s.layers;

@@ -84,7 +84,7 @@ void posterior_with_grads_k(const Constellation& c, const float* u, const float*
   for (; s < n; ++s) posterior_with_grads<K>(c, u[s], v[s], mean[s], du[s], dv[s]);
 }
 
-EDGERT_MMNET_CLONES void posterior_with_grads_any(const Constellation& c, const float* u, const float* v, int64_t n,
+EDGERT_KERNEL_CLONES void posterior_with_grads_any(const Constellation& c, const float* u, const float* v, int64_t n,
                                                   float* mean, float* du, float* dv) {
   switch (c.k) {
     case 2: posterior_with_grads_k<2>(c, u, v, n, mean, du, dv); break;
@@ -127,7 +127,7 @@ void load_y_tile(const cfloat* y, int64_t nr, int64_t lanes, float* re, float* i
   }
 }
 
-EDGERT_MMNET_CLONES void train_forward_tile(const MMNetShape& s, const GroupPrep& p, const Constellation& c,
+EDGERT_KERNEL_CLONES void train_forward_tile(const MMNetShape& s, const GroupPrep& p, const Constellation& c,
                                             const cfloat* y, const float* sigma2, int64_t lanes, const float* theta2,
                                             int64_t g, int64_t b0, float* xs, float* tape, const float* target,
                                             double* squared_error, TileScratch& w) {
@@ -211,7 +211,7 @@ struct TileRun {
 // [tiles * kLanes][ldm], columns zero-padded to a multiple of kLanes. The register block is kRows rows of a
 // by 8 columns of m (eight vector accumulators), as in tile_product: each vector b costs two loads of m,
 // 2 kRows broadcasts and 4 kRows FMAs.
-EDGERT_MMNET_CLONES void batch_outer_sum(const TileRun& a, const float* m_re, const float* m_im, int64_t ldm,
+EDGERT_KERNEL_CLONES void batch_outer_sum(const TileRun& a, const float* m_re, const float* m_im, int64_t ldm,
                                          int64_t cols, int64_t tiles, float* out_re, float* out_im) {
   for (int64_t i0 = 0; i0 < a.rows; i0 += kRows) {
     for (int64_t j0 = 0; j0 < cols; j0 += kLanes) {
@@ -284,7 +284,7 @@ struct XsGrad {
   const double* mse_scale = nullptr;
 };
 
-EDGERT_MMNET_CLONES void train_backward_tiles(const MMNetShape& s, const GroupPrep& p, const float* m_herm,
+EDGERT_KERNEL_CLONES void train_backward_tiles(const MMNetShape& s, const GroupPrep& p, const float* m_herm,
                                               const cfloat* y, const float* sigma2, const float* theta2,
                                               const float* xs, const float* tape, const XsGrad& source, int64_t g,
                                               int64_t tile_begin, int64_t tile_end, TrainPartial& out) {
@@ -407,7 +407,7 @@ EDGERT_MMNET_CLONES void train_backward_tiles(const MMNetShape& s, const GroupPr
 // dL/dA and dL/dtheta2 of group g from its runs' partial sums:
 //   g_M = sum_b g_z x^H + 2 g_ratio_m M / ||H||^2,  g_A = sum_b g_z y^H - g_M H^H + 2 g_ratio_a A.
 // Split re/im rows with the Nr columns innermost, so the g_M H^H loop vectorises.
-EDGERT_MMNET_CLONES void assemble_group_grads(const MMNetShape& s, const GroupPrep& p, const cfloat* H, const cfloat* A,
+EDGERT_KERNEL_CLONES void assemble_group_grads(const MMNetShape& s, const GroupPrep& p, const cfloat* H, const cfloat* A,
                                               const TrainPartial* parts, int64_t runs, int64_t g, cfloat* grad_A,
                                               float* grad_theta2) {
   const int64_t nr = s.n_rx, nt = s.n_tx, T = s.layers;
