@@ -36,6 +36,46 @@ def test_native_binding_checks_independently():
         _edgert.block_average([1, 2, 3], 4, torch.zeros(1, 1, 1))
 
 
+def test_native_binding_imports_every_kind_of_torch_tensor_as_before():
+    """Plain CPU tensors take a fast export (torch._C._to_dlpack without __dlpack__'s Python work); a
+    tensor that needs autograd, a conjugate or negative view, a subclass, a non-contiguous or offset view and
+    NumPy arrays must behave exactly as through __dlpack__: the same data, or the same refusal."""
+    grad = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8) - 100.0
+    want = ops.block_average_reference(grad, 4)
+
+    def run(x):
+        out = torch.empty(2, 2, 2)
+        _edgert.block_average(x, 4, out)
+        return out
+
+    torch.testing.assert_close(run(grad), want)
+    torch.testing.assert_close(run(grad.numpy()), want)
+    offset = torch.cat([torch.zeros(7), grad.reshape(-1)])[7:].reshape(2, 3, 8, 8)  # storage offset 7
+    torch.testing.assert_close(run(offset), want)
+
+    class Marked(torch.Tensor):
+        pass
+
+    torch.testing.assert_close(run(grad.as_subclass(Marked)), want)
+    with pytest.raises(BufferError, match="require gradient"):
+        run(grad.clone().requires_grad_())
+    with pytest.raises(ValueError, match="non-contiguous"):
+        run(torch.zeros(2, 3, 8, 16)[..., ::2])
+    z = torch.tensor([0.5 + 1.5j, -0.5 - 0.5j], dtype=torch.complex64)
+    mean = torch.empty(2, dtype=torch.complex64)
+    with pytest.raises(BufferError, match="conjugate bit"):
+        _edgert.gaussian_denoise(z.conj(), torch.ones(2), 16, mean)
+    negative = torch.zeros(2, 3, 8, 8, dtype=torch.complex64).conj().imag  # a view with the negative bit
+    assert negative.is_neg()
+    out = torch.empty(2, 2, 2)
+    try:
+        _edgert.block_average(negative, 4, out)
+    except (BufferError, RuntimeError, TypeError, ValueError):
+        pass  # refused, as __dlpack__ does in some torch versions
+    else:
+        torch.testing.assert_close(out, torch.zeros(2, 2, 2))  # or exported with its values (all -0.0 here)
+
+
 def test_cuda_backend_unavailable_is_a_clear_error():
     if edgert.cuda_available():
         pytest.skip("CUDA is usable here")
