@@ -631,3 +631,41 @@ def test_reports_hold_what_the_responsiveness_timeline_needs(mode_runs: dict[str
                     assert np.mean(v) == pytest.approx(d.holdout_accuracy[name])
         later = [d for r in reports[1:] for d in r.devices.values() if d.retrain_start is not None]
         assert all("last_retrained" in d.holdout_accuracy for d in later if mode != "one_time"), mode
+
+
+def test_a_scene_change_upload_selects_at_once_and_the_window_goes_on_from_there(
+        task: Any, scenes: dict, encoder: FrameEncoder, tmp_path: Path) -> None:
+    no_training = SchedulerConfig(window_s=8, micro_window_s=1, budget_s=0)
+    ctl = _controller(task, tmp_path, encoder, ZooConfig(), selection="oracle", retraining=no_training)
+    zoo = ctl.zoo
+    street = _window(scenes, "street", 1)
+    top = int(np.bincount(task.label(street), minlength=16).argmax())
+    expert = zoo.add_expert(_constant_expert(task, top), task=task.name, tag=task.tag, device="seed", window=0)
+    ctl.run_window({"cam1": _window(scenes, "car", 0)})
+    before = {k: v.copy() for k, v in ctl.devices["cam1"].weights.items()}
+
+    # bad uploads are refused and change nothing
+    for bad, match in [(street[:0], "empty batch"), (street[..., 0], "uint8 \\[N, H, W, 3\\]"),
+                       (street[:, :50], "one frame size per controller"), (street.astype(np.float32), "uint8")]:
+        with pytest.raises(ValueError, match=match):
+            ctl.reselect("cam1", bad)
+    with pytest.raises(ValueError, match="device ids must be non-empty"):
+        ctl.reselect("", street[:4])
+    assert all(np.array_equal(before[k], v) for k, v in ctl.devices["cam1"].weights.items())
+
+    # four frames of the new scene: the zoo expert for it is chosen and becomes the device's model
+    dec = ctl.reselect("cam1", street[:4])
+    assert dec.window == 1 and dec.key == expert_key(expert.id) and dec.changed and dec.expert_id == expert.id
+    r = dec.report
+    assert r.frames == 4 and r.candidates == [expert.id] and r.before == CURRENT
+    assert r.chosen_accuracy == max(r.accuracy.values()) > r.before_accuracy
+    assert r.label_s > 0 and r.safety_s > 0 and r.gating_s >= 0
+    assert dec.digest == weights_digest(zoo.weights(expert.id), ctl.manifest)
+    assert ctl.devices["cam1"].expert_id == expert.id and zoo.selection_counts(task.name) == {expert.id: 1}
+    # the window's upload then starts from it: nothing better, nothing to send
+    rep = ctl.run_window({"cam1": street})
+    assert rep.devices["cam1"].before == expert_key(expert.id) == rep.devices["cam1"].chosen
+    # a device seen for the first time is registered on its generic model
+    dec = ctl.reselect("cam9", street[:2], window=7)
+    assert dec.window == 7 and dec.report.before == CURRENT and "cam9" in ctl.devices
+    zoo.close()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import needs_imagenet, needs_matplotlib
 from edgert.cli import main
-from edgert.recl.evaluate import SCHEMES, EvalConfig, format_table, summarize
+from edgert.recl.evaluate import DEFAULT_SCHEMES, SCENE_CUT_SCHEMES, SCHEMES, EvalConfig, format_table, summarize
+from edgert.recl.workload import SceneCutDetector
 
 TINY = ["--quick", "--cameras", "2", "--windows", "2", "--schemes", "recl,ams"]
 
@@ -59,7 +61,9 @@ def test_eval_end_to_end_and_refuses_another_config(tmp_path: Path, capsys: pyte
 
 
 def test_config_validation_and_schemes() -> None:
-    assert set(SCHEMES) == {"recl", "ams", "ekya", "odin", "oracle", "one_time"}
+    assert set(SCHEMES) == {"recl", "ams", "ekya", "odin", "oracle", "one_time", "recl_cut"}
+    assert SCENE_CUT_SCHEMES == {"recl_cut"} and SCHEMES["recl_cut"] == SCHEMES["recl"]
+    assert EvalConfig().schemes == DEFAULT_SCHEMES == ("recl", "ams", "ekya", "odin", "oracle", "one_time")
     cfg = EvalConfig(budget_s=20.0)
     cfg.validate()
     rc = {s: cfg.recl_config(s) for s in SCHEMES}
@@ -69,7 +73,8 @@ def test_config_validation_and_schemes() -> None:
     assert rc["ekya"].scheduler == "ekya" and rc["odin"].selection == "odin"
     assert rc["oracle"].selection == "oracle" and not rc["one_time"].retrain
     for bad in ({"task": "tracking"}, {"schemes": ("recl", "nope")}, {"cameras": 0}, {"windows": 0},
-                {"workload": {"no_such": 1}}, {"recl": {"selection": "nope"}}, {"budget_s": -1.0}):
+                {"workload": {"no_such": 1}}, {"recl": {"selection": "nope"}}, {"budget_s": -1.0},
+                {"cut_frames": 0}, {"cut_frames": 2.5}, {"cut_frames": True}):
         with pytest.raises(ValueError):
             EvalConfig(**bad).validate()  # type: ignore[arg-type]
     assert main(["recl", "eval", "--out", "unused", "--schemes", "recl,bogus"]) == 2
@@ -88,3 +93,53 @@ def test_summary_counts_switch_windows_only() -> None:
     s = summarize([window(0, 0.5, False)])
     assert s["accuracy_after_switch"] is None
     assert "| x | 50.0 | - |" in format_table({"task": "classification", "schemes": {"x": {"summary": s}}})
+
+
+def test_scene_cut_detector_is_causal_carries_its_state_and_holds_off_after_a_cut() -> None:
+    rng = np.random.default_rng(0)
+    a, b = (rng.integers(0, 256, (1, 8, 8, 3), dtype=np.uint8) for _ in range(2))
+    jitter = rng.integers(-2, 3, (12, 8, 8, 3))
+    scene_a = np.clip(a.astype(int) + jitter, 0, 255).astype(np.uint8)
+    scene_b = np.clip(b.astype(int) + jitter, 0, 255).astype(np.uint8)
+    det = SceneCutDetector()
+    assert det.cuts(scene_a[:6]) == []  # the first frame of a stream is no cut
+    assert det.cuts(np.concatenate([scene_a[6:], scene_b])) == [6]
+    # a cut right between two uploads is found at the first frame of the later one
+    det = SceneCutDetector()
+    det.cuts(scene_a)
+    assert det.cuts(scene_b) == [0]
+    # back and forth: every change is a cut, unless it falls within the refractory frames of the one before
+    flicker = np.concatenate([scene_a[:5], scene_b[:2], scene_a[5:10]])
+    assert SceneCutDetector().cuts(flicker) == [5, 7]
+    assert SceneCutDetector(refractory=4).cuts(flicker) == [5]
+    for bad in ({"ratio": 0.0}, {"floor": 1.5}, {"half_window": 0}, {"refractory": -1}):
+        with pytest.raises(ValueError, match="scene-cut detector"):
+            SceneCutDetector(**bad)  # type: ignore[arg-type]
+
+
+@needs_imagenet
+@needs_matplotlib
+def test_scene_cut_uploads_in_the_eval(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(["recl", "eval", "--out", str(out), "--quick", "--schemes", "recl,recl_cut,ams"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    uploads = 0
+    for w in results["schemes"]["recl_cut"]["windows"]:
+        cost = w["cost"]
+        assert cost["total_s"] >= cost["gating_s"] + cost["safety_s"]
+        for d in w["devices"].values():
+            n = len(d["frame_scenes"])
+            assert len(d["frame_times"]) == n and all(0 <= t < 30.0 for t in d["frame_times"])
+            assert d["frame_times"] == sorted(d["frame_times"])
+            for u in d["scene_cut_uploads"]:
+                uploads += 1
+                assert u["frames"][0] in d["cuts"] and len(u["frames"]) == 4 and u["frames"][-1] < n
+                assert u["upload_s"] == d["frame_times"][u["frames"][-1]]
+                assert len(u["holdout_frames"]) == len(d["holdout_index"])
+                assert all(0.0 <= v <= 1.0 for v in u["holdout_frames"])
+                assert "window_start" in d["holdout_frames"]
+    assert uploads >= 1  # the quick workload's cameras switch clips mid-window
+    assert all("scene_cut_uploads" not in d for w in results["schemes"]["recl"]["windows"]
+               for d in w["devices"].values())
+    resp = (out / "responsiveness.md").read_text()
+    assert "From the switch itself" in resp and "| recl_cut |" in resp

@@ -7,11 +7,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from conftest import needs_imagenet, needs_matplotlib
 from edgert.cli import main
-from edgert.recl.evaluate import SCHEMES, summarize
+from edgert.recl.evaluate import DEFAULT_SCHEMES, summarize
 from edgert.recl.study import (
     BUDGET_SCHEMES,
     PaperClock,
@@ -27,6 +28,7 @@ from edgert.recl.study import (
     responsiveness,
     selection_share_large_zoo,
     stay_timeline,
+    switch_responsiveness,
     teacher_seconds_per_frame,
     timeline_responsiveness,
     training_clock_factor,
@@ -244,7 +246,7 @@ def test_points_and_compute_axis() -> None:
     assert list(points)[0] == point_name(4, 30.0)  # the base point first
     assert set(points) == {"cameras4-budget30", "cameras2-budget30", "cameras4-budget15", "cameras4-budget60",
                            "ablation-K-K_1"}
-    assert points["cameras4-budget30"].schemes == tuple(SCHEMES)
+    assert points["cameras4-budget30"].schemes == DEFAULT_SCHEMES
     assert points["cameras4-budget60"].schemes == BUDGET_SCHEMES
     # compute is the trainer's speed: twice the compute halves mu, the budget is the whole window
     mus = {n: points[n].recl_config("recl").mu for n in ("cameras4-budget15", "cameras4-budget30",
@@ -266,7 +268,7 @@ def test_analyse_and_report_on_synthetic_points() -> None:
         acc = {"recl": recl, "ams": ams}
         return _results({s: [_window(0, {"cam0": (acc.get(s, 0.3), ["A"], False)})] for s in schemes})
 
-    points = {"cameras4-budget30": point(0.6, 0.3, tuple(SCHEMES)),
+    points = {"cameras4-budget30": point(0.6, 0.3, DEFAULT_SCHEMES),
               "cameras4-budget60": point(0.7, 0.5, BUDGET_SCHEMES)}
     a = analyse(cfg, points)
     assert a["accuracy_by_cameras"][4]["recl"] == pytest.approx(0.6)
@@ -284,8 +286,59 @@ def test_study_end_to_end(tmp_path: Path) -> None:
     for name in ("study.json", "report.md", "cameras.png", "compute.png", "over_time.png", "study-config.json"):
         assert (out / name).is_file(), name
     study = json.loads((out / "study.json").read_text())["analysis"]
-    assert set(study["accuracy_by_cameras"]["2"]) == set(SCHEMES)  # the base point runs every scheme
+    assert set(study["accuracy_by_cameras"]["2"]) == set(DEFAULT_SCHEMES)  # the base point runs every scheme
     results = json.loads((out / "points" / "cameras2-budget30" / "results.json").read_text())
     for entry in results["schemes"].values():
         assert all(w["cost"]["teacher_s"] > 0 for w in entry["windows"])  # labelling is charged
     assert main(args) == 0  # resumes: every point already ran
+
+
+def test_switch_responsiveness_counts_from_the_switch_and_credits_scene_cut_uploads() -> None:
+    # cam c shows B in window 0; cam d switches from X to B at frame 4 of window 1 (frame i at i + 0.5 s)
+    def dev(scenes: list[str], switch: bool, hold: dict[str, list[float]], trace: list[tuple[float, float]],
+            first_new: int = 0) -> dict[str, Any]:
+        rec = _dev(scenes, switch, {k: float(np.mean(v)) for k, v in hold.items()}, [])
+        rec.update(holdout_index=[2, 6, 8], holdout_frames=hold, frame_times=[i + 0.5 for i in range(10)],
+                   frame_scenes=[0] * first_new + [len(scenes) - 1] * (10 - first_new),
+                   retrain_trace=[{"start_s": e - 10.0, "end_s": e, "accuracy": a, "wall_s": 0.5,
+                                   "frame_scores": [a] * 3} for e, a in trace])
+        return rec
+
+    zero = [0.0] * 3
+    upload = {"frames": [4, 5], "upload_s": 5.5, "gating_s": 0.5, "safety_s": 0.5, "label_s": 0.1,
+              "holdout_frames": [0.0, 0.9, 0.9]}
+    cut_switch = dev(["X", "B"], True, {"window_start": zero, "before": [0.0, 0.9, 0.9], "chosen": [0.0, 0.9, 0.9]},
+                     [], first_new=4)
+    cut_switch["scene_cut_uploads"] = [upload]
+    res = _results({
+        "recl_cut": [_tw(0, {"c": dev(["B"], False, {"before": zero, "chosen": zero}, []),
+                             "d": dev(["X"], False, {"before": zero, "chosen": zero}, [])}),
+                     _tw(1, {"c": dev(["B"], False, {"before": zero, "chosen": zero}, []), "d": cut_switch})],
+        "ams": [_tw(0, {"c": dev(["B"], False, {"before": zero, "chosen": zero}, []),
+                        "d": dev(["X"], False, {"before": zero, "chosen": zero}, [])}),
+                _tw(1, {"c": dev(["B"], False, {"before": zero, "chosen": zero}, []),
+                        "d": dev(["X", "B"], True, {"before": zero, "chosen": zero}, [(10.0, 0.8)], first_new=4)})],
+    })
+    # teacher 0.25 s/frame at factor 1: the upload's decision at 5.5 + 0.5 + 0.5 + 0.5 = 7.0, the switch at 4.5;
+    # AMS: labels of both windows' 20 frames (5 s), then its first micro-window ends 10 s later, from the upload
+    r = switch_responsiveness(res, 30.0, ("recl_cut", "ams"), PaperClock("x1", 1.0, 0.25))
+    assert r is not None and r["events"] == 1 and r["cuts_detected"] == 1 and r["reference"] == "recl_cut"
+    s = r["schemes"]
+    assert s["recl_cut"]["mean_s"] == pytest.approx(2.5)
+    assert s["ams"]["mean_s"] == pytest.approx(30.0 + 15.0 - 4.5) and s["ams"]["mean_ratio"] == pytest.approx(16.2)
+    assert r["detail"][0]["t_switch"] == pytest.approx(4.5) and r["detail"][0]["target"] == pytest.approx(0.72)
+    # the uploaded frames are measured by nobody: with frame 6 among them, only frame 8 is left
+    upload["frames"] = [4, 5, 6]
+    assert switch_responsiveness(res, 30.0, ("recl_cut", "ams"), PaperClock("x1", 1.0, 0.25))["events"] == 1
+    # a decision too weak for the target leaves the scheme to the window's upload; never: stay + 2 windows
+    upload["holdout_frames"] = [0.0, 0.5, 0.5]
+    cut_switch["holdout_frames"].update(before=[0.0, 0.5, 0.5], chosen=[0.0, 0.5, 0.5])
+    r = switch_responsiveness(res, 30.0, ("recl_cut", "ams"), PaperClock("x0", 0.0))
+    assert r["schemes"]["recl_cut"]["censored"] == 1 and r["schemes"]["recl_cut"]["mean_s"] == pytest.approx(85.5)
+    assert r["schemes"]["ams"]["mean_s"] == pytest.approx(30.0 + 10.0 - 4.5)
+    # results without the frames' times (an older version): nothing to report
+    for sch in res["schemes"].values():
+        for w in sch["windows"]:
+            for rec in w["devices"].values():
+                rec.pop("frame_times")
+    assert switch_responsiveness(res, 30.0, ("recl_cut", "ams"), PaperClock("x1", 1.0)) is None

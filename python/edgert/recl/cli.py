@@ -11,16 +11,16 @@ from typing import Any, Optional
 
 
 def _eval_config(args: argparse.Namespace) -> Any:
-    from edgert.recl.evaluate import QUICK, SCHEMES, STANDARD_WORKLOAD, EvalConfig
+    from edgert.recl.evaluate import DEFAULT_SCHEMES, QUICK, STANDARD_WORKLOAD, EvalConfig
 
     preset: dict[str, Any] = copy.deepcopy(QUICK) if args.quick else {}
-    schemes = tuple(s.strip() for s in args.schemes.split(",") if s.strip()) if args.schemes else tuple(SCHEMES)
+    schemes = tuple(s.strip() for s in args.schemes.split(",") if s.strip()) if args.schemes else DEFAULT_SCHEMES
     cameras = args.cameras if args.cameras is not None else preset.get("cameras", 4)
     windows = args.windows if args.windows is not None else preset.get("windows")
     workload = preset.get("workload", copy.deepcopy(STANDARD_WORKLOAD))
     return EvalConfig(task=args.task, cameras=cameras, windows=windows, workload=workload,
                       schemes=schemes, budget_s=args.budget, recl=preset.get("recl", {}), seed=args.seed,
-                      threads=args.threads)
+                      threads=args.threads, cut_frames=args.cut_frames)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -121,12 +121,15 @@ def register(sub: "argparse._SubParsersAction") -> None:
     ev.add_argument("--cameras", type=int, default=None, help="cameras (default: 4; --quick: 2)")
     ev.add_argument("--windows", type=int, default=None,
                     help="at most this many windows per camera (default: all; --quick: 3)")
-    ev.add_argument("--schemes", default=None, help=f"comma-separated, of {','.join(SCHEMES)} (default: all)")
+    ev.add_argument("--schemes", default=None,
+                    help=f"comma-separated, of {','.join(SCHEMES)} (default: all but recl_cut)")
     ev.add_argument("--budget", type=float, default=None,
                     help="retraining compute per window in GPU seconds, the same for every scheme (default: the "
                          "whole window)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--threads", type=int, default=1, help="torch threads")
+    ev.add_argument("--cut-frames", type=int, default=4,
+                    help="frames a camera of recl_cut uploads after a scene cut it detects (default: 4)")
     ev.add_argument("--quick", action="store_true",
                     help="tiny workload and selectors (3 short clips, 2 cameras, 3 windows): about a minute")
     ev.add_argument("--no-plots", action="store_true")

@@ -41,7 +41,7 @@ import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -50,7 +50,7 @@ from torch import nn
 from edgert.recl.config import RECLConfig
 from edgert.recl.gating import AccuracyTable, GatingNetwork, check_frames
 from edgert.recl.odin import OdinSelector
-from edgert.recl.safety import CURRENT, RETRAINED, OwnModel, SafetyChecker, SafetyResult, expert_key, sample_key
+from edgert.recl.safety import CURRENT, RETRAINED, Choice, OwnModel, SafetyChecker, SafetyResult, expert_key, sample_key
 from edgert.recl.scheduler import (
     Executor,
     LeastRecentlyTrained,
@@ -157,6 +157,18 @@ class FrameHistory:
         return self._frames[order].copy()
 
 
+class _Checked(NamedTuple):
+    """A device's safety check: the result, the winner, its own zoo expert (if any), the key its model had in
+    the check, whether the winner differs from it, and the weights it ran."""
+
+    result: SafetyResult
+    choice: Choice
+    own_expert: Optional[int]
+    before: str
+    changed: bool
+    previous: Weights
+
+
 # ----------------------------------------------------------------------------------------------------- reports
 
 
@@ -224,8 +236,9 @@ class DeviceReport:
         accuracy_gain: the retrained model's admission gain (see the module docstring).
         promising, queued: whether it beat ``alpha`` (and entered the admission queue).
         delivery: filled in by a network server: how the decision reached the device.
-        gating_s, safety_s: measured seconds of this device's shortlist and safety check (the window runs every
-            device's shortlist first, then the safety checks in device order, then retraining).
+        label_s, gating_s, safety_s: measured seconds of this device's teacher labels, shortlist and safety check
+            (the window labels every device's frames first, then runs every shortlist, then the safety checks in
+            device order, then retraining).
         holdout_accuracy: accuracy on the retraining job's held-out frames (the frames no model of this window
             trained on; empty when no job runs) of ``"before"`` (the model the device ran), ``"chosen"`` (the
             decision) and ``"last_retrained"`` (its last retrained model, when the safety check measured it): the
@@ -259,6 +272,7 @@ class DeviceReport:
     promising: bool = False
     queued: bool = False
     delivery: dict[str, Any] = field(default_factory=dict)
+    label_s: float = 0.0
     gating_s: float = 0.0
     safety_s: float = 0.0
     holdout_accuracy: dict[str, float] = field(default_factory=dict)
@@ -440,22 +454,28 @@ class RECLController:
         out: dict[str, np.ndarray] = {}
         shape = self.frame_shape
         for device, f in frames.items():
-            if not isinstance(device, str) or not device:
-                raise ValueError(f"window: device ids must be non-empty strings, got {device!r}")
-            arr = check_frames(f, f"frames of {device}")
-            if arr.shape[0] > self.config.max_window_frames:
-                raise ValueError(f"frames of {device}: {arr.shape[0]} frames, at most {self.config.max_window_frames} "
-                                 f"per window")
+            arr = self._check_upload(device, f, "frames", shape)
             if arr.shape[0] < 2 and self._retrains(device):
                 raise ValueError(f"frames of {device}: a window needs at least 2 frames (one to train on, one held "
                                  f"out), got {arr.shape[0]}")
-            if shape is None:
-                shape = tuple(arr.shape[1:])
-            if tuple(arr.shape[1:]) != shape:
-                raise ValueError(f"frames of {device}: {arr.shape[2]}x{arr.shape[1]}, expected {shape[1]}x{shape[0]} "
-                                 f"(one frame size per controller)")
+            shape = tuple(arr.shape[1:])
             out[device] = arr
         return out
+
+    def _check_upload(self, device: Any, frames: np.ndarray, what: str, shape: Optional[tuple[int, ...]]
+                      ) -> np.ndarray:
+        """One device's uploaded frames, checked: a non-empty device id, frames as :func:`check_frames` wants
+        them, at most a window's worth, of frame size ``shape`` (None: any). Raises ValueError naming the problem."""
+        if not isinstance(device, str) or not device:
+            raise ValueError(f"{what}: device ids must be non-empty strings, got {device!r}")
+        arr = check_frames(frames, f"{what} of {device}")
+        if arr.shape[0] > self.config.max_window_frames:
+            raise ValueError(f"{what} of {device}: {arr.shape[0]} frames, at most {self.config.max_window_frames} "
+                             f"per window")
+        if shape is not None and tuple(arr.shape[1:]) != shape:
+            raise ValueError(f"{what} of {device}: {arr.shape[2]}x{arr.shape[1]}, expected {shape[1]}x{shape[0]} "
+                             f"(one frame size per controller)")
+        return arr
 
     def _retrains(self, device: str) -> bool:
         state = self.devices.get(device)
@@ -486,7 +506,11 @@ class RECLController:
 
         # 1. labels
         t0 = time.perf_counter()
-        labels = {d: np.asarray(self.task.label(f)) for d, f in batch.items()}
+        labels = {}
+        for d, f in batch.items():
+            t1 = time.perf_counter()
+            labels[d] = np.asarray(self.task.label(f))
+            rep.devices[d].label_s = time.perf_counter() - t1
         rep.cost.label_s = time.perf_counter() - t0
 
         # selectors follow the zoo (experts pruned or quarantined elsewhere; experts they never saw)
@@ -554,6 +578,42 @@ class RECLController:
                   f"{ {d: r.chosen for d, r in rep.devices.items()} }, admitted {rep.admitted}, pruned {rep.pruned}")
         return rep
 
+    # ---- scene-change uploads ------------------------------------------------------------------
+    def reselect(self, device: str, frames: np.ndarray, window: Optional[int] = None) -> Decision:
+        """Selection only, between windows: the device saw a scene change and uploaded the frames it sampled since
+        (RECL's lever for responsiveness: a zoo expert can be sent seconds after the change instead of after the
+        window's upload). Labels ``frames``, shortlists experts for them, safety-checks the shortlist, the device's
+        current model and its last retrained model on them, and makes the best the device's model, like steps 1-3
+        of :meth:`run_window` for one device; nothing is retrained, admitted or pruned. The window's own upload
+        later runs the whole window as usual (the model chosen here is then its current model).
+
+        ``window``: the window the frames belong to (zoo records; default the one in progress,
+        :attr:`next_window`). The returned decision's report holds the shortlist, the accuracy table (on these
+        frames) and the measured ``label_s``, ``gating_s`` and ``safety_s``.
+
+        Raises:
+            ValueError: malformed frames, none, more than a window holds, or another frame size than the
+                controller's; then nothing changed.
+        """
+        arr = self._check_upload(device, frames, "scene-change frames", self.frame_shape)
+        w = self.next_window if window is None else int(window)
+        state = self.devices.get(device) or self.register_device(device)
+        report = DeviceReport(device, int(arr.shape[0]))
+        t0 = time.perf_counter()
+        labels = np.asarray(self.task.label(arr))
+        report.label_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        shortlist = self._shortlist(arr)
+        report.gating_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        c = self._check(state, w, arr, labels, shortlist, report)
+        self._adopt(state, c.choice, c.own_expert)
+        report.chosen_source = state.source
+        report.safety_s = time.perf_counter() - t0
+        self._log(f"scene change on {device} (window {w}): {len(arr)} frames, chosen {c.choice.key}")
+        return Decision(device, w, c.choice.key, c.choice.expert_id, c.choice.weights, c.previous, c.changed,
+                        c.choice.accuracy, self.digest(c.choice.weights), report)
+
     # ---- stages ------------------------------------------------------------------------------
     def _shortlist(self, frames: np.ndarray) -> list[int]:
         sel = self.config.selection
@@ -567,16 +627,22 @@ class RECLController:
         assert self.odin is not None
         return self.odin.select(frames, self.config.K)
 
-    def _decide(self, device: str, window: int, frames: np.ndarray, labels: np.ndarray, shortlist: list[int],
-                report: DeviceReport, on_decision: Optional[OnDecision]
-                ) -> tuple[SafetyResult, Optional[tuple[str, Weights]]]:
-        state = self.devices[device]
-        current = OwnModel(state.weights, state.expert_id)
-        own_expert = state.retrained_expert  # its last retrained model, admitted to the zoo meanwhile
+    def _candidates(self, state: DeviceState, shortlist: list[int]) -> tuple[list[int], Optional[int]]:
+        """The safety check's experts: the shortlist plus the device's last retrained model if it joined the zoo
+        (and is still active); returns them and that expert's id (None if none)."""
+        own_expert = state.retrained_expert
         if own_expert is not None and self.zoo.expert(own_expert).status != "active":
             own_expert = state.retrained_expert = None
         candidates = shortlist + ([own_expert] if own_expert is not None and own_expert not in shortlist else [])
-        result = self.safety.check(device, window, frames, candidates, current, state.retrained, labels)
+        return candidates, own_expert
+
+    def _check(self, state: DeviceState, window: int, frames: np.ndarray, labels: np.ndarray, shortlist: list[int],
+               report: DeviceReport) -> _Checked:
+        """The safety check of ``state``'s device on ``frames`` (the shortlist, its own expert, its current and
+        last retrained models), recorded in ``report``; the device does not adopt the choice yet."""
+        current = OwnModel(state.weights, state.expert_id)
+        candidates, own_expert = self._candidates(state, shortlist)
+        result = self.safety.check(state.device_id, window, frames, candidates, current, state.retrained, labels)
         choice = result.choice
         assert choice is not None  # the device's current model is always measurable and servable
         before = expert_key(state.expert_id) if state.expert_id is not None and expert_key(
@@ -586,8 +652,29 @@ class RECLController:
         report.before, report.before_accuracy = before, result.accuracy[before]
         report.chosen, report.chosen_expert, report.chosen_accuracy = choice.key, choice.expert_id, choice.accuracy
         report.skipped = dict(result.skipped)
-        previous = state.weights
-        changed = not (choice.key == before or _same(choice.weights, previous))
+        changed = not (choice.key == before or _same(choice.weights, state.weights))
+        return _Checked(result, choice, own_expert, before, changed, state.weights)
+
+    @staticmethod
+    def _adopt(state: DeviceState, choice: Choice, own_expert: Optional[int]) -> None:
+        """The device now runs ``choice``: its weights, expert id and lineage."""
+        if choice.key == RETRAINED:
+            state.source = state.retrained_source or "retrained"
+            state.retrained, state.retrained_source = None, None
+        elif choice.expert_id is not None and choice.expert_id == own_expert:
+            state.source = state.retrained_source or expert_key(choice.expert_id)
+            state.retrained_expert, state.retrained_source = None, None
+        elif choice.expert_id is not None:
+            state.source = expert_key(choice.expert_id)
+        state.weights = choice.weights
+        state.expert_id = choice.expert_id
+
+    def _decide(self, device: str, window: int, frames: np.ndarray, labels: np.ndarray, shortlist: list[int],
+                report: DeviceReport, on_decision: Optional[OnDecision]
+                ) -> tuple[SafetyResult, Optional[tuple[str, Weights]]]:
+        state = self.devices[device]
+        result, choice, own_expert, before, changed, previous = self._check(state, window, frames, labels, shortlist,
+                                                                            report)
         # the device's own lineage (reuse=False starts there): its current model or its last retrained one
         retrained_key = expert_key(own_expert) if own_expert is not None else RETRAINED
         own = [k for k in result.ranking if k in (before, retrained_key)]
@@ -603,17 +690,7 @@ class RECLController:
                     own_weights = self.zoo.weights(own_expert)
                 except ZooError:
                     own_key = before
-        # the new state
-        if choice.key == RETRAINED:
-            state.source = state.retrained_source or "retrained"
-            state.retrained, state.retrained_source = None, None
-        elif choice.expert_id is not None and choice.expert_id == own_expert:
-            state.source = state.retrained_source or expert_key(choice.expert_id)
-            state.retrained_expert, state.retrained_source = None, None
-        elif choice.expert_id is not None:
-            state.source = expert_key(choice.expert_id)
-        state.weights = choice.weights
-        state.expert_id = choice.expert_id
+        self._adopt(state, choice, own_expert)
         state.windows += 1
         report.chosen_source = state.source
         if self._retrains(device):

@@ -6,7 +6,9 @@ ones): ``recl`` (gating network, iterative scheduler, reuse of zoo experts); ``a
 retrains its own lineage and is never sent another camera's expert, round-robin time-sharing); ``ekya`` (the same
 with Ekya's thief scheduler); ``odin`` (ODIN
 selects the zoo candidates); ``oracle`` (the safety checker tests every expert of the zoo); ``one_time`` (a camera
-retrains in its first window only, later windows only select).
+retrains in its first window only, later windows only select); ``recl_cut`` (RECL whose cameras also upload
+the first ``cut_frames`` frames after a scene cut they detect, :class:`~edgert.recl.workload.SceneCutDetector`,
+and get a selection for them at once; the window's upload follows as usual).
 
 **Procedure.** The workload's windows are read once. Window ``k`` of every camera is one
 :meth:`~edgert.recl.controller.RECLController.run_window` call (device ``cam<i>``), windows in time order. Each
@@ -29,7 +31,10 @@ compare like with like.
 * per camera and window, what the responsiveness timeline needs (:func:`edgert.recl.study.window_timeline`):
   gating and safety-check seconds, the retraining job's held-out frames with the per-frame scores of the model
   before, the decision and the last retrained model, each micro-window's nominal end with its held-out scores
-  and measured seconds, and each frame's scene.
+  and measured seconds, each frame's scene and time (``frame_times``, paper seconds from the window's start);
+* scene-cut schemes also: the cuts the camera detected, each upload's frames, time, decision, measured seconds
+  and held-out scores, and the held-out scores of the model the camera began the window with (``window_start``);
+  the uploads' gating and safety seconds join the window's cost.
 
 Results go to a :class:`~edgert.harness.RunFolder` (``config.json``, ``results.json`` saved after each scheme,
 so an interrupted run resumes with the schemes left), ``table.md`` and ``accuracy.png``.
@@ -49,10 +54,10 @@ import numpy as np
 
 from edgert.harness import RunFolder, progress, pyplot, save_figure
 from edgert.recl.config import RECLConfig
-from edgert.recl.controller import RECLController, WindowReport
+from edgert.recl.controller import Decision, RECLController, WindowReport
 from edgert.recl.detection import DetectionTask
 from edgert.recl.tasks import ClassificationTask, SegmentationTask
-from edgert.recl.workload import ClipLibrary, WorkloadConfig, build_workload, iter_windows
+from edgert.recl.workload import ClipLibrary, SceneCutDetector, WorkloadConfig, build_workload, iter_windows
 from edgert.recl.zoo import ModelZoo
 
 #: scheme name -> RECLConfig settings applied over the shared ones
@@ -63,7 +68,14 @@ SCHEMES: dict[str, dict[str, Any]] = {
     "odin": {"selection": "odin"},
     "oracle": {"selection": "oracle"},
     "one_time": {"retrain": False},
+    "recl_cut": {},
 }
+#: schemes whose cameras upload ``cut_frames`` frames as soon as they detect a scene cut, and get a selection
+#: (:meth:`~edgert.recl.controller.RECLController.reselect`) before their window's own upload
+SCENE_CUT_SCHEMES = frozenset({"recl_cut"})
+#: what an evaluation runs unless told otherwise: the paper's schemes (the scene-cut variant is asked for by name,
+#: so that runs and studies made before it compare the same set)
+DEFAULT_SCHEMES = tuple(s for s in SCHEMES if s not in SCENE_CUT_SCHEMES)
 TASKS = ("classification", "segmentation", "detection")
 #: config keys that may differ from a run already in the folder (which schemes run, not how)
 FREE = ("schemes",)
@@ -100,24 +112,27 @@ class EvalConfig:
         workload: further :class:`~edgert.recl.workload.WorkloadConfig` settings (``window_s``, ``sample_fps``,
             ``clips``, ``size``, ...; ``cameras`` and ``seed`` come from here); default
             :data:`STANDARD_WORKLOAD`.
-        schemes: names of :data:`SCHEMES`, run in this order.
+        schemes: names of :data:`SCHEMES`, run in this order (default :data:`DEFAULT_SCHEMES`).
         budget_s: retraining compute per window (GPU seconds, the same for every scheme:
             :attr:`~edgert.recl.scheduler.SchedulerConfig.budget_s`); None: the whole window.
         recl: shared :class:`~edgert.recl.config.RECLConfig` settings, as :meth:`RECLConfig.from_dict` reads them
             (parts as nested mappings); the retraining window is the workload's ``window_s``.
         seed: the workload's scenes, the generic expert and the retraining jobs.
         threads: torch threads.
+        cut_frames: frames a camera of a scene-cut scheme (:data:`SCENE_CUT_SCHEMES`) samples after a cut
+            before it uploads them (4: four seconds at the default rate of one frame per paper second).
     """
 
     task: str = "classification"
     cameras: int = 4
     windows: Optional[int] = None
     workload: dict[str, Any] = field(default_factory=lambda: dict(STANDARD_WORKLOAD))
-    schemes: tuple[str, ...] = tuple(SCHEMES)
+    schemes: tuple[str, ...] = DEFAULT_SCHEMES
     budget_s: Optional[float] = None
     recl: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     threads: int = 1
+    cut_frames: int = 4
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad setting (the workload and RECL settings included)."""
@@ -138,6 +153,8 @@ class EvalConfig:
             raise ValueError(f"budget_s: expected >= 0 or None, got {self.budget_s}")
         if self.threads < 1:
             raise ValueError(f"threads: expected >= 1, got {self.threads}")
+        if isinstance(self.cut_frames, bool) or not isinstance(self.cut_frames, int) or self.cut_frames < 1:
+            raise ValueError(f"cut_frames: expected an integer >= 1, got {self.cut_frames!r}")
         self.workload_config().validate()
         for s in self.schemes:
             self.recl_config(s)
@@ -228,13 +245,15 @@ def build_task(cfg: EvalConfig) -> _MemoClassification | _MemoSegmentation | _Me
 @dataclass
 class WindowBatch:
     """Window ``index`` of every camera still playing: frames per device and, per device, whether the window
-    follows a scene switch, which scenes it shows and each frame's scene (an index into ``scenes``)."""
+    follows a scene switch, which scenes it shows, each frame's scene (an index into ``scenes``) and each frame's
+    time (paper seconds from the window's start)."""
 
     index: int
     frames: dict[str, np.ndarray]
     switch: dict[str, bool]
     scenes: dict[str, list[str]]
     frame_scenes: dict[str, list[int]] = field(default_factory=dict)
+    times: dict[str, list[float]] = field(default_factory=dict)
 
 
 def device_id(camera: int) -> str:
@@ -260,6 +279,8 @@ def load_windows(cfg: EvalConfig) -> list[WindowBatch]:
         out[-1].switch[d] = prev is not None and any(k != prev for k in keys)
         out[-1].scenes[d] = list(dict.fromkeys(keys))
         out[-1].frame_scenes[d] = [out[-1].scenes[d].index(k) for k in keys]
+        start = win.window_index * wl.window_video_s
+        out[-1].times[d] = [float((t - start) / wl.time_scale) for t in win.timestamps]
         last_scene[win.camera_id] = keys[-1]
     return out
 
@@ -284,6 +305,7 @@ def _window_record(rep: WindowReport, batch: WindowBatch, zoo: ModelZoo) -> dict
             "gating_s": r.gating_s, "safety_s": r.safety_s, "holdout_accuracy": dict(r.holdout_accuracy),
             "holdout_index": list(r.holdout_index), "holdout_frames": dict(r.holdout_frames),
             "retrain_trace": [dict(m) for m in r.retrain_trace], "frame_scenes": batch.frame_scenes[d],
+            "frame_times": batch.times[d],
         }
     return {"window": batch.index, "devices": devices, "cost": dataclasses.asdict(rep.cost),
             "experts": rep.experts, "queued": rep.queued, "admitted": list(rep.admitted), "pruned": list(rep.pruned)}
@@ -325,6 +347,76 @@ def label_windows(task: Any, windows: Sequence[WindowBatch]) -> dict[tuple[int, 
     return cost
 
 
+@dataclass
+class _SceneCuts:
+    """One camera's scene-cut uploads in one window: the cuts it detected (frame indices), the model it ran when
+    the window began, and each upload's frames, decision and costs."""
+
+    cuts: list[int]
+    window_start: dict[str, np.ndarray]
+    uploads: list[tuple[list[int], Decision]]
+
+
+def _scene_cut_uploads(ctl: RECLController, batch: WindowBatch, detectors: dict[str, SceneCutDetector],
+                       cut_frames: int, workload: WorkloadConfig) -> dict[str, _SceneCuts]:
+    """Every camera's scene-cut uploads of ``batch`` (before its window's upload): each detected cut (at least
+    ``cut_frames`` frames after the one before) whose next ``cut_frames`` frames (the cut's frame first) lie in
+    the window is one :meth:`~RECLController.reselect` call; a cut too close to the window's end is left to the
+    window's upload."""
+    out: dict[str, _SceneCuts] = {}
+    for d, frames in batch.frames.items():
+        det = detectors.setdefault(d, SceneCutDetector(workload.cut_ratio, workload.cut_floor,
+                                                       workload.cut_half_window, refractory=cut_frames))
+        cuts = det.cuts(frames)
+        state = ctl.devices.get(d)
+        start = {k: v.copy() for k, v in (state.weights if state is not None else ctl.generic).items()}
+        info = _SceneCuts(cuts, start, [])
+        for j in cuts:
+            end = j + cut_frames
+            if end > len(frames):
+                continue
+            info.uploads.append((list(range(j, end)), ctl.reselect(d, frames[j:end], window=batch.index)))
+        out[d] = info
+    return out
+
+
+def _scene_cut_record(record: dict[str, Any], ctl: RECLController, task: Any, batch: WindowBatch,
+                      cuts: Mapping[str, _SceneCuts], teacher_s: Optional[Mapping[tuple[int, str], float]]) -> None:
+    """Adds the scene-cut uploads to a window record: per device ``cuts`` and ``scene_cut_uploads`` (frames,
+    upload time = the last frame's time, decision, its accuracy on the uploaded frames, measured label/gating/
+    safety seconds, and its per-frame scores on the window's held-out frames) and the held-out scores of the
+    model the device ran when the window began (``holdout_frames["window_start"]``); their seconds join the
+    window's cost (teacher seconds pro rata of the frames)."""
+    cost = record["cost"]
+    for d, info in cuts.items():
+        rec = record["devices"][d]
+        rec["cuts"] = list(info.cuts)
+        rec["scene_cut_uploads"] = []
+        if not info.uploads:
+            continue
+        held = rec["holdout_index"]
+        frames = batch.frames[d][held]
+        labels = np.asarray(task.label(frames)) if held else np.zeros(0)
+
+        def scores(weights: Mapping[str, np.ndarray]) -> list[float]:
+            return [float(v) for v in ctl.safety.measure(dict(weights), frames, labels)] if held else []
+
+        if held:
+            rec["holdout_frames"]["window_start"] = start = scores(info.window_start)
+            rec["holdout_accuracy"]["window_start"] = float(np.mean(start))
+        for idx, dec in info.uploads:
+            r = dec.report
+            rec["scene_cut_uploads"].append({
+                "frames": idx, "upload_s": batch.times[d][idx[-1]], "chosen": dec.key, "chosen_expert": dec.expert_id,
+                "changed": dec.changed, "accuracy": float(dec.accuracy), "label_s": r.label_s,
+                "gating_s": r.gating_s, "safety_s": r.safety_s, "holdout_frames": scores(dec.weights)})
+            cost["gating_s"] += r.gating_s
+            cost["safety_s"] += r.safety_s
+            cost["total_s"] += r.label_s + r.gating_s + r.safety_s
+            cost["teacher_s"] = cost.get("teacher_s", 0.0) + (teacher_s or {}).get((batch.index, d), 0.0) * len(
+                idx) / len(batch.frames[d])
+
+
 def run_scheme(scheme: str, cfg: EvalConfig, task: Any, windows: Sequence[WindowBatch], folder: Path,
                log: Callable[[str], None] = print,
                teacher_s: Optional[Mapping[tuple[int, str], float]] = None) -> dict[str, Any]:
@@ -341,11 +433,15 @@ def run_scheme(scheme: str, cfg: EvalConfig, task: Any, windows: Sequence[Window
     records: list[dict[str, Any]] = []
     zoo = ModelZoo(zoo_dir, rc.zoo)
     try:
+        detectors: dict[str, SceneCutDetector] = {}
         with RECLController(task, zoo, rc) as ctl, progress(f"recl eval {scheme}", len(windows), "window") as bar:
             for batch in windows:
+                cuts = (_scene_cut_uploads(ctl, batch, detectors, cfg.cut_frames, cfg.workload_config())
+                        if scheme in SCENE_CUT_SCHEMES else {})
                 rep = ctl.run_window(batch.frames, window=batch.index)
                 record = _window_record(rep, batch, zoo)
                 record["cost"]["teacher_s"] = sum((teacher_s or {}).get((batch.index, d), 0.0) for d in rep.devices)
+                _scene_cut_record(record, ctl, task, batch, cuts, teacher_s)
                 records.append(record)
                 accs = " ".join(f"{d}={r.chosen_accuracy:.2f}({r.chosen})" for d, r in rep.devices.items())
                 log(f"[{scheme}] window {batch.index}: {accs}; zoo {rep.experts}, admitted {rep.admitted}, "
@@ -369,7 +465,8 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Callable[[str]
 
     cfg.validate()
     out = Path(out)
-    run = RunFolder(out, {"eval": cfg.to_dict()}, free=tuple(f"eval.{k}" for k in FREE))
+    run = RunFolder(out, {"eval": cfg.to_dict()}, free=tuple(f"eval.{k}" for k in FREE),
+                    defaults={"eval": EvalConfig().to_dict()})  # settings added since an older run
     previous = run.load_results()
     stored = run.stored_config().get("eval", {})
     schemes = list(dict.fromkeys([*stored.get("schemes", []), *cfg.schemes]))
@@ -386,8 +483,11 @@ def run_eval(cfg: EvalConfig, out: Path, plots: bool = True, log: Callable[[str]
         log(f"{cfg.task}: {len(windows)} windows, {n} camera-windows, {frames} frames "
             f"({time.perf_counter() - t0:.1f} s to read)")
         teacher_s = label_windows(task, windows)
-        results.update(windows=len(windows), camera_windows=n, frames=frames, teacher_frames=len(task.memo),
-                       teacher_s={f"{w}/{d}": t for (w, d), t in teacher_s.items()})
+        if "teacher_s" in previous:  # schemes added to a run: charge the teacher as measured for the others
+            teacher_s = {(int(k.split("/")[0]), k.split("/", 1)[1]): float(t) for k, t in previous["teacher_s"].items()}
+        else:
+            results.update(teacher_frames=len(task.memo), teacher_s={f"{w}/{d}": t for (w, d), t in teacher_s.items()})
+        results.update(windows=len(windows), camera_windows=n, frames=frames)
         for scheme in todo:
             log(f"scheme {scheme}: {SCHEMES[scheme] or 'RECL'}")
             results["schemes"][scheme] = run_scheme(scheme, cfg, task, windows, out / scheme, log, teacher_s)

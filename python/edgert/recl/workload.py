@@ -215,6 +215,51 @@ def frame_differences(frames: np.ndarray) -> np.ndarray:
     return out
 
 
+def is_cut(difference: float, neighbours: np.ndarray, ratio: float, floor: float) -> bool:
+    """The shot-change rule: a frame difference at least ``floor`` and ``ratio`` times the median of its
+    neighbours' (any difference at least ``floor`` when it has none)."""
+    return difference >= floor and (neighbours.size == 0 or difference >= ratio * float(np.median(neighbours)))
+
+
+class SceneCutDetector:
+    """A camera's shot-change detector over the frames it samples, as a device runs it: the rule of
+    :func:`detect_scenes` (:func:`is_cut`), causal (the neighbours of a difference are the ``half_window``
+    differences before it). It carries its state across calls, so a cut between two windows' uploads is found
+    at the first frame of the later one.
+
+    Args:
+        ratio, floor, half_window: the rule's parameters (:class:`WorkloadConfig`'s ``cut_ratio``,
+            ``cut_floor``, ``cut_half_window``).
+        refractory: frames after a cut in which no other cut is reported (fast motion right after a cut
+            otherwise reads as a run of cuts).
+    """
+
+    def __init__(self, ratio: float = 3.0, floor: float = 0.05, half_window: int = 12, refractory: int = 0) -> None:
+        if not ratio > 0 or not 0 <= floor <= 1 or half_window < 1 or refractory < 0:
+            raise ValueError(f"scene-cut detector: expected ratio > 0, floor in [0, 1], half_window >= 1 and "
+                             f"refractory >= 0, got {ratio}, {floor}, {half_window}, {refractory}")
+        self.ratio, self.floor, self.half_window = float(ratio), float(floor), int(half_window)
+        self.refractory = int(refractory)
+        self._last: Optional[np.ndarray] = None
+        self._diffs: list[float] = []
+        self._since_cut = self.refractory  # frames since the last cut reported
+
+    def cuts(self, frames: np.ndarray) -> list[int]:
+        """Indices of the frames of ``frames`` (``uint8 [N, H, W, 3]``, the next ones the camera sampled) that
+        begin a new shot."""
+        out = []
+        for i, frame in enumerate(frames):
+            self._since_cut += 1
+            if self._last is not None:
+                d = float(frame_differences(np.stack([self._last, frame]))[0])
+                if self._since_cut > self.refractory and is_cut(d, np.asarray(self._diffs), self.ratio, self.floor):
+                    out.append(i)
+                    self._since_cut = 0
+                self._diffs = (self._diffs + [d])[-self.half_window:]
+            self._last = frame
+        return out
+
+
 def detect_scenes(clip: str, frames: np.ndarray, times: np.ndarray, *, cut_ratio: float = 3.0,
                   cut_floor: float = 0.05, cut_half_window: int = 12, min_scene_s: float = 1.0,
                   segment_s: float = 2.0) -> list[Scene]:
@@ -229,7 +274,7 @@ def detect_scenes(clip: str, frames: np.ndarray, times: np.ndarray, *, cut_ratio
     cuts = []
     for t in range(len(d)):
         nb = np.concatenate([d[max(0, t - cut_half_window):t], d[t + 1:t + 1 + cut_half_window]])
-        if d[t] >= cut_floor and (nb.size == 0 or d[t] >= cut_ratio * float(np.median(nb))):
+        if is_cut(float(d[t]), nb, cut_ratio, cut_floor):
             cuts.append(float(times[t + 1]))
     if cuts:
         bounds = [float(times[0]), *cuts, end]
