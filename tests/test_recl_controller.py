@@ -585,6 +585,34 @@ def test_bad_windows_are_rejected_and_change_nothing(task: Any, scenes: dict, tm
     ctl.zoo.close()
 
 
+def test_a_scene_cut_upload_is_answered_at_once_with_a_selection(task: Any, scenes: dict, tmp_path: Path) -> None:
+    ctl, server, seeded = _seeded_server(task, tmp_path, retrain=False)
+    with server, RECLDevice(server.address, "cam1", KEYS["cam1"]) as cam1:
+        assert cam1.wait_ready()
+        # no window is gathered (cam2 never uploads): the selection answers on its own, one frame is enough
+        seq = cam1.send_window(_window(scenes, "car", 0)[:1], scene_cut=True)
+        answer = cam1.wait(seq, timeout=60)
+        assert answer.verified and answer.frame.expert_id == seeded["near"]
+        assert cam1.weights_digest() == weights_digest(ctl.zoo.weights(seeded["near"]), ctl.manifest)
+        assert answer.frame.window == 0 and ctl.next_window == 0 and server.reports == []
+        assert [d.key for d in server.reselections] == [expert_key(seeded["near"])]
+        assert server.reselections[0].report.delivery["kind"] == "delta"
+        # unknown flags are refused by the parser, and nothing changes
+        body = bytearray(WindowUpload.of(50, _window(scenes, "car", 0)[:2], scene_cut=True).encode())
+        body[3] = 0x03
+        cam1.send_raw(bytes(body))
+        with pytest.raises(WindowRejected) as info:
+            cam1.wait(50, timeout=30)
+        assert info.value.reject.code == RejectCode.BAD_WINDOW and "unknown flags 0x03" in info.value.reject.message
+        assert cam1.weights_digest() == _expected_digest(ctl, "cam1") and len(server.reselections) == 1
+        # the window that follows starts from the selected model
+        seq = cam1.send_window(_window(scenes, "car", 0))
+        server.close_window()
+        cam1.wait(seq, timeout=60)
+        assert server.wait_reports(1)[0].devices["cam1"].before == expert_key(seeded["near"])
+    ctl.zoo.close()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray not installed (extra [recl])")
 def test_ray_executor_retrains_the_same_models_as_in_process(task: Any, scenes: dict, tmp_path: Path) -> None:

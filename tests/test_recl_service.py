@@ -91,7 +91,7 @@ def test_server_and_two_cameras_as_processes_then_sigterm_and_a_restart(tmp_path
     (tmp_path / "config.json").write_text(json.dumps(TINY.to_dict()))
     server, port, server_log = _serve(tmp_path, "first")
     cams = [_device(tmp_path, port, "cam1", "carphone", 2, "--task", "classification"),
-            _device(tmp_path, port, "cam2", "bikes", 2, "--codec", "jpeg")]
+            _device(tmp_path, port, "cam2", "bikes", 2, "--codec", "jpeg", "--scene-cuts")]
     try:
         for proc, log in cams:
             assert _wait(proc, log, 240) == 0, log.read_text(errors="replace")[-3000:]
@@ -103,6 +103,14 @@ def test_server_and_two_cameras_as_processes_then_sigterm_and_a_restart(tmp_path
     assert report["first_window"] == 0 and [w["window"] for w in report["windows"]] == [0, 1]
     assert report["rejects"] == [] and report["task"] == "classification"
     logs = {d: json.loads((tmp_path / d / "device_log.json").read_text()) for d in ("cam1", "cam2")}
+    # cam2 detects a cut at its second sampled frame of bikes and uploads the 4 frames from there before window 0
+    cuts = [rec for rec in logs["cam2"]["windows"] if "scene_cut" in rec]
+    assert [(rec["window"], rec["scene_cut"], rec["frames"]) for rec in cuts] == [(0, 1, 4)]
+    assert cuts[0]["verified"] and cuts[0]["decision"]["window"] == 0
+    assert [(c["device"], c["window"], c["frames"]) for c in report["scene_cuts"]] == [("cam2", 0, 4)]
+    assert report["scene_cuts"][0]["delivery"]["kind"] == cuts[0]["delivery"]
+    logs = {d: {**log, "windows": [rec for rec in log["windows"] if "scene_cut" not in rec]}
+            for d, log in logs.items()}
     with ModelZoo(tmp_path / "zoo") as zoo:
         _zoo_files_consistent(zoo)
         assert zoo.last_window() == 1

@@ -477,6 +477,11 @@ class RECLController:
                              f"(one frame size per controller)")
         return arr
 
+    def check_scene_cut(self, device: str, frames: np.ndarray) -> np.ndarray:
+        """A scene-change upload's frames, checked as :meth:`reselect` wants them (nothing changes when this
+        raises ValueError)."""
+        return self._check_upload(device, frames, "scene-change frames", self.frame_shape)
+
     def _retrains(self, device: str) -> bool:
         state = self.devices.get(device)
         return self.config.retrain or state is None or state.retrained_windows == 0
@@ -595,7 +600,7 @@ class RECLController:
             ValueError: malformed frames, none, more than a window holds, or another frame size than the
                 controller's; then nothing changed.
         """
-        arr = self._check_upload(device, frames, "scene-change frames", self.frame_shape)
+        arr = self.check_scene_cut(device, frames)
         w = self.next_window if window is None else int(window)
         state = self.devices.get(device) or self.register_device(device)
         report = DeviceReport(device, int(arr.shape[0]))

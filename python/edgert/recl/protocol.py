@@ -3,7 +3,9 @@
 RECL registers three extension frame types with the transport (codes 20..22; AMS holds 12..15):
 
 * **WINDOW** (device -> server): one model-update window of sampled frames, each frame a PNG or JPEG image, or
-  all of them one H.264 video (Matroska, the AMS uplink's container) -- :class:`WindowUpload`;
+  all of them one H.264 video (Matroska, the AMS uplink's container) -- :class:`WindowUpload`; with the
+  ``SCENE_CUT`` flag, the frames a camera sampled after a scene cut it detected, answered at once by a selection
+  (:meth:`RECLController.reselect`: no window, no retraining);
 * **DECISION** (server -> device): the answer to a WINDOW: which model the device now runs (a zoo expert or its
   own), its accuracy on the window, how it was delivered and the SHA-256 of the weights the device must hold --
   :class:`DecisionFrame`. The model itself arrives first, as a core PACKET on the same connection;
@@ -81,7 +83,10 @@ class Delivery(enum.IntEnum):
 
 
 WINDOW_VERSION = 1
-WINDOW_HEAD = struct.Struct("<HBBIHHH")  # version, codec, reserved, seq, count, width, height
+WINDOW_HEAD = struct.Struct("<HBBIHHH")  # version, codec, flags, seq, count, width, height
+#: WINDOW flag: the frames follow a scene cut the camera detected; the server answers with a selection only
+SCENE_CUT = 0x01
+_KNOWN_FLAGS = SCENE_CUT
 DECISION_HEAD = struct.Struct("<IIBBHQqfI32s")  # seq, window, status, delivery, reserved, version, expert, acc, bytes
 REJECT_HEAD = struct.Struct("<IH")  # seq, code
 MAX_WINDOW_FRAMES = 4096
@@ -174,7 +179,8 @@ def decode_frames(payload: bytes, codec: FrameCodec, count: int, width: int, hei
 @dataclass
 class WindowUpload:
     """WINDOW (device -> server): ``count`` frames of ``width`` x ``height`` in ``payload`` (see
-    :func:`encode_frames`); ``seq`` is the device's upload number, echoed in the answer."""
+    :func:`encode_frames`); ``seq`` is the device's upload number, echoed in the answer; ``scene_cut``: the
+    frames follow a scene cut (flag :data:`SCENE_CUT`), answered by a selection only."""
 
     seq: int
     codec: FrameCodec
@@ -182,34 +188,38 @@ class WindowUpload:
     width: int
     height: int
     payload: bytes
+    scene_cut: bool = False
 
     @classmethod
-    def of(cls, seq: int, frames: np.ndarray, codec: FrameCodec = FrameCodec.PNG, **options: Any) -> "WindowUpload":
+    def of(cls, seq: int, frames: np.ndarray, codec: FrameCodec = FrameCodec.PNG, *, scene_cut: bool = False,
+           **options: Any) -> "WindowUpload":
         """The upload of ``frames`` (``uint8 [N, H, W, 3]``; N may be 0 to send an empty window)."""
         arr = np.asarray(frames)
         if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
             raise ValueError(f"frames: expected uint8 [N, H, W, 3] RGB, got {arr.dtype} {list(arr.shape)}")
         payload = encode_frames(arr, codec, **options) if arr.shape[0] else b""
-        return cls(seq, FrameCodec(codec), int(arr.shape[0]), int(arr.shape[2]), int(arr.shape[1]), payload)
+        return cls(seq, FrameCodec(codec), int(arr.shape[0]), int(arr.shape[2]), int(arr.shape[1]), payload,
+                   scene_cut)
 
     def encode(self) -> bytes:
-        return WINDOW_HEAD.pack(WINDOW_VERSION, int(self.codec), 0, self.seq, self.count, self.width,
-                                self.height) + self.payload
+        return WINDOW_HEAD.pack(WINDOW_VERSION, int(self.codec), SCENE_CUT if self.scene_cut else 0, self.seq,
+                                self.count, self.width, self.height) + self.payload
 
     @classmethod
     def decode(cls, body: bytes) -> "WindowUpload":
         """Parses the header (the payload is decoded by :meth:`frames`).
 
         Raises:
-            ProtocolError: truncated, unsupported version or codec, nonzero reserved byte, too many frames, a zero
-                size, or a payload without frames.
+            ProtocolError: truncated, unsupported version or codec, unknown flags, too many frames, a zero size, or
+                a payload without frames.
         """
         if len(body) < WINDOW_HEAD.size:
             raise ProtocolError(f"WINDOW: {len(body)} bytes, the header alone is {WINDOW_HEAD.size}")
-        version, codec, reserved, seq, count, width, height = WINDOW_HEAD.unpack_from(body)
-        if version != WINDOW_VERSION or reserved != 0:
-            raise ProtocolError(f"WINDOW: unsupported version {version} (reserved {reserved}); this side speaks "
-                                f"{WINDOW_VERSION}")
+        version, codec, flags, seq, count, width, height = WINDOW_HEAD.unpack_from(body)
+        if version != WINDOW_VERSION:
+            raise ProtocolError(f"WINDOW: unsupported version {version}; this side speaks {WINDOW_VERSION}")
+        if flags & ~_KNOWN_FLAGS:
+            raise ProtocolError(f"WINDOW: unknown flags 0x{flags:02x} (this side knows 0x{_KNOWN_FLAGS:02x})")
         if codec not in FrameCodec.__members__.values():
             raise ProtocolError(f"WINDOW: unknown frame codec {codec}")
         if count > MAX_WINDOW_FRAMES:
@@ -221,7 +231,7 @@ class WindowUpload:
             raise ProtocolError(f"WINDOW: {count} frames announced, no payload")
         if not count and payload:
             raise ProtocolError(f"WINDOW: no frames announced, {len(payload)} payload bytes")
-        return cls(seq, FrameCodec(codec), count, width, height, payload)
+        return cls(seq, FrameCodec(codec), count, width, height, payload, bool(flags & SCENE_CUT))
 
     def frames(self) -> np.ndarray:
         """The decoded frames ``uint8 [count, height, width, 3]`` (ValueError: see :func:`decode_frames`)."""
@@ -374,7 +384,8 @@ class RECLServer:
         packet_format: the newest packet format published (devices get theirs).
         log: optional line logger.
 
-    Reports of the windows processed are in :attr:`reports` (with ``delivery`` filled in per device).
+    Reports of the windows processed are in :attr:`reports` (with ``delivery`` filled in per device), the
+    decisions of scene-cut uploads in :attr:`reselections`.
     """
 
     def __init__(self, controller: RECLController, keys: Mapping[str, bytes], *,
@@ -408,6 +419,8 @@ class RECLServer:
         self.reports: list[WindowReport] = []
         self.rejects: list[tuple[str, Reject]] = []
         self._pending: "OrderedDict[str, _Pending]" = OrderedDict()
+        self._cuts: "OrderedDict[str, _Pending]" = OrderedDict()  # scene-cut uploads, answered before windows
+        self.reselections: list[Decision] = []
         self._cond = threading.Condition()
         self._stopping = threading.Event()
         self._worker: Optional[threading.Thread] = None
@@ -477,19 +490,23 @@ class RECLServer:
             self._reject(session, seq, RejectCode.BAD_FRAMES, str(exc))
             return
         try:
-            self.controller.check_window({session.device_id: frames})
+            if upload.scene_cut:
+                self.controller.check_scene_cut(session.device_id, frames)
+            else:
+                self.controller.check_window({session.device_id: frames})
         except ValueError as exc:
             self._reject(session, seq, RejectCode.BAD_WINDOW, str(exc))
             return
+        queue, what = (self._cuts, "scene-cut upload") if upload.scene_cut else (self._pending, "window")
         with self._cond:
-            if session.device_id in self._pending:
+            if session.device_id in queue:
                 busy = True
             else:
                 busy = False
-                self._pending[session.device_id] = _Pending(upload.seq, frames, time.monotonic())
+                queue[session.device_id] = _Pending(upload.seq, frames, time.monotonic())
                 self._cond.notify_all()
         if busy:
-            self._reject(session, seq, RejectCode.BUSY, "a window of this device is already waiting")
+            self._reject(session, seq, RejectCode.BUSY, f"a {what} of this device is already waiting")
 
     # ---- the worker: windows ---------------------------------------------------------------------------
     def _ready(self) -> bool:
@@ -502,15 +519,39 @@ class RECLServer:
 
     def _work(self) -> None:
         while not self._stopping.is_set():
+            cut: Optional[tuple[str, _Pending]] = None
+            batch: dict[str, _Pending] = {}
             with self._cond:
-                while not self._stopping.is_set() and not self._ready():
+                while not self._stopping.is_set() and not self._cuts and not self._ready():
                     self._cond.wait(timeout=0.05)
                 if self._stopping.is_set():
                     return
-                batch = dict(self._pending)
-                self._pending.clear()
-                self._flush = False
-            self._process(batch)
+                if self._cuts:  # a selection takes a fraction of a window's work: it goes first
+                    cut = self._cuts.popitem(last=False)
+                else:
+                    batch = dict(self._pending)
+                    self._pending.clear()
+                    self._flush = False
+            if cut is not None:
+                self._reselect(*cut)
+            else:
+                self._process(batch)
+
+    def _reselect(self, device: str, upload: _Pending) -> None:
+        """Answers a scene-cut upload: the controller's selection for its frames, delivered like a window's."""
+        try:
+            decision = self.controller.reselect(device, upload.frames)
+            self._deliver(decision, upload.seq)
+        except Exception as exc:  # the upload is rejected; the server goes on
+            self._log(f"{device}: scene-cut upload {upload.seq} failed: {type(exc).__name__}: {exc}")
+            reject = Reject(upload.seq, RejectCode.FAILED, f"{type(exc).__name__}: {exc}")
+            with self._cond:
+                self.rejects.append((device, reject))
+            self.models.send_to(device, RECLFrame.REJECT, reject.encode())
+            return
+        with self._cond:
+            self.reselections.append(decision)
+            self._cond.notify_all()
 
     def _process(self, batch: Mapping[str, _Pending]) -> None:
         frames = {d: p.frames for d, p in batch.items()}
@@ -660,8 +701,9 @@ class RECLDevice:
         return module
 
     # ---- windows ---------------------------------------------------------------------------------
-    def send_window(self, frames: np.ndarray, seq: Optional[int] = None) -> int:
-        """Uploads one window of ``frames`` (``uint8 [N, H, W, 3]`` RGB); returns its sequence number.
+    def send_window(self, frames: np.ndarray, seq: Optional[int] = None, *, scene_cut: bool = False) -> int:
+        """Uploads one window of ``frames`` (``uint8 [N, H, W, 3]`` RGB), or with ``scene_cut`` the frames
+        sampled after a scene cut (answered by a selection only); returns its sequence number.
 
         Raises:
             ConnectionClosed: not connected.
@@ -670,7 +712,7 @@ class RECLDevice:
             self._seq = self._seq + 1 if seq is None else int(seq)
             number = self._seq
             self._answers.pop(number, None)
-        body = WindowUpload.of(number, frames, self.codec, **self.codec_options).encode()
+        body = WindowUpload.of(number, frames, self.codec, scene_cut=scene_cut, **self.codec_options).encode()
         self.send_raw(body)
         return number
 
@@ -713,5 +755,5 @@ class RECLDevice:
 
 
 __all__ = ["DECISION_HEAD", "WINDOW_HEAD", "ConnectionClosed", "Delivery", "DecisionFrame", "DeviceDecision",
-           "FrameCodec", "PacketChoice", "RECLDevice", "RECLFrame", "RECLServer", "Reject", "RejectCode",
+           "FrameCodec", "PacketChoice", "SCENE_CUT", "RECLDevice", "RECLFrame", "RECLServer", "Reject", "RejectCode",
            "WindowRejected", "WindowUpload", "choose_packet", "decode_frames", "delta_updates", "encode_frames"]

@@ -234,6 +234,9 @@ def _serve(args: argparse.Namespace) -> int:
                 "windows": [r.to_dict() for r in (server.reports if server is not None else [])],
                 "rejects": [{"device": d, "seq": r.seq, "code": r.code.name, "message": r.message}
                             for d, r in (server.rejects if server is not None else [])],
+                "scene_cuts": [{"device": c.device, "window": c.window, "chosen": c.key, "expert_id": c.expert_id,
+                                "accuracy": c.accuracy, "frames": c.report.frames, "delivery": c.report.delivery}
+                               for c in (server.reselections if server is not None else [])],
                 "zoo": summary})
     return 0
 
@@ -332,7 +335,7 @@ def _device(args: argparse.Namespace) -> int:
 
     address = _address(args.server)
     size = _size(args.size)
-    for name in ("windows", "window_frames"):
+    for name in ("windows", "window_frames", "cut_frames"):
         if getattr(args, name) < 1:
             raise _Fail(EXIT_BAD_INPUT, f"--{name.replace('_', '-')}: expected >= 1, got {getattr(args, name)}")
     if args.window_s is not None and not args.window_s > 0:
@@ -353,8 +356,8 @@ def _device(args: argparse.Namespace) -> int:
 
     import torch
 
-    from edgert.recl.protocol import RECLDevice, WindowRejected
-    from edgert.transport import ConnectionClosed
+    from edgert.recl.protocol import RECLDevice
+    from edgert.recl.workload import SceneCutDetector
     from edgert.vision.video import VideoError
 
     log = _logger(f"recl device {args.device}")
@@ -393,49 +396,30 @@ def _device(args: argparse.Namespace) -> int:
                                           "s: is the device in the server's keys, with this key? (see its log)")
         log(f"connected to {args.server}: model version {device.version}, weights {device.weights_digest()[:12]}")
         start = time.monotonic()
+        detector = SceneCutDetector(refractory=args.cut_frames) if args.scene_cuts else None
         for k, frames in enumerate(_chain(first, windows)):
-            if args.realtime:  # a window is uploaded when it ends
-                time.sleep(max(0.0, start + (k + 1) * window_s - time.monotonic()))
-            received, sent = device.client.bytes_received, device.upload_bytes
-            t0 = time.monotonic()
-            record: dict[str, Any] = {"window": k, "frames": int(frames.shape[0])}
-            records.append(record)
-            try:
-                seq = _send(device, frames, args.connect_timeout)
-                record["seq"] = seq
-                answer = device.wait(seq, timeout=args.timeout)
-            except WindowRejected as exc:
-                failed += 1
-                record["rejected"] = {"code": exc.reject.code.name, "message": exc.reject.message}
-                log(str(exc))
+            uploads: list[tuple[Optional[int], np.ndarray]] = []
+            if detector is not None:  # each cut with cut_frames frames after it in the window, then the window
+                uploads += [(j, frames[j:j + args.cut_frames]) for j in detector.cuts(frames)
+                            if j + args.cut_frames <= len(frames)]
+            uploads.append((None, frames))
+            outcome = None
+            for cut, upload in uploads:
+                if args.realtime:  # an upload leaves when its last frame has been sampled
+                    end = (k + 1) if cut is None else k + (cut + len(upload)) / len(frames)
+                    time.sleep(max(0.0, start + end * window_s - time.monotonic()))
+                record: dict[str, Any] = {"window": k, "frames": int(upload.shape[0])}
+                if cut is not None:
+                    record["scene_cut"] = cut
+                records.append(record)
+                outcome = _exchange(device, upload, record, args, log, task, model, scene_cut=cut is not None)
+                if outcome is not None:
+                    failed += 1
                 save()
-                continue
-            except (TimeoutError, ConnectionClosed) as exc:
-                failed += 1
-                record["error"] = f"{type(exc).__name__}: {exc}"
-                log(f"window {k}: {record['error']}; giving up")
-                save()
+                if outcome == "give up":
+                    break
+            if outcome == "give up":
                 break
-            frame = answer.frame
-            record.update({
-                "latency_s": time.monotonic() - t0,
-                "decision": {"window": frame.window, "expert_id": frame.expert_id, "source": frame.source,
-                             "version": frame.version, "accuracy": frame.accuracy, "digest": frame.digest.hex()},
-                "delivery": frame.delivery.name.lower(), "packet_bytes": frame.packet_bytes,
-                "verified": answer.verified, "slot_version": answer.slot_version,
-                "bytes_received": device.client.bytes_received - received,
-                "bytes_sent": device.upload_bytes - sent})
-            if not answer.verified:
-                failed += 1
-                log(f"window {k}: the slot's weights do not hash to the decision's digest {frame.digest.hex()}")
-            if model is not None:
-                device.load_into(model)
-                record.update(_predictions(task, model, frames))
-            chosen = "own model" if frame.expert_id < 0 else f"expert {frame.expert_id}"
-            log(f"window {k} (server window {frame.window}): {chosen} ({frame.source}), "
-                f"accuracy {frame.accuracy:.3f}, {record['delivery']} {frame.packet_bytes} B, "
-                f"{record['latency_s']:.1f} s" + ("" if answer.verified else ", NOT VERIFIED"))
-            save()
     finally:
         device.stop()
     save()
@@ -443,21 +427,64 @@ def _device(args: argparse.Namespace) -> int:
     return EXIT_WINDOW_FAILED if failed else 0
 
 
+def _exchange(device: Any, frames: np.ndarray, record: dict[str, Any], args: argparse.Namespace, log: Log,
+              task: Any, model: Any, scene_cut: bool) -> Optional[str]:
+    """One upload and its answer, logged into ``record``; returns None when the device got a verified model,
+    ``"failed"`` (rejected, or not verified) or ``"give up"`` (no answer, or the connection is gone)."""
+    from edgert.recl.protocol import WindowRejected
+    from edgert.transport import ConnectionClosed
+
+    what = f"window {record['window']}" + (f" scene cut at frame {record['scene_cut']}" if scene_cut else "")
+    received, sent = device.client.bytes_received, device.upload_bytes
+    t0 = time.monotonic()
+    try:
+        seq = _send(device, frames, args.connect_timeout, scene_cut)
+        record["seq"] = seq
+        answer = device.wait(seq, timeout=args.timeout)
+    except WindowRejected as exc:
+        record["rejected"] = {"code": exc.reject.code.name, "message": exc.reject.message}
+        log(str(exc))
+        return "failed"
+    except (TimeoutError, ConnectionClosed) as exc:
+        record["error"] = f"{type(exc).__name__}: {exc}"
+        log(f"{what}: {record['error']}; giving up")
+        return "give up"
+    frame = answer.frame
+    record.update({
+        "latency_s": time.monotonic() - t0,
+        "decision": {"window": frame.window, "expert_id": frame.expert_id, "source": frame.source,
+                     "version": frame.version, "accuracy": frame.accuracy, "digest": frame.digest.hex()},
+        "delivery": frame.delivery.name.lower(), "packet_bytes": frame.packet_bytes,
+        "verified": answer.verified, "slot_version": answer.slot_version,
+        "bytes_received": device.client.bytes_received - received,
+        "bytes_sent": device.upload_bytes - sent})
+    if not answer.verified:
+        log(f"{what}: the slot's weights do not hash to the decision's digest {frame.digest.hex()}")
+    if model is not None:
+        device.load_into(model)
+        record.update(_predictions(task, model, frames))
+    chosen = "own model" if frame.expert_id < 0 else f"expert {frame.expert_id}"
+    log(f"{what} (server window {frame.window}): {chosen} ({frame.source}), "
+        f"accuracy {frame.accuracy:.3f}, {record['delivery']} {frame.packet_bytes} B, "
+        f"{record['latency_s']:.1f} s" + ("" if answer.verified else ", NOT VERIFIED"))
+    return None if answer.verified else "failed"
+
+
 def _chain(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
     yield first
     yield from rest
 
 
-def _send(device: Any, frames: np.ndarray, timeout: float) -> int:
+def _send(device: Any, frames: np.ndarray, timeout: float, scene_cut: bool = False) -> int:
     """Uploads ``frames``; after a dropped connection, waits for the client's reconnect once and retries."""
     from edgert.transport import ConnectionClosed
 
     try:
-        return int(device.send_window(frames))
+        return int(device.send_window(frames, scene_cut=scene_cut))
     except ConnectionClosed:
         if not device.wait_ready(timeout):
             raise
-        return int(device.send_window(frames))
+        return int(device.send_window(frames, scene_cut=scene_cut))
 
 
 # ------------------------------------------------------------------------------------------------------ parsers
@@ -514,6 +541,10 @@ def _add_device_args(d: argparse.ArgumentParser) -> None:
                    help="clip seconds per window (default: the clip split into --windows)")
     d.add_argument("--realtime", action="store_true",
                    help="upload each window when it ends in real time (default: as soon as the last is answered)")
+    d.add_argument("--scene-cuts", action="store_true",
+                   help="detect scene cuts in the sampled frames and upload the --cut-frames frames after each "
+                        "at once, for a selection before the window's upload")
+    d.add_argument("--cut-frames", type=int, default=4, help="frames uploaded after a scene cut (4)")
     d.add_argument("--codec", choices=CODECS, default="png", help="how frames travel (png)")
     d.add_argument("--task", choices=TASKS, default=None,
                    help="run each received model on its window's frames and log its predictions")
