@@ -3,24 +3,29 @@
 # micro-windows per window): the committed point's schemes are read back and recl_cut runs on the same workload,
 # then the responsiveness page is written, with the times counted from the switch itself.
 # About 1 minute on 2 cores (the teacher labels every frame again first, ~25 s).
+# Usage: run.sh [POINT OUT SCHEME...]: another committed study point, output folder and schemes to add.
 set -euo pipefail
 cd "$(dirname "$0")/../../../.."  # the repository root
-out=docs/results/recl/classification_scene_cut
-rm -rf "$out/run" && cp -r docs/results/recl/classification/points/cameras4-budget30 "$out/run"
-PYTHONPATH=python .venv/bin/python - "$out" <<'PY'
+point=${1:-docs/results/recl/classification/points/cameras4-budget30}
+out=${2:-docs/results/recl/classification_scene_cut}
+shift $(( $# >= 2 ? 2 : $# ))
+schemes=("${@:-recl_cut}")
+rm -rf "$out/run" && mkdir -p "$out" && cp -r "$point" "$out/run"
+PYTHONPATH=python .venv/bin/python - "$out" "${schemes[@]}" <<'PY'
 import json, sys
 from pathlib import Path
 from edgert.recl.evaluate import EvalConfig, format_table, run_eval
 from edgert.recl.study import format_responsiveness, plot_responsiveness, point_responsiveness
 
-out = Path(sys.argv[1])
+out, added = Path(sys.argv[1]), sys.argv[2:]
 run = out / "run"
 stored = json.loads((run / "config.json").read_text())["eval"]
-cfg = EvalConfig(**{**stored, "schemes": (*stored["schemes"], "recl_cut")})
+cfg = EvalConfig(**{**stored, "schemes": (*stored["schemes"], *[s for s in added if s not in stored["schemes"]])})
 results = run_eval(cfg, run, plots=True)
 a = point_responsiveness(results, cfg.workload_config().window_s, cfg.recl_config("recl").mu)
 (out / "responsiveness.md").write_text("\n".join(
-    ["# RECL classification: responsiveness with scene-cut uploads (4 cameras)", *format_responsiveness(a)]) + "\n")
+    [f"# RECL classification: responsiveness with scene-cut uploads ({cfg.cameras} cameras)",
+     *format_responsiveness(a)]) + "\n")
 plot_responsiveness(a, out / "responsiveness.png", cfg.task)
 print(format_table(results))
 PY
