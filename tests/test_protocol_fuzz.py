@@ -94,6 +94,17 @@ def test_sample_upload_round_trips(seq: int, count: int, start: float, video: by
     assert ams.SampleUpload.decode(upload.encode()) == upload
 
 
+@FUZZ
+@given(st.integers(0, 2**32 - 1), st.sampled_from(list(recl.FrameCodec)), st.integers(1, recl.MAX_WINDOW_FRAMES),
+       st.integers(1, 4096), st.integers(1, 4096), st.binary(min_size=1, max_size=64), st.booleans())
+def test_window_upload_round_trips(seq: int, codec: recl.FrameCodec, count: int, width: int, height: int,
+                                   payload: bytes, scene_cut: bool) -> None:
+    upload = recl.WindowUpload(seq, codec, count, width, height, payload, scene_cut)
+    body = upload.encode()
+    assert recl.WindowUpload.decode(body) == upload
+    assert body[3] == (recl.SCENE_CUT if scene_cut else 0)
+
+
 @settings(max_examples=150, deadline=None, database=None)
 @given(st.lists(st.binary(max_size=64), max_size=6), st.booleans())
 def test_read_frame_on_a_random_stream(chunks: list[bytes], close: bool) -> None:
