@@ -434,9 +434,10 @@ def run_scheme(scheme: str, cfg: EvalConfig, task: Any, windows: Sequence[Window
     zoo = ModelZoo(zoo_dir, rc.zoo)
     try:
         detectors: dict[str, SceneCutDetector] = {}
+        workload = cfg.workload_config()
         with RECLController(task, zoo, rc) as ctl, progress(f"recl eval {scheme}", len(windows), "window") as bar:
             for batch in windows:
-                cuts = (_scene_cut_uploads(ctl, batch, detectors, cfg.cut_frames, cfg.workload_config())
+                cuts = (_scene_cut_uploads(ctl, batch, detectors, cfg.cut_frames, workload)
                         if scheme in SCENE_CUT_SCHEMES else {})
                 rep = ctl.run_window(batch.frames, window=batch.index)
                 record = _window_record(rep, batch, zoo)

@@ -544,10 +544,7 @@ class RECLServer:
             self._deliver(decision, upload.seq)
         except Exception as exc:  # the upload is rejected; the server goes on
             self._log(f"{device}: scene-cut upload {upload.seq} failed: {type(exc).__name__}: {exc}")
-            reject = Reject(upload.seq, RejectCode.FAILED, f"{type(exc).__name__}: {exc}")
-            with self._cond:
-                self.rejects.append((device, reject))
-            self.models.send_to(device, RECLFrame.REJECT, reject.encode())
+            self._fail(device, upload.seq, exc)
             return
         with self._cond:
             self.reselections.append(decision)
@@ -567,14 +564,18 @@ class RECLServer:
             self._log(f"window failed: {type(exc).__name__}: {exc}")
             for d, p in batch.items():
                 if d not in sent:
-                    reject = Reject(p.seq, RejectCode.FAILED, f"{type(exc).__name__}: {exc}")
-                    with self._cond:
-                        self.rejects.append((d, reject))
-                    self.models.send_to(d, RECLFrame.REJECT, reject.encode())
+                    self._fail(d, p.seq, exc)
             return
         with self._cond:
             self.reports.append(report)
             self._cond.notify_all()
+
+    def _fail(self, device: str, seq: int, exc: Exception) -> None:
+        """Rejects upload ``seq`` of ``device`` as FAILED (the controller raised ``exc``); its model is unchanged."""
+        reject = Reject(seq, RejectCode.FAILED, f"{type(exc).__name__}: {exc}")
+        with self._cond:
+            self.rejects.append((device, reject))
+        self.models.send_to(device, RECLFrame.REJECT, reject.encode())
 
     def _deliver(self, decision: Decision, seq: int) -> None:
         """Publishes the decision's model to the device's stream (delta or snapshot), then sends DECISION."""
