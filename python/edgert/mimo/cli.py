@@ -93,11 +93,7 @@ def _cmd_complexity(args: argparse.Namespace) -> int:
 
     rows = {}
     for name in args.detectors:
-        if name in ("ep64", "oampnet"):
-            name_c = name.replace("ep64", "ep")
-        else:
-            name_c = name
-        rows[name] = multiplications(name_c, args.nr, args.nt, args.modulation, args.vectors,
+        rows[name] = multiplications(name, args.nr, args.nt, args.modulation, args.vectors,
                                      training_iterations=args.training_iterations).as_dict()
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -220,7 +216,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.set_defaults(func=_cmd_analyze)
 
     c = sub.add_parser("complexity", help="analytic multiplications per detected vector")
-    c.add_argument("--detectors", type=_names, default=[d for d in DETECTORS if d not in ("ep64", "oampnet")])
+    c.add_argument("--detectors", type=_names,
+                   default=[d for d in DETECTORS if d not in ("ep64", "ep64_wide", "oampnet")])
     c.add_argument("--nr", type=int, default=64)
     c.add_argument("--nt", type=int, default=16)
     c.add_argument("--modulation", type=int, default=16)

@@ -54,7 +54,7 @@ def multiplications(detector: str, nr: int, nt: int, modulation: int, vectors: i
     if detector == "oampnet_online":
         forward = mf + nt * nt + layers * (2 * nt * nt + den)
         return Complexity(forward, gram + inv + training_iterations * batch * 3 * forward, vectors)
-    if detector == "ep":
+    if detector in ("ep", "ep64", "ep64_wide"):  # precision and the denoiser's variance scale cost nothing
         return Complexity(mf + layers * (inv + nt * nt + den), gram, vectors)
     if detector == "vblast":
         per_ch = sum(k * k * nr + k ** 3 + k * nr for k in range(1, nt + 1))

@@ -590,7 +590,7 @@ def summarize(results: dict, cfg: SweepConfig) -> dict:
         s["gap_db"] = None if ref is None or s["snr_at_target"] is None else s["snr_at_target"] - ref
         train = results.get("training", {}).get(name, {})
         nodes = [p.get("ml_nodes_per_vector", 0.0) for p in results["points"][name].values()]
-        c = multiplications(name.replace("ep64", "ep"), cfg.nr, cfg.nt, cfg.modulation, cfg.vectors_per_matrix,
+        c = multiplications(name, cfg.nr, cfg.nt, cfg.modulation, cfg.vectors_per_matrix,
                             layers=cfg.layers, kbest_k=cfg.kbest_k,
                             training_iterations=train.get("iterations_per_channel", 0.0), batch=cfg.online_batch,
                             sphere_nodes=float(np.mean(nodes)) if nodes else 0.0)

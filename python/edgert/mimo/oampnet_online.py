@@ -4,7 +4,7 @@ The MMNet paper's strongest learned baseline on realistic channels is OAMPNet tr
 hand, as MMNet is. Here every channel ``g`` of a set gets its own ``gamma[:, g]``, ``theta[:, g]``
 (``[T, G]`` in all), trained with MMNet's online recipe (:mod:`edgert.mimo.online`): per iteration
 ``batch`` fresh vectors per channel split into ``snr_groups`` groups, one SNR each, uniform in ``snr_db``
-(:func:`edgert.mimo.training.uniform_snr`, :func:`edgert.mimo.channels.sample_batch`); loss = mean over
+(:func:`edgert.mimo.training.online_batch`); loss = mean over
 layers of ``||x_t - x||^2`` (:func:`edgert.mimo.training.layer_loss`); Adam with ``lr``.
 
 **Start and warm starts.** Every channel starts from OAMP (``gamma = theta = 1``) and gets ``iterations``
@@ -30,9 +30,9 @@ from typing import Union
 import numpy as np
 import torch
 
-from edgert.mimo.channels import check_modulation, sample_batch
+from edgert.mimo.channels import check_modulation
 from edgert.mimo.detectors.iterative import OAMPNetOnline, oamp_train_forward
-from edgert.mimo.training import layer_loss, uniform_snr
+from edgert.mimo.training import layer_loss, online_batch
 from edgert.ops.mmnet import real_to_complex
 
 
@@ -102,18 +102,6 @@ class OAMPNetOnlineResult:
         return OAMPNetOnlineResult(d["gamma"], d["theta"], d["loss"], d["seconds"], d["config"])
 
 
-def training_batch(H: torch.Tensor, cfg: OAMPNetOnlineConfig, generator: torch.Generator):
-    """One iteration's data for channels ``H`` ``[G, Nr, Nt]`` (MMNet's online recipe): ``y`` complex64
-    ``[G, B, Nr]``, ``sigma2`` float32 ``[G, B]`` (one SNR per group of ``B / snr_groups`` vectors), ``x``
-    complex64 ``[G, B, Nt]``."""
-    g, nr, nt = H.shape
-    gs, per = cfg.snr_groups, cfg.batch // cfg.snr_groups
-    b = sample_batch(H.repeat_interleave(gs, dim=0), uniform_snr(g * gs, cfg.snr_db, generator), cfg.modulation,
-                     per, generator)
-    sigma2 = b.sigma2.reshape(g, gs, 1).expand(g, gs, per).reshape(g, cfg.batch)
-    return b.y.reshape(g, cfg.batch, nr), sigma2, b.x.reshape(g, cfg.batch, nt)
-
-
 def train_oampnet_online(H: torch.Tensor, cfg: OAMPNetOnlineConfig) -> OAMPNetOnlineResult:
     """Trains OAMPNet's ``gamma``, ``theta`` for each channel of ``H`` (complex64 ``[G, Nr, Nt]``)."""
     cfg.validate()
@@ -136,7 +124,7 @@ def train_oampnet_online(H: torch.Tensor, cfg: OAMPNetOnlineConfig) -> OAMPNetOn
             th = theta[:, c0:c1].clone().requires_grad_(True)
             opt = torch.optim.Adam([gm, th], lr=cfg.lr)
             for it in range(cfg.iterations):
-                y, sigma2, x = training_batch(h, cfg, gen)
+                y, sigma2, x = online_batch(h, cfg.modulation, cfg.snr_db, cfg.batch, cfg.snr_groups, gen)
                 xs = real_to_complex(oamp_train_forward(h, y, sigma2, gm, th, cfg.modulation))
                 per_channel = layer_loss(xs, x, per_channel=True)  # [G']: each channel's own loss term
                 losses[it, c0:c1] = per_channel.detach().numpy()

@@ -35,9 +35,9 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from edgert.mimo.channels import check_modulation, noise_variance, sample_batch
+from edgert.mimo.channels import check_modulation, noise_variance
 from edgert.mimo.detectors.mmnet import MMNet, RegularisedBasis, init_mmnet_params
-from edgert.mimo.training import uniform_snr
+from edgert.mimo.training import online_batch
 from edgert.ops.mmnet import mmnet_train_loss
 
 #: lower bound on the trained per-symbol noise scales theta2 (projected after every Adam step)
@@ -238,14 +238,8 @@ class _Trainer:
     def step(self, H: torch.Tensor) -> float:
         """One iteration on channels ``H`` ``[S, Nr, Nt]``; returns the mean over sequences of the loss."""
         cfg = self.cfg
-        s, nr, nt = H.shape
-        gs = cfg.snr_groups
-        per = cfg.batch // gs
-        Hg = H.repeat_interleave(gs, dim=0)  # [S*gs, Nr, Nt], sequence-major
-        b = sample_batch(Hg, uniform_snr(s * gs, cfg.snr_db, self.gen), cfg.modulation, per, self.gen)
-        y = b.y.reshape(s, cfg.batch, nr)
-        sigma2 = b.sigma2.reshape(s, gs, 1).expand(s, gs, per).reshape(s, cfg.batch)
-        x = b.x.reshape(s, cfg.batch, nt)
+        s = H.shape[0]
+        y, sigma2, x = online_batch(H, cfg.modulation, cfg.snr_db, cfg.batch, cfg.snr_groups, self.gen)
         target = torch.stack([x.real, x.imag], -2)  # [S, B, 2, Nt]
         per_seq = mmnet_train_loss(H, y, sigma2, self.operators(), self.theta2, target, cfg.modulation)  # [S]
         self.last_per_sequence = per_seq.detach()

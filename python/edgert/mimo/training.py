@@ -28,6 +28,19 @@ def uniform_snr(n: int, snr_db: tuple[float, float], generator: torch.Generator)
     return lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)
 
 
+def online_batch(H: torch.Tensor, modulation: int, snr_db: tuple[float, float], batch: int, snr_groups: int,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One iteration's data for per-channel training on channels ``H`` ``[G, Nr, Nt]`` (MMNet's online recipe):
+    ``batch`` vectors per channel in ``snr_groups`` groups, one SNR each, uniform in ``snr_db``. Returns ``y``
+    complex64 ``[G, B, Nr]``, ``sigma2`` float32 ``[G, B]`` and the sent ``x`` complex64 ``[G, B, Nt]``."""
+    g, nr, nt = H.shape
+    per = batch // snr_groups
+    b = sample_batch(H.repeat_interleave(snr_groups, dim=0), uniform_snr(g * snr_groups, snr_db, generator),
+                     modulation, per, generator)
+    sigma2 = b.sigma2.reshape(g, snr_groups, 1).expand(g, snr_groups, per).reshape(g, batch)
+    return b.y.reshape(g, batch, nr), sigma2, b.x.reshape(g, batch, nt)
+
+
 @dataclass
 class OfflineConfig:
     """Offline training on random i.i.d. Rayleigh channels (MMNet-iid, OAMPNet).

@@ -14,8 +14,8 @@ from edgert.mimo.detectors.mmnet import MMNet, MMNetIID, init_mmnet_params
 from edgert.mimo.detectors.tree import VBLAST, KBest, SphereDecoder, SphereStats
 
 #: every detector name the evaluation accepts
-DETECTORS: tuple[str, ...] = ("mf", "zf", "mmse", "amp", "oamp", "oampnet", "ep", "ep64", "vblast", "kbest", "ml",
-                              "mmnet_iid", "mmnet", "oampnet_online")
+DETECTORS: tuple[str, ...] = ("mf", "zf", "mmse", "amp", "oamp", "oampnet", "ep", "ep64", "ep64_wide", "vblast",
+                              "kbest", "ml", "mmnet_iid", "mmnet", "oampnet_online")
 #: detectors with parameters learned before detection (``mmnet`` and ``oampnet_online`` per channel of the set)
 TRAINABLE: tuple[str, ...] = ("oampnet", "mmnet_iid", "mmnet", "oampnet_online")
 
@@ -32,6 +32,7 @@ def make_detector(name: str, *, layers: int = 10, kbest_k: int = 32, ml_node_bud
         "oampnet": lambda: OAMP(iterations=layers, name="oampnet"),
         "ep": lambda: EP(iterations=layers),
         "ep64": lambda: EP(iterations=layers, float64=True, name="ep64"),
+        "ep64_wide": lambda: EP(iterations=layers, float64=True, cavity_scale=(2.0, 1.0), name="ep64_wide"),
         "vblast": lambda: VBLAST(),
         "kbest": lambda: KBest(k=kbest_k),
         "ml": lambda: SphereDecoder(node_budget=ml_node_budget, fallback_k=fallback_k),
