@@ -136,6 +136,11 @@ def test_ep_cavity_scale_one_is_ep_and_scale_enters_only_the_denoiser():
     _, _, seen = ep_forward(H, b.y, b.sigma2, 16, beta[:1], first[:1], float64=True)
     _, _, own = ep_forward(H, b.y, b.sigma2, 16, beta[:1], float64=True)
     assert torch.allclose(seen[..., [0, 16]], 2 * own[..., [0, 16]]) and torch.equal(seen[..., 1:16], own[..., 1:16])
+    # shapes that do not fit are refused before any iteration
+    for bad_beta, bad_scale, what in ((beta[:0], None, "beta"), (beta[:, :1], None, "beta"), (beta[0], None, "beta"),
+                                      (beta, ones[:, :, :8], "scale"), (beta, ones[:9], "scale")):
+        with pytest.raises(ValueError, match=what):
+            ep_forward(H, b.y, b.sigma2, 16, bad_beta, bad_scale, float64=True)
 
 
 def _decisions(cavity: torch.Tensor) -> torch.Tensor:

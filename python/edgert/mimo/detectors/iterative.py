@@ -320,10 +320,18 @@ def ep_forward(H: torch.Tensor, y: torch.Tensor, sigma2: torch.Tensor, modulatio
     in ``beta`` and ``scale``. Returns the posterior means of every layer, real ``[T, G, B, 2Nt]``, the last
     layer's cavity means ``[G, B, 2Nt]`` (what EP decides on) and the variances its denoiser assumed for them
     (scaled), in float64 with ``float64`` else float32.
+
+    Raises:
+        ValueError: ``beta`` not ``[T, G]`` with T >= 1, or ``scale`` not ``[T, G, Nt]``.
     """
     rtype = torch.float64 if float64 else torch.float32
     floor = 1e-12 if float64 else 1e-6
     g, nr, nt = H.shape
+    if beta.dim() != 2 or beta.shape[0] < 1 or beta.shape[1] != g:
+        raise ValueError(f"beta: expected [T >= 1, G = {g}] (one damping weight per layer and channel), "
+                         f"got {list(beta.shape)}")
+    if scale is not None and tuple(scale.shape) != (beta.shape[0], g, nt):
+        raise ValueError(f"scale: expected [T, G, Nt] = {[beta.shape[0], g, nt]} or None, got {list(scale.shape)}")
     rb = real_block(H.to(torch.complex128 if float64 else torch.complex64))  # [G, 2Nt, 2Nr]
     yr = torch.cat([y.real, y.imag], -1).to(rtype)  # [G, B, 2Nr]
     no = (sigma2.to(rtype) / 2).reshape(g, -1)[..., None, None]  # [G, 1 or B, 1, 1]
