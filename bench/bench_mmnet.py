@@ -9,6 +9,14 @@ FLOPs are counted for the direct layer (r = y - Hx and A r: 2 * Nr * Nt complex
 multiply-adds = 16 Nr Nt real flops per vector and layer), the work a reader
 would count; the C++ kernel does less (it hoists H^H H and I - A H per channel).
 The training step counts 3x the forward (forward, and a backward of twice its work).
+
+Denormals: at high SNR the denoiser's weights of far constellation points, their products and the
+gradients through them fall below 2^-126, and Intel cores slow down on every such value (measured on a
+Sapphire Rapids core: PyTorch's real-valued training step 4x, libedgert's kernels 3-7x before they
+flushed). libedgert's MMNet kernels flush denormals on their own threads; the peers run with
+``torch.set_flush_denormal(True)`` on the benchmark's thread, what a user would set, so that they are not
+timed on a slow path edgert avoids. (PyTorch sets it on the calling thread only: with more threads its
+worker threads, and numba's, keep the default.) Rows carry ``flush_denormal``.
 """
 from __future__ import annotations
 
@@ -183,6 +191,18 @@ def _train_step_rows(device: torch.device, peers: frozenset[str], repeats: int, 
 
 
 def run(device: torch.device, quick: bool, peers: frozenset[str] = frozenset()) -> list[Row]:
+    flushing = device.type == "cpu" and torch.set_flush_denormal(True)
+    try:
+        rows = _rows(device, quick, peers)
+    finally:
+        if flushing:
+            torch.set_flush_denormal(False)
+    for row in rows:
+        row.extra["flush_denormal"] = flushing
+    return rows
+
+
+def _rows(device: torch.device, quick: bool, peers: frozenset[str]) -> list[Row]:
     rows: list[Row] = []
     sync = cuda_sync(device)
     repeats = 10 if quick else 30

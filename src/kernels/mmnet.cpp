@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/error.hpp"
+#include "core/fpenv.hpp"
 #include "core/parallel.hpp"
 #include "edgert/kernels.hpp"
 #include "simd.hpp"  // EDGERT_KERNEL_CLONES: the hot loops are compiled for AVX2+FMA and baseline
@@ -512,6 +513,7 @@ edgert_status gaussian_denoise(const cfloat* z, const float* var, int64_t n, int
   }
   constexpr int64_t kChunk = 256;
   detail::parallel_for((n + kChunk - 1) / kChunk, 16, [&](int64_t begin, int64_t end) {
+    const detail::FlushDenormals flush;
     float re[kChunk], im[kChunk], inv_v[kChunk], m_re[kChunk], m_im[kChunk], v_re[kChunk], v_im[kChunk];
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const int64_t i0 = chunk * kChunk, len = std::min(kChunk, n - i0);
@@ -566,6 +568,7 @@ edgert_status mmnet_detect(const MMNetShape& s, const cfloat* H, const cfloat* y
     // Enough channels for every thread: each prepares a channel and detects all its vectors
     // while the packed matrices are still in its cache.
     detail::parallel_for(s.groups, 1, [&](int64_t begin, int64_t end) {
+      const detail::FlushDenormals flush;
       GroupPrep prep;
       TileScratch scratch(s.n_rx, s.n_tx);
       for (int64_t g = begin; g < end; ++g) {
@@ -578,9 +581,11 @@ edgert_status mmnet_detect(const MMNetShape& s, const cfloat* H, const cfloat* y
   // Few channels: prepare them all, then spread the tiles of every channel over the threads.
   std::vector<GroupPrep> prep(static_cast<size_t>(s.groups));
   detail::parallel_for(s.groups, 1, [&](int64_t begin, int64_t end) {
+    const detail::FlushDenormals flush;
     for (int64_t g = begin; g < end; ++g) prepare_group(s, H, A, theta1, g, prep[static_cast<size_t>(g)]);
   });
   detail::parallel_for(s.groups * tiles_per_group, 1, [&](int64_t begin, int64_t end) {
+    const detail::FlushDenormals flush;
     TileScratch scratch(s.n_rx, s.n_tx);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t g = item / tiles_per_group, tile = item % tiles_per_group;

@@ -523,11 +523,13 @@ edgert_status train_forward(const char* where, const MMNetShape& s, const cfloat
   const int64_t tiles_per_group = (s.batch + kLanes - 1) / kLanes;
   std::vector<GroupPrep> prep(static_cast<size_t>(s.groups));
   detail::parallel_for(s.groups, 1, [&](int64_t begin, int64_t end) {
+    const detail::FlushDenormals flush;
     for (int64_t g = begin; g < end; ++g) prepare_group(s, H, A, nullptr, g, prep[static_cast<size_t>(g)]);
   });
   // per tile, summed in tile order afterwards: the loss does not depend on the thread count
   std::vector<double> tile_error(target != nullptr ? static_cast<size_t>(s.groups * tiles_per_group) : 0);
   detail::parallel_for(s.groups * tiles_per_group, 1, [&](int64_t begin, int64_t end) {
+    const detail::FlushDenormals flush;
     TileScratch scratch(s.n_rx, s.n_tx);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t g = item / tiles_per_group, b0 = (item % tiles_per_group) * kLanes;
@@ -563,6 +565,7 @@ edgert_status train_backward(const char* where, const MMNetShape& s, const cfloa
   std::vector<GroupPrep> prep(static_cast<size_t>(s.groups));
   std::vector<std::vector<float>> m_herm(static_cast<size_t>(s.groups));
   detail::parallel_for(s.groups, 1, [&](int64_t begin, int64_t end) {
+    const detail::FlushDenormals flush;
     for (int64_t g = begin; g < end; ++g) {
       GroupPrep& p = prep[static_cast<size_t>(g)];
       prepare_group(s, H, A, nullptr, g, p);
@@ -579,6 +582,7 @@ edgert_status train_backward(const char* where, const MMNetShape& s, const cfloa
   partials.reserve(static_cast<size_t>(s.groups * runs));
   for (int64_t item = 0; item < s.groups * runs; ++item) partials.emplace_back(s);
   detail::parallel_for(s.groups * runs, 1, [&](int64_t begin, int64_t end) {
+    const detail::FlushDenormals flush;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t g = item / runs, run = item % runs;
       const int64_t tb = run * tiles_per_run, te = std::min(tiles_per_group, tb + tiles_per_run);
@@ -589,6 +593,7 @@ edgert_status train_backward(const char* where, const MMNetShape& s, const cfloa
     }
   });
   detail::parallel_for(s.groups, 1, [&](int64_t begin, int64_t end) {
+    const detail::FlushDenormals flush;
     for (int64_t g = begin; g < end; ++g) {
       assemble_group_grads(s, prep[static_cast<size_t>(g)], H, A, partials.data() + g * runs, runs, g, grad_A,
                            grad_theta2);

@@ -9,6 +9,7 @@
 #include "edgert/edgert.h"
 #include "edgert/edgert.hpp"
 #include "edgert/kernels.hpp"
+#include "core/fpenv.hpp"
 
 using edgert::cfloat;
 
@@ -159,6 +160,54 @@ struct TrainProblem {
     for (auto& v : theta2) v = 0.8f + 0.2f * std::abs(normal(rng));
   }
 };
+
+// 1e-30 * 1e-10 = 1e-40 is below the smallest normal float: a denormal, or 0 when the thread flushes.
+float denormal_product() {
+  volatile float a = 1e-30f, b = 1e-10f;  // volatile: computed at run time, under the thread's mode
+  return a * b;
+}
+
+constexpr bool kFlushSupported =
+#if defined(__x86_64__) || defined(_M_X64) || (defined(__aarch64__) && defined(__GNUC__))
+    true;
+#else
+    false;
+#endif
+
+// The MMNet kernels flush denormals on the threads that run them (fpenv.hpp: Intel cores slow down
+// 3-7x on the denoiser's tiny weights otherwise) but hand the caller's mode back unchanged, whichever
+// it was.
+TEST(FlushDenormals, KernelsFlushInsideAndRestoreTheCallersMode) {
+  ASSERT_NE(denormal_product(), 0.0f) << "the test expects the platform default to keep denormals";
+  {
+    const edgert::detail::FlushDenormals flush;
+    if (kFlushSupported) EXPECT_EQ(denormal_product(), 0.0f);
+  }
+  EXPECT_NE(denormal_product(), 0.0f);
+
+  const cfloat z[2] = {{0.31f, -0.95f}, {3.0f, -3.0f}};
+  const float var[2] = {1e-3f, 1e-4f};  // far constellation points: weights around e^-87
+  cfloat mean[2];
+  float var_out[2];
+  const edgert::MMNetShape shape{2, 1, 3, 8, 4, 16};
+  std::mt19937 rng(5);
+  TrainProblem problem(shape, rng);
+  std::vector<cfloat> x_hat(static_cast<size_t>(shape.groups * shape.batch * shape.n_tx));
+  const auto run_kernels = [&] {
+    ASSERT_EQ(edgert::cpu::gaussian_denoise(z, var, 2, 16, mean, var_out), EDGERT_OK);
+    ASSERT_EQ(edgert::cpu::mmnet_detect(shape, problem.H.data(), problem.y.data(), problem.A.data(), nullptr,
+                                        problem.theta2.data(), problem.sigma2.data(), false, x_hat.data(), nullptr),
+              EDGERT_OK);
+  };
+  run_kernels();
+  EXPECT_NE(denormal_product(), 0.0f) << "a kernel left flush-to-zero on in the caller's thread";
+  {
+    const edgert::detail::FlushDenormals flush;  // a caller that flushes itself keeps flushing
+    run_kernels();
+    if (kFlushSupported) EXPECT_EQ(denormal_product(), 0.0f);
+  }
+  EXPECT_NE(denormal_product(), 0.0f);
+}
 
 // The training backward against central finite differences of the training forward, on a noisy
 // problem (posteriors not saturated, so the loss is smooth): L = sum(w * xs) for fixed random w.
