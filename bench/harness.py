@@ -190,12 +190,33 @@ def git_commit() -> str:
         return "unknown"
 
 
+_ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_fp16", "amx_tile", "asimd", "sve")
+
+
+def cpu_model() -> dict[str, Any]:
+    """The CPU's model name and the vector extensions that decide kernel speed (Linux /proc/cpuinfo; elsewhere
+    platform.processor() and no flags). Rows measured on different CPUs are not comparable: on the 2-vCPU
+    development machines an AMD EPYC (AVX2 GEMM ~96 GFLOP/s per core) was later an Intel Xeon with AVX-512
+    and AMX (~160), and only the Intel slowed down on denormals."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())  # the first core's
+    except OSError:
+        pass
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    return {"model": fields.get("model name") or platform.processor() or platform.machine(),
+            "isa": [f for f in _ISA_FLAGS if f in flags]}
+
+
 def device_name(device: torch.device) -> str:
-    """Human-readable device, e.g. 'cpu x86_64 (2 threads)' or the CUDA device name."""
+    """Human-readable device, e.g. 'cpu x86_64 Intel(R) Xeon(R) Processor (2 threads)' or the CUDA device name."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    name = f"cpu {platform.machine()} {platform.processor() or ''} ({torch.get_num_threads()} threads)"
-    return name.replace("  ", " ")
+    model = cpu_model()["model"]
+    model = "" if model == platform.machine() else model
+    return f"cpu {platform.machine()} {model} ({torch.get_num_threads()} threads)".replace("  ", " ")
 
 
 @dataclass
@@ -277,6 +298,7 @@ def write_json(name: str, rows: list[Row], roofline: dict[str, float], config: d
         "host": platform.node(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
+        "cpu": cpu_model(),
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "device_name": device_name(torch.device(device)) if device != "cuda" or torch.cuda.is_available() else None,
