@@ -539,16 +539,17 @@ class RECLServer:
 
     def _reselect(self, device: str, upload: _Pending) -> None:
         """Answers a scene-cut upload: the controller's selection for its frames, delivered like a window's."""
+        def record(decision: Decision) -> None:
+            # before the DECISION frame goes out: whoever hears the answer finds the decision recorded
+            with self._cond:
+                self.reselections.append(decision)
+                self._cond.notify_all()
+
         try:
-            decision = self.controller.reselect(device, upload.frames)
-            self._deliver(decision, upload.seq)
+            self._deliver(self.controller.reselect(device, upload.frames), upload.seq, on_published=record)
         except Exception as exc:  # the upload is rejected; the server goes on
             self._log(f"{device}: scene-cut upload {upload.seq} failed: {type(exc).__name__}: {exc}")
             self._fail(device, upload.seq, exc)
-            return
-        with self._cond:
-            self.reselections.append(decision)
-            self._cond.notify_all()
 
     def _process(self, batch: Mapping[str, _Pending]) -> None:
         frames = {d: p.frames for d, p in batch.items()}
@@ -577,8 +578,10 @@ class RECLServer:
             self.rejects.append((device, reject))
         self.models.send_to(device, RECLFrame.REJECT, reject.encode())
 
-    def _deliver(self, decision: Decision, seq: int) -> None:
-        """Publishes the decision's model to the device's stream (delta or snapshot), then sends DECISION."""
+    def _deliver(self, decision: Decision, seq: int,
+                 on_published: Optional[Callable[[Decision], None]] = None) -> None:
+        """Publishes the decision's model to the device's stream (delta or snapshot), calls ``on_published`` (the
+        report's delivery filled in), then sends DECISION."""
         d = decision.device
         mirror = self.models.mirror_of(d)
         version = self.models.version_of(d)
@@ -598,6 +601,8 @@ class RECLServer:
         frame = DecisionFrame(seq, decision.window, choice.delivery, self.models.version_of(d),
                               NO_EXPERT if decision.expert_id is None else decision.expert_id,
                               decision.accuracy, choice.packet_bytes, digest, decision.report.chosen_source)
+        if on_published is not None:
+            on_published(decision)
         self.models.send_to(d, RECLFrame.DECISION, frame.encode())
 
     def wait_reports(self, count: int, timeout: float = 60.0) -> list[WindowReport]:
