@@ -5,7 +5,8 @@ and encoder settings (see each config.json): ``x265_crf36/`` (x265 at CRF 36, th
 x4 run, stopped after it to run the rest in parallel), ``x265/`` (x265 at CRFs 42 and 48), ``x4/`` (bicubic,
 generic SR and SRVC at x4), ``x2/`` (the same at x2), ``x2_generic1000/`` (generic and SRVC at x2 with the
 default 1000-iteration generic model instead of 300; bicubic from ``x2/``), ``x2_generic1000_it40/`` (SRVC
-alone, 40 + 40 iterations per segment), ``x2_generic1000_it80/`` (80 + 80). The x265 points are measured on
+alone, 40 + 40 iterations per segment), ``x2_generic1000_it80/`` (80 + 80), ``x2_generic1000_it160/``
+(160 + 160). The x265 points are measured on
 frames 0, 25, 50, ...; for x2, which measured frames 0, 50, 100, ..., they are re-pooled on those frames (the
 per-frame PSNRs give back each frame's MSE, so the pooled PSNR is exact). Bits are always those of all 1500
 frames. Run from the repository root: ``PYTHONPATH=python .venv/bin/python docs/results/srvc/long_720p/summarize.py``.
@@ -37,10 +38,10 @@ def _load(name: str) -> dict[str, Any]:
 
 #: runs that measured only some methods, and the runs whose other methods they share, first match first (same
 #: clip, LR encodes and measured frames): ``x2_generic1000`` re-ran generic and SRVC at x2 with the default
-#: 1000-iteration generic model, ``x2_generic1000_it40`` / ``_it80`` SRVC alone with 40 + 40 / 80 + 80 iterations
-#: per segment
+#: 1000-iteration generic model, ``x2_generic1000_it40`` / ``_it80`` / ``_it160`` SRVC alone with 40 + 40 / 80 + 80 /
+#: 160 + 160 iterations per segment
 BORROWS = {"x2_generic1000": ("x2",), "x2_generic1000_it40": ("x2_generic1000", "x2"),
-           "x2_generic1000_it80": ("x2_generic1000", "x2")}
+           "x2_generic1000_it80": ("x2_generic1000", "x2"), "x2_generic1000_it160": ("x2_generic1000", "x2")}
 
 
 def points(name: str) -> list[dict[str, Any]]:
@@ -66,7 +67,7 @@ def points(name: str) -> list[dict[str, Any]]:
 
 def table() -> str:
     lines = []
-    for name in ("x4", "x2", "x2_generic1000", "x2_generic1000_it40", "x2_generic1000_it80"):
+    for name in ("x4", "x2", "x2_generic1000", "x2_generic1000_it40", "x2_generic1000_it80", "x2_generic1000_it160"):
         pts = points(name)
         if not pts:
             continue
